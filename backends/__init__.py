@@ -1,0 +1,1 @@
+"""graphc.backends: code generators and runtimes. `reference` is the numpy oracle."""

@@ -1,0 +1,50 @@
+"""graphc: an ahead-of-time graph compiler for neural networks.
+
+    import graphc
+    b = graphc.Builder("net", seed=0)
+    x = b.input("x", (8, 2))
+    h = b.dense(x, b.param("w", (2, 4)), b.param("bias", (4,), init="zeros"), activation="relu")
+    g = b.build(outputs={"h": h})
+    print(g)                               # the textual IR
+    graphc.run_reference(g, {"x": ...})    # the numpy oracle
+
+Importing graphc stays light: numpy, networkx and the IR only (no torch, no triton, no llvmlite).
+"""
+
+from graphc.backends.reference import run_graph as run_reference
+from graphc.ir import (
+    Builder,
+    Graph,
+    GraphError,
+    Node,
+    Tensor,
+    TensorType,
+    Value,
+    parse_graph,
+    print_graph,
+    verify,
+)
+from graphc.ir.errors import (
+    AttributeSchemaError,
+    CycleError,
+    DanglingValueError,
+    DTypeError,
+    DuplicateNameError,
+    GradientError,
+    InputError,
+    ParseError,
+    ShapeError,
+    UnknownOpError,
+)
+from graphc.passes import decompose
+
+from .io import load_graph, save_graph
+
+parse = parse_graph
+
+__all__ = [
+    "AttributeSchemaError", "Builder", "CycleError", "DTypeError", "DanglingValueError",
+    "DuplicateNameError", "GradientError", "Graph", "GraphError", "InputError", "Node",
+    "ParseError", "ShapeError", "Tensor", "TensorType", "UnknownOpError", "Value", "decompose",
+    "load_graph", "parse", "parse_graph", "print_graph", "run_reference", "save_graph", "verify",
+]

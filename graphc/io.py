@@ -1,0 +1,54 @@
+"""Graphs on disk: `.gir` text with parameter values in a `.npz` beside it, and model files
+(`.gir`, or `.py` with a `build()` that returns a Graph)."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+
+from graphc.ir.errors import GraphError
+from graphc.ir.graph import Graph
+from graphc.ir.text import parse_graph, print_graph
+
+
+def params_path(path: Path) -> Path:
+    return path.with_suffix(".npz")
+
+
+def save_graph(graph: Graph, path: str | Path) -> None:
+    """Write `path` (.gir text) and, if the graph has parameter values, `path` with .npz."""
+    path = Path(path)
+    path.write_text(print_graph(graph))
+    if graph.param_values:
+        np.savez(params_path(path), **graph.param_values)
+
+
+def load_graph(path: str | Path, **build_kwargs) -> Graph:
+    """Load a model: a `.gir` file (plus its `.npz`), or a `.py` file defining `build()`."""
+    path = Path(path)
+    if not path.exists():
+        raise GraphError(f"model file {str(path)!r} does not exist")
+    if path.suffix == ".py":
+        spec = importlib.util.spec_from_file_location(f"graphc_model_{path.stem}", path)
+        if spec is None or spec.loader is None:
+            raise GraphError(f"cannot import model file {str(path)!r}")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        build = getattr(module, "build", None)
+        if build is None:
+            raise GraphError(f"model file {str(path)!r} defines no build() function")
+        graph = build(**build_kwargs)
+        if not isinstance(graph, Graph):
+            raise GraphError(f"{str(path)!r}: build() returned {type(graph).__name__}, "
+                             "not a Graph")
+        return graph
+    if path.suffix != ".gir":
+        raise GraphError(f"model file {str(path)!r}: expected a .gir or .py file")
+    graph = parse_graph(path.read_text(), source=str(path))
+    npz = params_path(path)
+    if npz.exists():
+        with np.load(npz, allow_pickle=False) as data:
+            graph = graph.with_param_values({k: data[k] for k in data.files})
+    return graph

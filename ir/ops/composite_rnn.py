@@ -1,0 +1,7 @@
+"""(family under construction)"""
+
+from __future__ import annotations
+
+
+def register_ops() -> None:
+    pass
