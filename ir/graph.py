@@ -42,8 +42,11 @@ class Value:
     __slots__ = ("node", "index")
 
     def __init__(self, node: Node, index: int) -> None:
-        self.node = node
-        self.index = index
+        object.__setattr__(self, "node", node)
+        object.__setattr__(self, "index", index)
+
+    def __setattr__(self, key: str, value: Any) -> None:
+        raise AttributeError(f"Value is immutable (tried to set {key!r})")
 
     @property
     def type(self) -> TensorType:
@@ -79,15 +82,21 @@ class Node:
 
     def __init__(self, op: str, inputs: Iterable[Value], attrs: Mapping[str, Any] | None,
                  types: Iterable[TensorType], name: str | None = None) -> None:
-        self.op = op
-        self.inputs = tuple(inputs)
+        inputs = tuple(inputs)
+        types = tuple(types)
         frozen = {k: freeze_attr(v) for k, v in sorted((attrs or {}).items())}
-        self._attrs = MappingProxyType(frozen)
-        self.types = tuple(types)
-        self.name = name
-        key: tuple = (op, tuple(frozen.items()), tuple(v.shash for v in self.inputs), self.types)
-        self.shash = hash(key)
-        self.outputs = tuple(Value(self, i) for i in range(len(self.types)))
+        key: tuple = (op, tuple(frozen.items()), tuple(v.shash for v in inputs), types)
+        init = object.__setattr__
+        init(self, "op", op)
+        init(self, "inputs", inputs)
+        init(self, "_attrs", MappingProxyType(frozen))
+        init(self, "types", types)
+        init(self, "name", name)
+        init(self, "shash", hash(key))
+        init(self, "outputs", tuple(Value(self, i) for i in range(len(types))))
+
+    def __setattr__(self, key: str, value: Any) -> None:
+        raise AttributeError(f"Node is immutable (tried to set {key!r}); build a new node")
 
     @property
     def attrs(self) -> Mapping[str, Any]:
