@@ -184,7 +184,8 @@ class Builder:
             if shape is None:
                 raise GraphError(f"param {name!r}: give a shape or an initial value")
             value = self._initial_value(name, tuple(shape), init, fan_in, fan_out)
-        value = np.ascontiguousarray(round_to_dtype(value, dtype))
+        # (ascontiguousarray alone would turn a 0-d value into shape (1,))
+        value = np.ascontiguousarray(round_to_dtype(value, dtype)).reshape(tuple(shape))
         attrs = {"name": name, "frozen": bool(frozen)}
         node = Node("param", (), attrs, (TensorType(tuple(shape), dtype),), name)
         self._check_source_name(name)
