@@ -200,7 +200,7 @@ def backprop(b: Builder, nodes: Sequence[Node], seeds: Sequence[tuple[Value, Ten
         if all(c is None for c in out_cts):
             continue
         grads = _call_vjp(b, n, out_cts)
-        for v, g in zip(n.inputs, grads):
+        for v, g in zip(n.inputs, grads, strict=True):
             if g is None or _key(v) not in active:
                 continue
             if g.type != v.type:
@@ -238,7 +238,7 @@ def autodiff(graph: Graph, loss: LossSpec, wrt: Sequence[str] | None = None) -> 
     seeds = [(v, b.const(w, dtype=v.dtype)) for v, w in loss_values]
     grads = backprop(b, g.nodes, seeds, sources)
     outputs = dict(g.outputs)
-    for v, gr in zip(sources, grads):
+    for v, gr in zip(sources, grads, strict=True):
         name = f"grad.{v.node.attrs['name']}"
         if name in outputs:
             raise GradientError(f"graph {g.name!r} already has an output named {name!r}")
