@@ -1,5 +1,7 @@
 """Recurrent composites: references vs torch.nn.RNNCell/LSTMCell/RNN/LSTM with copied weights,
-decompositions vs references, the unrolled structure of a decomposed lstm, and shape errors."""
+decompositions vs references, the unrolled structure of a decomposed lstm (node counts, scoped
+names in the text and in `graphc show --decompose`), gradients through the unrolled graph (vs torch
+autograd and the seed's backprop-through-time recursion), and shape/dtype errors."""
 
 from __future__ import annotations
 
@@ -11,11 +13,15 @@ import torch
 from graphc.backends.reference import run_graph
 from graphc.ir.builder import Builder
 from graphc.ir.errors import DTypeError, GraphError, ShapeError
+from graphc.ir.graph import Graph
 from graphc.ir.text import print_graph
 from graphc.ir.verify import verify
 
+from graphc.cli import main
+from graphc.passes.autodiff import autodiff
 from graphc.passes.decompose import decompose
 
+from ..conftest import roundtrip
 from .harness import op_graph, run_op
 
 # (T, B, D, H): one step, batch of one, D != H both ways, D == H
@@ -214,12 +220,26 @@ def test_decomposed_lstm_has_one_cell_per_step():
 
 
 def test_decomposed_lstm_text_shows_scoped_steps():
-    text = print_graph(decompose(_lstm_graph(16)))
+    text = print_graph(roundtrip(decompose(_lstm_graph(16))))
     for t in range(16):
         assert re.search(rf"%lstm0\.t{t}\.lstm_cell0\.h\.tanh = tanh\(", text), f"step {t}"
         assert re.search(rf"%lstm0\.t{t}\.lstm_cell0\.f\.sigmoid = sigmoid\(", text)
         assert re.search(rf"%lstm0\.t{t}\.lstm_cell0\.matmul(_\d+)? = matmul\(", text)
     assert "%lstm0.t16." not in text
+
+
+def test_cli_show_decompose_prints_one_cell_per_step(tmp_path, capsys):
+    model = tmp_path / "seq.py"
+    model.write_text("from graphc.ir.builder import Builder\n\n\n"
+                     "def build():\n"
+                     "    b = Builder('seq')\n"
+                     "    xs, h0 = b.input('xs', (7, 2, 3)), b.input('h0', (2, 4))\n"
+                     "    hs, h = b.rnn(xs, h0, b.param('W_x', (3, 4)), b.param('W_z', (4, 4)))\n"
+                     "    return b.build(outputs={'hs': hs})\n")
+    assert main(["show", "--decompose", str(model)]) == 0
+    out = capsys.readouterr().out
+    cells = re.findall(r"%rnn0\.t(\d+)\.rnn_cell0\.tanh = tanh\(", out)
+    assert cells == [str(t) for t in range(7)]
 
 
 def test_undecomposed_lstm_unrolls_into_lstm_cells():
@@ -240,6 +260,74 @@ def test_rnn_decomposition_with_one_step_is_one_cell(rng):
     d = decompose(g)
     assert sum(n.op == "matmul" for n in d.nodes) == 2
     assert sum(n.op == "tanh" for n in d.nodes) == 1
+
+
+# -- gradients through the unrolled graph ------------------------------------------------------
+
+
+def _seq_graph(op: str, arrays) -> Graph:
+    """xs and the initial states as inputs, the weights as parameters; loss = sum of hs."""
+    b = Builder(op)
+    n_in = 3 if op == "lstm" else 2
+    ins = [b.input(f"x{i}", a.shape, "f64") for i, a in enumerate(arrays[:n_in])]
+    names = ["W_x", "W_z", "b"]
+    ps = [b.param(names[i], init=a, dtype="f64") for i, a in enumerate(arrays[n_in:])]
+    hs = b.op(op, *ins, *ps)[0]
+    return b.build(outputs={"loss": hs.sum()})
+
+
+@pytest.mark.parametrize("op", ["rnn", "lstm"])
+def test_gradients_of_unrolled_ops_match_torch_autograd(op, rng):
+    steps, batch, d, h = 4, 2, 3, 5
+    arrays = _operands(op, (steps, batch, d, h), True, rng)
+    g = _seq_graph(op, arrays)
+    n_in = 3 if op == "lstm" else 2
+    wrt = [f"x{i}" for i in range(n_in)] + ["W_x", "W_z", "b"]
+    got = run_graph(verify(autodiff(g, "loss", wrt)), {f"x{i}": a for i, a in
+                                                     enumerate(arrays[:n_in])})
+    net = (torch.nn.LSTM if op == "lstm" else torch.nn.RNN)(d, h).double()
+    with torch.no_grad():
+        net.weight_ih_l0.copy_(_tt(arrays[n_in].T.copy()))
+        net.weight_hh_l0.copy_(_tt(arrays[n_in + 1].T.copy()))
+        net.bias_ih_l0.copy_(_tt(arrays[n_in + 2]))
+        net.bias_hh_l0.zero_()
+    leaves = [_tt(a.copy()).requires_grad_() for a in arrays[:n_in]]
+    state = tuple(s[None] for s in leaves[1:])
+    hs, _ = net(leaves[0], state if op == "lstm" else state[0])
+    hs.sum().backward()
+    want = {f"grad.x{i}": t.grad for i, t in enumerate(leaves)}
+    want.update({"grad.W_x": net.weight_ih_l0.grad.T, "grad.W_z": net.weight_hh_l0.grad.T,
+                 "grad.b": net.bias_ih_l0.grad})
+    for k, w in want.items():
+        np.testing.assert_allclose(got[k], w.numpy(), rtol=1e-10, atol=1e-12, err_msg=k)
+
+
+@pytest.mark.parametrize("w_zz", [0.5, 1.5])
+def test_scalar_rnn_gradient_vanishes_or_explodes_with_depth(w_zz):
+    # Seed, backprop through time: dz_T/dx_0 = w_xz g'(in_0) prod_{t=1..T-1} w_zz g'(in_t), so
+    # it shrinks like w_zz^T for |w_zz| < 1 and grows for |w_zz| > 1 (tiny inputs keep tanh
+    # in its linear range, g' ~ 1).
+    w_xz = 0.8
+    grads = []
+    for steps in range(1, 9):
+        b = Builder("scalar_rnn")
+        xs = b.input("xs", (steps, 1, 1), "f64")
+        weights = [b.param(n, init=np.array([[w]]), dtype="f64")
+                   for n, w in (("w_xz", w_xz), ("w_zz", w_zz))]
+        _, z_last = b.rnn(xs, b.zeros((1, 1), "f64"), *weights)
+        g = b.build(outputs={"loss": z_last.sum()})
+        x = np.zeros((steps, 1, 1))
+        x[0] = 1e-4
+        got = run_graph(verify(autodiff(g, "loss", ["xs"])), {"xs": x})["grad.xs"]
+        zs, _ = run_op("rnn", [x, np.zeros((1, 1)), np.array([[w_xz]]), np.array([[w_zz]])])
+        pre = w_xz * x[:, 0, 0] + w_zz * np.concatenate([[0.0], zs[:-1, 0, 0]])
+        dg = 1 - np.tanh(pre) ** 2
+        # dz_T/dx_t = w_xz g'(in_t) prod_{s=t+1..T-1} w_zz g'(in_s), for every t
+        closed = [w_xz * dg[t] * np.prod(w_zz * dg[t + 1:]) for t in range(steps)]
+        np.testing.assert_allclose(got[:, 0, 0], closed, rtol=1e-9)
+        grads.append(abs(closed[0]))
+    ratios = np.array(grads[1:]) / np.array(grads[:-1])
+    np.testing.assert_allclose(ratios, w_zz, rtol=1e-3)
 
 
 # -- errors ---------------------------------------------------------------------------------------
