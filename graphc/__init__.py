@@ -36,9 +36,12 @@ from graphc.ir.errors import (
     ShapeError,
     UnknownOpError,
 )
-from graphc.passes import decompose
+from graphc.passes import autodiff, decompose, simplify
 
+from .gradcheck import gradcheck, to_float64
 from .io import load_graph, save_graph
+from .optim import SGD, Adam, AdamW
+from .train import ParamGroup, Trainer, train_step
 
 parse = parse_graph
 
@@ -47,4 +50,6 @@ __all__ = [
     "DuplicateNameError", "GradientError", "Graph", "GraphError", "InputError", "Node",
     "ParseError", "ShapeError", "Tensor", "TensorType", "UnknownOpError", "Value", "decompose",
     "load_graph", "parse", "parse_graph", "print_graph", "run_reference", "save_graph", "verify",
+    "SGD", "Adam", "AdamW", "ParamGroup", "Trainer", "autodiff", "gradcheck", "simplify",
+    "to_float64", "train_step",
 ]

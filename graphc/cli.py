@@ -50,6 +50,35 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_gradcheck(args: argparse.Namespace) -> int:
+    from graphc.gradcheck import GradcheckFailure, gradcheck
+
+    graph = _load(args.model)
+    loss = args.loss
+    if loss is None:
+        scalars = [n for n, v in graph.outputs if v.shape == () and v.type.is_float]
+        loss = "loss" if "loss" in graph.output_names else (scalars[0] if len(scalars) == 1
+                                                             else None)
+        if loss is None:
+            raise GraphError(f"model {args.model!r}: say which output is the loss with --loss "
+                             f"(outputs: {graph.output_names})")
+    inputs = None
+    if args.inputs:
+        with np.load(args.inputs, allow_pickle=False) as data:
+            inputs = {k: data[k] for k in data.files}
+    try:
+        report = gradcheck(graph, loss, args.wrt, inputs=inputs, eps=args.eps, rtol=args.rtol,
+                           max_coords=args.max_coords, seed=args.seed)
+    except GradcheckFailure as e:
+        sys.stdout.write(e.report.table())
+        print(f"graphc: gradcheck failed: {', '.join(r.name for r in e.report.failures())} "
+              f"above tolerance", file=sys.stderr)
+        return 1
+    sys.stdout.write(report.table())
+    print(f"gradcheck of {loss!r}: {len(report.rows)} parameters ok")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="graphc", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -64,6 +93,16 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--inputs", help=".npz with one array per graph input")
     r.add_argument("-o", "--output", help="write outputs to this .npz")
     r.set_defaults(fn=cmd_run)
+    gc = sub.add_parser("gradcheck", help="compare autodiff with float64 finite differences")
+    gc.add_argument("model")
+    gc.add_argument("--loss", help="the scalar output to differentiate (default: 'loss')")
+    gc.add_argument("--wrt", nargs="+", help="parameters/inputs to check (default: trainable)")
+    gc.add_argument("--inputs", help=".npz with inputs (default: seeded random)")
+    gc.add_argument("--eps", type=float, default=1e-6)
+    gc.add_argument("--rtol", type=float, default=1e-5)
+    gc.add_argument("--max-coords", type=int, default=16, help="coordinates per parameter")
+    gc.add_argument("--seed", type=int, default=0)
+    gc.set_defaults(fn=cmd_gradcheck)
     return p
 
 
