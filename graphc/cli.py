@@ -40,6 +40,13 @@ def cmd_run(args: argparse.Namespace) -> int:
             raise GraphError(f"inputs file {args.inputs!r} does not exist")
         with np.load(path, allow_pickle=False) as data:
             inputs = {k: data[k] for k in data.files}
+    elif graph.inputs:
+        from graphc.io import load_example_inputs
+
+        inputs = load_example_inputs(args.model) or {}
+        if not inputs:
+            raise GraphError(f"model {args.model!r} has inputs {graph.input_names}: give them "
+                             "with --inputs FILE.npz")
     outputs = run_graph(graph, inputs)
     if args.output:
         np.savez(args.output, **outputs)
@@ -90,7 +97,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     r = sub.add_parser("run", help="run a model on the reference backend")
     r.add_argument("model")
-    r.add_argument("--inputs", help=".npz with one array per graph input")
+    r.add_argument("--inputs", help=".npz with one array per graph input (default: the model "
+                   "file's example_inputs(), if it has one)")
     r.add_argument("-o", "--output", help="write outputs to this .npz")
     r.set_defaults(fn=cmd_run)
     gc = sub.add_parser("gradcheck", help="compare autodiff with float64 finite differences")

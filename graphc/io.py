@@ -25,17 +25,31 @@ def save_graph(graph: Graph, path: str | Path) -> None:
         np.savez(params_path(path), **graph.param_values)
 
 
+def _import_model(path: Path):
+    spec = importlib.util.spec_from_file_location(f"graphc_model_{path.stem}", path)
+    if spec is None or spec.loader is None:
+        raise GraphError(f"cannot import model file {str(path)!r}")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def load_example_inputs(path: str | Path) -> dict[str, np.ndarray] | None:
+    """Inputs from a `.py` model's `example_inputs()`, if it defines one; else None."""
+    path = Path(path)
+    if path.suffix != ".py":
+        return None
+    fn = getattr(_import_model(path), "example_inputs", None)
+    return dict(fn()) if fn is not None else None
+
+
 def load_graph(path: str | Path, **build_kwargs) -> Graph:
     """Load a model: a `.gir` file (plus its `.npz`), or a `.py` file defining `build()`."""
     path = Path(path)
     if not path.exists():
         raise GraphError(f"model file {str(path)!r} does not exist")
     if path.suffix == ".py":
-        spec = importlib.util.spec_from_file_location(f"graphc_model_{path.stem}", path)
-        if spec is None or spec.loader is None:
-            raise GraphError(f"cannot import model file {str(path)!r}")
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
+        module = _import_model(path)
         build = getattr(module, "build", None)
         if build is None:
             raise GraphError(f"model file {str(path)!r} defines no build() function")

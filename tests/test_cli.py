@@ -1,0 +1,71 @@
+"""The graphc command line: show, run, and one-line errors naming the culprit."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from graphc.cli import main
+
+GIR = """graph tiny(%x: f32[3]) params(%w: f32[3]) {
+  %p = mul(%x, %w) : f32[3]
+  %y = sigmoid(%p) : f32[3]
+  return y=%y
+}
+"""
+
+
+def write_model(tmp_path: Path) -> Path:
+    path = tmp_path / "tiny.gir"
+    path.write_text(GIR)
+    np.savez(tmp_path / "tiny.npz", w=np.array([1.0, -2.0, 0.5], np.float32))
+    return path
+
+
+def test_show_prints_the_ir(tmp_path, capsys):
+    path = write_model(tmp_path)
+    assert main(["show", str(path)]) == 0
+    assert capsys.readouterr().out == GIR
+
+
+def test_run_writes_outputs(tmp_path, capsys):
+    path = write_model(tmp_path)
+    x = np.array([1.0, 2.0, 3.0], np.float32)
+    np.savez(tmp_path / "in.npz", x=x)
+    out = tmp_path / "out.npz"
+    assert main(["run", str(path), "--inputs", str(tmp_path / "in.npz"), "-o", str(out)]) == 0
+    with np.load(out) as data:
+        want = 1 / (1 + np.exp(-(x * np.array([1.0, -2.0, 0.5]))))
+        np.testing.assert_allclose(data["y"], want, rtol=1e-6)
+
+
+def test_errors_are_one_line_naming_the_culprit(tmp_path, capsys):
+    bad = tmp_path / "bad.gir"
+    bad.write_text(GIR.replace("sigmoid(%p)", "sigmoid(%q)"))
+    assert main(["show", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("graphc: error: ") and "bad.gir:3:" in err and "%q" in err
+    assert main(["show", str(tmp_path / "missing.gir")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    path = write_model(tmp_path)
+    np.savez(tmp_path / "in.npz", x=np.zeros(4, np.float32))
+    assert main(["run", str(path), "--inputs", str(tmp_path / "in.npz")]) == 2
+    assert "input 'x': expected shape (3,)" in capsys.readouterr().err
+
+
+def test_console_script_entry_point(tmp_path):
+    path = write_model(tmp_path)
+    res = subprocess.run([sys.executable, "-m", "graphc.cli", "show", str(path)],
+                         capture_output=True, text=True, check=True)
+    assert "%y = sigmoid(%p) : f32[3]" in res.stdout
+
+
+def test_import_graphc_stays_light():
+    code = ("import sys, graphc; heavy = [m for m in ('torch', 'triton', 'llvmlite') "
+            "if m in sys.modules]; print(heavy)")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True)
+    assert res.stdout.strip() == "[]"
