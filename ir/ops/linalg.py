@@ -45,16 +45,20 @@ def accumulate_dtype(dt: np.dtype) -> np.dtype:
 
 def pad_or_crop(x: np.ndarray, pairs: Sequence[tuple[int, int]], axes: Sequence[int],
                 value: float = 0.0) -> np.ndarray:
-    """Pad `x` along `axes` by (lo, hi) pairs with `value`; a negative lo/hi crops instead."""
+    """Pad `x` along `axes` by (lo, hi) pairs with `value`; a negative lo/hi crops instead.
+
+    Pads first, then crops: with (2, -2) on one element the crop removes padding and the
+    element, which cropping first cannot express.
+    """
     crop = [slice(None)] * x.ndim
     widths = [(0, 0)] * x.ndim
     for ax, (lo, hi) in zip(axes, pairs, strict=True):
-        crop[ax] = slice(max(-lo, 0), x.shape[ax] - max(-hi, 0))
         widths[ax] = (max(lo, 0), max(hi, 0))
-    x = x[tuple(crop)]
+        padded = x.shape[ax] + max(lo, 0) + max(hi, 0)
+        crop[ax] = slice(max(-lo, 0), max(padded - max(-hi, 0), max(-lo, 0)))
     if any(w != (0, 0) for w in widths):
         x = np.pad(x, widths, mode="constant", constant_values=value)
-    return x
+    return x[tuple(crop)]
 
 
 def dilate(x: np.ndarray, dilation: Sequence[int], axes: Sequence[int]) -> np.ndarray:

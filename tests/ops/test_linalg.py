@@ -13,6 +13,8 @@ from graphc.ir.builder import Builder
 from graphc.ir.errors import AttributeSchemaError, GraphError, ShapeError
 from graphc.ir.registry import check_node
 from graphc.ir.types import TensorType
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
 
 from ..conftest import roundtrip
 from .harness import check_vjp, run_op, vjp_graph
@@ -83,8 +85,9 @@ def torch_conv(x, w, stride=1, pairs=None, lhs=1, rhs=1, groups=1):
         z = x.new_zeros(shape)
         z[(slice(None),) * 2 + tuple(slice(None, None, d) for d in lhs)] = x
         x = z
-    if pairs is not None:
-        x = F.pad(x, [v for p in reversed(pairs) for v in p])  # torch: last dim first
+    if pairs is not None:  # torch lists the last dim first; pad, then crop (negative pads)
+        x = F.pad(x, [max(v, 0) for p in reversed(pairs) for v in p])
+        x = F.pad(x, [min(v, 0) for p in reversed(pairs) for v in p])
     return TORCH_CONV[n](x, w, stride=stride, dilation=rhs, groups=groups)
 
 
@@ -98,6 +101,7 @@ CONV_CASES = {
     "1d_stride_gt_kernel": ((1, 2, 11), (3, 2, 2), {"stride": 3}, {"stride": 3}),
     "1d_asym_pad": ((2, 2, 7), (3, 2, 3), {"padding": ((2, 0),)}, {"pairs": [(2, 0)]}),
     "1d_crop": ((1, 2, 9), (2, 2, 3), {"padding": (-2, 1)}, {"pairs": [(-2, 1)]}),
+    "1d_pad_then_crop": ((1, 2, 2), (2, 2, 2), {"padding": (3, -3)}, {"pairs": [(3, -3)]}),
     "1d_rhs_dil": ((1, 3, 10), (2, 3, 3), {"rhs_dilation": 3}, {"rhs": 3}),
     "1d_lhs_dil": ((1, 2, 5), (3, 2, 3), {"lhs_dilation": 2, "padding": 2},
                    {"lhs": 2, "pairs": [(2, 2)]}),
@@ -258,6 +262,47 @@ def test_conv_vjp_matches_torch_autograd(xs, ws, attrs, rng):
     y = torch_conv(xt, wt, stride=full["stride"], lhs=full["lhs_dilation"],
                    rhs=full["rhs_dilation"], groups=full["groups"],
                    pairs=[(pad[2 * i], pad[2 * i + 1]) for i in range(len(pad) // 2)])
+    gx, gw = torch.autograd.grad(y, (xt, wt), T(ct))
+    np.testing.assert_allclose(got["y0"], y.detach().numpy(), rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(got["g0"], gx.numpy(), rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(got["g1"], gw.numpy(), rtol=1e-10, atol=1e-10)
+
+
+@st.composite
+def conv_geometry(draw):
+    """Random 1-D/2-D conv geometry (negative padding, both dilations, groups) with a valid
+    output."""
+    n = draw(st.integers(1, 2))
+    groups = draw(st.sampled_from([1, 2, 3]))
+    dims = []
+    for _ in range(n):
+        k, s = draw(st.integers(1, 3)), draw(st.integers(1, 3))
+        lhs, rhs = draw(st.integers(1, 2)), draw(st.integers(1, 2))
+        size = draw(st.integers(1, 6))
+        lo, hi = draw(st.integers(-2, 3)), draw(st.integers(-2, 3))
+        dims.append((size, k, s, lhs, rhs, lo, hi))
+    return n, groups, dims, draw(st.integers(0, 2**31 - 1))
+
+
+@settings(max_examples=40, deadline=None)
+@given(conv_geometry())
+def test_conv_vjp_property_vs_torch(geometry):
+    n, groups, dims, seed = geometry
+    size, k, s, lhs, rhs, lo, hi = zip(*dims, strict=True)
+    attrs = {"stride": s, "lhs_dilation": lhs, "rhs_dilation": rhs,
+             "padding": tuple(v for p in zip(lo, hi, strict=True) for v in p), "groups": groups}
+    xs, ws = (2, 2 * groups) + size, (groups, 2) + k
+    try:
+        _, out_shape = _attrs(xs, ws, **attrs)
+    except ShapeError:
+        assume(False)  # no valid output for this geometry
+    rng = np.random.default_rng(seed)
+    x, w = _conv_case(rng, xs, ws)
+    ct = rng.standard_normal(out_shape)
+    got = run_graph(vjp_graph("conv", [x, w], attrs, [ct]), {"x0": x, "x1": w, "ct0": ct})
+    xt, wt = T(x).requires_grad_(), T(w).requires_grad_()
+    y = torch_conv(xt, wt, stride=s, lhs=lhs, rhs=rhs, groups=groups,
+                   pairs=list(zip(lo, hi, strict=True)))
     gx, gw = torch.autograd.grad(y, (xt, wt), T(ct))
     np.testing.assert_allclose(got["y0"], y.detach().numpy(), rtol=1e-10, atol=1e-10)
     np.testing.assert_allclose(got["g0"], gx.numpy(), rtol=1e-10, atol=1e-10)
