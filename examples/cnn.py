@@ -5,9 +5,9 @@
     -> flatten -> dense -> softmax cross-entropy with integer labels
 
 Inputs: `x` [N, 1, 8, 8] f32 and `labels` [N] i64. Outputs: `loss`, `logits` and, in training
-mode, the batch-norm running statistics after this batch (`bn.running_mean`,
-`bn.running_var`), which a training loop feeds back as the new values of the parameters of
-the same names. Those two are frozen parameters: state, not trained by gradient descent.
+mode, the batch-norm running statistics after this batch (`update.bn.running_mean`,
+`update.bn.running_var`): by the `update.<param>` convention of `graphc.train`, a training
+step feeds them back as the new values of those parameters. Those two are frozen parameters: state, not trained by gradient descent.
 
     graphc show examples/cnn.py
     graphc show examples/cnn.py --decompose
@@ -56,7 +56,7 @@ def build(batch: int = 16, channels: int = 8, training: bool = True, seed: int =
     if training:
         z, new_mean, new_var = b.batch_norm(z, gamma, beta, running_mean, running_var,
                                             training=True)
-        stats = {"bn.running_mean": new_mean, "bn.running_var": new_var}
+        stats = {"update.bn.running_mean": new_mean, "update.bn.running_var": new_var}
     else:
         z = b.batch_norm(z, gamma, beta, running_mean, running_var, training=False)
     z = b.max_pool2d(z.relu(), kernel=2)

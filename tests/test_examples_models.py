@@ -104,8 +104,8 @@ def _torch_cnn(graph: Graph, feed: dict, channels: int, training: bool):
     loss, logits = model(_t(feed["x"]), torch.from_numpy(feed["labels"]))
     want = {"loss": loss, "logits": logits}
     if training:
-        want["bn.running_mean"] = model.bn.running_mean
-        want["bn.running_var"] = model.bn.running_var
+        want["update.bn.running_mean"] = model.bn.running_mean
+        want["update.bn.running_var"] = model.bn.running_var
     return model, want
 
 
@@ -113,7 +113,8 @@ def test_cnn_defaults_and_signature():
     g = roundtrip(load_graph(CNN))
     assert [(v.node.attrs["name"], v.shape, v.dtype) for v in g.inputs] == [
         ("x", (16, 1, 8, 8), "f32"), ("labels", (16,), "i64")]
-    assert g.output_names == ["loss", "logits", "bn.running_mean", "bn.running_var"]
+    assert g.output_names == ["loss", "logits", "update.bn.running_mean",
+                              "update.bn.running_var"]
     assert g.frozen_params() == {"bn.running_mean", "bn.running_var"}
     ops = [n.op for n in g.nodes]
     assert ops.count("conv2d") == 3 and {"batch_norm", "max_pool2d", "flatten", "dense",
