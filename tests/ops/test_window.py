@@ -15,6 +15,8 @@ from graphc.ir.builder import Builder
 from graphc.ir.errors import AttributeSchemaError, DTypeError, ShapeError
 from graphc.ir.registry import check_node
 from graphc.ir.types import TensorType
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
 
 from ..conftest import roundtrip
 from .harness import check_vjp, run_op, vjp_graph
@@ -262,3 +264,62 @@ def test_window_vjps_use_only_graph_ops(rng):
     ops = {n.op for n in grad_nodes}
     assert ops <= {"reduce_window", "pad", "slice", "eq", "select", "mul",
                    "sub", "add", "maximum", "constant"}
+
+
+def brute_first_max(x, window, strides, padding):
+    """Per window output position: the x index of its first (row-major) maximum, or None."""
+    pairs = [(padding[2 * i], padding[2 * i + 1]) for i in range(x.ndim)]
+    out_shape = [(d + lo + hi - w) // s + 1
+                 for d, w, s, (lo, hi) in zip(x.shape, window, strides, pairs, strict=True)]
+    found = {}
+    for o in itertools.product(*(range(m) for m in out_shape)):
+        best, where = None, None
+        for off in itertools.product(*(range(w) for w in window)):
+            pos = tuple(oi * s + k - lo for oi, s, k, (lo, _) in zip(o, strides, off, pairs,
+                                                                     strict=True))
+            if all(0 <= q < d for q, d in zip(pos, x.shape, strict=True)) and (
+                    best is None or x[pos] > best):
+                best, where = x[pos], pos
+        found[o] = where
+    return out_shape, found
+
+
+@st.composite
+def window_geometry(draw):
+    n = draw(st.integers(1, 2))
+    shape = tuple(draw(st.integers(1, 5)) for _ in range(n))
+    window = tuple(draw(st.integers(1, 3)) for _ in range(n))
+    strides = tuple(draw(st.integers(1, 3)) for _ in range(n))
+    padding = tuple(draw(st.integers(-2, 2)) for _ in range(2 * n))
+    return shape, window, strides, padding, draw(st.integers(0, 2**31 - 1))
+
+
+@settings(max_examples=30, deadline=None)
+@given(window_geometry())
+def test_window_ops_property_vs_loops(geometry):
+    shape, window, strides, padding, seed = geometry
+    attrs = {"window": window, "strides": strides, "padding": padding}
+    try:
+        check_node("reduce_window", [TensorType(shape)], {"kind": "sum", **attrs})
+    except ShapeError:
+        assume(False)
+    rng = np.random.default_rng(seed)
+    x = np.round(rng.standard_normal(shape))  # ties on purpose
+    (sm,) = run_op("reduce_window", [x], kind="sum", **attrs)
+    np.testing.assert_allclose(sm, brute_window(x, "sum", window, strides, padding), atol=1e-12)
+    check_vjp("reduce_window", [rng.standard_normal(shape)], {"kind": "sum", **attrs})
+    (mx,) = run_op("reduce_window", [x], kind="max", **attrs)
+    np.testing.assert_array_equal(mx, brute_window(x, "max", window, strides, padding))
+    out_shape, first = brute_first_max(x, window, strides, padding)
+    src = rng.standard_normal(out_shape)
+    ct = rng.standard_normal(shape)
+    want_scatter, want_gather = np.zeros(shape), np.zeros(out_shape)
+    for o, pos in first.items():
+        if pos is not None:
+            want_scatter[pos] += src[o]
+            want_gather[o] = ct[pos]
+    (got,) = run_op("select_scatter", [x, src], **attrs)
+    np.testing.assert_allclose(got, want_scatter, atol=1e-12)
+    res = run_graph(vjp_graph("select_scatter", [x, src], attrs, [ct]),
+                    {"x0": x, "x1": src, "ct0": ct})
+    np.testing.assert_array_equal(res["g1"], want_gather)
