@@ -71,6 +71,8 @@ def cmd_gradcheck(args: argparse.Namespace) -> int:
                              f"(outputs: {graph.output_names})")
     inputs = None
     if args.inputs:
+        if not Path(args.inputs).exists():
+            raise GraphError(f"inputs file {args.inputs!r} does not exist")
         with np.load(args.inputs, allow_pickle=False) as data:
             inputs = {k: data[k] for k in data.files}
     try:

@@ -178,12 +178,12 @@ def _check_one(source: Value, analytic: np.ndarray, f, feed: dict[str, np.ndarra
 def gradcheck(graph: Graph, loss: LossSpec, wrt: Sequence[str] | None = None, *,
               inputs: Mapping[str, np.ndarray] | None = None, eps: float = 1e-6,
               rtol: float = 1e-5, atol: float = 1e-7, max_coords: int = 16, seed: int = 0,
-              raise_on_failure: bool = True) -> GradcheckReport:
+              raise_on_failure: bool = True, verbose: bool = False) -> GradcheckReport:
     """Compare autodiff with float64 central differences for each parameter in `wrt`.
 
     `wrt` defaults to every trainable parameter; `inputs` to `sample_inputs(graph, seed)`.
-    Raises GradcheckFailure (a GradientError) if any parameter is above tolerance, unless
-    `raise_on_failure` is False.
+    `verbose` prints the per-parameter table. Raises GradcheckFailure (a GradientError) if any
+    parameter is above tolerance, unless `raise_on_failure` is False.
     """
     weights = loss_weights(loss)
     g64 = decompose(to_float64(graph))
@@ -204,6 +204,8 @@ def gradcheck(graph: Graph, loss: LossSpec, wrt: Sequence[str] | None = None, *,
         coords = _coords(sources[name].type.size, max_coords, rng)
         report.rows.append(_check_one(sources[name], analytic[f"grad.{name}"], f, feed, params,
                                       coords, eps, rtol, atol, f0))
+    if verbose:
+        print(report.table(), end="")
     if raise_on_failure and not report.ok:
         bad = ", ".join(r.name for r in report.failures())
         raise GradcheckFailure(

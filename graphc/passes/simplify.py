@@ -114,7 +114,8 @@ def fold_constants(b: Builder, n: Node, fold_limit: int) -> tuple[Tensor, ...] |
         if n.op in SPLAT_FOLDABLE_OPS:
             out = scalars[0]
         else:
-            out = np.asarray(opdef.reference(scalars, dict(n.attrs)))
+            with np.errstate(all="ignore"):
+                out = np.asarray(opdef.reference(scalars, dict(n.attrs)))
         full = np.broadcast_to(out, n.outputs[0].shape)
         return (emit_constant(b, full, n.outputs[0].dtype, n.name),)
     sizes = [v.type.size for v in n.inputs] + [o.type.size for o in n.outputs]
