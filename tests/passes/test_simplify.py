@@ -247,3 +247,21 @@ def test_node_count_shrinks_on_a_backward_graph_and_values_stay():
     assert not any(n.op == "mul" and any(
         v.node.op == "constant" and v.node.attrs["value"] == 1.0 for v in n.inputs)
         for n in s.nodes)
+
+
+def test_training_step_graph_keeps_its_values():
+    from graphc.optim import Adam
+    from graphc.train import train_step
+
+    b = Builder("reg", seed=2)
+    x = b.input("x", (5, 3))
+    w = b.param("w", (3, 2))
+    loss = b.mse(b.tanh(x @ w), b.const(0.25, shape=(5, 2)))
+    step = train_step(b.build(outputs={"loss": loss}), "loss", Adam(lr=0.1, weight_decay=0.01))
+    s = verify(simplify(step))
+    assert len(s.nodes) < len(step.nodes) and s.output_names == step.output_names
+    feed = {"x": np.random.default_rng(3).normal(size=(5, 3)).astype(np.float32),
+            "step": np.int64(3)}
+    want, got = run_graph(step, feed), run_graph(s, feed)
+    for k in want:
+        np.testing.assert_allclose(got[k], want[k], rtol=1e-6, err_msg=k)
