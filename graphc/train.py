@@ -43,6 +43,7 @@ from graphc.passes.autodiff import (
     default_wrt,
     loss_weights,
     resolve_wrt,
+    seed_cotangent,
 )
 from graphc.passes.decompose import decompose
 
@@ -162,7 +163,7 @@ def _emit_group(b: Builder, graph: Graph, group: ParamGroup, step: Tensor,
     for name, w in weights.items():
         v = check_loss(graph, name)
         outputs.setdefault(name, v)
-        seeds.append((v, b.const(w, dtype=v.dtype)))
+        seeds.append((v, seed_cotangent(b, name, v, w)))
     lam = group.optimizer.l2_penalty()
     if lam and params:
         with b.scope("weight_decay"):

@@ -214,6 +214,12 @@ def backprop(b: Builder, nodes: Sequence[Node], seeds: Sequence[tuple[Value, Ten
     return out
 
 
+def seed_cotangent(b: Builder, loss: str, v: Value, weight: float) -> Tensor:
+    """The cotangent loss `v` starts with: its weight. Left unnamed on purpose: the builder shares
+    it (CSE) with equal constants of VJP rules, such as the 1 in sigmoid's 1 - y."""
+    return b.const(float(weight), dtype=v.dtype)
+
+
 def prune_new_nodes(graph: Graph, keep: Sequence[Node]) -> Graph:
     """Drop body nodes that serve no output, except those in `keep` (the forward body)."""
     kept = {id(n) for n in keep} | {id(n) for n in graph.live_nodes()}
@@ -235,7 +241,8 @@ def autodiff(graph: Graph, loss: LossSpec, wrt: Sequence[str] | None = None) -> 
     sources = resolve_wrt(g, wrt)
     b = Builder.from_graph(g)
     b.copy_body(g)
-    seeds = [(v, b.const(w, dtype=v.dtype)) for v, w in loss_values]
+    seeds = [(v, seed_cotangent(b, name, v, w))
+             for name, (v, w) in zip(weights, loss_values, strict=True)]
     grads = backprop(b, g.nodes, seeds, sources)
     outputs = dict(g.outputs)
     for v, gr in zip(sources, grads, strict=True):
