@@ -163,7 +163,7 @@ def _emit_group(b: Builder, graph: Graph, group: ParamGroup, step: Tensor,
     for name, w in weights.items():
         v = check_loss(graph, name)
         outputs.setdefault(name, v)
-        seeds.append((v, seed_cotangent(b, name, v, w)))
+        seeds.append((v, seed_cotangent(b, v, w)))
     lam = group.optimizer.l2_penalty()
     if lam and params:
         with b.scope("weight_decay"):

@@ -214,7 +214,7 @@ def backprop(b: Builder, nodes: Sequence[Node], seeds: Sequence[tuple[Value, Ten
     return out
 
 
-def seed_cotangent(b: Builder, loss: str, v: Value, weight: float) -> Tensor:
+def seed_cotangent(b: Builder, v: Value, weight: float) -> Tensor:
     """The cotangent loss `v` starts with: its weight. Left unnamed on purpose: the builder shares
     it (CSE) with equal constants of VJP rules, such as the 1 in sigmoid's 1 - y."""
     return b.const(float(weight), dtype=v.dtype)
@@ -241,8 +241,7 @@ def autodiff(graph: Graph, loss: LossSpec, wrt: Sequence[str] | None = None) -> 
     sources = resolve_wrt(g, wrt)
     b = Builder.from_graph(g)
     b.copy_body(g)
-    seeds = [(v, seed_cotangent(b, name, v, w))
-             for name, (v, w) in zip(weights, loss_values, strict=True)]
+    seeds = [(v, seed_cotangent(b, v, w)) for v, w in loss_values]
     grads = backprop(b, g.nodes, seeds, sources)
     outputs = dict(g.outputs)
     for v, gr in zip(sources, grads, strict=True):
