@@ -1,0 +1,194 @@
+"""LLVM IR construction pieces shared by the CPU code generators: dtypes, intrinsics, loops.
+
+* `llvm_type("f32")` maps graphc dtypes to llvmlite types; `vector(ty, lanes)` widens them.
+* `intrinsic(module, "llvm.fmuladd", ty)` declares an overloaded intrinsic by hand, once per
+  module (llvmlite's `declare_intrinsic` produced signatures the verifier rejected).
+* `emit_loop` / `for_range` emit counted loops; `emit_loop` threads loop-carried values
+  (accumulators) through phis so they stay in registers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+
+from graphc.ir.errors import DTypeError
+from llvmlite import ir
+
+I1 = ir.IntType(1)
+I8 = ir.IntType(8)
+I32 = ir.IntType(32)
+I64 = ir.IntType(64)
+F32 = ir.FloatType()
+F64 = ir.DoubleType()
+VOID = ir.VoidType()
+PTR = ir.PointerType(I8)  # printed as i8*; LLVM reads every pointer as the opaque `ptr`
+
+_DTYPES = {"f32": F32, "f64": F64, "i32": I32, "i64": I64, "bool": I1}
+
+
+def llvm_type(dtype: str) -> ir.Type:
+    """The scalar llvmlite type of a graphc dtype ("f32", "f64", "i32", "i64", "bool")."""
+    try:
+        return _DTYPES[dtype]
+    except KeyError:
+        raise DTypeError(f"the LLVM backend has no type for dtype {dtype!r} "
+                         f"(supported: {', '.join(_DTYPES)})") from None
+
+
+def vector(ty: ir.Type, lanes: int) -> ir.Type:
+    """`ty` itself for lanes == 1, else `<lanes x ty>`."""
+    return ty if lanes == 1 else ir.VectorType(ty, lanes)
+
+
+def scalar_of(ty: ir.Type) -> ir.Type:
+    return ty.element if isinstance(ty, ir.VectorType) else ty
+
+
+def lanes_of(ty: ir.Type) -> int:
+    return ty.count if isinstance(ty, ir.VectorType) else 1
+
+
+def splat(ty: ir.Type, value) -> ir.Constant:
+    """A constant of `ty` (scalar or vector) with every lane equal to `value`."""
+    if isinstance(ty, ir.VectorType):
+        return ir.Constant(ty, [ir.Constant(ty.element, value)] * ty.count)
+    return ir.Constant(ty, value)
+
+
+def type_suffix(ty: ir.Type) -> str:
+    """LLVM's overload suffix: f32, f64, i32, v16f32, p0 ..."""
+    if isinstance(ty, ir.VectorType):
+        return f"v{ty.count}{type_suffix(ty.element)}"
+    if isinstance(ty, ir.PointerType):
+        return "p0"
+    if isinstance(ty, ir.FloatType):
+        return "f32"
+    if isinstance(ty, ir.DoubleType):
+        return "f64"
+    if isinstance(ty, ir.IntType):
+        return f"i{ty.width}"
+    raise TypeError(f"no intrinsic suffix for {ty}")
+
+
+# Intrinsics whose signature is ret(arg x n) over one overloaded type.
+_SAME_TYPE_INTRINSICS = {
+    "llvm.fmuladd": 3, "llvm.fma": 3, "llvm.sqrt": 1, "llvm.fabs": 1, "llvm.floor": 1,
+    "llvm.ceil": 1, "llvm.trunc": 1, "llvm.rint": 1, "llvm.roundeven": 1, "llvm.copysign": 2,
+    "llvm.minnum": 2, "llvm.maxnum": 2, "llvm.minimum": 2, "llvm.maximum": 2,
+    "llvm.smax": 2, "llvm.smin": 2, "llvm.umin": 2, "llvm.umax": 2, "llvm.exp": 1, "llvm.log": 1,
+}
+
+
+def intrinsic(module: ir.Module, base: str, ty: ir.Type) -> ir.Function:
+    """Declare (once) the overloaded intrinsic `base` for type `ty`, e.g. llvm.fmuladd.v16f32."""
+    nargs = _SAME_TYPE_INTRINSICS[base]
+    return declare(module, f"{base}.{type_suffix(ty)}", ty, [ty] * nargs)
+
+
+def declare(module: ir.Module, name: str, ret: ir.Type, args: Sequence[ir.Type]) -> ir.Function:
+    """Get function `name` from `module`, declaring it with the given signature if absent."""
+    fn = module.globals.get(name)
+    if fn is None:
+        fn = ir.Function(module, ir.FunctionType(ret, list(args)), name=name)
+    return fn
+
+
+def masked_load(builder: ir.IRBuilder, ptr: ir.Value, mask: ir.Value, vty: ir.VectorType,
+                passthru: ir.Value | None = None, align: int = 4) -> ir.Value:
+    """`llvm.masked.load`: lanes whose mask bit is 0 read nothing and yield `passthru` (0)."""
+    module = builder.module
+    fn = declare(module, f"llvm.masked.load.{type_suffix(vty)}.p0", vty,
+                 [ptr.type, I32, mask.type, vty])
+    passthru = passthru if passthru is not None else splat(vty, 0)
+    return builder.call(fn, [ptr, ir.Constant(I32, align), mask, passthru])
+
+
+def masked_store(builder: ir.IRBuilder, value: ir.Value, ptr: ir.Value, mask: ir.Value,
+                 align: int = 4) -> None:
+    """`llvm.masked.store`: only lanes whose mask bit is 1 are written."""
+    fn = declare(builder.module, f"llvm.masked.store.{type_suffix(value.type)}.p0", VOID,
+                 [value.type, ptr.type, I32, mask.type])
+    builder.call(fn, [value, ptr, ir.Constant(I32, align), mask])
+
+
+def vector_ptr(builder: ir.IRBuilder, base: ir.Value, index: ir.Value, vty: ir.Type) -> ir.Value:
+    """Pointer to the vector of `vty` starting at element `index` of `base` (element pointer)."""
+    return builder.bitcast(builder.gep(base, [index]), vty.as_pointer())
+
+
+def emit_loop(builder: ir.IRBuilder, start: ir.Value, stop: ir.Value,
+              body: Callable[[ir.IRBuilder, ir.Value, list[ir.Value]], Sequence[ir.Value]],
+              carried: Sequence[ir.Value] = (), step: int | ir.Value = 1,
+              name: str = "loop") -> list[ir.Value]:
+    """Emit `for (i = start; i < stop; i += step)` with loop-carried values.
+
+    `body(builder, i, values)` emits one iteration and returns the next values (same types as
+    `carried`). The loop is guarded (no iteration when start >= stop). Returns the values after
+    the loop; the builder is left positioned after the loop.
+    """
+    ity = start.type
+    step_v = step if isinstance(step, ir.Value) else ir.Constant(ity, step)
+    pre = builder.block
+    header = builder.append_basic_block(f"{name}.body")
+    exit_ = builder.append_basic_block(f"{name}.exit")
+    builder.cbranch(builder.icmp_signed("<", start, stop), header, exit_)
+    builder.position_at_end(header)
+    i = builder.phi(ity, name=f"{name}.i")
+    i.add_incoming(start, pre)
+    phis = []
+    for k, v in enumerate(carried):
+        p = builder.phi(v.type, name=f"{name}.c{k}")
+        p.add_incoming(v, pre)
+        phis.append(p)
+    nxt = list(body(builder, i, list(phis)))
+    if len(nxt) != len(phis):
+        raise ValueError(f"{name}: body returned {len(nxt)} values for {len(phis)} carried")
+    latch = builder.block
+    i_next = builder.add(i, step_v, name=f"{name}.next")
+    i.add_incoming(i_next, latch)
+    for p, v in zip(phis, nxt, strict=True):
+        p.add_incoming(v, latch)
+    builder.cbranch(builder.icmp_signed("<", i_next, stop), header, exit_)
+    builder.position_at_end(exit_)
+    outs = []
+    for k, (p, v) in enumerate(zip(phis, nxt, strict=True)):
+        out = builder.phi(p.type, name=f"{name}.out{k}")
+        out.add_incoming(carried[k], pre)
+        out.add_incoming(v, latch)
+        outs.append(out)
+    return outs
+
+
+@contextmanager
+def for_range(builder: ir.IRBuilder, start: ir.Value, stop: ir.Value,
+              step: int | ir.Value = 1, name: str = "loop") -> Iterator[ir.Value]:
+    """`with for_range(b, lo, hi) as i:` emits the with-block as the body of a counted loop."""
+    ity = start.type
+    step_v = step if isinstance(step, ir.Value) else ir.Constant(ity, step)
+    pre = builder.block
+    header = builder.append_basic_block(f"{name}.body")
+    exit_ = builder.append_basic_block(f"{name}.exit")
+    builder.cbranch(builder.icmp_signed("<", start, stop), header, exit_)
+    builder.position_at_end(header)
+    i = builder.phi(ity, name=f"{name}.i")
+    i.add_incoming(start, pre)
+    yield i
+    i_next = builder.add(i, step_v, name=f"{name}.next")
+    i.add_incoming(i_next, builder.block)
+    builder.cbranch(builder.icmp_signed("<", i_next, stop), header, exit_)
+    builder.position_at_end(exit_)
+
+
+def ceil_div(builder: ir.IRBuilder, a: ir.Value, b: ir.Value | int) -> ir.Value:
+    """(a + b - 1) / b for non-negative integers."""
+    b = b if isinstance(b, ir.Value) else ir.Constant(a.type, b)
+    return builder.sdiv(builder.sub(builder.add(a, b), ir.Constant(a.type, 1)), b)
+
+
+def smin(builder: ir.IRBuilder, a: ir.Value, b: ir.Value) -> ir.Value:
+    return builder.select(builder.icmp_signed("<", a, b), a, b)
+
+
+def smax(builder: ir.IRBuilder, a: ir.Value, b: ir.Value) -> ir.Value:
+    return builder.select(builder.icmp_signed(">", a, b), a, b)

@@ -1,0 +1,407 @@
+"""Vectorizable math functions written in LLVM IR: exp, expm1, log, log1p, tanh, sigmoid,
+softplus, pow, rsqrt for f32 and f64, scalar or `<lanes x float>`.
+
+Note: why not `llvm.exp` or libm
+--------------------------------
+LLVM vectorizes a loop calling `llvm.exp.f32`, then scalarizes it back into one libm call per
+lane (no vector math library is available through llvmlite): no faster than scalar code. The
+functions here are straight-line IR (range reduction, polynomials through `llvm.fmuladd`,
+exponent bits built with integer ops, special cases through `select`), so the loop vectorizer
+widens them like any arithmetic. They are `internal alwaysinline`: inlined into the loop that
+calls them, then dropped. `emit_math(module, name, dtype, lanes)` declares one once per module.
+
+Algorithms (all branch-free):
+* exp: n = rint(x·log2 e), r = x − n·ln2 (Cody–Waite, two constants), exp(r) by a polynomial
+  (Cephes for f32, degree-13 Taylor for f64), scaled by 2^n built from exponent bits in two
+  halves so that gradual underflow (denormal results) and overflow (inf) come out right.
+* expm1: the same reduction; exp(r) − 1 from the polynomial without its constant term, then
+  2^n·(e^r − 1) + (2^n − 1) in one fused multiply-add.
+* log: frexp by bit manipulation (denormals pre-scaled), mantissa folded into [√½, √2),
+  Cephes polynomial (f32) or the fdlibm s = f/(2+f) series (f64).
+* log1p: u = 1 + x and the exact rounding error of that sum (Fast2Sum), whose first-order
+  effect err/u is added inside the log's small terms: accurate near 0 and near −1.
+* tanh: odd polynomial (f32) or rational (f64) in x² for |x| < 0.625 (Cephes); otherwise
+  1 − 2/(e^{2|x|} + 1).
+* sigmoid: e = exp(−|x|), then 1/(1+e) or e/(1+e): never overflows.
+* softplus: max(x, 0) + log1p(exp(−|x|)).
+  These three carry exp's rounding error as a low part (hi + lo) and fold it, the rounding of
+  1 + e and the division residual into one correction term: the results stay within about one
+  ulp where the plain formulas reach two.
+* pow: exp(y·log|x|) with C99 special cases (x < 0 with integral y, ±0, ±inf, 1, NaN). The f32
+  version computes in f64 internally: y·log x amplifies the log's error by |y·log x|, which
+  f32 cannot absorb.
+* rsqrt: 1 / llvm.sqrt (vectorizes to vsqrtps + vdivps).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+
+from graphc.ir.errors import GraphError
+from llvmlite import ir
+
+from .llvm_ir import F64, I32, I64, intrinsic, lanes_of, llvm_type, scalar_of, splat, vector
+
+MATH_FUNCTIONS = ("exp", "expm1", "log", "log1p", "tanh", "sigmoid", "softplus", "pow", "rsqrt")
+_ARITY = {"pow": 2}
+
+
+class _Emit:
+    """Builds one math function body: constants, intrinsics and bit tricks adapted to the float
+    type (f32/f64, scalar or vector) so each algorithm is written once."""
+
+    def __init__(self, builder: ir.IRBuilder, fty: ir.Type) -> None:
+        self.b = builder
+        self.ty = fty
+        self.is64 = isinstance(scalar_of(fty), ir.DoubleType)
+        lanes = lanes_of(fty)
+        self.ity = vector(I64 if self.is64 else I32, lanes)
+        self.mant = 52 if self.is64 else 23
+        self.bias = 1023 if self.is64 else 127
+
+    # constants and plain arithmetic
+    def c(self, x: float) -> ir.Constant:
+        return splat(self.ty, float(x))
+
+    def ic(self, n: int) -> ir.Constant:
+        return splat(self.ity, n)
+
+    def call(self, name: str, *args: ir.Value) -> ir.Value:
+        return self.b.call(intrinsic(self.b.module, name, self.ty), list(args))
+
+    def fma(self, a: ir.Value, b: ir.Value, c: ir.Value) -> ir.Value:
+        return self.call("llvm.fmuladd", a, b, c)
+
+    def add(self, a, b):
+        return self.b.fadd(a, b)
+
+    def sub(self, a, b):
+        return self.b.fsub(a, b)
+
+    def mul(self, a, b):
+        return self.b.fmul(a, b)
+
+    def div(self, a, b):
+        return self.b.fdiv(a, b)
+
+    def abs(self, a):
+        return self.call("llvm.fabs", a)
+
+    def select(self, cond, a, b):
+        return self.b.select(cond, a, b)
+
+    def cmp(self, op: str, a, b) -> ir.Value:
+        """Ordered comparison (false when either side is NaN)."""
+        return self.b.fcmp_ordered(op, a, b)
+
+    def isnan(self, a) -> ir.Value:
+        return self.b.fcmp_unordered("uno", a, a)
+
+    def poly(self, x: ir.Value, coeffs: Sequence[float]) -> ir.Value:
+        """Horner: coeffs[0]·x^(n-1) + ... + coeffs[-1], one fused multiply-add per step."""
+        acc = self.c(coeffs[0])
+        for k in coeffs[1:]:
+            acc = self.fma(acc, x, self.c(k))
+        return acc
+
+    # bit manipulation
+    def to_bits(self, x):
+        return self.b.bitcast(x, self.ity)
+
+    def from_bits(self, i):
+        return self.b.bitcast(i, self.ty)
+
+    def to_int(self, x):
+        return self.b.fptosi(x, self.ity)
+
+    def to_float(self, i):
+        return self.b.sitofp(i, self.ty)
+
+    def pow2(self, n: ir.Value) -> ir.Value:
+        """2^n for integer n in the normal exponent range, from exponent bits."""
+        return self.from_bits(self.b.shl(self.b.add(n, self.ic(self.bias)), self.ic(self.mant)))
+
+    def ldexp(self, p: ir.Value, n: ir.Value) -> ir.Value:
+        """p·2^n in two exact halves so results may overflow to inf or underflow gradually
+        (|n| may exceed the exponent range by up to a factor of two)."""
+        n1 = self.b.ashr(n, self.ic(1))
+        n2 = self.b.sub(n, n1)
+        return self.mul(self.mul(p, self.pow2(n1)), self.pow2(n2))
+
+
+# ---------------------------------------------------------------------------------------------
+# exp / expm1
+
+
+_LOG2E = 1.4426950408889634
+# Cody-Waite split of ln 2: n·hi is exact for the n that occur.
+_LN2_HI = {False: 0.693359375, True: 6.93147180369123816490e-01}
+_LN2_LO = {False: -2.12194440e-4, True: 1.90821492927058770002e-10}
+# exp(r) = 1 + r + r²·P(r): Cephes expf coefficients (f32), Taylor 1/k! (f64, |r| ≤ ln2/2).
+_EXP_P32 = (1.9875691500e-4, 1.3981999507e-3, 8.3334519073e-3, 4.1665795894e-2,
+            1.6666665459e-1, 5.0000001201e-1)
+_EXP_P64 = tuple(1.0 / math.factorial(k) for k in range(13, 1, -1))
+# Clamps: beyond them the result is 0 / inf (exp) or -1 / inf (expm1) anyway.
+_EXP_LO = {False: -104.0, True: -746.0}
+_EXP_HI = {False: 89.0, True: 710.0}
+
+
+def _exp_reduce(e: _Emit, x: ir.Value, lo: float) -> tuple[ir.Value, ir.Value, ir.Value]:
+    """Clamp x, then n = rint(x·log2 e) and r = x − n·ln2 with |r| ≤ ln2/2.
+    Returns (r, e^r − 1, n as integer)."""
+    xc = e.call("llvm.minnum", e.call("llvm.maxnum", x, e.c(lo)), e.c(_EXP_HI[e.is64]))
+    n = e.call("llvm.rint", e.mul(xc, e.c(_LOG2E)))
+    r = e.fma(n, e.c(-_LN2_HI[e.is64]), xc)
+    r = e.fma(n, e.c(-_LN2_LO[e.is64]), r)
+    q = e.poly(r, _EXP_P64 if e.is64 else _EXP_P32)
+    em1 = e.fma(q, e.mul(r, r), r)
+    return r, em1, e.to_int(n)
+
+
+def _exp_hilo(e: _Emit, x: ir.Value) -> tuple[ir.Value, ir.Value]:
+    """exp(x) as hi + lo, lo the exact rounding error of hi's last addition (NaN not handled).
+    Callers that divide by 1 + exp(x) use lo to stay within one rounding of the exact value."""
+    _, em1, n = _exp_reduce(e, x, _EXP_LO[e.is64])
+    one = e.c(1.0)
+    s = e.add(one, em1)
+    s_err = e.sub(em1, e.sub(s, one))  # Fast2Sum: exact since |em1| < 1
+    return e.ldexp(s, n), e.ldexp(s_err, n)
+
+
+def build_exp(e: _Emit, x: ir.Value) -> ir.Value:
+    _, em1, n = _exp_reduce(e, x, _EXP_LO[e.is64])
+    y = e.ldexp(e.add(em1, e.c(1.0)), n)
+    return e.select(e.isnan(x), x, y)
+
+
+def build_expm1(e: _Emit, x: ir.Value) -> ir.Value:
+    # Below lo, e^x is under half an ulp of 1: expm1 = -1.
+    lo = -50.0 if e.is64 else -30.0
+    _, em1, n = _exp_reduce(e, x, lo)
+    big = e.mant + 2  # from here on 2^n - 1 rounds to 2^n: use the overflow-safe exp path
+    n_small = e.b.select(e.b.icmp_signed(">", n, e.ic(big)), e.ic(big), n)
+    t = e.pow2(n_small)
+    small = e.fma(t, em1, e.sub(t, e.c(1.0)))
+    large = e.ldexp(e.add(em1, e.c(1.0)), n)
+    y = e.select(e.b.icmp_signed(">", n, e.ic(big)), large, small)
+    # n = 0 gives em1 itself (r == x): exact sign and tiny values; NaN propagates.
+    return e.select(e.isnan(x), x, y)
+
+
+# ---------------------------------------------------------------------------------------------
+# log / log1p
+
+_SQRT_HALF = 0.70710678118654752440
+# Cephes logf: log(1+f) = f − f²/2 + f³·P(f), f in [√½ − 1, √2 − 1).
+_LOG_P32 = (7.0376836292e-2, -1.1514610310e-1, 1.1676998740e-1, -1.2420140846e-1,
+            1.4249322787e-1, -1.6668057665e-1, 2.0000714765e-1, -2.4999993993e-1,
+            3.3333331174e-1)
+# fdlibm e_log.c: R(z) = z·(Lg1 + z·(Lg2 + ... Lg7·z^6)), z = s², s = f/(2+f).
+_LOG_LG64 = (1.479819860511658591e-01, 1.531383769920937332e-01, 1.818357216161805012e-01,
+             2.222219843214978396e-01, 2.857142874366239149e-01, 3.999999999940941908e-01,
+             6.666666666666735130e-01)
+
+
+def _frexp(e: _Emit, x: ir.Value) -> tuple[ir.Value, ir.Value]:
+    """x = m·2^k with m in [√½, √2) (x > 0 finite, denormals included). Returns (m − 1, k)."""
+    tiny = e.cmp("<", x, e.c(2.0 ** (1 - e.bias)))
+    shift = 54 if e.is64 else 25
+    xs = e.select(tiny, e.mul(x, e.c(2.0 ** shift)), x)
+    bits = e.to_bits(xs)
+    # frexp: m in [0.5, 1), exponent field minus (bias - 1).
+    k = e.b.sub(e.b.lshr(bits, e.ic(e.mant)), e.ic(e.bias - 1))
+    k = e.b.sub(k, e.b.select(tiny, e.ic(shift), e.ic(0)))
+    mant_mask = (1 << e.mant) - 1
+    half_bits = (e.bias - 1) << e.mant
+    m = e.from_bits(e.b.or_(e.b.and_(bits, e.ic(mant_mask)), e.ic(half_bits)))
+    # Fold m into [√½, √2): both branches are exact (Sterbenz).
+    low = e.cmp("<", m, e.c(_SQRT_HALF))
+    f = e.select(low, e.sub(e.add(m, m), e.c(1.0)), e.sub(m, e.c(1.0)))
+    k = e.b.sub(k, e.b.select(low, e.ic(1), e.ic(0)))
+    return f, e.to_float(k)
+
+
+def _log_core(e: _Emit, x: ir.Value, corr: ir.Value | None = None) -> ir.Value:
+    """log(x) + corr for finite x > 0, where corr is a tiny correction (log1p's err/u)."""
+    f, k = _frexp(e, x)
+    corr = corr if corr is not None else e.c(0.0)
+    if e.is64:
+        s = e.div(f, e.add(e.c(2.0), f))
+        z = e.mul(s, s)
+        r = e.mul(z, e.poly(z, _LOG_LG64))
+        hfsq = e.mul(e.c(0.5), e.mul(f, f))
+        small = e.fma(s, e.add(hfsq, r), e.fma(k, e.c(_LN2_LO[True]), corr))
+        return e.fma(k, e.c(_LN2_HI[True]), e.sub(f, e.sub(hfsq, small)))
+    z = e.mul(f, f)
+    y = e.mul(e.mul(e.poly(f, _LOG_P32), f), z)
+    y = e.fma(k, e.c(_LN2_LO[False]), y)
+    y = e.fma(z, e.c(-0.5), y)
+    y = e.add(y, corr)
+    return e.fma(k, e.c(_LN2_HI[False]), e.add(f, y))
+
+
+def _log_specials(e: _Emit, x: ir.Value, y: ir.Value, zero_at: float = 0.0) -> ir.Value:
+    """inf for +inf, -inf at `zero_at`, NaN below it or for NaN."""
+    y = e.select(e.cmp("==", x, e.c(math.inf)), x, y)
+    y = e.select(e.cmp("==", x, e.c(zero_at)), e.c(-math.inf), y)
+    return e.select(e.b.fcmp_unordered("<", x, e.c(zero_at)), e.c(math.nan), y)
+
+
+def build_log(e: _Emit, x: ir.Value) -> ir.Value:
+    return _log_specials(e, x, _log_core(e, x))
+
+
+def build_log1p(e: _Emit, x: ir.Value, x_lo: ir.Value | None = None) -> ir.Value:
+    """log(1 + x + x_lo), x_lo an optional tiny low part of the argument (softplus)."""
+    one = e.c(1.0)
+    u = e.add(one, x)
+    # The exact rounding error of 1 + x (Fast2Sum, larger operand first).
+    err = e.select(e.cmp(">", x, one), e.sub(one, e.sub(u, x)), e.sub(x, e.sub(u, one)))
+    if x_lo is not None:
+        err = e.add(err, x_lo)
+    y = _log_core(e, u, e.div(err, u))
+    y = e.select(e.cmp("==", x, e.c(0.0)), x, y)  # keeps -0
+    return _log_specials(e, x, y, zero_at=-1.0)
+
+
+# ---------------------------------------------------------------------------------------------
+# tanh, sigmoid, softplus
+
+# Cephes tanhf: tanh(x) = x + x·z·P(z), z = x², |x| < 0.625.
+_TANH_P32 = (-5.70498872745e-3, 2.06390887954e-2, -5.37397155531e-2, 1.33314422036e-1,
+             -3.33332819422e-1)
+# Cephes tanh (double): tanh(x) = x + x·z·P(z)/Q(z), Q monic, |x| < 0.625.
+_TANH_P64 = (-9.64399179425052238628e-1, -9.92877231001918586564e1, -1.61468768441708447952e3)
+_TANH_Q64 = (1.0, 1.12811678491632931402e2, 2.23548839060100448583e3, 4.84406305325125486048e3)
+
+
+def _div_plus_one(e: _Emit, num: ir.Value, num_lo: ir.Value, hi: ir.Value, lo: ir.Value,
+                  hi_ge_one: bool) -> ir.Value:
+    """(num + num_lo) / (1 + hi + lo) within about one rounding: the division residual and the
+    rounding errors of 1 + hi and of hi itself are folded into one correction."""
+    one = e.c(1.0)
+    d = e.add(one, hi)
+    d_err = e.sub(one, e.sub(d, hi)) if hi_ge_one else e.sub(hi, e.sub(d, one))  # Fast2Sum
+    d_err = e.add(d_err, lo)
+    # One division: q need not be the rounded quotient, the exact residual num - q·d corrects
+    # it, and the correction only needs a rough 1/d.
+    rcp = e.div(one, d)
+    q = e.mul(num, rcp)
+    res = e.add(e.fma(e.sub(e.c(0.0), q), d, num), num_lo)
+    res = e.fma(e.sub(e.c(0.0), q), d_err, res)
+    return e.fma(res, rcp, q)
+
+
+def build_tanh(e: _Emit, x: ir.Value) -> ir.Value:
+    ax = e.abs(x)
+    z = e.mul(x, x)
+    if e.is64:
+        pq = e.div(e.poly(z, _TANH_P64), e.poly(z, _TANH_Q64))
+    else:
+        pq = e.poly(z, _TANH_P32)
+    small = e.fma(e.mul(pq, z), x, x)
+    # |x| >= 0.625: 1 - 2/(e^{2|x|} + 1); beyond 20 tanh rounds to 1 in f32 and f64.
+    a = e.select(e.cmp("<", ax, e.c(20.0)), ax, e.c(20.0))
+    hi, lo = _exp_hilo(e, e.add(a, a))
+    big = e.sub(e.c(1.0), _div_plus_one(e, e.c(2.0), e.c(0.0), hi, lo, hi_ge_one=True))
+    big = e.call("llvm.copysign", big, x)
+    y = e.select(e.cmp("<", ax, e.c(0.625)), small, big)
+    return e.select(e.b.fcmp_unordered("==", x, e.c(0.0)), x, y)  # NaN and ±0 pass through
+
+
+def build_sigmoid(e: _Emit, x: ir.Value) -> ir.Value:
+    hi, lo = _exp_hilo(e, e.sub(e.c(0.0), e.abs(x)))  # e^-|x| in (0, 1]: never overflows
+    pos = e.cmp(">=", x, e.c(0.0))
+    num = e.select(pos, e.c(1.0), hi)
+    num_lo = e.select(pos, e.c(0.0), lo)
+    y = _div_plus_one(e, num, num_lo, hi, lo, hi_ge_one=False)
+    return e.select(e.isnan(x), x, y)
+
+
+def build_softplus(e: _Emit, x: ir.Value) -> ir.Value:
+    pos = e.select(e.cmp(">", x, e.c(0.0)), x, e.c(0.0))
+    hi, lo = _exp_hilo(e, e.sub(e.c(0.0), e.abs(x)))
+    y = e.add(pos, build_log1p(e, hi, lo))
+    return e.select(e.isnan(x), x, y)
+
+
+# ---------------------------------------------------------------------------------------------
+# pow, rsqrt
+
+
+def build_pow(e: _Emit, x: ir.Value, y: ir.Value) -> ir.Value:
+    if e.is64:
+        r = build_exp(e, e.mul(y, _log_specials(e, e.abs(x), _log_core(e, e.abs(x)))))
+    else:
+        # f32: evaluate exp(y·log|x|) in f64, where the amplified log error is harmless.
+        e64 = _Emit(e.b, vector(F64, lanes_of(e.ty)))
+        ax = e.b.fpext(e.abs(x), e64.ty)
+        t = e64.mul(e.b.fpext(y, e64.ty), _log_specials(e64, ax, _log_core(e64, ax)))
+        r = e.b.fptrunc(build_exp(e64, t), e.ty)
+    return _pow_specials(e, x, y, r)
+
+
+def _pow_specials(e: _Emit, x: ir.Value, y: ir.Value, r: ir.Value) -> ir.Value:
+    """C99 pow special cases on top of r = |x|^y."""
+    b = e.b
+    y_int = e.cmp("==", e.call("llvm.floor", y), y)  # true for ±inf, false for NaN
+    half = e.mul(y, e.c(0.5))
+    y_odd = b.and_(y_int, e.cmp("!=", e.call("llvm.floor", half), half))
+    x_sign = b.icmp_signed("<", e.to_bits(x), e.ic(0))  # -0 and -inf included
+    r = e.select(b.and_(x_sign, y_odd), e.sub(e.c(0.0), r), r)
+    neg_finite = b.and_(e.cmp("<", x, e.c(0.0)), e.cmp(">", x, e.c(-math.inf)))
+    r = e.select(b.and_(neg_finite, b.not_(y_int)), e.c(math.nan), r)
+    y_inf = e.cmp("==", e.abs(y), e.c(math.inf))
+    r = e.select(b.and_(e.cmp("==", x, e.c(-1.0)), y_inf), e.c(1.0), r)
+    r = e.select(e.cmp("==", x, e.c(1.0)), e.c(1.0), r)
+    return e.select(e.cmp("==", y, e.c(0.0)), e.c(1.0), r)
+
+
+def build_rsqrt(e: _Emit, x: ir.Value) -> ir.Value:
+    return e.div(e.c(1.0), e.call("llvm.sqrt", x))
+
+
+_BUILDERS: dict[str, Callable[..., ir.Value]] = {
+    "exp": build_exp, "expm1": build_expm1, "log": build_log, "log1p": build_log1p,
+    "tanh": build_tanh, "sigmoid": build_sigmoid, "softplus": build_softplus,
+    "pow": build_pow, "rsqrt": build_rsqrt,
+}
+
+
+def math_function_name(name: str, dtype: str, lanes: int = 1) -> str:
+    """The symbol `emit_math` gives a function: graphc.math.exp.f32, graphc.math.exp.v16f32."""
+    return f"graphc.math.{name}.{'v' + str(lanes) if lanes > 1 else ''}{dtype}"
+
+
+def emit_math(module: ir.Module, name: str, dtype: str = "f32", lanes: int = 1) -> ir.Function:
+    """Declare (once per module) and return the math function `name` on `dtype` ("f32"/"f64"),
+    scalar or `<lanes x dtype>`: `float name(float)` (`pow` takes two arguments).
+
+    The function is `internal alwaysinline`: call it from a loop body and the optimizer inlines
+    it, then vectorizes the loop. No libm call is ever emitted.
+    """
+    if name not in _BUILDERS:
+        raise GraphError(f"no LLVM math function {name!r} (have {', '.join(MATH_FUNCTIONS)})")
+    if dtype not in ("f32", "f64"):
+        raise GraphError(f"LLVM math function {name!r} is defined for f32 and f64, not {dtype!r}")
+    sym = math_function_name(name, dtype, lanes)
+    existing = module.globals.get(sym)
+    if existing is not None:
+        return existing
+    fty = vector(llvm_type(dtype), lanes)
+    fn = ir.Function(module, ir.FunctionType(fty, [fty] * _ARITY.get(name, 1)), name=sym)
+    fn.linkage = "internal"
+    for attr in ("alwaysinline", "nounwind", "readnone", "norecurse"):
+        fn.attributes.add(attr)
+    builder = ir.IRBuilder(fn.append_basic_block("entry"))
+    builder.ret(_BUILDERS[name](_Emit(builder, fty), *fn.args))
+    return fn
+
+
+def emit_math_inline(builder: ir.IRBuilder, name: str, *args: ir.Value) -> ir.Value:
+    """Emit math function `name` directly at the builder's position (no call), on the type of
+    `args[0]` (f32/f64, scalar or vector). Used by epilogues working on vectors."""
+    if name not in _BUILDERS:
+        raise GraphError(f"no LLVM math function {name!r} (have {', '.join(MATH_FUNCTIONS)})")
+    return _BUILDERS[name](_Emit(builder, args[0].type), *args)

@@ -1,0 +1,122 @@
+"""Vectorizable LLVM math functions vs numpy (float64 for f32, long double for f64): at most
+2 ulp over dense grids, random bit patterns and edge cases; vectorized with no libm call."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytest
+from graphc.backends.llvm.mathlib import MATH_FUNCTIONS, emit_math
+from graphc.backends.llvm.mathlib_accuracy import (
+    compare,
+    compile_apply,
+    measure,
+    reference,
+    run_apply,
+    sample_points,
+)
+from graphc.backends.llvm.target import TargetSpec
+from graphc.ir.errors import GraphError
+from llvmlite import ir
+
+SIZE = {"f32": 200_000, "f64": 60_000}
+
+
+@pytest.fixture(scope="module")
+def jits():
+    return {dt: compile_apply(dtype=dt) for dt in ("f32", "f64")}
+
+
+@pytest.mark.parametrize("dtype", ["f32", "f64"])
+@pytest.mark.parametrize("name", [n for n in MATH_FUNCTIONS if n != "pow"] + ["pow32"])
+def test_accuracy_within_two_ulp(jits, name, dtype):
+    if name == "pow32":
+        if dtype == "f64":
+            pytest.skip("f64 pow has its own, looser bound (test_pow_f64_error_bound)")
+        name = "pow"
+    acc = measure(name, dtype, SIZE[dtype], jits[dtype])
+    assert acc.mismatches == 0, f"non-finite mismatch at {acc.worst_input}"
+    assert acc.max_rel_eps <= 2.0, acc
+    assert acc.max_ulp <= 2.0, acc
+
+
+def test_pow_f64_error_bound(jits):
+    """exp(y·log x) in f64 amplifies the log's last-bit error by |y·ln x| (documented)."""
+    x, y = sample_points("pow", "f64", SIZE["f64"])
+    got = run_apply(jits["f64"], "pow", x, y)
+    ulp_err, _, mismatch = compare(got, reference("pow", "f64", x, y), "f64")
+    assert not mismatch.any()
+    with np.errstate(all="ignore"):
+        t = np.nan_to_num(np.abs(y * np.log(np.abs(x))), posinf=0.0)
+    assert np.all(ulp_err <= 2.0 + 2.0 * t)
+
+
+def test_tanh_relative_error_near_zero(jits):
+    x = np.concatenate([np.geomspace(1e-38, 0.7, 5000), -np.geomspace(1e-38, 0.7, 5000)])
+    for dtype, ft in (("f32", np.float32), ("f64", np.float64)):
+        xs = x.astype(ft)
+        got = run_apply(jits[dtype], "tanh", xs)
+        ref = reference("tanh", dtype, xs)
+        rel = np.abs(got - ref) / np.abs(ref)
+        assert rel.max() <= 2 * np.finfo(ft).eps
+        assert np.all(np.signbit(got) == np.signbit(xs))
+
+
+def test_special_values_exact(jits):
+    x = np.array([0.0, -0.0, np.inf, -np.inf, np.nan], np.float32)
+    out = {n: run_apply(jits["f32"], n, x) for n in ("exp", "log", "tanh", "sigmoid", "log1p")}
+    np.testing.assert_array_equal(out["exp"], [1, 1, np.inf, 0, np.nan])
+    np.testing.assert_array_equal(out["log"], [-np.inf, -np.inf, np.inf, np.nan, np.nan])
+    np.testing.assert_array_equal(out["tanh"], [0, -0.0, 1, -1, np.nan])
+    assert np.signbit(out["tanh"][1]) and np.signbit(out["log1p"][1])
+    np.testing.assert_array_equal(out["sigmoid"], [0.5, 0.5, 1, 0, np.nan])
+    tiny = np.array([1e-45, 1e-40, -1e-40], np.float32)  # denormal inputs
+    np.testing.assert_array_equal(run_apply(jits["f32"], "exp", tiny), [1, 1, 1])
+    np.testing.assert_array_equal(run_apply(jits["f32"], "tanh", tiny), tiny)
+    np.testing.assert_allclose(run_apply(jits["f32"], "log", tiny[:2]),
+                               np.log(tiny[:2].astype(np.float64)), rtol=1e-7)
+    # gradual underflow: exp of -100 is a denormal, not 0
+    np.testing.assert_array_equal(run_apply(jits["f32"], "exp", np.float32([-100.0])),
+                                  [np.float32(np.exp(-100.0))])
+
+
+@pytest.mark.parametrize("dtype,lanes", [("f32", 16), ("f64", 8)])
+def test_vector_variants_match_scalar(jits, dtype, lanes):
+    names = ("exp", "tanh", "log1p", "pow")
+    jit_v = compile_apply(names, dtype, lanes=lanes)
+    for name in names:
+        inputs = [a[: a.size // lanes * lanes] for a in sample_points(name, dtype, 4096)]
+        np.testing.assert_array_equal(run_apply(jit_v, name, *inputs),
+                                      run_apply(jits[dtype], name, *inputs))
+
+
+def _function_bodies(optimized_ir: str) -> dict[str, str]:
+    parts = re.split(r"\ndefine [^@]*@", optimized_ir)[1:]
+    return {p.split("(")[0].strip('"'): p for p in parts}
+
+
+def test_no_libm_calls(jits):
+    for jit in jits.values():
+        for name, body in _function_bodies(jit.optimized_ir).items():
+            callees = set(re.findall(r"call [^@]*@\"?([\w.]+)", body))
+            assert all(c.startswith("llvm.") for c in callees), (name, callees)
+            assert not any(c.startswith(("llvm.exp", "llvm.log", "llvm.pow")) for c in callees)
+
+
+def test_exp_loop_vectorizes_to_512_bit(jits):
+    if not TargetSpec.host().has_avx512:
+        pytest.skip("host lacks avx512f")
+    body = _function_bodies(jits["f32"].optimized_ir)["apply_exp"]
+    assert "<16 x float>" in body
+    assert "expf" not in body and "llvm.exp" not in body
+
+
+def test_emit_math_declares_once_and_rejects_unknown():
+    m = ir.Module()
+    assert emit_math(m, "exp", "f32") is emit_math(m, "exp", "f32")
+    assert emit_math(m, "exp", "f64") is not emit_math(m, "exp", "f32")
+    with pytest.raises(GraphError, match="erf"):
+        emit_math(m, "erf", "f32")
+    with pytest.raises(GraphError, match="i32"):
+        emit_math(m, "exp", "i32")
