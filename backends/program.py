@@ -1,0 +1,79 @@
+"""What every backend hands back: a `Program` that runs a Schedule, and the argument checks
+that run before any compiled code is entered.
+
+A backend builds a Program from a `Schedule` (kernel IR + memory plan). `Program.run` takes
+every input and parameter buffer by name (numpy arrays; `check_arrays` has already accepted
+them) and returns every graph output by output name. `graphc.compile` wraps a Program in an
+`Executable`, which owns parameter values and the user-facing signature.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from graphc.ir.errors import InputError
+from graphc.ir.kernel import Schedule
+from graphc.ir.types import DTYPES
+
+
+class Program(Protocol):
+    """A compiled schedule. `target` names the backend ("reference", "llvm", "triton")."""
+
+    target: str
+    schedule: Schedule
+
+    def run(self, arrays: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Run once: `arrays` holds every input and param buffer by name."""
+        ...
+
+    def save(self, folder: Path) -> dict[str, Any]:
+        """Write the compiled code into `folder`; return manifest entries describing it."""
+        ...
+
+
+def check_array(name: str, arr: Any, shape: tuple[int, ...], dtype: str, what: str = "input"
+                ) -> np.ndarray:
+    """Return `arr` if it is a C-contiguous ndarray of `shape` and `dtype`; else InputError."""
+    if not isinstance(arr, np.ndarray):
+        if np.isscalar(arr) and shape == ():
+            arr = np.asarray(arr, DTYPES[dtype])
+        else:
+            raise InputError(f"{what} {name!r}: expected a numpy array {dtype}{list(shape)}, got "
+                             f"{type(arr).__name__}")
+    if arr.shape != shape:
+        raise InputError(f"{what} {name!r}: expected shape {shape} ({dtype}), got {arr.shape}")
+    if arr.dtype != DTYPES[dtype]:
+        raise InputError(f"{what} {name!r}: expected dtype {dtype} ({DTYPES[dtype]}), got "
+                         f"{arr.dtype}")
+    if not arr.flags.c_contiguous:
+        raise InputError(f"{what} {name!r}: array is not C-contiguous (strides {arr.strides}); "
+                         f"pass np.ascontiguousarray(...)")
+    if not arr.flags.aligned:
+        raise InputError(f"{what} {name!r}: array data is not aligned")
+    return arr
+
+
+def check_arrays(schedule: Schedule, inputs: Mapping[str, Any],
+                 params: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Every input and parameter buffer of `schedule`, checked; InputError names the culprit."""
+    extra = set(inputs) - set(schedule.inputs)
+    if extra:
+        raise InputError(f"{schedule.name!r} has no input(s) {sorted(extra)}; inputs are "
+                         f"{list(schedule.inputs)}")
+    out: dict[str, np.ndarray] = {}
+    for name in schedule.inputs:
+        if name not in inputs:
+            buf = schedule.buffers[name]
+            raise InputError(f"{schedule.name!r}: missing input {name!r} ({buf.type})")
+        t = schedule.buffers[name].type
+        out[name] = check_array(name, inputs[name], t.shape, t.dtype)
+    for name in schedule.params:
+        if name not in params:
+            raise InputError(f"{schedule.name!r}: no value for parameter {name!r}")
+        t = schedule.buffers[name].type
+        out[name] = check_array(name, params[name], t.shape, t.dtype, "parameter")
+    return out
