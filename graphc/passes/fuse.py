@@ -1,0 +1,417 @@
+"""`fuse`: a graph of primitives -> a `Schedule` of kernels (the kernel IR, `ir/kernel.py`).
+
+Contract: the schedule computes the graph's outputs (the kernel-IR interpreter agrees with the
+graph reference), every live primitive is computed by some kernel (constants are data: splats
+become immediates, arrays constant buffers), and every decision is recorded: each kernel lists
+its member nodes (`origin`) and every merge that was tried and refused is a `Rejection` with its
+reason. `fuse=False` gives one kernel per primitive: the unfused baseline.
+
+Note: how groups form
+---------------------
+A group is a set of nodes lowered to one kernel by `fuse_lower.Lowering`; a merge is legal when
+the lowering succeeds (one domain, reads of a reduction or template result at its own point), the
+group graph stays acyclic (checked with networkx), the kernel stays under `max_members` and the
+work it does twice stays under `max_recompute_cost`.
+
+1. Producers into consumers (reverse topological order). A pointwise node (elementwise,
+   movement, iota, random) that is not a graph output joins the group of its consumers. When its
+   consumers sit in several groups, it is recomputed in each (no buffer at all) if that is cheap:
+   at most `max_consumers` groups and `op_cost * (groups - 1) <= max_recompute_cost`. Otherwise
+   it stays a kernel of its own and the consumers load it.
+2. Consumers into anchors (topological order): each group tries to absorb the groups reading its
+   results: pointwise ops after a reduction (one sweep per dependent reduction: softmax in one
+   kernel), dependent reductions over the same rows (two-pass variance), epilogues of matmul and
+   conv (bias, activation, residual add, batch-norm affine), and elementwise multi-output groups.
+3. Siblings (horizontal): groups that read a common buffer and have the same domain merge if
+   neither depends on the other: batch-norm's sum and sum of squares become one sweep.
+
+Templates take only index arithmetic (movement) and casts as prologue: anything else would be
+recomputed for every row or column of the product. Library kernels (`take`, `scatter_add`,
+`select_scatter`) read and write whole buffers and fuse with nothing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import networkx as nx
+import numpy as np
+
+from graphc.ir.errors import GraphError
+from graphc.ir.graph import Graph, Node, Value
+from graphc.ir.kernel import Buffer, Kernel, Rejection, Schedule, kernel_reads, kernel_writes
+from graphc.ir.registry import get_op
+from graphc.ir.text import Namer
+from graphc.ir.types import TensorType
+
+from .base import Pass, PassContext
+from .fuse_lower import Lowering, Reject, is_splat, node_class, op_cost
+
+
+@dataclass(frozen=True)
+class FuseOptions:
+    """Knobs of the fusion pass (defaults are what benchmarks use)."""
+
+    fuse: bool = True
+    horizontal: bool = True
+    max_members: int = 96
+    max_consumers: int = 4
+    max_recompute_cost: float = 8.0
+
+
+def fuse(graph: Graph, fuse: bool = True, **options: Any) -> Schedule:
+    """Partition the primitives of `graph` into kernels (see the module docstring)."""
+    opts = FuseOptions(fuse=fuse, **options)
+    return _Fusion(graph, opts).run()
+
+
+@dataclass
+class FusePass(Pass):
+    """Graph of primitives -> Schedule (a change of IR level: `run` returns a Schedule)."""
+
+    name: ClassVar[str] = "fuse"
+    fuse: bool = True
+
+    def run(self, graph: Graph, ctx: PassContext) -> Schedule:  # type: ignore[override]
+        return fuse(graph, self.fuse, **ctx.options.get("fuse", {}))
+
+
+class _Fusion:
+    def __init__(self, graph: Graph, opts: FuseOptions) -> None:
+        self.graph = graph
+        self.opts = opts
+        self.nodes = list(graph.live_nodes())
+        for n in self.nodes:
+            if not get_op(n.op).primitive:
+                raise GraphError(f"fuse needs primitives: node %{n.name} is the composite "
+                                 f"{n.op!r}; run decompose first")
+            if len(n.types) != 1:
+                raise GraphError(f"fuse: node %{n.name} ({n.op}) has {len(n.types)} outputs")
+        self.pos = {id(n): i for i, n in enumerate(self.nodes)}
+        namer = Namer()
+        for v in graph.inputs + graph.params:
+            namer.names[id(v.node)] = v.node.attrs["name"]
+            namer.taken.add(v.node.attrs["name"])
+        for n in graph.nodes:
+            namer.name(n)
+        self.namer = namer
+        self.users: dict[int, list[Node]] = {id(n): [] for n in self.nodes}
+        for n in self.nodes:
+            for v in n.inputs:
+                self.users.setdefault(id(v.node), []).append(n)
+        self.out_ids = {id(v.node) for _, v in graph.outputs}
+        self.groups: dict[int, list[Node]] = {}
+        self.member_ids: dict[int, set[int]] = {}
+        self.domains: dict[tuple[int, int], Any] = {}
+        self.where: dict[int, set[int]] = {}
+        self.next_gid = 0
+        self.rejections: dict[tuple[str, str], Rejection] = {}
+        self.dag = nx.DiGraph()
+
+    # -- names and membership ------------------------------------------------------------------
+    def name(self, n: Node) -> str:
+        return self.namer.name(n)
+
+    def buffer_of(self, v: Value) -> str:
+        return self.namer.name(v.node)
+
+    def new_group(self, members: list[Node]) -> int:
+        gid = self.next_gid
+        self.next_gid += 1
+        self.set_group(gid, members)
+        for n in members:
+            self.where.setdefault(id(n), set()).add(gid)
+        return gid
+
+    def set_group(self, gid: int, members: list[Node]) -> None:
+        self.groups[gid] = sorted(members, key=lambda n: self.pos[id(n)])
+        self.member_ids[gid] = {id(n) for n in members}
+
+    def stores_of(self, members: list[Node], view: _View) -> list[Value]:
+        """Members whose value the caller or a kernel without them reads."""
+        out = []
+        for n in members:
+            if id(n) in self.out_ids or any(
+                    id(n) not in view.members(g)
+                    for u in self.users[id(n)] for g in view.where(u)):
+                out.append(n.out)
+        return out
+
+    def lower(self, name: str, members: list[Node], view: _View) -> tuple[Kernel, Lowering]:
+        stores = self.stores_of(members, view)
+        origin = tuple(self.name(n) for n in members)
+        low = Lowering(name, members, stores, self.buffer_of, origin)
+        return low.lower(), low
+
+    def view(self, where: dict[int, set[int]] | None = None,
+             members: dict[int, set[int]] | None = None) -> _View:
+        return _View(self, where or {}, members or {})
+
+    # -- the algorithm -------------------------------------------------------------------------
+    def run(self) -> Schedule:
+        fill = [n for n in self.nodes if n.op == "constant" and is_splat(n) and (
+            id(n) in self.out_ids or any(node_class(u) == "library" for u in self.users[id(n)]))]
+        for n in self.nodes:
+            if n.op != "constant":
+                self.new_group([n])
+        for n in fill:
+            self.new_group([n])
+        if self.opts.fuse:
+            self.producers_into_consumers()
+            self.build_dag()
+            self.consumers_into_anchors()
+            if self.opts.horizontal:
+                self.siblings()
+        return self.schedule()
+
+    def try_lower(self, members: list[Node], view: _View) -> Reject | Lowering:
+        if len(members) > self.opts.max_members:
+            return Reject("size cap", f"{len(members)} nodes > max_members="
+                                      f"{self.opts.max_members}")
+        try:
+            _, low = self.lower("k?", members, view)
+        except Reject as r:
+            return r
+        cost = low.recompute_cost()
+        if cost > self.opts.max_recompute_cost:
+            return Reject("recompute cap", f"the kernel would recompute work of cost {cost:g} > "
+                                           f"max_recompute_cost={self.opts.max_recompute_cost:g}")
+        return low
+
+    def reject(self, producer: Node, consumer: Node, r: Reject) -> None:
+        key = (self.name(producer), self.name(consumer))
+        self.rejections[key] = Rejection(key[0], key[1], r.reason, r.detail)
+
+    def sort(self, members) -> list[Node]:
+        return sorted(members, key=lambda n: self.pos[id(n)])
+
+    # phase 1 ----------------------------------------------------------------------------------
+    def producers_into_consumers(self) -> None:
+        for p in reversed(self.nodes):
+            if node_class(p) != "pointwise" or id(p) in self.out_ids or not self.users[id(p)]:
+                continue
+            (own,) = self.where[id(p)]
+            targets = sorted({g for u in self.users[id(p)] for g in self.where[id(u)]})
+            if len(targets) > 1:
+                extra = op_cost(p) * (len(targets) - 1)
+                if len(targets) > self.opts.max_consumers or extra > self.opts.max_recompute_cost:
+                    self.reject(p, self.users[id(p)][0], Reject(
+                        "recompute cap", f"%{self.name(p)} feeds {len(targets)} kernels; "
+                        f"recomputing it in each costs {extra:g} (max_consumers="
+                        f"{self.opts.max_consumers}, max_recompute_cost="
+                        f"{self.opts.max_recompute_cost:g})"))
+                    continue
+            view = self.view({id(p): set(targets)},
+                             {g: self.member_ids[g] | {id(p)} for g in targets})
+            failed = None
+            for g in targets:
+                res = self.try_lower(self.sort(self.groups[g] + [p]), view)
+                if isinstance(res, Reject):
+                    failed = (g, res)
+                    break
+            if failed is not None:
+                g, r = failed
+                reader = next(u for u in self.users[id(p)] if g in self.where[id(u)])
+                self.reject(p, reader, r)
+                continue
+            del self.groups[own], self.member_ids[own]
+            self.where[id(p)] = set(targets)
+            for g in targets:
+                self.set_group(g, self.groups[g] + [p])
+
+    # group graph ------------------------------------------------------------------------------
+    def producer_groups(self, gid: int) -> set[int]:
+        ids = {id(n) for n in self.groups[gid]}
+        out: set[int] = set()
+        for n in self.groups[gid]:
+            for v in n.inputs:
+                if id(v.node) not in ids and id(v.node) in self.where:
+                    out |= self.where[id(v.node)]
+        out.discard(gid)
+        return out
+
+    def build_dag(self) -> None:
+        self.dag = nx.DiGraph()
+        self.dag.add_nodes_from(self.groups)
+        for g in self.groups:
+            for p in self.producer_groups(g):
+                self.dag.add_edge(p, g)
+
+    def cycle_through(self, a: int, c: int) -> int | None:
+        """A third group on a path between a and c (merging them would close a cycle)."""
+        for src, dst in ((a, c), (c, a)):
+            for s in self.dag.successors(src):
+                if s != dst and nx.has_path(self.dag, s, dst):
+                    return s
+        return None
+
+    def first_pos(self, gid: int) -> int:
+        return self.pos[id(self.groups[gid][0])]
+
+    def try_merge(self, a: int, c: int, pair: tuple[Node, Node]) -> bool:
+        via = self.cycle_through(a, c)
+        if via is not None:
+            self.reject(*pair, Reject("cycle", f"a path through the kernel of "
+                                               f"%{self.name(self.groups[via][0])} joins them"))
+            return False
+        merged = self.member_ids[a] | self.member_ids[c]
+        members = self.sort(self.groups[a] + [n for n in self.groups[c]
+                                              if id(n) not in self.member_ids[a]])
+        moved = {id(n): {a if g == c else g for g in self.where[id(n)]} for n in self.groups[c]}
+        res = self.try_lower(members, self.view(moved, {a: merged}))
+        if isinstance(res, Reject):
+            self.reject(*pair, res)
+            return False
+        self.where.update(moved)
+        self.set_group(a, members)
+        del self.groups[c], self.member_ids[c]
+        nx.contracted_nodes(self.dag, a, c, self_loops=False, copy=False)
+        self.rejections.pop((self.name(pair[0]), self.name(pair[1])), None)
+        return True
+
+    def edge_pair(self, a: int, c: int) -> tuple[Node, Node]:
+        """A (producer in a, consumer in c) pair naming the dependence between two groups."""
+        ids = {id(n) for n in self.groups[a]}
+        for n in self.groups[c]:
+            for v in n.inputs:
+                if id(v.node) in ids:
+                    return v.node, n
+        return self.groups[a][0], self.groups[c][0]
+
+    # phase 2 ----------------------------------------------------------------------------------
+    def consumers_into_anchors(self) -> None:
+        for _ in range(3):
+            changed = False
+            for a in sorted(self.groups, key=self.first_pos):
+                if a not in self.groups:
+                    continue
+                tried: set[int] = set()
+                while True:
+                    cands = sorted((c for c in self.dag.successors(a) if c not in tried),
+                                   key=self.first_pos)
+                    if not cands:
+                        break
+                    c = cands[0]
+                    tried.add(c)
+                    if self.try_merge(a, c, self.edge_pair(a, c)):
+                        changed = True
+                        tried.clear()
+            if not changed:
+                break
+
+    # phase 3 ----------------------------------------------------------------------------------
+    def siblings(self) -> None:
+        readers: dict[int, list[int]] = {}
+        for g in sorted(self.groups, key=self.first_pos):
+            ids = {id(n) for n in self.groups[g]}
+            seen: set[int] = set()
+            for n in self.groups[g]:
+                for v in n.inputs:
+                    src = id(v.node)
+                    if src not in ids and src not in seen and not is_splat(v.node):
+                        seen.add(src)
+                        readers.setdefault(src, []).append(g)
+        for src in sorted(readers, key=lambda s: min(self.first_pos(g) for g in readers[s]
+                                                     if g in self.groups)):
+            gs = [g for g in readers[src] if g in self.groups]
+            while len(gs) > 1:
+                a, rest = gs[0], gs[1:]
+                for c in rest:
+                    if c in self.groups and a in self.groups and self.same_domain(a, c):
+                        self.try_merge(a, c, (self.groups[a][0], self.groups[c][0]))
+                gs = [g for g in rest if g in self.groups]
+
+    def same_domain(self, a: int, c: int) -> bool:
+        """Only loop kernels over the same domain are worth a sibling merge."""
+        ka, kc = self.domain_of(a), self.domain_of(c)
+        return ka is not None and ka == kc
+
+    def domain_of(self, g: int):
+        key = (g, len(self.groups[g]))
+        if key not in self.domains:
+            try:
+                k, _ = self.lower("k?", self.groups[g], self.view())
+                self.domains[key] = (k.domain, k.reduce_domain) if k.kind == "loop" else None
+            except Reject:
+                self.domains[key] = None
+        return self.domains[key]
+
+    # -- assembling the schedule ---------------------------------------------------------------
+    def schedule(self) -> Schedule:
+        order = list(nx.lexicographical_topological_sort(self.full_dag(), key=self.first_pos))
+        kernels: list[Kernel] = []
+        for i, g in enumerate(order):
+            try:
+                k, _ = self.lower(f"k{i}", self.groups[g], self.view())
+            except Reject as r:  # a bug in fusion: a group it accepted cannot be lowered
+                raise GraphError(f"fuse: group of %{self.name(self.groups[g][0])} cannot be "
+                                 f"lowered: {r}") from None
+            kernels.append(k)
+        return self.assemble(kernels)
+
+    def full_dag(self) -> nx.DiGraph:
+        dag = nx.DiGraph()
+        dag.add_nodes_from(self.groups)
+        for g in self.groups:
+            for p in self.producer_groups(g):
+                dag.add_edge(p, g)
+        if not nx.is_directed_acyclic_graph(dag):
+            raise GraphError("fuse: the kernel graph has a cycle (a bug in fusion legality)")
+        return dag
+
+    def assemble(self, kernels: list[Kernel]) -> Schedule:
+        g = self.graph
+        types: dict[str, TensorType] = {}
+        kinds: dict[str, str] = {}
+        for v in g.inputs:
+            types[v.node.attrs["name"]], kinds[v.node.attrs["name"]] = v.type, "input"
+        for v in g.params:
+            types[v.node.attrs["name"]], kinds[v.node.attrs["name"]] = v.type, "param"
+        constants: dict[str, np.ndarray] = {}
+        values = {self.buffer_of(n.out): n.out for n in self.nodes}
+        out_bufs: dict[str, str] = {}
+        for oname, v in g.outputs:
+            out_bufs[oname] = self.buffer_of(v)
+            values.setdefault(self.buffer_of(v), v)
+        written = [b for k in kernels for b in kernel_writes(k)]
+        used = set(written) | {b for k in kernels for b in kernel_reads(k)} | set(
+            out_bufs.values())
+        for name in sorted(used - set(types), key=lambda b: self.pos.get(id(values[b].node), -1)):
+            v = values[name]
+            types[name] = v.type
+            if v.node.op == "constant" and name not in written:
+                kinds[name] = "constant"
+                constants[name] = get_op("constant").reference([], dict(v.node.attrs))
+            else:
+                kinds[name] = "output" if name in out_bufs.values() else "temp"
+        buffers = {n: Buffer(n, types[n], kinds[n]) for n in types
+                   if n in used or kinds[n] in ("input", "param")}
+        member_ops = {self.name(n): n.op for n in self.nodes}
+        rejections = tuple(r for r in self.rejections.values()
+                           if not self.same_kernel(r.producer, r.consumer, kernels))
+        return Schedule(g.name, tuple(kernels), buffers, tuple(g.input_names),
+                        tuple(g.param_names), tuple(out_bufs.items()), constants,
+                        dict(g.param_values), rejections, None,
+                        {"fuse": self.opts.fuse, "member_ops": member_ops})
+
+    @staticmethod
+    def same_kernel(a: str, b: str, kernels: list[Kernel]) -> bool:
+        return any(a in k.origin and b in k.origin for k in kernels)
+
+
+class _View:
+    """Group membership with some hypothetical changes (a merge being tried)."""
+
+    def __init__(self, f: _Fusion, where: dict[int, set[int]], members: dict[int, set[int]]):
+        self.f = f
+        self._where = where
+        self._members = members
+
+    def where(self, n: Node) -> set[int]:
+        got = self._where.get(id(n))
+        return got if got is not None else self.f.where.get(id(n), set())
+
+    def members(self, g: int) -> set[int]:
+        got = self._members.get(g)
+        return got if got is not None else self.f.member_ids.get(g, set())

@@ -1,0 +1,498 @@
+"""Lowering one fused group of graph nodes to one kernel: the elemental emitter behind `fuse`.
+
+`Lowering.pull(value, index, mask)` returns the scalar expression of `value` at a tensor `index`
+(index expressions over the kernel's loop variables). A value computed outside the group is a
+`Load` from its buffer; a member is expanded by its op's index rule: elementwise ops pull their
+operands at the broadcast index, movement ops rewrite the index (transpose permutes, reshape
+linearizes and splits, slice scales and shifts, pad and concat add bounds and a `select`), iota
+and random_uniform read the index itself, a member reduction is its `ReduceRef` when read at its
+own row, a member template is `Acc` when read at its own output point. Anything else cannot be one
+kernel and raises `Reject` with the reason, which the fusion pass records.
+
+The group's domain comes from its anchor: the shape of the stored values (pointwise), the kept
+and reduced extents of the first reduction (every other reduction must match), or the template's
+output. Reductions go to the earliest sweep after the reductions they read; stored values of the
+reduction's input shape are stored in a sweep, values of its output shape after the sweeps.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from graphc.ir.graph import Node, Value
+from graphc.ir.kernel import (
+    Acc,
+    Bound,
+    Const,
+    ConvKernel,
+    Expr,
+    InBounds,
+    IndexValue,
+    Ix,
+    Kernel,
+    LibraryKernel,
+    Load,
+    LoopKernel,
+    MatmulKernel,
+    Op,
+    Operand,
+    RandomUniform,
+    ReduceRef,
+    Reduction,
+    Store,
+    Sweep,
+    delinearize,
+    floordiv,
+    ix,
+    linearize,
+    make_bound,
+    walk,
+)
+from graphc.ir.registry import get_op
+
+# Relative cost of computing one element, for the recomputation bound (movement is free).
+OP_COST = {"div": 2, "reciprocal": 2, "sqrt": 2, "rsqrt": 2, "exp": 4, "log": 4, "log1p": 4,
+           "sigmoid": 4, "tanh": 4, "softplus": 4, "pow": 4, "random_uniform": 10}
+MOVEMENT_OPS = ("reshape", "transpose", "broadcast", "slice", "pad", "concat")
+REDUCE_KINDS = {"reduce_sum": "sum", "reduce_max": "max", "argmax": "argmax"}
+# Members allowed inside a template operand: per-load index arithmetic or a cast, nothing that
+# would be recomputed for every row or column of the product.
+PROLOGUE_OPS = MOVEMENT_OPS + ("cast", "iota")
+
+
+class Reject(Exception):
+    """A group that cannot be one kernel; `reason` is a short category, `detail` says why."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+def node_class(n: Node) -> str:
+    """source | constant | pointwise | reduce | template | library."""
+    if n.op in ("input", "param"):
+        return "source"
+    if n.op == "constant":
+        return "constant"
+    family = get_op(n.op).family
+    if family in ("elementwise", "movement") or n.op in ("iota", "random_uniform"):
+        return "pointwise"
+    if n.op in ("reduce_sum", "reduce_max"):
+        return "reduce" if n.attrs["axes"] else "pointwise"  # no axes: the identity
+    if n.op in ("argmax", "reduce_window"):
+        return "reduce"
+    if n.op in ("matmul", "conv"):
+        return "template"
+    return "library"
+
+
+def op_cost(n: Node) -> int:
+    if n.op in MOVEMENT_OPS or n.op in ("iota", "constant") or node_class(n) != "pointwise":
+        return 0
+    return OP_COST.get(n.op, 1)
+
+
+def is_splat(n: Node) -> bool:
+    """A constant with one scalar value (inlined as an immediate, never a buffer)."""
+    return n.op == "constant" and not isinstance(n.attrs["value"], tuple)
+
+
+# -- reduction spaces ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ReduceSpace:
+    """Outer and inner extents of a reduction, and for axis reductions the input's shape with the
+    kept / reduced axes (the map from a kernel point (i, r) to an input index)."""
+
+    outer: tuple[int, ...]
+    inner: tuple[int, ...]
+    full_shape: tuple[int, ...] | None
+    axes: tuple[int, ...]
+
+
+def reduce_space(n: Node) -> ReduceSpace:
+    x = n.inputs[0].shape
+    if n.op == "reduce_window":
+        return ReduceSpace(n.out.shape, tuple(n.attrs["window"]), None, ())
+    axes = (n.attrs["axis"],) if n.op == "argmax" else tuple(n.attrs["axes"])
+    return ReduceSpace(tuple(d for k, d in enumerate(x) if k not in axes),
+                       tuple(x[k] for k in axes), x, axes)
+
+
+def full_index(space: ReduceSpace, outer: tuple[Ix, ...], inner: tuple[Ix, ...]
+               ) -> tuple[Ix, ...]:
+    """The input index of kernel point (i, r) for an axis reduction."""
+    assert space.full_shape is not None
+    it, rt = iter(outer), iter(inner)
+    return tuple(next(rt) if k in space.axes else next(it) for k in range(len(space.full_shape)))
+
+
+def canonical_index(n: Node, outer: tuple[Ix, ...]) -> tuple[Ix, ...]:
+    """The index of reduction `n`'s output element computed at outer point `outer`."""
+    if n.op == "reduce_window" or not n.attrs.get("keepdims"):
+        return outer
+    space = reduce_space(n)
+    return full_index(space, outer, tuple(Ix() for _ in space.axes))
+
+
+def bcast_index(idx: tuple[Ix, ...], out_shape: tuple[int, ...], in_shape: tuple[int, ...]
+                ) -> tuple[Ix, ...]:
+    """numpy broadcasting as an index map: leading axes dropped, stretched axes read at 0."""
+    lead = len(out_shape) - len(in_shape)
+    return tuple(Ix() if d == 1 else idx[lead + j] for j, d in enumerate(in_shape))
+
+
+# -- the emitter -----------------------------------------------------------------------------------
+
+
+class Lowering:
+    """Builds the kernel of one group: `members` (topological order) storing `stores`."""
+
+    def __init__(self, name: str, members: list[Node], stores: list[Value],
+                 buffer_of: Callable[[Value], str], origin: tuple[str, ...]) -> None:
+        self.name = name
+        self.nm = lambda n: buffer_of(n.outputs[0])
+        self.members = members
+        self.member_ids = {id(n) for n in members}
+        self.stores = stores
+        self.buffer_of = buffer_of
+        self.origin = origin
+        self.extents: dict[str, int] = {}
+        self.memo: dict[tuple, Expr] = {}
+        self.pulls: dict[int, int] = {}
+        self.mode = "loop"
+        self.reduce_names: dict[int, str] = {}
+        self.outer: tuple[Ix, ...] = ()
+        self.template: Node | None = None
+        self.template_out: tuple[Ix, ...] = ()
+        self.window_cost = 0.0
+
+    # -- entry point ---------------------------------------------------------------------------
+    def lower(self) -> Kernel:
+        classes = [node_class(n) for n in self.members]
+        if not self.stores:
+            raise Reject("empty", "the group stores nothing")
+        if "library" in classes:
+            if len(self.members) != 1:
+                lib = self.members[classes.index("library")]
+                raise Reject("library boundary",
+                             f"{lib.op} reads whole buffers; nothing fuses into it")
+            return self.lower_library(self.members[0])
+        templates = [n for n, c in zip(self.members, classes, strict=True) if c == "template"]
+        if templates:
+            if len(templates) > 1:
+                raise Reject("template boundary", "two templates cannot share a kernel")
+            if "reduce" in classes:
+                raise Reject("template boundary", f"a reduction cannot join a {templates[0].op} "
+                                                  "template kernel")
+            return self.lower_template(templates[0])
+        reductions = [n for n, c in zip(self.members, classes, strict=True) if c == "reduce"]
+        return self.lower_loop(reductions)
+
+    def recompute_cost(self) -> float:
+        """Work done twice inside this kernel: members pulled at several indices, and producers
+        of an overlapping window reduction (each input element read by several windows)."""
+        extra = sum(op_cost(n) * (self.pulls.get(id(n), 1) - 1) for n in self.members)
+        return extra + self.window_cost
+
+    # -- variables -----------------------------------------------------------------------------
+    def var(self, name: str, extent: int) -> Ix:
+        self.extents[name] = extent
+        return ix(name) if extent > 1 else Ix()
+
+    def vars(self, prefix: str, shape: tuple[int, ...]) -> tuple[Ix, ...]:
+        return tuple(self.var(f"{prefix}{k}", d) for k, d in enumerate(shape))
+
+    # -- pulling values ------------------------------------------------------------------------
+    def pull(self, v: Value, idx: tuple[Ix, ...], mask: tuple[Bound, ...] = ()) -> Expr:
+        key = (id(v.node), v.index, idx, mask, self.mode)
+        got = self.memo.get(key)
+        if got is not None:
+            return got
+        n = v.node
+        if n.op == "constant":
+            e = self.pull_constant(v, idx, mask)
+        elif id(n) not in self.member_ids:
+            e = Load(self.buffer_of(v), idx, mask, v.dtype)
+        else:
+            self.pulls[id(n)] = self.pulls.get(id(n), 0) + 1
+            e = self.pull_member(n, idx, mask)
+        self.memo[key] = e
+        return e
+
+    def pull_constant(self, v: Value, idx: tuple[Ix, ...], mask: tuple[Bound, ...]) -> Expr:
+        if is_splat(v.node):
+            return Const(v.node.attrs["value"], v.dtype)
+        return Load(self.buffer_of(v), idx, mask, v.dtype)
+
+    def pull_member(self, n: Node, idx: tuple[Ix, ...], mask: tuple[Bound, ...]) -> Expr:
+        op = n.op
+        out = n.out
+        if node_class(n) == "reduce":
+            return self.pull_reduction(n, idx)
+        if node_class(n) == "template":
+            if self.mode == "epilogue" and n is self.template and idx == self.template_out:
+                return Acc(out.dtype)
+            raise Reject("index mismatch", f"%{self.nm(n)} ({op}) is read at [{_fmt(idx)}], "
+                                           f"not at its own output point")
+        if self.mode == "operand" and op not in PROLOGUE_OPS:
+            raise Reject("template boundary",
+                         f"elementwise %{self.nm(n)} ({op}) cannot be a template prologue: it "
+                         "would be recomputed for every row or column of the product")
+        if get_op(op).family == "elementwise":
+            args = tuple(self.pull(v, bcast_index(idx, out.shape, v.shape), mask)
+                         for v in n.inputs)
+            attrs = (("dtype", n.attrs["dtype"]),) if op == "cast" else ()
+            return Op(op, args, out.dtype, attrs)
+        if op in ("reduce_sum", "reduce_max"):  # no axes: the identity
+            return self.pull(n.inputs[0], idx, mask)
+        if op == "iota":
+            return IndexValue(idx[n.attrs["axis"]] if idx else Ix(), out.dtype)
+        if op == "random_uniform":
+            seed = self.pull(n.inputs[0], (), ())
+            return RandomUniform(seed, linearize(idx, out.shape), n.attrs["stream"])
+        return self.pull_movement(n, idx, mask)
+
+    def pull_movement(self, n: Node, idx: tuple[Ix, ...], mask: tuple[Bound, ...]) -> Expr:
+        op, a = n.op, n.attrs
+        x = n.inputs[0]
+        if op == "broadcast":
+            return self.pull(x, bcast_index(idx, n.out.shape, x.shape), mask)
+        if op == "transpose":
+            xi = [Ix()] * len(idx)
+            for j, p in enumerate(a["perm"]):
+                xi[p] = idx[j]
+            return self.pull(x, tuple(xi), mask)
+        if op == "reshape":
+            if x.shape == n.out.shape:
+                return self.pull(x, idx, mask)
+            flat = linearize(idx, n.out.shape)
+            return self.pull(x, delinearize(flat, x.shape, self.extents), mask)
+        if op == "slice":
+            xi = tuple(e * st + s for e, s, st in zip(idx, a["start"], a["step"], strict=True))
+            return self.pull(x, xi, mask)
+        if op == "pad":
+            return self.pull_pad(n, idx, mask)
+        if op == "concat":
+            return self.pull_concat(n, idx, mask)
+        raise Reject("unsupported", f"no index rule for {op}")
+
+    def pull_pad(self, n: Node, idx: tuple[Ix, ...], mask: tuple[Bound, ...]) -> Expr:
+        x = n.inputs[0]
+        xi, bounds = [], []
+        for e, d, lo, step in zip(idx, x.shape, n.attrs["low"],
+                                  (s + 1 for s in n.attrs["interior"]), strict=True):
+            shifted = e - lo
+            xi.append(floordiv(shifted, step, self.extents))
+            b = make_bound(shifted, 0, (d - 1) * step + 1, step, self.extents) if d else False
+            if b is False:
+                return Const(n.attrs["value"], n.out.dtype)
+            if b is not True:
+                bounds.append(b)
+        if not bounds:
+            return self.pull(x, tuple(xi), mask)
+        inner = self.pull(x, tuple(xi), mask + tuple(bounds))
+        fill = Const(n.attrs["value"], n.out.dtype)
+        return Op("select", (InBounds(tuple(bounds)), inner, fill), n.out.dtype)
+
+    def pull_concat(self, n: Node, idx: tuple[Ix, ...], mask: tuple[Bound, ...]) -> Expr:
+        axis = n.attrs["axis"]
+        pieces: list[tuple[Bound | bool, Expr]] = []
+        offset = 0
+        for v in n.inputs:
+            size = v.shape[axis]
+            b = make_bound(idx[axis], offset, offset + size, 1, self.extents)
+            if b is not False:
+                sub = idx[:axis] + (idx[axis] - offset,) + idx[axis + 1:]
+                extra = () if b is True else (b,)
+                pieces.append((b, self.pull(v, sub, mask + extra)))
+            offset += size
+        expr = pieces[-1][1]
+        for b, e in reversed(pieces[:-1]):
+            expr = e if b is True else Op("select", (InBounds((b,)), e, expr), n.out.dtype)
+        return expr
+
+    def pull_reduction(self, n: Node, idx: tuple[Ix, ...]) -> Expr:
+        name = self.reduce_names.get(id(n))
+        if name is None or self.mode != "loop":
+            raise Reject("reduction boundary", f"%{self.nm(n)} is not computed in this kernel")
+        if idx != canonical_index(n, self.outer):
+            own = _fmt(canonical_index(n, self.outer))
+            raise Reject("index mismatch", f"reduction %{self.nm(n)} is read at [{_fmt(idx)}], "
+                                           f"not at its own row [{own}]")
+        return ReduceRef(name, n.out.dtype)
+
+    # -- loop kernels --------------------------------------------------------------------------
+    def lower_loop(self, reductions: list[Node]) -> LoopKernel:
+        if not reductions:
+            shape = self.stores[0].shape
+            for v in self.stores[1:]:
+                if v.shape != shape:
+                    first = self.stores[0]
+                    raise Reject("shape mismatch", f"%{self.nm(v.node)} {v.type} and "
+                                 f"%{self.nm(first.node)} {first.type} cannot share one "
+                                 "elementwise domain")
+            self.outer = self.vars("i", shape)
+            stores = tuple(Store(self.buffer_of(v), self.outer, self.pull(v, self.outer))
+                           for v in self.stores)
+            return LoopKernel(self.name, shape, (), (), stores, self.origin)
+        space = reduce_space(reductions[0])
+        for r in reductions[1:]:
+            other = reduce_space(r)
+            if (other.outer, other.inner) != (space.outer, space.inner):
+                raise Reject("reduction mismatch",
+                             f"%{self.nm(r)} reduces {list(other.outer)} x {list(other.inner)}, "
+                             f"%{self.nm(reductions[0])} {list(space.outer)} x {list(space.inner)}")
+        self.outer = self.vars("i", space.outer)
+        inner = self.vars("r", space.inner)
+        sweep_of: dict[str, int] = {}
+        reds: list[tuple[int, Reduction]] = []
+        for r in reductions:
+            value = self.reduction_input(r, inner)
+            level = self.level(value, sweep_of)
+            name = _unique(self.nm(r), sweep_of)
+            reds.append((level, Reduction(name, _reduce_kind(r), value, r.out.dtype)))
+            sweep_of[name] = level
+            self.reduce_names[id(r)] = name
+        inner_stores: list[tuple[int, Store]] = []
+        outer_stores: list[Store] = []
+        for v in self.stores:
+            placed = self.place(v, space, inner)
+            if placed[0] == "outer":
+                outer_stores.append(placed[1])
+            else:
+                inner_stores.append((self.level(placed[1].value, sweep_of), placed[1]))
+        count = max([lv + 1 for lv, _ in reds] + [lv + 1 for lv, _ in inner_stores])
+        sweeps = tuple(Sweep(tuple(r for lv, r in reds if lv == s),
+                             tuple(st for lv, st in inner_stores if lv == s))
+                       for s in range(count))
+        return LoopKernel(self.name, space.outer, space.inner, sweeps, tuple(outer_stores),
+                          self.origin)
+
+    def reduction_input(self, r: Node, inner: tuple[Ix, ...]) -> Expr:
+        x = r.inputs[0]
+        if r.op != "reduce_window":
+            return self.pull(x, full_index(reduce_space(r), self.outer, inner))
+        a = r.attrs
+        xi, bounds = [], []
+        overlap = 1.0
+        for k, (o, q, d) in enumerate(zip(self.outer, inner, x.shape, strict=True)):
+            e = o * a["strides"][k] + q - a["padding"][2 * k]
+            xi.append(e)
+            overlap *= a["window"][k] / a["strides"][k]
+            b = make_bound(e, 0, d, 1, self.extents)
+            if b is not True and b is not False:
+                bounds.append(b)
+        fill = Const(-math.inf if a["kind"] == "max" else 0.0, x.dtype)
+        before = dict(self.pulls)
+        value = self.pull(x, tuple(xi), tuple(bounds))
+        if overlap > 1:
+            cost = sum(op_cost(n) * (self.pulls.get(id(n), 0) - before.get(id(n), 0))
+                       for n in self.members)
+            self.window_cost += cost * (overlap - 1)
+        if bounds:
+            value = Op("select", (InBounds(tuple(bounds)), value, fill), x.dtype)
+        return value
+
+    def place(self, v: Value, space: ReduceSpace, inner: tuple[Ix, ...]
+              ) -> tuple[str, Store]:
+        """Store `v` after the sweeps (one value per row) or inside a sweep (per element)."""
+        buf = self.buffer_of(v)
+        if node_class(v.node) == "reduce" and id(v.node) in self.reduce_names:
+            idx = canonical_index(v.node, self.outer)
+            return "outer", Store(buf, idx, self.pull(v, idx))
+        outer_forms = [self.outer]
+        if space.full_shape is not None:
+            outer_forms.append(full_index(space, self.outer, tuple(Ix() for _ in inner)))
+            keep = tuple(1 if k in space.axes else d for k, d in enumerate(space.full_shape))
+            shapes = [space.outer, keep]
+        else:
+            shapes = [space.outer]
+        for shape, idx in zip(shapes, outer_forms, strict=True):
+            if v.shape == shape:
+                return "outer", Store(buf, idx, self.pull(v, idx))
+        if space.full_shape is not None and v.shape == space.full_shape:
+            idx = full_index(space, self.outer, inner)
+            return "inner", Store(buf, idx, self.pull(v, idx))
+        raise Reject("shape mismatch", f"%{self.nm(v.node)} {v.type} is neither the reduction's "
+                     f"input nor its output shape {list(space.outer)}")
+
+    @staticmethod
+    def level(e: Expr, sweep_of: dict[str, int]) -> int:
+        refs = [sweep_of[x.name] + 1 for x in walk([e]) if isinstance(x, ReduceRef)]
+        return max(refs, default=0)
+
+    # -- templates -----------------------------------------------------------------------------
+    def lower_template(self, t: Node) -> Kernel:
+        self.template = t
+        if t.op == "matmul":
+            a, b = t.inputs
+            batch = t.out.shape[:-2]
+            bv = self.vars("b", batch)
+            m, n, k = (self.var("m", t.out.shape[-2]), self.var("n", t.out.shape[-1]),
+                       self.var("k", a.shape[-1]))
+            self.mode = "operand"
+            ab = bcast_index(bv, batch, a.shape[:-2])
+            bb = bcast_index(bv, batch, b.shape[:-2])
+            names = tuple(f"b{j}" for j in range(len(batch)))
+            opa = Operand(names + ("m", "k"), batch + (t.out.shape[-2], a.shape[-1]),
+                          self.pull(a, ab + (m, k)))
+            opb = Operand(names + ("k", "n"), batch + (a.shape[-1], t.out.shape[-1]),
+                          self.pull(b, bb + (k, n)))
+            self.template_out = bv + (m, n)
+            stores = self.epilogue(t.out.shape)
+            return MatmulKernel(self.name, batch, t.out.shape[-2], t.out.shape[-1],
+                                a.shape[-1], opa, opb, t.out.dtype, stores, self.origin)
+        x, w = t.inputs
+        self.mode = "operand"
+        opx = Operand(tuple(f"x{j}" for j in range(len(x.shape))), x.shape,
+                      self.pull(x, self.vars("x", x.shape)))
+        opw = Operand(tuple(f"w{j}" for j in range(len(w.shape))), w.shape,
+                      self.pull(w, self.vars("w", w.shape)))
+        names = ("n", "o") + tuple(f"p{j}" for j in range(len(t.out.shape) - 2))
+        self.template_out = tuple(self.var(v, d) for v, d in zip(names, t.out.shape,
+                                                                  strict=True))
+        stores = self.epilogue(t.out.shape)
+        attrs = tuple((k, t.attrs[k]) for k in ("stride", "padding", "lhs_dilation",
+                                                "rhs_dilation", "groups"))
+        return ConvKernel(self.name, opx, opw, t.out.shape, attrs, t.out.dtype, stores,
+                          self.origin)
+
+    def epilogue(self, shape: tuple[int, ...]) -> tuple[Store, ...]:
+        self.mode = "epilogue"
+        out = []
+        for v in self.stores:
+            if v.shape != shape:
+                raise Reject("shape mismatch", f"%{self.nm(v.node)} {v.type} is not the "
+                             f"{self.template.op} output shape {list(shape)}")
+            out.append(Store(self.buffer_of(v), self.template_out,
+                             self.pull(v, self.template_out)))
+        return tuple(out)
+
+    # -- library kernels -----------------------------------------------------------------------
+    def lower_library(self, n: Node) -> LibraryKernel:
+        ins = tuple(self.buffer_of(v) for v in n.inputs)
+        attrs = tuple(sorted(n.attrs.items()))
+        return LibraryKernel(self.name, n.op, ins, self.buffer_of(n.out), attrs, self.origin)
+
+
+def _reduce_kind(n: Node) -> str:
+    if n.op == "reduce_window":
+        return n.attrs["kind"]
+    return REDUCE_KINDS[n.op]
+
+
+def _unique(name: str, taken: dict[str, int]) -> str:
+    cand, k = name, 1
+    while cand in taken:
+        cand = f"{name}_{k}"
+        k += 1
+    return cand
+
+
+def _fmt(idx: tuple[Ix, ...]) -> str:
+    return ", ".join(str(e) for e in idx)
