@@ -180,6 +180,17 @@ def for_range(builder: ir.IRBuilder, start: ir.Value, stop: ir.Value,
     builder.position_at_end(exit_)
 
 
+def alloca_at_entry(builder: ir.IRBuilder, ty: ir.Type, name: str = "") -> ir.Value:
+    """Stack slot in the function's entry block (an alloca inside a loop would grow the stack
+    on every iteration)."""
+    here = builder.block
+    entry = builder.function.entry_basic_block
+    builder.position_at_start(entry)
+    slot = builder.alloca(ty, name=name)
+    builder.position_at_end(here)
+    return slot
+
+
 def ceil_div(builder: ir.IRBuilder, a: ir.Value, b: ir.Value | int) -> ir.Value:
     """(a + b - 1) / b for non-negative integers."""
     b = b if isinstance(b, ir.Value) else ir.Constant(a.type, b)

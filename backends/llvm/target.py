@@ -171,8 +171,8 @@ def check_symbols_resolvable(ref: llvm.ModuleRef) -> None:
 class JitModule:
     """A module compiled to machine code in this process (MCJIT).
 
-    Keep the JitModule alive as long as any function pointer from it is used: the engine owns
-    the code. `cfunc(name, restype, *argtypes)` gives a ctypes function (it releases the GIL).
+    The engine owns the machine code: a callable from `cfunc(name, restype, *argtypes)` keeps
+    its JitModule alive; a raw `address(name)` does not. ctypes calls release the GIL.
     """
 
     engine: llvm.ExecutionEngine
@@ -192,7 +192,9 @@ class JitModule:
         """A ctypes callable for function `name` with the given C signature."""
         key = (name, restype, argtypes)
         if key not in self._cfuncs:
-            self._cfuncs[key] = ctypes.CFUNCTYPE(restype, *argtypes)(self.address(name))
+            fn = ctypes.CFUNCTYPE(restype, *argtypes)(self.address(name))
+            fn.jit_module = self  # the engine owns the code: keep it alive with the callable
+            self._cfuncs[key] = fn
         return self._cfuncs[key]
 
     def assembly(self) -> str:
