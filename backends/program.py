@@ -10,6 +10,7 @@ them) and returns every graph output by output name. `graphc.compile` wraps a Pr
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -17,14 +18,43 @@ import numpy as np
 
 from graphc.ir.errors import InputError
 from graphc.ir.kernel import Schedule
-from graphc.ir.types import DTYPES
+from graphc.ir.types import DTYPES, TensorType
+
+
+@dataclass(frozen=True)
+class Signature:
+    """What a compiled program takes and returns: (name, type) per input, parameter, output."""
+
+    name: str
+    inputs: tuple[tuple[str, TensorType], ...]
+    params: tuple[tuple[str, TensorType], ...]
+    outputs: tuple[tuple[str, TensorType], ...]
+
+    @staticmethod
+    def of(schedule: Schedule) -> Signature:
+        bt = {n: b.type for n, b in schedule.buffers.items()}
+        return Signature(schedule.name, tuple((n, bt[n]) for n in schedule.inputs),
+                         tuple((n, bt[n]) for n in schedule.params),
+                         tuple((n, bt[buf]) for n, buf in schedule.outputs))
+
+    def to_json(self) -> dict[str, Any]:
+        def rows(items):
+            return [{"name": n, "shape": list(t.shape), "dtype": t.dtype} for n, t in items]
+        return {"name": self.name, "inputs": rows(self.inputs), "params": rows(self.params),
+                "outputs": rows(self.outputs)}
+
+    @staticmethod
+    def from_json(d: Mapping[str, Any]) -> Signature:
+        def items(rows):
+            return tuple((r["name"], TensorType(tuple(r["shape"]), r["dtype"])) for r in rows)
+        return Signature(d["name"], items(d["inputs"]), items(d["params"]), items(d["outputs"]))
 
 
 class Program(Protocol):
     """A compiled schedule. `target` names the backend ("reference", "llvm", "triton")."""
 
     target: str
-    schedule: Schedule
+    signature: Signature
 
     def run(self, arrays: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Run once: `arrays` holds every input and param buffer by name."""
@@ -57,23 +87,20 @@ def check_array(name: str, arr: Any, shape: tuple[int, ...], dtype: str, what: s
     return arr
 
 
-def check_arrays(schedule: Schedule, inputs: Mapping[str, Any],
+def check_arrays(sig: Signature, inputs: Mapping[str, Any],
                  params: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Every input and parameter buffer of `schedule`, checked; InputError names the culprit."""
-    extra = set(inputs) - set(schedule.inputs)
+    """Every input and parameter of `sig`, checked; InputError names the culprit."""
+    names = [n for n, _ in sig.inputs]
+    extra = set(inputs) - set(names)
     if extra:
-        raise InputError(f"{schedule.name!r} has no input(s) {sorted(extra)}; inputs are "
-                         f"{list(schedule.inputs)}")
+        raise InputError(f"{sig.name!r} has no input(s) {sorted(extra)}; inputs are {names}")
     out: dict[str, np.ndarray] = {}
-    for name in schedule.inputs:
+    for name, t in sig.inputs:
         if name not in inputs:
-            buf = schedule.buffers[name]
-            raise InputError(f"{schedule.name!r}: missing input {name!r} ({buf.type})")
-        t = schedule.buffers[name].type
+            raise InputError(f"{sig.name!r}: missing input {name!r} ({t})")
         out[name] = check_array(name, inputs[name], t.shape, t.dtype)
-    for name in schedule.params:
+    for name, t in sig.params:
         if name not in params:
-            raise InputError(f"{schedule.name!r}: no value for parameter {name!r}")
-        t = schedule.buffers[name].type
+            raise InputError(f"{sig.name!r}: no value for parameter {name!r}")
         out[name] = check_array(name, params[name], t.shape, t.dtype, "parameter")
     return out

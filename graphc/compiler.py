@@ -1,0 +1,175 @@
+"""`graphc.compile`: graph → pipeline → backend Program, wrapped in an `Executable`.
+
+An Executable owns the user-facing side of a compiled graph: the signature, the parameter
+values (readable and replaceable), argument checks before any compiled code runs, statistics
+(kernel counts, memory plan) and saving a package to disk (`graphc.load` reads it back).
+"""
+
+from __future__ import annotations
+
+import importlib
+import time
+from collections.abc import Iterator, Mapping, MutableMapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from graphc.backends.program import Program, Signature, check_array, check_arrays
+from graphc.ir.errors import GraphError, InputError
+from graphc.ir.graph import Graph
+from graphc.ir.kernel import Schedule
+from graphc.ir.types import DTYPES, round_to_dtype
+
+from .passes.base import PassContext
+from .pipeline import run_pipeline
+
+# target name -> module with build_program(schedule, options) -> Program. Imported on demand, so
+# `import graphc` never loads llvmlite, triton or torch.
+TARGETS: dict[str, str] = {
+    "reference": "graphc.backends.reference.program",
+    "llvm": "graphc.backends.llvm.program",
+    "triton": "graphc.backends.triton.program",
+}
+
+
+@dataclass
+class CompileOptions:
+    """Everything `compile` may be told. Backends read the fields they know."""
+
+    target: str = "llvm"
+    fuse: bool = True
+    remat: bool = False
+    threads: int | None = None      # None: GRAPHC_NUM_THREADS, else every core
+    portable: bool = False          # llvm: x86-64-v3 baseline instead of the host CPU
+    arch: tuple[str, ...] = ()      # triton AOT: e.g. ("sm_80", "sm_90")
+    precision: str = "ieee"         # triton fp32 dot: "ieee" or "tf32"
+    cache: bool = True
+    verify: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def backend_module(target: str):
+    if target not in TARGETS:
+        raise GraphError(f"unknown target {target!r}; targets are {sorted(TARGETS)}")
+    try:
+        return importlib.import_module(TARGETS[target])
+    except ImportError as e:
+        raise GraphError(f"target {target!r} is not available here: {e}") from e
+
+
+class ParamStore(MutableMapping):
+    """Parameter values of an Executable; assignments are checked against the signature."""
+
+    def __init__(self, sig: Signature, values: Mapping[str, np.ndarray]) -> None:
+        self._types = dict(sig.params)
+        self._values: dict[str, np.ndarray] = {}
+        for name, t in sig.params:
+            if name not in values:
+                raise GraphError(f"{sig.name!r}: no initial value for parameter {name!r}")
+            self[name] = values[name]
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        return self._values[name]
+
+    def __setitem__(self, name: str, value: Any) -> None:
+        if name not in self._types:
+            raise InputError(f"no parameter {name!r}; parameters are {list(self._types)}")
+        t = self._types[name]
+        arr = np.asarray(value)
+        if arr.dtype != DTYPES[t.dtype] and arr.dtype.kind == DTYPES[t.dtype].kind:
+            arr = round_to_dtype(arr, t.dtype)  # f64 -> f32 etc.: a convenience, same kind only
+        self._values[name] = check_array(name, np.ascontiguousarray(arr), t.shape, t.dtype,
+                                         "parameter")
+
+    def __delitem__(self, name: str) -> None:
+        raise InputError("parameters cannot be deleted")
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._values)
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+
+class Executable:
+    """A compiled graph: call it with numpy arrays, get numpy arrays back."""
+
+    def __init__(self, program: Program, params: Mapping[str, np.ndarray],
+                 schedule: Schedule | None = None, graph: Graph | None = None,
+                 info: dict[str, Any] | None = None) -> None:
+        self.program = program
+        self.signature: Signature = program.signature
+        self.schedule = schedule
+        self.graph = graph
+        self.params = ParamStore(self.signature, params)
+        self.info = dict(info or {})
+
+    @property
+    def target(self) -> str:
+        return self.program.target
+
+    @property
+    def input_names(self) -> list[str]:
+        return [n for n, _ in self.signature.inputs]
+
+    @property
+    def output_names(self) -> list[str]:
+        return [n for n, _ in self.signature.outputs]
+
+    def run(self, inputs: Mapping[str, Any] | None = None,
+            params: Mapping[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
+        """Run once. `params` (optional) overrides stored parameter values for this call."""
+        values = self.params if params is None else {**self.params, **params}
+        arrays = check_arrays(self.signature, inputs or {}, values)
+        return self.program.run(arrays)
+
+    def __call__(self, inputs: Mapping[str, Any] | None = None, /, **named: Any
+                 ) -> dict[str, np.ndarray]:
+        return self.run({**(inputs or {}), **named})
+
+    def as_runner(self):
+        """A `run(graph, inputs, params)` callable for `graphc.train.Trainer`."""
+        def run(graph: Graph, inputs: Mapping[str, Any], params: Mapping[str, np.ndarray]):
+            return self.run(inputs, {k: v for k, v in params.items() if k in self.params})
+        return run
+
+    def stats(self) -> dict[str, Any]:
+        """Kernel count and memory-plan numbers (bytes)."""
+        out: dict[str, Any] = {"target": self.target, **self.info}
+        if self.schedule is not None:
+            out["kernels"] = len(self.schedule.kernels)
+            plan = self.schedule.memory
+            if plan is not None:
+                out.update(arena_bytes=plan.arena_bytes, naive_bytes=plan.naive_bytes,
+                           lower_bound_bytes=plan.lower_bound)
+        return out
+
+    def save(self, path) -> None:
+        """Write an AOT package folder (see `graphc.package`)."""
+        from .package import save_package
+
+        save_package(self, path)
+
+    def __repr__(self) -> str:
+        return (f"Executable({self.signature.name!r}, target={self.target!r}, "
+                f"inputs={self.input_names}, outputs={self.output_names})")
+
+
+def compile(graph: Graph, target: str = "llvm", **options: Any) -> Executable:
+    """Compile `graph` for `target` ("llvm", "triton" or "reference"); see CompileOptions."""
+    known = set(CompileOptions.__dataclass_fields__) - {"target", "extra"}
+    extra = {k: v for k, v in options.items() if k not in known}
+    opts = CompileOptions(target=target, extra=extra,
+                          **{k: v for k, v in options.items() if k in known})
+    backend = backend_module(target)
+    ctx = PassContext(verify=opts.verify)
+    t0 = time.perf_counter()
+    result = run_pipeline(graph, ctx, fuse=opts.fuse, remat=opts.remat)
+    t1 = time.perf_counter()
+    program = backend.build_program(result.schedule, opts)
+    t2 = time.perf_counter()
+    info = {"pipeline_seconds": t1 - t0, "codegen_seconds": t2 - t1,
+            "fused": opts.fuse, "passes": ctx.log}
+    info.update(getattr(program, "info", {}))
+    return Executable(program, result.schedule.param_values, result.schedule, result.graph, info)

@@ -1,0 +1,129 @@
+"""AOT packages: a folder holding a versioned JSON manifest, the compiled code and the
+parameters as `.npz`.
+
+    model.gcpkg/
+      manifest.json   format, version, target, signature, kernels, memory plan, target
+                      requirements (CPU features / GPU archs) and a sha256 of every other file
+      params.npz      parameter values (loaded with allow_pickle=False: loading never unpickles)
+      ...             the target's files (a shared library; PTX/cubin and launch metadata)
+
+`load_package` checks the format version and every file's hash, then lets the target's loader
+check its own requirements (CPU features, GPU arch) and build a Program. The loaders import
+neither llvmlite nor the compiler: an LLVM package runs through ctypes alone.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from graphc.backends.program import Signature
+from graphc.ir.errors import GraphError
+
+FORMAT = "graphc-package"
+VERSION = 1
+MANIFEST = "manifest.json"
+PARAMS = "params.npz"
+
+# target -> module with load_program(folder: Path, manifest: dict) -> Program
+LOADERS: dict[str, str] = {
+    "llvm": "graphc.backends.llvm.aot_loader",
+    "triton": "graphc.backends.triton.aot",
+}
+
+
+class PackageError(GraphError):
+    """A package that is missing, corrupted, of another format version or for another machine."""
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def save_package(exe, path: str | os.PathLike) -> Path:
+    """Write `exe` (an Executable) as a package folder at `path`, atomically replaced."""
+    path = Path(path)
+    parent = path.parent if str(path.parent) else Path(".")
+    parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=parent))
+    try:
+        target_info = exe.program.save(tmp)
+        np.savez(tmp / PARAMS, **{k: np.asarray(v) for k, v in exe.params.items()})
+        files = {p.relative_to(tmp).as_posix(): sha256_file(p)
+                 for p in sorted(tmp.rglob("*")) if p.is_file()}
+        manifest: dict[str, Any] = {
+            "format": FORMAT, "version": VERSION, "target": exe.target,
+            "signature": exe.signature.to_json(), "target_info": target_info, "files": files,
+        }
+        if exe.schedule is not None:
+            manifest["kernels"] = [{"name": k.name, "kind": k.kind, "origin": list(k.origin)}
+                                   for k in exe.schedule.kernels]
+            plan = exe.schedule.memory
+            if plan is not None:
+                manifest["memory"] = {"arena_bytes": plan.arena_bytes,
+                                      "naive_bytes": plan.naive_bytes,
+                                      "lower_bound_bytes": plan.lower_bound,
+                                      "offsets": dict(plan.offsets)}
+        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1, sort_keys=True))
+        if path.exists():
+            shutil.rmtree(path)
+        os.replace(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return path
+
+
+def read_manifest(path: Path) -> dict[str, Any]:
+    mpath = path / MANIFEST
+    if not mpath.is_file():
+        raise PackageError(f"{str(path)!r} is not a graphc package (no {MANIFEST})")
+    try:
+        manifest = json.loads(mpath.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise PackageError(f"{str(mpath)!r}: corrupted manifest ({e})") from None
+    if manifest.get("format") != FORMAT:
+        raise PackageError(f"{str(mpath)!r}: not a graphc package manifest")
+    if manifest.get("version") != VERSION:
+        raise PackageError(f"{str(path)!r}: package format version {manifest.get('version')} "
+                           f"is not supported (this graphc reads version {VERSION})")
+    for rel, want in manifest.get("files", {}).items():
+        f = path / rel
+        if not f.is_file():
+            raise PackageError(f"{str(path)!r}: file {rel!r} listed in the manifest is missing")
+        got = sha256_file(f)
+        if got != want:
+            raise PackageError(f"{str(path)!r}: file {rel!r} does not match its hash in the "
+                               f"manifest (corrupted or modified)")
+    return manifest
+
+
+def load_package(path: str | os.PathLike):
+    """Load a package folder as an Executable, without recompiling anything."""
+    from .compiler import Executable
+
+    path = Path(path)
+    manifest = read_manifest(path)
+    target = manifest["target"]
+    if target not in LOADERS:
+        raise PackageError(f"{str(path)!r}: no loader for target {target!r}")
+    loader = importlib.import_module(LOADERS[target])
+    program = loader.load_program(path, manifest)
+    with np.load(path / PARAMS, allow_pickle=False) as data:
+        params = {k: data[k] for k in data.files}
+    sig = Signature.from_json(manifest["signature"])
+    if program.signature != sig:
+        raise PackageError(f"{str(path)!r}: compiled code and manifest disagree on the signature")
+    return Executable(program, params, info={"package": str(path), "manifest": manifest})
