@@ -38,6 +38,7 @@ from graphc.ir.errors import (
 )
 from graphc.passes import autodiff, decompose, simplify
 
+from .compiler import Executable, compile
 from .gradcheck import gradcheck, to_float64
 from .io import load_graph, save_graph
 from .optim import SGD, Adam, AdamW
@@ -45,11 +46,19 @@ from .train import ParamGroup, Trainer, train_step
 
 parse = parse_graph
 
+
+def load(path) -> Executable:
+    """Load an AOT package folder written by `Executable.save` / `graphc compile -o`."""
+    from .package import load_package
+
+    return load_package(path)
+
+
 __all__ = [
     "AttributeSchemaError", "Builder", "CycleError", "DTypeError", "DanglingValueError",
     "DuplicateNameError", "GradientError", "Graph", "GraphError", "InputError", "Node",
     "ParseError", "ShapeError", "Tensor", "TensorType", "UnknownOpError", "Value", "decompose",
     "load_graph", "parse", "parse_graph", "print_graph", "run_reference", "save_graph", "verify",
     "SGD", "Adam", "AdamW", "ParamGroup", "Trainer", "autodiff", "gradcheck", "simplify",
-    "to_float64", "train_step",
+    "to_float64", "train_step", "Executable", "compile", "load",
 ]

@@ -23,9 +23,44 @@ def cmd_show(args: argparse.Namespace) -> int:
     from graphc.passes import decompose
 
     graph = _load(args.model)
+    if args.print_after_all or args.after or args.diff or args.dump_dir:
+        return _show_stages(graph, args)
     if args.decompose:
         graph = decompose(graph)
     sys.stdout.write(print_graph(graph))
+    return 0
+
+
+def _show_stages(graph, args: argparse.Namespace) -> int:
+    from graphc import inspect
+
+    stages = inspect.pipeline_stages(graph, train=args.train)
+    if args.dump_dir:
+        files = inspect.dump_stages(stages, args.dump_dir)
+        print(f"wrote {len(files)} files to {args.dump_dir}", file=sys.stderr)
+    if args.print_after_all:
+        sys.stdout.write(inspect.print_after_all(stages))
+    if args.after:
+        sys.stdout.write(inspect.format_stage(stages[inspect.find_stage(stages, args.after)]))
+    if args.diff:
+        i = inspect.find_stage(stages, args.diff)
+        if i == 0:
+            raise GraphError(f"stage {args.diff!r} is the model as built: nothing to diff")
+        sys.stdout.write(inspect.format_diff(stages[i - 1], stages[i]))
+    return 0
+
+
+def cmd_viz(args: argparse.Namespace) -> int:
+    from graphc import inspect
+    from graphc.viz import write_dot, write_html
+
+    graph = _load(args.model)
+    stages = inspect.pipeline_stages(graph, train=args.train)
+    if args.format == "dot":
+        write_dot(stages, args.output)
+    else:
+        write_html(stages, args.output, title=Path(args.model).name)
+    print(f"wrote {args.output} ({', '.join(s.name for s in stages)})")
     return 0
 
 
@@ -54,6 +89,42 @@ def cmd_run(args: argparse.Namespace) -> int:
     for name, arr in outputs.items():
         summary = np.array2string(arr, precision=5, threshold=12, edgeitems=2)
         print(f"{name}: {arr.dtype}{list(arr.shape)} = {summary}")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from graphc.demo import DemoConfig, run_demo
+
+    result = run_demo(DemoConfig(target=args.target, epochs=args.epochs, batch=args.batch,
+                                 out=Path(args.out), threads=args.threads, seed=args.seed))
+    return 0 if result["accuracy"] >= args.min_accuracy else 1
+
+
+def cmd_compile(args: argparse.Namespace) -> int:
+    import time
+
+    from graphc.compiler import compile as compile_graph
+
+    graph = _load(args.model)
+    options = {"fuse": not args.no_fuse, "threads": args.threads, "portable": args.portable}
+    if args.arch:
+        options["arch"] = tuple(a for spec in args.arch for a in spec.split(","))
+    cold = time.perf_counter()
+    exe = compile_graph(graph, target=args.target, **options)
+    cold = time.perf_counter() - cold
+    warm = time.perf_counter()
+    compile_graph(graph, target=args.target, **options)
+    warm = time.perf_counter() - warm
+    stats = exe.stats()
+    print(f"compiled {graph.name!r} for {args.target}: {stats.get('kernels', '?')} kernels; "
+          f"compile {cold * 1e3:.0f} ms (first), {warm * 1e3:.0f} ms (again"
+          f"{', cached' if exe.info.get('cache_hit') is not None else ''})")
+    if "arena_bytes" in stats:
+        print(f"memory: arena {stats['arena_bytes']} bytes, naive {stats['naive_bytes']}, "
+              f"lower bound {stats['lower_bound_bytes']}")
+    if args.output:
+        exe.save(args.output)
+        print(f"wrote package {args.output}")
     return 0
 
 
@@ -95,7 +166,45 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("show", help="print a model's IR")
     s.add_argument("model", help="a .gir file, or a .py file with build() returning a Graph")
     s.add_argument("--decompose", action="store_true", help="after decomposition into primitives")
+    s.add_argument("--print-after-all", action="store_true",
+                   help="print the IR after every pass, each with a header (pass, nodes, time)")
+    s.add_argument("--after", metavar="PASS", help="print the IR after one pass (or stage)")
+    s.add_argument("--diff", metavar="PASS", help="show the nodes a pass added, removed, rewrote")
+    s.add_argument("--dump-dir", metavar="DIR", help="write one file per stage into DIR")
+    s.add_argument("--train", action="store_true",
+                   help="stages include a whole SGD training step instead of plain gradients")
     s.set_defaults(fn=cmd_show)
+
+    v = sub.add_parser("viz", help="draw a model at every stage as one offline HTML file")
+    v.add_argument("model")
+    v.add_argument("-o", "--output", required=True, help="the file to write (model.html)")
+    v.add_argument("--format", choices=("html", "dot"), default="html")
+    v.add_argument("--train", action="store_true",
+                   help="draw a whole SGD training step instead of plain gradients")
+    v.set_defaults(fn=cmd_viz)
+
+    d = sub.add_parser("demo", help="train the seed's CNN on 8x8 digits with a compiled step")
+    d.add_argument("--target", default="llvm", choices=["llvm", "reference", "triton"])
+    d.add_argument("--epochs", type=int, default=12)
+    d.add_argument("--batch", type=int, default=32)
+    d.add_argument("--threads", type=int, default=None)
+    d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--out", default="demo_out", help="folder for the AOT package and IR dump")
+    d.add_argument("--min-accuracy", type=float, default=0.0,
+                   help="exit with status 1 below this test accuracy (0..1)")
+    d.set_defaults(fn=cmd_demo)
+
+    c = sub.add_parser("compile", help="compile a model ahead of time into a package folder")
+    c.add_argument("model")
+    c.add_argument("--target", default="llvm", choices=["llvm", "triton", "reference"])
+    c.add_argument("-o", "--output", help="package folder to write (e.g. model.gcpkg)")
+    c.add_argument("--arch", action="append", help="triton: GPU arch(s), e.g. sm_90 or "
+                   "sm_80,sm_90")
+    c.add_argument("--portable", action="store_true",
+                   help="llvm: build for x86-64-v3 instead of this CPU")
+    c.add_argument("--threads", type=int, default=None)
+    c.add_argument("--no-fuse", action="store_true", help="one kernel per primitive")
+    c.set_defaults(fn=cmd_compile)
 
     r = sub.add_parser("run", help="run a model on the reference backend")
     r.add_argument("model")

@@ -64,7 +64,7 @@ class ParamStore(MutableMapping):
     def __init__(self, sig: Signature, values: Mapping[str, np.ndarray]) -> None:
         self._types = dict(sig.params)
         self._values: dict[str, np.ndarray] = {}
-        for name, t in sig.params:
+        for name, _ in sig.params:
             if name not in values:
                 raise GraphError(f"{sig.name!r}: no initial value for parameter {name!r}")
             self[name] = values[name]
@@ -79,8 +79,9 @@ class ParamStore(MutableMapping):
         arr = np.asarray(value)
         if arr.dtype != DTYPES[t.dtype] and arr.dtype.kind == DTYPES[t.dtype].kind:
             arr = round_to_dtype(arr, t.dtype)  # f64 -> f32 etc.: a convenience, same kind only
-        self._values[name] = check_array(name, np.ascontiguousarray(arr), t.shape, t.dtype,
-                                         "parameter")
+        # np.ascontiguousarray would turn a 0-d array into shape (1,)
+        arr = arr if arr.flags.c_contiguous else np.array(arr, order="C")
+        self._values[name] = check_array(name, arr, t.shape, t.dtype, "parameter")
 
     def __delitem__(self, name: str) -> None:
         raise InputError("parameters cannot be deleted")
