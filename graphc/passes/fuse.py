@@ -106,7 +106,7 @@ class _Fusion:
         self.domains: dict[tuple[int, int], Any] = {}
         self.where: dict[int, set[int]] = {}
         self.next_gid = 0
-        self.rejections: dict[tuple[str, str], Rejection] = {}
+        self.rejections: dict[tuple[str, str, str], Rejection] = {}
         self.dag = nx.DiGraph()
 
     # -- names and membership ------------------------------------------------------------------
@@ -180,7 +180,7 @@ class _Fusion:
         return low
 
     def reject(self, producer: Node, consumer: Node, r: Reject) -> None:
-        key = (self.name(producer), self.name(consumer))
+        key = (self.name(producer), self.name(consumer), r.reason)
         self.rejections[key] = Rejection(key[0], key[1], r.reason, r.detail)
 
     def sort(self, members) -> list[Node]:
@@ -191,14 +191,16 @@ class _Fusion:
         for p in reversed(self.nodes):
             if node_class(p) != "pointwise" or id(p) in self.out_ids or not self.users[id(p)]:
                 continue
+            if self.epilogue_of(p) is not None:
+                continue  # phase 2 makes it the epilogue of its template (see epilogue_of)
             (own,) = self.where[id(p)]
             targets = sorted({g for u in self.users[id(p)] for g in self.where[id(u)]})
             if len(targets) > 1:
-                extra = op_cost(p) * (len(targets) - 1)
+                extra = self.cone_cost(p) * (len(targets) - 1)
                 if len(targets) > self.opts.max_consumers or extra > self.opts.max_recompute_cost:
                     self.reject(p, self.users[id(p)][0], Reject(
                         "recompute cap", f"%{self.name(p)} feeds {len(targets)} kernels; "
-                        f"recomputing it in each costs {extra:g} (max_consumers="
+                        f"recomputing it and its producers in each costs {extra:g} (max_consumers="
                         f"{self.opts.max_consumers}, max_recompute_cost="
                         f"{self.opts.max_recompute_cost:g})"))
                     continue
@@ -219,6 +221,38 @@ class _Fusion:
             self.where[id(p)] = set(targets)
             for g in targets:
                 self.set_group(g, self.groups[g] + [p])
+
+    def epilogue_of(self, p: Node) -> Node | None:
+        """The template whose epilogue elementwise `p` should be: one whose only reader is p.
+
+        Fusing p into its consumers first would leave the template's raw result in memory and,
+        for accumulation chains (autodiff's sums of per-step weight gradients), keep every
+        contribution alive until one big kernel at the end; as an epilogue, each add rides on
+        its own matmul and the running sum flows from one to the next."""
+        if get_op(p.op).family != "elementwise":
+            return None
+        for v in p.inputs:
+            u = v.node
+            if node_class(u) == "template" and id(u) not in self.out_ids and all(
+                    c is p for c in self.users[id(u)]):
+                return u
+        return None
+
+    def cone_cost(self, p: Node) -> float:
+        """Work to recompute `p` from values that are stored anyway: p and its pointwise
+        producers, recursively (a chain of cheap ops behind p is recomputed too)."""
+        total, seen, stack = 0.0, set(), [p]
+        while stack:
+            n = stack.pop()
+            if id(n) in seen:
+                continue
+            seen.add(id(n))
+            total += op_cost(n)
+            if total > self.opts.max_recompute_cost:
+                break
+            stack += [v.node for v in n.inputs if node_class(v.node) == "pointwise"
+                      and id(v.node) not in self.out_ids]
+        return total
 
     # group graph ------------------------------------------------------------------------------
     def producer_groups(self, gid: int) -> set[int]:
@@ -247,7 +281,9 @@ class _Fusion:
         return None
 
     def first_pos(self, gid: int) -> int:
-        return self.pos[id(self.groups[gid][0])]
+        """Program position of a group: its first member not shared with other groups."""
+        own = [n for n in self.groups[gid] if len(self.where[id(n)]) == 1]
+        return self.pos[id((own or self.groups[gid])[0])]
 
     def try_merge(self, a: int, c: int, pair: tuple[Node, Node]) -> bool:
         via = self.cycle_through(a, c)
@@ -267,7 +303,6 @@ class _Fusion:
         self.set_group(a, members)
         del self.groups[c], self.member_ids[c]
         nx.contracted_nodes(self.dag, a, c, self_loops=False, copy=False)
-        self.rejections.pop((self.name(pair[0]), self.name(pair[1])), None)
         return True
 
     def edge_pair(self, a: int, c: int) -> tuple[Node, Node]:
@@ -280,9 +315,18 @@ class _Fusion:
         return self.groups[a][0], self.groups[c][0]
 
     # phase 2 ----------------------------------------------------------------------------------
+    def latest_producer(self, c: int) -> int | None:
+        """The producer group of c that runs last in program order."""
+        prods = list(self.dag.predecessors(c))
+        return max(prods, key=self.first_pos) if prods else None
+
     def consumers_into_anchors(self) -> None:
-        for _ in range(3):
+        """Each group absorbs its consumer groups. In the first rounds a consumer only joins its
+        latest producer: joining an earlier one would delay that producer until the consumer's
+        other inputs exist, stretching the lifetimes of everything in between."""
+        for rnd in range(4):
             changed = False
+            strict = rnd < 2
             for a in sorted(self.groups, key=self.first_pos):
                 if a not in self.groups:
                     continue
@@ -294,6 +338,8 @@ class _Fusion:
                         break
                     c = cands[0]
                     tried.add(c)
+                    if strict and self.latest_producer(c) != a:
+                        continue
                     if self.try_merge(a, c, self.edge_pair(a, c)):
                         changed = True
                         tried.clear()

@@ -1,0 +1,292 @@
+"""`plan_memory`: place every temp buffer of a Schedule in one arena; `check_memory_plan` proves
+the placement safe.
+
+Contract: `plan_memory(schedule)` returns the schedule with a `MemoryPlan`: an offset per temp
+(inputs, parameters, constants and outputs live outside the arena), aligned to `alignment`
+bytes, such that no two temps live at the same kernel overlap, except an in-place pair: a kernel
+may write a temp over an input temp that dies at that kernel when the kernel reads that input
+only at the very index it writes (elementwise, or the last sweep of a persistent reduction), with
+the same shape and element size. `scatter_add` may also update its operand in place.
+
+Lifetimes are closed intervals of kernel positions [writer, last reader]. Offsets come from a
+greedy-by-size best-fit heap simulation (largest buffer first; each goes to the smallest gap
+between buffers whose lifetimes overlap its own, or on top), tried with three orders (by size,
+by lifetime length, by size x length), keeping the smallest arena.
+
+The report's three numbers: `naive_bytes` (every temp its own aligned block), `arena_bytes` (the
+plan) and `lower_bound` (the most bytes live at any one kernel; no placement can do better).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+from graphc.ir.errors import GraphError
+from graphc.ir.kernel import (
+    LibraryKernel,
+    Load,
+    LoopKernel,
+    MemoryPlan,
+    Schedule,
+    Store,
+    kernel_reads,
+    kernel_writes,
+    walk,
+)
+from graphc.ir.types import itemsize
+
+from .base import Pass, PassContext
+
+
+def aligned(n: int, alignment: int) -> int:
+    return -(-n // alignment) * alignment
+
+
+def temp_lifetimes(s: Schedule) -> dict[str, tuple[int, int]]:
+    """[writer, last reader] kernel positions of every temp buffer."""
+    temps = {b.name for b in s.temps()}
+    life: dict[str, list[int]] = {}
+    for i, k in enumerate(s.kernels):
+        for b in kernel_writes(k):
+            if b in temps:
+                if b in life:
+                    raise GraphError(f"temp %{b} is written by two kernels")
+                life[b] = [i, i]
+        for b in kernel_reads(k):
+            if b in temps:
+                if b not in life:
+                    raise GraphError(f"kernel {k.name} reads temp %{b} before any kernel "
+                                     "writes it")
+                life[b][1] = max(life[b][1], i)
+    missing = temps - set(life)
+    if missing:
+        raise GraphError(f"temp buffer(s) {sorted(missing)} are never written")
+    return {b: (lo, hi) for b, (lo, hi) in life.items()}
+
+
+# -- in place ------------------------------------------------------------------------------------
+
+
+def _sections(k: LoopKernel) -> list[tuple[int, list]]:
+    """(section number, expression roots) of a loop kernel; the outer stores come last."""
+    out = [(j, [r.value for r in sw.reductions] + [st.value for st in sw.stores])
+           for j, sw in enumerate(k.sweeps)]
+    return out + [(len(k.sweeps), [st.value for st in k.stores])]
+
+
+def inplace_ok(k, out: str, src: str) -> bool:
+    """Can kernel `k` write buffer `out` over `src` (which dies at k)?"""
+    if isinstance(k, LibraryKernel):
+        return k.op == "scatter_add" and k.inputs[0] == src and src not in k.inputs[1:]
+    stores = [st for st in k.all_stores() if st.buffer == out]
+    if len(stores) != 1:
+        return False
+    store: Store = stores[0]
+    if isinstance(k, LoopKernel):
+        where = next(j for j, roots in _store_sections(k) if store in roots)
+        sections = _sections(k)
+    else:
+        where, sections = 0, [(0, list(k.expr_roots()))]
+    for j, roots in sections:
+        for e in walk(roots):
+            if isinstance(e, Load) and e.buffer == src:
+                if e.index != store.index or e.mask or j > where:
+                    return False
+        if j == where:  # in its own section only this store may read src: others may run after
+            others = [r for r in roots if r is not store.value]
+            if any(isinstance(e, Load) and e.buffer == src for e in walk(others)):
+                return False
+    return True
+
+
+def _store_sections(k: LoopKernel) -> list[tuple[int, tuple[Store, ...]]]:
+    return [(j, sw.stores) for j, sw in enumerate(k.sweeps)] + [(len(k.sweeps), k.stores)]
+
+
+def find_aliases(s: Schedule, life: dict[str, tuple[int, int]]) -> dict[str, str]:
+    """out temp -> input temp it overwrites in place (at most one each way)."""
+    aliases: dict[str, str] = {}
+    taken: set[str] = set()
+    for i, k in enumerate(s.kernels):
+        dying = [b for b in kernel_reads(k) if b in life and life[b][1] == i and life[b][0] < i]
+        for out in kernel_writes(k):
+            if out not in life:
+                continue
+            ot = s.buffers[out].type
+            for src in dying:
+                st = s.buffers[src].type
+                if src in taken or st.shape != ot.shape or itemsize(st.dtype) != itemsize(
+                        ot.dtype):
+                    continue
+                if inplace_ok(k, out, src):
+                    aliases[out] = src
+                    taken.add(src)
+                    break
+    return aliases
+
+
+# -- placement -----------------------------------------------------------------------------------
+
+
+@dataclass
+class _Block:
+    """One arena block: a temp and the temps that overwrite it in place, one after another."""
+
+    names: list[str]
+    size: int
+    first: int
+    last: int
+    offset: int = -1
+
+
+def _blocks(s: Schedule, life, aliases, alignment: int) -> list[_Block]:
+    root = {}
+    for b in life:
+        r = b
+        while r in aliases:
+            r = aliases[r]
+        root[b] = r
+    blocks: dict[str, _Block] = {}
+    for b in sorted(life, key=lambda n: life[n][0]):
+        r = root[b]
+        size = aligned(s.buffers[b].nbytes, alignment)
+        blk = blocks.get(r)
+        if blk is None:
+            blocks[r] = _Block([b], size, *life[b])
+        else:
+            blk.names.append(b)
+            blk.size = max(blk.size, size)
+            blk.first, blk.last = min(blk.first, life[b][0]), max(blk.last, life[b][1])
+    return list(blocks.values())
+
+
+def _place(blocks: list[_Block], key) -> int:
+    placed: list[_Block] = []
+    top = 0
+    for blk in sorted(blocks, key=key):
+        busy = sorted((p for p in placed if p.first <= blk.last and blk.first <= p.last),
+                      key=lambda p: p.offset)
+        best, best_gap, end = -1, None, 0
+        for p in busy:
+            gap = p.offset - end
+            if gap >= blk.size and (best_gap is None or gap < best_gap):
+                best, best_gap = end, gap
+            end = max(end, p.offset + p.size)
+        blk.offset = best if best >= 0 else end
+        placed.append(blk)
+        top = max(top, blk.offset + blk.size)
+    return top
+
+
+ORDERS = {
+    "size": lambda b: (-b.size, b.first),
+    "length": lambda b: (-(b.last - b.first), -b.size, b.first),
+    "area": lambda b: (-b.size * (b.last - b.first + 1), b.first),
+}
+
+
+def plan_memory(schedule: Schedule, alignment: int = 64, inplace: bool = True) -> Schedule:
+    """The schedule with a MemoryPlan (see the module docstring)."""
+    life = temp_lifetimes(schedule)
+    aliases = find_aliases(schedule, life) if inplace else {}
+    blocks = _blocks(schedule, life, aliases, alignment)
+    best: tuple[int, dict[str, int]] | None = None
+    for key in ORDERS.values():
+        top = _place(blocks, key)
+        if best is None or top < best[0]:
+            best = (top, {n: b.offset for b in blocks for n in b.names})
+    arena, offsets = best if best is not None else (0, {})
+    naive = sum(aligned(schedule.buffers[b].nbytes, alignment) for b in life)
+    lower = max((sum(b.size for b in blocks if b.first <= t <= b.last)
+                 for t in range(len(schedule.kernels))), default=0)
+    plan = MemoryPlan(arena, offsets, life, aliases, naive, lower, alignment)
+    return schedule.with_memory(plan)
+
+
+def check_memory_plan(schedule: Schedule) -> None:
+    """Raise GraphError unless the plan is complete, aligned, inside the arena, and no two temps
+    live at the same kernel share a byte (in-place pairs excepted, at their one shared kernel,
+    when the kernel really reads its input only where it writes)."""
+    plan = schedule.memory
+    if plan is None:
+        raise GraphError(f"schedule {schedule.name!r} has no memory plan")
+    life = temp_lifetimes(schedule)
+    for name in plan.offsets:
+        if name not in life:
+            raise GraphError(f"memory plan places %{name}, which is not a temp buffer")
+    for name in life:
+        if name not in plan.offsets:
+            raise GraphError(f"memory plan has no offset for temp %{name}")
+        off = plan.offsets[name]
+        size = schedule.buffers[name].nbytes
+        if off < 0 or off % plan.alignment:
+            raise GraphError(f"%{name} at offset {off} is not {plan.alignment}-byte aligned")
+        if off + size > plan.arena_bytes:
+            raise GraphError(f"%{name} [{off}, {off + size}) overflows the arena of "
+                             f"{plan.arena_bytes} bytes")
+    for out, src in plan.aliases.items():
+        k = life[out][0]
+        if life[src][1] != k or plan.offsets[out] != plan.offsets[src] or not inplace_ok(
+                schedule.kernels[k], out, src):
+            raise GraphError(f"in-place alias %{out} over %{src} is not legal at kernel "
+                             f"{schedule.kernels[k].name}")
+    _check_overlaps(schedule, life)
+
+
+def _check_overlaps(schedule: Schedule, life: dict[str, tuple[int, int]]) -> None:
+    plan = schedule.memory
+    assert plan is not None
+    for t, k in enumerate(schedule.kernels):
+        live = sorted((b for b, (lo, hi) in life.items() if lo <= t <= hi),
+                      key=lambda b: plan.offsets[b])
+        reach, owner = -1, None
+        for b in live:
+            off = plan.offsets[b]
+            if off < reach and owner is not None:
+                shared = (plan.aliases.get(b) == owner and life[b][0] == t) or (
+                    plan.aliases.get(owner) == b and life[owner][0] == t)
+                if not shared:
+                    raise GraphError(
+                        f"memory plan overlap at kernel {k.name}: %{owner} "
+                        f"[{plan.offsets[owner]}, {reach}) and %{b} "
+                        f"[{off}, {off + schedule.buffers[b].nbytes}) are both live")
+            end = off + schedule.buffers[b].nbytes
+            if end > reach:
+                reach, owner = end, b
+
+
+def memory_report(schedule: Schedule) -> str:
+    """Three numbers and the placement of every temp (for `graphc show --memory`)."""
+    plan = schedule.memory
+    if plan is None:
+        schedule = plan_memory(schedule)
+        plan = schedule.memory
+        assert plan is not None
+    lines = [f"memory plan of {schedule.name}: {len(plan.offsets)} temps, "
+             f"{len(schedule.kernels)} kernels, alignment {plan.alignment}",
+             f"  naive (every temp its own block): {plan.naive_bytes:>12,} bytes",
+             f"  planned arena:                    {plan.arena_bytes:>12,} bytes",
+             f"  lower bound (max live bytes):     {plan.lower_bound:>12,} bytes"]
+    if plan.lower_bound:
+        lines.append(f"  arena / lower bound = {plan.arena_bytes / plan.lower_bound:.3f}, "
+                     f"naive / arena = {plan.naive_bytes / max(plan.arena_bytes, 1):.2f}")
+    lines.append("  offset        bytes  live      buffer")
+    for name in sorted(plan.offsets, key=lambda n: (plan.offsets[n], plan.lifetimes[n])):
+        lo, hi = plan.lifetimes[name]
+        alias = f"  (in place of %{plan.aliases[name]})" if name in plan.aliases else ""
+        lines.append(f"  {plan.offsets[name]:>8} {schedule.buffers[name].nbytes:>10}  "
+                     f"k{lo}..k{hi:<5} %{name}{alias}")
+    return "\n".join(lines) + "\n"
+
+
+@dataclass
+class PlanMemoryPass(Pass):
+    """Schedule -> Schedule with a MemoryPlan (see the module docstring)."""
+
+    name: ClassVar[str] = "plan_memory"
+    alignment: int = 64
+    inplace: bool = True
+
+    def run(self, schedule: Schedule, ctx: PassContext) -> Schedule:  # type: ignore[override]
+        return plan_memory(schedule, self.alignment, self.inplace)
