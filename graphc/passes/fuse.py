@@ -198,11 +198,13 @@ class _Fusion:
             if len(targets) > 1:
                 extra = self.cone_cost(p) * (len(targets) - 1)
                 if len(targets) > self.opts.max_consumers or extra > self.opts.max_recompute_cost:
-                    self.reject(p, self.users[id(p)][0], Reject(
-                        "recompute cap", f"%{self.name(p)} feeds {len(targets)} kernels; "
-                        f"recomputing it and its producers in each costs {extra:g} (max_consumers="
-                        f"{self.opts.max_consumers}, max_recompute_cost="
-                        f"{self.opts.max_recompute_cost:g})"))
+                    why = Reject("recompute cap", f"%{self.name(p)} feeds {len(targets)} kernels;"
+                                 f" recomputing it and its producers in each costs {extra:g} "
+                                 f"(max_consumers={self.opts.max_consumers}, "
+                                 f"max_recompute_cost={self.opts.max_recompute_cost:g})")
+                    for g in targets:
+                        self.reject(p, next(u for u in self.users[id(p)]
+                                            if g in self.where[id(u)]), why)
                     continue
             view = self.view({id(p): set(targets)},
                              {g: self.member_ids[g] | {id(p)} for g in targets})
@@ -324,9 +326,8 @@ class _Fusion:
         """Each group absorbs its consumer groups. In the first rounds a consumer only joins its
         latest producer: joining an earlier one would delay that producer until the consumer's
         other inputs exist, stretching the lifetimes of everything in between."""
-        for rnd in range(4):
+        for strict in (True, True, True, False, False, False):
             changed = False
-            strict = rnd < 2
             for a in sorted(self.groups, key=self.first_pos):
                 if a not in self.groups:
                     continue
@@ -343,7 +344,7 @@ class _Fusion:
                     if self.try_merge(a, c, self.edge_pair(a, c)):
                         changed = True
                         tried.clear()
-            if not changed:
+            if not changed and not strict:
                 break
 
     # phase 3 ----------------------------------------------------------------------------------

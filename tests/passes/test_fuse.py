@@ -1,0 +1,257 @@
+"""The fuse pass: golden schedules (one per fusion kind and per rejection reason), kernel counts
+of the textbook composites, the unfused baseline, and a hypothesis property test: on random
+graphs the fused and unfused schedules, run by the kernel-IR interpreter in a planned arena,
+equal the graph reference, and fusion never adds kernels."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from graphc.backends.reference import run_graph
+from graphc.backends.reference.kernel_interp import run_schedule
+from graphc.ir.builder import Builder
+from graphc.ir.errors import GraphError
+from graphc.ir.kernel import ConvKernel, LoopKernel, MatmulKernel
+from graphc.ir.kernel_text import print_schedule
+from graphc.ir.text import parse_graph
+from graphc.passes import decompose
+from graphc.passes.fuse import fuse
+from graphc.passes.memory import check_memory_plan, plan_memory
+
+GOLDEN = Path(__file__).parent / "golden_fuse"
+CASES = sorted(p.stem for p in GOLDEN.glob("*.gir"))
+
+
+def _options(text: str) -> dict:
+    first = text.splitlines()[0]
+    if not first.startswith("// fuse options:"):
+        return {}
+    pairs = (kv.split("=") for kv in first.split(":", 1)[1].split(","))
+    return {k.strip(): int(v) for k, v in pairs}
+
+
+def _random_inputs(graph, rng) -> dict[str, np.ndarray]:
+    out = {}
+    for v in graph.inputs:
+        if v.dtype.startswith("i"):
+            out[v.node.attrs["name"]] = rng.integers(0, 3, v.shape).astype(v.dtype.replace(
+                "i", "int"))
+        else:
+            out[v.node.attrs["name"]] = rng.standard_normal(v.shape).astype(np.float32)
+    return out
+
+
+def check_schedule(graph, inputs, rtol=2e-5, atol=2e-6, **options):
+    """Fused and unfused schedules, run in a planned arena, equal the graph reference."""
+    want = run_graph(graph, inputs)
+    scheds = []
+    for on in (False, True):
+        s = plan_memory(fuse(graph, fuse=on, **options))
+        check_memory_plan(s)
+        got = run_schedule(s, inputs)
+        for name, w in want.items():
+            np.testing.assert_allclose(got[name], w, rtol=rtol, atol=atol, err_msg=name)
+        scheds.append(s)
+    return scheds
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_golden_schedule(case, rng):
+    text = (GOLDEN / f"{case}.gir").read_text()
+    graph = parse_graph(text)
+    graph = graph.with_param_values({v.node.attrs["name"]: rng.standard_normal(v.shape).astype(
+        np.float32) for v in graph.params})
+    sched = fuse(graph, **_options(text))
+    assert print_schedule(sched, explain=True) == (GOLDEN / f"{case}.kernels").read_text()
+    check_schedule(graph, _random_inputs(graph, rng), **_options(text))
+
+
+def test_golden_cases_cover_every_rejection_reason():
+    texts = "".join((GOLDEN / f"{c}.kernels").read_text() for c in CASES)
+    for reason in ("cycle", "index mismatch", "shape mismatch", "reduction mismatch",
+                   "template boundary", "recompute cap", "size cap", "library boundary"):
+        assert f": {reason}: " in texts, reason
+
+
+# -- kernel counts of the composites ---------------------------------------------------------------
+
+
+def _fused(build, inputs, rng):
+    b = Builder("t", seed=0)
+    outs = build(b)
+    g = decompose(b.build(outputs=outs))
+    unfused, fused = check_schedule(g, inputs(rng))
+    return g, unfused, fused
+
+
+def test_softmax_and_log_softmax_are_one_kernel(rng):
+    for op in ("softmax", "log_softmax"):
+        g, unfused, fused = _fused(
+            lambda b, op=op: {"y": b.op(op, b.input("x", (6, 10)), axis=-1)},
+            lambda r: {"x": r.standard_normal((6, 10)).astype(np.float32) * 3}, rng)
+        assert len(fused.kernels) == 1 <= 2 < len(unfused.kernels) == len(g.nodes)
+        (k,) = fused.kernels
+        assert isinstance(k, LoopKernel) and k.domain == (6,) and k.reduce_domain == (10,)
+
+
+def test_cross_entropy_is_two_kernels(rng):
+    def build(b):
+        return {"loss": b.cross_entropy(b.input("logits", (5, 7)), b.input("labels", (5,),
+                                                                           "i64"))}
+
+    def inputs(r):
+        return {"logits": r.standard_normal((5, 7)).astype(np.float32),
+                "labels": r.integers(0, 7, 5)}
+
+    _, unfused, fused = _fused(build, inputs, rng)
+    assert len(fused.kernels) <= 2 < len(unfused.kernels)
+
+
+def test_batch_norm_statistics_are_one_sweep_and_training_forward_one_kernel(rng):
+    def build(b):
+        x = b.input("x", (4, 3, 5, 5))
+        y, m, v = b.batch_norm(x, b.param("g", (3,), init="normal"),
+                               b.param("b", (3,), init="normal"),
+                               b.param("rm", (3,), init="zeros", frozen=True),
+                               b.param("rv", (3,), init="ones", frozen=True), training=True)
+        return {"y": y, "m": m, "v": v}
+
+    _, unfused, fused = _fused(
+        build, lambda r: {"x": r.standard_normal((4, 3, 5, 5)).astype(np.float32)}, rng)
+    (k,) = fused.kernels
+    assert k.domain == (3,) and k.reduce_domain == (4, 5, 5)
+    sums = [r for sw in k.sweeps for r in sw.reductions]
+    assert len(sums) == 2  # mean and variance, over the same rows, in the one kernel
+    assert len(unfused.kernels) > 10
+
+
+def test_dense_bias_relu_is_one_matmul_with_epilogue(rng):
+    def build(b):
+        x = b.input("x", (4, 6))
+        return {"h": b.dense(x, b.param("w", (6, 5)), b.param("bias", (5,), init="normal"),
+                             activation="relu")}
+
+    _, unfused, fused = _fused(build, lambda r: {"x": r.standard_normal((4, 6)).astype(
+        np.float32)}, rng)
+    (k,) = fused.kernels
+    assert isinstance(k, MatmulKernel) and len(unfused.kernels) == 3
+    (st_,) = k.stores
+    assert "relu(add(acc, %" in print_schedule(fused)
+
+
+def test_conv_batch_norm_inference_relu_is_one_conv_with_epilogue(rng):
+    def build(b):
+        x = b.input("x", (2, 3, 6, 6))
+        c = b.conv2d(x, b.param("w", (4, 3, 3, 3)), b.param("cb", (4,), init="normal"),
+                     padding="same")
+        y = b.batch_norm(c, b.param("g", (4,), init="normal"), b.param("b", (4,),
+                                                                       init="normal"),
+                         b.param("rm", (4,), init="normal", frozen=True),
+                         b.param("rv", (4,), init="ones", frozen=True), training=False)
+        return {"y": y.relu()}
+
+    _, unfused, fused = _fused(build, lambda r: {"x": r.standard_normal((2, 3, 6, 6)).astype(
+        np.float32)}, rng)
+    assert len(fused.kernels) == 1 and isinstance(fused.kernels[0], ConvKernel)
+    assert len(unfused.kernels) > 5
+
+
+def test_unfused_baseline_is_one_kernel_per_primitive():
+    g = parse_graph((GOLDEN / "softmax_persistent.gir").read_text())
+    s = fuse(g, fuse=False)
+    assert [k.origin for k in s.kernels] == [(n,) for n in ("m", "d", "e", "s", "y")]
+    assert s.rejections == ()
+
+
+def test_fuse_refuses_composites():
+    b = Builder("t")
+    g = b.build(outputs={"y": b.softmax(b.input("x", (2, 3)), axis=1)})
+    with pytest.raises(GraphError, match="composite 'softmax'; run decompose first"):
+        fuse(g)
+
+
+# -- property test ---------------------------------------------------------------------------------
+
+UNARY = ("neg", "abs", "relu", "sigmoid", "tanh")
+
+
+def _broadcasts(a: tuple[int, ...], b: tuple[int, ...]) -> bool:
+    return all(p == q or p == 1 or q == 1 for p, q in zip(a[::-1], b[::-1], strict=False))
+
+
+def _grow(b: Builder, data, vals: list) -> None:
+    """Apply one random op to one or two of the values built so far."""
+    x = data.draw(st.sampled_from(vals[-3:]))  # mostly chains, sometimes fan-out
+    kind = data.draw(st.sampled_from(("unary", "binary", "reduce", "transpose", "reshape",
+                                      "broadcast", "slice", "pad", "concat", "matmul",
+                                      "expchain", "reduce", "binary", "matmul")))
+    r = x.ndim
+    if kind == "matmul" and r < 2:
+        x = b.reshape(x, (1, x.type.size))
+        r = 2
+    if kind == "unary" or (kind in ("reduce", "slice", "pad", "concat", "reshape") and not r) \
+            or (kind == "transpose" and r < 2) or (kind == "broadcast" and r >= 4):
+        kind = "unary"
+        vals.append(b.op(data.draw(st.sampled_from(UNARY)), x))
+    elif kind == "expchain":
+        vals.append(b.exp(b.tanh(x)))
+    elif kind == "binary":
+        same = [v for v in vals if _broadcasts(v.shape, x.shape)]
+        y = data.draw(st.sampled_from(same))
+        op = data.draw(st.sampled_from(("add", "sub", "mul", "maximum", "safe_div")))
+        if op == "safe_div":
+            vals.append(x / (b.abs(y) + 1.0))
+        else:
+            vals.append(b.op(op, x, y))
+    elif kind == "reduce":
+        axes = data.draw(st.sets(st.integers(0, r - 1), min_size=1))
+        op = data.draw(st.sampled_from(("reduce_sum", "reduce_max")))
+        vals.append(b.op(op, x, axes=tuple(sorted(axes)), keepdims=data.draw(st.booleans())))
+    elif kind == "transpose":
+        vals.append(x.transpose(data.draw(st.permutations(range(r)))))
+    elif kind == "reshape":
+        size = x.type.size
+        first = data.draw(st.sampled_from([d for d in range(1, size + 1) if size % d == 0]))
+        vals.append(b.reshape(x, (first, size // first)))
+    elif kind == "broadcast":
+        vals.append(b.op("broadcast", x, shape=(data.draw(st.integers(2, 3)),) + x.shape))
+    elif kind == "slice":
+        start = tuple(data.draw(st.integers(0, max(d - 1, 0))) for d in x.shape)
+        stop = tuple(data.draw(st.integers(s + 1, d)) if d else 0 for s, d in
+                     zip(start, x.shape, strict=True))
+        step = tuple(data.draw(st.integers(1, 2)) for _ in x.shape)
+        vals.append(b.op("slice", x, start=start, stop=stop, step=step))
+    elif kind == "pad":
+        low = tuple(data.draw(st.integers(-1, 2)) if d > 1 else 0 for d in x.shape)
+        high = tuple(data.draw(st.integers(0, 2)) for _ in x.shape)
+        interior = tuple(data.draw(st.integers(0, 1)) for _ in x.shape)
+        vals.append(b.op("pad", x, low=low, high=high, interior=interior, value=0.5))
+    elif kind == "concat":
+        axis = data.draw(st.integers(0, r - 1))
+        vals.append(b.op("concat", x, b.tanh(x), axis=axis))
+    elif kind == "matmul":
+        w = b.param(f"w{len(vals)}", (x.shape[-1], data.draw(st.integers(1, 4))))
+        vals.append(b.tanh(x @ w))
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.integers(1, 4), min_size=1, max_size=3), st.integers(3, 10), st.data())
+def test_fused_schedules_equal_the_graph_reference(shape, steps, data):
+    b = Builder("random", seed=1)
+    vals = [b.input("x", tuple(shape)), b.input("z", tuple(shape[-1:]))]
+    for _ in range(steps):
+        _grow(b, data, vals)
+    picks = data.draw(st.sets(st.integers(2, len(vals) - 1), min_size=1, max_size=3)) \
+        if len(vals) > 2 else {0}
+    g = b.build(outputs={f"o{i}": vals[i] for i in sorted(picks)})
+    rng = np.random.default_rng(0)
+    inputs = {"x": rng.standard_normal(shape).astype(np.float32),
+              "z": rng.standard_normal(shape[-1:]).astype(np.float32)}
+    unfused, fused = check_schedule(g, inputs, rtol=1e-4, atol=1e-5)
+    assert len(fused.kernels) <= len(unfused.kernels)
+    assert fused.memory.arena_bytes <= fused.memory.naive_bytes
