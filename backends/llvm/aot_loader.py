@@ -10,6 +10,7 @@ import ctypes
 import os
 
 import numpy as np
+
 from graphc.ir.errors import GraphError
 
 

@@ -12,8 +12,9 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 
-from graphc.ir.errors import DTypeError
 from llvmlite import ir
+
+from graphc.ir.errors import DTypeError
 
 I1 = ir.IntType(1)
 I8 = ir.IntType(8)

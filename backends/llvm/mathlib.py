@@ -38,8 +38,9 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 
-from graphc.ir.errors import GraphError
 from llvmlite import ir
+
+from graphc.ir.errors import GraphError
 
 from .llvm_ir import F64, I32, I64, intrinsic, lanes_of, llvm_type, scalar_of, splat, vector
 

@@ -29,8 +29,9 @@ from dataclasses import dataclass, field
 from functools import cache
 
 import llvmlite.binding as llvm
-from graphc.ir.errors import GraphError
 from llvmlite import ir
+
+from graphc.ir.errors import GraphError
 
 #: The portable CPU baseline: AVX2 + FMA + BMI2, every x86 CPU since Haswell / Zen 1.
 PORTABLE_CPU = "x86-64-v3"

@@ -7,6 +7,8 @@ import re
 
 import numpy as np
 import pytest
+from llvmlite import ir
+
 from graphc.backends.llvm.mathlib import MATH_FUNCTIONS, emit_math
 from graphc.backends.llvm.mathlib_accuracy import (
     compare,
@@ -18,7 +20,6 @@ from graphc.backends.llvm.mathlib_accuracy import (
 )
 from graphc.backends.llvm.target import TargetSpec
 from graphc.ir.errors import GraphError
-from llvmlite import ir
 
 SIZE = {"f32": 200_000, "f64": 60_000}
 

@@ -7,11 +7,12 @@ import ctypes
 
 import numpy as np
 import pytest
+from llvmlite import ir
+
 from graphc.backends.llvm.llvm_ir import F32, I32, I64, VOID, emit_loop
 from graphc.backends.llvm.mathlib import emit_math
 from graphc.backends.llvm.parallel import ParallelBody, emit_parallel_for, load_gomp
 from graphc.backends.llvm.target import compile_module
-from llvmlite import ir
 
 ARGS = (ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_int32)
 

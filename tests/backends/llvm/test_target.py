@@ -11,6 +11,7 @@ import textwrap
 
 import numpy as np
 import pytest
+
 from graphc.backends.llvm.target import (
     LLVMBackendError,
     TargetSpec,

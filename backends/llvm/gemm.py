@@ -1,0 +1,712 @@
+"""Generated BLIS-style GEMM: C[b] = epilogue(A[b] @ B[b]) for f32/f64, any shapes and strides.
+
+Note: structure of the generated code
+-------------------------------------
+The work is split into tasks (batch item, block of `mc` rows, block of `nc` columns) and the
+tasks run on a parallel-for (`parallel.py`). One task, BLIS loop order:
+
+    for pc in K by kc:                       # K blocks (at least one, so K = 0 still stores)
+        pack B[pc:pc+kc, n0:n0+nc] -> Bp     # kc x nr micro-panels, zero-padded past N
+        for jr in columns by nr:             # a kc x nr micro-panel of Bp stays in L1
+            for ir in rows by mr:            # A rows are read in place (any strides)
+                microkernel(mr x nr tile)
+
+The microkernel keeps an mr x nr tile of C in `mr * nr/lanes` vector registers (8 x 32 floats
+= 16 zmm registers on AVX-512), and for each k broadcasts mr elements of A and issues
+`llvm.fma` on the nr/lanes vectors of the packed B row. Row edges (M % mr) use microkernels of
+mr/2, mr/4 ... 1 rows; column edges use the zero padding of Bp and masked stores; K edges are a
+shorter k loop. The C tile is stored once per K block: the first block overwrites (or, with
+`accumulate`, adds to) C, later ones add, and the last applies the epilogue.
+
+Strides are runtime arguments in elements: A as [M, K] (sa_m = K, sa_k = 1) or [K, M]
+(sa_m = 1, sa_k = M) or any view; B likewise; a batch stride of 0 broadcasts an operand. C's
+column stride is 1. Blocking depends on the thread count, the summation order over K never
+does: results are bit-identical for any thread count.
+
+Note: the epilogue hook
+-----------------------
+`epilogue(ctx: EpilogueContext) -> ir.Value` emits IR mapping one vector of results (`ctx.acc`,
+after the full K sum) to the vector stored, given its row, column indices, lane mask and the
+extra arguments the config declares (`GemmConfig.epilogue_args`, appended to the signature):
+bias add, activations (`mathlib.emit_math_inline`), residual add ride along for free.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from llvmlite import ir
+
+from graphc.ir.errors import GraphError
+
+from .llvm_ir import (
+    I1,
+    I32,
+    I64,
+    PTR,
+    VOID,
+    ceil_div,
+    declare,
+    emit_loop,
+    intrinsic,
+    llvm_type,
+    masked_load,
+    masked_store,
+    smax,
+    smin,
+    splat,
+)
+from .parallel import ParallelBody, emit_parallel_for
+
+_ELEM_BYTES = {"f32": 4, "f64": 8}
+
+
+@dataclass(frozen=True)
+class GemmConfig:
+    """Compile-time parameters of one generated GEMM.
+
+    mr x (nv·lanes) is the register tile; kc the K block; mc x nc the largest block one task
+    computes (its packed B panel is kc x nc). `epilogue_args` are the LLVM types of extra
+    arguments appended to the function signature for the epilogue (pointers to bias,
+    residual ...). `accumulate` makes the GEMM compute C += A @ B.
+    """
+
+    dtype: str = "f32"
+    lanes: int = 16
+    mr: int = 8
+    nv: int = 2
+    kc: int = 256
+    mc: int = 128
+    nc: int = 512
+    accumulate: bool = False
+    epilogue_args: tuple[ir.Type, ...] = ()
+
+    @property
+    def nr(self) -> int:
+        return self.nv * self.lanes
+
+    @staticmethod
+    def for_vector_bits(vector_bits: int, dtype: str = "f32", **kw) -> GemmConfig:
+        """Defaults for a target with `vector_bits`-wide registers (512: AVX-512, 256: AVX2)."""
+        lanes = vector_bits // (8 * _ELEM_BYTES[dtype])
+        if vector_bits >= 512:
+            base = {"mr": 8, "nv": 2}
+        else:  # 16 ymm registers: a 6 x 2-vector tile leaves room for B and the broadcast
+            base = {"mr": 6, "nv": 2}
+        return GemmConfig(dtype=dtype, lanes=lanes, **{**base, **kw})
+
+    def check(self) -> None:
+        if self.dtype not in _ELEM_BYTES:
+            raise GraphError(f"GEMM dtype must be f32 or f64, got {self.dtype!r}")
+        if min(self.lanes, self.mr, self.nv, self.kc, self.mc, self.nc) < 1:
+            raise GraphError(f"GEMM config needs positive sizes: {self}")
+        if self.nc % self.nr or self.mc % self.mr:
+            raise GraphError(f"GEMM config: nc must be a multiple of nr = {self.nr} and mc of "
+                             f"mr = {self.mr}: {self}")
+
+    def b_panel_bytes(self) -> int:
+        """Bytes of one packed kc x nc block of B (64-byte multiple)."""
+        return -(-self.kc * self.nc * _ELEM_BYTES[self.dtype] // 64) * 64
+
+    def worker_bytes(self) -> int:
+        """Scratch bytes per worker thread: packed kc x nc of B and mc x kc of A."""
+        a_bytes = -(-self.mc * self.kc * _ELEM_BYTES[self.dtype] // 64) * 64
+        return self.b_panel_bytes() + a_bytes
+
+    def workspace_bytes(self, nthreads: int) -> int:
+        """Size of the `workspace` argument for up to `nthreads` threads (64 for alignment)."""
+        return self.worker_bytes() * max(nthreads, 1) + 64
+
+
+#: Names of the fixed arguments of a generated GEMM, in order (the C signature is
+#: `void gemm(i64 batch, i64 M, i64 N, i64 K, T* A, i64 sa_batch, i64 sa_m, i64 sa_k,
+#:  T* B, i64 sb_batch, i64 sb_k, i64 sb_n, T* C, i64 sc_batch, i64 sc_m, i32 nthreads,
+#:  i8* workspace, <epilogue args>)`, strides in elements, T = float or double).
+GEMM_ARGS = ("batch", "M", "N", "K", "A", "sa_batch", "sa_m", "sa_k", "B", "sb_batch", "sb_k",
+             "sb_n", "C", "sc_batch", "sc_m", "nthreads", "workspace")
+
+
+@dataclass(frozen=True)
+class EpilogueContext:
+    """What an epilogue sees for one vector of results (inside the microkernel).
+
+    acc: <lanes x T> results after the full K sum (plus old C with `accumulate`).
+    row: i64 row index in [0, M). cols: <lanes x i64> column indices. col0: i64 first column.
+    mask: <lanes x i1> lanes with column < N (only those are stored; others may hold garbage).
+    batch: i64 batch index. args: the `epilogue_args` values, in order.
+    """
+
+    builder: ir.IRBuilder
+    acc: ir.Value
+    row: ir.Value
+    cols: ir.Value
+    col0: ir.Value
+    mask: ir.Value
+    batch: ir.Value
+    args: tuple[ir.Value, ...]
+
+
+Epilogue = Callable[[EpilogueContext], ir.Value]
+
+
+def emit_gemm(module: ir.Module, name: str, config: GemmConfig,
+              epilogue: Epilogue | None = None) -> ir.Function:
+    """Emit `void name(...)` (signature in `GEMM_ARGS`, then `config.epilogue_args`) computing
+    C[b, m, n] = epilogue(sum_k A[b, m, k] · B[b, k, n]) for b < batch, m < M, n < N.
+
+    `nthreads` (i32) caps the threads; `workspace` is NULL (the function mallocs and frees
+    its scratch) or a buffer of at least `config.workspace_bytes(nthreads)` bytes.
+    """
+    config.check()
+    t = llvm_type(config.dtype)
+    tp = t.as_pointer()
+    fixed = [I64] * 4 + [tp, I64, I64, I64, tp, I64, I64, I64, tp, I64, I64, I32, PTR]
+    fn = ir.Function(module, ir.FunctionType(VOID, fixed + list(config.epilogue_args)), name=name)
+    for arg, arg_name in zip(fn.args, GEMM_ARGS, strict=False):
+        arg.name = arg_name
+    for k, arg in enumerate(fn.args[len(GEMM_ARGS):]):
+        arg.name = f"epi{k}"
+    kernels = _MicroKernels(module, config, epilogue, name)
+    packs = (_emit_pack_a(module, config, f"{name}.pack_a"),
+             _emit_pack_b(module, config, f"{name}.pack_b"))
+    _emit_gemm_body(fn, config, kernels, packs)
+    return fn
+
+
+# ---------------------------------------------------------------------------------------------
+# the driver: task grid, workspace, parallel-for
+
+
+@dataclass(frozen=True)
+class _Grid:
+    """Runtime task grid: tasks of mt x nt elements of C, bm x bn of them per batch item."""
+
+    mt: ir.Value
+    nt: ir.Value
+    bm: ir.Value
+    bn: ir.Value
+    ntasks: ir.Value
+    threads: ir.Value
+
+
+def _round_up(b: ir.IRBuilder, x: ir.Value, m: int) -> ir.Value:
+    return b.mul(ceil_div(b, x, m), ir.Constant(I64, m))
+
+
+def _emit_grid(b: ir.IRBuilder, cfg: GemmConfig, batch: ir.Value, m: ir.Value, n: ir.Value,
+               nthreads: ir.Value) -> _Grid:
+    """Split C into at least T = nthreads tasks where possible: first into column blocks of at
+    most nc (no work is repeated: each task packs only its own columns of B), then finer column
+    blocks down to nr, then row blocks (each row block repacks its columns of B)."""
+    one = ir.Constant(I64, 1)
+    threads = smax(b, b.sext(nthreads, I64), one)
+    nt = smin(b, ir.Constant(I64, cfg.nc), _round_up(b, n, cfg.nr))
+    bn = ceil_div(b, n, nt)
+    # Not enough column blocks for the threads: narrower ones (multiples of nr).
+    want_bn = smin(b, ceil_div(b, threads, batch), ceil_div(b, n, cfg.nr))
+    few = b.icmp_signed("<", b.mul(batch, bn), threads)
+    nt = b.select(few, _round_up(b, ceil_div(b, n, want_bn), cfg.nr), nt)
+    bn = ceil_div(b, n, nt)
+    # Still not enough: split rows too.
+    want_bm = smin(b, ceil_div(b, threads, b.mul(batch, bn)), ceil_div(b, m, cfg.mr))
+    want_bm = smax(b, want_bm, one)
+    mt = _round_up(b, ceil_div(b, m, want_bm), cfg.mr)
+    bm = ceil_div(b, m, mt)
+    ntasks = b.mul(batch, b.mul(bm, bn))
+    return _Grid(mt, nt, bm, bn, ntasks, smin(b, threads, ntasks))
+
+
+def _emit_gemm_body(fn: ir.Function, cfg: GemmConfig, kernels: _MicroKernels,
+                    packs: tuple[ir.Function, ir.Function]) -> None:
+    b = ir.IRBuilder(fn.append_basic_block("entry"))
+    a = dict(zip(GEMM_ARGS, fn.args, strict=False))
+    epi_args = tuple(fn.args[len(GEMM_ARGS):])
+    zero = ir.Constant(I64, 0)
+    empty = b.or_(b.or_(b.icmp_signed("<=", a["batch"], zero), b.icmp_signed("<=", a["M"], zero)),
+                  b.icmp_signed("<=", a["N"], zero))
+    with b.if_then(empty, likely=False):
+        b.ret_void()
+    grid = _emit_grid(b, cfg, a["batch"], a["M"], a["N"], a["nthreads"])
+
+    # Scratch: the caller's workspace, or malloc'ed here (64 bytes extra for alignment).
+    slot = b.alloca(PTR, name="ws.slot")
+    b.store(a["workspace"], slot)
+    own = b.icmp_unsigned("==", b.ptrtoint(a["workspace"], I64), zero)
+    stride = ir.Constant(I64, cfg.worker_bytes())
+    with b.if_then(own, likely=False):
+        malloc = declare(b.module, "malloc", PTR, [I64])
+        b.store(b.call(malloc, [b.add(b.mul(grid.threads, stride), ir.Constant(I64, 64))]), slot)
+    raw = b.load(slot)
+    aligned = b.and_(b.add(b.ptrtoint(raw, I64), ir.Constant(I64, 63)), ir.Constant(I64, -64))
+    ws = b.inttoptr(aligned, PTR)
+
+    captures = (a["batch"], a["M"], a["N"], a["K"], a["A"], a["sa_batch"], a["sa_m"], a["sa_k"],
+                a["B"], a["sb_batch"], a["sb_k"], a["sb_n"], a["C"], a["sc_batch"], a["sc_m"],
+                ws, grid.mt, grid.nt, grid.bm, grid.bn) + epi_args
+
+    def body(p: ParallelBody) -> None:
+        _emit_tasks(p, cfg, kernels, packs, len(epi_args))
+
+    emit_parallel_for(b, body, grid.ntasks, grain=1, nthreads=b.trunc(grid.threads, I32),
+                      captures=captures, name=f"{fn.name}.tasks")
+    with b.if_then(own, likely=False):
+        free = declare(b.module, "free", VOID, [PTR])
+        b.call(free, [raw])
+    b.ret_void()
+
+
+def _emit_tasks(p: ParallelBody, cfg: GemmConfig, kernels: _MicroKernels,
+                packs: tuple[ir.Function, ir.Function], n_epi: int) -> None:
+    """Tasks [p.lo, p.hi) inside a worker: decode (batch, row block, column block), then the
+    BLIS loops over K blocks, row blocks of mc, column micro-panels and row micro-tiles."""
+    (batch, m, n, k, a, sa_b, sa_m, sa_k, bmat, sb_b, sb_k, sb_n, c, sc_b, sc_m,
+     ws, mt, nt, bm, bn) = p.captures[:20]
+    epi_args = p.captures[20:20 + n_epi]
+    mine = p.builder.gep(ws, [p.builder.mul(p.worker, ir.Constant(I64, cfg.worker_bytes()))])
+    bp = p.builder.bitcast(mine, a.type)
+    ap = p.builder.bitcast(p.builder.gep(mine, [ir.Constant(I64, cfg.b_panel_bytes())]), a.type)
+    c1 = ir.Constant(I64, 1)
+
+    def task(b: ir.IRBuilder, t: ir.Value, _c: list) -> list:
+        per_batch = b.mul(bm, bn)
+        bi = b.sdiv(t, per_batch)
+        rest = b.srem(t, per_batch)
+        m0 = b.mul(b.sdiv(rest, bn), mt)
+        n0 = b.mul(b.srem(rest, bn), nt)
+        m1 = smin(b, b.add(m0, mt), m)
+        nb = smin(b, nt, b.sub(n, n0))
+        a_b = b.gep(a, [b.mul(bi, sa_b)])
+        b_b = b.gep(bmat, [b.mul(bi, sb_b)])
+        c_b = b.gep(c, [b.add(b.mul(bi, sc_b), n0)])
+        npc = smax(b, ceil_div(b, k, cfg.kc), c1)
+
+        def k_block(b: ir.IRBuilder, pi: ir.Value, _c: list) -> list:
+            pc = b.mul(pi, ir.Constant(I64, cfg.kc))
+            kb = smin(b, ir.Constant(I64, cfg.kc), b.sub(k, pc))
+            first = b.icmp_signed("==", pi, ir.Constant(I64, 0))
+            last = b.icmp_signed("==", pi, b.sub(npc, c1))
+            b.call(packs[1], [kb, nb, b.gep(b_b, [b.add(b.mul(pc, sb_k), b.mul(n0, sb_n))]),
+                              sb_k, sb_n, bp])
+            a_pc = b.gep(a_b, [b.mul(pc, sa_k)])
+            tile = _Tile(kb, a_pc, sa_m, sa_k, ap, bp, c_b, sc_m, n0, nb, first, last, bi,
+                         epi_args)
+            _emit_row_blocks(b, cfg, kernels, packs[0], tile, m0, m1)
+            return []
+
+        emit_loop(b, ir.Constant(I64, 0), npc, k_block, name="kblock")
+        return []
+
+    emit_loop(p.builder, p.lo, p.hi, task, name="task")
+
+
+@dataclass(frozen=True)
+class _Tile:
+    """Per K block values the micro-tile loops pass to the microkernels."""
+
+    kb: ir.Value
+    a: ir.Value      # A at (batch, row 0, pc)
+    sa_m: ir.Value
+    sa_k: ir.Value
+    ap: ir.Value     # packed A of the current row block
+    bp: ir.Value     # packed B of this task and K block
+    c: ir.Value      # C at (batch, row 0, n0)
+    sc_m: ir.Value
+    n0: ir.Value
+    nb: ir.Value     # valid columns in this task
+    first: ir.Value
+    last: ir.Value
+    batch: ir.Value
+    epi_args: tuple[ir.Value, ...]
+
+
+def _emit_row_blocks(b: ir.IRBuilder, cfg: GemmConfig, kernels: _MicroKernels,
+                     pack_a: ir.Function, t: _Tile, m0: ir.Value, m1: ir.Value) -> None:
+    """for ic in [m0, m1) by mc: pack A rows; for jr over micro-panels: for ir by mr: kernel."""
+    npanels = ceil_div(b, t.nb, cfg.nr)
+    mr = ir.Constant(I64, cfg.mr)
+
+    def row_block(b: ir.IRBuilder, ic: ir.Value, _c: list) -> list:
+        i1 = smin(b, b.add(ic, ir.Constant(I64, cfg.mc)), m1)
+        full_end = b.add(ic, b.mul(b.sdiv(b.sub(i1, ic), mr), mr))
+        b.call(pack_a, [t.kb, b.sub(i1, ic), b.gep(t.a, [b.mul(ic, t.sa_m)]), t.sa_m, t.sa_k,
+                        t.ap])
+
+        def panel(b: ir.IRBuilder, jp: ir.Value, _c: list) -> list:
+            col = b.mul(jp, ir.Constant(I64, cfg.nr))
+            bpj = b.gep(t.bp, [b.mul(col, t.kb)])
+            n_valid = b.sub(t.nb, col)
+
+            def call(b: ir.IRBuilder, rows: int, row: ir.Value) -> None:
+                # Packed A: panel (row - ic) / mr holds kb x mr, row offset (row - ic) % mr.
+                rel = b.sub(row, ic)
+                panel_start = b.mul(b.sdiv(rel, mr), mr)
+                a_off = b.add(b.mul(panel_start, t.kb), b.sub(rel, panel_start))
+                c_tile = b.gep(t.c, [b.add(b.mul(row, t.sc_m), col)])
+                b.call(kernels.get(rows), [t.kb, b.gep(t.ap, [a_off]), bpj, c_tile, t.sc_m,
+                                           row, b.add(t.n0, col), n_valid, t.first, t.last,
+                                           t.batch, *t.epi_args])
+
+            def micro(b: ir.IRBuilder, ir_: ir.Value, _c: list) -> list:
+                call(b, cfg.mr, ir_)
+                return []
+
+            emit_loop(b, ic, full_end, micro, step=cfg.mr, name="mtile")
+            # Row edge: rem = i1 - full_end < mr rows as a sum of power-of-two microkernels.
+            rem = b.sub(i1, full_end)
+            for rows in kernels.edge_rows:
+                has = b.icmp_unsigned("!=", b.and_(rem, ir.Constant(I64, rows)),
+                                      ir.Constant(I64, 0))
+                with b.if_then(has, likely=False):
+                    off = b.and_(rem, ir.Constant(I64, ~(2 * rows - 1)))
+                    call(b, rows, b.add(full_end, off))
+            return []
+
+        emit_loop(b, ir.Constant(I64, 0), npanels, panel, name="npanel")
+        return []
+
+    emit_loop(b, m0, m1, row_block, step=cfg.mc, name="mblock")
+
+
+# ---------------------------------------------------------------------------------------------
+# packing B
+
+
+def _emit_pack_a(module: ir.Module, cfg: GemmConfig, name: str) -> ir.Function:
+    """`pack(kb, mb, A, sa_m, sa_k, Ap)`: A[i, k] (i < mb, k < kb) into micro-panels
+    Ap[i / mr][k][i % mr] so the microkernel reads mr consecutive elements per k. Rows past mb
+    in the last panel repeat row mb - 1 (never read back). Specialized copies for row-major
+    (sa_k == 1: the loop vectorizer turns the mr row streams into interleaved stores) and
+    column-major A (sa_m == 1: mr consecutive elements per k)."""
+    t = llvm_type(cfg.dtype)
+    tp = t.as_pointer()
+    fn = ir.Function(module, ir.FunctionType(VOID, [I64, I64, tp, I64, I64, tp]), name=name)
+    fn.linkage = "internal"
+    fn.attributes.add("noinline")
+    kb, mb, asrc, sa_m, sa_k, ap = fn.args
+    for arg in (asrc, ap):
+        arg.add_attribute("noalias")
+    b = ir.IRBuilder(fn.append_basic_block("entry"))
+    one = ir.Constant(I64, 1)
+    mr = ir.Constant(I64, cfg.mr)
+
+    def copy(b: ir.IRBuilder, s_m: ir.Value, s_k: ir.Value) -> None:
+        def panel(b: ir.IRBuilder, p: ir.Value, _c: list) -> list:
+            rows = [b.gep(asrc, [b.mul(smin(b, b.add(b.mul(p, mr), ir.Constant(I64, i)),
+                                           b.sub(mb, one)), s_m)]) for i in range(cfg.mr)]
+            dst = b.gep(ap, [b.mul(b.mul(p, mr), kb)])
+
+            def col(b: ir.IRBuilder, kk: ir.Value, _c: list) -> list:
+                out = b.gep(dst, [b.mul(kk, mr)])
+                for i, row in enumerate(rows):
+                    v = b.load(b.gep(row, [b.mul(kk, s_k)]))
+                    b.store(v, b.gep(out, [ir.Constant(I64, i)]))
+                return []
+
+            emit_loop(b, ir.Constant(I64, 0), kb, col, name="acol")
+            return []
+
+        emit_loop(b, ir.Constant(I64, 0), ceil_div(b, mb, cfg.mr), panel, name="apanel")
+
+    row_major = b.icmp_signed("==", sa_k, one)
+    with b.if_else(row_major) as (then, otherwise):
+        with then:
+            copy(b, sa_m, one)
+        with otherwise:
+            col_major = b.icmp_signed("==", sa_m, one)
+            with b.if_else(col_major) as (then2, general):
+                with then2:
+                    copy(b, one, sa_k)
+                with general:
+                    copy(b, sa_m, sa_k)
+    b.ret_void()
+    return fn
+
+
+def _emit_pack_b(module: ir.Module, cfg: GemmConfig, name: str) -> ir.Function:
+    """`pack(kb, nb, B, sb_k, sb_n, Bp)`: B[k, j] (k < kb, j < nb) into micro-panels
+    Bp[j / nr][k][j % nr], zero past nb. Vector rows when sb_n == 1, scalar gathers otherwise
+    (B stored [N, K] reads contiguously along k in the inner loop)."""
+    t = llvm_type(cfg.dtype)
+    tp = t.as_pointer()
+    fn = ir.Function(module, ir.FunctionType(VOID, [I64, I64, tp, I64, I64, tp]), name=name)
+    fn.linkage = "internal"
+    fn.attributes.add("noinline")
+    kb, nb, bsrc, sb_k, sb_n, bp = fn.args
+    for arg in (bsrc, bp):
+        arg.add_attribute("noalias")
+    b = ir.IRBuilder(fn.append_basic_block("entry"))
+    npanels = ceil_div(b, nb, cfg.nr)
+    nr = ir.Constant(I64, cfg.nr)
+    vty = ir.VectorType(t, cfg.lanes)
+    align = cfg.lanes * _ELEM_BYTES[cfg.dtype]
+    iota = ir.Constant(ir.VectorType(I64, cfg.lanes), list(range(cfg.lanes)))
+    unit = b.icmp_signed("==", sb_n, ir.Constant(I64, 1))
+    with b.if_else(unit) as (contiguous, strided):
+        with contiguous:
+            def row(b: ir.IRBuilder, kk: ir.Value, _c: list, jp: ir.Value) -> list:
+                col0 = b.mul(jp, nr)
+                src = b.gep(bsrc, [b.add(b.mul(kk, sb_k), col0)])
+                dst = b.gep(bp, [b.add(b.mul(col0, kb), b.mul(kk, nr))])
+                for j in range(cfg.nv):
+                    left = b.sub(nb, b.add(col0, ir.Constant(I64, j * cfg.lanes)))
+                    mask = b.icmp_signed("<", iota, _vsplat(b, left, cfg.lanes))
+                    v = masked_load(b, b.bitcast(b.gep(src, [ir.Constant(I64, j * cfg.lanes)]),
+                                                 vty.as_pointer()), mask, vty)
+                    b.store(v, b.bitcast(b.gep(dst, [ir.Constant(I64, j * cfg.lanes)]),
+                                         vty.as_pointer()), align=align)
+                return []
+
+            def panel(b: ir.IRBuilder, jp: ir.Value, _c: list) -> list:
+                emit_loop(b, ir.Constant(I64, 0), kb, lambda b, kk, c: row(b, kk, c, jp),
+                          name="krow")
+                return []
+
+            emit_loop(b, ir.Constant(I64, 0), npanels, panel, name="panel")
+        with strided:
+            unit_k = b.icmp_signed("==", sb_k, ir.Constant(I64, 1))
+            with b.if_else(unit_k) as (transposed, general):
+                with transposed:
+                    _emit_pack_b_transposed(b, cfg, kb, nb, bsrc, sb_n, bp)
+                with general:
+                    _emit_pack_b_strided(b, cfg, kb, nb, bsrc, sb_k, sb_n, bp)
+    b.ret_void()
+    return fn
+
+
+def _emit_pack_b_strided(b: ir.IRBuilder, cfg: GemmConfig, kb: ir.Value, nb: ir.Value,
+                         bsrc: ir.Value, sb_k: ir.Value, sb_n: ir.Value, bp: ir.Value) -> None:
+    """Any strides: one column at a time (reads contiguous along k when sb_k == 1)."""
+    t = llvm_type(cfg.dtype)
+    nr = ir.Constant(I64, cfg.nr)
+    npanels = ceil_div(b, nb, cfg.nr)
+
+    def column(b: ir.IRBuilder, j: ir.Value, _c: list) -> list:
+        jp = b.sdiv(j, nr)
+        jj = b.srem(j, nr)
+        base = b.gep(bp, [b.add(b.mul(b.mul(jp, nr), kb), jj)])
+        valid = b.icmp_signed("<", j, nb)
+        src = b.gep(bsrc, [b.mul(smin(b, j, b.sub(nb, ir.Constant(I64, 1))), sb_n)])
+
+        def elem(b: ir.IRBuilder, kk: ir.Value, _c: list) -> list:
+            v = b.load(b.gep(src, [b.mul(kk, sb_k)]))
+            b.store(b.select(valid, v, ir.Constant(t, 0.0)), b.gep(base, [b.mul(kk, nr)]))
+            return []
+
+        emit_loop(b, ir.Constant(I64, 0), kb, elem, name="kcol")
+        return []
+
+    emit_loop(b, ir.Constant(I64, 0), b.mul(npanels, nr), column, name="col")
+
+
+def _emit_pack_b_transposed(b: ir.IRBuilder, cfg: GemmConfig, kb: ir.Value, nb: ir.Value,
+                            bsrc: ir.Value, sb_n: ir.Value, bp: ir.Value) -> None:
+    """B stored [N, K] (sb_k == 1): lanes x lanes blocks loaded along k from `lanes` columns,
+    transposed in registers (log2(lanes) rounds of two-source shuffles), stored as rows of the
+    micro-panel. The k tail (kb % lanes) is copied element by element."""
+    t = llvm_type(cfg.dtype)
+    lanes = cfg.lanes
+    vty = ir.VectorType(t, lanes)
+    align = lanes * _ELEM_BYTES[cfg.dtype]
+    nr = ir.Constant(I64, cfg.nr)
+    ln = ir.Constant(I64, lanes)
+    zero_v = splat(vty, 0.0)
+    ngroups = b.mul(ceil_div(b, nb, cfg.nr), ir.Constant(I64, cfg.nv))
+    kmain = b.mul(b.sdiv(kb, ln), ln)
+
+    def group(b: ir.IRBuilder, g: ir.Value, _c: list) -> list:
+        col0 = b.mul(g, ln)
+        dst = b.gep(bp, [b.add(b.mul(b.mul(b.sdiv(g, ir.Constant(I64, cfg.nv)), nr), kb),
+                               b.mul(b.srem(g, ir.Constant(I64, cfg.nv)), ln))])
+        last_col = b.sub(nb, ir.Constant(I64, 1))
+        cols = [b.add(col0, ir.Constant(I64, i)) for i in range(lanes)]
+        valid = [b.icmp_signed("<", c, nb) for c in cols]
+        srcs = [b.gep(bsrc, [b.mul(smin(b, c, last_col), sb_n)]) for c in cols]
+
+        def block(b: ir.IRBuilder, k0: ir.Value, _c: list) -> list:
+            rows = [b.select(ok, b.load(b.bitcast(b.gep(src, [k0]), vty.as_pointer()), align=4),
+                             zero_v) for src, ok in zip(srcs, valid, strict=True)]
+            for r, v in enumerate(_transpose(b, rows)):
+                out = b.gep(dst, [b.mul(b.add(k0, ir.Constant(I64, r)), nr)])
+                b.store(v, b.bitcast(out, vty.as_pointer()), align=align)
+            return []
+
+        emit_loop(b, ir.Constant(I64, 0), kmain, block, step=lanes, name="kblk")
+
+        def tail(b: ir.IRBuilder, kk: ir.Value, _c: list) -> list:
+            for i, (src, ok) in enumerate(zip(srcs, valid, strict=True)):
+                v = b.select(ok, b.load(b.gep(src, [kk])), ir.Constant(t, 0.0))
+                b.store(v, b.gep(dst, [b.add(b.mul(kk, nr), ir.Constant(I64, i))]))
+            return []
+
+        emit_loop(b, kmain, kb, tail, name="ktail")
+        return []
+
+    emit_loop(b, ir.Constant(I64, 0), ngroups, group, name="cgroup")
+
+
+def _transpose(b: ir.IRBuilder, rows: list[ir.Value]) -> list[ir.Value]:
+    """Transpose a square block held as `lanes` vectors: log2(lanes) rounds of zipping row i
+    with row i + lanes/2 (low halves into row 2i, high halves into row 2i + 1)."""
+    n = len(rows)
+    h = n // 2
+    lo_mask = ir.Constant(ir.VectorType(I32, n), [x for i in range(h) for x in (i, n + i)])
+    hi_mask = ir.Constant(ir.VectorType(I32, n), [x for i in range(h, n) for x in (i, n + i)])
+    for _ in range(n.bit_length() - 1):
+        new = []
+        for i in range(h):
+            new += [b.shuffle_vector(rows[i], rows[i + h], lo_mask),
+                    b.shuffle_vector(rows[i], rows[i + h], hi_mask)]
+        rows = new
+    return rows
+
+
+def _vsplat(b: ir.IRBuilder, x: ir.Value, lanes: int) -> ir.Value:
+    """<lanes x T> with every lane x (insertelement + zero shuffle: a broadcast)."""
+    vty = ir.VectorType(x.type, lanes)
+    v = b.insert_element(ir.Constant(vty, None), x, ir.Constant(I32, 0))
+    return b.shuffle_vector(v, ir.Constant(vty, None),
+                            ir.Constant(ir.VectorType(I32, lanes), [0] * lanes))
+
+
+# ---------------------------------------------------------------------------------------------
+# microkernels
+
+
+class _MicroKernels:
+    """The microkernel functions of one GEMM, one per row count (mr and the powers of two
+    below it, for row edges), emitted on first use."""
+
+    def __init__(self, module: ir.Module, cfg: GemmConfig, epilogue: Epilogue | None,
+                 name: str) -> None:
+        self.module, self.cfg, self.epilogue, self.name = module, cfg, epilogue, name
+        self.edge_rows = [r for r in (1 << s for s in range(7, -1, -1)) if r < cfg.mr]
+        self._fns: dict[int, ir.Function] = {}
+
+    def get(self, rows: int) -> ir.Function:
+        if rows not in self._fns:
+            self._fns[rows] = _emit_microkernel(self.module, self.cfg, rows, self.epilogue,
+                                                f"{self.name}.ukernel{rows}")
+        return self._fns[rows]
+
+
+def _emit_microkernel(module: ir.Module, cfg: GemmConfig, rows: int,
+                      epilogue: Epilogue | None, name: str) -> ir.Function:
+    """`uk(kb, Ap, Bp, C, sc_m, row, col0, n_valid, first, last, batch, epi...)`: the
+    rows x nr tile C[row.., col0..] from kb steps of broadcast(Ap[k·mr + i]) x Bp row FMAs."""
+    t = llvm_type(cfg.dtype)
+    tp = t.as_pointer()
+    vty = ir.VectorType(t, cfg.lanes)
+    args = [I64, tp, tp, tp, I64, I64, I64, I64, I1, I1, I64, *cfg.epilogue_args]
+    fn = ir.Function(module, ir.FunctionType(VOID, args), name=name)
+    fn.linkage = "internal"
+    fn.attributes.add("noinline")
+    kb, a, bp, c, sc_m, row0, col0, n_valid, first, last, batch = fn.args[:11]
+    epi_args = tuple(fn.args[11:])
+    for arg in (a, bp, c):
+        arg.add_attribute("noalias")
+    b = ir.IRBuilder(fn.append_basic_block("entry"))
+    fma = intrinsic(module, "llvm.fma", vty)
+    align = cfg.lanes * _ELEM_BYTES[cfg.dtype]
+    nr = ir.Constant(I64, cfg.nr)
+    mr = ir.Constant(I64, cfg.mr)
+
+    def step(b: ir.IRBuilder, kk: ir.Value, accs: list) -> list:
+        brow = b.gep(bp, [b.mul(kk, nr)])
+        arow = b.gep(a, [b.mul(kk, mr)])
+        bv = [b.load(b.bitcast(b.gep(brow, [ir.Constant(I64, j * cfg.lanes)]), vty.as_pointer()),
+                     align=align) for j in range(cfg.nv)]
+        out = []
+        for i in range(rows):
+            av = _vsplat(b, b.load(b.gep(arow, [ir.Constant(I64, i)])), cfg.lanes)
+            out += [b.call(fma, [av, bv[j], accs[i * cfg.nv + j]]) for j in range(cfg.nv)]
+        return out
+
+    zero = splat(vty, 0.0)
+    accs = emit_loop(b, ir.Constant(I64, 0), kb, step, carried=[zero] * (rows * cfg.nv),
+                     name="k")
+    iota = ir.Constant(ir.VectorType(I64, cfg.lanes), list(range(cfg.lanes)))
+    masks = [b.icmp_signed("<", iota, _vsplat(b, b.sub(n_valid, ir.Constant(I64, j * cfg.lanes)),
+                                              cfg.lanes)) for j in range(cfg.nv)]
+    c_ptrs = [[b.bitcast(b.gep(c, [b.add(b.mul(ir.Constant(I64, i), sc_m),
+                                         ir.Constant(I64, j * cfg.lanes))]), vty.as_pointer())
+               for j in range(cfg.nv)] for i in range(rows)]
+
+    def add_old_c(b: ir.IRBuilder, vals: list) -> list:
+        return [b.fadd(v, masked_load(b, c_ptrs[idx // cfg.nv][idx % cfg.nv],
+                                      masks[idx % cfg.nv], vty)) for idx, v in enumerate(vals)]
+
+    if cfg.accumulate:
+        accs = add_old_c(b, accs)
+    else:
+        accs = _if_update(b, b.not_(first), accs, add_old_c)
+    if epilogue is not None:
+        def apply(b: ir.IRBuilder, vals: list) -> list:
+            out = []
+            for idx, v in enumerate(vals):
+                i, j = divmod(idx, cfg.nv)
+                c0 = b.add(col0, ir.Constant(I64, j * cfg.lanes))
+                ctx = EpilogueContext(b, v, b.add(row0, ir.Constant(I64, i)),
+                                      b.add(_vsplat(b, c0, cfg.lanes), iota), c0, masks[j],
+                                      batch, epi_args)
+                res = epilogue(ctx)
+                if res.type != vty:
+                    raise GraphError(f"GEMM epilogue returned {res.type}, expected {vty}")
+                out.append(res)
+            return out
+
+        accs = _if_update(b, last, accs, apply)
+    for idx, v in enumerate(accs):
+        i, j = divmod(idx, cfg.nv)
+        masked_store(b, v, c_ptrs[i][j], masks[j])
+    b.ret_void()
+    return fn
+
+
+def _if_update(b: ir.IRBuilder, cond: ir.Value, vals: Sequence[ir.Value],
+               update: Callable[[ir.IRBuilder, list], list]) -> list:
+    """vals if not cond else update(vals), as a branch and phis (no work when cond is false)."""
+    before = b.block
+    then = b.append_basic_block("then")
+    join = b.append_basic_block("join")
+    b.cbranch(cond, then, join)
+    b.position_at_end(then)
+    new = update(b, list(vals))
+    then_end = b.block
+    b.branch(join)
+    b.position_at_end(join)
+    out = []
+    for old, nv in zip(vals, new, strict=True):
+        phi = b.phi(old.type)
+        phi.add_incoming(old, before)
+        phi.add_incoming(nv, then_end)
+        out.append(phi)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# calling a compiled GEMM from Python (tests, benchmarks)
+
+
+def gemm_ctypes_signature(config: GemmConfig) -> list:
+    """ctypes argument types of the fixed GEMM arguments (append the epilogue's own)."""
+    import ctypes
+
+    i64, ptr = ctypes.c_int64, ctypes.c_void_p
+    return [i64] * 4 + [ptr, i64, i64, i64] * 2 + [ptr, i64, i64, ctypes.c_int32, ptr]
+
+
+def gemm_numpy_args(a, b, c, nthreads: int = 1, workspace: int | None = None) -> list:
+    """Fixed GEMM arguments for numpy arrays a [batch, M, K], b [batch, K, N], c [batch, M, N]
+    (any strides for a and b, including 0 = broadcast; c's last axis contiguous)."""
+    es = c.itemsize
+    if a.dtype != c.dtype or b.dtype != c.dtype or (c.size > 1 and c.strides[2] != es):
+        raise GraphError(f"gemm_numpy_args: dtypes {a.dtype}, {b.dtype}, {c.dtype} must agree "
+                         f"and C's last axis must be contiguous (strides {c.strides})")
+    batch, m, k = a.shape
+    n = b.shape[2]
+    if b.shape[:2] != (batch, k) or c.shape != (batch, m, n):
+        raise GraphError(f"gemm_numpy_args: shapes {a.shape} @ {b.shape} -> {c.shape} disagree")
+    sa, sb, sc = ([s // es for s in x.strides] for x in (a, b, c))
+    return [batch, m, n, k, a.ctypes.data, *sa, b.ctypes.data, *sb, c.ctypes.data, sc[0], sc[1],
+            nthreads, workspace]

@@ -1,0 +1,204 @@
+"""Generated GEMM vs numpy float64: any M, N, K (1, primes, several K/M/N blocks), transposed
+and strided operands, batch broadcast, threads, workspace, f64, accumulate, fused epilogues."""
+
+from __future__ import annotations
+
+import ctypes
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from llvmlite import ir
+
+from graphc.backends.llvm.gemm import (
+    EpilogueContext,
+    GemmConfig,
+    emit_gemm,
+    gemm_ctypes_signature,
+    gemm_numpy_args,
+)
+from graphc.backends.llvm.llvm_ir import F32, I64, masked_load
+from graphc.backends.llvm.mathlib import emit_math_inline
+from graphc.backends.llvm.target import TargetSpec, compile_module
+from graphc.ir.errors import GraphError
+
+LANES = TargetSpec.host().vector_bits // 32
+# Tiny blocks so that small shapes cross several K, row and column blocks and edge tiles.
+SMALL = GemmConfig.for_vector_bits(32 * LANES, kc=16, mc=12, nc=2 * 2 * LANES)
+SMALL = GemmConfig(**{**SMALL.__dict__, "mr": 4, "mc": 12})
+DEFAULT = GemmConfig.for_vector_bits(32 * LANES)
+
+
+def _compile(config: GemmConfig, epilogue=None, extra=()):
+    m = ir.Module(name="gemm_test")
+    emit_gemm(m, "gemm", config, epilogue)
+    jit = compile_module(m, name="gemm_test")
+    return jit.cfunc("gemm", None, *gemm_ctypes_signature(config), *extra)
+
+
+@pytest.fixture(scope="module")
+def gemm_small():
+    return _compile(SMALL)
+
+
+@pytest.fixture(scope="module")
+def gemm_default():
+    return _compile(DEFAULT)
+
+
+def _operands(rng, batch, m, n, k, ta=False, tb=False, dtype=np.float32):
+    a = rng.standard_normal((batch, k, m) if ta else (batch, m, k)).astype(dtype)
+    b = rng.standard_normal((batch, n, k) if tb else (batch, k, n)).astype(dtype)
+    return (a.transpose(0, 2, 1) if ta else a), (b.transpose(0, 2, 1) if tb else b)
+
+
+def _check(fn, a, b, nthreads=1, c=None, tol_scale=4.0):
+    batch, m, _ = a.shape
+    c = np.full((batch, m, b.shape[2]), np.nan, a.dtype) if c is None else c
+    fn(*gemm_numpy_args(a, b, c, nthreads))
+    ref = np.matmul(a.astype(np.float64), b.astype(np.float64))
+    bound = np.matmul(np.abs(a.astype(np.float64)), np.abs(b.astype(np.float64)))
+    eps = np.finfo(a.dtype).eps
+    assert np.all(np.abs(c - ref) <= tol_scale * max(a.shape[2], 1) * eps * bound + 1e-30)
+    return c
+
+
+@settings(max_examples=80, deadline=None)
+@given(m=st.integers(1, 40), n=st.integers(1, 70), k=st.integers(1, 50),
+       batch=st.integers(1, 3), ta=st.booleans(), tb=st.booleans(),
+       threads=st.integers(1, 3), seed=st.integers(0, 2**16))
+def test_gemm_matches_numpy(gemm_small, m, n, k, batch, ta, tb, threads, seed):
+    a, b = _operands(np.random.default_rng(seed), batch, m, n, k, ta, tb)
+    _check(gemm_small, a, b, threads)
+
+
+@pytest.mark.parametrize("m,n,k", [(1, 1, 1), (1, 97, 13), (97, 1, 13), (13, 31, 1),
+                                   (257, 131, 97), (64, 128, 300)])
+def test_gemm_default_blocks_odd_sizes(gemm_default, m, n, k, rng):
+    a, b = _operands(rng, 1, m, n, k)
+    c1 = _check(gemm_default, a, b, 1)
+    c2 = _check(gemm_default, a, b, 2)
+    np.testing.assert_array_equal(c1, c2)  # thread count never changes the summation order
+
+
+@pytest.mark.parametrize("ta,tb", [(False, True), (True, False), (True, True)])
+def test_gemm_default_transposed(gemm_default, ta, tb, rng):
+    a, b = _operands(rng, 2, 45, 70, 83, ta, tb)
+    _check(gemm_default, a, b, 2)
+
+
+def test_batch_broadcast_with_stride_zero(gemm_small, rng):
+    a, b = _operands(rng, 1, 9, 21, 17)
+    a3 = np.broadcast_to(a, (3, 9, 17))
+    scale = np.float32([1, 2, 3])[:, None, None]
+    b3 = np.ascontiguousarray(np.broadcast_to(b, (3, 17, 21)) * scale)
+    _check(gemm_small, a3, b3, 2)
+    _check(gemm_small, b3.transpose(0, 2, 1), np.broadcast_to(a.transpose(0, 2, 1), (3, 17, 9)))
+
+
+def test_general_strides(gemm_small, rng):
+    big_a = rng.standard_normal((2, 30, 40)).astype(np.float32)
+    big_b = rng.standard_normal((2, 50, 60)).astype(np.float32)
+    a = big_a[:, ::2, 1::2]  # [2, 15, 20], strides (1200, 80, 2) elements
+    b = big_b[:, ::2, ::3][:, :20, :]  # [2, 20, 20]
+    _check(gemm_small, a, b, 3)
+    c = np.full((2, 15, 32), np.nan, np.float32)[:, :, :20]  # row stride 32 > N
+    _check(gemm_small, a, b, 1, c=c)
+
+
+def test_zero_sized(gemm_small):
+    a = np.ones((1, 5, 0), np.float32)
+    b = np.ones((1, 0, 7), np.float32)
+    c = np.full((1, 5, 7), np.nan, np.float32)
+    gemm_small(*gemm_numpy_args(a, b, c, 2))
+    np.testing.assert_array_equal(c, 0)  # K = 0: C = 0
+    c0 = np.full((1, 0, 7), np.nan, np.float32)
+    gemm_small(*gemm_numpy_args(np.ones((1, 0, 3), np.float32), np.ones((1, 3, 7), np.float32),
+                                c0, 2))
+
+
+def test_caller_workspace(gemm_small, rng):
+    a, b = _operands(rng, 2, 33, 40, 35)
+    ws = np.zeros(SMALL.workspace_bytes(3), np.uint8)
+    c1 = np.empty((2, 33, 40), np.float32)
+    c2 = np.empty((2, 33, 40), np.float32)
+    gemm_small(*gemm_numpy_args(a, b, c1, 3, ws.ctypes.data))
+    gemm_small(*gemm_numpy_args(a, b, c2, 3))
+    np.testing.assert_array_equal(c1, c2)
+
+
+def test_f64_and_accumulate(rng):
+    cfg = GemmConfig.for_vector_bits(32 * LANES, "f64", kc=8, mc=8, nc=4 * LANES // 2,
+                                     accumulate=True)
+    fn = _compile(cfg)
+    a, b = _operands(rng, 2, 19, 23, 29, dtype=np.float64)
+    c0 = rng.standard_normal((2, 19, 23))
+    c = c0.copy()
+    fn(*gemm_numpy_args(a, b, c, 2))
+    np.testing.assert_allclose(c, c0 + a @ b, rtol=1e-12, atol=1e-12)
+
+
+def _bias_relu(ctx: EpilogueContext) -> ir.Value:
+    b = ctx.builder
+    (bias,) = ctx.args
+    vty = ctx.acc.type
+    bv = masked_load(b, b.bitcast(b.gep(bias, [ctx.col0]), vty.as_pointer()), ctx.mask, vty)
+    x = b.fadd(ctx.acc, bv)
+    return b.select(b.fcmp_ordered(">", x, ir.Constant(vty, None)), x, ir.Constant(vty, None))
+
+
+def test_epilogue_bias_relu(rng):
+    cfg = GemmConfig(**{**SMALL.__dict__, "epilogue_args": (F32.as_pointer(),)})
+    fn = _compile(cfg, _bias_relu, (ctypes.c_void_p,))
+    for m, n, k in [(1, 1, 1), (13, 37, 41), (8, 2 * LANES, 16)]:
+        a, b = _operands(rng, 2, m, n, k)
+        bias = rng.standard_normal(n).astype(np.float32)
+        c = np.full((2, m, n), np.nan, np.float32)
+        fn(*gemm_numpy_args(a, b, c, 2), bias.ctypes.data)
+        ref = np.maximum(a.astype(np.float64) @ b + bias, 0)
+        np.testing.assert_allclose(c, ref, rtol=1e-5, atol=1e-5)
+
+
+def _residual_sigmoid(ctx: EpilogueContext) -> ir.Value:
+    """sigmoid(acc + residual[batch, row, col] + row) with the residual's row stride an
+    argument: exercises the row index, the batch index and vector math in an epilogue."""
+    b = ctx.builder
+    res, ld = ctx.args
+    vty = ctx.acc.type
+    base = b.add(b.mul(b.add(b.mul(ctx.batch, ir.Constant(I64, 64)), ctx.row), ld), ctx.col0)
+    rv = masked_load(b, b.bitcast(b.gep(res, [base]), vty.as_pointer()), ctx.mask, vty)
+    row = b.sitofp(ctx.row, F32)
+    rowv = b.shuffle_vector(b.insert_element(ir.Constant(vty, None), row, ir.Constant(I64, 0)),
+                            ir.Constant(vty, None), ir.Constant(ir.VectorType(ir.IntType(32),
+                                                                              vty.count), None))
+    return emit_math_inline(b, "sigmoid", b.fadd(b.fadd(ctx.acc, rv), rowv))
+
+
+def test_epilogue_residual_sigmoid(rng):
+    cfg = GemmConfig(**{**SMALL.__dict__, "epilogue_args": (F32.as_pointer(), I64)})
+    fn = _compile(cfg, _residual_sigmoid, (ctypes.c_void_p, ctypes.c_int64))
+    m, n, k = 21, 45, 19
+    a, b = _operands(rng, 2, m, n, k)
+    res = rng.standard_normal((2, 64, 50)).astype(np.float32)
+    c = np.full((2, m, n), np.nan, np.float32)
+    fn(*gemm_numpy_args(a, b, c, 3), res.ctypes.data, 50)
+    z = a.astype(np.float64) @ b + res[:, :m, :n] + np.arange(m)[None, :, None]
+    np.testing.assert_allclose(c, 1 / (1 + np.exp(-z)), rtol=1e-5, atol=1e-6)
+
+
+def test_microkernel_uses_vector_fma():
+    m = ir.Module()
+    emit_gemm(m, "g", DEFAULT)
+    jit = compile_module(m)
+    assert f"llvm.fma.v{LANES}f32" in jit.optimized_ir
+
+
+def test_bad_config_and_args():
+    with pytest.raises(GraphError, match="multiple of nr"):
+        emit_gemm(ir.Module(), "g", GemmConfig(nc=100))
+    with pytest.raises(GraphError, match="dtype"):
+        emit_gemm(ir.Module(), "g", GemmConfig(dtype="i32"))
+    a = np.ones((1, 2, 3), np.float32)
+    with pytest.raises(GraphError, match="disagree"):
+        gemm_numpy_args(a, np.ones((1, 4, 2), np.float32), np.ones((1, 2, 2), np.float32))
