@@ -25,9 +25,11 @@ work it does twice stays under `max_recompute_cost`.
 3. Siblings (horizontal): groups that read a common buffer and have the same domain merge if
    neither depends on the other: batch-norm's sum and sum of squares become one sweep.
 
-Templates take only index arithmetic (movement) and casts as prologue: anything else would be
-recomputed for every row or column of the product. Library kernels (`take`, `scatter_add`,
-`select_scatter`) read and write whole buffers and fuse with nothing.
+Templates take index arithmetic (movement) and casts as prologue for free, and cheap elementwise
+ops up to `max_prologue_cost` per operand (a relu applied while a GEMM tile is loaded, so the
+relu's output need not be stored); costlier ones would run again for every tile that loads
+them. Library kernels (`take`, `scatter_add`, `select_scatter`) read and write whole buffers
+and fuse with nothing.
 """
 
 from __future__ import annotations
@@ -58,6 +60,7 @@ class FuseOptions:
     max_members: int = 96
     max_consumers: int = 4
     max_recompute_cost: float = 8.0
+    max_prologue_cost: float = 1.0
 
 
 def fuse(graph: Graph, fuse: bool = True, **options: Any) -> Schedule:
@@ -141,7 +144,8 @@ class _Fusion:
     def lower(self, name: str, members: list[Node], view: _View) -> tuple[Kernel, Lowering]:
         stores = self.stores_of(members, view)
         origin = tuple(self.name(n) for n in members)
-        low = Lowering(name, members, stores, self.buffer_of, origin)
+        low = Lowering(name, members, stores, self.buffer_of, origin,
+                       self.opts.max_prologue_cost)
         return low.lower(), low
 
     def view(self, where: dict[int, set[int]] | None = None,

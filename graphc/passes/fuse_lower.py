@@ -57,8 +57,9 @@ OP_COST = {"div": 2, "reciprocal": 2, "sqrt": 2, "rsqrt": 2, "exp": 4, "log": 4,
            "sigmoid": 4, "tanh": 4, "softplus": 4, "pow": 4, "random_uniform": 10}
 MOVEMENT_OPS = ("reshape", "transpose", "broadcast", "slice", "pad", "concat")
 REDUCE_KINDS = {"reduce_sum": "sum", "reduce_max": "max", "argmax": "argmax"}
-# Members allowed inside a template operand: per-load index arithmetic or a cast, nothing that
-# would be recomputed for every row or column of the product.
+# Free inside a template operand: per-load index arithmetic, casts and iota. Other elementwise
+# ops in an operand run once per loaded tile element (a tiled GEMM loads each element once per
+# tile of the other dimension), so only cheap ones are allowed, up to `max_prologue_cost`.
 PROLOGUE_OPS = MOVEMENT_OPS + ("cast", "iota")
 
 
@@ -153,8 +154,11 @@ class Lowering:
     """Builds the kernel of one group: `members` (topological order) storing `stores`."""
 
     def __init__(self, name: str, members: list[Node], stores: list[Value],
-                 buffer_of: Callable[[Value], str], origin: tuple[str, ...]) -> None:
+                 buffer_of: Callable[[Value], str], origin: tuple[str, ...],
+                 max_prologue_cost: float = 1.0) -> None:
         self.name = name
+        self.max_prologue_cost = max_prologue_cost
+        self.prologue_cost = 0.0
         self.nm = lambda n: buffer_of(n.outputs[0])
         self.members = members
         self.member_ids = {id(n) for n in members}
@@ -240,9 +244,12 @@ class Lowering:
             raise Reject("index mismatch", f"%{self.nm(n)} ({op}) is read at [{_fmt(idx)}], "
                                            f"not at its own output point")
         if self.mode == "operand" and op not in PROLOGUE_OPS:
-            raise Reject("template boundary",
-                         f"elementwise %{self.nm(n)} ({op}) cannot be a template prologue: it "
-                         "would be recomputed for every row or column of the product")
+            self.prologue_cost += op_cost(n)
+            if op_cost(n) > 1 or self.prologue_cost > self.max_prologue_cost:
+                raise Reject("template boundary",
+                             f"elementwise %{self.nm(n)} ({op}) is too costly for a template "
+                             f"prologue (cost {self.prologue_cost:g} > max_prologue_cost="
+                             f"{self.max_prologue_cost:g}): it runs for every loaded tile")
         if get_op(op).family == "elementwise":
             args = tuple(self.pull(v, bcast_index(idx, out.shape, v.shape), mask)
                          for v in n.inputs)
@@ -441,6 +448,7 @@ class Lowering:
             names = tuple(f"b{j}" for j in range(len(batch)))
             opa = Operand(names + ("m", "k"), batch + (t.out.shape[-2], a.shape[-1]),
                           self.pull(a, ab + (m, k)))
+            self.prologue_cost = 0.0
             opb = Operand(names + ("k", "n"), batch + (a.shape[-1], t.out.shape[-1]),
                           self.pull(b, bb + (k, n)))
             self.template_out = bv + (m, n)
@@ -451,6 +459,7 @@ class Lowering:
         self.mode = "operand"
         opx = Operand(tuple(f"x{j}" for j in range(len(x.shape))), x.shape,
                       self.pull(x, self.vars("x", x.shape)))
+        self.prologue_cost = 0.0
         opw = Operand(tuple(f"w{j}" for j in range(len(w.shape))), w.shape,
                       self.pull(w, self.vars("w", w.shape)))
         names = ("n", "o") + tuple(f"p{j}" for j in range(len(t.out.shape) - 2))

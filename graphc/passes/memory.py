@@ -10,8 +10,10 @@ the same shape and element size. `scatter_add` may also update its operand in pl
 
 Lifetimes are closed intervals of kernel positions [writer, last reader]. Offsets come from a
 greedy-by-size best-fit heap simulation (largest buffer first; each goes to the smallest gap
-between buffers whose lifetimes overlap its own, or on top), tried with three orders (by size,
-by lifetime length, by size x length), keeping the smallest arena.
+between buffers whose lifetimes overlap its own, or on top), also tried first-fit and with other
+orders (by lifetime length, by size x length, by start), each best-fit order refined by iterated
+greedy (the block that ends at the arena's top moves earlier, `rounds` times), keeping the
+smallest arena and stopping as soon as it meets the lower bound.
 
 The report's three numbers: `naive_bytes` (every temp its own aligned block), `arena_bytes` (the
 plan) and `lower_bound` (the most bytes live at any one kernel; no placement can do better).
@@ -161,7 +163,9 @@ def _blocks(s: Schedule, life, aliases, alignment: int) -> list[_Block]:
     return list(blocks.values())
 
 
-def _place(blocks: list[_Block], key) -> int:
+def _place(blocks: list[_Block], key, best_fit: bool) -> int:
+    """Place blocks in `key` order, each in the smallest (best fit) or lowest (first fit) gap
+    between the already placed blocks whose lifetimes overlap its own; returns the arena size."""
     placed: list[_Block] = []
     top = 0
     for blk in sorted(blocks, key=key):
@@ -172,6 +176,8 @@ def _place(blocks: list[_Block], key) -> int:
             gap = p.offset - end
             if gap >= blk.size and (best_gap is None or gap < best_gap):
                 best, best_gap = end, gap
+                if not best_fit:
+                    break
             end = max(end, p.offset + p.size)
         blk.offset = best if best >= 0 else end
         placed.append(blk)
@@ -183,23 +189,41 @@ ORDERS = {
     "size": lambda b: (-b.size, b.first),
     "length": lambda b: (-(b.last - b.first), -b.size, b.first),
     "area": lambda b: (-b.size * (b.last - b.first + 1), b.first),
+    "start": lambda b: (b.first, -b.size),
 }
 
 
-def plan_memory(schedule: Schedule, alignment: int = 64, inplace: bool = True) -> Schedule:
+def _search(blocks: list[_Block], lower: int, rounds: int) -> tuple[int, dict[str, int]]:
+    """Smallest arena over the greedy orders, each refined by iterated greedy: a block whose
+    end defines the arena's top moves earlier in the order and everything is placed again
+    (stops at the lower bound, which no placement can beat)."""
+    best: tuple[int, dict[str, int]] = (-1, {})
+    for key in ORDERS.values():
+        for best_fit in (True, False):
+            order = sorted(blocks, key=key)
+            for r in range(rounds if best_fit else 1):
+                pos = {id(b): i for i, b in enumerate(order)}
+                top = _place(blocks, lambda b, pos=pos: pos[id(b)], best_fit)
+                if best[0] < 0 or top < best[0]:
+                    best = (top, {n: b.offset for b in blocks for n in b.names})
+                if best[0] <= lower:
+                    return best
+                culprits = [b for b in order if b.offset + b.size == top]
+                i = order.index(culprits[r % len(culprits)])
+                order.insert(i // 2, order.pop(i))
+    return best if best[0] >= 0 else (0, {})
+
+
+def plan_memory(schedule: Schedule, alignment: int = 64, inplace: bool = True,
+                rounds: int = 24) -> Schedule:
     """The schedule with a MemoryPlan (see the module docstring)."""
     life = temp_lifetimes(schedule)
     aliases = find_aliases(schedule, life) if inplace else {}
     blocks = _blocks(schedule, life, aliases, alignment)
-    best: tuple[int, dict[str, int]] | None = None
-    for key in ORDERS.values():
-        top = _place(blocks, key)
-        if best is None or top < best[0]:
-            best = (top, {n: b.offset for b in blocks for n in b.names})
-    arena, offsets = best if best is not None else (0, {})
-    naive = sum(aligned(schedule.buffers[b].nbytes, alignment) for b in life)
     lower = max((sum(b.size for b in blocks if b.first <= t <= b.last)
                  for t in range(len(schedule.kernels))), default=0)
+    arena, offsets = _search(blocks, lower, rounds)
+    naive = sum(aligned(schedule.buffers[b].nbytes, alignment) for b in life)
     plan = MemoryPlan(arena, offsets, life, aliases, naive, lower, alignment)
     return schedule.with_memory(plan)
 
