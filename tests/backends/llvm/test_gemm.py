@@ -24,9 +24,9 @@ from graphc.backends.llvm.target import TargetSpec, compile_module
 from graphc.ir.errors import GraphError
 
 LANES = TargetSpec.host().vector_bits // 32
-# Tiny blocks so that small shapes cross several K, row and column blocks and edge tiles.
-SMALL = GemmConfig.for_vector_bits(32 * LANES, kc=16, mc=12, nc=2 * 2 * LANES)
-SMALL = GemmConfig(**{**SMALL.__dict__, "mr": 4, "mc": 12})
+# Tiny blocks: small shapes cross several K blocks, row blocks, column blocks, micro-panels
+# and edge tiles.
+SMALL = GemmConfig(lanes=LANES, mr=4, nv=2, kc=16, mc=12, nc=4 * LANES)
 DEFAULT = GemmConfig.for_vector_bits(32 * LANES)
 
 
@@ -129,8 +129,8 @@ def test_caller_workspace(gemm_small, rng):
 
 
 def test_f64_and_accumulate(rng):
-    cfg = GemmConfig.for_vector_bits(32 * LANES, "f64", kc=8, mc=8, nc=4 * LANES // 2,
-                                     accumulate=True)
+    cfg = GemmConfig.for_vector_bits(32 * LANES, "f64", kc=8, mc=12, accumulate=True)
+    cfg = GemmConfig(**{**cfg.__dict__, "nc": cfg.nr})
     fn = _compile(cfg)
     a, b = _operands(rng, 2, 19, 23, 29, dtype=np.float64)
     c0 = rng.standard_normal((2, 19, 23))
