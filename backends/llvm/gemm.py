@@ -626,6 +626,15 @@ def _emit_microkernel(module: ir.Module, cfg: GemmConfig, rows: int,
             out += [b.call(fma, [av, bv[j], accs[i * cfg.nv + j]]) for j in range(cfg.nv)]
         return out
 
+    # Prefetch the C tile for writing: its rows are far apart in memory and are read-modify-
+    # written after the k loop, whose FMAs hide the latency.
+    prefetch = declare(module, "llvm.prefetch.p0", VOID, [PTR, I32, I32, I32])
+    line = 64 // _ELEM_BYTES[cfg.dtype]
+    for i in range(rows):
+        for off in range(0, cfg.nr, line):
+            addr = b.gep(c, [b.add(b.mul(ir.Constant(I64, i), sc_m), ir.Constant(I64, off))])
+            b.call(prefetch, [b.bitcast(addr, PTR), ir.Constant(I32, 1), ir.Constant(I32, 3),
+                              ir.Constant(I32, 1)])
     zero = splat(vty, 0.0)
     accs = emit_loop(b, ir.Constant(I64, 0), kb, step, carried=[zero] * (rows * cfg.nv),
                      name="k")
