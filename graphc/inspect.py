@@ -46,7 +46,8 @@ class Stage:
     """The result of one pipeline step (see the module note).
 
     `schedule` is the kernel-IR schedule of the `fused` stage (with its memory plan);
-    `texts` holds further per-stage text by kind (`kernels`, `memory`, `llvm`, `triton`).
+    `texts` holds further per-stage text by kind (`kernels`, `memory`, `llvm`, `triton`) and
+    `code[target][kernel]` the generated function of each kernel.
     """
 
     name: str
@@ -55,6 +56,7 @@ class Stage:
     seconds: float
     schedule: Any = None
     texts: dict[str, str] = field(default_factory=dict)
+    code: dict[str, dict[str, str]] = field(default_factory=dict)
 
     @property
     def node_count(self) -> int:
@@ -86,11 +88,12 @@ def _timed(fn: Callable[[], Any]) -> tuple[Any, float]:
 
 
 def pipeline_stages(graph: Graph, *, train: bool = False, lr: float = DEFAULT_LR,
-                    schedule: bool = True) -> list[Stage]:
+                    schedule: bool = True, codegen: bool = True) -> list[Stage]:
     """Run the pipeline on `graph`, keeping every stage (see the module note).
 
     `train` builds a whole training step (gradients and SGD updates with learning rate `lr`)
-    instead of plain gradients; `schedule=False` skips fusion and memory planning.
+    instead of plain gradients; `schedule=False` skips fusion and memory planning,
+    `codegen=False` the code generators.
     """
     from graphc.passes import autodiff, decompose, simplify
 
@@ -110,15 +113,20 @@ def pipeline_stages(graph: Graph, *, train: bool = False, lr: float = DEFAULT_LR
     g, dt = _timed(lambda: simplify(g))
     stages.append(Stage("simplified", "simplify", g, dt))
     if schedule:
-        fused = schedule_stage(g)
+        fused = schedule_stage(g, codegen)
         if fused is not None:
             stages.append(fused)
     return stages
 
 
-# -- the schedule (extension point) ----------------------------------------------------------------
+# -- the schedule and generated code ---------------------------------------------------------------
 
 SCHEDULE_PASSES = (("graphc.passes.fuse", "fuse"), ("graphc.passes.memory", "plan_memory"))
+# target -> module with `generate(schedule)` returning an object with `.source` (the whole
+# module) and, optionally, `.launches` (each with `.kernel`, the schedule's kernel name, and
+# `.fn`, the generated function's name), like the Triton code generator's GeneratedModule
+CODEGEN_MODULES = {"llvm": "graphc.backends.llvm.codegen",
+                   "triton": "graphc.backends.triton.codegen"}
 
 
 def _schedule_passes() -> tuple[Callable, Callable] | None:
@@ -135,8 +143,9 @@ def _schedule_passes() -> tuple[Callable, Callable] | None:
     return fns[0], fns[1]
 
 
-def schedule_stage(graph: Graph) -> Stage | None:
-    """The `fused` stage of a simplified graph: fusion into kernels, then memory planning.
+def schedule_stage(graph: Graph, codegen: bool = True) -> Stage | None:
+    """The `fused` stage of a simplified graph: fusion into kernels, memory planning and (with
+    `codegen`) the generated source of every code generator that is available.
 
     None while the fusion pass or the memory planner is not available.
     """
@@ -146,7 +155,74 @@ def schedule_stage(graph: Graph) -> Stage | None:
     fuse, plan_memory = passes
     sched, dt = _timed(lambda: plan_memory(fuse(graph)))
     texts = {"kernels": str(sched)}
-    return Stage("fused", "fuse", graph, dt, schedule=sched, texts=texts)
+    report = _memory_report(sched)
+    if report:
+        texts["memory"] = report
+    code: dict[str, dict[str, str]] = {}
+    if codegen:
+        for target, (module, per_kernel) in generated_code(sched).items():
+            texts[target] = module
+            code[target] = per_kernel
+    return Stage("fused", "fuse", graph, dt, schedule=sched, texts=texts, code=code)
+
+
+def _memory_report(sched: Any) -> str | None:
+    try:
+        from graphc.passes.memory import memory_report
+    except ImportError:
+        return None
+    return memory_report(sched) if sched.memory is not None else None
+
+
+def generated_code(sched: Any) -> dict[str, tuple[str, dict[str, str]]]:
+    """{target: (module source, {kernel name: its function})} for every code generator that can
+    be imported (see CODEGEN_MODULES); a generator that fails says why in the module text."""
+    out: dict[str, tuple[str, dict[str, str]]] = {}
+    for target, module in CODEGEN_MODULES.items():
+        try:
+            generate = getattr(importlib.import_module(module), "generate", None)
+        except ImportError:
+            continue
+        if generate is None:
+            continue
+        try:
+            gen = generate(sched)
+        except Exception as e:  # noqa: BLE001 - showing code is optional: say why, go on
+            out[target] = (f"// {target} code generation failed: {type(e).__name__}: {e}\n", {})
+            continue
+        source = str(getattr(gen, "source", gen))
+        fns = {launch.kernel: launch.fn for launch in getattr(gen, "launches", ())}
+        out[target] = (source, split_functions(source, fns))
+    return out
+
+
+def split_functions(source: str, fns: dict[str, str]) -> dict[str, str]:
+    """{kernel: the text of its function} for `fns` = {kernel: function name}: from the comment
+    and decorator lines above `def fn(` / `define ... @fn(` to the next such definition."""
+    lines = source.splitlines()
+    starts = [i for i, line in enumerate(lines) if _defines(line) is not None]
+    out = {}
+    for kernel, fn in fns.items():
+        at = next((i for i in starts if _defines(lines[i]) == fn), None)
+        if at is None:
+            continue
+        begin = at
+        while begin > 0 and lines[begin - 1].strip().startswith(("@", "#", ";")):
+            begin -= 1
+        end = next((i for i in starts if i > at), len(lines))
+        while end > at + 1 and lines[end - 1].strip().startswith(("@", "#", ";")):
+            end -= 1
+        out[kernel] = "\n".join(lines[begin:end]).rstrip() + "\n"
+    return out
+
+
+def _defines(line: str) -> str | None:
+    """The name a line defines: `def name(` (Python) or `define ... @name(` (LLVM IR)."""
+    if line.startswith("def "):
+        return line[4:].split("(", 1)[0].strip()
+    if line.startswith("define ") and "@" in line:
+        return line.split("@", 1)[1].split("(", 1)[0].strip('"')
+    return None
 
 
 # -- per-pass text ---------------------------------------------------------------------------------
@@ -158,11 +234,18 @@ def format_seconds(seconds: float) -> str:
     return f"{seconds:.2f} s"
 
 
+def plural(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
 def stage_header(stage: Stage) -> str:
-    """`// ===== after decompose: decomposed, 58 nodes, 1.9 ms =====`."""
+    """`// ===== after decompose: decomposed, 58 nodes, 1.9 ms =====` (the fused stage also
+    counts its kernels)."""
     what = "as built" if stage.pass_name == "build" else f"after {stage.pass_name}: {stage.name}"
-    return (f"// ===== {what}, {stage.node_count} nodes, {format_seconds(stage.seconds)} "
-            f"=====")
+    count = plural(stage.node_count, "node")
+    if stage.schedule is not None:
+        count += ", " + plural(len(stage.schedule.kernels), "kernel")
+    return f"// ===== {what}, {count}, {format_seconds(stage.seconds)} ====="
 
 
 def format_stage(stage: Stage) -> str:
@@ -296,8 +379,9 @@ def _output_repr(v, namer: Namer) -> str:
 def format_diff(before: Stage, after: Stage) -> str:
     """What the pass that made `after` changed relative to `before`, as text."""
     d = diff_graphs(before.graph, after.graph)
-    lines = [f"// ===== diff {after.pass_name}: {before.name} ({before.node_count} nodes) -> "
-             f"{after.name} ({after.node_count} nodes), {format_seconds(after.seconds)} =====",
+    lines = [f"// ===== diff {after.pass_name}: {before.name} "
+             f"({plural(before.node_count, 'node')}) -> {after.name} "
+             f"({plural(after.node_count, 'node')}), {format_seconds(after.seconds)} =====",
              f"// {len(d.added)} added, {len(d.removed)} removed, {len(d.rewritten)} rewritten, "
              f"{d.unchanged} unchanged"]
     if d.removed:

@@ -125,7 +125,7 @@ def _group_json(scene: Scene, gid: str) -> dict[str, Any]:
 def stage_json(stage: Stage, index: int, same_graph_as: int | None = None) -> dict[str, Any]:
     """Everything the viewer needs about one stage. `same_graph_as`: the index of an earlier
     stage with the very same graph (the fused stage's), whose views the viewer reuses."""
-    sched = schedule_json(stage.schedule) if stage.schedule is not None else None
+    sched = schedule_json(stage.schedule, stage.code) if stage.schedule is not None else None
     scene = build_scene(stage.graph, kernels=sched["node_kernel"] if sched else None)
     if same_graph_as is None:
         views, default = scene_views(scene)

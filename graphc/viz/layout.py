@@ -95,10 +95,12 @@ def assign_layers(dag: nx.DiGraph, floating: Collection[str] = ()) -> dict[str, 
     # bottom-up, a node moves down to just above its first user when that cannot lengthen
     # the edges (no more operands than users), and always when it is `floating` (computed from
     # constants only: a loss seed's broadcast sits next to where it is used, not at the top)
+    # Operands that are sources do not count: they sink next to the node after it moved.
     float_set = set(floating)
     for k in reversed(list(nx.topological_sort(dag))):
         succ = list(dag.successors(k))
-        if succ and (k in float_set or len(succ) >= dag.in_degree(k)):
+        operands = sum(1 for p in dag.predecessors(k) if dag.in_degree(p) > 0)
+        if succ and (k in float_set or len(succ) >= operands):
             layer[k] = max(layer[k], min(layer[s] for s in succ) - 1)
     return layer
 

@@ -531,7 +531,9 @@
       '" y1="' + y(v) + '" y2="' + y(v) + '" stroke="' + color + '" stroke-dasharray="6 3"></line>' +
       '<text class="mtext" x="' + (L + K * sx + 6) + '" y="' + (y(v) + 4) + '" fill="' + color + '">' +
       text + " " + fmtBytes(v) + "</text>";
-    g += line(m.arena, "#c92a2a", "peak (arena)") + line(m.lowerBound, "#2f9e44", "lower bound");
+    if (Math.abs(y(m.arena) - y(m.lowerBound)) < 13) {
+      g += line(m.arena, "#c92a2a", m.arena === m.lowerBound ? "peak = lower bound" : "peak ≈ lower bound");
+    } else g += line(m.arena, "#c92a2a", "peak (arena)") + line(m.lowerBound, "#2f9e44", "lower bound");
     // the three numbers side by side, to one scale (the naive total is usually far above)
     const bx = W + 20, bh = H - T - B, most = Math.max(m.naive, m.arena, m.lowerBound, 1);
     const bars = [["naive", m.naive, "#868e96"], ["planned", m.arena, "#c92a2a"],
