@@ -200,8 +200,11 @@ class _Fusion:
             (own,) = self.where[id(p)]
             targets = sorted({g for u in self.users[id(p)] for g in self.where[id(u)]})
             if len(targets) > 1:
-                extra = self.cone_cost(p) * (len(targets) - 1)
-                if len(targets) > self.opts.max_consumers or extra > self.opts.max_recompute_cost:
+                cone = self.cone_cost(p)
+                extra = cone * (len(targets) - 1)
+                # free index arithmetic (a transposed weight) is recomputed by any number of readers
+                many = cone > 0 and len(targets) > self.opts.max_consumers
+                if many or extra > self.opts.max_recompute_cost:
                     why = Reject("recompute cap", f"%{self.name(p)} feeds {len(targets)} kernels;"
                                  f" recomputing it and its producers in each costs {extra:g} "
                                  f"(max_consumers={self.opts.max_consumers}, "
@@ -441,10 +444,13 @@ class _Fusion:
         member_ops = {self.name(n): n.op for n in self.nodes}
         rejections = tuple(r for r in self.rejections.values()
                            if not self.same_kernel(r.producer, r.consumer, kernels))
+        every_value = sum(-(-n.out.type.nbytes // 64) * 64 for n in self.nodes
+                          if n.op != "constant" and id(n) not in self.out_ids)
         return Schedule(g.name, tuple(kernels), buffers, tuple(g.input_names),
                         tuple(g.param_names), tuple(out_bufs.items()), constants,
                         dict(g.param_values), rejections, None,
-                        {"fuse": self.opts.fuse, "member_ops": member_ops})
+                        {"fuse": self.opts.fuse, "member_ops": member_ops,
+                         "every_value_bytes": every_value})
 
     @staticmethod
     def same_kernel(a: str, b: str, kernels: list[Kernel]) -> bool:

@@ -292,6 +292,10 @@ def memory_report(schedule: Schedule) -> str:
              f"  naive (every temp its own block): {plan.naive_bytes:>12,} bytes",
              f"  planned arena:                    {plan.arena_bytes:>12,} bytes",
              f"  lower bound (max live bytes):     {plan.lower_bound:>12,} bytes"]
+    every = schedule.options.get("every_value_bytes")
+    if every is not None:
+        lines.append(f"  every graph value its own block:  {every:>12,} bytes "
+                     f"({every / max(plan.arena_bytes, 1):.2f} x the arena)")
     if plan.lower_bound:
         lines.append(f"  arena / lower bound = {plan.arena_bytes / plan.lower_bound:.3f}, "
                      f"naive / arena = {plan.naive_bytes / max(plan.arena_bytes, 1):.2f}")
