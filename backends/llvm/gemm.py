@@ -172,8 +172,12 @@ def emit_gemm(module: ir.Module, name: str, config: GemmConfig,
     for k, arg in enumerate(fn.args[len(GEMM_ARGS):]):
         arg.name = f"epi{k}"
     kernels = _MicroKernels(module, config, epilogue, name)
-    packs = (_emit_pack_a(module, config, f"{name}.pack_a"),
-             _emit_pack_b(module, config, f"{name}.pack_b"))
+    # Packing depends only on dtype and tile shape: GEMMs of one module share it.
+    tag = f"{config.dtype}.mr{config.mr}.nr{config.nr}.l{config.lanes}"
+    packs = (module.globals.get(f"graphc.gemm.pack_a.{tag}")
+             or _emit_pack_a(module, config, f"graphc.gemm.pack_a.{tag}"),
+             module.globals.get(f"graphc.gemm.pack_b.{tag}")
+             or _emit_pack_b(module, config, f"graphc.gemm.pack_b.{tag}"))
     _emit_gemm_body(fn, config, kernels, packs)
     return fn
 

@@ -194,6 +194,19 @@ def test_microkernel_uses_vector_fma():
     assert f"llvm.fma.v{LANES}f32" in jit.optimized_ir
 
 
+def test_gemms_of_one_module_share_packing(rng):
+    m = ir.Module(name="two_gemms")
+    emit_gemm(m, "plain", SMALL)
+    emit_gemm(m, "acc", GemmConfig(**{**SMALL.__dict__, "accumulate": True}))
+    assert sum(".pack_" in f.name for f in m.functions) == 2
+    jit = compile_module(m)
+    a, b = _operands(rng, 1, 7, 9, 5)
+    c = np.empty((1, 7, 9), np.float32)
+    jit.cfunc("plain", None, *gemm_ctypes_signature(SMALL))(*gemm_numpy_args(a, b, c))
+    jit.cfunc("acc", None, *gemm_ctypes_signature(SMALL))(*gemm_numpy_args(a, b, c))
+    np.testing.assert_allclose(c, 2 * (a.astype(np.float64) @ b), rtol=1e-5, atol=1e-5)
+
+
 def test_bad_config_and_args():
     with pytest.raises(GraphError, match="multiple of nr"):
         emit_gemm(ir.Module(), "g", GemmConfig(nc=100))
