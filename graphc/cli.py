@@ -25,9 +25,32 @@ def cmd_show(args: argparse.Namespace) -> int:
     graph = _load(args.model)
     if args.print_after_all or args.after or args.diff or args.dump_dir:
         return _show_stages(graph, args)
+    if args.kernels or args.explain or args.memory:
+        return _show_kernels(graph, args)
     if args.decompose:
         graph = decompose(graph)
     sys.stdout.write(print_graph(graph))
+    return 0
+
+
+def _show_kernels(graph, args: argparse.Namespace) -> int:
+    """`show --kernels/--explain/--memory`: the fused schedule of the decomposed model."""
+    from graphc.ir.kernel_text import print_schedule
+    from graphc.passes import decompose
+    from graphc.passes.fuse import fuse
+    from graphc.passes.memory import memory_report, plan_memory
+
+    graph = decompose(graph)
+    if args.train:
+        from graphc.optim import SGD
+        from graphc.train import train_step
+
+        graph = train_step(graph, "loss", SGD(0.01))
+    schedule = plan_memory(fuse(graph, fuse=not args.no_fuse))
+    if args.kernels or args.explain:
+        sys.stdout.write(print_schedule(schedule, explain=args.explain))
+    if args.memory:
+        sys.stdout.write(memory_report(schedule))
     return 0
 
 
@@ -173,6 +196,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--dump-dir", metavar="DIR", help="write one file per stage into DIR")
     s.add_argument("--train", action="store_true",
                    help="stages include a whole SGD training step instead of plain gradients")
+    s.add_argument("--kernels", action="store_true", help="print the fused kernel schedule")
+    s.add_argument("--explain", action="store_true",
+                   help="with each kernel, its member nodes and the merges fusion refused")
+    s.add_argument("--memory", action="store_true",
+                   help="the memory plan: naive, planned arena and lower-bound bytes")
+    s.add_argument("--no-fuse", action="store_true",
+                   help="with --kernels/--memory: one kernel per primitive")
     s.set_defaults(fn=cmd_show)
 
     v = sub.add_parser("viz", help="draw a model at every stage as one offline HTML file")

@@ -4,7 +4,12 @@ whose fields are its options; `run(graph, ctx)` returns a new graph."""
 from .autodiff import AutodiffPass, autodiff
 from .base import Pass, PassContext
 from .decompose import DecomposePass, decompose
+from .fuse import FuseOptions, FusePass, fuse
+from .memory import PlanMemoryPass, check_memory_plan, memory_report, plan_memory
+from .remat import RematPass, rematerialize, rematerialize_with_report
 from .simplify import SimplifyPass, simplify
 
-__all__ = ["AutodiffPass", "DecomposePass", "Pass", "PassContext", "SimplifyPass", "autodiff",
-           "decompose", "simplify"]
+__all__ = ["AutodiffPass", "DecomposePass", "FuseOptions", "FusePass", "Pass", "PassContext",
+           "PlanMemoryPass", "RematPass", "SimplifyPass", "autodiff", "check_memory_plan",
+           "decompose", "fuse", "memory_report", "plan_memory", "rematerialize",
+           "rematerialize_with_report", "simplify"]

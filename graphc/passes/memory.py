@@ -294,8 +294,8 @@ def memory_report(schedule: Schedule) -> str:
              f"  lower bound (max live bytes):     {plan.lower_bound:>12,} bytes"]
     every = schedule.options.get("every_value_bytes")
     if every is not None:
-        lines.append(f"  every graph value its own block:  {every:>12,} bytes "
-                     f"({every / max(plan.arena_bytes, 1):.2f} x the arena)")
+        ratio = f" ({every / plan.arena_bytes:.2f} x the arena)" if plan.arena_bytes else ""
+        lines.append(f"  every graph value its own block:  {every:>12,} bytes{ratio}")
     if plan.lower_bound:
         lines.append(f"  arena / lower bound = {plan.arena_bytes / plan.lower_bound:.3f}, "
                      f"naive / arena = {plan.naive_bytes / max(plan.arena_bytes, 1):.2f}")

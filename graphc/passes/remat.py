@@ -161,10 +161,16 @@ class _Remat:
 
 
 def rematerialize(graph: Graph, max_rounds: int = 8, max_cost: float = 8.0,
-                  max_tries: int = 6, fuse_options: dict[str, Any] | None = None,
-                  measure: Callable[[Graph], Schedule] | None = None
-                  ) -> tuple[Graph, RematReport]:
-    """The graph with cheap values recomputed where that lowers the fused peak, and a report."""
+                  max_tries: int = 6, fuse_options: dict[str, Any] | None = None) -> Graph:
+    """The graph with cheap values recomputed where that lowers the fused peak."""
+    return rematerialize_with_report(graph, max_rounds, max_cost, max_tries, fuse_options)[0]
+
+
+def rematerialize_with_report(graph: Graph, max_rounds: int = 8, max_cost: float = 8.0,
+                              max_tries: int = 6, fuse_options: dict[str, Any] | None = None,
+                              measure: Callable[[Graph], Schedule] | None = None
+                              ) -> tuple[Graph, RematReport]:
+    """`rematerialize`, also returning the peak before and after and what was recomputed."""
     r = _Remat(graph, max_cost, dict(fuse_options or {}))
     measure = measure or r.measure
     s = measure(graph)
@@ -200,8 +206,8 @@ class RematPass(Pass):
     max_cost: float = 8.0
 
     def run(self, graph: Graph, ctx: PassContext) -> Graph:
-        out, report = rematerialize(graph, self.max_rounds, self.max_cost,
-                                    fuse_options=ctx.options.get("fuse", {}))
+        out, report = rematerialize_with_report(graph, self.max_rounds, self.max_cost,
+                                                fuse_options=ctx.options.get("fuse", {}))
         ctx.log.append({"pass": self.name, "peak_before": report.peak_before,
                         "peak_after": report.peak_after, "recomputed": report.recomputed})
         return out

@@ -255,3 +255,18 @@ def test_fused_schedules_equal_the_graph_reference(shape, steps, data):
     unfused, fused = check_schedule(g, inputs, rtol=1e-4, atol=1e-5)
     assert len(fused.kernels) <= len(unfused.kernels)
     assert fused.memory.arena_bytes <= fused.memory.naive_bytes
+
+
+def test_cli_show_kernels_and_explain(tmp_path, capsys):
+    from graphc.cli import main
+
+    path = tmp_path / "softmax.gir"
+    path.write_text((GOLDEN / "softmax_persistent.gir").read_text())
+    assert main(["show", str(path), "--kernels"]) == 0
+    out = capsys.readouterr().out
+    assert "kernel k0 loop(i0 < 4; r0 < 8)  // %m, %d, %e, %s, %y" in out
+    assert "members:" not in out
+    assert main(["show", str(path), "--explain"]) == 0
+    assert "// members: %m = reduce_max, %d = sub" in capsys.readouterr().out
+    assert main(["show", str(path), "--kernels", "--no-fuse"]) == 0
+    assert capsys.readouterr().out.count("  kernel k") == 5

@@ -25,7 +25,7 @@ from graphc.passes.memory import (
     plan_memory,
     temp_lifetimes,
 )
-from graphc.passes.remat import rematerialize
+from graphc.passes.remat import rematerialize, rematerialize_with_report
 from graphc.train import train_step
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
@@ -171,7 +171,7 @@ def test_training_step_memory_targets(model):
     graph, inputs = STEPS[model]()
     want = run_graph(graph, inputs)
     unfused = plan_memory(fuse(graph, fuse=False))
-    remat, report = rematerialize(graph) if model != "lstm" else (graph, None)
+    remat, report = rematerialize_with_report(graph) if model != "lstm" else (graph, None)
     fused = plan_memory(fuse(remat))
     for s in (unfused, fused):
         check_memory_plan(s)
@@ -189,7 +189,7 @@ def test_training_step_memory_targets(model):
 
 def test_remat_recomputes_batch_norm_output_and_lowers_the_cnn_peak():
     graph, inputs = example_step("cnn")
-    new, report = rematerialize(graph)
+    new, report = rematerialize_with_report(graph)
     assert report.peak_after < 0.85 * report.peak_before
     assert report.recomputed and "rematerialization: peak" in str(report)
     assert any(n.name and n.name.startswith("remat.") for n in new.nodes)
@@ -215,7 +215,8 @@ def test_remat_on_a_hand_written_forward_backward_graph():
     v = b.sigmoid(u * 0.5)
     q = v * u + b.tanh(v)
     g = b.build(outputs={"loss": loss, "g": (q * s1 * s2).sum(1)})
-    new, report = rematerialize(g, fuse_options={"fuse": False})
+    new, report = rematerialize_with_report(g, fuse_options={"fuse": False})
+    assert len(rematerialize(g, fuse_options={"fuse": False}).nodes) == len(new.nodes)
     assert (report.peak_before, report.peak_after) == (4 * 16384, 2 * 16384)
     assert len(report.recomputed) == 2
     rng = np.random.default_rng(0)
@@ -225,3 +226,15 @@ def test_remat_on_a_hand_written_forward_backward_graph():
     got = run_schedule(plan_memory(fuse(new, fuse=False)), inputs)
     for k, val in want.items():
         np.testing.assert_allclose(got[k], val, rtol=1e-5, atol=1e-5, err_msg=k)
+
+
+def test_cli_show_memory(tmp_path, capsys):
+    from graphc.cli import main
+    from graphc.ir.text import print_graph
+
+    path = tmp_path / "chain.gir"
+    path.write_text(print_graph(chain(6)))
+    assert main(["show", str(path), "--memory", "--no-fuse"]) == 0
+    out = capsys.readouterr().out
+    assert "planned arena:                           1,024 bytes" in out
+    assert "every graph value its own block:" in out
