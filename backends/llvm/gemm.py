@@ -100,6 +100,11 @@ class GemmConfig:
             base = {"mr": 6, "nv": 2}
         return GemmConfig(dtype=dtype, lanes=lanes, **{**base, **kw})
 
+    @staticmethod
+    def for_target(spec, dtype: str = "f32", **kw) -> GemmConfig:
+        """Defaults for a `target.TargetSpec` (its vector width)."""
+        return GemmConfig.for_vector_bits(spec.vector_bits, dtype, **kw)
+
     def check(self) -> None:
         if self.dtype not in _ELEM_BYTES:
             raise GraphError(f"GEMM dtype must be f32 or f64, got {self.dtype!r}")

@@ -161,6 +161,11 @@ def check_symbols_resolvable(ref: llvm.ModuleRef) -> None:
     MCJIT would otherwise crash at the first call through an unresolved symbol.
     """
     missing = [s for s in external_symbols(ref) if not llvm.address_of_symbol(s)]
+    if any(s.startswith(("GOMP_", "omp_")) for s in missing):
+        from .parallel import load_gomp  # IR text made elsewhere: libgomp may not be loaded yet
+
+        load_gomp()
+        missing = [s for s in missing if not llvm.address_of_symbol(s)]
     if missing:
         raise LLVMBackendError(
             f"LLVM module {ref.name!r} uses external symbol(s) {', '.join(missing)} that are not "

@@ -85,3 +85,25 @@ def test_zero_grain_means_one(kernels):
 
 def test_libgomp_loads_here():
     assert load_gomp()
+
+
+def test_ir_text_compiles_in_a_process_without_libgomp_loaded(tmp_path):
+    """compile_module loads libgomp itself when a module declares GOMP_parallel."""
+    import subprocess
+    import sys
+    import textwrap
+
+    (tmp_path / "k.ll").write_text(str(_kernel_module(True)))
+    code = textwrap.dedent(f"""
+        import ctypes
+        import numpy as np
+        from graphc.backends.llvm.target import compile_module
+        jit = compile_module(open({str(tmp_path / "k.ll")!r}).read())
+        fn = jit.cfunc("kernel", None, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64,
+                       ctypes.c_int64, ctypes.c_int32)
+        out = np.zeros(100, np.float32); count = np.zeros(100 + 10, np.int64)
+        fn(out.ctypes.data, count.ctypes.data, 100, 10, 2)
+        assert (count[:100] == 1).all()
+    """)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
