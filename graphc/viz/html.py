@@ -112,7 +112,7 @@ def _node_json(n) -> dict[str, Any]:
     return {"id": n.id, "k": n.kind, "op": n.op, "name": n.name, "role": n.role,
             "label": n.label, "sub": n.sub, "types": n.types, "bytes": n.nbytes,
             "attrs": n.attrs, "ins": n.operands, "uses": n.uses, "ir": n.ir, "g": n.group,
-            "kernel": n.kernel}
+            "kernel": n.kernel, "kernels": n.kernels}
 
 
 def _group_json(scene: Scene, gid: str) -> dict[str, Any]:
@@ -166,11 +166,11 @@ def schedule_json(sched: Any, code: Mapping[str, Mapping[str, str]] | None = Non
     """Kernels (members, kernel IR, generated code per target) and the memory plan of a
     schedule (`graphc.ir.kernel.Schedule`); `code[target][kernel]` is generated source."""
     kernels = []
-    node_kernel: dict[str, str] = {}
+    node_kernel: dict[str, list[str]] = {}
     for i, k in enumerate(sched.kernels):
         origin = [o.lstrip("%") for o in getattr(k, "origin", ())]
         for o in origin:
-            node_kernel.setdefault(o, k.name)
+            node_kernel.setdefault(o, []).append(k.name)
         kernels.append({"name": k.name, "index": i, "kind": getattr(k, "kind", ""),
                         "origin": origin, "ir": kernel_text(k),
                         "code": {t: src[k.name] for t, src in (code or {}).items()

@@ -25,10 +25,11 @@ Everything is deterministic: the same graph gives the same picture.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 
 import networkx as nx
+import numpy as np
 
 NODE_GAP = 24.0
 LAYER_GAP = 46.0
@@ -92,15 +93,16 @@ def assign_layers(dag: nx.DiGraph, floating: Collection[str] = ()) -> dict[str, 
     for i, generation in enumerate(nx.topological_generations(dag)):
         for k in generation:
             layer[k] = i
-    # bottom-up, a node moves down to just above its first user when that cannot lengthen
-    # the edges (no more operands than users), and always when it is `floating` (computed from
-    # constants only: a loss seed's broadcast sits next to where it is used, not at the top)
-    # Operands that are sources do not count: they sink next to the node after it moved.
+    # Bottom-up, a node moves down to just above its first user when that shortens the edges:
+    # it has more users than operands whose edges would grow (a source read by this node only
+    # follows it down, so its edge does not grow), or none of those, or it is `floating`
+    # (computed from constants only: a loss seed's broadcast sits next to where it is used).
     float_set = set(floating)
     for k in reversed(list(nx.topological_sort(dag))):
         succ = list(dag.successors(k))
-        operands = sum(1 for p in dag.predecessors(k) if dag.in_degree(p) > 0)
-        if succ and (k in float_set or len(succ) >= operands):
+        growing = sum(1 for p in dag.predecessors(k)
+                      if dag.in_degree(p) > 0 or dag.out_degree(p) > 1)
+        if succ and (k in float_set or growing == 0 or len(succ) > growing):
             layer[k] = max(layer[k], min(layer[s] for s in succ) - 1)
     return layer
 
@@ -141,6 +143,32 @@ def _sweeps(base: int, items: dict[str, _Item]) -> int:
     return base if len(items) < 20000 else max(2, base // 2)
 
 
+def _segments(members: list[str], index: dict[str, int],
+              neighbours: Callable[[str], list[str]],
+              weight: Callable[[str], float] = lambda n: 1.0) -> tuple[np.ndarray, ...]:
+    """Flat neighbour arrays of one layer: (member position, neighbour index, weight)."""
+    seg, nbr, w = [], [], []
+    for i, k in enumerate(members):
+        for n in neighbours(k):
+            seg.append(i)
+            nbr.append(index[n])
+            w.append(weight(n))
+    return (np.array(seg, dtype=np.int64), np.array(nbr, dtype=np.int64),
+            np.array(w, dtype=np.float64))
+
+
+def _weighted_means(x: np.ndarray, members: np.ndarray, seg: np.ndarray, nbr: np.ndarray,
+                    w: np.ndarray) -> np.ndarray:
+    """Per member, the weighted mean of x over its neighbours (its own x if it has none)."""
+    out = x[members].copy()
+    if len(seg):
+        total = np.bincount(seg, weights=w, minlength=len(members))
+        acc = np.bincount(seg, weights=w * x[nbr], minlength=len(members))
+        has = total > 0
+        out[has] = acc[has] / total[has]
+    return out
+
+
 def _order_layers(g: _Proper, items: dict[str, _Item],
                   initial: Sequence[str]) -> list[list[str]]:
     """Barycenter ordering within layers, alternating downward and upward sweeps."""
@@ -153,22 +181,24 @@ def _order_layers(g: _Proper, items: dict[str, _Item],
 
     for key in sorted(items, key=start_rank):
         layers[items[key].layer].append(key)
-    pos = {k: float(i) for layer in layers for i, k in enumerate(layer)}
+    keys = [k for layer in layers for k in layer]
+    index = {k: i for i, k in enumerate(keys)}
+    pos = np.zeros(len(keys))
+    members = [np.array([index[k] for k in layer], dtype=np.int64) for layer in layers]
+    for m in members:
+        pos[m] = np.arange(len(m))
+    # a source (sink) has no neighbour on the sweep's side: it follows its users instead
+    down = [_segments(layer, index, lambda k: g.preds[k] or g.succs[k]) for layer in layers]
+    up = [_segments(layer, index, lambda k: g.succs[k] or g.preds[k]) for layer in layers]
     for sweep in range(_sweeps(ORDER_SWEEPS, items)):
-        down = sweep % 2 == 0
-        seq = range(1, nlayers) if down else range(nlayers - 2, -1, -1)
-        adj = g.preds if down else g.succs
+        going_down = sweep % 2 == 0
+        seq = range(1, nlayers) if going_down else range(nlayers - 2, -1, -1)
         for li in seq:
-            keyed = []
-            for k in layers[li]:
-                ns = adj[k]
-                bary = sum(pos[n] for n in ns) / len(ns) if ns else pos[k]
-                keyed.append((bary, pos[k], k))
-            keyed.sort()
-            layers[li] = [k for _, _, k in keyed]
-            for i, k in enumerate(layers[li]):
-                pos[k] = float(i)
-    return layers
+            m = members[li]
+            bary = _weighted_means(pos, m, *(down if going_down else up)[li])
+            order = np.lexsort((pos[m], bary))
+            pos[m[order]] = np.arange(len(m))
+    return [[keys[i] for i in m[np.argsort(pos[m], kind="stable")]] for m in members]
 
 
 def _pav(targets: Sequence[float]) -> list[float]:
@@ -187,32 +217,46 @@ def _pav(targets: Sequence[float]) -> list[float]:
     return out
 
 
-def _place_layer(layer: list[str], items: dict[str, _Item], desired: list[float]) -> None:
-    """x centres closest to `desired` keeping the order and the spacing (exact, via PAV)."""
+def _offsets(layer: list[str], items: dict[str, _Item]) -> np.ndarray:
+    """Centre of each box relative to the first when packed at minimum spacing."""
     offsets = [0.0]
     for a, b in zip(layer, layer[1:], strict=False):
         offsets.append(offsets[-1] + (items[a].w + items[b].w) / 2 + _gap(items[a], items[b]))
-    fitted = _pav([d - o for d, o in zip(desired, offsets, strict=True)])
-    for k, y, o in zip(layer, fitted, offsets, strict=True):
-        items[k].x = y + o
+    return np.array(offsets)
 
 
 def _gap(a: _Item, b: _Item) -> float:
     return NODE_GAP / 3 if a.dummy and b.dummy else NODE_GAP
 
 
+LEAF_PULL = 0.2  # how strongly a source with one user pulls that user towards itself
+
+
 def _assign_x(g: _Proper, items: dict[str, _Item], layers: list[list[str]]) -> None:
+    """Alternating sweeps pull each layer towards the weighted mean x of each box's
+    neighbours, keeping the order and spacing (exact, via PAV); a source with a single user
+    (a weight, a constant) follows its user rather than pulling it."""
+    keys = [k for layer in layers for k in layer]
+    index = {k: i for i, k in enumerate(keys)}
+
+    def weight(n: str) -> float:
+        leaf = not g.preds[n] and len(g.succs[n]) == 1 and not items[n].dummy
+        return LEAF_PULL if leaf else 1.0
+
+    x = np.zeros(len(keys))
+    per_layer = []
     for layer in layers:
-        _place_layer(layer, items, [0.0] * len(layer))
-    neighbours = {k: [items[n] for n in g.neighbours(k)] for k in items}
+        m = np.array([index[k] for k in layer], dtype=np.int64)
+        offs = _offsets(layer, items)
+        x[m] = offs - offs.mean()
+        per_layer.append((m, offs, _segments(layer, index, g.neighbours, weight)))
     for sweep in range(_sweeps(PLACE_SWEEPS, items)):
-        seq = layers if sweep % 2 == 0 else layers[::-1]
-        for layer in seq:
-            desired = []
-            for k in layer:
-                ns = neighbours[k]
-                desired.append(sum(n.x for n in ns) / len(ns) if ns else items[k].x)
-            _place_layer(layer, items, desired)
+        seq = per_layer if sweep % 2 == 0 else per_layer[::-1]
+        for m, offs, segments in seq:
+            desired = _weighted_means(x, m, *segments)
+            x[m] = np.array(_pav((desired - offs).tolist())) + offs
+    for k, i in index.items():
+        items[k].x = float(x[i])
 
 
 def layered_layout(sizes: Mapping[str, tuple[float, float]], edges: Sequence[tuple[str, str]],

@@ -63,7 +63,12 @@ class SceneNode:
     uses: list[str]  # printed operand uses (%a, %bn#1)
     ir: str
     group: str | None = None
-    kernel: str | None = None
+    kernels: list[str] = field(default_factory=list)  # several when fusion recomputes it
+
+    @property
+    def kernel(self) -> str | None:
+        """The first kernel computing this node (its box in the kernel view)."""
+        return self.kernels[0] if self.kernels else None
 
 
 @dataclass
@@ -334,9 +339,9 @@ def node_label(n: Node, role: str) -> str:
     return n.op
 
 
-def build_scene(graph: Graph, kernels: Mapping[str, str] | None = None) -> Scene:
-    """The scene of `graph`. `kernels` maps node ids (printed names) to the kernel computing
-    them (the fused stage)."""
+def build_scene(graph: Graph, kernels: Mapping[str, list[str]] | None = None) -> Scene:
+    """The scene of `graph`. `kernels` maps node ids (printed names) to the kernels computing
+    them (the fused stage; fusion may recompute a cheap node in several kernels)."""
     namer = Namer()
     print_graph(graph, namer)
     roles = node_roles(graph)
@@ -361,7 +366,7 @@ def build_scene(graph: Graph, kernels: Mapping[str, str] | None = None) -> Scene
             sum(t.nbytes for t in n.types), attrs, [namer.name(v.node) for v in n.inputs],
             [namer.use(v) for v in n.inputs], ir)
         if kind == "node" and kernels:
-            nodes[nid].kernel = kernels.get(nid)
+            nodes[nid].kernels = list(kernels.get(nid, ()))
         edges += [(namer.name(v.node), nid, str(v.type)) for v in n.inputs]
     for name, v in graph.outputs:
         oid = f"out:{name}"

@@ -433,12 +433,15 @@
       [n.types.length > 1 ? "types" : "type", n.types.join(", ")], ["bytes", fmtBytes(n.bytes)]];
     if (n.name && n.name !== n.id) rows.push(["name hint", n.name]);
     if (n.g) rows.push(["group", link("group:" + n.g, n.g)]);
-    if (n.kernel) rows.push(["kernel", link("kernel:" + n.kernel, n.kernel)]);
+    if (n.kernel) {
+      rows.push([n.kernels.length > 1 ? "kernels" : "kernel", n.kernels.map((k) =>
+        link("kernel:" + k, k)).join(", ") + (n.kernels.length > 1 ? " (recomputed in each)" : "")]);
+    }
     let html = '<div class="details"><h2>' + esc(n.k === "output" ? n.label : "%" + n.id) + "</h2>" +
       '<span class="badge role-' + n.role + '">' + esc(ROLE_NAMES[n.role] || n.role) + "</span>" +
       '<span class="badge plain">' + esc(n.op) + "</span>" +
       '<pre class="ir">' + esc(n.ir) + "</pre><table>" +
-      rows.map(([k, v]) => "<tr><td>" + esc(k) + "</td><td>" + (k === "group" || k === "kernel" ? v : esc(v)) +
+      rows.map(([k, v]) => "<tr><td>" + esc(k) + "</td><td>" + (k === "group" || k.startsWith("kernel") ? v : esc(v)) +
         "</td></tr>").join("") + "</table>";
     const attrs = Object.entries(n.attrs);
     if (attrs.length) {
