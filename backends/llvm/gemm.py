@@ -299,11 +299,17 @@ def _emit_tasks(p: ParallelBody, cfg: GemmConfig, kernels: _MicroKernels,
             kb = smin(b, ir.Constant(I64, cfg.kc), b.sub(k, pc))
             first = b.icmp_signed("==", pi, ir.Constant(I64, 0))
             last = b.icmp_signed("==", pi, b.sub(npc, c1))
-            b.call(packs[1], [kb, nb, b.gep(b_b, [b.add(b.mul(pc, sb_k), b.mul(n0, sb_n))]),
-                              sb_k, sb_n, bp])
+            b_pc = b.gep(b_b, [b.add(b.mul(pc, sb_k), b.mul(n0, sb_n))])
+            # A task of at most mr rows uses each B panel once: with unit column stride the
+            # microkernel reads B in place (masked at the column edge) instead of packing it.
+            direct = b.and_(b.icmp_signed("==", sb_n, c1),
+                            b.icmp_signed("<=", b.sub(m1, m0), ir.Constant(I64, cfg.mr)))
+            with b.if_then(b.not_(direct)):
+                b.call(packs[1], [kb, nb, b_pc, sb_k, sb_n, bp])
             a_pc = b.gep(a_b, [b.mul(pc, sa_k)])
-            tile = _Tile(kb, a_pc, sa_m, sa_k, ap, bp, c_b, sc_m, n0, nb, first, last, bi,
-                         epi_args)
+            tile = _Tile(kb, a_pc, sa_m, sa_k, ap, b.select(direct, b_pc, bp),
+                         b.select(direct, sb_k, ir.Constant(I64, cfg.nr)),
+                         b.select(direct, c1, kb), c_b, sc_m, n0, nb, first, last, bi, epi_args)
             _emit_row_blocks(b, cfg, kernels, packs[0], tile, m0, m1)
             return []
 
@@ -322,7 +328,9 @@ class _Tile:
     sa_m: ir.Value
     sa_k: ir.Value
     ap: ir.Value     # packed A of the current row block
-    bp: ir.Value     # packed B of this task and K block
+    bp: ir.Value     # packed B of this task and K block (or B itself, read in place)
+    ldb: ir.Value    # distance between rows k and k + 1 of a B micro-panel
+    bpanel: ir.Value  # distance between micro-panels, per column
     c: ir.Value      # C at (batch, row 0, n0)
     sc_m: ir.Value
     n0: ir.Value
@@ -347,7 +355,7 @@ def _emit_row_blocks(b: ir.IRBuilder, cfg: GemmConfig, kernels: _MicroKernels,
 
         def panel(b: ir.IRBuilder, jp: ir.Value, _c: list) -> list:
             col = b.mul(jp, ir.Constant(I64, cfg.nr))
-            bpj = b.gep(t.bp, [b.mul(col, t.kb)])
+            bpj = b.gep(t.bp, [b.mul(col, t.bpanel)])
             n_valid = b.sub(t.nb, col)
 
             def call(b: ir.IRBuilder, rows: int, row: ir.Value) -> None:
@@ -356,7 +364,7 @@ def _emit_row_blocks(b: ir.IRBuilder, cfg: GemmConfig, kernels: _MicroKernels,
                 panel_start = b.mul(b.sdiv(rel, mr), mr)
                 a_off = b.add(b.mul(panel_start, t.kb), b.sub(rel, panel_start))
                 c_tile = b.gep(t.c, [b.add(b.mul(row, t.sc_m), col)])
-                b.call(kernels.get(rows), [t.kb, b.gep(t.ap, [a_off]), bpj, c_tile, t.sc_m,
+                b.call(kernels.get(rows), [t.kb, b.gep(t.ap, [a_off]), bpj, t.ldb, c_tile, t.sc_m,
                                            row, b.add(t.n0, col), n_valid, t.first, t.last,
                                            t.batch, *t.epi_args])
 
@@ -605,30 +613,35 @@ class _MicroKernels:
 
 def _emit_microkernel(module: ir.Module, cfg: GemmConfig, rows: int,
                       epilogue: Epilogue | None, name: str) -> ir.Function:
-    """`uk(kb, Ap, Bp, C, sc_m, row, col0, n_valid, first, last, batch, epi...)`: the
-    rows x nr tile C[row.., col0..] from kb steps of broadcast(Ap[k·mr + i]) x Bp row FMAs."""
+    """`uk(kb, Ap, Bp, ldb, C, sc_m, row, col0, n_valid, first, last, batch, epi...)`: the
+    rows x nr tile C[row.., col0..] from kb steps of broadcast(Ap[k·mr + i]) x Bp[k·ldb ..]
+    FMAs. B rows are read with the column mask, so Bp may be B itself (ldb = its row stride)."""
     t = llvm_type(cfg.dtype)
     tp = t.as_pointer()
     vty = ir.VectorType(t, cfg.lanes)
-    args = [I64, tp, tp, tp, I64, I64, I64, I64, I1, I1, I64, *cfg.epilogue_args]
+    args = [I64, tp, tp, I64, tp, I64, I64, I64, I64, I1, I1, I64, *cfg.epilogue_args]
     fn = ir.Function(module, ir.FunctionType(VOID, args), name=name)
     fn.linkage = "internal"
     fn.attributes.add("noinline")
-    kb, a, bp, c, sc_m, row0, col0, n_valid, first, last, batch = fn.args[:11]
-    epi_args = tuple(fn.args[11:])
+    kb, a, bp, ldb, c, sc_m, row0, col0, n_valid, first, last, batch = fn.args[:12]
+    epi_args = tuple(fn.args[12:])
     for arg in (a, bp, c):
         arg.add_attribute("noalias")
     b = ir.IRBuilder(fn.append_basic_block("entry"))
     fma = intrinsic(module, "llvm.fma", vty)
-    align = cfg.lanes * _ELEM_BYTES[cfg.dtype]
-    nr = ir.Constant(I64, cfg.nr)
     mr = ir.Constant(I64, cfg.mr)
 
+    iota = ir.Constant(ir.VectorType(I64, cfg.lanes), list(range(cfg.lanes)))
+    masks = [b.icmp_signed("<", iota, _vsplat(b, b.sub(n_valid, ir.Constant(I64, j * cfg.lanes)),
+                                              cfg.lanes)) for j in range(cfg.nv)]
+
     def step(b: ir.IRBuilder, kk: ir.Value, accs: list) -> list:
-        brow = b.gep(bp, [b.mul(kk, nr)])
+        brow = b.gep(bp, [b.mul(kk, ldb)])
         arow = b.gep(a, [b.mul(kk, mr)])
-        bv = [b.load(b.bitcast(b.gep(brow, [ir.Constant(I64, j * cfg.lanes)]), vty.as_pointer()),
-                     align=align) for j in range(cfg.nv)]
+        # Masked (free on AVX-512): B may be read in place, where columns past N don't exist.
+        bv = [masked_load(b, b.bitcast(b.gep(brow, [ir.Constant(I64, j * cfg.lanes)]),
+                                       vty.as_pointer()), masks[j], vty)
+              for j in range(cfg.nv)]
         out = []
         for i in range(rows):
             av = _vsplat(b, b.load(b.gep(arow, [ir.Constant(I64, i)])), cfg.lanes)
@@ -647,9 +660,6 @@ def _emit_microkernel(module: ir.Module, cfg: GemmConfig, rows: int,
     zero = splat(vty, 0.0)
     accs = emit_loop(b, ir.Constant(I64, 0), kb, step, carried=[zero] * (rows * cfg.nv),
                      name="k")
-    iota = ir.Constant(ir.VectorType(I64, cfg.lanes), list(range(cfg.lanes)))
-    masks = [b.icmp_signed("<", iota, _vsplat(b, b.sub(n_valid, ir.Constant(I64, j * cfg.lanes)),
-                                              cfg.lanes)) for j in range(cfg.nv)]
     c_ptrs = [[b.bitcast(b.gep(c, [b.add(b.mul(ir.Constant(I64, i), sc_m),
                                          ir.Constant(I64, j * cfg.lanes))]), vty.as_pointer())
                for j in range(cfg.nv)] for i in range(rows)]
