@@ -179,7 +179,7 @@
       '<text class="l2" x="' + w / 2 + '" y="35">' + esc(k.sub) + "</text></g>";
   }
   function drawHulls(st, v) {
-    if (!v.open.length || state.view === "all") return "";
+    if (!v.open.length || state.view === "all") return ["", ""];
     const boxes = new Map();
     for (const [id, x, y, w, h] of v.items) {
       for (const g of itemAncestors(st, id)) {
@@ -187,28 +187,32 @@
         boxes.set(g, [Math.min(b[0], x), Math.min(b[1], y), Math.max(b[2], x + w), Math.max(b[3], y + h)]);
       }
     }
-    let out = "";
+    // the open groups' outlines go under everything, their labels over everything
+    let rects = "", labels = "";
     for (const gid of v.open) {
       const b = boxes.get(gid);
       if (!b) continue;
       const depth = ancestors(st, gid).length;
       const pad = 6 + 8 * (4 - Math.min(depth, 3));
       const g = st._groups.get(gid);
-      out += '<g class="hull" data-group="' + esc(gid) + '"><rect x="' + (b[0] - pad) +
+      rects += '<g class="hull" data-group="' + esc(gid) + '"><rect x="' + (b[0] - pad) +
         '" y="' + (b[1] - pad - 14) + '" width="' + (b[2] - b[0] + 2 * pad) + '" height="' +
-        (b[3] - b[1] + 2 * pad + 14) + '" rx="10"></rect><text x="' + (b[0] - pad + 6) +
-        '" y="' + (b[1] - pad - 2) + '" data-close="' + esc(gid) + '">▾ ' + esc(g.id) +
-        " (" + g.size + " nodes) — click to close</text></g>";
+        (b[3] - b[1] + 2 * pad + 14) + '" rx="10"></rect></g>';
+      labels += '<g class="hull"><text x="' + (b[0] - pad + 6) + '" y="' + (b[1] - pad - 2) +
+        '" data-close="' + esc(gid) + '">▾ ' + esc(g.id) + " (" + g.size +
+        " nodes) — click to close</text></g>";
     }
-    return out;
+    return [rects, labels];
   }
   function drawEdges(st, v) {
     // each value's type is written once, just below the box that produces it (a value read by
     // several nodes would otherwise repeat its type on every edge)
-    const paths = [], labels = [], written = new Map();
+    const paths = [], labels = [], written = new Map(), fanout = new Map();
+    for (const e of v.edges) fanout.set(e[0], (fanout.get(e[0]) || 0) + 1);
     for (const [a, b, label, count, pts] of v.edges) {
       const role = itemRole(st, b);
-      const cls = "edge e-" + role + (count > 1 ? " multi" : "");
+      // a value read by many boxes (a weight read at every time step) draws faint edges
+      const cls = "edge e-" + role + (count > 1 ? " multi" : "") + (fanout.get(a) > 5 ? " fan" : "");
       paths.push('<path class="' + cls + '" data-src="' + esc(a) + '" data-dst="' + esc(b) +
         '" d="' + edgePath(pts) + '" marker-end="url(#arrow)"></path>');
       if (pts.length < 4 || pts[3] < pts[1]) continue;
@@ -225,13 +229,15 @@
   }
   function render(v) {
     const st = stage();
-    const parts = [drawHulls(st, v), drawEdges(st, v)];
+    const [hulls, hullLabels] = drawHulls(st, v);
+    const parts = [hulls, drawEdges(st, v)];
     for (const [id, x, y, w, h] of v.items) {
       const g = st._groups.get(id);
       if (g) parts.push(drawGroup(st, g, x, y, w, h));
       else if (id.startsWith("kernel:")) parts.push(drawKernel(st, st._kernels.get(id.slice(7)), x, y, w, h));
       else parts.push(drawNode(st, st._nodes.get(id), x, y, w, h));
     }
+    parts.push(hullLabels);
     viewport.innerHTML = parts.join("");
   }
   function crumbs(v) {
@@ -440,6 +446,9 @@
     let html = '<div class="details"><h2>' + esc(n.k === "output" ? n.label : "%" + n.id) + "</h2>" +
       '<span class="badge role-' + n.role + '">' + esc(ROLE_NAMES[n.role] || n.role) + "</span>" +
       '<span class="badge plain">' + esc(n.op) + "</span>" +
+      (n.role === "sum" ? '<p class="hint">Σ fan-out sum: ' + esc(n.name.slice(5, -4)) +
+        " is read by several nodes; its gradient is the sum of one contribution per use.</p>"
+        : "") +
       '<pre class="ir">' + esc(n.ir) + "</pre><table>" +
       rows.map(([k, v]) => "<tr><td>" + esc(k) + "</td><td>" + (k === "group" || k.startsWith("kernel") ? v : esc(v)) +
         "</td></tr>").join("") + "</table>";
