@@ -14,7 +14,9 @@ tasks run on a parallel-for (`parallel.py`). One task, BLIS loop order:
                     microkernel(mr x nr tile of C)
 
 Packing makes every operand layout look alike to the microkernel (and avoids the cache-set
-conflicts of power-of-two leading dimensions). The microkernel keeps an mr x nr tile of C in
+conflicts of power-of-two leading dimensions). A task of at most mr rows would use each B panel
+once, so there (batch-1 products) the microkernel reads B rows in place when B's columns are
+contiguous. The microkernel keeps an mr x nr tile of C in
 `mr * nr/lanes` vector registers (6 x 64 floats = 24 zmm registers on AVX-512: measured best
 of 8x32, 6x64, 8x48, 12x32, 4x64, 14x32) and for each k broadcasts mr elements of A and issues
 `llvm.fma` on the nr/lanes vectors of the packed B row. Row edges (M % mr) use microkernels of
