@@ -102,7 +102,7 @@ def _epilogue(em: Emitter, k: MatmulKernel | ConvKernel, rows: str, cols: str) -
     em.acc = "acc"
     for st in k.stores:
         em.store(st.buffer, st.index, em.expr(st.value), st.value.dtype, f"({rows} + {cols}) * 0",
-                 f"{rows}mask & {cols}mask")
+                 f"{rows}mask & {cols}mask", always_full=True)
 
 
 # -- matmul ----------------------------------------------------------------------------------------
@@ -205,7 +205,8 @@ def _conv(k: ConvKernel, em: Emitter, opts: TritonOptions):
             em.line(f"x_s{j} = q{j}")
         em.bind(k.x.vars[2 + j], f"x_s{j}", 1)
     em.line(f"xvalid = {' & '.join(valid)}")
-    em.guard = ("xvalid", 1)
+    em.line("xzero = (rows + kx) * 0")
+    em.guard = ("xvalid", 1, "xzero")
     xa = _operand(em, k.x.value, "xvalid", "[BM, BK]", dtype)
     em.guard = None
     # the weight operand: kk as rows [BK, 1]

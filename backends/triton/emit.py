@@ -79,7 +79,8 @@ class Emitter:
         self.defs: dict[str, VarDef] = {}
         self.refs: dict[str, str] = {}
         self.acc: str | None = None
-        self.guard: tuple[str, int] | None = None
+        # (mask, depth[, zero tensor of the mask's shape]): ANDed into every load
+        self.guard: tuple | None = None
         self.helpers: set[str] = set()
         self.count = 0
         self._depth_memo: dict[int, int] = {}
@@ -347,12 +348,19 @@ class Emitter:
                 conds += [self.guard[0]] if self.guard else []
                 return f"tl.where({' & '.join(conds)}, {code}, 0)"
             return code
-        names = off.var_names() | {v for b in e.mask for v in b.e.var_names()}
+        bound_vars = {v for b in e.mask for v in b.e.var_names()}
+        names = off.var_names() | bound_vars
         conds = self.masks_of(names) + conds + ([self.guard[0]] if self.guard else [])
         mask = " & ".join(conds)
+        target = f"{ptr} + ({self.ix(off)})"
+        extra = bound_vars - off.var_names()
+        if extra:  # the mask varies along axes the address does not: give the pointer them too
+            target += f" + ({self.ix(Ix.of((Var(v), 1) for v in sorted(extra)))}) * 0"
+        if self.guard and len(self.guard) > 2:
+            target += f" + {self.guard[2]}"
         other = "0.0" if e.dtype in ("f32", "f64", "f16", "bf16") else "0"
-        code = (f"tl.load({ptr} + ({self.ix(off)}), mask={mask}, other={other})" if mask
-                else f"tl.load({ptr} + ({self.ix(off)}))")
+        code = (f"tl.load({target}, mask={mask}, other={other})" if mask
+                else f"tl.load({target})")
         return self._convert(code, e.dtype, native)
 
     @staticmethod
@@ -362,9 +370,10 @@ class Emitter:
         return code
 
     def store(self, buffer: str, index: tuple[Ix, ...], value: str, value_dtype: str,
-              full: str, extra_mask: str | None = None) -> None:
+              full: str, extra_mask: str | None = None, always_full: bool = False) -> None:
         """`tl.store` of `value` at `buffer[index]`; `full` is a zero int tensor of the store's
-        shape, added when the index alone would not give the pointer that shape."""
+        shape, added when the index alone would not give the pointer that shape (a constant
+        index; in a template tile, any index that skips a tile axis of extent 1)."""
         off = self.offset(buffer, index)
         ptr = self.ptr[buffer]
         names = off.var_names()
@@ -374,7 +383,7 @@ class Emitter:
         if off.is_const:
             target = f"{ptr} + {full} + {off.const}" if off.const else f"{ptr} + {full}"
         else:
-            target = f"{ptr} + ({self.ix(off)})"
+            target = f"{ptr} + ({self.ix(off)})" + (f" + {full}" if always_full else "")
         dt = self.types[buffer].dtype
         if compute_dtype(dt) != dt or dt != compute_dtype(value_dtype):
             value = f"{value}.to({TL_DTYPE[dt]})"

@@ -102,7 +102,7 @@ def numpy_to_torch(a: np.ndarray, dtype: str, device: str, name: str = "?", what
     if a.dtype != want:
         raise InputError(f"{what} {name!r}: expected dtype {dtype} ({np.dtype(want)}), got "
                          f"{a.dtype}")
-    t = torch.from_numpy(np.ascontiguousarray(a))
+    t = torch.from_numpy(np.array(a, order="C", copy=True))  # writable, keeps 0-d
     if dtype == "bf16":
         t = t.to(torch.bfloat16)
     return t.to(device)

@@ -1,0 +1,407 @@
+"""The op matrix: small graphs (one case per primitive, fused combinations, composites and the
+example models) with inputs, shared by every backend's differential tests against the graph
+reference.
+
+    from tests.backends.op_matrix import OP_MATRIX, case_inputs, case_schedule, reference
+    for case in OP_MATRIX:
+        inputs = case_inputs(case)
+        want = reference(case, inputs)
+        got = my_backend(case_schedule(case), {**inputs, **case.graph().param_values})
+
+Shapes are tiny (interpreters run them). A case's `tags` say what it exercises: "model",
+"f16"/"bf16"/"f64", "long-row" (a reduction row longer than an interpreter block when a test
+lowers `max_rblock`), "random", "atomic" (scatter with duplicate indices), "library".
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+import sys
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from graphc.backends.reference import run_graph
+from graphc.ir.builder import Builder
+from graphc.ir.graph import Graph
+from graphc.ir.kernel import Schedule
+from graphc.ir.types import DTYPES, round_to_dtype
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+
+
+@dataclass(frozen=True)
+class Case:
+    """One differential test: a graph builder, optional input maker and tolerances."""
+
+    name: str
+    build: Callable[[], Graph]
+    make_inputs: Callable[[np.random.Generator], dict[str, np.ndarray]] | None = None
+    rtol: float = 2e-5
+    atol: float = 2e-5
+    tags: tuple[str, ...] = ()
+    notes: str = field(default="", compare=False)
+
+    @functools.cache  # noqa: B019 - cases are module-level singletons
+    def graph(self) -> Graph:
+        return self.build()
+
+
+def case_inputs(case: Case) -> dict[str, np.ndarray]:
+    """Deterministic inputs: the case's own maker, else from the graph's input types (floats
+    standard normal, integers in [0, 4), bools fair coins)."""
+    rng = np.random.default_rng(zlib.crc32(case.name.encode()))
+    if case.make_inputs is not None:
+        return case.make_inputs(rng)
+    out = {}
+    for v in case.graph().inputs:
+        t = v.type
+        name = v.node.attrs["name"]
+        if t.dtype == "bool":
+            out[name] = rng.random(t.shape) < 0.5
+        elif t.dtype in ("i32", "i64"):
+            out[name] = rng.integers(0, 4, t.shape).astype(DTYPES[t.dtype])
+        else:
+            a = rng.standard_normal(t.shape).astype(np.float32)
+            out[name] = round_to_dtype(a, t.dtype)
+    return out
+
+
+def reference(case: Case, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The graph reference (the oracle) on `inputs` and the graph's own parameter values."""
+    return run_graph(case.graph(), inputs)
+
+
+def case_schedule(case: Case, fuse: bool = True, plan: bool = True) -> Schedule:
+    """decompose -> fuse -> plan_memory: the schedule every backend compiles."""
+    from graphc.passes import decompose
+    from graphc.passes.fuse import fuse as fuse_pass
+    from graphc.passes.memory import plan_memory
+
+    s = fuse_pass(decompose(case.graph()), fuse=fuse)
+    return plan_memory(s) if plan else s
+
+
+def assert_close(case: Case, got: dict[str, np.ndarray], want: dict[str, np.ndarray]) -> None:
+    assert set(got) == set(want), f"{case.name}: outputs {sorted(got)} != {sorted(want)}"
+    for k, w in want.items():
+        g = np.asarray(got[k])
+        assert g.shape == w.shape, f"{case.name}.{k}: shape {g.shape} != {w.shape}"
+        if w.dtype == np.bool_ or w.dtype.kind in "iu" or "exact" in case.tags:
+            np.testing.assert_array_equal(g, w, err_msg=f"{case.name}.{k}")
+        else:
+            np.testing.assert_allclose(g.astype(np.float64), w.astype(np.float64),
+                                       rtol=case.rtol, atol=case.atol, err_msg=f"{case.name}.{k}")
+
+
+# -- builders --------------------------------------------------------------------------------------
+
+
+def _graph(name: str, fn: Callable[[Builder], dict], seed: int = 0) -> Callable[[], Graph]:
+    def build() -> Graph:
+        b = Builder(name, seed=seed)
+        return b.build(outputs=fn(b))
+    return build
+
+
+def unary(op: str, shape=(3, 5), dtype="f32", **attrs) -> Callable[[], Graph]:
+    return _graph(op, lambda b: {"y": b.op(op, b.input("x", shape, dtype), **attrs)})
+
+
+def binary(op: str, sa=(4, 1, 5), sb=(3, 5), dtype="f32") -> Callable[[], Graph]:
+    return _graph(op, lambda b: {"y": b.op(op, b.input("a", sa, dtype), b.input("b", sb, dtype))})
+
+
+def positive(*names: str, shape=(3, 5), dtype=np.float32, lo=0.1):
+    def make(rng):
+        return {n: (np.abs(rng.standard_normal(shape)) + lo).astype(dtype) for n in names}
+    return make
+
+
+def _example(name: str):
+    spec = importlib.util.spec_from_file_location(f"graphc_example_{name}", EXAMPLES / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules.setdefault(spec.name, mod)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+# -- the cases -------------------------------------------------------------------------------------
+
+UNARY_CASES = [
+    Case(f"unary.{op}", unary(op), positive("x") if op in ("log", "sqrt", "rsqrt") else None)
+    for op in ("neg", "abs", "exp", "log", "log1p", "sqrt", "rsqrt", "reciprocal", "sigmoid",
+               "tanh", "relu", "softplus", "sign")
+]
+UNARY_CASES[4] = Case("unary.log1p", unary("log1p"),
+                      lambda r: {"x": r.uniform(-0.9, 3.0, (3, 5)).astype(np.float32)})
+
+BINARY_CASES = [Case(f"binary.{op}", binary(op)) for op in
+                ("add", "sub", "mul", "div", "maximum", "minimum")] + [
+    Case("binary.pow", binary("pow", (3, 5), (3, 5)),
+         lambda r: {"a": (np.abs(r.standard_normal((3, 5))) + 0.2).astype(np.float32),
+                    "b": r.uniform(-2, 3, (3, 5)).astype(np.float32)}, rtol=1e-5),
+    Case("binary.pow_negative_base", _graph("powneg", lambda b: {
+        "y": b.op("pow", b.input("a", (2, 4)), b.const(np.array([2.0, 3.0, -1.0, 0.0],
+                                                                np.float32)))})),
+]
+COMPARE_CASES = [Case(f"compare.{op}", _graph(op, lambda b, op=op: {
+    "y": b.op(op, b.input("a", (3, 5)), b.input("b", (5,)))}),
+    lambda r: {"a": r.integers(-2, 3, (3, 5)).astype(np.float32),
+               "b": r.integers(-2, 3, (5,)).astype(np.float32)})
+    for op in ("eq", "ne", "lt", "le", "gt", "ge")]
+
+ELEMENTWISE_MORE = [
+    Case("select", _graph("select", lambda b: {
+        "y": b.op("select", b.input("c", (3, 5), "bool"), b.input("a", (3, 5)),
+                  b.input("b", (1, 5)))})),
+    Case("cast.f32_to_f16", _graph("f16c", lambda b: {"y": b.input("x", (64,)).astype("f16")}),
+         tags=("f16", "exact")),
+    Case("cast.f32_to_bf16", _graph("bf16", lambda b: {
+        "y": (b.input("x", (64,)) * 3.3).astype("bf16")}), tags=("bf16", "exact")),
+    Case("cast.f16_chain", _graph("f16", lambda b: {
+        "y": (b.input("x", (4, 8), "f16").exp() * b.input("z", (8,), "f16")).astype("f32")}),
+        rtol=2e-3, atol=2e-3, tags=("f16",)),
+    Case("cast.bf16_chain", _graph("bf16c", lambda b: {
+        "y": b.input("x", (4, 8), "bf16").tanh() + b.input("z", (4, 8), "bf16")}),
+        rtol=1e-2, atol=1e-2, tags=("bf16",)),
+    Case("cast.f32_to_i32", _graph("toint", lambda b: {
+        "y": (b.input("x", (3, 5)) * 4.0).astype("i32")})),
+    Case("cast.i64_to_f32", _graph("tof", lambda b: {
+        "y": b.input("x", (3, 5), "i64").astype("f32") / 3.0})),
+    Case("cast.bool_roundtrip", _graph("boolc", lambda b: {
+        "y": b.input("x", (3, 5)).astype("bool").astype("f32"),
+        "z": b.input("m", (3, 5), "bool").astype("i32")}),
+        lambda r: {"x": r.integers(-1, 2, (3, 5)).astype(np.float32),
+                   "m": r.random((3, 5)) < 0.5}),
+    Case("int.arith", _graph("ints", lambda b: {
+        "y": b.op("div", b.input("a", (3, 5), "i32") * 3 - 7, b.input("b", (3, 5), "i32")),
+        "z": b.op("maximum", b.input("c", (3, 5), "i64"), b.input("d", (5,), "i64")).abs()}),
+        lambda r: {"a": r.integers(-9, 9, (3, 5)).astype(np.int32),
+                   "b": r.choice([-3, -2, 2, 5], (3, 5)).astype(np.int32),
+                   "c": r.integers(-9, 9, (3, 5)), "d": r.integers(-9, 9, (5,))}),
+    Case("f64.chain", _graph("f64", lambda b: (lambda x, z: {
+        "y": (x.tanh() * z).sigmoid() + x.softplus() * 0.1 + x.log1p().abs()})(
+        b.input("x", (3, 5), "f64"), b.input("z", (3, 5), "f64"))),
+        rtol=1e-7, atol=1e-9, tags=("f64",)),
+    Case("fused.chain8", _graph("chain", lambda b: (lambda x, z: {
+        "y": ((x * 1.5 + 0.25).exp() - z).relu().sqrt() * x.sigmoid()})(
+        b.input("x", (6, 7)), b.input("z", (7,)))), rtol=1e-5),
+    Case("fused.multi_output", _graph("multi", lambda b: (lambda x: {
+        "a": x.exp(), "b": x.exp() * 2.0 + x})(b.input("x", (5, 3))))),
+]
+
+REDUCTION_CASES = [
+    Case("reduce_sum.axis1", _graph("rs1", lambda b: {"y": b.input("x", (4, 6)).sum((1,))})),
+    Case("reduce_sum.axis0_keep", _graph("rs0", lambda b: {
+        "y": b.input("x", (4, 6)).sum((0,), keepdims=True)})),
+    Case("reduce_sum.axes02", _graph("rs02", lambda b: {
+        "y": b.input("x", (3, 4, 5)).sum((0, 2))})),
+    Case("reduce_sum.all", _graph("rsall", lambda b: {"y": b.input("x", (3, 4, 5)).sum()})),
+    Case("reduce_sum.f16", _graph("rsh", lambda b: {
+        "y": b.input("x", (4, 64), "f16").sum((1,))}), rtol=2e-3, atol=5e-2, tags=("f16",)),
+    Case("reduce_max.axis1", _graph("rm1", lambda b: {"y": b.input("x", (5, 7)).max((1,))})),
+    Case("reduce_max.axes01", _graph("rm01", lambda b: {
+        "y": b.input("x", (3, 4, 5)).max((0, 1), keepdims=True)})),
+    Case("argmax.axis1", _graph("am1", lambda b: {"y": b.op("argmax", b.input("x", (5, 7)),
+                                                            axis=1)}),
+         lambda r: {"x": r.integers(0, 3, (5, 7)).astype(np.float32)}),
+    Case("argmax.axis0", _graph("am0", lambda b: {"y": b.op("argmax", b.input("x", (5, 7)),
+                                                            axis=0)})),
+    Case("reduce.long_rows", _graph("long", lambda b: (lambda x: {
+        "s": x.sum((1,)), "m": x.max((1,)), "a": b.op("argmax", x, axis=1)})(
+        b.input("x", (3, 300)))), rtol=1e-5, atol=1e-4, tags=("long-row",)),
+    Case("reduce.int_sum", _graph("isum", lambda b: {
+        "y": b.input("x", (4, 9), "i64").sum((1,))})),
+]
+
+MOVEMENT_CASES = [
+    Case("movement.transpose_add", _graph("tr", lambda b: {
+        "y": b.input("x", (3, 4, 5)).transpose((2, 0, 1)) + b.input("z", (5, 3, 4))})),
+    Case("movement.broadcast_mul", _graph("bc", lambda b: {
+        "y": b.broadcast_to(b.input("x", (4, 1)), (2, 4, 3)) * b.input("z", (3,))})),
+    Case("movement.reshape_transpose", _graph("rt", lambda b: {
+        "y": (b.input("x", (4, 6)).reshape((2, 12)).transpose((1, 0)) * 2.0).exp()})),
+    Case("movement.slice_step", _graph("sl", lambda b: {
+        "y": b.op("slice", b.input("x", (7, 9)), start=(1, 0), stop=(7, 9), step=(2, 3))
+        .tanh()})),
+    Case("movement.pad_interior_negative", _graph("pad", lambda b: {
+        "y": b.op("pad", b.input("x", (3, 4)), low=(1, -1), high=(2, 1), interior=(1, 0),
+                  value=-2.5) * 3.0})),
+    Case("movement.concat", _graph("cat", lambda b: {
+        "y": b.op("concat", b.input("a", (2, 3)), b.input("b", (2, 4)), b.input("c", (2, 1)),
+                  axis=1).exp()})),
+    Case("movement.into_reduction", _graph("mr", lambda b: {
+        "y": b.input("x", (4, 6)).transpose((1, 0)).reshape((3, 8)).sum((1,))})),
+]
+
+LINALG_CASES = [
+    Case("matmul.bias_relu", _graph("mm", lambda b: {
+        "y": (b.input("a", (5, 24)) @ b.input("w", (24, 7)) + b.input("c", (7,))).relu()})),
+    Case("matmul.batch_broadcast", _graph("bmm", lambda b: {
+        "y": b.input("a", (2, 3, 4, 5)) @ b.input("w", (5, 6))})),
+    Case("matmul.transposed", _graph("mmt", lambda b: {
+        "y": b.input("a", (20, 6)).T @ b.input("w", (9, 20)).T}), rtol=1e-5),
+    Case("matmul.f16", _graph("mmh", lambda b: {
+        "y": b.input("a", (8, 32), "f16") @ b.input("w", (32, 16), "f16")}),
+        rtol=1e-2, atol=1e-2, tags=("f16",)),
+    Case("matmul.f64", _graph("mmd", lambda b: {
+        "y": b.input("a", (6, 17), "f64") @ b.input("w", (17, 5), "f64")}),
+        rtol=1e-12, atol=1e-12, tags=("f64",)),
+    Case("matmul.long_k", _graph("mmk", lambda b: {
+        "y": b.input("a", (3, 200)) @ b.input("w", (200, 4))}), rtol=1e-4, atol=1e-4),
+    Case("conv1d.stride_pad", _graph("c1", lambda b: {
+        "y": b.op("conv", b.input("x", (2, 3, 11)), b.input("w", (4, 3, 3)), stride=2,
+                  padding=1)}), rtol=1e-5),
+    Case("conv2d.dilation_groups", _graph("c2", lambda b: {
+        "y": b.op("conv", b.input("x", (2, 4, 7, 6)), b.input("w", (6, 2, 3, 2)), stride=(1, 2),
+                  padding=((2, 1), (0, 1)), rhs_dilation=(2, 1), groups=2)}), rtol=1e-5),
+    Case("conv2d.lhs_dilation", _graph("c3", lambda b: {
+        "y": b.op("conv", b.input("x", (1, 2, 4, 4)), b.input("w", (3, 2, 3, 3)),
+                  padding=((2, 2), (1, 1)), lhs_dilation=(2, 2))}), rtol=1e-5),
+    Case("conv2d.bias_relu_epilogue", _graph("c4", lambda b: {
+        "y": b.conv2d(b.input("x", (2, 3, 6, 6)), b.input("w", (5, 3, 3, 3)),
+                      b.input("c", (5,)), padding="same").relu()}), rtol=1e-5),
+]
+
+WINDOW_CASES = [
+    Case("reduce_window.max_pool", _graph("mp", lambda b: {
+        "y": b.op("reduce_window", b.input("x", (2, 3, 7, 7)), kind="max", window=(1, 1, 3, 3),
+                  strides=(1, 1, 2, 2), padding=(0, 0, 0, 0, 1, 1, 1, 1))})),
+    Case("reduce_window.sum", _graph("sp", lambda b: {
+        "y": b.op("reduce_window", b.input("x", (2, 6, 5)), kind="sum", window=(1, 2, 3),
+                  strides=(1, 2, 1), padding=(0, 0, 0, 1, 1, 1))})),
+    Case("select_scatter.overlap", _graph("ss", lambda b: {
+        "y": b.op("select_scatter", b.input("x", (2, 5, 5)), b.input("s", (2, 3, 3)),
+                  window=(1, 3, 3), strides=(1, 2, 2), padding=(0, 0, 1, 1, 1, 1))}),
+        lambda r: {"x": r.integers(0, 4, (2, 5, 5)).astype(np.float32),
+                   "s": r.standard_normal((2, 3, 3)).astype(np.float32)},
+        tags=("library", "atomic")),
+]
+
+INDEXING_CASES = [
+    Case("take.axis0", _graph("tk0", lambda b: {
+        "y": b.op("take", b.input("x", (6, 4)), b.input("i", (2, 3), "i64"), axis=0)}),
+        lambda r: {"x": r.standard_normal((6, 4)).astype(np.float32),
+                   "i": r.integers(-6, 6, (2, 3))}, tags=("library", "exact")),
+    Case("take.axis1_i32", _graph("tk1", lambda b: {
+        "y": b.op("take", b.input("x", (3, 5, 2)), b.input("i", (4,), "i32"), axis=1)}),
+        lambda r: {"x": r.standard_normal((3, 5, 2)).astype(np.float32),
+                   "i": r.integers(0, 5, (4,)).astype(np.int32)}, tags=("library", "exact")),
+    Case("scatter_add.duplicates", _graph("sc", lambda b: {
+        "y": b.op("scatter_add", b.input("x", (5, 3)), b.input("i", (6,), "i64"),
+                  b.input("u", (6, 3)), axis=0)}),
+        lambda r: {"x": r.standard_normal((5, 3)).astype(np.float32),
+                   "i": np.array([0, 2, 2, 4, 0, 2]),
+                   "u": r.standard_normal((6, 3)).astype(np.float32)},
+        tags=("library", "atomic")),
+    Case("iota.f32_plus", _graph("iota", lambda b: {
+        "y": b.op("iota", shape=(3, 4), axis=1, dtype="f32") + b.input("x", (3, 4)),
+        "j": b.op("iota", shape=(3, 4), axis=0, dtype="i64") * 2})),
+]
+
+RANDOM_CASES = [
+    Case("random_uniform.i64_seed", _graph("ru", lambda b: {
+        "y": b.op("random_uniform", b.input("seed", (), "i64"), shape=(4, 33), stream=3)}),
+        lambda r: {"seed": np.array(0x1234_5678_9ABC_DEF0 - 2**63, np.int64)},
+        tags=("random", "exact")),
+    Case("random_uniform.i32_negative_seed", _graph("ru32", lambda b: {
+        "y": b.op("random_uniform", b.input("seed", (), "i32"), shape=(50,)) * 2.0}),
+        lambda r: {"seed": np.array(-7, np.int32)}, tags=("random", "exact")),
+    Case("dropout", _graph("drop", lambda b: {
+        "y": b.dropout(b.input("x", (8, 16)), b.input("seed", (), "i64"), rate=0.25, stream=1)}),
+        lambda r: {"x": r.standard_normal((8, 16)).astype(np.float32),
+                   "seed": np.array(42, np.int64)}, tags=("random",)),
+]
+
+
+def _bn(training: bool):
+    def fn(b: Builder):
+        x = b.input("x", (4, 3, 5, 5))
+        ps = [b.param("g", (3,), init="normal"), b.param("beta", (3,), init="normal"),
+              b.param("rm", (3,), init="normal"), b.param("rv", (3,), init="ones")]
+        out = b.batch_norm(x, *ps, training=training)
+        if training:
+            return {"y": out[0], "mean": out[1], "var": out[2]}
+        return {"y": out}
+    return fn
+
+
+def _lstm(b: Builder):
+    xs = b.input("xs", (3, 2, 4))
+    h0, c0 = b.input("h0", (2, 5)), b.input("c0", (2, 5))
+    w_x, w_z = b.param("wx", (4, 20)), b.param("wz", (5, 20))
+    bias = b.param("b", (20,), init="normal")
+    hs, h, c = b.lstm(xs, h0, c0, w_x, w_z, bias)
+    return {"hs": hs, "h": h, "c": c}
+
+
+def _labels(r):
+    return {"x": r.standard_normal((6, 10)).astype(np.float32),
+            "t": r.integers(0, 10, (6,))}
+
+
+COMPOSITE_CASES = [
+    Case("softmax", _graph("sm", lambda b: {"y": b.softmax(b.input("x", (4, 9)))})),
+    Case("softmax.axis0", _graph("sm0", lambda b: {"y": b.softmax(b.input("x", (6, 3)), axis=0)})),
+    Case("softmax.long_rows", _graph("sml", lambda b: {"y": b.softmax(b.input("x", (2, 500)))}),
+         tags=("long-row",)),
+    Case("log_softmax", _graph("lsm", lambda b: {"y": b.log_softmax(b.input("x", (4, 9)) * 10.0)})),
+    Case("cross_entropy", _graph("ce", lambda b: {
+        "y": b.cross_entropy(b.input("x", (6, 10)), b.input("t", (6,), "i64"))}), _labels),
+    Case("batch_norm.train", _graph("bnt", _bn(True)), rtol=1e-4, atol=1e-4),
+    Case("batch_norm.eval", _graph("bne", _bn(False))),
+    Case("dense_relu", _graph("dense", lambda b: {
+        "y": b.dense(b.input("x", (5, 12)), b.param("w", (12, 8)),
+                     b.param("c", (8,), init="normal"), activation="relu")})),
+    Case("lstm.t3", _graph("lstm", _lstm), rtol=1e-5, atol=1e-5),
+    Case("mse", _graph("mse", lambda b: {"y": b.mse(b.input("p", (4, 3)), b.input("t", (4, 3)))})),
+    Case("avg_pool2d", _graph("ap", lambda b: {
+        "y": b.avg_pool2d(b.input("x", (2, 3, 6, 6)), kernel=2)})),
+]
+
+
+def _model(module: str, build_kw: dict, input_kw: dict):
+    def build() -> Graph:
+        return _example(module).build(**build_kw)
+
+    def make(rng):
+        return _example(module).example_inputs(**input_kw)
+    return build, make
+
+
+def _train_step(b_kw: dict):
+    def build() -> Graph:
+        from graphc.passes import autodiff
+
+        g = _example("cnn").build(**b_kw)
+        return autodiff(g, "loss")
+    return build
+
+
+_cnn = _model("cnn", {"batch": 2, "channels": 4}, {"batch": 2})
+_cnn_eval = _model("cnn", {"batch": 2, "channels": 4, "training": False}, {"batch": 2})
+_lstm_model = _model("lstm", {"steps": 3, "batch": 2, "features": 4, "hidden": 6},
+                     {"steps": 3, "batch": 2, "features": 4})
+_221 = _model("two_two_one", {"batch": 4}, {"batch": 4})
+_seed = _model("conv1d_seed", {}, {})
+
+MODEL_CASES = [
+    Case("model.cnn", _cnn[0], _cnn[1], rtol=1e-4, atol=1e-4, tags=("model",)),
+    Case("model.cnn_eval", _cnn_eval[0], _cnn_eval[1], rtol=1e-4, atol=1e-4, tags=("model",)),
+    Case("model.cnn_train_step", _train_step({"batch": 2, "channels": 4}), _cnn[1],
+         rtol=1e-3, atol=1e-4, tags=("model", "library", "atomic")),
+    Case("model.lstm", _lstm_model[0], _lstm_model[1], rtol=1e-4, atol=1e-5, tags=("model",)),
+    Case("model.two_two_one", _221[0], _221[1], rtol=1e-5, atol=1e-6, tags=("model",)),
+    Case("model.conv1d_seed", _seed[0], _seed[1], rtol=1e-5, atol=1e-6, tags=("model",)),
+]
+
+OP_MATRIX: list[Case] = (UNARY_CASES + BINARY_CASES + COMPARE_CASES + ELEMENTWISE_MORE
+                         + REDUCTION_CASES + MOVEMENT_CASES + LINALG_CASES + WINDOW_CASES
+                         + INDEXING_CASES + RANDOM_CASES + COMPOSITE_CASES + MODEL_CASES)
+CASES_BY_NAME = {c.name: c for c in OP_MATRIX}
+assert len(CASES_BY_NAME) == len(OP_MATRIX), "duplicate case names"

@@ -1,0 +1,117 @@
+"""Run the op matrix on the Triton backend in one process and write one JSON result per variant.
+
+The Triton interpreter is a property of the whole process (TRITON_INTERPRET must be set before
+triton is first imported), so the interpreter tier runs here, in a child process, while the test
+process stays free to compile for real GPUs. On a CUDA machine the same runner drives the `gpu`
+tier (`--device cuda`).
+
+    python -m tests.backends.triton.interp_runner --out results.json [--device cpu|cuda] [names]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+import traceback
+from dataclasses import dataclass
+
+# Variants beyond the plain fused run of every case: loops over long rows (tiny max_rblock) for
+# the reductions, and one kernel per primitive for a few whole models.
+LOOPED = ("reduce_sum.axis1", "reduce_max.axes01", "argmax.axis1", "reduce.long_rows",
+          "softmax", "softmax.long_rows", "log_softmax", "cross_entropy", "batch_norm.train",
+          "reduce_sum.f16", "model.cnn")
+UNFUSED = ("model.cnn", "model.lstm", "model.cnn_train_step", "movement.pad_interior_negative",
+           "movement.concat", "lstm.t3")
+
+
+@dataclass(frozen=True)
+class Variant:
+    case: str
+    fuse: bool = True
+    max_rblock: int | None = None
+    cuda_graph: bool = False
+
+    @property
+    def name(self) -> str:
+        tags = []
+        if not self.fuse:
+            tags.append("unfused")
+        if self.max_rblock:
+            tags.append(f"rblock{self.max_rblock}")
+        if self.cuda_graph:
+            tags.append("cudagraph")
+        return self.case + (f"[{','.join(tags)}]" if tags else "")
+
+
+def variants(names: list[str], device: str) -> list[Variant]:
+    out = [Variant(n) for n in names]
+    out += [Variant(n, max_rblock=16) for n in LOOPED if n in names]
+    out += [Variant(n, fuse=False) for n in UNFUSED if n in names]
+    if device == "cuda":
+        out += [Variant(n, cuda_graph=True) for n in ("model.cnn", "softmax", "model.lstm")
+                if n in names]
+    return out
+
+
+def run_variant(v: Variant, device: str, cache_dir: str) -> dict:
+    from graphc.backends.triton import build_program
+    from tests.backends.op_matrix import (
+        CASES_BY_NAME,
+        assert_close,
+        case_inputs,
+        case_schedule,
+        reference,
+    )
+
+    case = CASES_BY_NAME[v.case]
+    t0 = time.perf_counter()
+    try:
+        inputs = case_inputs(case)
+        want = reference(case, inputs)
+        sched = case_schedule(case, fuse=v.fuse)
+        opts = {"interpret": device == "cpu", "cache_dir": cache_dir, "poison_arena": True,
+                "max_rblock": v.max_rblock, "cuda_graph": v.cuda_graph}
+        prog = build_program(sched, opts)
+        arrays = {**inputs, **{p: sched.param_values[p] for p in sched.params}}
+        got = prog.run(arrays)
+        if v.cuda_graph:  # replay once more: the graph path proper
+            got = prog.run(arrays)
+        assert_close(case, got, want)
+        return {"ok": True, "seconds": time.perf_counter() - t0,
+                "kernels": len(sched.kernels)}
+    except Exception as e:  # noqa: BLE001 - the test process reports it
+        return {"ok": False, "seconds": time.perf_counter() - t0,
+                "error": f"{type(e).__name__}: {e}"[:4000],
+                "traceback": traceback.format_exc()[-6000:]}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    ap.add_argument("--cache-dir", default=None)
+    ap.add_argument("names", nargs="*")
+    args = ap.parse_args(argv)
+    if args.device == "cpu":
+        os.environ["TRITON_INTERPRET"] = "1"  # before triton is imported (process-wide)
+    from tests.backends.op_matrix import OP_MATRIX
+
+    names = args.names or [c.name for c in OP_MATRIX]
+    cache = args.cache_dir or tempfile.mkdtemp(prefix="graphc-triton-")
+    results = {}
+    for v in variants(names, args.device):
+        results[v.name] = run_variant(v, args.device, cache)
+        r = results[v.name]
+        print(f"{'ok  ' if r['ok'] else 'FAIL'} {r['seconds']:6.2f}s {v.name}"
+              + ("" if r["ok"] else f"  {r['error'][:300]}"), flush=True)
+    with open(args.out, "w") as f:
+        json.dump(results, f, indent=1)
+    return 0 if all(r["ok"] for r in results.values()) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
