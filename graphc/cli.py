@@ -252,6 +252,10 @@ def build_parser() -> argparse.ArgumentParser:
     gc.add_argument("--max-coords", type=int, default=16, help="coordinates per parameter")
     gc.add_argument("--seed", type=int, default=0)
     gc.set_defaults(fn=cmd_gradcheck)
+
+    from graphc.bench.command import add_bench_parser
+
+    add_bench_parser(sub)
     return p
 
 

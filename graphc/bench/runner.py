@@ -1,0 +1,347 @@
+"""The benchmark methodology: how `graphc bench` measures, in the order it happens.
+
+1. Machine header (`machine.py`): CPU, cores, THP, load, versions, numpy's BLAS and its kernel.
+2. For each thread count: every library is pinned to it (threadpoolctl for OpenBLAS and OpenMP,
+   `torch.set_num_threads`, ONNX Runtime's intra-op threads, graphc's `threads=`) and the
+   number each contender actually uses is recorded next to its result.
+3. Physical anchors, measured in the same run: streaming copy bandwidth (numpy copy of a 256 MiB
+   buffer, or one as large as the last-level cache, into a preallocated one; bytes read +
+   written per second) and numpy sgemm GFLOP/s
+   (1024^3, preallocated output). Each result is then also given as a % of one of them:
+   memory-bound workloads as % of copy bandwidth, compute-bound ones as % of numpy's sgemm rate.
+4. Per workload: the instance is built once; the reference (`graphc.run_reference` of the
+   graph, the numpy oracle) computes the expected outputs; every contender is set up (graphc
+   compiles into an empty compile cache of its own: cold, then again: cached; ONNX Runtime
+   sessions are created; torch.compile compiles on its first call) and called
+   once, and that first call's outputs are checked against the reference. A wrong result is
+   reported as wrong and never timed; a failure to set up or run is reported as an error.
+5. Warm-up calls, which also calibrate `inner`: how many calls make one sample of at least
+   `min_sample_s`, so that microsecond calls are not timed one by one.
+6. Samples, round-robin across contenders (the starting contender rotates every round) so that
+   machine drift hits every contender alike; the garbage collector is off while sampling. A
+   contender stops early once it has used its time budget (`budget_s`) and has `min_samples`.
+7. Per contender: median, min and max seconds per call; speedups of graphc fused over each peer
+   are ratios of medians. Compile times (cold, cached) are reported apart from run times.
+"""
+
+from __future__ import annotations
+
+import gc
+import math
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+
+from graphc.ir.errors import GraphError
+
+from .contenders import Contender, build_contenders, check_outputs
+from .machine import last_level_cache_bytes, machine_info
+from .workloads import Instance, Workload, select_workloads
+
+SCHEMA = "graphc-bench/1"
+
+
+@dataclass
+class BenchConfig:
+    """What to measure and how hard. `None` fields get defaults from `quick`."""
+
+    target: str = "llvm"
+    threads: tuple[int, ...] = (1,)
+    quick: bool = False
+    workloads: tuple[str, ...] = ()
+    repeats: int | None = None        # timed samples per contender
+    warmup: int | None = None         # warm-up calls per contender after the checked call
+    compile_peers: bool = True        # torch.compile (never in quick mode)
+    min_sample_s: float | None = None
+    budget_s: float | None = None     # per contender and workload, sampling only
+    min_samples: int | None = None
+    progress: bool = True
+    openblas_kept_reason: str | None = None
+
+    def resolved(self) -> BenchConfig:
+        q = self.quick
+        return BenchConfig(
+            target=self.target, threads=tuple(self.threads), quick=q,
+            workloads=tuple(self.workloads),
+            repeats=self.repeats or (3 if q else 15), warmup=self.warmup if self.warmup
+            is not None else (1 if q else 3), compile_peers=self.compile_peers and not q,
+            min_sample_s=self.min_sample_s or (2e-4 if q else 2e-3),
+            budget_s=self.budget_s or (0.25 if q else 8.0),
+            min_samples=self.min_samples or (1 if q else 3), progress=self.progress,
+            openblas_kept_reason=self.openblas_kept_reason)
+
+
+# -- threads --------------------------------------------------------------------------------------
+
+
+@contextmanager
+def pinned_threads(n: int) -> Iterator[dict[str, Any]]:
+    """Pin BLAS, OpenMP and torch to `n` threads for the duration; yields what was set."""
+    if n < 1:
+        raise GraphError(f"thread count must be >= 1, got {n}")
+    info: dict[str, Any] = {"requested": n}
+    limiter = None
+    try:
+        from threadpoolctl import threadpool_limits
+
+        limiter = threadpool_limits(limits=n)
+    except ImportError:
+        info["threadpoolctl"] = "not installed: BLAS threads not pinned"
+    torch_before = None
+    try:
+        import torch
+
+        torch_before = torch.get_num_threads()
+        torch.set_num_threads(n)
+        info["torch"] = torch.get_num_threads()
+    except ImportError:
+        pass
+    try:
+        yield info
+    finally:
+        if limiter is not None:
+            limiter.restore_original_limits()
+        if torch_before is not None:
+            import torch
+
+            torch.set_num_threads(torch_before)
+
+
+def single_interop_thread() -> None:
+    """torch's inter-op pool to one thread (possible only before torch runs anything)."""
+    try:
+        import torch
+
+        torch.set_num_interop_threads(1)
+    except (ImportError, RuntimeError):
+        pass
+
+
+# -- anchors --------------------------------------------------------------------------------------
+
+
+def time_calls(fn: Callable[[], Any], repeats: int, warmup: int = 1) -> list[float]:
+    for _ in range(warmup):
+        fn()
+    out = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        out.append(time.perf_counter() - t0)
+    return out
+
+
+def measure_anchors(threads: int, quick: bool) -> dict[str, Any]:
+    """Copy bandwidth and numpy sgemm rate under the current thread pinning."""
+    # larger than the last-level cache, so that the anchor is memory, not cache, bandwidth
+    nbytes = (32 << 20) if quick else max(256 << 20, last_level_cache_bytes() or 0)
+    src = np.ones(nbytes // 4, np.float32)
+    dst = np.zeros_like(src)
+    copy = time_calls(lambda: np.copyto(dst, src), 3 if quick else 15)
+    n = 256 if quick else 1024
+    rng = np.random.default_rng(0)
+    a, b = rng.random((n, n), dtype=np.float32), rng.random((n, n), dtype=np.float32)
+    c = np.empty((n, n), np.float32)
+    gemm = time_calls(lambda: np.matmul(a, b, out=c), 3 if quick else 15)
+    return {"threads": threads,
+            "copy": {"bytes": nbytes, "samples_s": copy,
+                     "gbps_median": 2 * nbytes / statistics.median(copy) / 1e9,
+                     "gbps_best": 2 * nbytes / min(copy) / 1e9},
+            "sgemm": {"n": n, "samples_s": gemm,
+                      "gflops_median": 2 * n ** 3 / statistics.median(gemm) / 1e9,
+                      "gflops_best": 2 * n ** 3 / min(gemm) / 1e9}}
+
+
+# -- one workload ---------------------------------------------------------------------------------
+
+
+def first_call(c: Contender, inst: Instance, ref: dict[str, np.ndarray]) -> None:
+    """Call once, check against the reference; sets status ok / wrong / error."""
+    try:
+        t0 = time.perf_counter()
+        out = c.run()
+        c.first_call_s = time.perf_counter() - t0
+        c.check = check_outputs(inst, out, ref)
+    except Exception as e:  # noqa: BLE001 - reported in the results
+        c.status, c.reason = "error", f"run: {type(e).__name__}: {e}"
+        c.check = {"ran": True, "passed": False, "problems": [c.reason]}
+        return
+    if c.check["passed"]:
+        c.status = "ok"
+    else:
+        c.status, c.reason = "wrong", "; ".join(c.check["problems"][:3])
+
+
+def warm_up(c: Contender, warmup: int, min_sample_s: float) -> None:
+    """Warm-up calls; sets `inner` so that one sample lasts at least `min_sample_s`."""
+    best = c.first_call_s or 0.0
+    for i in range(warmup):
+        t0 = time.perf_counter()
+        c.run()
+        t = time.perf_counter() - t0
+        best = t if i == 0 else min(best, t)
+    c.inner = max(1, min(100_000, math.ceil(min_sample_s / max(best, 1e-9))))
+
+
+def one_sample(c: Contender) -> float:
+    run, inner = c.run, c.inner
+    t0 = time.perf_counter()
+    for _ in range(inner):
+        run()
+    return (time.perf_counter() - t0) / inner
+
+
+def sample_round_robin(cs: list[Contender], cfg: BenchConfig,
+                       tick: Callable[[str], None]) -> None:
+    spent = {id(c): 0.0 for c in cs}
+    gc.collect()
+    gc.disable()
+    try:
+        for r in range(cfg.repeats):
+            active = [c for c in cs if not c.capped]
+            if not active:
+                break
+            k = r % len(active)
+            for c in active[k:] + active[:k]:
+                t = one_sample(c)
+                c.samples.append(t)
+                spent[id(c)] += t * c.inner
+                if spent[id(c)] >= cfg.budget_s and len(c.samples) >= cfg.min_samples:
+                    c.capped = len(c.samples) < cfg.repeats
+            tick(f"round {r + 1}/{cfg.repeats}")
+    finally:
+        gc.enable()
+
+
+def anchor_share(inst: Instance, seconds: float, anchors: dict[str, Any]) -> dict[str, Any]:
+    """Achieved rate, and as a % of the matching anchor."""
+    if inst.kind == "memory":
+        gbps = inst.bytes / seconds / 1e9
+        return {"gbps": gbps, "of": "copy bandwidth",
+                "pct": 100.0 * gbps / anchors["copy"]["gbps_median"]}
+    if inst.kind == "compute":
+        gflops = inst.flops / seconds / 1e9
+        return {"gflops": gflops, "of": "numpy sgemm",
+                "pct": 100.0 * gflops / anchors["sgemm"]["gflops_median"]}
+    return {"us_per_call": seconds * 1e6}
+
+
+def contender_result(c: Contender, inst: Instance, anchors: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "name": c.name, "family": c.family, "role": c.role, "threads": c.threads,
+        "config": c.config, "status": c.status, "reason": c.reason,
+        "check": c.check or {"ran": False}, "compile": c.compile, "stats": c.stats,
+        "first_call_s": c.first_call_s, "inner": c.inner, "samples_s": c.samples,
+        "capped": c.capped}
+    if c.samples:
+        med = statistics.median(c.samples)
+        out.update(median_s=med, min_s=min(c.samples), max_s=max(c.samples),
+                   rate=anchor_share(inst, med, anchors))
+    return out
+
+
+# speedup columns: graphc fused's median against each of these contenders' medians
+RATIO_PEERS = {"unfused": "graphc unfused", "reference": "graphc reference", "numpy": "numpy",
+               "torch": "torch eager", "torch.compile": "torch.compile",
+               "onnxruntime": "onnxruntime"}
+
+
+def speedups(rows: list[dict[str, Any]]) -> dict[str, float | None]:
+    """{column: peer median / graphc fused median} (> 1: graphc fused is faster)."""
+    med = {r["name"]: r.get("median_s") for r in rows}
+    fused = med.get("graphc fused")
+    return {col: (med[name] / fused if fused and med.get(name) else None)
+            for col, name in RATIO_PEERS.items()}
+
+
+def bench_workload(w: Workload, threads: int, cfg: BenchConfig, anchors: dict[str, Any],
+                   tick: Callable[[str], None], cache_dir: str | None = None
+                   ) -> dict[str, Any]:
+    from graphc.backends.reference import run_graph
+
+    t0 = time.perf_counter()
+    tick("build")
+    inst = w.make(cfg.quick)
+    t1 = time.perf_counter()
+    tick("reference")
+    ref = run_graph(inst.graph, inst.inputs)
+    t2 = time.perf_counter()
+    tick("compile / set up")
+    cs = build_contenders(inst, cfg.target, threads, cfg.compile_peers, cache_dir)
+    for c in cs:
+        if c.status == "ready":
+            tick(f"check {c.name}")
+            first_call(c, inst, ref)
+    ok = [c for c in cs if c.status == "ok"]
+    for c in ok:
+        tick(f"warm up {c.name}")
+        warm_up(c, cfg.warmup, cfg.min_sample_s)
+    sample_round_robin(ok, cfg, tick)
+    rows = [contender_result(c, inst, anchors) for c in cs]
+    graph_stats = {r["name"].split()[-1]: r["stats"] for r in rows
+                   if r["family"] == "graphc" and r["stats"]}
+    return {"workload": w.name, "description": w.description, "threads": threads,
+            "kind": inst.kind, "sizes": inst.sizes, "bytes": inst.bytes, "flops": inst.flops,
+            "notes": inst.notes, "build_s": t1 - t0, "reference_s": t2 - t1,
+            "graph": graph_stats, "contenders": rows, "speedups": speedups(rows)}
+
+
+# -- the whole run --------------------------------------------------------------------------------
+
+
+def progress_bar(total: int, enabled: bool):
+    from tqdm import tqdm
+
+    # only on a terminal: a log file would get every redraw
+    return tqdm(total=total, desc="graphc bench", unit="workload", file=sys.stderr,
+                disable=not (enabled and sys.stderr.isatty()), dynamic_ncols=True, leave=False)
+
+
+def run_bench(config: BenchConfig) -> dict[str, Any]:
+    """Measure everything `config` asks for; returns the JSON document (see report.py)."""
+    cfg = config.resolved()
+    started = time.perf_counter()
+    workloads = select_workloads(list(cfg.workloads) or None)
+    single_interop_thread()
+    machine = machine_info(cfg.openblas_kept_reason)
+    anchors, results = [], []
+    bar = progress_bar(len(cfg.threads) * len(workloads), cfg.progress)
+    # graphc's compile caches of this run live here: the first compile is cold, and the
+    # user's own cache is neither read nor filled
+    cache_root = tempfile.mkdtemp(prefix="graphc-bench-cache-")
+    try:
+        for n in cfg.threads:
+            with pinned_threads(n):
+                bar.set_postfix_str(f"anchors, {n} thread(s)")
+                anchor = measure_anchors(n, cfg.quick)
+                anchors.append(anchor)
+                for w in workloads:
+                    def tick(stage: str, w=w, n=n) -> None:
+                        bar.set_postfix_str(f"{w.name} x{n}: {stage}", refresh=True)
+                    results.append(bench_workload(w, n, cfg, anchor, tick, cache_root))
+                    bar.update(1)
+    finally:
+        bar.close()
+        shutil.rmtree(cache_root, ignore_errors=True)
+    doc = {"schema": SCHEMA, "machine": machine, "config": config_dict(cfg),
+           "anchors": anchors, "results": results,
+           "elapsed_s": time.perf_counter() - started}
+    from .targets import evaluate_targets
+
+    doc["targets"] = evaluate_targets(doc)
+    return doc
+
+
+def config_dict(cfg: BenchConfig) -> dict[str, Any]:
+    d = asdict(cfg)
+    d["threads"] = list(cfg.threads)
+    d["workloads"] = list(cfg.workloads)
+    return d

@@ -1,0 +1,127 @@
+"""The performance targets of the LLVM backend, and how a run measures up to them.
+
+Each target names the workload(s) it applies to, the thread count, and what is compared:
+a speedup of graphc fused over a peer (peer median / graphc median >= bound), a share of the
+measured copy bandwidth, a compile time, or the time of one call of a tiny graph. A target whose
+workload, thread count or peer is missing from a run is listed as not measured; in a --quick run
+every target is listed but marked as measured at smoke-test sizes, which say nothing about it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Target:
+    id: str
+    text: str
+    workloads: tuple[str, ...]
+    metric: str            # speedup | bandwidth_pct | compile_cold_s | compile_cached_s | call_s
+    bound: float
+    peer: str | None = None
+    threads: int = 1
+
+    @property
+    def at_least(self) -> bool:
+        return self.metric in ("speedup", "bandwidth_pct")
+
+    def bound_text(self) -> str:
+        if self.metric == "speedup":
+            return f">= {self.bound:g}x {self.peer}"
+        if self.metric == "bandwidth_pct":
+            return f">= {self.bound:g}% of copy bandwidth"
+        if self.metric == "call_s":
+            return f"< {self.bound * 1e6:g} us"
+        return f"< {self.bound * 1e3:g} ms" if self.bound < 1 else f"< {self.bound:g} s"
+
+
+GEMM = ("sgemm_512", "sgemm_1024")
+EPILOGUE = ("sgemm_bias_relu_512", "sgemm_bias_relu_1024", "sgemm_bias_relu_2048")
+
+TARGETS: tuple[Target, ...] = (
+    Target("elementwise-numpy", "fused elementwise chain vs numpy op by op (preallocated)",
+           ("elementwise",), "speedup", 6.0, "numpy"),
+    Target("elementwise-compile", "fused elementwise chain vs torch.compile",
+           ("elementwise",), "speedup", 2.0, "torch.compile"),
+    Target("elementwise-bandwidth", "fused elementwise chain, share of copy bandwidth",
+           ("elementwise",), "bandwidth_pct", 80.0),
+    Target("softmax-torch", "row softmax 4096^2 vs torch eager", ("softmax",), "speedup", 2.0,
+           "torch eager"),
+    Target("batchnorm-compile", "batch-norm training forward vs torch.compile",
+           ("batchnorm_train",), "speedup", 1.0, "torch.compile"),
+    Target("sgemm-1t", "sgemm 512/1024, one thread, vs numpy", GEMM, "speedup", 1.0, "numpy"),
+    Target("sgemm-2t", "sgemm 512/1024, two threads, vs numpy", GEMM, "speedup", 0.95, "numpy",
+           threads=2),
+    Target("epilogue-numpy", "matmul + bias + relu fused vs numpy's three steps", EPILOGUE,
+           "speedup", 1.2, "numpy"),
+    Target("conv-torch", "conv 3x3 + bias + relu vs PyTorch eager", ("conv_bias_relu",),
+           "speedup", 1.0, "torch eager"),
+    Target("conv-pool-ort", "conv + relu + max-pool vs ONNX Runtime", ("conv_relu_pool",),
+           "speedup", 1.0, "onnxruntime"),
+    Target("mlp-train-torch", "MLP training step vs PyTorch eager", ("mlp_train",), "speedup",
+           1.15, "torch eager"),
+    Target("mlp-train-compile", "MLP training step vs torch.compile", ("mlp_train",),
+           "speedup", 1.0, "torch.compile"),
+    Target("mlp-infer-ort", "MLP inference vs ONNX Runtime", ("mlp_infer",), "speedup", 1.0,
+           "onnxruntime"),
+    Target("lstm-torch", "LSTM forward vs torch.nn.LSTM", ("lstm_forward",), "speedup", 1.0,
+           "torch eager"),
+    Target("cnn-train-torch", "demo CNN training step vs PyTorch eager", ("cnn_train",),
+           "speedup", 1.3, "torch eager"),
+    Target("mlp-compile-cold", "MLP training graph, cold compile", ("mlp_train",),
+           "compile_cold_s", 1.0),
+    Target("mlp-compile-cached", "MLP training graph, cached compile", ("mlp_train",),
+           "compile_cached_s", 0.1),
+    Target("dispatch", "one call of a tiny graph (dispatch overhead)", ("dispatch",), "call_s",
+           20e-6),
+)
+
+
+def _row(result: dict[str, Any], name: str) -> dict[str, Any] | None:
+    for r in result["contenders"]:
+        if r["name"] == name:
+            return r
+    return None
+
+
+def measure(t: Target, result: dict[str, Any]) -> tuple[float | None, str]:
+    """The measured value of `t` in one workload result, or (None, why not)."""
+    fused = _row(result, "graphc fused")
+    if fused is None or fused["status"] != "ok":
+        return None, f"graphc fused: {fused['status'] if fused else 'absent'}"
+    if t.metric == "speedup":
+        peer = _row(result, t.peer or "")
+        if peer is None or not peer.get("median_s"):
+            return None, f"{t.peer}: {peer['status'] if peer else 'not run'}"
+        return peer["median_s"] / fused["median_s"], ""
+    if t.metric == "bandwidth_pct":
+        return fused["rate"].get("pct"), ""
+    if t.metric == "call_s":
+        return fused["median_s"], ""
+    key = "cold_s" if t.metric == "compile_cold_s" else "cached_s"
+    value = fused["compile"].get(key)
+    return value, "" if value is not None else f"no {key} recorded"
+
+
+def evaluate_targets(doc: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per (target, workload): measured value, bound, met (None: not measured)."""
+    quick = doc["config"].get("quick", False)
+    rows = []
+    for t in TARGETS:
+        for wl in t.workloads:
+            result = next((r for r in doc["results"]
+                           if r["workload"] == wl and r["threads"] == t.threads), None)
+            if result is None:
+                value, note = None, f"not in this run ({wl}, {t.threads} thread(s))"
+            else:
+                value, note = measure(t, result)
+            met = None if value is None else (value >= t.bound if t.at_least
+                                              else value < t.bound)
+            if quick and value is not None:
+                note = "quick sizes: not evidence either way"
+            rows.append({"id": t.id, "text": t.text, "workload": wl, "threads": t.threads,
+                         "metric": t.metric, "bound": t.bound, "target": t.bound_text(),
+                         "measured": value, "met": met, "note": note})
+    return rows

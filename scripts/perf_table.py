@@ -1,0 +1,52 @@
+#!/usr/bin/env python3
+"""Turn a `graphc bench --json` run into the README's performance section (markdown).
+
+    python scripts/perf_table.py run.json                     # print the section
+    python scripts/perf_table.py run.json --readme README.md  # replace it in the README
+
+In the README the section lives between `<!-- perf:begin -->` and `<!-- perf:end -->`; without
+those markers it is appended at the end. The section states machine, date and versions, the
+fused-vs-unfused and vs-peer speedups, the targets beside the measured values, kernel counts and
+memory-plan numbers, compile times and allocator effects.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from graphc.bench.report import markdown_report, read_json
+
+BEGIN, END = "<!-- perf:begin -->", "<!-- perf:end -->"
+
+
+def replace_section(text: str, section: str) -> str:
+    """`text` with the marked section replaced by `section` (appended when unmarked)."""
+    block = f"{BEGIN}\n{section.rstrip()}\n{END}"
+    if BEGIN in text and END in text and text.index(BEGIN) < text.index(END):
+        head, rest = text.split(BEGIN, 1)
+        _, tail = rest.split(END, 1)
+        return head + block + tail
+    return text.rstrip() + "\n\n" + block + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("run", help="JSON written by graphc bench --json")
+    p.add_argument("--readme", help="update this file's performance section in place")
+    args = p.parse_args(argv)
+    doc = read_json(args.run)
+    section = markdown_report(doc, source=Path(args.run).name)
+    if args.readme:
+        path = Path(args.readme)
+        path.write_text(replace_section(path.read_text() if path.exists() else "", section))
+        print(f"updated the performance section of {path}")
+    else:
+        sys.stdout.write(section)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
