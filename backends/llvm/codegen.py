@@ -1,0 +1,398 @@
+"""Schedule -> one LLVM module: a function per kernel and the entry point that runs them all.
+
+Note: the module we generate
+----------------------------
+For a schedule with kernels k0..kn the module holds:
+
+* one global constant per constant buffer (the bytes of the array, 64-byte aligned);
+* per kernel, `kernel.<name>(ptr noalias %buf..., i64 %lo, i64 %hi[, ptr %status])`: the
+  kernel's tasks [lo, hi) (what a task is depends on the kernel kind: rows, blocks of a row,
+  output tiles). Its pointer arguments are the distinct *storages* the kernel touches: two
+  buffer names planned in place share one pointer, so `noalias` is true of every argument and
+  the vectorizer needs no runtime alias checks;
+* `graphc_main(args, arena, status, nthreads)` (see `runtime.py` for the C signature): loads
+  the caller's pointers, computes each temp's address in the arena (the memory plan's offset;
+  without a plan every temp gets its own block), and calls the kernels in order, each either
+  directly on all its tasks or through `emit_parallel_for` (GOMP_parallel) when its estimated
+  work pays for threads. Outputs that are not written by a kernel (an input or constant
+  returned as is, one buffer under two output names) are copied at the end.
+
+The IR text carries a comment above each kernel function naming the graph nodes it came from.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+from llvmlite import ir
+
+from graphc.ir.errors import GraphError
+from graphc.ir.kernel import (
+    Buffer,
+    ConvKernel,
+    Expr,
+    Kernel,
+    LibraryKernel,
+    Load,
+    LoopKernel,
+    MatmulKernel,
+    Op,
+    RandomUniform,
+    Schedule,
+    Store,
+    Sweep,
+    kernel_reads,
+    kernel_writes,
+)
+from graphc.ir.kernel_text import print_kernel
+from graphc.ir.types import DTYPES
+
+from .codegen_expr import BufferRef
+from .llvm_ir import I8, I32, I64, PTR, VOID, declare
+from .parallel import emit_parallel_for
+from .runtime import ARENA_ALIGNMENT, ENTRY, ArgSlot, Layout
+
+
+@dataclass
+class KernelEnv:
+    """What a kernel's task range function body receives."""
+
+    builder: ir.IRBuilder
+    buffers: dict[str, BufferRef]
+    lo: ir.Value
+    hi: ir.Value
+    status: ir.Value | None
+    error_base: int
+
+    def fail(self, which: int, value: ir.Value) -> None:
+        """Record error `which` of this kernel (its `errors` entry) with an offending value."""
+        b = self.builder
+        assert self.status is not None, "kernel declared no errors"
+        st = b.bitcast(self.status, I64.as_pointer())
+        b.store_atomic(ir.Constant(I64, self.error_base + which), st, "monotonic", 8)
+        b.store_atomic(b.sext(value, I64) if value.type != I64 else value,
+                       b.gep(st, [ir.Constant(I64, 1)]), "monotonic", 8)
+
+
+@dataclass
+class KernelCode:
+    """A kernel ready to emit: its buffers, its task space and the body for tasks [lo, hi)."""
+
+    buffers: tuple[str, ...]
+    tasks: int
+    grain: int
+    parallel: bool
+    emit: Callable[[KernelEnv], None]
+    errors: tuple[str, ...] = ()
+    notes: dict[str, Any] = field(default_factory=dict)
+
+
+def kernel_code(k: Kernel, buffers: Mapping[str, Buffer], options: dict[str, Any]
+                ) -> KernelCode:
+    """Dispatch on the kernel kind to its generator (`buffers`: the buffer table)."""
+    shapes = {n: b.type.shape for n, b in buffers.items()}
+    if isinstance(k, LoopKernel):
+        from .codegen_loop import emit_loop_kernel, loop_buffers, plan_loop
+
+        plan = plan_loop(k, shapes)
+        return KernelCode(tuple(loop_buffers(k)), plan.tasks, plan.grain, plan.parallel,
+                          lambda env: emit_loop_kernel(k, plan, env.builder, env.buffers,
+                                                       env.lo, env.hi),
+                          notes={"schedule": "column" if plan.column else "row",
+                                 "block": plan.block})
+    if isinstance(k, (MatmulKernel, ConvKernel)):
+        from .codegen_template import template_code
+
+        return template_code(k, buffers, options)
+    if isinstance(k, LibraryKernel):
+        from .codegen_library import library_code
+
+        return library_code(k, buffers)
+    raise GraphError(f"the LLVM backend cannot compile kernel {k!r}")
+
+
+# -- sharing functions between identical kernels ---------------------------------------------------
+
+
+def _rename_expr(e: Expr, names: Mapping[str, str], memo: dict[int, Expr]) -> Expr:
+    got = memo.get(id(e))
+    if got is not None:
+        return got
+    if isinstance(e, Load):
+        out: Expr = replace(e, buffer=names.get(e.buffer, e.buffer))
+    elif isinstance(e, Op):
+        out = replace(e, args=tuple(_rename_expr(a, names, memo) for a in e.args))
+    elif isinstance(e, RandomUniform):
+        out = replace(e, seed=_rename_expr(e.seed, names, memo))
+    else:
+        out = e
+    memo[id(e)] = out
+    return out
+
+
+def rename_buffers(k: Kernel, names: Mapping[str, str]) -> Kernel:
+    """`k` with buffers renamed (unlisted names kept), without its name and origin."""
+    memo: dict[int, Expr] = {}
+
+    def ex(e: Expr) -> Expr:
+        return _rename_expr(e, names, memo)
+
+    def st(s: Store) -> Store:
+        return Store(names.get(s.buffer, s.buffer), s.index, ex(s.value))
+
+    stores = tuple(st(s) for s in k.all_stores()) if not isinstance(k, LoopKernel) else ()
+    if isinstance(k, LoopKernel):
+        sweeps = tuple(Sweep(tuple(replace(r, value=ex(r.value)) for r in sw.reductions),
+                             tuple(st(s) for s in sw.stores)) for sw in k.sweeps)
+        return replace(k, name="k", origin=(), sweeps=sweeps, stores=tuple(st(s) for s in k.stores))
+    if isinstance(k, MatmulKernel):
+        return replace(k, name="k", origin=(), a=replace(k.a, value=ex(k.a.value)),
+                       b=replace(k.b, value=ex(k.b.value)), stores=stores)
+    if isinstance(k, ConvKernel):
+        return replace(k, name="k", origin=(), x=replace(k.x, value=ex(k.x.value)),
+                       w=replace(k.w, value=ex(k.w.value)), stores=stores)
+    return replace(k, name="k", origin=(), inputs=tuple(names.get(n, n) for n in k.inputs),
+                   output=names.get(k.output, k.output))
+
+
+def kernel_buffer_names(k: Kernel) -> list[str]:
+    return list(dict.fromkeys(kernel_reads(k) + kernel_writes(k)))
+
+
+# -- storage ---------------------------------------------------------------------------------------
+
+
+def naive_offsets(schedule: Schedule) -> tuple[dict[str, int], int]:
+    """Every temp its own aligned block (the layout without a memory plan)."""
+    offsets, top = {}, 0
+    for b in schedule.temps():
+        offsets[b.name] = top
+        top += -(-b.nbytes // ARENA_ALIGNMENT) * ARENA_ALIGNMENT
+    return offsets, top
+
+
+@dataclass
+class Storage:
+    """Where every buffer lives: an argument slot, an arena offset or a global constant."""
+
+    layout: Layout
+    keys: dict[str, tuple[str, Any]]   # buffer -> ("arg", slot) | ("arena", off) | ("const", b)
+    copies: list[tuple[int, tuple[str, Any], int]]  # (output slot, source key, nbytes)
+
+
+def plan_storage(schedule: Schedule) -> Storage:
+    bufs = schedule.buffers
+    args: list[ArgSlot] = []
+    keys: dict[str, tuple[str, Any]] = {}
+    for role, names in (("input", schedule.inputs), ("param", schedule.params)):
+        for n in names:
+            keys[n] = ("arg", len(args))
+            args.append(ArgSlot(n, role, bufs[n].type.shape, bufs[n].type.dtype))
+    if schedule.memory is not None:
+        offsets, arena = dict(schedule.memory.offsets), schedule.memory.arena_bytes
+    else:
+        offsets, arena = naive_offsets(schedule)
+    for b in schedule.temps():
+        if b.name not in offsets:
+            raise GraphError(f"memory plan of {schedule.name!r} has no offset for %{b.name}")
+        keys[b.name] = ("arena", offsets[b.name])
+    for n in schedule.constants:
+        keys[n] = ("const", n)
+    copies = []
+    for out_name, buf in schedule.outputs:
+        t = bufs[buf].type
+        slot = len(args)
+        args.append(ArgSlot(out_name, "output", t.shape, t.dtype))
+        if bufs[buf].kind == "output" and buf not in keys:
+            keys[buf] = ("arg", slot)
+        else:
+            if buf not in keys:
+                raise GraphError(f"output {out_name!r} reads buffer %{buf} that nothing holds")
+            copies.append((slot, keys[buf], t.nbytes))
+    return Storage(Layout(tuple(args), arena), keys, copies)
+
+
+def _is_bf16_bits(schedule: Schedule, name: str) -> bool:
+    b = schedule.buffers[name]
+    return b.type.dtype == "bf16" and b.kind == "temp"
+
+
+# -- the module ------------------------------------------------------------------------------------
+
+
+@dataclass
+class GeneratedModule:
+    """The LLVM module of a schedule, its IR text (with origin comments) and its layout."""
+
+    module: ir.Module
+    layout: Layout
+    text: str
+    kernel_notes: dict[str, dict[str, Any]]
+
+
+def _symbol(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.]", "_", name)
+
+
+class ModuleBuilder:
+    """Builds the module of one schedule (see the module note)."""
+
+    def __init__(self, schedule: Schedule, options: dict[str, Any] | None = None) -> None:
+        self.s = schedule
+        self.options = dict(options or {})
+        self.module = ir.Module(name=_symbol(schedule.name))
+        self.storage = plan_storage(schedule)
+        self.globals: dict[str, ir.GlobalVariable] = {}
+        self.errors: list[str] = []
+        self.comments: dict[str, str] = {}
+        self.notes: dict[str, dict[str, Any]] = {}
+
+    def build(self) -> GeneratedModule:
+        for name, arr in self.s.constants.items():
+            self._constant(name, arr)
+        main = ir.Function(self.module, ir.FunctionType(VOID, [PTR.as_pointer(), PTR, PTR, I32]),
+                           name=ENTRY)
+        args_p, arena, status, nthreads = main.args
+        for a, n in zip(main.args, ("args", "arena", "status", "nthreads"), strict=True):
+            a.name = n
+        b = ir.IRBuilder(main.append_basic_block("entry"))
+        self._main_ptrs: dict[tuple[str, Any], ir.Value] = {}
+        self._main = (b, args_p, arena, status, nthreads)
+        kernels_meta = []
+        self.functions: dict[str, tuple[ir.Function, KernelCode]] = {}
+        for k in self.s.kernels:
+            fn, code, keys = self._kernel_function(k)
+            self.notes[k.name] = {"kind": k.kind, "tasks": code.tasks, "grain": code.grain,
+                                  "parallel": code.parallel, "function": fn.name, **code.notes}
+            kernels_meta.append({"name": k.name, "kind": k.kind, "origin": list(k.origin),
+                                 "parallel": code.parallel, "function": fn.name})
+            if code.tasks > 0:
+                self._call_kernel(fn, keys, code)
+        for slot, key, nbytes in self.storage.copies:
+            if nbytes:
+                self._memcpy(b, self._main_ptr(("arg", slot)), self._main_ptr(key), nbytes)
+        b.ret_void()
+        layout = Layout(self.storage.layout.args, self.storage.layout.arena_bytes,
+                        tuple(self.errors), tuple(kernels_meta))
+        return GeneratedModule(self.module, layout, self._text(), self.notes)
+
+    # -- pieces --------------------------------------------------------------------------------
+    def _constant(self, name: str, arr: np.ndarray) -> None:
+        dtype = self.s.buffers[name].type.dtype
+        data = np.ascontiguousarray(arr, DTYPES[dtype]).tobytes()
+        ty = ir.ArrayType(I8, max(len(data), 1))
+        g = ir.GlobalVariable(self.module, ty, name=f"const.{_symbol(name)}")
+        g.initializer = ir.Constant(ty, bytearray(data or b"\0"))
+        g.global_constant = True
+        g.linkage = "private"
+        g.align = 64
+        self.globals[name] = g
+
+    def _main_ptr(self, key: tuple[str, Any]) -> ir.Value:
+        """The pointer of a storage in graphc_main (computed once, in the entry block)."""
+        got = self._main_ptrs.get(key)
+        if got is not None:
+            return got
+        b, args_p, arena, _, _ = self._main
+        kind, where = key
+        if kind == "arg":
+            v = b.load(b.gep(args_p, [ir.Constant(I64, where)]), name=f"arg{where}")
+        elif kind == "arena":
+            v = b.gep(arena, [ir.Constant(I64, where)], name=f"arena{where}")
+        else:
+            v = b.bitcast(self.globals[where], PTR)
+        self._main_ptrs[key] = v
+        return v
+
+    def _kernel_function(self, k: Kernel
+                         ) -> tuple[ir.Function, KernelCode, list[tuple[str, Any]]]:
+        """The function computing `k`, shared with every structurally identical kernel (same
+        code up to buffer names: LSTM steps, repeated layers); returns it, its code and the
+        storages to pass, in argument order."""
+        bufs = self.s.buffers
+        names = kernel_buffer_names(k)
+        movable = [n for n in names if self.storage.keys[n][0] != "const"]
+        canon = {n: f"b{i}" for i, n in enumerate(movable)}
+        groups: dict[tuple[str, Any], int] = {}
+        arg_of = [groups.setdefault(self.storage.keys[n], len(groups)) for n in movable]
+        ck = rename_buffers(k, canon)
+        cbuffers = {canon.get(n, n): Buffer(canon.get(n, n), bufs[n].type, bufs[n].kind)
+                    for n in names}
+        key = "\n".join([print_kernel(ck, comment=False),
+                         repr([(str(bufs[n].type), _is_bf16_bits(self.s, n)) for n in names]),
+                         repr(arg_of)])
+        keys = list(groups)
+        got = self.functions.get(key)
+        if got is not None:
+            fn, code = got
+            self.comments[fn.name] += f", {k.name}: " + ", ".join(f"%{o}" for o in k.origin)
+            return fn, code, keys
+        code = kernel_code(ck, cbuffers, self.options)
+        arg_types = [PTR] * len(keys) + [I64, I64] + ([PTR] if code.errors else [])
+        fname = f"kernel.{_symbol(k.name)}"
+        fn = ir.Function(self.module, ir.FunctionType(VOID, arg_types), name=fname)
+        fn.linkage = "internal"
+        # Kept out of line: one huge graphc_main would make the optimizer superlinearly slow.
+        fn.attributes.add("noinline")
+        for a in fn.args[:len(keys)]:
+            a.add_attribute("noalias")
+        fb = ir.IRBuilder(fn.append_basic_block("entry"))
+        refs = {}
+        for n in names:
+            cn = canon.get(n, n)
+            if n in canon:
+                ptr = fn.args[arg_of[movable.index(n)]]
+            else:
+                ptr = fb.bitcast(self.globals[n], PTR)
+            t = bufs[n].type
+            refs[cn] = BufferRef(cn, t.dtype, t.shape, _is_bf16_bits(self.s, n), ptr)
+        lo, hi = fn.args[len(keys)], fn.args[len(keys) + 1]
+        status = fn.args[len(keys) + 2] if code.errors else None
+        code.emit(KernelEnv(fb, refs, lo, hi, status, len(self.errors) + 1))
+        fb.ret_void()
+        self.errors.extend(code.errors)
+        self.comments[fn.name] = (f"; {k.kind} kernel, {code.tasks} tasks"
+                                  f"{' in parallel' if code.parallel else ''}; "
+                                  f"{k.name}: " + ", ".join(f"%{o}" for o in k.origin))
+        self.functions[key] = (fn, code)
+        return fn, code, keys
+
+    def _call_kernel(self, fn: ir.Function, keys: list[tuple[str, Any]], code: KernelCode
+                     ) -> None:
+        b, _, _, status, nthreads = self._main
+        ptrs = [self._main_ptr(key) for key in keys] + ([status] if code.errors else [])
+        npt = len(keys)
+        if not code.parallel:
+            tail = ptrs[npt:]
+            b.call(fn, ptrs[:npt] + [ir.Constant(I64, 0), ir.Constant(I64, code.tasks)] + tail)
+            return
+
+        def body(p) -> None:
+            caps = list(p.captures)
+            p.builder.call(fn, caps[:npt] + [p.lo, p.hi] + caps[npt:])
+
+        emit_parallel_for(b, body, ir.Constant(I64, code.tasks), grain=code.grain,
+                          nthreads=nthreads, captures=ptrs, name=f"pfor.{fn.name}",
+                          use_gomp=self.options.get("use_gomp"))
+
+    @staticmethod
+    def _memcpy(b: ir.IRBuilder, dst: ir.Value, src: ir.Value, nbytes: int) -> None:
+        fn = declare(b.module, "llvm.memcpy.p0.p0.i64", VOID, [PTR, PTR, I64, ir.IntType(1)])
+        b.call(fn, [dst, src, ir.Constant(I64, nbytes), ir.Constant(ir.IntType(1), 0)])
+
+    def _text(self) -> str:
+        text = str(self.module)
+        for fname, comment in self.comments.items():
+            text = text.replace(f'define internal void @"{fname}"',
+                                f'{comment}\ndefine internal void @"{fname}"', 1)
+        return text
+
+
+def generate_module(schedule: Schedule, options: dict[str, Any] | None = None
+                    ) -> GeneratedModule:
+    """The LLVM module of `schedule` (see the module note)."""
+    return ModuleBuilder(schedule, options).build()

@@ -1,0 +1,378 @@
+"""Kernel-IR scalar and index expressions -> LLVM IR values, shared by every kernel generator.
+
+Note: scopes, memoization and hoisting
+--------------------------------------
+An `ExprEmitter` evaluates expressions at the builder's position for one binding of the loop
+variables (`env`: name -> i64 value). Results are memoized per expression node (the kernel IR is
+a DAG: a shared subexpression is computed once) and per index expression. Memos are scoped:
+`child(...)` starts an inner loop's scope that sees everything its parents computed (those
+values dominate the loop) while what the loop computes stays inside it. `hoist` evaluates, in
+the current scope, every subexpression that does not depend on the inner loop's variables, so a
+row's broadcast operands, a reduction's result rescaled, or a masked load that LICM could not
+move, are computed once per row.
+
+Memory: buffers are dense row-major; a load or store linearizes its index (`linearize`) and
+indexes a typed pointer. Storage types: f16 is IEEE half, bf16 temps are the high 16 bits of an
+f32 (the arena holds 2 bytes), bf16 elsewhere is an f32 already rounded to bf16 (what the caller
+sees), bool is one byte. Masked loads touch memory only where the mask holds: the index is
+computed unconditionally (pure arithmetic), the load alone sits in a branch the loop vectorizer
+if-converts into a masked vector load.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+import numpy as np
+from llvmlite import ir
+
+from graphc.ir.errors import GraphError
+from graphc.ir.kernel import (
+    Acc,
+    Bound,
+    Const,
+    Expr,
+    FloorDiv,
+    InBounds,
+    IndexValue,
+    Ix,
+    Load,
+    Mod,
+    Op,
+    RandomUniform,
+    ReduceRef,
+    Var,
+    ix_range,
+    linearize,
+)
+from graphc.ir.ops.random import PHILOX_M0, PHILOX_M1, PHILOX_ROUNDS, PHILOX_W0, PHILOX_W1
+from graphc.ir.types import round_to_dtype
+
+from .llvm_ir import F32, I1, I8, I32, I64
+from .lowering import cast_value, compute_type, emit_elementwise, round_f32_to
+
+I16 = ir.IntType(16)
+HALF = ir.HalfType()
+
+
+@dataclass(frozen=True)
+class BufferRef:
+    """A buffer as a kernel function sees it: graphc dtype, storage form, shape, pointer."""
+
+    name: str
+    dtype: str
+    shape: tuple[int, ...]
+    bf16_bits: bool  # bf16 stored as 2 bytes (temps) rather than as a rounded f32
+    ptr: ir.Value    # i8* in the current function
+
+    @property
+    def storage_type(self) -> ir.Type:
+        return storage_type(self.dtype, self.bf16_bits)
+
+
+def storage_type(dtype: str, bf16_bits: bool = False) -> ir.Type:
+    """The in-memory LLVM type of one element."""
+    if dtype == "f16":
+        return HALF
+    if dtype == "bf16":
+        return I16 if bf16_bits else F32
+    if dtype == "bool":
+        return I8
+    return compute_type(dtype)
+
+
+def element_ptr(b: ir.IRBuilder, buf: BufferRef, linear: ir.Value) -> ir.Value:
+    """Pointer to element `linear` (i64) of `buf`."""
+    typed = b.bitcast(buf.ptr, buf.storage_type.as_pointer())
+    return b.gep(typed, [linear], inbounds=True)
+
+
+def load_element(b: ir.IRBuilder, buf: BufferRef, linear: ir.Value) -> ir.Value:
+    """Load element `linear` and convert it to its compute type."""
+    return from_storage(b, b.load(element_ptr(b, buf, linear)), buf)
+
+
+def from_storage(b: ir.IRBuilder, raw: ir.Value, buf: BufferRef) -> ir.Value:
+    if buf.dtype == "f16":
+        return b.fpext(raw, F32)
+    if buf.dtype == "bf16" and buf.bf16_bits:
+        return b.bitcast(b.shl(b.zext(raw, I32), ir.Constant(I32, 16)), F32)
+    if buf.dtype == "bool":
+        return b.icmp_unsigned("!=", raw, ir.Constant(I8, 0))
+    return raw
+
+
+def to_storage(b: ir.IRBuilder, value: ir.Value, buf: BufferRef) -> ir.Value:
+    """Convert a compute value to `buf`'s storage form (f16/bf16 rounded to nearest even)."""
+    if buf.dtype == "f16":
+        return b.fptrunc(value, HALF)
+    if buf.dtype == "bf16":
+        rounded = round_f32_to(b, value, "bf16")
+        if not buf.bf16_bits:
+            return rounded
+        return b.trunc(b.lshr(b.bitcast(rounded, I32), ir.Constant(I32, 16)), I16)
+    if buf.dtype == "bool":
+        return b.zext(value, I8)
+    return value
+
+
+def store_element(b: ir.IRBuilder, buf: BufferRef, linear: ir.Value, value: ir.Value) -> None:
+    b.store(to_storage(b, value, buf), element_ptr(b, buf, linear))
+
+
+def const_value(value, dtype: str) -> ir.Constant:
+    """A compute-type constant, rounded to `dtype` first (f16/bf16 constants are f16 values)."""
+    ty = compute_type(dtype)
+    if dtype == "bool":
+        return ir.Constant(I1, int(bool(value)))
+    if dtype in ("i32", "i64"):
+        return ir.Constant(ty, int(value))
+    return ir.Constant(ty, float(np.asarray(round_to_dtype(np.asarray(value), dtype),
+                                            np.float64)))
+
+
+# -- variable dependencies ------------------------------------------------------------------------
+
+ACC_DEP = "@acc"
+
+
+def ix_vars(e: Ix) -> frozenset[str]:
+    return frozenset(e.var_names())
+
+
+def expr_deps(e: Expr, memo: dict[int, frozenset[str]]) -> frozenset[str]:
+    """Loop variables (plus `$ref` for reduction results and `@acc`) an expression reads."""
+    got = memo.get(id(e))
+    if got is not None:
+        return got
+    if isinstance(e, Load):
+        out = frozenset().union(*(ix_vars(x) for x in e.index), *(ix_vars(m.e) for m in e.mask))
+    elif isinstance(e, (IndexValue,)):
+        out = ix_vars(e.index)
+    elif isinstance(e, InBounds):
+        out = frozenset().union(*(ix_vars(m.e) for m in e.bounds))
+    elif isinstance(e, RandomUniform):
+        out = ix_vars(e.counter) | expr_deps(e.seed, memo)
+    elif isinstance(e, ReduceRef):
+        out = frozenset({"$" + e.name})
+    elif isinstance(e, Acc):
+        out = frozenset({ACC_DEP})
+    else:
+        out = frozenset().union(*(expr_deps(c, memo) for c in e.children()))
+    memo[id(e)] = out
+    return out
+
+
+# -- the emitter ----------------------------------------------------------------------------------
+
+
+class ExprEmitter:
+    """Evaluates index and scalar expressions at one point of a kernel's loop nest."""
+
+    def __init__(self, builder: ir.IRBuilder, buffers: Mapping[str, BufferRef],
+                 extents: Mapping[str, int], env: Mapping[str, ir.Value] | None = None,
+                 rewrite: Mapping[Ix, Ix] | None = None,
+                 var_map: Mapping[str, str | None] | None = None) -> None:
+        self.b = builder
+        self.rewrite: Mapping[Ix, Ix] = rewrite or {}
+        self.var_map: Mapping[str, str | None] = var_map or {}
+        self.buffers = buffers
+        self.extents = dict(extents)
+        self.env: dict[str, ir.Value] = dict(env or {})
+        self.refs: dict[str, ir.Value] = {}
+        self.acc: ir.Value | None = None
+        self._ix: dict[Ix, ir.Value] = {}
+        self._expr: dict[int, ir.Value] = {}
+        self._deps: dict[int, frozenset[str]] = {}
+
+    def child(self, env: Mapping[str, ir.Value] | None = None,
+              extents: Mapping[str, int] | None = None) -> ExprEmitter:
+        """A scope nested in this one (an inner loop body) with more variables bound."""
+        c = ExprEmitter.__new__(ExprEmitter)
+        c.b = self.b
+        c.rewrite = self.rewrite
+        c.var_map = self.var_map
+        c.buffers = self.buffers
+        c.extents = {**self.extents, **(extents or {})}
+        c.env = {**self.env, **(env or {})}
+        c.refs = dict(self.refs)
+        c.acc = self.acc
+        c._ix = dict(self._ix)
+        c._expr = dict(self._expr)
+        c._deps = self._deps
+        return c
+
+    # -- indices ---------------------------------------------------------------------------------
+    def index(self, e: Ix) -> ir.Value:
+        """The i64 value of an index expression (floor semantics for `//` and `%`), after the
+        nest's rewrite of kernel variables (collapsed or dropped loops)."""
+        return self._raw_index(self.rewrite.get(e, e))
+
+    def _raw_index(self, e: Ix) -> ir.Value:
+        got = self._ix.get(e)
+        if got is not None:
+            return got
+        b = self.b
+        acc: ir.Value | None = None
+        for atom, coef in e.terms:
+            v = self._atom(atom)
+            if coef != 1:
+                v = b.mul(v, ir.Constant(I64, coef))
+            acc = v if acc is None else b.add(acc, v)
+        if acc is None:
+            acc = ir.Constant(I64, e.const)
+        elif e.const:
+            acc = b.add(acc, ir.Constant(I64, e.const))
+        self._ix[e] = acc
+        return acc
+
+    def _atom(self, a) -> ir.Value:
+        b = self.b
+        if isinstance(a, Var):
+            try:
+                return self.env[a.name]
+            except KeyError:
+                raise GraphError(f"index variable {a.name!r} is not bound here") from None
+        x = self._raw_index(a.arg)
+        d = ir.Constant(I64, a.d)
+        nonneg = ix_range(a.arg, self.extents)[0] >= 0
+        if isinstance(a, FloorDiv):
+            if nonneg:
+                return b.udiv(x, d)
+            q, r = b.sdiv(x, d), b.srem(x, d)
+            return b.sub(q, b.zext(b.icmp_signed("<", r, ir.Constant(I64, 0)), I64))
+        if isinstance(a, Mod):
+            if nonneg:
+                return b.urem(x, d)
+            r = b.srem(x, d)
+            return b.add(r, b.select(b.icmp_signed("<", r, ir.Constant(I64, 0)), d,
+                                     ir.Constant(I64, 0)))
+        raise GraphError(f"unknown index atom {a!r}")
+
+    def bounds(self, bounds: Iterable[Bound]) -> ir.Value:
+        """i1: every bound holds."""
+        b = self.b
+        ok: ir.Value = ir.Constant(I1, 1)
+        for bd in bounds:
+            e = self.rewrite.get(bd.e, bd.e)
+            v = self._raw_index(e)
+            lo, hi = ix_range(e, self.extents)
+            if lo < bd.lo:
+                ok = b.and_(ok, b.icmp_signed(">=", v, ir.Constant(I64, bd.lo)))
+            if hi >= bd.hi:
+                ok = b.and_(ok, b.icmp_signed("<", v, ir.Constant(I64, bd.hi)))
+            if bd.step != 1:
+                off = self._raw_index(e - bd.lo)
+                r = b.srem(off, ir.Constant(I64, bd.step))
+                ok = b.and_(ok, b.icmp_signed("==", r, ir.Constant(I64, 0)))
+        return ok
+
+    def linear(self, buffer: str, index: tuple[Ix, ...]) -> ir.Value:
+        return self.index(linearize(index, self.buffers[buffer].shape))
+
+    # -- scalar expressions ----------------------------------------------------------------------
+    def __call__(self, e: Expr) -> ir.Value:
+        got = self._expr.get(id(e))
+        if got is None:
+            got = self._expr[id(e)] = self._compute(e)
+        return got
+
+    def deps(self, e: Expr) -> frozenset[str]:
+        """Variables `e` reads, named as in the (rewritten) loop nest."""
+        d = expr_deps(e, self._deps)
+        if not self.var_map:
+            return d
+        return frozenset(v for v in (self.var_map.get(x, x) for x in d) if v is not None)
+
+    def _compute(self, e: Expr) -> ir.Value:
+        b = self.b
+        if isinstance(e, Const):
+            return const_value(e.value, e.dtype)
+        if isinstance(e, Load):
+            return self._load(e)
+        if isinstance(e, Op):
+            args = [self(a) for a in e.args]
+            arg_dtype = e.args[-1].dtype if e.op == "select" else e.args[0].dtype
+            return emit_elementwise(b, e.op, args, dict(e.attrs), arg_dtype, e.dtype)
+        if isinstance(e, IndexValue):
+            return cast_value(b, self.index(e.index), "i64", e.dtype)
+        if isinstance(e, InBounds):
+            return self.bounds(e.bounds)
+        if isinstance(e, ReduceRef):
+            try:
+                return self.refs[e.name]
+            except KeyError:
+                raise GraphError(f"reduction {e.name!r} is read before its sweep") from None
+        if isinstance(e, Acc):
+            if self.acc is None:
+                raise GraphError("Acc() outside a template epilogue")
+            return self.acc
+        if isinstance(e, RandomUniform):
+            seed = cast_value(b, self(e.seed), e.seed.dtype, "i64")
+            return emit_philox_uniform(b, seed, self.index(e.counter), e.stream)
+        raise GraphError(f"the LLVM backend cannot emit expression {e!r}")
+
+    def _load(self, e: Load) -> ir.Value:
+        buf = self.buffers[e.buffer]
+        b = self.b
+        linear = self.linear(e.buffer, e.index)
+        if not e.mask:
+            return load_element(b, buf, linear)
+        ok = self.bounds(e.mask)
+        ptr = element_ptr(b, buf, linear)
+        zero = const_value(0, e.dtype)
+        before = b.block
+        with b.if_then(ok):
+            loaded = from_storage(b, b.load(ptr), buf)
+            then_end = b.block
+        phi = b.phi(zero.type)
+        phi.add_incoming(loaded, then_end)
+        phi.add_incoming(zero, before)
+        return phi
+
+    def hoist(self, roots: Iterable[Expr], inner: Iterable[str]) -> None:
+        """Evaluate now every maximal subexpression of `roots` that reads none of the variables
+        `inner` (nor the accumulator, nor a reduction not yet computed)."""
+        inner = frozenset(inner) | {ACC_DEP}
+        seen: set[int] = set()
+        stack = list(roots)
+        while stack:
+            e = stack.pop()
+            if id(e) in seen or isinstance(e, Const):
+                continue
+            seen.add(id(e))
+            d = self.deps(e)
+            refs_ready = all(x[1:] in self.refs for x in d if x.startswith("$"))
+            if not (d & inner) and refs_ready:
+                self(e)
+            else:
+                stack.extend(e.children())
+
+
+# -- random numbers -------------------------------------------------------------------------------
+
+
+def emit_philox_uniform(b: ir.IRBuilder, seed: ir.Value, counter: ir.Value, stream: int
+                        ) -> ir.Value:
+    """f32 in [0, 1): Philox4x32-10 of (counter lo, counter hi, stream, 0) under the key
+    (seed lo, seed hi); (first word >> 8) * 2^-24. Bit-identical to `ir/ops/random.py`."""
+    def c32(v: int) -> ir.Constant:
+        return ir.Constant(I32, v & 0xFFFFFFFF)
+
+    k0 = b.trunc(seed, I32)
+    k1 = b.trunc(b.lshr(seed, ir.Constant(I64, 32)), I32)
+    c = [b.trunc(counter, I32), b.trunc(b.lshr(counter, ir.Constant(I64, 32)), I32),
+         c32(stream), c32(0)]
+    for r in range(PHILOX_ROUNDS):
+        if r > 0:
+            k0 = b.add(k0, c32(PHILOX_W0))
+            k1 = b.add(k1, c32(PHILOX_W1))
+        p0 = b.mul(ir.Constant(I64, PHILOX_M0), b.zext(c[0], I64))
+        p1 = b.mul(ir.Constant(I64, PHILOX_M1), b.zext(c[2], I64))
+        hi0, lo0 = b.trunc(b.lshr(p0, ir.Constant(I64, 32)), I32), b.trunc(p0, I32)
+        hi1, lo1 = b.trunc(b.lshr(p1, ir.Constant(I64, 32)), I32), b.trunc(p1, I32)
+        c = [b.xor(b.xor(hi1, c[1]), k0), lo1, b.xor(b.xor(hi0, c[3]), k1), lo0]
+    top = b.lshr(c[0], ir.Constant(I32, 8))
+    return b.fmul(b.sitofp(top, F32), ir.Constant(F32, 2.0 ** -24))
+

@@ -1,0 +1,475 @@
+"""Loop kernels (pointwise, reductions, persistent multi-sweep reductions) -> LLVM IR.
+
+Note: the loop nest we emit
+---------------------------
+`normalize_nest` first simplifies the kernel's iteration space without changing its meaning:
+loops of extent 1 disappear and two adjacent loops merge into one when every index expression
+of the kernel reads them only as `a·B + b` (B the inner extent): an elementwise kernel over
+[N, C, H, W] with a per-channel operand becomes [N, C, H·W], a plain elementwise chain one flat
+loop. Index expressions are rewritten accordingly (`Nest.rewrite`).
+
+The outer space is then cut into *tasks*: the outer loops but the last one, times blocks of
+the last outer loop. Tasks are what `emit_parallel_for` distributes over threads (chunk
+boundaries never depend on the thread count, so results do not either). Per task:
+
+    row schedule (default):                 column schedule (reduction along a strided axis):
+    for o_last in block:                    for sweep: acc[0:B] = init
+        for sweep:                              for q in reduce domain:
+            acc = init                              for o_last in block:   # contiguous, vector
+            for q in reduce domain: ...                 acc[o_last] ⊕= value(o, q)
+        outer stores                        for o_last in block: outer stores
+
+The row schedule's innermost loop is the reduction (or, pointwise, the last outer loop); the
+column schedule is chosen when the operands are contiguous along the last outer variable and
+not along the reduction (bias gradients: a sum over the batch axis), so the vectorized loop runs
+over contiguous memory with an accumulator array instead of a strided scalar reduction.
+
+Reductions: `sum` adds with the `reassoc` flag (the kernel IR leaves the order unspecified, and
+it lets LLVM vectorize and interleave the accumulation), `max` is `llvm.maximum` (NaN
+propagates, as np.max; vectorizes), `argmax` keeps the first maximum with NaN counting as the
+largest value (as np.argmax).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from llvmlite import ir
+
+from graphc.ir.kernel import (
+    FloorDiv,
+    InBounds,
+    IndexValue,
+    Ix,
+    Load,
+    LoopKernel,
+    Mod,
+    RandomUniform,
+    Reduction,
+    Var,
+    floordiv,
+    kernel_reads,
+    kernel_writes,
+    linearize,
+    mod,
+    walk,
+)
+
+from .codegen_expr import BufferRef, ExprEmitter, store_element
+from .llvm_ir import I1, I64, alloca_at_entry, emit_loop, for_range, intrinsic, smin
+from .lowering import cast_value, compute_type
+
+# Work (element operations) per parallel chunk, and below which a kernel runs serially.
+CHUNK_WORK = 1 << 15
+PARALLEL_WORK = 1 << 16
+COLUMN_BLOCK = 512
+
+
+# -- normalizing the iteration space --------------------------------------------------------------
+
+
+@dataclass
+class Nest:
+    """The kernel's loops after dropping unit loops and merging adjacent ones."""
+
+    outer: list[tuple[str, int]]
+    inner: list[tuple[str, int]]
+    rewrite: dict[Ix, Ix] = field(default_factory=dict)
+    var_map: dict[str, str | None] = field(default_factory=dict)
+
+    @property
+    def extents(self) -> dict[str, int]:
+        return dict(self.outer + self.inner)
+
+
+def kernel_indices(k: LoopKernel, shapes: dict[str, tuple[int, ...]]) -> list[Ix]:
+    """Every index expression the kernel evaluates, loads and stores linearized."""
+    out: list[Ix] = []
+    for e in walk(k.expr_roots()):
+        if isinstance(e, Load):
+            out.append(linearize(e.index, shapes[e.buffer]))
+            out += [m.e for m in e.mask]
+        elif isinstance(e, IndexValue):
+            out.append(e.index)
+        elif isinstance(e, InBounds):
+            out += [m.e for m in e.bounds]
+        elif isinstance(e, RandomUniform):
+            out.append(e.counter)
+    for st in k.all_stores():
+        out.append(linearize(st.index, shapes[st.buffer]))
+    return list(dict.fromkeys(out))
+
+
+def _drop_vars(e: Ix, dropped: set[str], extents: dict[str, int]) -> Ix:
+    """`e` with the variables `dropped` set to 0 (re-simplified)."""
+    out = Ix((), e.const)
+    for atom, c in e.terms:
+        if isinstance(atom, Var):
+            if atom.name not in dropped:
+                out = out + Ix(((atom, 1),), 0) * c
+            continue
+        arg = _drop_vars(atom.arg, dropped, extents)
+        sub = floordiv(arg, atom.d, extents) if isinstance(atom, FloorDiv) else \
+            mod(arg, atom.d, extents)
+        out = out + sub * c
+    return out
+
+
+def _merge_pair(e: Ix, a: str, b: str, inner: int, extents: dict[str, int]) -> Ix | None:
+    """Rewrite `a·inner + b` as the variable `a` (now of extent A·inner), or None when some
+    term of `e` reads a and b otherwise."""
+    ca = cb = 0
+    out = Ix((), e.const)
+    for atom, c in e.terms:
+        if isinstance(atom, Var):
+            if atom.name == a:
+                ca = c
+            elif atom.name == b:
+                cb = c
+            else:
+                out = out + Ix(((atom, 1),), 0) * c
+            continue
+        arg = _merge_pair(atom.arg, a, b, inner, extents)
+        if arg is None:
+            return None
+        sub = floordiv(arg, atom.d, extents) if isinstance(atom, FloorDiv) else \
+            mod(arg, atom.d, extents)
+        out = out + sub * c
+    if ca != cb * inner:
+        return None
+    return out + Ix(((Var(a), 1),), 0) * cb if cb else out
+
+
+def _rename(e: Ix, names: dict[str, str], extents: dict[str, int]) -> Ix:
+    out = Ix((), e.const)
+    for atom, c in e.terms:
+        if isinstance(atom, Var):
+            out = out + Ix(((Var(names[atom.name]), 1),), 0) * c
+            continue
+        arg = _rename(atom.arg, names, extents)
+        atom2 = FloorDiv(arg, atom.d) if isinstance(atom, FloorDiv) else Mod(arg, atom.d)
+        out = out + Ix(((atom2, 1),), 0) * c
+    return out
+
+
+def normalize_nest(k: LoopKernel, shapes: dict[str, tuple[int, ...]]) -> Nest:
+    """Drop unit loops and merge adjacent loops the index expressions allow (module note)."""
+    indices = kernel_indices(k, shapes)
+    extents = k.extents()
+    var_map: dict[str, str | None] = {v: v for v in extents}
+    dropped = {v for v, n in extents.items() if n == 1}
+    current = {e: _drop_vars(e, dropped, extents) for e in indices}
+    for v in dropped:
+        var_map[v] = None
+    groups = []
+    for names in (k.outer_vars, k.inner_vars):
+        groups.append([(v, extents[v]) for v in names if v not in dropped])
+    for loops in groups:
+        j = len(loops) - 1
+        while j > 0:
+            (a, na), (b, nb) = loops[j - 1], loops[j]
+            merged_ext = {**extents, a: na * nb}
+            trial = {}
+            for orig, e in current.items():
+                m = _merge_pair(e, a, b, nb, merged_ext)
+                if m is None:
+                    break
+                trial[orig] = m
+            else:
+                current = trial
+                extents = merged_ext
+                loops[j - 1] = (a, na * nb)
+                del loops[j]
+                for v, tgt in var_map.items():
+                    if tgt == b:
+                        var_map[v] = a
+            j -= 1
+    outer, inner = groups
+    names = {v: f"_o{i}" for i, (v, _) in enumerate(outer)}
+    names.update({v: f"_q{i}" for i, (v, _) in enumerate(inner)})
+    new_ext = {names[v]: n for v, n in outer + inner}
+    rewrite = {orig: _rename(e, names, new_ext) for orig, e in current.items()}
+    var_map = {v: (names[t] if t is not None else None) for v, t in var_map.items()}
+    return Nest([(names[v], n) for v, n in outer], [(names[v], n) for v, n in inner],
+                rewrite, var_map)
+
+
+# -- the plan -------------------------------------------------------------------------------------
+
+
+@dataclass
+class LoopPlan:
+    """How a loop kernel is cut into tasks (see the module note)."""
+
+    nest: Nest
+    column: bool          # column schedule (accumulator arrays along the last outer loop)
+    block: int            # extent of the last outer loop handled by one task
+    tasks: int
+    grain: int            # tasks per parallel chunk
+    work: int             # estimated element operations of the whole kernel
+
+    @property
+    def parallel(self) -> bool:
+        return self.tasks > self.grain and self.work >= PARALLEL_WORK
+
+
+def _contiguous_in(k: LoopKernel, nest: Nest, shapes, var: str) -> int:
+    """How many loads of the sweeps are unit-stride along (rewritten) variable `var`."""
+    n = 0
+    for sw in k.sweeps:
+        roots = [r.value for r in sw.reductions] + [s.value for s in sw.stores]
+        for e in walk(roots):
+            if isinstance(e, Load):
+                lin = linearize(e.index, shapes[e.buffer])
+                lin = nest.rewrite.get(lin, lin)
+                if dict((str(a), c) for a, c in lin.terms).get(var) == 1:
+                    n += 1
+    return n
+
+
+def plan_loop(k: LoopKernel, shapes: dict[str, tuple[int, ...]]) -> LoopPlan:
+    nest = normalize_nest(k, shapes)
+    q_points = math.prod(n for _, n in nest.inner)
+    row_work = max(1, q_points * max(1, len(k.sweeps)))
+    nops = sum(1 for _ in walk(k.expr_roots()))
+    column = False
+    if nest.inner and nest.outer and nest.outer[-1][1] > 1:
+        o_last, q_last = nest.outer[-1][0], nest.inner[-1][0]
+        column = (_contiguous_in(k, nest, shapes, o_last) > 0
+                  and _contiguous_in(k, nest, shapes, q_last) == 0)
+    if not nest.outer:
+        return LoopPlan(nest, False, 1, 1, 1, row_work * nops)
+    last = nest.outer[-1][1]
+    rows = math.prod(n for _, n in nest.outer[:-1])
+    if column:
+        block = min(last, COLUMN_BLOCK)
+    else:
+        block = min(last, max(16, -(-CHUNK_WORK // row_work)))
+        if block < last:  # equal blocks, a multiple of a vector's length where possible
+            nblk = -(-last // block)
+            block = -(-last // nblk)
+            block = min(last, -(-block // 16) * 16)
+    tasks = rows * -(-last // block)
+    grain = max(1, -(-CHUNK_WORK // (block * row_work)))
+    return LoopPlan(nest, column, block, tasks, grain, rows * last * row_work * nops)
+
+
+# -- emission -------------------------------------------------------------------------------------
+
+
+def _i64(v: int) -> ir.Constant:
+    return ir.Constant(I64, v)
+
+
+def emit_loop_kernel(k: LoopKernel, plan: LoopPlan, b: ir.IRBuilder,
+                     buffers: dict[str, BufferRef], lo: ir.Value, hi: ir.Value) -> None:
+    """Emit tasks [lo, hi) of `k` at the builder's position (a function of the pointers)."""
+    nest = plan.nest
+    ev = ExprEmitter(b, buffers, nest.extents, rewrite=nest.rewrite, var_map=nest.var_map)
+    if not nest.outer:
+        _emit_point(k, ev, [])
+        return
+    last_name, last = nest.outer[-1]
+    nblk = -(-last // plan.block)
+    with for_range(b, lo, hi, name="task") as t:
+        env = _decode_prefix(b, nest.outer[:-1], b.udiv(t, _i64(nblk)) if nblk > 1 else t)
+        blk = b.urem(t, _i64(nblk)) if nblk > 1 else _i64(0)
+        j0 = b.mul(blk, _i64(plan.block))
+        j1 = smin(b, b.add(j0, _i64(plan.block)), _i64(last))
+        task_ev = ev.child(env)
+        if plan.column:
+            _emit_column_block(k, task_ev, last_name, j0, j1, plan.block)
+        else:
+            with for_range(b, j0, j1, name="col") as j:
+                _emit_point(k, task_ev.child({last_name: j}), [last_name])
+
+
+def _decode_prefix(b: ir.IRBuilder, loops: list[tuple[str, int]], row: ir.Value
+                   ) -> dict[str, ir.Value]:
+    """Row-major multi-index of `row` over `loops`."""
+    env: dict[str, ir.Value] = {}
+    for pos in range(len(loops) - 1, -1, -1):
+        name, n = loops[pos]
+        if pos == 0:
+            env[name] = row
+        else:
+            env[name] = b.urem(row, _i64(n))
+            row = b.udiv(row, _i64(n))
+    return env
+
+
+def _emit_point(k: LoopKernel, ev: ExprEmitter, bound_outer: list[str]) -> None:
+    """One outer point: every sweep over the reduce domain, then the outer stores."""
+    b = ev.b
+    inner_names = [n for n, _ in ev_inner(ev)]
+    for sw in k.sweeps:
+        roots = [r.value for r in sw.reductions] + [s.value for s in sw.stores]
+        ev.hoist(roots, inner_names)
+        accs = [_init(r) for r in sw.reductions]
+        results = _emit_reduce_loops(ev, ev_inner(ev), sw.stores, sw.reductions, accs)
+        for red, res in zip(sw.reductions, results, strict=True):
+            ev.refs[red.name] = _finish(b, red, res)
+    for st in k.stores:
+        store_element(b, ev.buffers[st.buffer], ev.linear(st.buffer, st.index), ev(st.value))
+
+
+def ev_inner(ev: ExprEmitter) -> list[tuple[str, int]]:
+    return [(n, e) for n, e in ev.extents.items() if n.startswith("_q")]
+
+
+def _emit_reduce_loops(ev: ExprEmitter, loops: list[tuple[str, int]], stores, reductions,
+                       accs: list[list[ir.Value]]) -> list[list[ir.Value]]:
+    """Nested loops over the reduce domain carrying the accumulators; returns them after."""
+    b = ev.b
+    if not loops:
+        for st in stores:
+            store_element(b, ev.buffers[st.buffer], ev.linear(st.buffer, st.index), ev(st.value))
+        return [_combine(ev, red, acc, ev(red.value), _inner_position(ev))
+                for red, acc in zip(reductions, accs, strict=True)]
+    name, n = loops[0]
+    flat = [v for acc in accs for v in acc]
+    sizes = [len(acc) for acc in accs]
+
+    def body(bb: ir.IRBuilder, q: ir.Value, carried: list[ir.Value]) -> list[ir.Value]:
+        inner_ev = ev.child({name: q})
+        inner_ev.hoist([r.value for r in reductions] + [s.value for s in stores],
+                       [x for x, _ in loops[1:]])
+        regrouped, pos = [], 0
+        for s in sizes:
+            regrouped.append(carried[pos:pos + s])
+            pos += s
+        out = _emit_reduce_loops(inner_ev, loops[1:], stores, reductions, regrouped)
+        return [v for acc in out for v in acc]
+
+    final = emit_loop(b, _i64(0), _i64(n), body, flat, name=f"red{name}")
+    out, pos = [], 0
+    for s in sizes:
+        out.append(final[pos:pos + s])
+        pos += s
+    return out
+
+
+def _inner_position(ev: ExprEmitter) -> ir.Value | None:
+    """Row-major position in the reduce domain (argmax's result)."""
+    b = ev.b
+    pos: ir.Value | None = None
+    for name, n in ev_inner(ev):
+        v = ev.env.get(name)
+        if v is None:
+            return None
+        pos = v if pos is None else b.add(b.mul(pos, _i64(n)), v)
+    return pos if pos is not None else _i64(0)
+
+
+def _init(red: Reduction) -> list[ir.Value]:
+    ty = compute_type(red.value.dtype)
+    is_float = isinstance(ty, (ir.FloatType, ir.DoubleType))
+    if red.kind == "sum":
+        return [ir.Constant(ty, 0.0 if is_float else 0)]
+    low = float("-inf") if is_float else (0 if ty == I1 else -(1 << (ty.width - 1)))
+    if red.kind == "max":
+        return [ir.Constant(ty, low)]
+    return [ir.Constant(ty, low), _i64(-1)]  # argmax: best value, its position
+
+
+def _combine(ev: ExprEmitter, red: Reduction, acc: list[ir.Value], v: ir.Value,
+             position: ir.Value | None) -> list[ir.Value]:
+    b = ev.b
+    ty = v.type
+    is_float = isinstance(ty, (ir.FloatType, ir.DoubleType))
+    if red.kind == "sum":
+        return [b.fadd(acc[0], v, flags=("reassoc",)) if is_float else b.add(acc[0], v)]
+    if red.kind == "max":
+        if is_float:
+            return [b.call(intrinsic(b.module, "llvm.maximum", ty), [acc[0], v])]
+        if ty == I1:
+            return [b.or_(acc[0], v)]
+        return [b.call(intrinsic(b.module, "llvm.smax", ty), [acc[0], v])]
+    best, where = acc
+    if is_float:  # first maximum; NaN beats everything and the first NaN wins
+        better = b.or_(b.fcmp_ordered(">", v, best),
+                       b.and_(b.fcmp_unordered("uno", v, v), b.fcmp_ordered("ord", best, best)))
+    elif ty == I1:
+        better = b.and_(v, b.not_(best))
+    else:
+        better = b.icmp_signed(">", v, best)
+    better = b.or_(better, b.icmp_signed("<", where, _i64(0)))  # the first element
+    return [b.select(better, v, best), b.select(better, position, where)]
+
+
+def _finish(b: ir.IRBuilder, red: Reduction, acc: list[ir.Value]) -> ir.Value:
+    if red.kind == "argmax":
+        where = b.select(b.icmp_signed("<", acc[1], _i64(0)), _i64(0), acc[1])
+        return cast_value(b, where, "i64", red.dtype)
+    return cast_value(b, acc[0], red.value.dtype, red.dtype) \
+        if red.value.dtype != red.dtype else acc[0]
+
+
+# -- the column schedule --------------------------------------------------------------------------
+
+
+def _emit_column_block(k: LoopKernel, ev: ExprEmitter, last_name: str, j0: ir.Value,
+                       j1: ir.Value, block: int) -> None:
+    """Tasks of the column schedule: accumulator arrays over the block of the last outer loop,
+    the reduce loops outside, the contiguous loop over the block innermost."""
+    b = ev.b
+    slots: dict[str, list[ir.Value]] = {}
+    for sw in k.sweeps:
+        for red in sw.reductions:
+            init = _init(red)
+            arrays = [alloca_at_entry(b, ir.ArrayType(v.type, block), name=f"acc.{red.name}")
+                      for v in init]
+            slots[red.name] = arrays
+            with for_range(b, j0, j1, name="init") as j:
+                for arr, v in zip(arrays, init, strict=True):
+                    b.store(v, _slot(b, arr, b.sub(j, j0)))
+        _column_sweep(ev, ev_inner(ev), sw, slots, last_name, j0, j1, k.sweeps)
+    with for_range(b, j0, j1, name="out") as j:
+        jev = ev.child({last_name: j})
+        _load_refs(jev, k.sweeps, slots, j, j0, len(k.sweeps))
+        for st in k.stores:
+            store_element(b, jev.buffers[st.buffer], jev.linear(st.buffer, st.index),
+                          jev(st.value))
+
+
+def _slot(b: ir.IRBuilder, arr: ir.Value, i: ir.Value) -> ir.Value:
+    return b.gep(arr, [ir.Constant(ir.IntType(32), 0), i], inbounds=True)
+
+
+def _load_refs(ev: ExprEmitter, sweeps, slots, j: ir.Value, j0: ir.Value, upto: int) -> None:
+    """Bind the results of the reductions of sweeps[:upto] at block position j."""
+    b = ev.b
+    for sw in sweeps[:upto]:
+        for red in sw.reductions:
+            acc = [b.load(_slot(b, arr, b.sub(j, j0))) for arr in slots[red.name]]
+            ev.refs[red.name] = _finish(b, red, acc)
+
+
+def _column_sweep(ev: ExprEmitter, loops, sw, slots, last_name, j0, j1, sweeps) -> None:
+    b = ev.b
+    if loops:
+        name, n = loops[0]
+        with for_range(b, _i64(0), _i64(n), name=f"red{name}") as q:
+            _column_sweep(ev.child({name: q}), loops[1:], sw, slots, last_name, j0, j1, sweeps)
+        return
+    upto = sweeps.index(sw)
+    with for_range(b, j0, j1, name="lane") as j:
+        jev = ev.child({last_name: j})
+        _load_refs(jev, sweeps, slots, j, j0, upto)
+        for st in sw.stores:
+            store_element(b, jev.buffers[st.buffer], jev.linear(st.buffer, st.index),
+                          jev(st.value))
+        for red in sw.reductions:
+            ptrs = [_slot(b, arr, b.sub(j, j0)) for arr in slots[red.name]]
+            acc = [b.load(p) for p in ptrs]
+            new = _combine(jev, red, acc, jev(red.value), _inner_position(jev))
+            for p, v in zip(ptrs, new, strict=True):
+                b.store(v, p)
+
+
+def loop_buffers(k: LoopKernel) -> Iterable[str]:
+    """Buffers the kernel touches (reads, then writes)."""
+    return list(dict.fromkeys(kernel_reads(k) + kernel_writes(k)))
+

@@ -1,0 +1,351 @@
+"""The LLVM backend's lowering table: every primitive of the op set, keyed by name.
+
+Note: one table
+---------------
+`LOWERINGS[op]` says how the CPU code generator realizes primitive `op`. Elementwise primitives
+are scalar emitters (`lower_add`, `lower_exp`, ...): they receive operand values in their
+*compute* type (f16/bf16 compute in f32, bool is i1) and return the result; the loop vectorizer
+widens them, so they must stay branch-free and never call libm (transcendentals come from
+`mathlib`, inlined polynomials). The other primitives never reach this table as calls: fusion
+has already turned them into kernel-IR structure, and the entry records where they are
+realized (`index`: index arithmetic of loads; `reduction`: a loop-kernel reduction; `template`:
+`codegen_template`; `library`: `codegen_library`; `source`: a buffer). A registry test checks
+that every primitive has an entry.
+
+NaN semantics follow the numpy references exactly: `maximum`/`minimum` and `relu` propagate
+NaN (`np.maximum`), comparisons with NaN are false except `ne`, `sign(NaN)` is NaN, and a cast of
+NaN to bool is True.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from llvmlite import ir
+
+from graphc.ir.errors import GraphError
+
+from .llvm_ir import F32, F64, I1, intrinsic
+from .mathlib import emit_math
+
+
+@dataclass
+class ScalarCtx:
+    """What a scalar emitter needs: the builder, and the graphc dtypes of operands and result."""
+
+    builder: ir.IRBuilder
+    arg_dtype: str
+    out_dtype: str
+
+    @property
+    def module(self) -> ir.Module:
+        return self.builder.module
+
+    @property
+    def is_float(self) -> bool:
+        return self.arg_dtype in ("f32", "f64", "f16", "bf16")
+
+    @property
+    def math_dtype(self) -> str:
+        """The dtype math functions run in (f16/bf16 compute in f32)."""
+        return "f64" if self.arg_dtype == "f64" else "f32"
+
+
+ScalarEmit = Callable[[ScalarCtx, Sequence[ir.Value], dict[str, Any]], ir.Value]
+
+
+@dataclass(frozen=True)
+class Lowering:
+    """How one primitive is realized: `kind` and, for elementwise ops, its scalar emitter."""
+
+    kind: str  # scalar | index | reduction | template | library | source | random
+    emit: ScalarEmit | None = None
+    doc: str = ""
+
+
+def _const(v: ir.Value, value) -> ir.Constant:
+    return ir.Constant(v.type, value)
+
+
+def _fcall(cx: ScalarCtx, name: str, *args: ir.Value) -> ir.Value:
+    return cx.builder.call(intrinsic(cx.module, name, args[0].type), list(args))
+
+
+def _math(cx: ScalarCtx, name: str, *args: ir.Value) -> ir.Value:
+    return cx.builder.call(emit_math(cx.module, name, cx.math_dtype), list(args))
+
+
+# -- unary -----------------------------------------------------------------------------------------
+
+def lower_neg(cx, args, attrs):
+    (x,) = args
+    return cx.builder.fneg(x) if cx.is_float else cx.builder.sub(_const(x, 0), x)
+
+
+def lower_abs(cx, args, attrs):
+    (x,) = args
+    if cx.is_float:
+        return _fcall(cx, "llvm.fabs", x)
+    b = cx.builder
+    return b.select(b.icmp_signed("<", x, _const(x, 0)), b.sub(_const(x, 0), x), x)
+
+
+def _lower_math(name: str) -> ScalarEmit:
+    def emit(cx, args, attrs):
+        return _math(cx, name, *args)
+    emit.__name__ = f"lower_{name}"
+    return emit
+
+
+def lower_sqrt(cx, args, attrs):
+    return _fcall(cx, "llvm.sqrt", args[0])
+
+
+def lower_reciprocal(cx, args, attrs):
+    return cx.builder.fdiv(_const(args[0], 1.0), args[0])
+
+
+def lower_relu(cx, args, attrs):
+    (x,) = args
+    b = cx.builder
+    if cx.is_float:
+        # np.maximum(x, 0): x where x >= 0 or x is NaN (unordered-or-greater-equal), else 0.
+        return b.select(b.fcmp_unordered(">=", x, _const(x, 0.0)), x, _const(x, 0.0))
+    return b.select(b.icmp_signed(">", x, _const(x, 0)), x, _const(x, 0))
+
+
+def lower_sign(cx, args, attrs):
+    (x,) = args
+    b = cx.builder
+    if cx.is_float:
+        one = _const(x, 1.0)
+        neg = b.select(b.fcmp_ordered("<", x, _const(x, 0.0)), _const(x, -1.0), x)
+        return b.select(b.fcmp_ordered(">", x, _const(x, 0.0)), one, neg)  # 0 and NaN stay
+    pos = b.zext(b.icmp_signed(">", x, _const(x, 0)), x.type)
+    neg = b.zext(b.icmp_signed("<", x, _const(x, 0)), x.type)
+    return b.sub(pos, neg)
+
+
+# -- binary ----------------------------------------------------------------------------------------
+
+def _arith(fop: str, iop: str) -> ScalarEmit:
+    def emit(cx, args, attrs):
+        a, c = args
+        return getattr(cx.builder, fop if cx.is_float else iop)(a, c)
+    emit.__name__ = f"lower_{iop}"
+    return emit
+
+
+def lower_div(cx, args, attrs):
+    a, d = args
+    b = cx.builder
+    if cx.is_float:
+        return b.fdiv(a, d)
+    # numpy floor_divide: floor toward -inf; x // 0 is 0 and MIN // -1 wraps (no CPU trap).
+    zero, one, m1 = _const(a, 0), _const(a, 1), _const(a, -1)
+    is0, ism1 = b.icmp_signed("==", d, zero), b.icmp_signed("==", d, m1)
+    safe = b.select(b.or_(is0, ism1), one, d)
+    q, r = b.sdiv(a, safe), b.srem(a, safe)
+    adjust = b.and_(b.icmp_signed("!=", r, zero), b.icmp_signed("<", b.xor(r, safe), zero))
+    q = b.sub(q, b.zext(adjust, a.type))
+    q = b.select(ism1, b.sub(zero, a), q)
+    return b.select(is0, zero, q)
+
+
+def lower_pow(cx, args, attrs):
+    if cx.is_float:
+        return _math(cx, "pow", *args)
+    return cx.builder.call(_int_pow_function(cx.module, args[0].type), list(args))
+
+
+def _int_pow_function(module: ir.Module, ty: ir.IntType) -> ir.Function:
+    """`ipow(x, e)` by binary exponentiation (wrapping); e < 0 gives 0 (numpy raises)."""
+    name = f"graphc.ipow.i{ty.width}"
+    fn = module.globals.get(name)
+    if fn is not None:
+        return fn
+    fn = ir.Function(module, ir.FunctionType(ty, [ty, ty]), name=name)
+    fn.linkage = "internal"
+    x, e = fn.args
+    b = ir.IRBuilder(fn.append_basic_block("entry"))
+    loop, done = fn.append_basic_block("loop"), fn.append_basic_block("done")
+    entry = b.block
+    # e == 0 gives 1, e < 0 gives 0 (the loop does not run)
+    trivial = b.zext(b.icmp_signed("==", e, ir.Constant(ty, 0)), ty)
+    b.cbranch(b.icmp_signed(">", e, ir.Constant(ty, 0)), loop, done)
+    b.position_at_end(loop)
+    acc, base, exp = (b.phi(ty) for _ in range(3))
+    odd = b.trunc(exp, I1)
+    acc_n = b.select(odd, b.mul(acc, base), acc)
+    base_n, exp_n = b.mul(base, base), b.lshr(exp, ir.Constant(ty, 1))
+    for phi, start, nxt in ((acc, ir.Constant(ty, 1), acc_n), (base, x, base_n), (exp, e, exp_n)):
+        phi.add_incoming(start, entry)
+        phi.add_incoming(nxt, loop)
+    b.cbranch(b.icmp_signed(">", exp_n, ir.Constant(ty, 0)), loop, done)
+    b.position_at_end(done)
+    res = b.phi(ty)
+    res.add_incoming(trivial, entry)
+    res.add_incoming(acc_n, loop)
+    b.ret(res)
+    return fn
+
+
+def _minmax(is_max: bool) -> ScalarEmit:
+    def emit(cx, args, attrs):
+        a, c = args
+        b = cx.builder
+        if cx.is_float:
+            # numpy: a where (a >= c or a is NaN) [max], (a <= c or a is NaN) [min], else c.
+            keep = b.or_(b.fcmp_ordered(">=" if is_max else "<=", a, c),
+                         b.fcmp_unordered("uno", a, a))
+            return b.select(keep, a, c)
+        if a.type == I1:
+            return b.or_(a, c) if is_max else b.and_(a, c)
+        return b.select(b.icmp_signed(">" if is_max else "<", a, c), a, c)
+    emit.__name__ = "lower_maximum" if is_max else "lower_minimum"
+    return emit
+
+
+_CMP = {"eq": "==", "ne": "!=", "lt": "<", "le": "<=", "gt": ">", "ge": ">="}
+
+
+def _compare(op: str) -> ScalarEmit:
+    def emit(cx, args, attrs):
+        a, c = args
+        b = cx.builder
+        if cx.is_float:
+            if op == "ne":
+                return b.fcmp_unordered("!=", a, c)  # NaN != anything is True
+            return b.fcmp_ordered(_CMP[op], a, c)
+        if a.type == I1:
+            return b.icmp_unsigned(_CMP[op], a, c)  # False < True
+        return b.icmp_signed(_CMP[op], a, c)
+    emit.__name__ = f"lower_{op}"
+    return emit
+
+
+def lower_select(cx, args, attrs):
+    c, a, d = args
+    return cx.builder.select(c, a, d)
+
+
+def lower_cast(cx, args, attrs):
+    return cast_value(cx.builder, args[0], cx.arg_dtype, attrs["dtype"])
+
+
+# -- casts -----------------------------------------------------------------------------------------
+
+_FLOATS = ("f32", "f64", "f16", "bf16")
+_INTS = ("i32", "i64")
+
+
+def compute_type(dtype: str) -> ir.Type:
+    """The LLVM type a value of `dtype` is computed in (f16/bf16 in f32, bool as i1)."""
+    if dtype in ("f32", "f16", "bf16"):
+        return F32
+    if dtype == "f64":
+        return F64
+    if dtype == "bool":
+        return I1
+    if dtype in _INTS:
+        return ir.IntType(32 if dtype == "i32" else 64)
+    raise GraphError(f"the LLVM backend has no compute type for dtype {dtype!r}")
+
+
+def round_f32_to(builder: ir.IRBuilder, x: ir.Value, dtype: str) -> ir.Value:
+    """Round an f32 value to the precision of f16/bf16 (still an f32 value)."""
+    b = builder
+    if dtype == "f16":
+        return b.fpext(b.fptrunc(x, ir.HalfType()), F32)
+    if dtype == "bf16":
+        i32 = ir.IntType(32)
+        bits = b.bitcast(x, i32)
+        lsb = b.and_(b.lshr(bits, ir.Constant(i32, 16)), ir.Constant(i32, 1))
+        rounded = b.add(b.add(bits, ir.Constant(i32, 0x7FFF)), lsb)
+        return b.bitcast(b.and_(rounded, ir.Constant(i32, 0xFFFF0000)), F32)
+    return x
+
+
+def cast_value(builder: ir.IRBuilder, x: ir.Value, src: str, dst: str) -> ir.Value:
+    """Convert a compute value of dtype `src` to dtype `dst` with the reference's semantics
+    (float -> int truncates toward zero, anything -> bool is `!= 0`)."""
+    b = builder
+    to = compute_type(dst)
+    if src == dst:
+        return x
+    if src in _FLOATS:
+        if dst == "bool":
+            return b.fcmp_unordered("!=", x, ir.Constant(x.type, 0.0))
+        if dst in _INTS:
+            return b.fptosi(x, to)
+        if x.type != to:
+            x = b.fpext(x, to) if to == F64 else b.fptrunc(x, to)
+        return round_f32_to(b, x, dst)
+    if src == "bool":
+        return b.uitofp(x, to) if dst in _FLOATS else b.zext(x, to)
+    # integer source
+    if dst == "bool":
+        return b.icmp_signed("!=", x, ir.Constant(x.type, 0))
+    if dst in _FLOATS:
+        return round_f32_to(b, b.sitofp(x, to), dst)
+    if to.width > x.type.width:
+        return b.sext(x, to)
+    return b.trunc(x, to) if to.width < x.type.width else x
+
+
+# -- the table -------------------------------------------------------------------------------------
+
+LOWERINGS: dict[str, Lowering] = {
+    "neg": Lowering("scalar", lower_neg),
+    "abs": Lowering("scalar", lower_abs),
+    "exp": Lowering("scalar", _lower_math("exp"), "mathlib polynomial, vectorizes"),
+    "log": Lowering("scalar", _lower_math("log")),
+    "log1p": Lowering("scalar", _lower_math("log1p")),
+    "sqrt": Lowering("scalar", lower_sqrt, "llvm.sqrt (vsqrtps)"),
+    "rsqrt": Lowering("scalar", _lower_math("rsqrt")),
+    "reciprocal": Lowering("scalar", lower_reciprocal),
+    "sigmoid": Lowering("scalar", _lower_math("sigmoid")),
+    "tanh": Lowering("scalar", _lower_math("tanh")),
+    "relu": Lowering("scalar", lower_relu, "NaN propagates, as np.maximum(x, 0)"),
+    "softplus": Lowering("scalar", _lower_math("softplus")),
+    "sign": Lowering("scalar", lower_sign),
+    "add": Lowering("scalar", _arith("fadd", "add")),
+    "sub": Lowering("scalar", _arith("fsub", "sub")),
+    "mul": Lowering("scalar", _arith("fmul", "mul")),
+    "div": Lowering("scalar", lower_div, "integers: floor division, x // 0 = 0"),
+    "pow": Lowering("scalar", lower_pow),
+    "maximum": Lowering("scalar", _minmax(True), "NaN propagates"),
+    "minimum": Lowering("scalar", _minmax(False), "NaN propagates"),
+    **{op: Lowering("scalar", _compare(op)) for op in _CMP},
+    "select": Lowering("scalar", lower_select),
+    "cast": Lowering("scalar", lower_cast),
+    "reduce_sum": Lowering("reduction", doc="loop-kernel sum (reassociated, vectorized)"),
+    "reduce_max": Lowering("reduction", doc="loop-kernel max (llvm.maximum: NaN propagates)"),
+    "argmax": Lowering("reduction", doc="loop-kernel argmax (first maximum; NaN wins)"),
+    "reduce_window": Lowering("reduction", doc="loop kernel: window offsets are the reduce "
+                                               "domain"),
+    "reshape": Lowering("index"), "transpose": Lowering("index"),
+    "broadcast": Lowering("index"), "slice": Lowering("index"),
+    "pad": Lowering("index", doc="masked loads + select of the fill value"),
+    "concat": Lowering("index", doc="masked loads, one per piece"),
+    "iota": Lowering("index", doc="IndexValue"),
+    "random_uniform": Lowering("random", doc="Philox4x32-10 in IR (codegen_expr.emit_philox)"),
+    "matmul": Lowering("template", doc="codegen_template.emit_matmul"),
+    "conv": Lowering("template", doc="codegen_template.emit_conv"),
+    "take": Lowering("library", doc="codegen_library.emit_take"),
+    "scatter_add": Lowering("library", doc="codegen_library.emit_scatter_add"),
+    "select_scatter": Lowering("library", doc="codegen_library.emit_select_scatter"),
+    "constant": Lowering("source", doc="a global constant in the module"),
+    "input": Lowering("source"), "param": Lowering("source"),
+}
+
+
+def emit_elementwise(builder: ir.IRBuilder, op: str, args: Sequence[ir.Value],
+                     attrs: dict[str, Any], arg_dtype: str, out_dtype: str) -> ir.Value:
+    """Emit elementwise primitive `op` on compute values `args` (lookup in LOWERINGS)."""
+    entry = LOWERINGS.get(op)
+    if entry is None or entry.emit is None:
+        raise GraphError(f"the LLVM backend has no scalar lowering for op {op!r}")
+    return entry.emit(ScalarCtx(builder, arg_dtype, out_dtype), args, attrs)

@@ -1,0 +1,166 @@
+"""Running compiled LLVM code: the argument layout and the `NativeProgram` behind an Executable.
+
+This module imports only ctypes, numpy and graphc's light modules, never llvmlite: the same
+class runs a schedule JIT-compiled in this process, a shared library from the compile cache, or
+one from an AOT package (`aot_loader.load_program`).
+
+Note: the C entry point
+-----------------------
+Every compiled schedule exports one function (`Layout.entry`, "graphc_main"):
+
+    void graphc_main(void **args, uint8_t *arena, int64_t *status, int32_t nthreads)
+
+`args` holds one data pointer per slot of `Layout.args`: the graph inputs, then the parameters,
+then the outputs (signature order), each a dense C-order array the caller owns (outputs are
+written, never read before). `arena` holds every temp at the offsets of the memory plan
+(`arena_bytes`, 64-byte aligned); it is allocated once per program and reused by every call.
+`status` is two int64s, zeroed by the caller: a kernel that meets bad data (an index out of
+range) stores its error code (1-based into `Layout.errors`) and the offending value, writes
+nothing out of bounds, and the call raises a GraphError afterwards. `nthreads` bounds the
+threads of every parallel loop (1: no libgomp call at all). One graph run is exactly one call.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from graphc.backends.program import Signature
+from graphc.ir.errors import GraphError
+from graphc.ir.types import DTYPES
+
+ENTRY = "graphc_main"
+ABI_VERSION = 1
+ARENA_ALIGNMENT = 64
+THREADS_ENV = "GRAPHC_NUM_THREADS"
+
+ENTRY_ARGTYPES = (ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int32)
+
+
+@dataclass(frozen=True)
+class ArgSlot:
+    """One pointer of the entry point's `args` array."""
+
+    name: str
+    role: str  # input | param | output
+    shape: tuple[int, ...]
+    dtype: str
+
+
+@dataclass(frozen=True)
+class Layout:
+    """The calling convention of one compiled schedule (JSON in packages and the cache)."""
+
+    args: tuple[ArgSlot, ...]
+    arena_bytes: int
+    errors: tuple[str, ...] = ()
+    kernels: tuple[dict[str, Any], ...] = ()
+    entry: str = ENTRY
+    abi: int = ABI_VERSION
+
+    def to_json(self) -> dict[str, Any]:
+        return {"entry": self.entry, "abi": self.abi, "arena_bytes": self.arena_bytes,
+                "args": [{"name": a.name, "role": a.role, "shape": list(a.shape),
+                          "dtype": a.dtype} for a in self.args],
+                "errors": list(self.errors), "kernels": list(self.kernels),
+                "c_signature": "void graphc_main(void **args, uint8_t *arena, "
+                               "int64_t *status, int32_t nthreads)"}
+
+    @staticmethod
+    def from_json(d: Mapping[str, Any]) -> Layout:
+        if d.get("abi") != ABI_VERSION:
+            raise GraphError(f"compiled code uses calling convention {d.get('abi')}; this "
+                             f"graphc runs version {ABI_VERSION}")
+        args = tuple(ArgSlot(a["name"], a["role"], tuple(a["shape"]), a["dtype"])
+                     for a in d["args"])
+        return Layout(args, int(d["arena_bytes"]), tuple(d.get("errors", ())),
+                      tuple(d.get("kernels", ())), d.get("entry", ENTRY), d["abi"])
+
+
+def resolve_threads(threads: int | None = None) -> int:
+    """The thread count: `threads` if given, else $GRAPHC_NUM_THREADS, else every core."""
+    if threads is None:
+        env = os.environ.get(THREADS_ENV, "").strip()
+        if env:
+            try:
+                threads = int(env)
+            except ValueError:
+                raise GraphError(f"{THREADS_ENV}={env!r} is not an integer") from None
+        else:
+            threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") \
+                else (os.cpu_count() or 1)
+    if threads < 1:
+        raise GraphError(f"thread count must be at least 1, got {threads}")
+    return int(threads)
+
+
+@dataclass
+class NativeProgram:
+    """A compiled schedule behind one C entry point (the `Program` protocol of the backends).
+
+    `run` fills the pointer array, allocates the outputs and makes one call; the arena is
+    allocated once. Calls are serialized by a lock (the arena is shared state).
+    """
+
+    signature: Signature
+    layout: Layout
+    function: Callable[..., None]
+    threads: int
+    keepalive: Any = None                       # the JIT module or library owning the code
+    saver: Callable[[Path], dict[str, Any]] | None = None
+    info: dict[str, Any] = field(default_factory=dict)
+    target: str = "llvm"
+
+    def __post_init__(self) -> None:
+        n = len(self.layout.args)
+        self._ptrs = (ctypes.c_void_p * max(n, 1))()
+        self._arena = np.zeros(self.layout.arena_bytes + ARENA_ALIGNMENT, np.uint8)
+        base = self._arena.ctypes.data
+        self._arena_ptr = base + (-base) % ARENA_ALIGNMENT
+        self._status = np.zeros(2, np.int64)
+        self._status_ptr = self._status.ctypes.data
+        self._lock = threading.Lock()
+        self._inputs = [(k, a.name) for k, a in enumerate(self.layout.args)
+                        if a.role != "output"]
+        self._outputs = [(k, a.name, a.shape, DTYPES[a.dtype])
+                         for k, a in enumerate(self.layout.args) if a.role == "output"]
+        self._bound: dict[int, Any] = {}
+
+    def run(self, arrays: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """One call into the compiled code; `arrays` were checked by `check_arrays`."""
+        ptrs = self._ptrs
+        outs: dict[str, np.ndarray] = {}
+        with self._lock:
+            bound = self._bound
+            for k, name in self._inputs:
+                arr = arrays[name]
+                if bound.get(k) is not arr:  # parameters are usually the same objects
+                    ptrs[k] = arr.__array_interface__["data"][0]
+                    bound[k] = arr
+            for k, name, shape, dt in self._outputs:
+                out = np.empty(shape, dt)
+                ptrs[k] = out.__array_interface__["data"][0]
+                outs[name] = out
+            self._status[0] = 0
+            self.function(ptrs, self._arena_ptr, self._status_ptr, self.threads)
+            if self._status[0]:
+                self._raise(int(self._status[0]), int(self._status[1]))
+        return outs
+
+    def _raise(self, code: int, value: int) -> None:
+        errors = self.layout.errors
+        msg = errors[code - 1] if 0 < code <= len(errors) else f"error code {code}"
+        raise GraphError(msg.replace("{value}", str(value)))
+
+    def save(self, folder: Path) -> dict[str, Any]:
+        """Write the shared library into `folder`; return the manifest's target entries."""
+        if self.saver is None:
+            raise GraphError("this LLVM program cannot be saved (it was loaded from a package)")
+        return self.saver(Path(folder))
