@@ -28,6 +28,7 @@ Unmatched nodes of `before` are *removed*.
 from __future__ import annotations
 
 import importlib
+import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -122,11 +123,35 @@ def pipeline_stages(graph: Graph, *, train: bool = False, lr: float = DEFAULT_LR
 # -- the schedule and generated code ---------------------------------------------------------------
 
 SCHEDULE_PASSES = (("graphc.passes.fuse", "fuse"), ("graphc.passes.memory", "plan_memory"))
-# target -> module with `generate(schedule)` returning an object with `.source` (the whole
-# module) and, optionally, `.launches` (each with `.kernel`, the schedule's kernel name, and
-# `.fn`, the generated function's name), like the Triton code generator's GeneratedModule
-CODEGEN_MODULES = {"llvm": "graphc.backends.llvm.codegen",
-                   "triton": "graphc.backends.triton.codegen"}
+
+
+@dataclass(frozen=True)
+class CodeGenerator:
+    """How to ask one backend for its source: `module.function(schedule)` returns an object
+    whose attribute `text` is the whole generated module; `functions(generated, schedule)`
+    names the generated function of each kernel."""
+
+    module: str
+    function: str
+    text: str
+    functions: Callable[[Any, Any], dict[str, str]]
+
+
+def _llvm_functions(gen: Any, sched: Any) -> dict[str, str]:
+    # the LLVM code generator names kernel k's function `kernel.<k>` (symbol-safe)
+    return {k.name: "kernel." + re.sub(r"[^A-Za-z0-9_.]", "_", k.name) for k in sched.kernels}
+
+
+def _triton_functions(gen: Any, sched: Any) -> dict[str, str]:
+    return {launch.kernel: launch.fn for launch in gen.launches}
+
+
+CODE_GENERATORS = {
+    "llvm": CodeGenerator("graphc.backends.llvm.codegen", "generate_module", "text",
+                          _llvm_functions),
+    "triton": CodeGenerator("graphc.backends.triton.codegen", "generate", "source",
+                            _triton_functions),
+}
 
 
 def _schedule_passes() -> tuple[Callable, Callable] | None:
@@ -176,22 +201,20 @@ def _memory_report(sched: Any) -> str | None:
 
 def generated_code(sched: Any) -> dict[str, tuple[str, dict[str, str]]]:
     """{target: (module source, {kernel name: its function})} for every code generator that can
-    be imported (see CODEGEN_MODULES); a generator that fails says why in the module text."""
+    be imported (see CODE_GENERATORS); a generator that fails says why in the module text."""
     out: dict[str, tuple[str, dict[str, str]]] = {}
-    for target, module in CODEGEN_MODULES.items():
+    for target, cg in CODE_GENERATORS.items():
         try:
-            generate = getattr(importlib.import_module(module), "generate", None)
-        except ImportError:
-            continue
-        if generate is None:
+            generate = getattr(importlib.import_module(cg.module), cg.function)
+        except (ImportError, AttributeError):
             continue
         try:
             gen = generate(sched)
+            source = str(getattr(gen, cg.text))
+            fns = cg.functions(gen, sched)
         except Exception as e:  # noqa: BLE001 - showing code is optional: say why, go on
             out[target] = (f"// {target} code generation failed: {type(e).__name__}: {e}\n", {})
             continue
-        source = str(getattr(gen, "source", gen))
-        fns = {launch.kernel: launch.fn for launch in getattr(gen, "launches", ())}
         out[target] = (source, split_functions(source, fns))
     return out
 

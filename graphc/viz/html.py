@@ -175,7 +175,7 @@ def schedule_json(sched: Any, code: Mapping[str, Mapping[str, str]] | None = Non
                         "origin": origin, "ir": kernel_text(k),
                         "code": {t: src[k.name] for t, src in (code or {}).items()
                                  if k.name in src}})
-    return {"kernels": kernels, "node_kernel": node_kernel,
+    return {"kernels": kernels, "node_kernel": node_kernel, "targets": sorted(code or {}),
             "memory": memory_json(sched), "text": str(sched)}
 
 

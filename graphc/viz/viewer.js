@@ -423,12 +423,14 @@
       "<div>" + k.origin.length + " nodes: " + k.origin.slice(0, 12).map((o) =>
         link(o.replace(/^%/, ""), o)).join(", ") + (k.origin.length > 12 ? ", …" : "") + "</div>" +
       "<h3>Kernel IR</h3><pre>" + esc(k.ir) + "</pre>";
-    const targets = Object.keys(k.code || {});
+    const targets = st.schedule.targets || Object.keys(k.code || {});
     if (targets.length) {
+      const code = (t) => k.code[t] !== undefined ? k.code[t]
+        : "// no separate function for " + k.name + " in the " + t + " module";
       html += "<h3>Generated code</h3><div class=\"codetabs\">" + targets.map((t, i) =>
         '<button data-target="' + esc(t) + '"' + (i ? "" : ' class="active"') + ">" + esc(t) +
         "</button>").join("") + "</div>" + targets.map((t, i) => '<pre class="code" data-target="' +
-        esc(t) + '"' + (i ? " hidden" : "") + ">" + esc(k.code[t]) + "</pre>").join("");
+        esc(t) + '"' + (i ? " hidden" : "") + ">" + esc(code(t)) + "</pre>").join("");
     } else {
       html += "<h3>Generated code</h3><p class=\"hint\">no code generator in this build</p>";
     }
@@ -623,8 +625,11 @@
       showStage(fused, "kernels");
       const kbox = viewport.querySelector('.item[data-kind="kernel"]');
       click(kbox);
+      const code = $("details").querySelector("pre.code:not([hidden])");
       res.kernelClick = { id: kbox.dataset.id,
-        text: $("details").textContent.replace(/\s+/g, " ").slice(0, 400) };
+        text: $("details").textContent.replace(/\s+/g, " ").slice(0, 400),
+        targets: Array.from($("details").querySelectorAll(".codetabs button")).map((b) => b.textContent),
+        code: code ? code.textContent.slice(0, 200) : null };
     }
     showStage(startStage);
     const first = viewport.querySelector('.item[data-kind="node"]');

@@ -109,7 +109,13 @@ def test_two_two_one(tmp_path, shots):
     check_click(result, stages[-2] if stages[-1].schedule is not None else stages[-1])
     assert result["groupClick"] is None  # small enough to open with every group expanded
     if stages[-1].schedule is not None:
-        assert "Kernel IR" in result["kernelClick"]["text"]
+        kernel = result["kernelClick"]
+        assert "Kernel IR" in kernel["text"]
+        # one tab per available code generator, the first one's source shown
+        assert kernel["targets"] == sorted(stages[-1].code)
+        if kernel["targets"]:
+            first = stages[-1].code[kernel["targets"][0]]
+            assert kernel["code"] == first[kernel["id"][len("kernel:"):]][:200]
     screenshot(page, tmp_path / "profile", shots / "two_two_one-as-built.png", "?stage=as-built")
     screenshot(page, tmp_path / "profile", shots / "two_two_one-gradients.png",
                "?stage=with-gradients")

@@ -209,6 +209,10 @@ def test_dump_dir_writes_one_file_per_stage(tmp_path, capsys):
         assert "05-fused.kernels.txt" in names
         assert "kernel k0" in (out_dir / "05-fused.kernels.txt").read_text()
         assert "05-fused.memory.txt" in names
+        fused = inspect.pipeline_stages(parse_graph(DENSE))[-1]
+        suffix = {"llvm": "ll", "triton": "triton.py"}
+        for target in fused.code:  # the source of every code generator that is available
+            assert f"05-fused.{suffix[target]}" in names
 
 
 def test_stage_lookup_by_pass_stage_or_slug():
