@@ -62,22 +62,36 @@ maximum; reduce_domain then has one axis). Several reductions in one sweep are h
 (batch-norm mean and mean of squares); several sweeps are a persistent reduction (softmax: max,
 then sum of exp, then the normalized store). Subexpressions that depend on `i` only may be
 hoisted out of the inner loop. Every element of every output buffer is written exactly once by
-exactly one kernel, and a kernel never reads what it writes except in place (`MemoryPlan.aliases`):
-an aliased input is read only at the very index its alias is written at, never after.
+exactly one kernel, and a kernel never reads what it writes except in place (`MemoryPlan.aliases`,
+output -> input sharing its bytes): the kernel reads that input only at the very index the output
+is written at, in the output's section (sweep or outer stores) or earlier ones, and within that
+section only inside the value of the aliasing store itself, so loading before storing at each
+point is enough.
 
 Templates: `MatmulKernel` computes `acc[b.., m, n] = sum_k A[b.., m, k] * B[b.., k, n]` and
 `ConvKernel` computes the graph op `conv` (cross-correlation, N-d, stride, padding, dilations,
 groups; exactly its attributes) of `X` and `W`. Their operands are `Operand`s: virtual tensors
 whose element at the operand's own index variables is an expression (usually a plain load; fused
-transposes and broadcasts appear as index maps, a fused cast as `cast`). The `stores` are the
+transposes and broadcasts appear as index maps, a fused cast as `cast`, and cheap elementwise
+ops such as a relu as a prologue applied when an element is loaded). The `stores` are the
 epilogue: expressions over the output variables that read `Acc()` (bias, activation, residual
-add, batch-norm affine), evaluated once per output element after the accumulation.
+add, batch-norm affine), evaluated once per output element after the accumulation; a store of
+plain `Acc()` writes the raw product.
 
 `LibraryKernel(op, inputs, output, attrs)`: a primitive computed as a whole, with exactly the
 graph op's semantics (`take`, `scatter_add`, `select_scatter`); its operands are buffers.
 
 A `MemoryPlan` (from `plan_memory`) gives each temp an offset in one arena; in-place aliases
-share an offset with an input that dies at the kernel writing them.
+share an offset with an input that dies at the kernel writing them. Inputs, parameters,
+constants and outputs live outside the arena; a graph output that is an input, a parameter or an
+array constant maps to that buffer (`Schedule.outputs`) and no kernel copies it.
+
+Why this shape: one loop nest with sweeps covers elementwise chains, reductions with their
+producers and consumers (softmax, log-softmax and batch-norm statistics are one kernel each) and
+pooling (`reduce_window` is a reduction whose inner domain is the window) with a single
+interpreter and a single code generator per backend; templates keep GEMM and convolution on
+their tuned paths while still absorbing the surrounding elementwise work; library kernels give
+every remaining primitive a home with no fusion-specific code.
 """
 
 from __future__ import annotations
