@@ -115,7 +115,7 @@ def test_wrong_result_is_reported_and_not_timed(monkeypatch):
 
     monkeypatch.setattr(runner, "build_contenders", with_a_wrong_one)
     cfg = BenchConfig(target="reference", quick=True, compile_peers=False).resolved()
-    anchors = {"copy": {"gbps_median": 10.0}, "sgemm": {"gflops_median": 10.0}}
+    anchors = {"copy": {"gbps_best": 10.0}, "sgemm": {"gflops_best": 10.0}}
     result = bench_workload(get_workload("softmax"), 1, cfg, anchors, lambda stage: None)
     broken = next(c for c in result["contenders"] if c["name"] == "broken")
     assert broken["status"] == "wrong" and broken["check"]["ran"]
