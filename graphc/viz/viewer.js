@@ -531,9 +531,15 @@
     const y = (b) => H - B - b * sy;
     let g = '<line class="maxis" x1="' + L + '" y1="' + (H - B) + '" x2="' + (L + K * sx) + '" y2="' + (H - B) + '"></line>' +
       '<line class="maxis" x1="' + L + '" y1="' + T + '" x2="' + L + '" y2="' + (H - B) + '"></line>' +
-      '<text class="mtext" x="' + L + '" y="' + (H - 8) + '">kernel order →</text>' +
+      '<text class="mtext" x="' + (L + K * sx + 20) + '" y="' + (H - B + 15) + '">kernel order →</text>' +
       '<text class="mtext" x="4" y="' + (T + 8) + '">' + fmtBytes(top) + "</text>" +
       '<text class="mtext" x="4" y="' + (H - B) + '">0</text>';
+    const step = Math.max(1, Math.round(K / 12));
+    for (let k = 0; k < K; k += step) {
+      g += '<line class="maxis" x1="' + (L + (k + 0.5) * sx) + '" x2="' + (L + (k + 0.5) * sx) +
+        '" y1="' + (H - B) + '" y2="' + (H - B + 4) + '"></line><text class="mtext" x="' +
+        (L + (k + 0.5) * sx - 6) + '" y="' + (H - B + 15) + '">' + esc(m.kernels[k]) + "</text>";
+    }
     m.buffers.forEach(([name, off, size, start, end, alias], i) => {
       const x = L + start * sx, w = Math.max((end - start + 1) * sx, 2);
       g += '<rect class="mbar" x="' + x + '" y="' + y(off + size) + '" width="' + w +
