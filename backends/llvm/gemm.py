@@ -439,11 +439,43 @@ def _emit_pack_a(module: ir.Module, cfg: GemmConfig, name: str) -> ir.Function:
             col_major = b.icmp_signed("==", sa_m, one)
             with b.if_else(col_major) as (then2, general):
                 with then2:
-                    copy(b, one, sa_k)
+                    _emit_pack_a_col_major(b, cfg, kb, mb, asrc, sa_k, ap)
                 with general:
                     copy(b, sa_m, sa_k)
     b.ret_void()
     return fn
+
+
+def _emit_pack_a_col_major(b: ir.IRBuilder, cfg: GemmConfig, kb: ir.Value, mb: ir.Value,
+                           asrc: ir.Value, sa_k: ir.Value, ap: ir.Value) -> None:
+    """A stored [K, M]: k outermost, so each k reads one contiguous run of mb elements (the
+    panel-major order would touch a new page per k, once per panel), and each panel's mr
+    elements move as one masked vector load and store."""
+    t = llvm_type(cfg.dtype)
+    width = 1 << (cfg.mr - 1).bit_length()  # mr rounded up to a power of two
+    vty = ir.VectorType(t, width)
+    mr = ir.Constant(I64, cfg.mr)
+    panel_stride = b.mul(mr, kb)
+    npanels = ceil_div(b, mb, cfg.mr)
+    iota = ir.Constant(ir.VectorType(I64, width), list(range(width)))
+
+    def krow(b: ir.IRBuilder, kk: ir.Value, _c: list) -> list:
+        src = b.gep(asrc, [b.mul(kk, sa_k)])
+        dst = b.gep(ap, [b.mul(kk, mr)])
+
+        def panel(b: ir.IRBuilder, p: ir.Value, _c: list) -> list:
+            r0 = b.mul(p, mr)
+            rows = smin(b, mr, b.sub(mb, r0))  # the last panel may be partial
+            mask = b.icmp_signed("<", iota, _vsplat(b, rows, width))
+            v = masked_load(b, b.bitcast(b.gep(src, [r0]), vty.as_pointer()), mask, vty)
+            masked_store(b, v, b.bitcast(b.gep(dst, [b.mul(p, panel_stride)]), vty.as_pointer()),
+                         mask)
+            return []
+
+        emit_loop(b, ir.Constant(I64, 0), npanels, panel, name="apanel")
+        return []
+
+    emit_loop(b, ir.Constant(I64, 0), kb, krow, name="ak")
 
 
 def _emit_pack_b(module: ir.Module, cfg: GemmConfig, name: str) -> ir.Function:
