@@ -5,8 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from graphc.ir.kernel import Schedule
 from graphc.ir.text import parse_graph, print_graph
 from graphc.ir.verify import verify
+from graphc.passes.memory import check_memory_plan, plan_memory
 
 
 def roundtrip(graph):
@@ -21,3 +23,20 @@ def roundtrip(graph):
 @pytest.fixture
 def rng():
     return np.random.default_rng(1234)
+
+
+@pytest.fixture(autouse=True)
+def schedules_checked(monkeypatch):
+    """Every Schedule any test builds gets its memory plan checked afterwards (unplanned ones are
+    planned first). A test that plants a bad plan on purpose removes it from the yielded list."""
+    built: list[Schedule] = []
+    init = Schedule.__init__
+
+    def recording_init(self, *args, **kwargs):
+        init(self, *args, **kwargs)
+        built.append(self)
+
+    monkeypatch.setattr(Schedule, "__init__", recording_init)
+    yield built
+    for s in list(built):
+        check_memory_plan(s if s.memory is not None else plan_memory(s))
