@@ -68,14 +68,18 @@ class KernelEnv:
     status: ir.Value | None
     error_base: int
 
-    def fail(self, which: int, value: ir.Value) -> None:
-        """Record error `which` of this kernel (its `errors` entry) with an offending value."""
+    def fail(self, which: int, value: ir.Value, position: ir.Value) -> None:
+        """Record error `which` of this kernel (its `errors` entry) with the offending value and
+        its flat position; the first error of a call wins."""
         b = self.builder
         assert self.status is not None, "kernel declared no errors"
         st = b.bitcast(self.status, I64.as_pointer())
-        b.store_atomic(ir.Constant(I64, self.error_base + which), st, "monotonic", 8)
-        b.store_atomic(b.sext(value, I64) if value.type != I64 else value,
-                       b.gep(st, [ir.Constant(I64, 1)]), "monotonic", 8)
+        res = b.cmpxchg(st, ir.Constant(I64, 0), ir.Constant(I64, self.error_base + which),
+                        "monotonic", "monotonic")
+        with b.if_then(b.extract_value(res, 1)):
+            for k, v in ((1, value), (2, position)):
+                v = b.sext(v, I64) if v.type != I64 else v
+                b.store_atomic(v, b.gep(st, [ir.Constant(I64, k)]), "monotonic", 8)
 
 
 @dataclass
@@ -87,7 +91,7 @@ class KernelCode:
     grain: int
     parallel: bool
     emit: Callable[[KernelEnv], None]
-    errors: tuple[str, ...] = ()
+    errors: tuple[dict[str, Any], ...] = ()
     notes: dict[str, Any] = field(default_factory=dict)
 
 
@@ -247,7 +251,7 @@ class ModuleBuilder:
         self.module = ir.Module(name=_symbol(schedule.name))
         self.storage = plan_storage(schedule)
         self.globals: dict[str, ir.GlobalVariable] = {}
-        self.errors: list[str] = []
+        self.errors: list[dict[str, Any]] = []
         self.comments: dict[str, str] = {}
         self.notes: dict[str, dict[str, Any]] = {}
 
@@ -369,7 +373,16 @@ class ModuleBuilder:
         if not code.parallel:
             tail = ptrs[npt:]
             b.call(fn, ptrs[:npt] + [ir.Constant(I64, 0), ir.Constant(I64, code.tasks)] + tail)
-            return
+        else:
+            self._parallel_call(fn, ptrs, npt, code)
+        if code.errors:  # bad data: stop before later kernels read what this one skipped
+            failed = b.load(b.bitcast(status, I64.as_pointer()))
+            with b.if_then(b.icmp_signed("!=", failed, ir.Constant(I64, 0)), likely=False):
+                b.ret_void()
+
+    def _parallel_call(self, fn: ir.Function, ptrs: list[ir.Value], npt: int,
+                       code: KernelCode) -> None:
+        b, _, _, _, nthreads = self._main
 
         def body(p) -> None:
             caps = list(p.captures)

@@ -14,10 +14,11 @@ Every compiled schedule exports one function (`Layout.entry`, "graphc_main"):
 then the outputs (signature order), each a dense C-order array the caller owns (outputs are
 written, never read before). `arena` holds every temp at the offsets of the memory plan
 (`arena_bytes`, 64-byte aligned); it is allocated once per program and reused by every call.
-`status` is two int64s, zeroed by the caller: a kernel that meets bad data (an index out of
-range) stores its error code (1-based into `Layout.errors`) and the offending value, writes
-nothing out of bounds, and the call raises a GraphError afterwards. `nthreads` bounds the
-threads of every parallel loop (1: no libgomp call at all). One graph run is exactly one call.
+`status` is three int64s, zeroed by the caller: a kernel that meets bad data (an index out of
+range) stores its error code (1-based into `Layout.errors`), the offending value and its flat
+position, writes nothing out of bounds, and the call returns early and raises a GraphError.
+`nthreads` bounds the threads of every parallel loop (1: no libgomp call at all). One graph run
+is exactly one call.
 """
 
 from __future__ import annotations
@@ -60,7 +61,7 @@ class Layout:
 
     args: tuple[ArgSlot, ...]
     arena_bytes: int
-    errors: tuple[str, ...] = ()
+    errors: tuple[dict[str, Any], ...] = ()
     kernels: tuple[dict[str, Any], ...] = ()
     entry: str = ENTRY
     abi: int = ABI_VERSION
@@ -124,7 +125,7 @@ class NativeProgram:
         self._arena = np.zeros(self.layout.arena_bytes + ARENA_ALIGNMENT, np.uint8)
         base = self._arena.ctypes.data
         self._arena_ptr = base + (-base) % ARENA_ALIGNMENT
-        self._status = np.zeros(2, np.int64)
+        self._status = np.zeros(3, np.int64)
         self._status_ptr = self._status.ctypes.data
         self._lock = threading.Lock()
         self._inputs = [(k, a.name) for k, a in enumerate(self.layout.args)
@@ -151,13 +152,18 @@ class NativeProgram:
             self._status[0] = 0
             self.function(ptrs, self._arena_ptr, self._status_ptr, self.threads)
             if self._status[0]:
-                self._raise(int(self._status[0]), int(self._status[1]))
+                self._raise(*(int(v) for v in self._status))
         return outs
 
-    def _raise(self, code: int, value: int) -> None:
+    def _raise(self, code: int, value: int, position: int) -> None:
         errors = self.layout.errors
-        msg = errors[code - 1] if 0 < code <= len(errors) else f"error code {code}"
-        raise GraphError(msg.replace("{value}", str(value)))
+        if not 0 < code <= len(errors):
+            raise GraphError(f"compiled code of {self.signature.name!r} failed (error {code})")
+        err = errors[code - 1]
+        shape = tuple(err.get("index_shape", ()))
+        pos = tuple(int(i) for i in np.unravel_index(position, shape)) if shape else ()
+        raise GraphError(err["message"].replace("{value}", str(value))
+                         .replace("{position}", str(pos)))
 
     def save(self, folder: Path) -> dict[str, Any]:
         """Write the shared library into `folder`; return the manifest's target entries."""

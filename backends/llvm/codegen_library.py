@@ -1,0 +1,250 @@
+"""Library kernels: `take`, `scatter_add` and `select_scatter`, each computed as a whole with the
+graph op's exact semantics.
+
+Note: indices are data
+----------------------
+`take` and `scatter_add` read their indices at run time. A valid index lies in [-n, n) (negative
+counts from the end); any other index writes nothing out of bounds: the kernel records an error
+(`KernelEnv.fail`, with the offending value) and the call raises a GraphError naming the op, the
+index, the axis and the operand shape, as the reference does.
+
+Parallelism never changes results: `take` splits its rows, `scatter_add` splits the operand's
+independent parts (the axes before `axis`, and blocks of the axes after it) so duplicate
+indices still accumulate in index order within one task, and `select_scatter` splits the
+leading axes whose window is 1 (batch and channels of a pooling gradient), where windows
+cannot overlap.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+from llvmlite import ir
+
+from graphc.ir.errors import GraphError
+from graphc.ir.kernel import Buffer, LibraryKernel
+
+from .codegen import KernelCode, KernelEnv
+from .codegen_expr import load_element, store_element
+from .codegen_loop import CHUNK_WORK, PARALLEL_WORK
+from .llvm_ir import I1, I64, alloca_at_entry, for_range, intrinsic, smin
+from .lowering import cast_value, compute_type
+
+POST_BLOCK = 256
+
+
+def _i64(v: int) -> ir.Constant:
+    return ir.Constant(I64, v)
+
+
+def library_code(k: LibraryKernel, buffers: Mapping[str, Buffer]) -> KernelCode:
+    attrs = dict(k.attrs)
+    shapes = {n: buffers[n].type.shape for n in (*k.inputs, k.output)}
+    names = tuple(dict.fromkeys((*k.inputs, k.output)))
+    if k.op == "take":
+        return _take_code(k, attrs, shapes, names)
+    if k.op == "scatter_add":
+        return _scatter_add_code(k, attrs, shapes, names)
+    if k.op == "select_scatter":
+        return _select_scatter_code(k, attrs, shapes, names)
+    raise GraphError(f"the LLVM backend has no library kernel for op {k.op!r} ({k.name})")
+
+
+def _normalized_index(env: KernelEnv, idx_ref, j: ir.Value, n: int, which: int
+                      ) -> tuple[ir.Value, ir.Value]:
+    """(valid, index in [0, n)) of index element j; records error `which` when invalid."""
+    b = env.builder
+    raw = cast_value(b, load_element(b, idx_ref, j), idx_ref.dtype, "i64")
+    neg = b.icmp_signed("<", raw, _i64(0))
+    v = b.select(neg, b.add(raw, _i64(n)), raw)
+    ok = b.and_(b.icmp_signed(">=", v, _i64(0)), b.icmp_signed("<", v, _i64(n)))
+    with b.if_then(b.not_(ok), likely=False):
+        env.fail(which, raw, j)
+    return ok, b.select(ok, v, _i64(0))
+
+
+def _range_message(op: str, n: int, axis: int, shape, index_shape) -> dict[str, Any]:
+    return {"message": f"{op}: index {{value}} (at index position {{position}}) is out of range "
+                       f"[{-n}, {n}) for axis {axis} of operand shape {tuple(shape)}",
+            "index_shape": list(index_shape)}
+
+
+# -- take -----------------------------------------------------------------------------------------
+
+
+def _take_code(k: LibraryKernel, attrs: dict[str, Any], shapes, buffers) -> KernelCode:
+    x, idx = k.inputs
+    axis = attrs["axis"]
+    xs = shapes[x]
+    pre, n, post = math.prod(xs[:axis]), xs[axis], math.prod(xs[axis + 1:])
+    ni = math.prod(shapes[idx])
+    tasks = pre * ni
+
+    def emit(env: KernelEnv) -> None:
+        b = env.builder
+        X, IDX, OUT = env.buffers[x], env.buffers[idx], env.buffers[k.output]
+        with for_range(b, env.lo, env.hi, name="row") as t:
+            i, j = b.udiv(t, _i64(ni)), b.urem(t, _i64(ni))
+            ok, v = _normalized_index(env, IDX, j, n, 0)
+            src = b.mul(b.add(b.mul(i, _i64(n)), v), _i64(post))
+            dst = b.mul(t, _i64(post))
+            zero = cast_value(b, ir.Constant(I64, 0), "i64", X.dtype)
+            with for_range(b, _i64(0), _i64(post), name="col") as c:
+                val = load_element(b, X, b.add(src, c))
+                store_element(b, OUT, b.add(dst, c), b.select(ok, val, zero))
+
+    grain = max(1, -(-CHUNK_WORK // max(post, 1)))
+    return KernelCode(buffers, tasks if post else 0, grain,
+                      tasks * post >= PARALLEL_WORK and tasks > grain, emit,
+                      errors=(_range_message("take", n, axis, xs, shapes[idx]),))
+
+
+# -- scatter_add ----------------------------------------------------------------------------------
+
+
+def _scatter_add_code(k: LibraryKernel, attrs: dict[str, Any], shapes, buffers) -> KernelCode:
+    x, idx, upd = k.inputs
+    axis = attrs["axis"]
+    xs = shapes[x]
+    pre, n, post = math.prod(xs[:axis]), xs[axis], math.prod(xs[axis + 1:])
+    ni = math.prod(shapes[idx])
+    pb = min(post, POST_BLOCK) if post else 1
+    nblk = -(-post // pb) if post else 0
+    tasks = pre * nblk
+
+    def emit(env: KernelEnv) -> None:
+        b = env.builder
+        X, IDX, U, OUT = (env.buffers[x], env.buffers[idx], env.buffers[upd],
+                          env.buffers[k.output])
+        in_place = X.ptr is OUT.ptr
+        with for_range(b, env.lo, env.hi, name="part") as t:
+            i, blk = b.udiv(t, _i64(nblk)), b.urem(t, _i64(nblk))
+            c0 = b.mul(blk, _i64(pb))
+            c1 = smin(b, b.add(c0, _i64(pb)), _i64(post))
+            if not in_place:
+                with for_range(b, _i64(0), _i64(n), name="copy") as r:
+                    base = b.mul(b.add(b.mul(i, _i64(n)), r), _i64(post))
+                    with for_range(b, c0, c1, name="copycol") as c:
+                        pos = b.add(base, c)
+                        store_element(b, OUT, pos, load_element(b, X, pos))
+            with for_range(b, _i64(0), _i64(ni), name="upd") as j:
+                ok, v = _normalized_index(env, IDX, j, n, 0)
+                with b.if_then(ok):
+                    dst = b.mul(b.add(b.mul(i, _i64(n)), v), _i64(post))
+                    src = b.mul(b.add(b.mul(i, _i64(ni)), j), _i64(post))
+                    with for_range(b, c0, c1, name="col") as c:
+                        d = b.add(dst, c)
+                        s = load_element(b, OUT, d)
+                        u = load_element(b, U, b.add(src, c))
+                        total = b.fadd(s, u) if _is_float(s) else b.add(s, u)
+                        store_element(b, OUT, d, total)
+
+    work = pre * post * (n + ni)
+    grain = max(1, -(-CHUNK_WORK // max(1, pb * (n + ni))))
+    return KernelCode(buffers, tasks, grain, work >= PARALLEL_WORK and tasks > grain, emit,
+                      errors=(_range_message("scatter_add", n, axis, xs, shapes[idx]),))
+
+
+def _is_float(v: ir.Value) -> bool:
+    return isinstance(v.type, (ir.FloatType, ir.DoubleType))
+
+
+# -- select_scatter -------------------------------------------------------------------------------
+
+
+def _select_scatter_code(k: LibraryKernel, attrs: dict[str, Any], shapes, buffers
+                         ) -> KernelCode:
+    x, src = k.inputs
+    xs, ss = shapes[x], shapes[src]
+    window, strides = attrs["window"], attrs["strides"]
+    pads = list(zip(attrs["padding"][0::2], attrs["padding"][1::2], strict=True))
+    lead = 0
+    while (lead < len(xs) and window[lead] == 1 and strides[lead] == 1
+           and pads[lead] == (0, 0)):
+        lead += 1
+    tasks = math.prod(xs[:lead])
+    plane_x, plane_s = math.prod(xs[lead:]), math.prod(ss[lead:])
+    wsize = math.prod(window[lead:])
+
+    def emit(env: KernelEnv) -> None:
+        b = env.builder
+        X, S, OUT = env.buffers[x], env.buffers[src], env.buffers[k.output]
+        ty = compute_type(X.dtype)
+        zero = ir.Constant(ty, 0.0) if _is_float_type(ty) else ir.Constant(ty, 0)
+        with for_range(b, env.lo, env.hi, name="plane") as t:
+            xbase, sbase = b.mul(t, _i64(plane_x)), b.mul(t, _i64(plane_s))
+            with for_range(b, _i64(0), _i64(plane_x), name="zero") as e:
+                store_element(b, OUT, b.add(xbase, e), zero)
+            with for_range(b, _i64(0), _i64(plane_s), name="win") as w:
+                wpos = _unravel(b, w, ss[lead:])
+
+                def element(off: ir.Value) -> tuple[ir.Value, ir.Value]:
+                    """(valid, linear position in the plane) of window offset `off`."""
+                    opos = _unravel(b, off, window[lead:])
+                    ok: ir.Value = ir.Constant(I1, 1)
+                    lin: ir.Value = _i64(0)
+                    for a, (wp, op) in enumerate(zip(wpos, opos, strict=True)):
+                        ax = lead + a
+                        c = b.sub(b.add(b.mul(wp, _i64(strides[ax])), op), _i64(pads[ax][0]))
+                        ok = b.and_(ok, b.and_(b.icmp_signed(">=", c, _i64(0)),
+                                               b.icmp_signed("<", c, _i64(xs[ax]))))
+                        lin = b.add(b.mul(lin, _i64(xs[ax])), b.select(ok, c, _i64(0)))
+                    return ok, lin
+
+                best = _window_max(b, X, xbase, wsize, element, ty)
+                _add_at_first_max(b, X, S, OUT, xbase, b.add(sbase, w), wsize, element, best)
+
+    work = tasks * (plane_x + plane_s * wsize * 2)
+    grain = max(1, -(-CHUNK_WORK // max(1, plane_x + plane_s * wsize * 2)))
+    return KernelCode(buffers, tasks if plane_s or plane_x else 0, grain,
+                      work >= PARALLEL_WORK and tasks > grain, emit)
+
+
+def _is_float_type(ty: ir.Type) -> bool:
+    return isinstance(ty, (ir.FloatType, ir.DoubleType))
+
+
+def _unravel(b: ir.IRBuilder, linear: ir.Value, shape) -> list[ir.Value]:
+    out = []
+    for pos in range(len(shape) - 1, -1, -1):
+        out.append(b.urem(linear, _i64(shape[pos])) if pos else linear)
+        linear = b.udiv(linear, _i64(shape[pos])) if pos else linear
+    return out[::-1]
+
+
+def _window_max(b: ir.IRBuilder, X, xbase, wsize: int, element, ty: ir.Type) -> ir.Value:
+    """Max of the valid window elements (NaN propagates); the lowest value when none is."""
+    lowest = ir.Constant(ty, float("-inf")) if _is_float_type(ty) else \
+        ir.Constant(ty, -(1 << (ty.width - 1)))
+    slot = alloca_at_entry(b, ty, name="best")
+    b.store(lowest, slot)
+    with for_range(b, _i64(0), _i64(wsize), name="max") as off:
+        ok, lin = element(off)
+        with b.if_then(ok):
+            v = load_element(b, X, b.add(xbase, lin))
+            fn = intrinsic(b.module, "llvm.maximum" if _is_float_type(ty) else "llvm.smax", ty)
+            b.store(b.call(fn, [b.load(slot), v]), slot)
+    return b.load(slot)
+
+
+def _add_at_first_max(b: ir.IRBuilder, X, S, OUT, xbase, spos, wsize: int, element,
+                      best: ir.Value) -> None:
+    """Add src at the first valid window element equal to `best` (none if NaN)."""
+    done = alloca_at_entry(b, I1, name="done")
+    b.store(ir.Constant(I1, 0), done)
+    with for_range(b, _i64(0), _i64(wsize), name="first") as off:
+        ok, lin = element(off)
+        with b.if_then(b.and_(ok, b.not_(b.load(done)))):
+            pos = b.add(xbase, lin)
+            v = load_element(b, X, pos)
+            hit = b.fcmp_ordered("==", v, best) if _is_float_type(v.type) else \
+                b.icmp_signed("==", v, best)
+            with b.if_then(hit):
+                s = load_element(b, S, spos)
+                cur = load_element(b, OUT, pos)
+                store_element(b, OUT, pos, b.fadd(cur, s) if _is_float_type(s.type)
+                              else b.add(cur, s))
+                b.store(ir.Constant(I1, 1), done)
+

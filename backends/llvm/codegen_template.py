@@ -1,0 +1,244 @@
+"""Templates: matmul and convolution with their kernel-IR prologue (operands) and epilogue.
+
+Note: how the templates are emitted
+-----------------------------------
+A template's operands are virtual tensors (`Operand`: an expression over the operand's own
+variables, usually a load through an index map: a fused transpose, broadcast or cast), and its
+epilogue is a list of stores reading `Acc()` at the output point (bias, activation, residual).
+
+* `matmul`: tasks are (batch, row m, block of n). A task keeps a block of accumulators in a
+  stack array, runs k outermost and n innermost (`acc[n] = fma(A[m, k], B[k, n], acc[n])`: the
+  inner loop is contiguous in B and in the accumulators, so it vectorizes), then evaluates the
+  epilogue for each n of the block. This is the portable path; `gemm.py`'s register-blocked
+  generator replaces it for the f32/f64 shapes it handles.
+* `conv`: direct convolution. A task is one (n, o, output row) and holds the row's accumulators;
+  for each input channel of o's group and each kernel offset it adds `w * x` along the row. The
+  input coordinate of output position p at kernel offset t is q = p·stride + t·rhs_dilation −
+  pad_lo in the lhs-dilated, padded input; it is a real element when 0 <= q <= (S−1)·lhs_dilation
+  and q ≡ 0 (mod lhs_dilation), at index q / lhs_dilation. Elsewhere the term is 0: the operand
+  expression is evaluated only under that condition (a masked load after if-conversion), so a
+  border never reads out of bounds.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+from llvmlite import ir
+
+from graphc.ir.kernel import Buffer, ConvKernel, MatmulKernel, kernel_reads, kernel_writes
+
+from .codegen import KernelCode, KernelEnv
+from .codegen_expr import ExprEmitter, store_element
+from .codegen_loop import CHUNK_WORK, PARALLEL_WORK
+from .llvm_ir import I32, I64, alloca_at_entry, for_range, intrinsic, smin
+from .lowering import cast_value, compute_type
+
+MATMUL_NBLOCK = 512
+
+
+def _i64(v: int) -> ir.Constant:
+    return ir.Constant(I64, v)
+
+
+def _buffers(k) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(kernel_reads(k) + kernel_writes(k)))
+
+
+def _decode(b: ir.IRBuilder, t: ir.Value, dims: list[tuple[str, int]]) -> dict[str, ir.Value]:
+    """Row-major multi-index of `t` over `dims` (the first dimension is not reduced)."""
+    env: dict[str, ir.Value] = {}
+    for pos in range(len(dims) - 1, -1, -1):
+        name, n = dims[pos]
+        if pos == 0:
+            env[name] = t
+        else:
+            env[name] = b.urem(t, _i64(n))
+            t = b.udiv(t, _i64(n))
+    return env
+
+
+def _madd(b: ir.IRBuilder, x: ir.Value, y: ir.Value, acc: ir.Value) -> ir.Value:
+    if isinstance(acc.type, (ir.FloatType, ir.DoubleType)):
+        return b.call(intrinsic(b.module, "llvm.fmuladd", acc.type), [x, y, acc])
+    return b.add(b.mul(x, y), acc)
+
+
+def _zero(ty: ir.Type) -> ir.Constant:
+    return ir.Constant(ty, 0.0 if isinstance(ty, (ir.FloatType, ir.DoubleType)) else 0)
+
+
+def _slot(b: ir.IRBuilder, arr: ir.Value, i: ir.Value) -> ir.Value:
+    return b.gep(arr, [ir.Constant(I32, 0), i], inbounds=True)
+
+
+def template_code(k: MatmulKernel | ConvKernel, buffers: Mapping[str, Buffer],
+                  options: dict[str, Any]) -> KernelCode:
+    if isinstance(k, MatmulKernel):
+        return matmul_code(k)
+    return conv_code(k)
+
+
+# -- matmul ---------------------------------------------------------------------------------------
+
+
+def matmul_code(k: MatmulKernel) -> KernelCode:
+    nb = min(k.n, MATMUL_NBLOCK)
+    nblk = -(-k.n // nb) if k.n else 0
+    rows = math.prod(k.batch) * k.m
+    tasks = rows * nblk
+    work = 2 * rows * k.n * max(k.k, 1)
+    grain = max(1, -(-CHUNK_WORK // max(1, nb * k.k * 2)))
+
+    def emit(env: KernelEnv) -> None:
+        emit_matmul_simple(k, env, nb, nblk)
+
+    return KernelCode(_buffers(k), tasks, grain, work >= PARALLEL_WORK and tasks > grain, emit,
+                      notes={"matmul": "simple", "nblock": nb})
+
+
+def emit_matmul_simple(k: MatmulKernel, env: KernelEnv, nb: int, nblk: int) -> None:
+    b = env.builder
+    acc_dtype = k.acc_dtype
+    ty = compute_type(acc_dtype)
+    ev = ExprEmitter(b, env.buffers, k.extents())
+    acc = alloca_at_entry(b, ir.ArrayType(ty, nb), name="acc")
+    dims = [(f"b{j}", n) for j, n in enumerate(k.batch)] + [("m", k.m)]
+    with for_range(b, env.lo, env.hi, name="task") as t:
+        tev = ev.child(_decode(b, b.udiv(t, _i64(nblk)), dims))
+        n0 = b.mul(b.urem(t, _i64(nblk)), _i64(nb))
+        n1 = smin(b, b.add(n0, _i64(nb)), _i64(k.n))
+        with for_range(b, n0, n1, name="zero") as n:
+            b.store(_zero(ty), _slot(b, acc, b.sub(n, n0)))
+        with for_range(b, _i64(0), _i64(k.k), name="k") as kk:
+            kev = tev.child({"k": kk})
+            a = cast_value(b, kev(k.a.value), k.a.value.dtype, acc_dtype)
+            with for_range(b, n0, n1, name="n") as n:
+                nev = kev.child({"n": n})
+                bv = cast_value(b, nev(k.b.value), k.b.value.dtype, acc_dtype)
+                p = _slot(b, acc, b.sub(n, n0))
+                b.store(_madd(b, a, bv, b.load(p)), p)
+        _epilogue_row(k.stores, tev, acc, "n", n0, n1)
+
+
+def _epilogue_row(stores, ev: ExprEmitter, acc: ir.Value, var: str, j0: ir.Value,
+                  j1: ir.Value) -> None:
+    """Evaluate the epilogue stores for var in [j0, j1), Acc() = acc[var - j0]."""
+    b = ev.b
+    with for_range(b, j0, j1, name="epi") as j:
+        jev = ev.child({var: j})
+        jev.acc = b.load(_slot(b, acc, b.sub(j, j0)))
+        for st in stores:
+            store_element(b, jev.buffers[st.buffer], jev.linear(st.buffer, st.index),
+                          jev(st.value))
+
+
+# -- conv -----------------------------------------------------------------------------------------
+
+
+def conv_attrs(k: ConvKernel) -> dict[str, Any]:
+    return dict(k.attrs)
+
+
+def conv_code(k: ConvKernel) -> KernelCode:
+    out = k.out_shape
+    r = len(out) - 2
+    p_last = out[-1] if r else 1
+    rows = math.prod(out[:-1]) if r else math.prod(out)
+    w_shape = k.w.shape
+    work = 2 * math.prod(out) * math.prod(w_shape[1:])
+    grain = max(1, -(-CHUNK_WORK // max(1, p_last * math.prod(w_shape[1:]) * 2)))
+
+    def emit(env: KernelEnv) -> None:
+        emit_conv_direct(k, env)
+
+    return KernelCode(_buffers(k), rows if math.prod(out) else 0, grain,
+                      work >= PARALLEL_WORK and rows > grain, emit, notes={"conv": "direct"})
+
+
+def emit_conv_direct(k: ConvKernel, env: KernelEnv) -> None:
+    b = env.builder
+    a = conv_attrs(k)
+    out = k.out_shape
+    r = len(out) - 2
+    x_shape, w_shape = k.x.shape, k.w.shape
+    cg = w_shape[1]
+    o_per_group = out[1] // a["groups"]
+    stride, rd, ld = a["stride"], a["rhs_dilation"], a["lhs_dilation"]
+    pad_lo = a["padding"][0::2]
+    ty = compute_type(k.acc_dtype)
+    ev = ExprEmitter(b, env.buffers, k.extents())
+    p_last = out[-1] if r else 1
+    acc = alloca_at_entry(b, ir.ArrayType(ty, p_last), name="acc")
+    row_dims = [("n", out[0]), ("o", out[1])] + [(f"p{j}", out[2 + j]) for j in range(r - 1)]
+    xv, wv = k.x.vars, k.w.vars
+
+    def coord(j: int, p: ir.Value, t: ir.Value) -> tuple[ir.Value, ir.Value]:
+        """(valid, input index) of output position p at kernel offset t on spatial axis j."""
+        q = b.sub(b.add(b.mul(p, _i64(stride[j])), b.mul(t, _i64(rd[j]))), _i64(pad_lo[j]))
+        ok = b.and_(b.icmp_signed(">=", q, _i64(0)),
+                    b.icmp_signed("<=", q, _i64((x_shape[2 + j] - 1) * ld[j])))
+        if ld[j] == 1:
+            return ok, q
+        ok = b.and_(ok, b.icmp_signed("==", b.srem(q, _i64(ld[j])), _i64(0)))
+        return ok, b.sdiv(q, _i64(ld[j]))
+
+    with for_range(b, env.lo, env.hi, name="task") as t:
+        tev = ev.child(_decode(b, t, row_dims))
+        o = tev.env["o"]
+        c0 = b.mul(b.udiv(o, _i64(o_per_group)), _i64(cg))
+        with for_range(b, _i64(0), _i64(p_last), name="zero") as p:
+            b.store(_zero(ty), _slot(b, acc, p))
+        with for_range(b, _i64(0), _i64(cg), name="c") as c:
+            cenv = {wv[0]: o, wv[1]: c, xv[0]: tev.env["n"], xv[1]: b.add(c0, c)}
+            _conv_taps(k, tev.child(cenv), r, 0, coord, acc, p_last, ty)
+        if r:
+            _epilogue_row(k.stores, tev, acc, f"p{r - 1}", _i64(0), _i64(p_last))
+        else:
+            tev.acc = b.load(_slot(b, acc, _i64(0)))
+            for st in k.stores:
+                store_element(b, tev.buffers[st.buffer], tev.linear(st.buffer, st.index),
+                              tev(st.value))
+
+
+def _conv_taps(k: ConvKernel, ev: ExprEmitter, r: int, j: int, coord, acc, p_last: int,
+               ty: ir.Type) -> None:
+    """Loops over the kernel offsets of spatial axes j.., then the row update."""
+    b = ev.b
+    xv, wv = k.x.vars, k.w.vars
+    if r == 0:
+        x = cast_value(b, ev(k.x.value), k.x.value.dtype, k.acc_dtype)
+        w = cast_value(b, ev(k.w.value), k.w.value.dtype, k.acc_dtype)
+        p = _slot(b, acc, _i64(0))
+        b.store(_madd(b, w, x, b.load(p)), p)
+        return
+    if j < r:
+        with for_range(b, _i64(0), _i64(k.w.shape[2 + j]), name=f"t{j}") as t:
+            tev = ev.child({wv[2 + j]: t})
+            if j < r - 1:  # an outer spatial axis: the whole row is valid or not
+                ok, idx = coord(j, ev.env[f"p{j}"], t)
+                with b.if_then(ok):
+                    _conv_taps(k, tev.child({xv[2 + j]: idx}), r, j + 1, coord, acc, p_last, ty)
+            else:
+                _conv_row(k, tev, r, t, coord, acc, p_last, ty)
+
+
+def _conv_row(k: ConvKernel, ev: ExprEmitter, r: int, t: ir.Value, coord, acc, p_last: int,
+              ty: ir.Type) -> None:
+    b = ev.b
+    xv = k.x.vars
+    w = cast_value(b, ev(k.w.value), k.w.value.dtype, k.acc_dtype)
+    with for_range(b, _i64(0), _i64(p_last), name="p") as p:
+        ok, idx = coord(r - 1, p, t)
+        before = b.block
+        with b.if_then(ok):
+            x = cast_value(b, ev.child({xv[-1]: idx})(k.x.value), k.x.value.dtype, k.acc_dtype)
+            then_end = b.block
+        xval = b.phi(ty)
+        xval.add_incoming(x, then_end)
+        xval.add_incoming(_zero(ty), before)
+        slot = _slot(b, acc, p)
+        b.store(_madd(b, w, xval, b.load(slot)), slot)
+

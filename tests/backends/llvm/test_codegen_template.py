@@ -1,0 +1,110 @@
+"""LLVM templates: matmul (batched, broadcast batch, transposed operands, epilogues with bias,
+activations and residuals, several outputs, f64 and integers) and convolution (1-D/2-D/3-D,
+stride, padding including negative, both dilations, groups, fused epilogues), against the
+reference backend."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from graphc.ir.builder import Builder
+
+from .conftest import check_llvm
+
+FUSE = [True, False]
+
+
+def _normal(rng, shape, dtype=np.float32):
+    return rng.standard_normal(shape).astype(dtype)
+
+
+@pytest.mark.parametrize("fuse", FUSE)
+def test_matmul_shapes_and_epilogues(fuse, rng):
+    b = Builder("matmul")
+    a = b.input("a", (37, 70))
+    w = b.input("w", (70, 45))
+    bias = b.input("bias", (45,))
+    a3 = b.input("a3", (3, 9, 16))
+    w3 = b.input("w3", (16, 130))
+    bt = b.input("bt", (2, 1, 8, 16))
+    wt = b.input("wt", (5, 8))
+    r = b.input("r", (37, 45))
+    y = a @ w
+    b.output("dense_relu", (y + bias).relu())
+    b.output("residual_tanh", (y + r).tanh())
+    b.output("pre", y * 2.0)  # two stores from one product
+    b.output("batched_bcast", a3 @ w3)
+    b.output("transposed", w.T @ a.T)
+    b.output("batch4d", b.broadcast_to(bt, (2, 3, 8, 16)).transpose(0, 1, 3, 2).relu() @
+             b.broadcast_to(wt, (2, 3, 5, 8)).transpose(0, 1, 3, 2))
+    b.output("row", b.op("slice", a, start=(3, 0), stop=(4, 70), step=(1, 1)) @ w)
+    ins = {"a": _normal(rng, (37, 70)), "w": _normal(rng, (70, 45)),
+           "bias": _normal(rng, (45,)), "a3": _normal(rng, (3, 9, 16)),
+           "w3": _normal(rng, (16, 130)), "bt": _normal(rng, (2, 1, 8, 16)),
+           "wt": _normal(rng, (5, 8)), "r": _normal(rng, (37, 45))}
+    check_llvm(b.build(), ins, fuse=fuse, tol=dict(rtol=1e-4, atol=1e-4))
+
+
+@pytest.mark.parametrize("dtype", ["f64", "i32"])
+def test_matmul_other_dtypes(dtype, rng):
+    b = Builder("mm_dt")
+    a = b.input("a", (7, 11), dtype)
+    w = b.input("w", (11, 20), dtype)
+    b.output("y", a @ w + a.sum((1,), keepdims=True))
+    np_dt = np.float64 if dtype == "f64" else np.int32
+    ins = {"a": (rng.standard_normal((7, 11)) * 5).astype(np_dt),
+           "w": (rng.standard_normal((11, 20)) * 5).astype(np_dt)}
+    check_llvm(b.build(), ins, tol=dict(rtol=1e-12, atol=1e-12))
+
+
+CONV_CASES = [
+    # name, x shape, w shape, attrs
+    ("1d_stride_pad", (2, 3, 17), (4, 3, 5), dict(stride=(2,), padding=(2, 1))),
+    ("2d_same", (2, 3, 9, 8), (5, 3, 3, 3), dict(padding=(1, 1, 1, 1))),
+    ("2d_stride_dilation", (1, 4, 11, 12), (6, 4, 3, 2),
+     dict(stride=(2, 3), padding=(2, 1, 0, 2), rhs_dilation=(2, 1))),
+    ("2d_groups", (2, 6, 7, 7), (9, 2, 3, 3), dict(groups=3, padding=(1, 0, 0, 1))),
+    ("2d_depthwise", (1, 4, 6, 6), (4, 1, 3, 3), dict(groups=4, padding=(1, 1, 1, 1))),
+    ("2d_lhs_dilation", (1, 2, 5, 4), (3, 2, 3, 3),
+     dict(lhs_dilation=(2, 3), padding=(2, 2, 1, 0))),
+    ("2d_negative_padding", (1, 2, 8, 8), (2, 2, 2, 2), dict(padding=(-1, 0, 1, -2))),
+    ("3d", (1, 2, 4, 5, 6), (3, 2, 2, 3, 2), dict(stride=(1, 2, 1), padding=(0, 1, 1, 0, 0, 1))),
+    ("1x1", (2, 8, 5, 5), (16, 8, 1, 1), {}),
+]
+
+
+@pytest.mark.parametrize("fuse", FUSE)
+def test_conv_geometries(fuse, rng):
+    b = Builder("convs")
+    ins = {}
+    for name, xs, ws, attrs in CONV_CASES:
+        x = b.input(f"{name}.x", xs)
+        w = b.input(f"{name}.w", ws)
+        ins[f"{name}.x"], ins[f"{name}.w"] = _normal(rng, xs), _normal(rng, ws)
+        b.output(name, b.op("conv", x, w, **attrs))
+    check_llvm(b.build(), ins, fuse=fuse, tol=dict(rtol=1e-4, atol=1e-4))
+
+
+@pytest.mark.parametrize("fuse", FUSE)
+def test_conv_epilogues(fuse, rng):
+    b = Builder("conv_epi")
+    x = b.input("x", (2, 4, 10, 10))
+    w = b.param("w", (8, 4, 3, 3), init="he")
+    bias = b.param("bias", (8,), init="normal")
+    res = b.input("res", (2, 8, 10, 10))
+    y = b.conv2d(x, w, bias, padding="same")
+    b.output("bias_relu", y.relu())
+    b.output("residual", (y + res).relu())
+    b.output("sigmoid_f64", y.astype("f64").sigmoid())
+    ins = {"x": _normal(rng, (2, 4, 10, 10)), "res": _normal(rng, (2, 8, 10, 10))}
+    check_llvm(b.build(), ins, fuse=fuse, tol=dict(rtol=1e-4, atol=1e-5))
+
+
+def test_conv_f64(rng):
+    b = Builder("conv64")
+    x = b.input("x", (2, 3, 7, 7), "f64")
+    w = b.input("w", (4, 3, 3, 3), "f64")
+    b.output("y", b.op("conv", x, w, stride=(2, 2), padding=(1, 1, 1, 1)).tanh())
+    check_llvm(b.build(), {"x": _normal(rng, (2, 3, 7, 7), np.float64),
+                           "w": _normal(rng, (4, 3, 3, 3), np.float64)})
