@@ -24,11 +24,11 @@ from .options import TritonOptions
 from .runtime import TritonProgram, build_program
 
 
-def load_program(folder, schedule, options=None):
+def load_program(folder, schedule=None, options=None, param_values=None):
     """A TritonProgram from a package folder written by `TritonProgram.save` (see `aot.py`)."""
     from .aot import load_program as _load
 
-    return _load(folder, schedule, options)
+    return _load(folder, schedule, options, param_values)
 
 
 __all__ = ["GeneratedModule", "LaunchSpec", "TritonOptions", "TritonProgram", "build_program",

@@ -89,11 +89,39 @@ def run_variant(v: Variant, device: str, cache_dir: str) -> dict:
                 "traceback": traceback.format_exc()[-6000:]}
 
 
+def run_package(folder: str, device: str) -> dict:
+    """Load a saved package (no schedule: its own signature) and run it against the reference."""
+    from graphc.backends.triton import load_program
+    from tests.backends.op_matrix import CASES_BY_NAME, assert_close, case_inputs, reference
+
+    t0 = time.perf_counter()
+    case = CASES_BY_NAME[os.path.basename(folder)]
+    try:
+        inputs = case_inputs(case)
+        prog = load_program(folder, options={"interpret": device == "cpu"},
+                            param_values=case.graph().param_values)
+        got = prog.run_torch(inputs)
+        assert_close(case, {k: _numpy(v) for k, v in got.items()}, reference(case, inputs))
+        via = "cubin" if prog.aot is not None and device == "cuda" else "source"
+        return {"ok": True, "seconds": time.perf_counter() - t0, "via": via}
+    except Exception as e:  # noqa: BLE001
+        return {"ok": False, "seconds": time.perf_counter() - t0,
+                "error": f"{type(e).__name__}: {e}"[:4000],
+                "traceback": traceback.format_exc()[-6000:]}
+
+
+def _numpy(t):
+    from graphc.backends.triton.runtime import torch_to_numpy
+
+    return torch_to_numpy(t)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", required=True)
     ap.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     ap.add_argument("--cache-dir", default=None)
+    ap.add_argument("--packages", default=None, help="run the saved packages in this folder")
     ap.add_argument("names", nargs="*")
     args = ap.parse_args(argv)
     if args.device == "cpu":
@@ -103,10 +131,16 @@ def main(argv: list[str] | None = None) -> int:
     names = args.names or [c.name for c in OP_MATRIX]
     cache = args.cache_dir or tempfile.mkdtemp(prefix="graphc-triton-")
     results = {}
-    for v in variants(names, args.device):
-        results[v.name] = run_variant(v, args.device, cache)
-        r = results[v.name]
-        print(f"{'ok  ' if r['ok'] else 'FAIL'} {r['seconds']:6.2f}s {v.name}"
+    if args.packages:
+        jobs = [(f"package:{d}", lambda d=d: run_package(os.path.join(args.packages, d),
+                                                         args.device))
+                for d in sorted(os.listdir(args.packages))]
+    else:
+        jobs = [(v.name, lambda v=v: run_variant(v, args.device, cache))
+                for v in variants(names, args.device)]
+    for name, job in jobs:
+        results[name] = r = job()
+        print(f"{'ok  ' if r['ok'] else 'FAIL'} {r['seconds']:6.2f}s {name}"
               + ("" if r["ok"] else f"  {r['error'][:300]}"), flush=True)
     with open(args.out, "w") as f:
         json.dump(results, f, indent=1)
