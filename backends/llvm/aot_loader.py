@@ -1,7 +1,9 @@
 """Load a shared library built by `target.emit_shared_library` with ctypes only.
 
-This module must import nothing but the standard library's ctypes and numpy, so that a compiled
-package runs where llvmlite is not installed. Functions called through ctypes release the GIL.
+This module must import nothing but the standard library (ctypes, json), numpy and graphc's
+light modules, so that a compiled package runs where llvmlite is not installed. Functions
+called through ctypes release the GIL. `load_program` builds a runnable Program from a package
+folder after checking that this CPU has every feature the code was compiled for.
 """
 
 from __future__ import annotations
@@ -50,3 +52,67 @@ def load_library(path: str | os.PathLike) -> AotLibrary:
 def array_ptr(a: np.ndarray) -> ctypes.c_void_p:
     """The data pointer of a numpy array as a ctypes `void*` argument."""
     return ctypes.c_void_p(a.ctypes.data)
+
+
+# -- packages ------------------------------------------------------------------------------------
+
+
+def host_cpu_flags() -> set[str]:
+    """The CPU flags of this machine as /proc/cpuinfo lists them (empty where unreadable)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def check_cpu(folder, target_info: dict) -> None:
+    """Refuse a package built for another machine: wrong architecture or CPU features missing."""
+    import platform
+
+    want = target_info.get("machine")
+    if want and want != platform.machine():
+        raise AotLoadError(f"package {str(folder)!r} was compiled for {want}; this machine is "
+                           f"{platform.machine()}")
+    required = set(target_info.get("cpu_flags", ()))
+    have = host_cpu_flags()
+    missing = sorted(required - have) if have else []
+    if missing:
+        raise AotLoadError(
+            f"package {str(folder)!r} was compiled for CPU {target_info.get('cpu')!r} and needs "
+            f"CPU features this machine lacks: {', '.join(missing)} (recompile it here, or "
+            f"compile with portable=True for the x86-64-v3 baseline)")
+
+
+def load_program(folder, manifest: dict):
+    """A runnable Program from an LLVM package folder (`graphc/package.py` calls this); imports
+    neither llvmlite nor the compiler."""
+    import shutil
+    from pathlib import Path
+
+    from graphc.backends.program import Signature
+
+    from .runtime import ENTRY_ARGTYPES, Layout, NativeProgram, resolve_threads
+
+    folder = Path(folder)
+    info = manifest.get("target_info") or {}
+    if "layout" not in info or "library" not in info:
+        raise AotLoadError(f"package {str(folder)!r} has no LLVM target information")
+    check_cpu(folder, info)
+    try:
+        layout = Layout.from_json(info["layout"])
+    except (KeyError, TypeError, ValueError) as e:
+        raise AotLoadError(f"package {str(folder)!r}: malformed layout ({e})") from None
+    lib = AotLibrary(folder / info["library"])
+    fn = lib.function(layout.entry, None, *ENTRY_ARGTYPES)
+    sig = Signature.from_json(manifest["signature"])
+
+    def save(dest: Path) -> dict:
+        shutil.copyfile(folder / info["library"], Path(dest) / info["library"])
+        return dict(info)
+
+    return NativeProgram(sig, layout, fn, resolve_threads(None), keepalive=lib, saver=save,
+                         info={"package": str(folder), "cpu": info.get("cpu")})
