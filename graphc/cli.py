@@ -25,7 +25,7 @@ def cmd_show(args: argparse.Namespace) -> int:
     graph = _load(args.model)
     if args.print_after_all or args.after or args.diff or args.dump_dir:
         return _show_stages(graph, args)
-    if args.kernels or args.explain or args.memory:
+    if args.kernels or args.explain or args.memory or args.code:
         return _show_kernels(graph, args)
     if args.decompose:
         graph = decompose(graph)
@@ -51,7 +51,22 @@ def _show_kernels(graph, args: argparse.Namespace) -> int:
         sys.stdout.write(print_schedule(schedule, explain=args.explain))
     if args.memory:
         sys.stdout.write(memory_report(schedule))
+    if args.code:
+        sys.stdout.write(_generated_source(schedule, args.target))
     return 0
+
+
+def _generated_source(schedule, target: str) -> str:
+    """`show --code`: the source a code generator emits for the schedule."""
+    import importlib
+
+    from graphc.inspect import CODEGEN_MODULES
+
+    try:
+        generate = importlib.import_module(CODEGEN_MODULES[target]).generate
+    except (ImportError, AttributeError) as e:
+        raise GraphError(f"no {target} code generator available: {e}") from None
+    return str(getattr(generate(schedule), "source", ""))
 
 
 def _show_stages(graph, args: argparse.Namespace) -> int:
@@ -203,6 +218,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the memory plan: naive, planned arena and lower-bound bytes")
     s.add_argument("--no-fuse", action="store_true",
                    help="with --kernels/--memory: one kernel per primitive")
+    s.add_argument("--code", action="store_true",
+                   help="print the generated code of every kernel (see --target)")
+    s.add_argument("--target", choices=("triton", "llvm"), default="triton",
+                   help="the code generator for --code (default triton)")
     s.set_defaults(fn=cmd_show)
 
     v = sub.add_parser("viz", help="draw a model at every stage as one offline HTML file")

@@ -24,11 +24,12 @@ from .options import TritonOptions
 from .runtime import TritonProgram, build_program
 
 
-def load_program(folder, schedule=None, options=None, param_values=None):
+def load_program(folder, manifest=None, *, schedule=None, options=None, param_values=None):
     """A TritonProgram from a package folder written by `TritonProgram.save` (see `aot.py`)."""
     from .aot import load_program as _load
 
-    return _load(folder, schedule, options, param_values)
+    return _load(folder, manifest, schedule=schedule, options=options,
+                 param_values=param_values)
 
 
 __all__ = ["GeneratedModule", "LaunchSpec", "TritonOptions", "TritonProgram", "build_program",

@@ -234,13 +234,15 @@ def _schedule_from(sig: Mapping, constants: Mapping[str, np.ndarray],
                     (), plan)
 
 
-def load_program(folder: Path | str, schedule: Schedule | None = None,
+def load_program(folder: Path | str, manifest: Mapping | None = None, *,
+                 schedule: Schedule | None = None,
                  options: TritonOptions | Mapping | None = None,
                  param_values: Mapping[str, np.ndarray] | None = None):
     """A TritonProgram from `folder/triton/`: cubins for the current GPU when the package has
     its arch (nothing is generated or compiled), else the stored source (JIT-compiled on a GPU,
-    interpreted on a CPU). `schedule` is optional: the launch table carries the runtime
-    signature; `param_values` supplies parameters when no schedule is given."""
+    interpreted on a CPU). `graphc.load` passes the package `manifest` (its hashes are checked
+    there); `schedule` is optional: the launch table carries the runtime signature;
+    `param_values` supplies resident parameters (`graphc.load` passes them on every run)."""
     from .runtime import TritonProgram
 
     tri = Path(folder) / "triton"

@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from graphc.backends.program import Signature
 from graphc.ir.errors import GraphError, InputError
 from graphc.ir.kernel import Schedule
 
@@ -59,7 +60,8 @@ def resolve_options(options: TritonOptions | Mapping | None) -> TritonOptions:
 
 def build_program(schedule: Schedule, options: TritonOptions | Mapping | None = None
                   ) -> TritonProgram:
-    """Generate the Triton source of `schedule` (and, with `archs`, compile it ahead of time)."""
+    """Generate the Triton source of `schedule` (and, with `archs`, compile it ahead of time).
+    `graphc.compile` goes through `program.build_program`, which also reads CompileOptions."""
     opts = TritonOptions.of(options)
     if opts.interpret is None and not opts.archs:
         opts = resolve_options(opts)
@@ -123,6 +125,7 @@ class TritonProgram:
     def __init__(self, schedule: Schedule, generated: GeneratedModule, options: TritonOptions,
                  aot: Any = None, launchers: list[Callable] | None = None) -> None:
         self.schedule = schedule
+        self.signature = Signature.of(schedule)
         self.generated = generated
         self.options = options
         self.aot = aot
@@ -164,6 +167,8 @@ class TritonProgram:
         """Run on torch tensors (numpy arrays are copied to the device first); returns the graph
         outputs as torch tensors on the device. Parameters default to the resident values."""
         args = self.check(inputs, params or {})
+        if not self.runtime_options.interpret:  # compiled kernels assume 16-byte alignment
+            args = {k: v if v.data_ptr() % 16 == 0 else v.clone() for k, v in args.items()}
         if self.runtime_options.cuda_graph:
             return self._run_graph(args)
         storage = self._storage(args, self._new_outputs())
