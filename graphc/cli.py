@@ -60,13 +60,14 @@ def _generated_source(schedule, target: str) -> str:
     """`show --code`: the source a code generator emits for the schedule."""
     import importlib
 
-    from graphc.inspect import CODEGEN_MODULES
+    from graphc.inspect import CODE_GENERATORS
 
+    cg = CODE_GENERATORS[target]
     try:
-        generate = importlib.import_module(CODEGEN_MODULES[target]).generate
+        generate = getattr(importlib.import_module(cg.module), cg.function)
     except (ImportError, AttributeError) as e:
         raise GraphError(f"no {target} code generator available: {e}") from None
-    return str(getattr(generate(schedule), "source", ""))
+    return str(getattr(generate(schedule), cg.text))
 
 
 def _show_stages(graph, args: argparse.Namespace) -> int:
