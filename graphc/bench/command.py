@@ -1,13 +1,4 @@
-"""The `graphc bench` subcommand: argument parsing and the run (registered by graphc/cli.py).
-
-    graphc bench --quick --json run.json          # < 60 s smoke run at small sizes
-    graphc bench --workload 'sgemm_*' --threads 1,2
-    graphc bench --target reference --workload softmax --plot speedups.png
-    graphc bench --list
-
-`--target auto` (the default) uses the LLVM backend when it compiles and runs a probe graph
-here, else the reference backend, and says which in the header.
-"""
+"""The `graphc bench` subcommand: argument parsing and the run (registered by graphc/cli.py)."""
 
 from __future__ import annotations
 
@@ -17,11 +8,31 @@ from typing import Any
 
 from graphc.ir.errors import GraphError
 
+DESCRIPTION = """\
+Benchmark graphc (fused and unfused) against numpy, PyTorch eager, torch.compile and ONNX
+Runtime on the same inputs. Every contender's output is checked against the reference before it
+is timed; runs are interleaved round-robin at a fixed thread count; copy bandwidth and numpy's
+sgemm rate are measured alongside as anchors.
+
+    graphc bench --quick --json run.json          # < 60 s smoke run at small sizes
+    graphc bench --workload 'sgemm_*' --threads 1,2
+    graphc bench --target reference --workload softmax --plot speedups.png
+    graphc bench --list
+
+--target auto (the default) uses the LLVM backend when it compiles and runs a probe graph here,
+else the reference backend, and says which in the header. Started from the command line with
+OPENBLAS_CORETYPE or OPENBLAS_L2_SIZE set, the command re-runs itself without them (so numpy's
+OpenBLAS picks its kernel for this CPU) unless --keep-openblas-env is given; the header shows
+the kernel OpenBLAS reports. python scripts/perf_table.py run.json turns a JSON run into the
+README's performance section.
+"""
+
 
 def add_bench_parser(sub: Any) -> None:
     """Add `bench` to the `graphc` subcommand parsers."""
     p = sub.add_parser("bench", help="benchmark graphc against numpy, PyTorch and ONNX Runtime",
-                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+                       description=DESCRIPTION,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--target", default="auto", choices=("auto", "llvm", "reference", "triton"),
                    help="graphc target for the fused/unfused contenders (default: llvm if it "
                         "works here, else reference)")
