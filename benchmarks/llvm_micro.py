@@ -78,9 +78,8 @@ def bench_accuracy(size: int) -> None:
         note = " (f64: see note)" if name == "pow" else ""
         print(f"| {name}{note} | {r['f32'].max_ulp:.2f} | {r['f32'].max_rel_eps:.2f} | "
               f"{r['f64'].max_ulp:.2f} | {r['f64'].max_rel_eps:.2f} |")
-    print("\nf64 pow is exp(y·log x) in double: its error grows with |y·ln x| "
-          "(≈ |y·ln x| ulp); f32 pow runs in f64 internally and is correctly rounded "
-          "but for the final rounding.")
+    print("\nf64 pow is exp(y·log x) in double: its error grows with |y·ln x| (about |y·ln x| "
+          "ulp). f32 pow evaluates in f64 internally, so only its final rounding to f32 shows.\n")
 
 
 def bench_math() -> None:
@@ -112,6 +111,7 @@ def bench_math() -> None:
             rows.setdefault(name, []).extend([f"{ours:.2f}", theirs])
     for name, cells in rows.items():
         print(f"| {name} | " + " | ".join(cells) + " |")
+    print()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -186,6 +186,7 @@ def bench_gemm(sizes: tuple[int, ...], rounds: int = 3) -> None:
                       f"{best[f'us{t}'] / best[f'np{t}']:.2f}"]
         cells += [f"{best['at']:.0f}", f"{best['bt']:.0f}"]
         print(f"| {n} | " + " | ".join(cells) + " |", flush=True)
+    print()
 
 
 def bench_tune(n: int) -> None:
@@ -259,6 +260,7 @@ def bench_parallel() -> None:
             sec = best_time(lambda t=t, x=x, n=n: scale(x.ctypes.data, n, t), rounds=15)
             cells.append(f"{n * 8 / sec / 1e9:.1f} GB/s")
         print(f"| x = x·a + 1, {n} f32 (read + write) | " + " | ".join(cells) + " |")
+    print()
 
 
 def bench_compile() -> None:
