@@ -69,8 +69,17 @@ def _tile_ids(em: Emitter, tiles_m: int, tiles_n: int) -> None:
         em.line(f"pid_n = pid % {tiles_n}")
 
 
-def _operand(em: Emitter, value, mask: str, shape: str, dtype: str) -> str:
-    """An operand tile: zero outside `mask`, broadcast to `shape`, in the dot's input dtype."""
+def _operand(em: Emitter, value, mask: str, shape: str, dtype: str, kvars: set[str],
+             kmask: str | None) -> str:
+    """An operand tile: zero outside `mask`, broadcast to `shape`, in the dot's input dtype.
+
+    Lanes past the end of the reduction must be zero or they add to the product. A plain load
+    indexed by a reduction variable (`kvars`) is already masked there, and so is every load of a
+    guarded section (`kmask` None); a load that does not move along the reduction (K = 1, a
+    1x1 kernel) is broadcast over the whole BK block and gets `kmask` explicitly. Anything
+    computed is zeroed outside `mask` (it could be f(0) != 0). The selects are left out where
+    not needed: a load that feeds `tl.dot` directly is what Triton pipelines through shared
+    memory."""
     if isinstance(value, Load) and value.dtype in COMPUTE_DTYPE:
         name = em.fresh("v")  # load fp16/bf16 as is: straight into the tensor cores
         em.line(f"{name} = {em.load_code(value, native=True)}", em.expr_depth(value))
@@ -81,6 +90,10 @@ def _operand(em: Emitter, value, mask: str, shape: str, dtype: str) -> str:
             code = f"tl.where({mask}, {code}, 0)"
         if dtype in COMPUTE_DTYPE:
             code = f"{code}.to({TL_DTYPE[dtype]})"
+    if isinstance(value, Load) and kmask is not None:
+        used = {v for i in value.index for v in i.var_names()}
+        if not used & kvars:
+            code = f"tl.where({kmask}, {code}, 0)"
     out = em.fresh("op")
     em.line(f"{out} = tl.broadcast_to({code}, {shape})")
     return out
@@ -140,9 +153,9 @@ def _matmul(k: MatmulKernel, em: Emitter, opts: TritonOptions):
     em.line("kb = kk[:, None]")
     em.line(f"kbmask = kb < {k.k}")
     em.bind("k", "ka", 1, "kamask")
-    a = _operand(em, k.a.value, "mmask & kamask", "[BM, BK]", dtype)
+    a = _operand(em, k.a.value, "mmask & kamask", "[BM, BK]", dtype, {"k"}, "kamask")
     em.bind("k", "kb", 1, "kbmask")
-    b = _operand(em, k.b.value, "kbmask & nmask", "[BK, BN]", dtype)
+    b = _operand(em, k.b.value, "kbmask & nmask", "[BK, BN]", dtype, {"k"}, "kbmask")
     _dot(em, a, b, dtype, opts)
     em.close_loop(f"for k0 in range(0, {k.k}, BK):")
     _epilogue(em, k, "m", "n")
@@ -207,7 +220,7 @@ def _conv(k: ConvKernel, em: Emitter, opts: TritonOptions):
     em.line(f"xvalid = {' & '.join(valid)}")
     em.line("xzero = (rows + kx) * 0")
     em.guard = ("xvalid", 1, "xzero")
-    xa = _operand(em, k.x.value, "xvalid", "[BM, BK]", dtype)
+    xa = _operand(em, k.x.value, "xvalid", "[BM, BK]", dtype, set(), None)
     em.guard = None
     # the weight operand: kk as rows [BK, 1]
     em.line("kw = kk[:, None]")
@@ -217,7 +230,8 @@ def _conv(k: ConvKernel, em: Emitter, opts: TritonOptions):
     em.bind(k.w.vars[1], c_w, 1, "kwmask")
     for j in range(nsp):
         em.bind(k.w.vars[2 + j], offs_w[j], 1, "kwmask")
-    wb = _operand(em, k.w.value, "kwmask & colsmask", "[BK, BN]", dtype)
+    wb = _operand(em, k.w.value, "kwmask & colsmask", "[BK, BN]", dtype, set(k.w.vars[1:]),
+                  "kwmask")
     _dot(em, xa, wb, dtype, opts)
     em.close_loop(f"for k0 in range(0, {red}, BK):")
     em.bind("n", "out_n", 0, "rowsmask")

@@ -254,6 +254,11 @@ LINALG_CASES = [
         rtol=1e-12, atol=1e-12, tags=("f64",)),
     Case("matmul.long_k", _graph("mmk", lambda b: {
         "y": b.input("a", (3, 200)) @ b.input("w", (200, 4))}), rtol=1e-4, atol=1e-4),
+    Case("matmul.outer_k1", _graph("mmk1", lambda b: {
+        "y": b.input("a", (4, 1)) @ b.input("w", (1, 6)),
+        "z": b.input("c", (1, 5)) @ b.input("v", (5, 1))})),
+    Case("conv2d.1x1_one_channel", _graph("c11", lambda b: {
+        "y": b.op("conv", b.input("x", (2, 1, 3, 3)), b.input("w", (4, 1, 1, 1)))})),
     Case("conv1d.stride_pad", _graph("c1", lambda b: {
         "y": b.op("conv", b.input("x", (2, 3, 11)), b.input("w", (4, 3, 3)), stride=2,
                   padding=1)}), rtol=1e-5),
@@ -374,12 +379,12 @@ def _model(module: str, build_kw: dict, input_kw: dict):
     return build, make
 
 
-def _train_step(b_kw: dict):
+def _train_step(module: str, b_kw: dict):
+    """The example's loss gradients (autodiff adds outputs grad.<param>)."""
     def build() -> Graph:
         from graphc.passes import autodiff
 
-        g = _example("cnn").build(**b_kw)
-        return autodiff(g, "loss")
+        return autodiff(_example(module).build(**b_kw), "loss")
     return build
 
 
@@ -393,8 +398,11 @@ _seed = _model("conv1d_seed", {}, {})
 MODEL_CASES = [
     Case("model.cnn", _cnn[0], _cnn[1], rtol=1e-4, atol=1e-4, tags=("model",)),
     Case("model.cnn_eval", _cnn_eval[0], _cnn_eval[1], rtol=1e-4, atol=1e-4, tags=("model",)),
-    Case("model.cnn_train_step", _train_step({"batch": 2, "channels": 4}), _cnn[1],
+    Case("model.cnn_train_step", _train_step("cnn", {"batch": 2, "channels": 4}), _cnn[1],
          rtol=1e-3, atol=1e-4, tags=("model", "library", "atomic")),
+    Case("model.lstm_train_step", _train_step("lstm", {"steps": 3, "batch": 2, "features": 4,
+                                                       "hidden": 6}),
+         _lstm_model[1], rtol=1e-4, atol=1e-5, tags=("model",)),
     Case("model.lstm", _lstm_model[0], _lstm_model[1], rtol=1e-4, atol=1e-5, tags=("model",)),
     Case("model.two_two_one", _221[0], _221[1], rtol=1e-5, atol=1e-6, tags=("model",)),
     Case("model.conv1d_seed", _seed[0], _seed[1], rtol=1e-5, atol=1e-6, tags=("model",)),

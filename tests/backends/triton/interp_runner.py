@@ -24,8 +24,8 @@ from dataclasses import dataclass
 LOOPED = ("reduce_sum.axis1", "reduce_max.axes01", "argmax.axis1", "reduce.long_rows",
           "softmax", "softmax.long_rows", "log_softmax", "cross_entropy", "batch_norm.train",
           "reduce_sum.f16", "model.cnn")
-UNFUSED = ("model.cnn", "model.lstm", "model.cnn_train_step", "movement.pad_interior_negative",
-           "movement.concat", "lstm.t3")
+UNFUSED = ("model.cnn", "model.lstm", "model.cnn_train_step", "model.lstm_train_step",
+           "movement.pad_interior_negative", "movement.concat", "lstm.t3")
 
 
 @dataclass(frozen=True)
