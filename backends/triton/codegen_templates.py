@@ -104,7 +104,9 @@ def _dot(em: Emitter, a: str, b: str, dtype: str, opts: TritonOptions) -> None:
         em.line(f"acc += tl.sum({a}[:, :, None] * {b}[None, :, :], axis=1)")
     elif dtype == "f32":
         em.line(f'acc = tl.dot({a}, {b}, acc, input_precision="{opts.precision}")')
-    else:  # f16/bf16 (fp32 accumulation) and f64
+    elif dtype == "f64":  # Triton 3.6 needs the fp64 accumulator type said explicitly
+        em.line(f"acc = tl.dot({a}, {b}, acc, out_dtype=tl.float64)")
+    else:  # f16/bf16: fp32 accumulation
         em.line(f"acc = tl.dot({a}, {b}, acc)")
 
 

@@ -154,8 +154,9 @@ def reduce_config(rows: int, cols: int, opts: TritonOptions) -> ReduceConfig:
         xb = min(next_pow2(rows), max(1, 2048 // rb), 64)
         tile = xb * rb
         return ReduceConfig(True, xb, rb, 4 if tile <= 2048 else 8 if tile <= 4096 else 16)
-    rb = min(limit, 2048)
-    return ReduceConfig(False, 1, rb, 8)
+    if rows < 512:  # few long rows, one program each: keep more bytes in flight per SM
+        return ReduceConfig(False, 1, min(limit * 2, 8192), 16)
+    return ReduceConfig(False, 1, min(limit, 2048), 8)
 
 
 def dot_config(m: int, n: int, k: int, dtype: str, opts: TritonOptions) -> DotConfig:

@@ -162,15 +162,19 @@ class TritonProgram:
     def __call__(self, **inputs: Any) -> dict[str, Any]:
         return self.run_torch(inputs)
 
-    def run_torch(self, inputs: Mapping[str, Any], params: Mapping[str, Any] | None = None
-                  ) -> dict[str, Any]:
+    def run_torch(self, inputs: Mapping[str, Any], params: Mapping[str, Any] | None = None,
+                  copy_outputs: bool = True) -> dict[str, Any]:
         """Run on torch tensors (numpy arrays are copied to the device first); returns the graph
-        outputs as torch tensors on the device. Parameters default to the resident values."""
+        outputs as torch tensors on the device. Parameters default to the resident values.
+
+        With `cuda_graph`, inputs are copied into the graph's own buffers unless they are those
+        buffers (`graph_inputs()`), and outputs are copies unless `copy_outputs=False` (then
+        they are the graph's buffers, overwritten by the next run)."""
         args = self.check(inputs, params or {})
         if not self.runtime_options.interpret:  # compiled kernels assume 16-byte alignment
             args = {k: v if v.data_ptr() % 16 == 0 else v.clone() for k, v in args.items()}
         if self.runtime_options.cuda_graph:
-            return self._run_graph(args)
+            return self._run_graph(args, copy_outputs)
         storage = self._storage(args, self._new_outputs())
         self._launch_all(storage)
         return self._outputs(storage)
@@ -320,7 +324,19 @@ class TritonProgram:
                 raise GraphError(f"triton: kernel {spec.kernel} ({spec.fn}) failed to launch: "
                                  f"{type(e).__name__}: {e}") from e
 
-    def _run_graph(self, args: Mapping[str, Any]) -> dict[str, Any]:
+    def graph_inputs(self) -> dict[str, Any]:
+        """The CUDA graph's input buffers (captured on first use): fill them and pass them to
+        `run_torch` to skip the copy in."""
+        if self._graph is None:
+            torch = _torch()
+            s = self.schedule
+            zeros = {n: torch.zeros(s.buffers[n].type.shape,
+                                    dtype=torch_dtype(s.buffers[n].type.dtype), device="cuda")
+                     for n in s.inputs}
+            self._run_graph(zeros, False)
+        return {n: self._graph[1][n] for n in self.schedule.inputs}
+
+    def _run_graph(self, args: Mapping[str, Any], copy_outputs: bool = True) -> dict[str, Any]:
         torch = _torch()
         if self._graph is None:
             static_args = {k: v.clone() for k, v in args.items()}
@@ -343,7 +359,8 @@ class TritonProgram:
             if v.data_ptr() != static_args[k].data_ptr():
                 static_args[k].copy_(v)
         graph.replay()
-        return {k: v.clone() for k, v in self._outputs(storage).items()}
+        outs = self._outputs(storage)
+        return {k: v.clone() for k, v in outs.items()} if copy_outputs else outs
 
 
 class JitLaunch:
