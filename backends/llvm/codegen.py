@@ -67,6 +67,7 @@ class KernelEnv:
     hi: ir.Value
     status: ir.Value | None
     error_base: int
+    nthreads: ir.Value | None = None
 
     def fail(self, which: int, value: ir.Value, position: ir.Value) -> None:
         """Record error `which` of this kernel (its `errors` entry) with the offending value and
@@ -93,6 +94,7 @@ class KernelCode:
     emit: Callable[[KernelEnv], None]
     errors: tuple[dict[str, Any], ...] = ()
     notes: dict[str, Any] = field(default_factory=dict)
+    own_threads: bool = False  # the body parallelizes itself: it takes nthreads
 
 
 def kernel_code(k: Kernel, buffers: Mapping[str, Buffer], options: dict[str, Any]
@@ -335,8 +337,10 @@ class ModuleBuilder:
             fn, code = got
             self.comments[fn.name] += f", {k.name}: " + ", ".join(f"%{o}" for o in k.origin)
             return fn, code, keys
-        code = kernel_code(ck, cbuffers, self.options)
-        arg_types = [PTR] * len(keys) + [I64, I64] + ([PTR] if code.errors else [])
+        groups_of = {canon[n]: arg_of[movable.index(n)] for n in movable}
+        code = kernel_code(ck, cbuffers, {**self.options, "storage_groups": groups_of})
+        arg_types = ([PTR] * len(keys) + [I64, I64] + ([PTR] if code.errors else [])
+                     + ([I32] if code.own_threads else []))
         fname = f"kernel.{_symbol(k.name)}"
         fn = ir.Function(self.module, ir.FunctionType(VOID, arg_types), name=fname)
         fn.linkage = "internal"
@@ -356,7 +360,8 @@ class ModuleBuilder:
             refs[cn] = BufferRef(cn, t.dtype, t.shape, _is_bf16_bits(self.s, n), ptr)
         lo, hi = fn.args[len(keys)], fn.args[len(keys) + 1]
         status = fn.args[len(keys) + 2] if code.errors else None
-        code.emit(KernelEnv(fb, refs, lo, hi, status, len(self.errors) + 1))
+        nthreads = fn.args[-1] if code.own_threads else None
+        code.emit(KernelEnv(fb, refs, lo, hi, status, len(self.errors) + 1, nthreads))
         fb.ret_void()
         self.errors.extend(code.errors)
         self.comments[fn.name] = (f"; {k.kind} kernel, {code.tasks} tasks"
@@ -369,6 +374,7 @@ class ModuleBuilder:
                      ) -> None:
         b, _, _, status, nthreads = self._main
         ptrs = [self._main_ptr(key) for key in keys] + ([status] if code.errors else [])
+        ptrs += [nthreads] if code.own_threads else []
         npt = len(keys)
         if not code.parallel:
             tail = ptrs[npt:]

@@ -49,7 +49,19 @@ from graphc.ir.kernel import (
 from graphc.ir.ops.random import PHILOX_M0, PHILOX_M1, PHILOX_ROUNDS, PHILOX_W0, PHILOX_W1
 from graphc.ir.types import round_to_dtype
 
-from .llvm_ir import F32, I1, I8, I32, I64
+from .llvm_ir import (
+    F32,
+    I1,
+    I8,
+    I32,
+    I64,
+    declare,
+    lanes_of,
+    masked_load,
+    masked_store,
+    splat,
+    vector,
+)
 from .lowering import cast_value, compute_type, emit_elementwise, round_f32_to
 
 I16 = ir.IntType(16)
@@ -94,26 +106,31 @@ def load_element(b: ir.IRBuilder, buf: BufferRef, linear: ir.Value) -> ir.Value:
 
 
 def from_storage(b: ir.IRBuilder, raw: ir.Value, buf: BufferRef) -> ir.Value:
+    """A loaded element (or vector of elements) in its compute type."""
+    lanes = lanes_of(raw.type)
     if buf.dtype == "f16":
-        return b.fpext(raw, F32)
+        return b.fpext(raw, vector(F32, lanes))
     if buf.dtype == "bf16" and buf.bf16_bits:
-        return b.bitcast(b.shl(b.zext(raw, I32), ir.Constant(I32, 16)), F32)
+        i32 = vector(I32, lanes)
+        return b.bitcast(b.shl(b.zext(raw, i32), splat(i32, 16)), vector(F32, lanes))
     if buf.dtype == "bool":
-        return b.icmp_unsigned("!=", raw, ir.Constant(I8, 0))
+        return b.icmp_unsigned("!=", raw, splat(raw.type, 0))
     return raw
 
 
 def to_storage(b: ir.IRBuilder, value: ir.Value, buf: BufferRef) -> ir.Value:
     """Convert a compute value to `buf`'s storage form (f16/bf16 rounded to nearest even)."""
+    lanes = lanes_of(value.type)
     if buf.dtype == "f16":
-        return b.fptrunc(value, HALF)
+        return b.fptrunc(value, vector(HALF, lanes))
     if buf.dtype == "bf16":
         rounded = round_f32_to(b, value, "bf16")
         if not buf.bf16_bits:
             return rounded
-        return b.trunc(b.lshr(b.bitcast(rounded, I32), ir.Constant(I32, 16)), I16)
+        i32 = vector(I32, lanes)
+        return b.trunc(b.lshr(b.bitcast(rounded, i32), splat(i32, 16)), vector(I16, lanes))
     if buf.dtype == "bool":
-        return b.zext(value, I8)
+        return b.zext(value, vector(I8, lanes))
     return value
 
 
@@ -376,3 +393,171 @@ def emit_philox_uniform(b: ir.IRBuilder, seed: ir.Value, counter: ir.Value, stre
     top = b.lshr(c[0], ir.Constant(I32, 8))
     return b.fmul(b.sitofp(top, F32), ir.Constant(F32, 2.0 ** -24))
 
+
+
+# -- vector mode (template epilogues) ------------------------------------------------------------
+
+
+class VectorEmitter(ExprEmitter):
+    """Evaluates expressions for `lanes` consecutive values of one variable (`vvar`) at once:
+    the GEMM epilogue hook hands over a vector of results for columns col0 .. col0 + lanes - 1.
+
+    `env[vvar]` holds col0 (a scalar), so an index whose only dependence on vvar is a top-level
+    term c·vvar is a scalar base plus c·lane: c = 1 loads and stores whole vectors (masked by
+    `lane_mask` and the load's bounds), c = 0 (no dependence) stays scalar and is splatted where
+    a vector operand meets it, anything else gathers or scatters. Values are scalars or vectors;
+    the lowering table's emitters accept both.
+    """
+
+    def __init__(self, builder: ir.IRBuilder, buffers: Mapping[str, BufferRef],
+                 extents: Mapping[str, int], env: Mapping[str, ir.Value], vvar: str, lanes: int,
+                 lane_mask: ir.Value) -> None:
+        super().__init__(builder, buffers, extents, env)
+        self.vvar, self.lanes, self.lane_mask = vvar, lanes, lane_mask
+        self.iota = ir.Constant(ir.VectorType(I64, lanes), list(range(lanes)))
+
+    def widen(self, v: ir.Value) -> ir.Value:
+        """`v` as a vector of `lanes` (a scalar is broadcast)."""
+        if isinstance(v.type, ir.VectorType):
+            return v
+        b = self.b
+        vty = ir.VectorType(v.type, self.lanes)
+        one = b.insert_element(ir.Constant(vty, None), v, ir.Constant(I32, 0))
+        return b.shuffle_vector(one, ir.Constant(vty, None),
+                                ir.Constant(ir.VectorType(I32, self.lanes), [0] * self.lanes))
+
+    def _top_coef(self, e: Ix) -> int | None:
+        """c when vvar enters `e` only as a top-level term c·vvar (0: not at all), else None."""
+        c = 0
+        for atom, k in e.terms:
+            if isinstance(atom, Var):
+                c += k if atom.name == self.vvar else 0
+            elif self.vvar in atom.arg.var_names():
+                return None
+        return c
+
+    def vindex(self, e: Ix) -> ir.Value:
+        """The index for every lane (<lanes x i64>), or a scalar when it is the same."""
+        b = self.b
+        e = self.rewrite.get(e, e)
+        c = self._top_coef(e)
+        if c == 0:
+            return self._raw_index(e)
+        if c is not None:
+            base = self.widen(self._raw_index(e))
+            return b.add(base, b.mul(self.iota, splat(self.iota.type, c)))
+        out: ir.Value = splat(self.iota.type, e.const)
+        for atom, k in e.terms:
+            if isinstance(atom, Var):
+                v = self._lanes_of_var(atom.name)
+            elif self.vvar in atom.arg.var_names():
+                x = self.vindex(atom.arg)
+                d = splat(self.iota.type, atom.d)
+                q, r = b.sdiv(x, d), b.srem(x, d)
+                neg = b.icmp_signed("<", r, splat(self.iota.type, 0))
+                if isinstance(atom, FloorDiv):
+                    v = b.sub(q, b.zext(neg, self.iota.type))
+                else:
+                    v = b.add(r, b.select(neg, d, splat(self.iota.type, 0)))
+            else:
+                v = self.widen(self._atom(atom))
+            out = b.add(out, b.mul(v, splat(self.iota.type, k)))
+        return out
+
+    def _lanes_of_var(self, name: str) -> ir.Value:
+        base = self.widen(self.env[name])
+        return self.b.add(base, self.iota) if name == self.vvar else base
+
+    def vbounds(self, bounds: Iterable[Bound]) -> ir.Value:
+        b = self.b
+        ok: ir.Value = ir.Constant(I1, 1)
+        for bd in bounds:
+            v = self.vindex(bd.e)
+            ty = v.type
+            cond = b.and_(b.icmp_signed(">=", v, splat(ty, bd.lo)),
+                          b.icmp_signed("<", v, splat(ty, bd.hi)))
+            if bd.step != 1:
+                off = b.sub(v, splat(ty, bd.lo))
+                cond = b.and_(cond, b.icmp_signed("==", b.srem(off, splat(ty, bd.step)),
+                                                  splat(ty, 0)))
+            ok = b.and_(self.widen(ok), cond) if isinstance(cond.type, ir.VectorType) \
+                or isinstance(ok.type, ir.VectorType) else b.and_(ok, cond)
+        return ok
+
+    def _compute(self, e: Expr) -> ir.Value:
+        b = self.b
+        if isinstance(e, Load):
+            return self._vload(e)
+        if isinstance(e, Op):
+            args = [self(a) for a in e.args]
+            if any(isinstance(a.type, ir.VectorType) for a in args):
+                args = [self.widen(a) for a in args]
+            arg_dtype = e.args[-1].dtype if e.op == "select" else e.args[0].dtype
+            return emit_elementwise(b, e.op, args, dict(e.attrs), arg_dtype, e.dtype)
+        if isinstance(e, IndexValue):
+            return cast_value(b, self.vindex(e.index), "i64", e.dtype)
+        if isinstance(e, InBounds):
+            return self.vbounds(e.bounds)
+        if isinstance(e, (RandomUniform, ReduceRef)):
+            raise GraphError(f"{type(e).__name__} has no vector lowering")
+        return super()._compute(e)
+
+    def _vload(self, e: Load) -> ir.Value:
+        buf = self.buffers[e.buffer]
+        lin = linearize(e.index, buf.shape)
+        lin_r = self.rewrite.get(lin, lin)
+        if self.vvar not in lin_r.var_names() and not any(
+                self.vvar in self.rewrite.get(m.e, m.e).var_names() for m in e.mask):
+            return self._load(e)
+        b = self.b
+        mask = self.lane_mask
+        if e.mask:
+            mask = b.and_(mask, self.widen(self.vbounds(e.mask)))
+        sty = buf.storage_type
+        vty = ir.VectorType(sty, self.lanes)
+        if self._top_coef(lin_r) == 1:
+            ptr = b.bitcast(element_ptr(b, buf, self._raw_index(lin_r)), vty.as_pointer())
+            raw = masked_load(b, ptr, mask, vty, align=sty_bytes(sty))
+        else:
+            ptrs = self._vptrs(buf, self.vindex(lin))
+            fn = declare(b.module, f"llvm.masked.gather.{_vsuffix(vty)}.v{self.lanes}p0", vty,
+                         [ptrs.type, I32, mask.type, vty])
+            raw = b.call(fn, [ptrs, ir.Constant(I32, sty_bytes(sty)), mask, splat(vty, 0)])
+        return from_storage(b, raw, buf)
+
+    def _vptrs(self, buf: BufferRef, index: ir.Value) -> ir.Value:
+        b = self.b
+        base = b.ptrtoint(buf.ptr, I64)
+        offs = b.mul(self.widen(index), splat(self.iota.type, sty_bytes(buf.storage_type)))
+        addrs = b.add(self.widen(base), offs)
+        return b.inttoptr(addrs, ir.VectorType(ir.PointerType(I8), self.lanes))
+
+    def vstore(self, buffer: str, index: tuple[Ix, ...], value: ir.Value) -> None:
+        """Store every active lane of `value` at `buffer[index]`."""
+        b = self.b
+        buf = self.buffers[buffer]
+        value = to_storage(b, self.widen(value), buf)
+        lin = linearize(index, buf.shape)
+        lin_r = self.rewrite.get(lin, lin)
+        if self._top_coef(lin_r) == 1:
+            ptr = b.bitcast(element_ptr(b, buf, self._raw_index(lin_r)),
+                            value.type.as_pointer())
+            masked_store(b, value, ptr, self.lane_mask, align=sty_bytes(buf.storage_type))
+            return
+        ptrs = self._vptrs(buf, self.vindex(lin))
+        fn = declare(b.module, f"llvm.masked.scatter.{_vsuffix(value.type)}.v{self.lanes}p0",
+                     ir.VoidType(), [value.type, ptrs.type, I32, self.lane_mask.type])
+        b.call(fn, [value, ptrs, ir.Constant(I32, sty_bytes(buf.storage_type)), self.lane_mask])
+
+
+def sty_bytes(ty: ir.Type) -> int:
+    """Size in bytes of a scalar storage type."""
+    if isinstance(ty, ir.IntType):
+        return max(ty.width // 8, 1)
+    return {ir.HalfType: 2, ir.FloatType: 4, ir.DoubleType: 8}[type(ty)]
+
+
+def _vsuffix(vty: ir.VectorType) -> str:
+    from .llvm_ir import type_suffix
+
+    return type_suffix(vty)

@@ -77,6 +77,11 @@ def _slot(b: ir.IRBuilder, arr: ir.Value, i: ir.Value) -> ir.Value:
 def template_code(k: MatmulKernel | ConvKernel, buffers: Mapping[str, Buffer],
                   options: dict[str, Any]) -> KernelCode:
     if isinstance(k, MatmulKernel):
+        from .codegen_gemm import gemm_code, plan_gemm
+
+        plan = plan_gemm(k, buffers, options.get("storage_groups"))
+        if plan is not None and not options.get("simple_matmul"):
+            return gemm_code(k, plan, buffers, options)
         return matmul_code(k)
     return conv_code(k)
 

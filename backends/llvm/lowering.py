@@ -27,7 +27,7 @@ from llvmlite import ir
 
 from graphc.ir.errors import GraphError
 
-from .llvm_ir import F32, F64, I1, intrinsic
+from .llvm_ir import F32, F64, I1, intrinsic, lanes_of, scalar_of, splat, vector
 from .mathlib import emit_math
 
 
@@ -66,7 +66,8 @@ class Lowering:
 
 
 def _const(v: ir.Value, value) -> ir.Constant:
-    return ir.Constant(v.type, value)
+    """A constant of v's type (scalar or vector: every lane) equal to `value`."""
+    return splat(v.type, value)
 
 
 def _fcall(cx: ScalarCtx, name: str, *args: ir.Value) -> ir.Value:
@@ -74,7 +75,8 @@ def _fcall(cx: ScalarCtx, name: str, *args: ir.Value) -> ir.Value:
 
 
 def _math(cx: ScalarCtx, name: str, *args: ir.Value) -> ir.Value:
-    return cx.builder.call(emit_math(cx.module, name, cx.math_dtype), list(args))
+    fn = emit_math(cx.module, name, cx.math_dtype, lanes_of(args[0].type))
+    return cx.builder.call(fn, list(args))
 
 
 # -- unary -----------------------------------------------------------------------------------------
@@ -157,6 +159,8 @@ def lower_div(cx, args, attrs):
 def lower_pow(cx, args, attrs):
     if cx.is_float:
         return _math(cx, "pow", *args)
+    if isinstance(args[0].type, ir.VectorType):
+        raise GraphError("integer pow has no vector lowering")
     return cx.builder.call(_int_pow_function(cx.module, args[0].type), list(args))
 
 
@@ -201,7 +205,7 @@ def _minmax(is_max: bool) -> ScalarEmit:
             keep = b.or_(b.fcmp_ordered(">=" if is_max else "<=", a, c),
                          b.fcmp_unordered("uno", a, a))
             return b.select(keep, a, c)
-        if a.type == I1:
+        if scalar_of(a.type) == I1:
             return b.or_(a, c) if is_max else b.and_(a, c)
         return b.select(b.icmp_signed(">" if is_max else "<", a, c), a, c)
     emit.__name__ = "lower_maximum" if is_max else "lower_minimum"
@@ -219,7 +223,7 @@ def _compare(op: str) -> ScalarEmit:
             if op == "ne":
                 return b.fcmp_unordered("!=", a, c)  # NaN != anything is True
             return b.fcmp_ordered(_CMP[op], a, c)
-        if a.type == I1:
+        if scalar_of(a.type) == I1:
             return b.icmp_unsigned(_CMP[op], a, c)  # False < True
         return b.icmp_signed(_CMP[op], a, c)
     emit.__name__ = f"lower_{op}"
@@ -257,14 +261,15 @@ def compute_type(dtype: str) -> ir.Type:
 def round_f32_to(builder: ir.IRBuilder, x: ir.Value, dtype: str) -> ir.Value:
     """Round an f32 value to the precision of f16/bf16 (still an f32 value)."""
     b = builder
+    lanes = lanes_of(x.type)
     if dtype == "f16":
-        return b.fpext(b.fptrunc(x, ir.HalfType()), F32)
+        return b.fpext(b.fptrunc(x, vector(ir.HalfType(), lanes)), x.type)
     if dtype == "bf16":
-        i32 = ir.IntType(32)
+        i32 = vector(ir.IntType(32), lanes)
         bits = b.bitcast(x, i32)
-        lsb = b.and_(b.lshr(bits, ir.Constant(i32, 16)), ir.Constant(i32, 1))
-        rounded = b.add(b.add(bits, ir.Constant(i32, 0x7FFF)), lsb)
-        return b.bitcast(b.and_(rounded, ir.Constant(i32, 0xFFFF0000)), F32)
+        lsb = b.and_(b.lshr(bits, splat(i32, 16)), splat(i32, 1))
+        rounded = b.add(b.add(bits, splat(i32, 0x7FFF)), lsb)
+        return b.bitcast(b.and_(rounded, splat(i32, 0xFFFF0000)), x.type)
     return x
 
 
@@ -272,27 +277,28 @@ def cast_value(builder: ir.IRBuilder, x: ir.Value, src: str, dst: str) -> ir.Val
     """Convert a compute value of dtype `src` to dtype `dst` with the reference's semantics
     (float -> int truncates toward zero, anything -> bool is `!= 0`)."""
     b = builder
-    to = compute_type(dst)
+    to = vector(compute_type(dst), lanes_of(x.type))
     if src == dst:
         return x
     if src in _FLOATS:
         if dst == "bool":
-            return b.fcmp_unordered("!=", x, ir.Constant(x.type, 0.0))
+            return b.fcmp_unordered("!=", x, splat(x.type, 0.0))
         if dst in _INTS:
             return b.fptosi(x, to)
         if x.type != to:
-            x = b.fpext(x, to) if to == F64 else b.fptrunc(x, to)
+            x = b.fpext(x, to) if scalar_of(to) == F64 else b.fptrunc(x, to)
         return round_f32_to(b, x, dst)
     if src == "bool":
         return b.uitofp(x, to) if dst in _FLOATS else b.zext(x, to)
     # integer source
     if dst == "bool":
-        return b.icmp_signed("!=", x, ir.Constant(x.type, 0))
+        return b.icmp_signed("!=", x, splat(x.type, 0))
     if dst in _FLOATS:
         return round_f32_to(b, b.sitofp(x, to), dst)
-    if to.width > x.type.width:
+    width, src_width = scalar_of(to).width, scalar_of(x.type).width
+    if width > src_width:
         return b.sext(x, to)
-    return b.trunc(x, to) if to.width < x.type.width else x
+    return b.trunc(x, to) if width < src_width else x
 
 
 # -- the table -------------------------------------------------------------------------------------

@@ -80,7 +80,7 @@ def build_program(schedule: Schedule, options: Any = None) -> NativeProgram:
     t0 = time.perf_counter()
     spec = target_spec(options)
     threads = resolve_threads(_option(options, "threads"))
-    codegen_opts = {"use_gomp": _option(options, "use_gomp")}
+    codegen_opts = {"use_gomp": _option(options, "use_gomp"), "vector_bits": spec.vector_bits}
     target = {"cpu": spec.cpu, "features": spec.features, "opt": spec.opt_level,
               "codegen": codegen_opts}
     use_cache = bool(_option(options, "cache", True)) and _linker_available()
@@ -152,7 +152,9 @@ def _linker_available() -> bool:
 
 def generated_ir(schedule: Schedule, options: Any = None) -> str:
     """The unoptimized LLVM IR text of `schedule` (for inspection and tests)."""
-    return generate_module(schedule, {"use_gomp": _option(options, "use_gomp")}).text
+    spec = target_spec(options)
+    return generate_module(schedule, {"use_gomp": _option(options, "use_gomp"),
+                                      "vector_bits": spec.vector_bits}).text
 
 
 def optimized_ir(schedule: Schedule, options: Any = None) -> str:

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import sys
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -133,6 +134,7 @@ class NativeProgram:
         self._outputs = [(k, a.name, a.shape, DTYPES[a.dtype])
                          for k, a in enumerate(self.layout.args) if a.role == "output"]
         self._bound: dict[int, Any] = {}
+        self._recycle: dict[int, np.ndarray] = {}
 
     def run(self, arrays: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """One call into the compiled code; `arrays` were checked by `check_arrays`."""
@@ -145,9 +147,16 @@ class NativeProgram:
                 if bound.get(k) is not arr:  # parameters are usually the same objects
                     ptrs[k] = arr.__array_interface__["data"][0]
                     bound[k] = arr
+            recycled = self._recycle
             for k, name, shape, dt in self._outputs:
-                out = np.empty(shape, dt)
-                ptrs[k] = out.__array_interface__["data"][0]
+                out = recycled.get(k)
+                # An output of the previous call that nobody holds any more (references:
+                # our table, `out` and getrefcount's argument) is reused: a fresh array of
+                # many megabytes costs a page fault per page on first touch.
+                if out is None or sys.getrefcount(out) > 3:
+                    out = np.empty(shape, dt)
+                    recycled[k] = out
+                    ptrs[k] = out.__array_interface__["data"][0]
                 outs[name] = out
             self._status[0] = 0
             self.function(ptrs, self._arena_ptr, self._status_ptr, self.threads)

@@ -108,3 +108,54 @@ def test_conv_f64(rng):
     b.output("y", b.op("conv", x, w, stride=(2, 2), padding=(1, 1, 1, 1)).tanh())
     check_llvm(b.build(), {"x": _normal(rng, (2, 3, 7, 7), np.float64),
                            "w": _normal(rng, (4, 3, 3, 3), np.float64)})
+
+
+def test_matmuls_through_the_gemm_generator(rng):
+    """Products big enough for the BLIS-style GEMM: transposed and broadcast operands, batch
+    axes flattened or looped, epilogues with vector loads, gathers, constants and a second
+    stored output, f64; every one reports the gemm path (a cast inside an operand would not:
+    GEMM reads raw elements)."""
+    b = Builder("gemm_paths")
+    a = b.input("a", (40, 48))
+    w = b.input("w", (48, 50))
+    bias = b.input("bias", (50,))
+    col = b.input("col", (40, 1))
+    a3 = b.input("a3", (3, 40, 48))
+    at = b.input("at", (2, 3, 48, 40))
+    y = a @ w
+    b.output("bias_relu", (y + bias).relu())
+    b.output("pre", y + col)  # a second store of the same product (per-row operand)
+    b.output("post", ((y + col) * b.const(np.linspace(-1, 1, 50).astype(np.float32))).tanh())
+    b.output("t_bias", (w.T @ a.T + b.reshape(bias, (50, 1))).sigmoid())  # transposes
+    b.output("bcast", a3 @ w)  # B broadcast over the batch: stride 0
+    b.output("looped", at.transpose(1, 0, 3, 2) @ w)  # batch axes permuted: a loop around
+    a64 = b.input("a64", (40, 48), "f64")
+    b.output("f64", (a64 @ a64.T).exp())
+    ins = {"a64": _normal(rng, (40, 48), np.float64),
+           "a": _normal(rng, (40, 48)), "w": _normal(rng, (48, 50)), "bias": _normal(rng, (50,)),
+           "col": _normal(rng, (40, 1)), "a3": _normal(rng, (3, 40, 48)),
+           "at": _normal(rng, (2, 3, 48, 40))}
+    exe = check_llvm(b.build(), ins, tol=dict(rtol=1e-4, atol=1e-4),
+                     per_output={"f64": dict(rtol=1e-12)})
+    plans = [p for p in exe.info["kernel_plans"].values() if p["kind"] == "matmul"]
+    assert plans and all(p["matmul"] == "gemm" for p in plans), plans
+    assert any(p["outer_batch"] for p in plans)
+
+
+@pytest.mark.parametrize("depth, path", [(100, "gemm"), (300, "simple")])
+def test_in_place_residual_through_gemm(depth, path, rng):
+    """(z @ w2) + r where r dies here: the planner writes the sum over r. GEMM keeps partial
+    sums of K blocks in its output, which would destroy r before the epilogue reads it, so a
+    product deeper than one K block takes the simple path."""
+    b = Builder("inplace")
+    x, w = b.input("x", (64, depth)), b.input("w", (depth, 64))
+    z, w2 = b.input("z", (64, depth)), b.input("w2", (depth, 64))
+    r = (x @ w).relu()
+    b.output("y", (z @ w2 + r).sum((1,)))
+    g = b.build()
+    ins = {"x": _normal(rng, (64, depth)), "w": _normal(rng, (depth, 64)) * 0.1,
+           "z": _normal(rng, (64, depth)) * 0.1, "w2": _normal(rng, (depth, 64))}
+    exe = check_llvm(g, ins, tol=dict(rtol=1e-4, atol=1e-4))
+    assert exe.schedule.memory.aliases, "the planner no longer writes in place here"
+    assert [p["matmul"] for p in exe.info["kernel_plans"].values()
+            if p["kind"] == "matmul"] == ["gemm", path]
