@@ -19,6 +19,37 @@ PACKAGE_CASES = ("model.cnn", "model.lstm", "take.axis0", "scatter_add.duplicate
                  "random_uniform.i64_seed", "batch_norm.train")
 
 
+def vectorization(opts, archs) -> dict:
+    """The PTX of a long fused elementwise chain and of a row-fitting softmax moves 16 bytes
+    per load and store (the copy-bandwidth promise rests on it)."""
+    import re
+
+    from graphc.backends.triton import generate
+    from graphc.backends.triton.aot import compile_module
+    from graphc.ir.builder import Builder
+    from graphc.passes import decompose
+    from graphc.passes.fuse import fuse
+    from graphc.passes.memory import plan_memory
+
+    b = Builder("vec")
+    x, z = b.input("x", (1 << 16,)), b.input("z", (1 << 16,))
+    sm = b.softmax(b.input("s", (64, 512)))
+    g = b.build(outputs={"y": ((x * 1.5 + 0.25).exp() - z).relu() * x.sigmoid(), "sm": sm})
+    gen = generate(plan_memory(fuse(decompose(g))), opts)
+    out = {"ok": True, "seconds": 0.0}
+    try:
+        aot = compile_module(gen, archs[:1], opts)
+        for fn, kb in aot.binaries[archs[0]].items():
+            ops = set(re.findall(r"(?:ld|st)\.global[\w.]*", kb.ptx))
+            out[fn] = sorted(ops)
+            if not ops or any(".v4." not in op for op in ops):
+                out["ok"] = False
+                out["error"] = f"{fn}: not every global access is 16 bytes wide: {sorted(ops)}"
+    except Exception as e:  # noqa: BLE001
+        out.update(ok=False, error=f"{type(e).__name__}: {e}"[:2000])
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", required=True)
@@ -66,6 +97,8 @@ def main(argv: list[str] | None = None) -> int:
                  "traceback": traceback.format_exc()[-6000:]}
         results[name] = r
         print(f"{'ok  ' if r['ok'] else 'FAIL'} {r['seconds']:6.2f}s {name}", flush=True)
+    if index == 0:
+        results["vectorized"] = vectorization(opts, archs)
     with open(args.out, "w") as f:
         json.dump(results, f, indent=1)
     return 0 if all(r["ok"] for r in results.values()) else 1

@@ -34,3 +34,8 @@ def test_every_example_model_is_covered() -> None:
     covered = {n.split(".", 1)[1].split("_eval")[0].split("_train")[0] for n in NAMES
                if n.startswith("model.")}
     assert examples <= covered, examples - covered
+
+
+def test_elementwise_and_softmax_loads_are_vectorized(results: dict) -> None:
+    r = results["vectorized"]
+    assert r["ok"], r.get("error")
