@@ -133,6 +133,13 @@ def kernel_buffers(k: Kernel) -> list[str]:
     return list(dict.fromkeys(kernel_reads(k) + kernel_writes(k)))
 
 
+def program_id(s: Schedule, bufs: list[str], axis: int = 0) -> str:
+    """`tl.program_id(axis)`, widened to int64 when a buffer has 2**31 elements or more (all
+    index arithmetic derives from it, and int32 would wrap)."""
+    wide = any(s.buffers[b].type.size >= 2 ** 31 - 1 for b in bufs)
+    return f"tl.program_id({axis}).to(tl.int64)" if wide else f"tl.program_id({axis})"
+
+
 def function_header(k: Kernel, fn: str, ptrs: Mapping[str, str], constexprs: list[str]
                     ) -> list[str]:
     args = list(ptrs.values()) + [f"{c}: tl.constexpr" for c in constexprs]
@@ -188,16 +195,17 @@ def gen_loop(k: LoopKernel, s: Schedule, opts: TritonOptions) -> KernelSource:
     bufs = kernel_buffers(k)
     ptrs = pointer_args(bufs)
     em = Emitter(types, ptrs, k.extents())
+    pid = program_id(s, bufs)
     if not k.reduce_domain:
-        return _gen_pointwise(k, em, bufs, ptrs, opts)
-    return _gen_reduction(k, em, bufs, ptrs, opts)
+        return _gen_pointwise(k, em, bufs, ptrs, opts, pid)
+    return _gen_reduction(k, em, bufs, ptrs, opts, pid)
 
 
 def _gen_pointwise(k: LoopKernel, em: Emitter, bufs: list[str], ptrs: dict[str, str],
-                   opts: TritonOptions) -> KernelSource:
+                   opts: TritonOptions, pid: str) -> KernelSource:
     numel = math.prod(k.domain)
     cfg = pointwise_config(numel, opts)
-    em.line("xindex = tl.program_id(0) * XBLOCK + tl.arange(0, XBLOCK)")
+    em.line(f"xindex = {pid} * XBLOCK + tl.arange(0, XBLOCK)")
     em.line(f"xmask = xindex < {numel}")
     em.set_vars(flat_vars(k.outer_vars, k.domain, "xindex", "xmask", 0))
     em.add_alias(domain_linear(k.outer_vars, k.domain), "xindex")
@@ -210,10 +218,10 @@ def _gen_pointwise(k: LoopKernel, em: Emitter, bufs: list[str], ptrs: dict[str, 
 
 
 def _gen_reduction(k: LoopKernel, em: Emitter, bufs: list[str], ptrs: dict[str, str],
-                   opts: TritonOptions) -> KernelSource:
+                   opts: TritonOptions, pid: str) -> KernelSource:
     rows, cols = math.prod(k.domain), math.prod(k.reduce_domain)
     cfg = reduce_config(rows, cols, opts)
-    em.line("xindex = tl.program_id(0) * XBLOCK + tl.arange(0, XBLOCK)[:, None]")
+    em.line(f"xindex = {pid} * XBLOCK + tl.arange(0, XBLOCK)[:, None]")
     em.line(f"xmask = xindex < {rows}")
     em.set_vars(flat_vars(k.outer_vars, k.domain, "xindex", "xmask", 0))
     em.add_alias(domain_linear(k.outer_vars, k.domain), "xindex")

@@ -17,7 +17,14 @@ import math
 from graphc.ir.errors import GraphError
 from graphc.ir.kernel import LibraryKernel, Schedule
 
-from .codegen import KernelSource, LaunchSpec, function_header, identifier, pointer_args
+from .codegen import (
+    KernelSource,
+    LaunchSpec,
+    function_header,
+    identifier,
+    pointer_args,
+    program_id,
+)
 from .lowering import COMPUTE_DTYPE, TL_DTYPE
 from .options import TritonOptions, cdiv, next_pow2, pointwise_config
 
@@ -59,7 +66,7 @@ def _take(k: LibraryKernel, s: Schedule, opts: TritonOptions) -> KernelSource:
     numel = pre * mid * post
     ptrs = pointer_args([x, idx, k.output])
     cfg = pointwise_config(numel, opts)
-    body = ["xindex = tl.program_id(0) * XBLOCK + tl.arange(0, XBLOCK)",
+    body = [f"xindex = {program_id(s, [x, idx, k.output])} * XBLOCK + tl.arange(0, XBLOCK)",
             f"xmask = xindex < {numel}"] + _split3("xindex", pre, mid, post)
     body += _gather_index(ptrs[idx], dim)
     body += [f"v = tl.load({ptrs[x]} + (pre_i * {dim} + t) * {post} + post_i, mask=ok, other=0)",
@@ -86,7 +93,7 @@ def _scatter_add(k: LibraryKernel, s: Schedule, opts: TritonOptions) -> KernelSo
     ptrs = pointer_args([idx, upd, k.output])
     cfg = pointwise_config(numel, opts)
     body = ["# the operand was copied into the output before this launch",
-            "xindex = tl.program_id(0) * XBLOCK + tl.arange(0, XBLOCK)",
+            f"xindex = {program_id(s, [x, idx, upd, k.output])} * XBLOCK + tl.arange(0, XBLOCK)",
             f"xmask = xindex < {numel}"] + _split3("xindex", pre, mid, post)
     body += _gather_index(ptrs[idx], dim)
     body += [f"u = tl.load({ptrs[upd]} + xindex, mask=xmask)",
@@ -112,7 +119,8 @@ def _select_scatter(k: LibraryKernel, s: Schedule, opts: TritonOptions) -> Kerne
         xblock = min(next_pow2(rows), max(1, 1024 // wblock))
     ptrs = pointer_args([x, src, k.output])
     body = ["# the output was zeroed before this launch",
-            "xindex = tl.program_id(0) * XBLOCK + tl.arange(0, XBLOCK)[:, None]",
+            f"xindex = {program_id(s, [x, src, k.output])} * XBLOCK"
+            " + tl.arange(0, XBLOCK)[:, None]",
             f"xmask = xindex < {rows}",
             "widx = tl.arange(0, WBLOCK)[None, :]",
             f"wmask = widx < {wsize}"]

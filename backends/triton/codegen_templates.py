@@ -27,6 +27,7 @@ from .codegen import (
     identifier,
     kernel_buffers,
     pointer_args,
+    program_id,
 )
 from .emit import Emitter
 from .lowering import COMPUTE_DTYPE, TL_DTYPE, round_to
@@ -41,10 +42,11 @@ def gen_template(k: MatmulKernel | ConvKernel, s: Schedule, opts: TritonOptions
     bufs = kernel_buffers(k)
     ptrs = pointer_args(bufs)
     em = Emitter(types, ptrs, k.extents())
+    pid = program_id(s, bufs)
     if isinstance(k, MatmulKernel):
-        grid, cfg = _matmul(k, em, opts)
+        grid, cfg = _matmul(k, em, opts, pid)
     else:
-        grid, cfg = _conv(k, em, opts)
+        grid, cfg = _conv(k, em, opts, pid)
     launch = LaunchSpec(k.name, identifier(k.name), tuple(bufs),
                         (("BM", cfg.bm), ("BN", cfg.bn), ("BK", cfg.bk)), grid, cfg.num_warps,
                         cfg.num_stages)
@@ -57,8 +59,8 @@ def _acc_dtype(dtype: str) -> str:
     return {"f64": "f64", "i32": "i32", "i64": "i64"}.get(dtype, "f32")
 
 
-def _tile_ids(em: Emitter, tiles_m: int, tiles_n: int) -> None:
-    em.line("pid = tl.program_id(0)")
+def _tile_ids(em: Emitter, tiles_m: int, tiles_n: int, pid: str) -> None:
+    em.line(f"pid = {pid}")
     if tiles_m > GROUP_M and tiles_n > 1:  # walk GROUP_M row tiles together (L2 reuse)
         em.line(f"group = pid // {GROUP_M * tiles_n}")
         em.line(f"group_m = tl.minimum({tiles_m} - group * {GROUP_M}, {GROUP_M})")
@@ -123,7 +125,7 @@ def _epilogue(em: Emitter, k: MatmulKernel | ConvKernel, rows: str, cols: str) -
 # -- matmul ----------------------------------------------------------------------------------------
 
 
-def _matmul(k: MatmulKernel, em: Emitter, opts: TritonOptions):
+def _matmul(k: MatmulKernel, em: Emitter, opts: TritonOptions, pid: str):
     dtype = k.a.value.dtype
     if k.b.value.dtype != dtype:
         raise GraphError(f"matmul operand dtypes differ: {dtype} and {k.b.value.dtype}")
@@ -132,7 +134,7 @@ def _matmul(k: MatmulKernel, em: Emitter, opts: TritonOptions):
     batch = math.prod(k.batch)
     if batch > 65535:
         raise GraphError(f"matmul batch of {batch} exceeds the grid's 65535")
-    _tile_ids(em, tiles_m, tiles_n)
+    _tile_ids(em, tiles_m, tiles_n, pid)
     em.line("m = pid_m * BM + tl.arange(0, BM)[:, None]")
     em.line(f"mmask = m < {k.m}")
     em.line("n = pid_n * BN + tl.arange(0, BN)[None, :]")
@@ -167,7 +169,7 @@ def _matmul(k: MatmulKernel, em: Emitter, opts: TritonOptions):
 # -- convolution -----------------------------------------------------------------------------------
 
 
-def _conv(k: ConvKernel, em: Emitter, opts: TritonOptions):
+def _conv(k: ConvKernel, em: Emitter, opts: TritonOptions, pid: str):
     a = dict(k.attrs)
     xs, ws = k.x.shape, k.w.shape
     nsp = len(xs) - 2
@@ -180,7 +182,7 @@ def _conv(k: ConvKernel, em: Emitter, opts: TritonOptions):
     dtype = k.x.value.dtype
     cfg = dot_config(rows, og, red, dtype, opts)
     tiles_m, tiles_n = cdiv(rows, cfg.bm), cdiv(og, cfg.bn)
-    _tile_ids(em, tiles_m, tiles_n)
+    _tile_ids(em, tiles_m, tiles_n, pid)
     em.line("g = tl.program_id(1)")
     em.line("rows = pid_m * BM + tl.arange(0, BM)[:, None]")
     em.line(f"rowsmask = rows < {rows}")

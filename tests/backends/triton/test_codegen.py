@@ -70,3 +70,16 @@ def test_bad_options_are_graph_errors() -> None:
         generate(s, {"blocks": 3})
     with pytest.raises(GraphError, match="power of two"):
         generate(s, {"max_rblock": 100})
+
+
+def test_huge_buffers_index_in_int64() -> None:
+    from graphc.ir.builder import Builder
+    from graphc.passes import decompose
+    from graphc.passes.fuse import fuse
+
+    b = Builder("huge")
+    g = b.build(outputs={"y": b.input("x", (2 ** 16, 2 ** 15)).exp().sum((1,))})
+    small = Builder("small")
+    g2 = small.build(outputs={"y": small.input("x", (4, 8)).exp().sum((1,))})
+    assert "tl.program_id(0).to(tl.int64)" in generate(fuse(decompose(g))).source
+    assert ".to(tl.int64)" not in generate(fuse(decompose(g2))).source.split("def k0")[1]
