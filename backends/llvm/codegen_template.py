@@ -83,6 +83,12 @@ def template_code(k: MatmulKernel | ConvKernel, buffers: Mapping[str, Buffer],
         if plan is not None and not options.get("simple_matmul"):
             return gemm_code(k, plan, buffers, options)
         return matmul_code(k)
+    from .codegen_conv import conv_code as blocked_conv_code
+    from .codegen_conv import plan_conv
+
+    plan = plan_conv(k, buffers, int(options.get("vector_bits") or 512))
+    if plan is not None and not options.get("simple_conv"):
+        return blocked_conv_code(k, plan)
     return conv_code(k)
 
 

@@ -159,3 +159,43 @@ def test_in_place_residual_through_gemm(depth, path, rng):
     assert exe.schedule.memory.aliases, "the planner no longer writes in place here"
     assert [p["matmul"] for p in exe.info["kernel_plans"].values()
             if p["kind"] == "matmul"] == ["gemm", path]
+
+
+BLOCKED_CASES = [
+    ("same_rem_channels", (2, 5, 9, 20), (20, 5, 3, 3), dict(padding=(1, 1, 1, 1))),
+    ("wide_rows", (1, 3, 4, 70), (6, 3, 2, 3), dict(padding=(0, 1, 2, 0))),
+    ("narrow_dilated", (2, 4, 9, 5), (7, 4, 3, 2),
+     dict(padding=(2, 2, 1, 1), rhs_dilation=(2, 3), stride=(2, 1))),
+    ("groups", (1, 6, 8, 17), (9, 2, 3, 3), dict(groups=3, padding=(1, 1, 1, 1))),
+    ("crop", (1, 2, 8, 19), (3, 2, 3, 4), dict(padding=(-1, 0, -2, 1))),
+    ("conv1d", (3, 4, 40), (5, 4, 7), dict(padding=(3, 3))),
+]
+
+
+@pytest.mark.parametrize("dtype", ["f32", "f64"])
+def test_register_blocked_convolution(dtype, rng):
+    """Stride-1-along-the-row convolutions take the register-blocked path: channel blocks
+    with a remainder, several column blocks per row, masked borders, row dilation, groups,
+    cropping, 1-D; epilogue with bias, residual and a second output."""
+    np_dt = np.float32 if dtype == "f32" else np.float64
+    b = Builder("blocked")
+    ins = {}
+    for name, xs, ws, attrs in BLOCKED_CASES:
+        x, w = b.input(f"{name}.x", xs, dtype), b.input(f"{name}.w", ws, dtype)
+        ins[f"{name}.x"], ins[f"{name}.w"] = _normal(rng, xs, np_dt), _normal(rng, ws, np_dt)
+        y = b.op("conv", x, w, **attrs)
+        b.output(name, y)
+    y = b.op("conv", b.input("e.x", (2, 4, 6, 18), dtype), b.input("e.w", (5, 4, 3, 3), dtype),
+             padding=(1, 1, 1, 1))
+    bias = b.input("e.b", (5,), dtype)
+    res = b.input("e.r", (2, 5, 6, 18), dtype)
+    pre = y + b.reshape(bias, (5, 1, 1))
+    b.output("epi_pre", pre)
+    b.output("epi_post", (pre + res).relu())
+    for k, s in (("e.x", (2, 4, 6, 18)), ("e.w", (5, 4, 3, 3)), ("e.b", (5,)),
+                 ("e.r", (2, 5, 6, 18))):
+        ins[k] = _normal(rng, s, np_dt)
+    tol = dict(rtol=1e-4, atol=1e-4) if dtype == "f32" else dict(rtol=1e-11, atol=1e-11)
+    exe = check_llvm(b.build(), ins, tol=tol)
+    paths = [p.get("conv") for p in exe.info["kernel_plans"].values() if p["kind"] == "conv"]
+    assert paths.count("blocked") == len(BLOCKED_CASES) + 1, paths

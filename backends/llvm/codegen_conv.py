@@ -1,0 +1,287 @@
+"""Register-blocked direct convolution (1-D and 2-D, stride 1 along the row, any padding,
+dilation and groups) with the kernel-IR epilogue fused, in explicit vector IR.
+
+Note: the tile
+--------------
+The output [N, O, (OH,) OW] is cut into tiles of OB output channels x one output row x WB
+columns (WB = nv vectors of `lanes` columns, nv <= 4). A tile keeps OB·nv accumulators in
+vector registers (OB·nv <= 24 of the 32 zmm registers) and for every input channel c of its
+group, kernel row kh and kernel column kw:
+
+    xv[j]  = x[n, c, ih, ow0 + j·lanes + kw·dw - pad_w + lane]    (masked where the column is
+                                                                  outside [0, W): padding)
+    acc[r][j] = fma(broadcast(w[o0 + r, c, kh, kw]), xv[j], acc[r][j])
+
+so every x vector feeds OB FMAs and every weight nv FMAs: FMA-bound, like a GEMM microkernel,
+without materializing im2col. A kernel row whose input row ih lies in the padding is skipped
+as a whole. Tiles are the tasks of the parallel-for, ordered (n, group, channel block, row,
+column block) so consecutive tasks reuse one channel block's weights from cache. A last
+channel block with fewer than OB channels uses a copy of the tile code for that count.
+
+The epilogue (bias, activation, residual, several outputs) runs per accumulator vector in
+vector mode (`VectorEmitter` over the last output variable), stores masked at the row's end.
+
+Applies when both operands are plain loads of f32/f64 buffers with affine positions, x
+contiguous along its last axis, stride 1 and no lhs dilation along the row, kernel width
+<= 8; everything else uses `codegen_template.emit_conv_direct`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from llvmlite import ir
+
+from graphc.ir.kernel import Buffer, ConvKernel, Load, kernel_reads, kernel_writes
+
+from .codegen import KernelCode, KernelEnv
+from .codegen_expr import VectorEmitter, element_ptr
+from .codegen_gemm import Affine, affine_position
+from .codegen_loop import CHUNK_WORK, PARALLEL_WORK
+from .llvm_ir import I32, I64, emit_loop, for_range, intrinsic, llvm_type, masked_load, splat
+
+MAX_ACCUMULATORS = 28
+MAX_VECTORS = 4
+MAX_KERNEL_WIDTH = 8
+
+
+@dataclass(frozen=True)
+class ConvPlan:
+    dtype: str
+    lanes: int
+    x: Affine
+    w: Affine
+    rank: int          # spatial rank (1 or 2)
+    nv: int            # vectors per tile row
+    ob: int            # output channels per tile
+    o_blocks: int      # channel blocks per group
+    w_blocks: int      # column blocks per row
+    attrs: Mapping[str, Any]
+
+    @property
+    def block_width(self) -> int:
+        return self.nv * self.lanes
+
+
+def plan_conv(k: ConvKernel, buffers: Mapping[str, Buffer], vector_bits: int
+              ) -> ConvPlan | None:
+    """A ConvPlan when the kernel fits the register-blocked path (module note), else None."""
+    a = dict(k.attrs)
+    dtype = k.acc_dtype
+    rank = len(k.out_shape) - 2
+    if dtype not in ("f32", "f64") or rank not in (1, 2):
+        return None
+    if a["stride"][-1] != 1 or a["lhs_dilation"][-1] != 1 or k.w.shape[-1] > MAX_KERNEL_WIDTH:
+        return None
+    if rank == 2 and a["lhs_dilation"][0] != 1:
+        return None
+    shapes = {n: b.type.shape for n, b in buffers.items()}
+    ops = []
+    for opnd in (k.x, k.w):
+        v = opnd.value
+        if not isinstance(v, Load) or v.mask or v.dtype != dtype:
+            return None
+        aff = affine_position(v.buffer, v.index, shapes[v.buffer])
+        if aff is None:
+            return None
+        ops.append(aff)
+    x, w = ops
+    if x.stride(k.x.vars[-1]) != 1:
+        return None
+    if any(buffers[s.buffer].type.dtype == "f16" for s in k.stores):
+        return None
+    lanes = vector_bits // (32 if dtype == "f32" else 64)
+    ow = k.out_shape[-1]
+    nv = min(MAX_VECTORS, -(-ow // lanes))
+    w_blocks = -(-ow // (nv * lanes))
+    opg = k.out_shape[1] // a["groups"]
+    ob = max(1, min(opg, MAX_ACCUMULATORS // nv))
+    return ConvPlan(dtype, lanes, x, w, rank, nv, ob, -(-opg // ob), w_blocks, a)
+
+
+def conv_code(k: ConvKernel, plan: ConvPlan) -> KernelCode:
+    out = k.out_shape
+    oh = out[2] if plan.rank == 2 else 1
+    groups = plan.attrs["groups"]
+    tasks = out[0] * groups * plan.o_blocks * oh * plan.w_blocks
+    tile_work = 2 * plan.ob * plan.block_width * math.prod(k.w.shape[1:])
+    work = 2 * math.prod(out) * math.prod(k.w.shape[1:])
+    grain = max(1, -(-CHUNK_WORK // max(tile_work, 1)))
+    names = tuple(dict.fromkeys(kernel_reads(k) + kernel_writes(k)))
+    return KernelCode(names, tasks if math.prod(out) else 0, grain,
+                      work >= PARALLEL_WORK and tasks > grain,
+                      lambda env: emit_conv_tiles(k, plan, env),
+                      notes={"conv": "blocked", "tile": [plan.ob, plan.block_width]})
+
+
+def _i64(v: int) -> ir.Constant:
+    return ir.Constant(I64, v)
+
+
+def emit_conv_tiles(k: ConvKernel, plan: ConvPlan, env: KernelEnv) -> None:
+    b = env.builder
+    out = k.out_shape
+    groups = plan.attrs["groups"]
+    opg = out[1] // groups
+    oh_n = out[2] if plan.rank == 2 else 1
+    dims = [("n", out[0]), ("g", groups), ("ob", plan.o_blocks), ("oh", oh_n),
+            ("wb", plan.w_blocks)]
+    rem = opg - (plan.o_blocks - 1) * plan.ob
+    with for_range(b, env.lo, env.hi, name="tile") as t:
+        idx, rest = {}, t
+        for name, n in reversed(dims):
+            idx[name] = b.urem(rest, _i64(n)) if name != "n" else rest
+            rest = b.udiv(rest, _i64(n)) if name != "n" else rest
+        o0 = b.add(b.mul(idx["g"], _i64(opg)), b.mul(idx["ob"], _i64(plan.ob)))
+        c0 = b.mul(idx["g"], _i64(k.w.shape[1]))
+        ow0 = b.mul(idx["wb"], _i64(plan.block_width))
+        tile = _Tile(k, plan, env, idx["n"], o0, c0, idx["oh"], ow0)
+        if rem == plan.ob:
+            tile.emit(plan.ob)
+        else:
+            full = b.icmp_unsigned("<", idx["ob"], _i64(plan.o_blocks - 1))
+            with b.if_else(full) as (then, otherwise):
+                with then:
+                    tile.emit(plan.ob)
+                with otherwise:
+                    tile.emit(rem)
+
+
+class _Tile:
+    """Emits one tile of `rows` output channels at (n, o0, oh, ow0)."""
+
+    def __init__(self, k: ConvKernel, plan: ConvPlan, env: KernelEnv, n, o0, c0, oh, ow0):
+        self.k, self.plan, self.env = k, plan, env
+        self.n, self.o0, self.c0, self.oh, self.ow0 = n, o0, c0, oh, ow0
+        self.t = llvm_type(plan.dtype)
+        self.vty = ir.VectorType(self.t, plan.lanes)
+        self.iota = ir.Constant(ir.VectorType(I64, plan.lanes), list(range(plan.lanes)))
+
+    def _splat_i64(self, v: ir.Value) -> ir.Value:
+        b = self.env.builder
+        vty = self.iota.type
+        one = b.insert_element(ir.Constant(vty, None), v, ir.Constant(I32, 0))
+        return b.shuffle_vector(one, ir.Constant(vty, None),
+                                ir.Constant(ir.VectorType(I32, self.plan.lanes),
+                                            [0] * self.plan.lanes))
+
+    def emit(self, rows: int) -> None:
+        b, plan, k = self.env.builder, self.plan, self.k
+        a = plan.attrs
+        xs = k.x.shape
+        width, kw_n = xs[-1], k.w.shape[-1]
+        dw, pw = a["rhs_dilation"][-1], a["padding"][2 * (plan.rank - 1)]
+        # column masks, one per (kernel column, vector): inside the input row
+        masks = []
+        cols0 = b.add(self._splat_i64(self.ow0), self.iota)
+        for kw in range(kw_n):
+            per_kw = []
+            for j in range(plan.nv):
+                cols = b.add(cols0, splat(self.iota.type, j * plan.lanes + kw * dw - pw))
+                per_kw.append(b.and_(b.icmp_signed(">=", cols, splat(self.iota.type, 0)),
+                                     b.icmp_signed("<", cols, splat(self.iota.type, width))))
+            masks.append(per_kw)
+        x_ref = self.env.buffers[plan.x.buffer]
+        w_ref = self.env.buffers[plan.w.buffer]
+        xv, wv = k.x.vars, k.w.vars
+        x_base = b.add(_i64(plan.x.offset), b.mul(self.n, _i64(plan.x.stride(xv[0]))))
+        w_base = b.add(_i64(plan.w.offset), b.mul(self.o0, _i64(plan.w.stride(wv[0]))))
+        zero = splat(self.vty, 0.0)
+        fma = intrinsic(b.module, "llvm.fma", self.vty)
+
+        def channel(bb: ir.IRBuilder, c: ir.Value, accs: list) -> list:
+            cg = b.add(self.c0, c)
+            xc = b.add(x_base, b.mul(cg, _i64(plan.x.stride(xv[1]))))
+            wc = b.add(w_base, b.mul(c, _i64(plan.w.stride(wv[1]))))
+            if plan.rank == 1:
+                return self._taps(xc, wc, accs, rows, masks, x_ref, w_ref, fma)
+            dh, ph, sh = a["rhs_dilation"][0], a["padding"][0], a["stride"][0]
+
+            def krow(bb: ir.IRBuilder, kh: ir.Value, accs: list) -> list:
+                ih = b.sub(b.add(b.mul(self.oh, _i64(sh)), b.mul(kh, _i64(dh))), _i64(ph))
+                ok = b.and_(b.icmp_signed(">=", ih, _i64(0)),
+                            b.icmp_signed("<", ih, _i64(xs[2])))
+                xr = b.add(xc, b.mul(ih, _i64(plan.x.stride(xv[2]))))
+                wr = b.add(wc, b.mul(kh, _i64(plan.w.stride(wv[2]))))
+                return _if_update(b, ok, accs, lambda: self._taps(
+                    xr, wr, accs, rows, masks, x_ref, w_ref, fma))
+
+            return emit_loop(b, _i64(0), _i64(k.w.shape[2]), krow, accs, name="kh")
+
+        accs = emit_loop(b, _i64(0), _i64(k.w.shape[1]), channel, [zero] * (rows * plan.nv),
+                         name="cin")
+        self._epilogue(rows, accs)
+
+    def _taps(self, xrow, wrow, accs, rows, masks, x_ref, w_ref, fma) -> list:
+        """The kernel columns of one (channel, kernel row): nv vector loads and rows
+        broadcasts per column, rows x nv FMAs."""
+        b, plan, k = self.env.builder, self.plan, self.k
+        a = plan.attrs
+        dw, pw = a["rhs_dilation"][-1], a["padding"][2 * (plan.rank - 1)]
+        wv = k.w.vars
+        accs = list(accs)
+        row_start = b.add(xrow, b.sub(self.ow0, _i64(pw)))
+        for kw in range(k.w.shape[-1]):
+            xvals = []
+            for j in range(plan.nv):
+                pos = b.add(row_start, _i64(j * plan.lanes + kw * dw))
+                ptr = b.bitcast(element_ptr(b, x_ref, pos), self.vty.as_pointer())
+                xvals.append(masked_load(b, ptr, masks[kw][j], self.vty,
+                                         align=4 if plan.dtype == "f32" else 8))
+            wk = b.add(wrow, _i64(kw * plan.w.stride(wv[-1])))
+            for r in range(rows):
+                wptr = element_ptr(b, w_ref, b.add(wk, _i64(r * plan.w.stride(wv[0]))))
+                wb = self._broadcast(b.load(wptr))
+                for j in range(plan.nv):
+                    idx = r * plan.nv + j
+                    accs[idx] = b.call(fma, [wb, xvals[j], accs[idx]])
+        return accs
+
+    def _broadcast(self, v: ir.Value) -> ir.Value:
+        b = self.env.builder
+        one = b.insert_element(ir.Constant(self.vty, None), v, ir.Constant(I32, 0))
+        return b.shuffle_vector(one, ir.Constant(self.vty, None),
+                                ir.Constant(ir.VectorType(I32, self.plan.lanes),
+                                            [0] * self.plan.lanes))
+
+    def _epilogue(self, rows: int, accs: list) -> None:
+        b, plan, k = self.env.builder, self.plan, self.k
+        ow_n = k.out_shape[-1]
+        last = k.out_vars[-1]
+        for r in range(rows):
+            for j in range(plan.nv):
+                col0 = b.add(self.ow0, _i64(j * plan.lanes))
+                lane_ok = b.icmp_signed("<", b.add(self._splat_i64(col0), self.iota),
+                                        splat(self.iota.type, ow_n))
+                env = {"n": self.n, "o": b.add(self.o0, _i64(r)), last: col0}
+                if plan.rank == 2:
+                    env["p0"] = self.oh
+                ev = VectorEmitter(b, self.env.buffers, k.extents(), env, last, plan.lanes,
+                                   lane_ok)
+                ev.acc = accs[r * plan.nv + j]
+                for st in k.stores:
+                    ev.vstore(st.buffer, st.index, ev(st.value))
+
+
+def _if_update(b: ir.IRBuilder, cond: ir.Value, vals: list, update) -> list:
+    """vals if not cond else update(), through a branch and phis."""
+    before = b.block
+    then = b.append_basic_block("taps")
+    join = b.append_basic_block("taps.join")
+    b.cbranch(cond, then, join)
+    b.position_at_end(then)
+    new = update()
+    then_end = b.block
+    b.branch(join)
+    b.position_at_end(join)
+    out = []
+    for old, nv in zip(vals, new, strict=True):
+        phi = b.phi(old.type)
+        phi.add_incoming(old, before)
+        phi.add_incoming(nv, then_end)
+        out.append(phi)
+    return out
+
