@@ -130,9 +130,9 @@ def _select_scatter(k: LibraryKernel, s: Schedule, opts: TritonOptions) -> Kerne
     for j, (d, w, st) in enumerate(zip(xs, window, strides, strict=True)):
         stride_o //= max(src_shape[j], 1)
         stride_w //= w
-        body.append(f"o{j} = (xindex // {stride_o}) % {src_shape[j]}")
-        body.append(f"w{j} = (widx // {stride_w}) % {w}")
-        body.append(f"pos{j} = o{j} * {st} + w{j} - {pad[2 * j]}")
+        body.append(f"o{j} = {_digit('xindex', stride_o, src_shape[j])}")
+        body.append(f"w{j} = {_digit('widx', stride_w, w)}")
+        body.append(f"pos{j} = {_affine(f'o{j}', st, f'w{j}', pad[2 * j])}")
         inb.append(f"(pos{j} >= 0) & (pos{j} < {d})")
         pos.append(f"pos{j}")
     lin = _linear(pos, xs)
@@ -149,12 +149,27 @@ def _select_scatter(k: LibraryKernel, s: Schedule, opts: TritonOptions) -> Kerne
     stride_w = wsize
     for j, (w, st) in enumerate(zip(window, strides, strict=True)):
         stride_w //= w
-        body.append(f"f{j} = o{j} * {st} + (first // {stride_w}) % {w} - {pad[2 * j]}")
+        body.append(f"f{j} = {_affine(f'o{j}', st, _digit('first', stride_w, w), pad[2 * j])}")
         firsts.append(f"f{j}")
     body += [f"u = tl.load({ptrs[src]} + xindex, mask=xmask)",
              f"tl.atomic_add({ptrs[k.output]} + ({_linear(firsts, xs)}), u, mask=found)"]
     return _finish(k, ptrs, body, [("XBLOCK", xblock), ("WBLOCK", wblock)],
                    (cdiv(rows, xblock), 1, 1), (("zero", k.output),))
+
+
+def _digit(base: str, stride: int, size: int) -> str:
+    """`(base // stride) % size`, without the no-op parts."""
+    if size == 1:
+        return "0"
+    q = base if stride == 1 else f"({base} // {stride})"
+    return f"{q} % {size}"
+
+
+def _affine(o: str, stride: int, w: str, low: int) -> str:
+    """`o * stride + w - low`, without the no-op parts."""
+    text = o if stride == 1 else f"{o} * {stride}"
+    text = f"{text} + {w}" if w != "0" else text
+    return f"{text} - {low}" if low > 0 else f"{text} + {-low}" if low < 0 else text
 
 
 def _linear(idx: list[str], shape: tuple[int, ...]) -> str:
