@@ -242,15 +242,12 @@ class TritonProgram:
             self._arena = torch.empty(plan.arena_bytes + plan.alignment, dtype=torch.uint8,
                                       device=self.device)
             base = (-self._arena.data_ptr()) % plan.alignment
-            for b in s.temps():
-                off = plan.offsets.get(b.name)
+            for b in s.temps():  # an in-place alias lives at its input's offset
+                off = plan.offsets.get(b.name, plan.offsets.get(plan.aliases.get(b.name, "")))
                 if off is None:
                     continue
                 raw = self._arena[base + off:base + off + b.nbytes]
                 temps[b.name] = raw.view(torch_dtype(b.type.dtype)).view(b.type.shape)
-            for name, target in plan.aliases.items():
-                if name not in temps and target in temps:
-                    temps[name] = temps[target]
         for b in s.temps():
             if b.name not in temps:
                 temps[b.name] = torch.empty(b.type.shape, dtype=torch_dtype(b.type.dtype),
