@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 from llvmlite import ir
 
 from graphc.ir.kernel import (
+    Expr,
     FloorDiv,
     InBounds,
     IndexValue,
@@ -46,6 +47,7 @@ from graphc.ir.kernel import (
     Load,
     LoopKernel,
     Mod,
+    Op,
     RandomUniform,
     Reduction,
     Var,
@@ -304,11 +306,14 @@ def _emit_point(k: LoopKernel, ev: ExprEmitter, bound_outer: list[str]) -> None:
     """One outer point: every sweep over the reduce domain, then the outer stores."""
     b = ev.b
     inner_names = [n for n, _ in ev_inner(ev)]
-    for sw in k.sweeps:
+    stash = _plan_stash(k, ev)
+    for i, sw in enumerate(k.sweeps):
         roots = [r.value for r in sw.reductions] + [s.value for s in sw.stores]
         ev.hoist(roots, inner_names)
         accs = [_init(r) for r in sw.reductions]
-        results = _emit_reduce_loops(ev, ev_inner(ev), sw.stores, sw.reductions, accs)
+        here = _StashUse([s for s in stash if s.producer == i],
+                         [s for s in stash if i in s.consumers])
+        results = _emit_reduce_loops(ev, ev_inner(ev), sw.stores, sw.reductions, accs, here)
         for red, res in zip(sw.reductions, results, strict=True):
             ev.refs[red.name] = _finish(b, red, res)
     for st in k.stores:
@@ -320,14 +325,20 @@ def ev_inner(ev: ExprEmitter) -> list[tuple[str, int]]:
 
 
 def _emit_reduce_loops(ev: ExprEmitter, loops: list[tuple[str, int]], stores, reductions,
-                       accs: list[list[ir.Value]]) -> list[list[ir.Value]]:
+                       accs: list[list[ir.Value]], stash: _StashUse | None = None
+                       ) -> list[list[ir.Value]]:
     """Nested loops over the reduce domain carrying the accumulators; returns them after."""
     b = ev.b
     if not loops:
+        if stash is not None:
+            stash.bind(ev)
         for st in stores:
             store_element(b, ev.buffers[st.buffer], ev.linear(st.buffer, st.index), ev(st.value))
-        return [_combine(ev, red, acc, ev(red.value), _inner_position(ev))
-                for red, acc in zip(reductions, accs, strict=True)]
+        out = [_combine(ev, red, acc, ev(red.value), _inner_position(ev))
+               for red, acc in zip(reductions, accs, strict=True)]
+        if stash is not None:
+            stash.keep(ev)
+        return out
     name, n = loops[0]
     flat = [v for acc in accs for v in acc]
     sizes = [len(acc) for acc in accs]
@@ -340,7 +351,7 @@ def _emit_reduce_loops(ev: ExprEmitter, loops: list[tuple[str, int]], stores, re
         for s in sizes:
             regrouped.append(carried[pos:pos + s])
             pos += s
-        out = _emit_reduce_loops(inner_ev, loops[1:], stores, reductions, regrouped)
+        out = _emit_reduce_loops(inner_ev, loops[1:], stores, reductions, regrouped, stash)
         return [v for acc in out for v in acc]
 
     final = emit_loop(b, _i64(0), _i64(n), body, flat, name=f"red{name}")
@@ -349,6 +360,90 @@ def _emit_reduce_loops(ev: ExprEmitter, loops: list[tuple[str, int]], stores, re
         out.append(final[pos:pos + s])
         pos += s
     return out
+
+
+# -- stashing expensive values between sweeps ------------------------------------------------
+
+STASH_LIMIT = 16384   # reduce-domain points of a row whose values may be stashed
+STASH_MIN_COST = 4    # only values at least this expensive (OP_COST units) are worth it
+_EXPENSIVE = {"exp": 4, "log": 4, "log1p": 4, "sigmoid": 4, "tanh": 4, "softplus": 4, "pow": 4,
+              "div": 2, "sqrt": 2, "rsqrt": 2, "reciprocal": 2}
+
+
+@dataclass
+class _Stash:
+    """A row-sized stack array holding one expression's values from sweep `producer` for the
+    later sweeps `consumers` (softmax's exp(x - max), computed once instead of twice)."""
+
+    expr: Expr
+    producer: int
+    consumers: tuple[int, ...]
+    array: ir.Value
+    ids: frozenset[int]  # every node of the kernel equal to `expr`
+
+
+@dataclass
+class _StashUse:
+    """The stashes a sweep fills and the ones it reads."""
+
+    fill: list[_Stash]
+    read: list[_Stash]
+
+    def bind(self, ev: ExprEmitter) -> None:
+        """Seed the innermost scope's memo with the stashed values this sweep reads."""
+        b = ev.b
+        pos = _inner_position(ev)
+        for s in self.read:
+            value = b.load(b.gep(s.array, [ir.Constant(ir.IntType(32), 0), pos]))
+            for i in s.ids:
+                ev._expr[i] = value
+
+    def keep(self, ev: ExprEmitter) -> None:
+        b = ev.b
+        pos = _inner_position(ev)
+        for s in self.fill:
+            b.store(ev(s.expr), b.gep(s.array, [ir.Constant(ir.IntType(32), 0), pos]))
+
+
+def _cost(e: Expr) -> int:
+    return sum(_EXPENSIVE.get(x.op, 0) for x in walk([e]) if isinstance(x, Op))
+
+
+def _plan_stash(k: LoopKernel, ev: ExprEmitter) -> list[_Stash]:
+    """Expensive inner-loop values a later sweep recomputes: stash them (row schedule only)."""
+    inner = ev_inner(ev)
+    points = math.prod(n for _, n in inner)
+    if len(k.sweeps) < 2 or not inner or points > STASH_LIMIT:
+        return []
+    inner_names = {n for n, _ in inner}
+    sweep_nodes = []
+    for sw in k.sweeps:
+        roots = [r.value for r in sw.reductions] + [s.value for s in sw.stores]
+        sweep_nodes.append({x for x in walk(roots) if isinstance(x, Op)})
+    done: set[Expr] = set()
+    out: list[_Stash] = []
+    for i, nodes in enumerate(sweep_nodes):
+        for e in sorted(nodes, key=lambda x: -sum(1 for _ in walk([x]))):  # parents first
+            if e in done or not (ev.deps(e) & inner_names) or _cost(e) < STASH_MIN_COST:
+                continue
+            refs_ok = all(not x.startswith("$") or _sweep_of(k, x[1:]) < i for x in ev.deps(e))
+            later = tuple(j for j in range(i + 1, len(k.sweeps)) if e in sweep_nodes[j])
+            if not later or not refs_ok:
+                continue
+            # keep only maximal expressions: a stashed parent makes its children moot
+            done |= set(walk([e]))
+            arr = alloca_at_entry(ev.b, ir.ArrayType(compute_type(e.dtype), points),
+                                  name="stash")
+            ids = frozenset(id(x) for ns in sweep_nodes for x in ns if x == e)
+            out.append(_Stash(e, i, later, arr, ids))
+    return out
+
+
+def _sweep_of(k: LoopKernel, name: str) -> int:
+    for i, sw in enumerate(k.sweeps):
+        if any(r.name == name for r in sw.reductions):
+            return i
+    return len(k.sweeps)
 
 
 def _inner_position(ev: ExprEmitter) -> ir.Value | None:

@@ -144,7 +144,9 @@ def lower_div(cx, args, attrs):
     a, d = args
     b = cx.builder
     if cx.is_float:
-        return b.fdiv(a, d)
+        # arcp: a divisor invariant in a loop becomes one reciprocal and a multiply per
+        # element (LICM): within an ulp of the quotient (softmax's division by the row sum).
+        return b.fdiv(a, d, flags=("arcp",))
     # numpy floor_divide: floor toward -inf; x // 0 is 0 and MIN // -1 wraps (no CPU trap).
     zero, one, m1 = _const(a, 0), _const(a, 1), _const(a, -1)
     is0, ism1 = b.icmp_signed("==", d, zero), b.icmp_signed("==", d, m1)

@@ -136,3 +136,24 @@ def test_normalize_nest_merges_contiguous_loops():
     red = nests[(8, 8)]
     assert [n for _, n in red.outer] == [12] and [n for _, n in red.inner] == [64]
     assert all(plan_loop(k, shapes).tasks >= 1 for k in loops)
+
+
+def test_values_shared_between_sweeps_are_stashed_once(rng):
+    """exp(x - max) over a two-axis row feeds both the sum and the normalized store: computed
+    in one sweep, kept in a row-sized stack array for the next (same numbers either way)."""
+    import graphc.backends.llvm.codegen_loop as codegen_loop
+
+    b = Builder("stash")
+    x = b.input("x", (6, 5, 40))
+    e = (x - x.max((1, 2), keepdims=True)).exp()
+    b.output("y", e / e.sum((1, 2), keepdims=True))
+    g = b.build()
+    ins = {"x": rng.standard_normal((6, 5, 40)).astype(np.float32) * 5}
+    exe = check_llvm(g, ins)
+    limit = codegen_loop.STASH_LIMIT
+    codegen_loop.STASH_LIMIT = 0
+    try:
+        plain = check_llvm(g, ins, cache=False)
+    finally:
+        codegen_loop.STASH_LIMIT = limit
+    np.testing.assert_allclose(exe(ins)["y"], plain(ins)["y"], rtol=1e-6)
