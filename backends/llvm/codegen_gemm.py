@@ -19,8 +19,11 @@ own tasks (batch items, row and column blocks), so the kernel takes `nthreads`.
 
 The epilogue runs in vector mode (`codegen_expr.VectorEmitter`) for each vector of results the
 microkernel hands over: the primary store's value is what GEMM stores into C; every other store
-(a pre-activation also returned, say) is a masked vector store of its own. The buffers the
-epilogue touches are extra arguments of the GEMM function (`GemmConfig.epilogue_args`).
+(a pre-activation also returned, say) is a masked vector store of its own. All matmul kernels
+of a module share ONE GEMM function per dtype (`shared_gemm`): each kernel's epilogue is a small
+function of its own, passed to GEMM as a function pointer with a struct of the buffers it
+touches. An indirect call per result vector costs little next to the tile's K-long FMA chain,
+while every GEMM instance saved is over 100 ms of compile time.
 Everything else falls back to `codegen_template.emit_matmul_simple`.
 """
 
@@ -34,12 +37,22 @@ from typing import Any
 from llvmlite import ir
 
 from graphc.ir.errors import GraphError
-from graphc.ir.kernel import Buffer, Ix, Load, MatmulKernel, Store, Var, linearize, walk
+from graphc.ir.kernel import (
+    Acc,
+    Buffer,
+    Ix,
+    Load,
+    MatmulKernel,
+    Store,
+    Var,
+    linearize,
+    walk,
+)
 
 from .codegen import KernelCode, KernelEnv
 from .codegen_expr import BufferRef, VectorEmitter
 from .gemm import EpilogueContext, GemmConfig, emit_gemm
-from .llvm_ir import I64, PTR, for_range, llvm_type
+from .llvm_ir import I64, PTR, alloca_at_entry, for_range, llvm_type
 
 GEMM_MIN_FLOPS = 2 * 32 ** 3
 
@@ -149,15 +162,58 @@ def gemm_code(k: MatmulKernel, plan: GemmPlan, buffers: Mapping[str, Buffer],
                       notes={"matmul": "gemm", "outer_batch": len(plan.outer)})
 
 
+def shared_gemm(module: ir.Module, base: GemmConfig) -> ir.Function:
+    """The module's one GEMM for `base.dtype`, epilogue behind a function pointer.
+
+    Its two epilogue arguments are (epilogue function, data): the microkernel calls
+    `epilogue(acc, row, col0, mask, batch, data)` for each result vector, or stores acc as is
+    when the function is null. One GEMM per module instead of one per matmul kernel: each
+    instance is a driver, packing and four microkernels, over 100 ms of LLVM time."""
+    name = f"graphc.gemm.shared.{base.dtype}"
+    fn = module.globals.get(name)
+    if fn is not None:
+        return fn
+    cfg = GemmConfig(**{**base.__dict__, "epilogue_args": (PTR, PTR)})
+
+    def dispatch(ctx: EpilogueContext) -> ir.Value:
+        b = ctx.builder
+        target, data = ctx.args
+        fty = _epilogue_type(ctx.acc.type, ctx.mask.type)
+        before = b.block
+        is_null = b.icmp_unsigned("==", b.ptrtoint(target, I64), ir.Constant(I64, 0))
+        with b.if_then(b.not_(is_null)):
+            out = b.call(b.bitcast(target, fty.as_pointer()),
+                         [ctx.acc, ctx.row, ctx.col0, ctx.mask, ctx.batch, data])
+            then_end = b.block
+        phi = b.phi(ctx.acc.type)
+        phi.add_incoming(ctx.acc, before)
+        phi.add_incoming(out, then_end)
+        return phi
+
+    return emit_gemm(module, name, cfg, dispatch)
+
+
+def _epilogue_type(vty: ir.Type, mask_ty: ir.Type) -> ir.FunctionType:
+    return ir.FunctionType(vty, [vty, I64, I64, mask_ty, I64, PTR])
+
+
 def emit_gemm_call(k: MatmulKernel, plan: GemmPlan, env: KernelEnv, base: GemmConfig) -> None:
     b = env.builder
     t = llvm_type(plan.dtype)
     epi_refs = [env.buffers[n] for n in plan.epilogue_buffers]
-    cfg = GemmConfig(**{**base.__dict__,
-                        "epilogue_args": (PTR,) * len(epi_refs) + (I64,) * len(plan.outer)})
     extents = k.extents()
-    fn = emit_gemm(b.module, b.module.get_unique_name(f"{b.function.name}.gemm"), cfg,
-                   _epilogue(k, plan, extents, epi_refs))
+    gemm = shared_gemm(b.module, base)
+    vty = ir.VectorType(t, base.lanes)
+    mask_ty = ir.VectorType(ir.IntType(1), base.lanes)
+    # the epilogue's data: its buffers' pointers, then the outer batch indices
+    data_ty = ir.LiteralStructType([PTR] * len(epi_refs) + [I64] * len(plan.outer))
+    epi_fn = None
+    if _needs_epilogue(k, plan):
+        epi_fn = _epilogue_function(k, plan, extents, epi_refs, b.module, vty, mask_ty,
+                                    data_ty, f"{b.function.name}.epilogue")
+    data = alloca_at_entry(b, data_ty, name="epi.data")
+    for i, r in enumerate(epi_refs):
+        b.store(r.ptr, _field(b, data, i))
     i64 = lambda v: ir.Constant(I64, v)  # noqa: E731
     inner_batch = math.prod(extents[v] for v in plan.inner)
     last = plan.inner[-1] if plan.inner else None
@@ -170,6 +226,8 @@ def emit_gemm_call(k: MatmulKernel, plan: GemmPlan, env: KernelEnv, base: GemmCo
         return b.gep(typed, [off])
 
     def call(outer_env: dict[str, ir.Value]) -> None:
+        for j, v in enumerate(plan.outer):
+            b.store(outer_env[v], _field(b, data, len(epi_refs) + j))
         bs = [i64(aff.stride(last) if last else 0) for aff in (plan.a, plan.b, plan.c)]
         args = [i64(inner_batch), i64(k.m), i64(k.n), i64(k.k),
                 base_ptr(plan.a, outer_env), bs[0], i64(plan.a.stride("m")),
@@ -177,9 +235,10 @@ def emit_gemm_call(k: MatmulKernel, plan: GemmPlan, env: KernelEnv, base: GemmCo
                 base_ptr(plan.b, outer_env), bs[1], i64(plan.b.stride("k")),
                 i64(plan.b.stride("n")),
                 base_ptr(plan.c, outer_env), bs[2], i64(plan.c.stride("m")),
-                env.nthreads, ir.Constant(PTR, None)]
-        args += [r.ptr for r in epi_refs] + [outer_env[v] for v in plan.outer]
-        b.call(fn, args)
+                env.nthreads, ir.Constant(PTR, None),
+                b.bitcast(epi_fn, PTR) if epi_fn is not None else ir.Constant(PTR, None),
+                b.bitcast(data, PTR)]
+        b.call(gemm, args)
 
     def loops(j: int, outer_env: dict[str, ir.Value]) -> None:
         if j == len(plan.outer):
@@ -192,38 +251,46 @@ def emit_gemm_call(k: MatmulKernel, plan: GemmPlan, env: KernelEnv, base: GemmCo
     loops(0, {})
 
 
-def _epilogue(k: MatmulKernel, plan: GemmPlan, extents: dict[str, int],
-              epi_refs: list[BufferRef]):
-    """The GEMM epilogue hook: inside the microkernel only its own arguments exist, so every
-    buffer the epilogue touches (constants included) arrives as an epilogue argument."""
-    primary: Store = k.stores[plan.primary]
-    others = [st for j, st in enumerate(k.stores) if j != plan.primary]
+def _field(b: ir.IRBuilder, struct_ptr: ir.Value, i: int) -> ir.Value:
+    return b.gep(struct_ptr, [ir.Constant(ir.IntType(32), 0), ir.Constant(ir.IntType(32), i)])
+
+
+def _needs_epilogue(k: MatmulKernel, plan: GemmPlan) -> bool:
+    """False when the kernel just stores the accumulator (GEMM then stores it itself)."""
+    return len(k.stores) > 1 or not isinstance(k.stores[plan.primary].value, Acc)
+
+
+def _epilogue_function(k: MatmulKernel, plan: GemmPlan, extents: dict[str, int],
+                       epi_refs: list[BufferRef], module: ir.Module, vty: ir.Type,
+                       mask_ty: ir.Type, data_ty: ir.Type, name: str) -> ir.Function:
+    """`vty epilogue(acc, row, col0, mask, batch, data)`: the kernel-IR epilogue for one result
+    vector, in vector mode; every other store is done here, the primary's value returned."""
+    fn = ir.Function(module, _epilogue_type(vty, mask_ty), name=module.get_unique_name(name))
+    fn.linkage = "internal"
+    acc, row, col0, mask, batch, data_raw = fn.args
+    b = ir.IRBuilder(fn.append_basic_block("entry"))
+    data = b.bitcast(data_raw, data_ty.as_pointer())
+    nref = len(epi_refs)
+    refs = {r.name: BufferRef(r.name, r.dtype, r.shape, r.bf16_bits, b.load(_field(b, data, i)))
+            for i, r in enumerate(epi_refs)}
+    env = {v: b.load(_field(b, data, nref + j)) for j, v in enumerate(plan.outer)}
     inner_dims = [(v, extents[v]) for v in plan.inner]
-
-    def epilogue(ctx: EpilogueContext) -> ir.Value:
-        b = ctx.builder
-        nref = len(epi_refs)
-        refs = {r.name: BufferRef(r.name, r.dtype, r.shape, r.bf16_bits, ctx.args[i])
-                for i, r in enumerate(epi_refs)}
-        env = {v: ctx.args[nref + j] for j, v in enumerate(plan.outer)}
-        batch = ctx.batch
-        for pos in range(len(inner_dims) - 1, -1, -1):
-            v, n = inner_dims[pos]
-            if pos == 0:
-                env[v] = batch
-            else:
-                env[v] = b.urem(batch, ir.Constant(I64, n))
-                batch = b.udiv(batch, ir.Constant(I64, n))
-        env["m"], env["n"] = ctx.row, ctx.col0
-        lanes = ctx.acc.type.count
-        ev = VectorEmitter(b, refs, extents, env, "n", lanes, ctx.mask)
-        ev.acc = ctx.acc
-        for st in others:
+    for pos in range(len(inner_dims) - 1, -1, -1):
+        v, n = inner_dims[pos]
+        if pos == 0:
+            env[v] = batch
+        else:
+            env[v] = b.urem(batch, ir.Constant(I64, n))
+            batch = b.udiv(batch, ir.Constant(I64, n))
+    env["m"], env["n"] = row, col0
+    ev = VectorEmitter(b, refs, extents, env, "n", vty.count, mask)
+    ev.acc = acc
+    primary: Store = k.stores[plan.primary]
+    for j, st in enumerate(k.stores):
+        if j != plan.primary:
             ev.vstore(st.buffer, st.index, ev(st.value))
-        out = ev.widen(ev(primary.value))
-        if out.type != ctx.acc.type:
-            raise GraphError(f"GEMM epilogue of {k.name} produced {out.type}")
-        return out
-
-    return epilogue
-
+    out = ev.widen(ev(primary.value))
+    if out.type != vty:
+        raise GraphError(f"GEMM epilogue of {k.name} produced {out.type}")
+    b.ret(out)
+    return fn
