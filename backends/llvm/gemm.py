@@ -75,7 +75,8 @@ class GemmConfig:
     mr x (nv·lanes) is the register tile; kc the K block; mc x nc the largest block one task
     computes (its packed B panel is kc x nc). `epilogue_args` are the LLVM types of extra
     arguments appended to the function signature for the epilogue (pointers to bias,
-    residual ...). `accumulate` makes the GEMM compute C += A @ B.
+    residual ...). `accumulate` makes the GEMM compute C += A @ B. `prefetch_b` is how many k
+    steps ahead the microkernel prefetches rows of B (a prefetch past the panel is harmless).
     """
 
     dtype: str = "f32"
@@ -87,6 +88,7 @@ class GemmConfig:
     nc: int = 512
     accumulate: bool = False
     epilogue_args: tuple[ir.Type, ...] = ()
+    prefetch_b: int = 8  # k steps ahead the microkernel prefetches B rows (0: none)
 
     @property
     def nr(self) -> int:
@@ -676,6 +678,12 @@ def _emit_microkernel(module: ir.Module, cfg: GemmConfig, rows: int,
         bv = [masked_load(b, b.bitcast(b.gep(brow, [ir.Constant(I64, j * cfg.lanes)]),
                                        vty.as_pointer()), masks[j], vty)
               for j in range(cfg.nv)]
+        if cfg.prefetch_b:  # the kc x nr micro-panel of B outgrows L1: fetch rows ahead
+            ahead = b.gep(brow, [b.mul(ir.Constant(I64, cfg.prefetch_b), ldb)])
+            for off in range(0, cfg.nr, 64 // _ELEM_BYTES[cfg.dtype]):
+                b.call(declare(module, "llvm.prefetch.p0", VOID, [PTR, I32, I32, I32]),
+                       [b.bitcast(b.gep(ahead, [ir.Constant(I64, off)]), PTR),
+                        ir.Constant(I32, 0), ir.Constant(I32, 3), ir.Constant(I32, 1)])
         out = []
         for i in range(rows):
             av = _vsplat(b, b.load(b.gep(arow, [ir.Constant(I64, i)])), cfg.lanes)
