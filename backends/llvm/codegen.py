@@ -68,6 +68,7 @@ class KernelEnv:
     status: ir.Value | None
     error_base: int
     nthreads: ir.Value | None = None
+    scratch: ir.Value | None = None  # `KernelCode.scratch_bytes` of 64-byte aligned memory
 
     def fail(self, which: int, value: ir.Value, position: ir.Value) -> None:
         """Record error `which` of this kernel (its `errors` entry) with the offending value and
@@ -95,6 +96,7 @@ class KernelCode:
     errors: tuple[dict[str, Any], ...] = ()
     notes: dict[str, Any] = field(default_factory=dict)
     own_threads: bool = False  # the body parallelizes itself: it takes nthreads
+    scratch_bytes: int = 0     # working memory, in the arena past the memory plan
 
 
 def kernel_code(k: Kernel, buffers: Mapping[str, Buffer], options: dict[str, Any]
@@ -256,6 +258,7 @@ class ModuleBuilder:
         self.errors: list[dict[str, Any]] = []
         self.comments: dict[str, str] = {}
         self.notes: dict[str, dict[str, Any]] = {}
+        self.scratch_bytes = 0
 
     def build(self) -> GeneratedModule:
         for name, arr in self.s.constants.items():
@@ -282,8 +285,9 @@ class ModuleBuilder:
             if nbytes:
                 self._memcpy(b, self._main_ptr(("arg", slot)), self._main_ptr(key), nbytes)
         b.ret_void()
-        layout = Layout(self.storage.layout.args, self.storage.layout.arena_bytes,
-                        tuple(self.errors), tuple(kernels_meta))
+        arena_bytes = self._scratch_offset() + self.scratch_bytes
+        layout = Layout(self.storage.layout.args, arena_bytes, tuple(self.errors),
+                        tuple(kernels_meta))
         return GeneratedModule(self.module, layout, self._text(), self.notes)
 
     # -- pieces --------------------------------------------------------------------------------
@@ -297,6 +301,10 @@ class ModuleBuilder:
         g.linkage = "private"
         g.align = 64
         self.globals[name] = g
+
+    def _scratch_offset(self) -> int:
+        """Scratch memory starts after the planned temps, 64-byte aligned."""
+        return -(-self.storage.layout.arena_bytes // ARENA_ALIGNMENT) * ARENA_ALIGNMENT
 
     def _main_ptr(self, key: tuple[str, Any]) -> ir.Value:
         """The pointer of a storage in graphc_main (computed once, in the entry block)."""
@@ -340,7 +348,7 @@ class ModuleBuilder:
         groups_of = {canon[n]: arg_of[movable.index(n)] for n in movable}
         code = kernel_code(ck, cbuffers, {**self.options, "storage_groups": groups_of})
         arg_types = ([PTR] * len(keys) + [I64, I64] + ([PTR] if code.errors else [])
-                     + ([I32] if code.own_threads else []))
+                     + ([I32] if code.own_threads else []) + ([PTR] if code.scratch_bytes else []))
         fname = f"kernel.{_symbol(k.name)}"
         fn = ir.Function(self.module, ir.FunctionType(VOID, arg_types), name=fname)
         fn.linkage = "internal"
@@ -360,8 +368,13 @@ class ModuleBuilder:
             refs[cn] = BufferRef(cn, t.dtype, t.shape, _is_bf16_bits(self.s, n), ptr)
         lo, hi = fn.args[len(keys)], fn.args[len(keys) + 1]
         status = fn.args[len(keys) + 2] if code.errors else None
-        nthreads = fn.args[-1] if code.own_threads else None
-        code.emit(KernelEnv(fb, refs, lo, hi, status, len(self.errors) + 1, nthreads))
+        extra = list(fn.args[len(keys) + 2 + bool(code.errors):])
+        nthreads = extra.pop(0) if code.own_threads else None
+        scratch = extra.pop(0) if code.scratch_bytes else None
+        if scratch is not None:
+            scratch.add_attribute("noalias")
+        self.scratch_bytes = max(self.scratch_bytes, code.scratch_bytes)
+        code.emit(KernelEnv(fb, refs, lo, hi, status, len(self.errors) + 1, nthreads, scratch))
         fb.ret_void()
         self.errors.extend(code.errors)
         self.comments[fn.name] = (f"; {k.kind} kernel, {code.tasks} tasks"
@@ -375,6 +388,8 @@ class ModuleBuilder:
         b, _, _, status, nthreads = self._main
         ptrs = [self._main_ptr(key) for key in keys] + ([status] if code.errors else [])
         ptrs += [nthreads] if code.own_threads else []
+        if code.scratch_bytes:
+            ptrs.append(b.gep(self._main[2], [ir.Constant(I64, self._scratch_offset())]))
         npt = len(keys)
         if not code.parallel:
             tail = ptrs[npt:]

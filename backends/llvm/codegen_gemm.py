@@ -43,16 +43,21 @@ from graphc.ir.kernel import (
     Ix,
     Load,
     MatmulKernel,
+    Operand,
+    ReduceRef,
     Store,
     Var,
+    kernel_reads,
+    kernel_writes,
     linearize,
     walk,
 )
 
 from .codegen import KernelCode, KernelEnv
-from .codegen_expr import BufferRef, VectorEmitter
+from .codegen_expr import BufferRef, ExprEmitter, VectorEmitter
 from .gemm import EpilogueContext, GemmConfig, emit_gemm
 from .llvm_ir import I64, PTR, alloca_at_entry, for_range, llvm_type
+from .lowering import cast_value
 
 GEMM_MIN_FLOPS = 2 * 32 ** 3
 
@@ -80,6 +85,21 @@ def affine_position(buffer: str, index: tuple[Ix, ...], shape: tuple[int, ...]
     return Affine(buffer, lin.const, coef)
 
 
+SCRATCH = "$scratch"
+
+
+@dataclass(frozen=True)
+class Staged:
+    """An operand computed into scratch memory before the GEMM (a fused prologue: a cast, an
+    activation recomputed for this product): `vars` are the axes stored, row-major, at
+    `offset` elements into the scratch; the operand's other (batch) axes have stride 0."""
+
+    name: str                 # "a" or "b"
+    operand: Operand
+    vars: tuple[str, ...]
+    offset: int
+
+
 @dataclass(frozen=True)
 class GemmPlan:
     dtype: str
@@ -90,12 +110,34 @@ class GemmPlan:
     outer: tuple[str, ...]            # batch variables looped around the call
     inner: tuple[str, ...]            # batch variables flattened into GEMM's batch
     epilogue_buffers: tuple[str, ...]
+    staged: tuple[Staged, ...] = ()
+    scratch_elements: int = 0
 
 
 def _operand(value, dtype: str, shapes) -> Affine | None:
     if not isinstance(value, Load) or value.mask or value.dtype != dtype:
         return None
     return affine_position(value.buffer, value.index, shapes[value.buffer])
+
+
+def _stage(name: str, opnd: Operand, offset: int) -> tuple[Affine, Staged, int]:
+    """Scratch layout of an operand that is not a plain load: its matrix axes and the batch
+    axes it depends on, row-major."""
+    deps = set()
+    for e in walk([opnd.value]):
+        if isinstance(e, Load):
+            for x in e.index:
+                deps |= x.var_names()
+            for m in e.mask:
+                deps |= m.e.var_names()
+    nb = len(opnd.vars) - 2
+    kept = [i for i, v in enumerate(opnd.vars) if i >= nb or v in deps]
+    coef, stride = {}, 1
+    for i in reversed(kept):
+        coef[opnd.vars[i]] = stride
+        stride *= opnd.shape[i]
+    return (Affine(SCRATCH, offset, coef),
+            Staged(name, opnd, tuple(opnd.vars[i] for i in kept), offset), stride)
 
 
 def _collapsible(affines: list[Affine], dims: list[tuple[str, int]]) -> int:
@@ -118,9 +160,17 @@ def plan_gemm(k: MatmulKernel, buffers: Mapping[str, Buffer],
     if 2 * math.prod(k.batch) * k.m * k.n * k.k < GEMM_MIN_FLOPS:
         return None
     shapes = {n: b.type.shape for n, b in buffers.items()}
-    a, b = _operand(k.a.value, dtype, shapes), _operand(k.b.value, dtype, shapes)
-    if a is None or b is None:
-        return None
+    affs, staged, scratch = {}, [], 0
+    for name, opnd in (("a", k.a), ("b", k.b)):
+        aff = _operand(opnd.value, dtype, shapes)
+        if aff is None:
+            if any(isinstance(e, (Acc, ReduceRef)) for e in walk([opnd.value])):
+                return None
+            aff, st, size = _stage(name, opnd, scratch)
+            staged.append(st)
+            scratch += -(-size // 16) * 16  # 64-byte aligned in f32
+        affs[name] = aff
+    a, b = affs["a"], affs["b"]
     epi_loads = {e.buffer for s in k.stores for e in walk([s.value]) if isinstance(e, Load)}
     primary = None
     for i, st in enumerate(k.stores):
@@ -146,20 +196,22 @@ def plan_gemm(k: MatmulKernel, buffers: Mapping[str, Buffer],
     inner = tuple(v for v, _ in dims[s:])
     epi = tuple(dict.fromkeys(sorted(epi_loads) + [st.buffer for j, st in
                                                   enumerate(k.stores) if j != idx]))
-    return GemmPlan(dtype, a, b, c, idx, outer, inner, epi)
+    return GemmPlan(dtype, a, b, c, idx, outer, inner, epi, tuple(staged), scratch)
 
 
 def gemm_code(k: MatmulKernel, plan: GemmPlan, buffers: Mapping[str, Buffer],
               options: Mapping[str, Any]) -> KernelCode:
-    names = tuple(dict.fromkeys([plan.a.buffer, plan.b.buffer, plan.c.buffer,
-                                 *plan.epilogue_buffers]))
+    names = tuple(dict.fromkeys(kernel_reads(k) + kernel_writes(k)))
     bits = int(options.get("vector_bits") or 512)
 
     def emit(env: KernelEnv) -> None:
         emit_gemm_call(k, plan, env, GemmConfig.for_vector_bits(bits, plan.dtype))
 
+    esize = 4 if plan.dtype == "f32" else 8
     return KernelCode(names, 1, 1, False, emit, own_threads=True,
-                      notes={"matmul": "gemm", "outer_batch": len(plan.outer)})
+                      scratch_bytes=plan.scratch_elements * esize,
+                      notes={"matmul": "gemm", "outer_batch": len(plan.outer),
+                             "staged": [st.name for st in plan.staged]})
 
 
 def shared_gemm(module: ir.Module, base: GemmConfig) -> ir.Function:
@@ -222,8 +274,11 @@ def emit_gemm_call(k: MatmulKernel, plan: GemmPlan, env: KernelEnv, base: GemmCo
         off: ir.Value = i64(aff.offset)
         for v, val in outer_env.items():
             off = b.add(off, b.mul(val, i64(aff.stride(v))))
-        typed = b.bitcast(env.buffers[aff.buffer].ptr, t.as_pointer())
-        return b.gep(typed, [off])
+        ptr = env.scratch if aff.buffer == SCRATCH else env.buffers[aff.buffer].ptr
+        return b.gep(b.bitcast(ptr, t.as_pointer()), [off])
+
+    for st in plan.staged:
+        _emit_staging(st, plan.dtype, env, extents)
 
     def call(outer_env: dict[str, ir.Value]) -> None:
         for j, v in enumerate(plan.outer):
@@ -249,6 +304,27 @@ def emit_gemm_call(k: MatmulKernel, plan: GemmPlan, env: KernelEnv, base: GemmCo
             loops(j + 1, {**outer_env, v: i})
 
     loops(0, {})
+
+
+def _emit_staging(st: Staged, dtype: str, env: KernelEnv, extents: dict[str, int]) -> None:
+    """scratch[offset + row-major(vars)] = operand value, converted to the GEMM's dtype (the
+    innermost loop is contiguous in the scratch: the loop vectorizer widens it)."""
+    b = env.builder
+    t = llvm_type(dtype)
+    base = b.gep(b.bitcast(env.scratch, t.as_pointer()), [ir.Constant(I64, st.offset)])
+    shape = dict(zip(st.operand.vars, st.operand.shape, strict=True))
+
+    def nest(j: int, scope: ExprEmitter, pos: ir.Value) -> None:
+        if j == len(st.vars):
+            value = cast_value(b, scope(st.operand.value), st.operand.value.dtype, dtype)
+            b.store(value, b.gep(base, [pos]))
+            return
+        v = st.vars[j]
+        n = ir.Constant(I64, shape[v])
+        with for_range(b, ir.Constant(I64, 0), n, name=f"stage.{v}") as i:
+            nest(j + 1, scope.child({v: i}), b.add(b.mul(pos, n), i))
+
+    nest(0, ExprEmitter(b, env.buffers, extents), ir.Constant(I64, 0))
 
 
 def _field(b: ir.IRBuilder, struct_ptr: ir.Value, i: int) -> ir.Value:

@@ -113,8 +113,8 @@ def test_conv_f64(rng):
 def test_matmuls_through_the_gemm_generator(rng):
     """Products big enough for the BLIS-style GEMM: transposed and broadcast operands, batch
     axes flattened or looped, epilogues with vector loads, gathers, constants and a second
-    stored output, f64; every one reports the gemm path (a cast inside an operand would not:
-    GEMM reads raw elements)."""
+    stored output, f64, operands with a fused prologue (a cast, a recomputed relu) staged in
+    scratch memory first; every one reports the gemm path."""
     b = Builder("gemm_paths")
     a = b.input("a", (40, 48))
     w = b.input("w", (48, 50))
@@ -131,15 +131,20 @@ def test_matmuls_through_the_gemm_generator(rng):
     b.output("looped", at.transpose(1, 0, 3, 2) @ w)  # batch axes permuted: a loop around
     a64 = b.input("a64", (40, 48), "f64")
     b.output("f64", (a64 @ a64.T).exp())
+    b.output("cast_prologue", a.astype("f64") @ w.astype("f64"))  # staged in scratch
+    r = a.relu()
+    b.output("relu_prologue", (r @ w) * 2.0)
+    b.output("relu_sum", r.sum((1,)))
     ins = {"a64": _normal(rng, (40, 48), np.float64),
            "a": _normal(rng, (40, 48)), "w": _normal(rng, (48, 50)), "bias": _normal(rng, (50,)),
            "col": _normal(rng, (40, 1)), "a3": _normal(rng, (3, 40, 48)),
            "at": _normal(rng, (2, 3, 48, 40))}
     exe = check_llvm(b.build(), ins, tol=dict(rtol=1e-4, atol=1e-4),
-                     per_output={"f64": dict(rtol=1e-12)})
+                     per_output={"f64": dict(rtol=1e-12), "cast_prologue": dict(rtol=1e-12)})
     plans = [p for p in exe.info["kernel_plans"].values() if p["kind"] == "matmul"]
     assert plans and all(p["matmul"] == "gemm" for p in plans), plans
     assert any(p["outer_batch"] for p in plans)
+    assert any(p["staged"] for p in plans)
 
 
 @pytest.mark.parametrize("depth, path", [(100, "gemm"), (300, "simple")])
