@@ -213,3 +213,25 @@ def test_default_cache_directory_is_overridable(monkeypatch, tmp_path):
     monkeypatch.delenv("GRAPHC_CACHE_DIR")
     assert cache_dir() == Path.home() / ".cache" / "graphc"
     assert os.fspath(cache_dir(tmp_path / "x")).endswith("x")
+
+
+@pytest.mark.parametrize("fuse", [True, False])
+def test_empty_scalar_and_passthrough_outputs(fuse):
+    """Zero-size tensors, 0-d scalars, a parameter returned as is, one value under two names."""
+    b = Builder("edge")
+    x = b.input("x", (0, 5))
+    s = b.input("s", ())
+    y = b.input("y", (4, 0))
+    p = b.param("p", (3,), init="normal")
+    b.output("empty", x * 2.0)
+    b.output("empty_sum", x.sum((0,)))
+    b.output("sum_of_nothing", y.sum((1,)))
+    b.output("mm_empty", y @ b.zeros((0, 3)))
+    b.output("scalar", (s * s).exp())
+    b.output("param_out", p)
+    b.output("dup1", s + 1.0)
+    b.output("dup2", s + 1.0)
+    g = b.build()
+    ins = {"x": np.zeros((0, 5), np.float32), "s": np.array(0.5, np.float32),
+           "y": np.zeros((4, 0), np.float32)}
+    assert_outputs_match(graphc.compile(g, target="llvm", fuse=fuse)(ins), run_graph(g, ins))
