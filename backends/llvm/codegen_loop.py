@@ -345,8 +345,9 @@ def _emit_reduce_loops(ev: ExprEmitter, loops: list[tuple[str, int]], stores, re
 
     def body(bb: ir.IRBuilder, q: ir.Value, carried: list[ir.Value]) -> list[ir.Value]:
         inner_ev = ev.child({name: q})
-        inner_ev.hoist([r.value for r in reductions] + [s.value for s in stores],
-                       [x for x, _ in loops[1:]])
+        if len(loops) > 1:  # values invariant in the loops inside: once per iteration here
+            inner_ev.hoist([r.value for r in reductions] + [s.value for s in stores],
+                           [x for x, _ in loops[1:]])
         regrouped, pos = [], 0
         for s in sizes:
             regrouped.append(carried[pos:pos + s])

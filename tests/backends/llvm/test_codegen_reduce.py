@@ -157,3 +157,7 @@ def test_values_shared_between_sweeps_are_stashed_once(rng):
     finally:
         codegen_loop.STASH_LIMIT = limit
     np.testing.assert_allclose(exe(ins)["y"], plain(ins)["y"], rtol=1e-6)
+    from graphc.backends.llvm.program import generated_ir
+
+    exp_calls = generated_ir(exe.schedule).count('call float @"graphc.math.exp.f32"')
+    assert exp_calls == 1  # computed in the sum's sweep only, loaded in the store's sweep
