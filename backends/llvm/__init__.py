@@ -10,6 +10,18 @@ Modules (infrastructure the kernel-IR code generator builds on):
   gemm.py         generated BLIS-style sgemm/dgemm: packed B, register-blocked vector
                   microkernel, edge tiles, strides, batch, parallel, fused epilogue hook
 
+The kernel-IR code generator and runtime built on them:
+  lowering.py     the ONE lowering table: every primitive, elementwise ones as scalar emitters
+  codegen.py      Schedule -> module: a function per (distinct) kernel, storage, graphc_main
+  codegen_expr.py scalar/index expressions, loads and stores, vector mode for epilogues
+  codegen_loop.py loop kernels: normalized nests, row/column schedules, sweeps, stashes
+  codegen_gemm.py matmul kernels on gemm.py (shared per module, epilogue functions, staging)
+  codegen_conv.py register-blocked direct convolution; codegen_template.py the fallbacks
+  codegen_library.py  take, scatter_add, select_scatter
+  program.py      build_program(schedule, options): cache, compile, NativeProgram
+  runtime.py      NativeProgram and the C entry point's layout (no llvmlite)
+  cache.py        on-disk compile cache (content-hashed, atomic writes)
+
 Importing this package does not import llvmlite: the names below load their module on first
 access, so `aot_loader` stays usable where llvmlite is not installed.
 """
