@@ -3,6 +3,7 @@
     python benchmarks/llvm_micro.py --accuracy     # mathlib max errors, markdown table
     python benchmarks/llvm_micro.py --math         # mathlib throughput vs numpy
     python benchmarks/llvm_micro.py --gemm         # GEMM GFLOP/s vs numpy's BLAS, 1 and 2 threads
+    python benchmarks/llvm_micro.py --shapes       # GEMM on batch-1 and transformer-like shapes
     python benchmarks/llvm_micro.py --parallel     # parallel-for overhead and scaling
     python benchmarks/llvm_micro.py --compile      # compile times (JIT and AOT)
     python benchmarks/llvm_micro.py --tune         # GEMM tile/block sweep
@@ -189,6 +190,36 @@ def bench_gemm(sizes: tuple[int, ...], rounds: int = 3) -> None:
     print()
 
 
+GEMM_SHAPES = [(1, 1, 1024, 1024), (1, 16, 1024, 1024), (1, 128, 768, 768), (1, 512, 3072, 768),
+               (8, 128, 128, 64), (1, 1024, 64, 1024), (1, 4096, 4096, 64)]
+
+
+def bench_shapes(rounds: int) -> None:
+    print("## GEMM on model-like shapes (f32, one thread, GFLOP/s, best of interleaved rounds)\n")
+    print("| batch x M x N x K | numpy | ours | ours/numpy |")
+    print("|---|---|---|---|")
+    from threadpoolctl import threadpool_limits
+
+    cfg = GemmConfig.for_vector_bits(TargetSpec.host().vector_bits)
+    fn, _ = compile_gemm(cfg)
+    rng = np.random.default_rng(0)
+    ws = np.zeros(cfg.workspace_bytes(1), np.uint8)
+    for bt, m, n, k in GEMM_SHAPES:
+        a = rng.random((bt, m, k), np.float32)
+        b = rng.random((bt, k, n), np.float32)
+        c = np.empty((bt, m, n), np.float32)
+        args = gemm_numpy_args(a, b, c, 1, ws.ctypes.data)
+        ours = theirs = float("inf")
+        for _ in range(rounds):
+            ours = min(ours, best_time(lambda args=args: fn(*args)))
+            with threadpool_limits(1):
+                theirs = min(theirs, best_time(lambda a=a, b=b, c=c: np.matmul(a, b, out=c)))
+        flops = 2 * bt * m * n * k
+        print(f"| {bt} x {m} x {n} x {k} | {flops / theirs / 1e9:.0f} | {flops / ours / 1e9:.0f} "
+              f"| {theirs / ours:.2f} |", flush=True)
+    print()
+
+
 def bench_tune(n: int) -> None:
     print(f"## GEMM tile sweep at n = {n}, one thread (GFLOP/s; numpy alongside)\n")
     print("| mr x nr | kc | mc | nc | ours | numpy |")
@@ -290,7 +321,7 @@ def bench_compile() -> None:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    for flag in ("accuracy", "math", "gemm", "parallel", "compile", "tune", "all"):
+    for flag in ("accuracy", "math", "gemm", "shapes", "parallel", "compile", "tune", "all"):
         p.add_argument(f"--{flag}", action="store_true")
     p.add_argument("--sizes", default="512,1024,2048", help="GEMM sizes")
     p.add_argument("--points", type=int, default=2_000_000, help="accuracy points per function")
@@ -304,6 +335,8 @@ def main() -> None:
         bench_math()
     if args.gemm or every:
         bench_gemm(tuple(int(s) for s in args.sizes.split(",")), args.rounds)
+    if args.shapes or every:
+        bench_shapes(args.rounds)
     if args.parallel or every:
         bench_parallel()
     if args.compile or every:
