@@ -22,6 +22,7 @@ The IR text carries a comment above each kernel function naming the graph nodes 
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
@@ -35,6 +36,7 @@ from graphc.ir.kernel import (
     Buffer,
     ConvKernel,
     Expr,
+    Ix,
     Kernel,
     LibraryKernel,
     Load,
@@ -47,11 +49,12 @@ from graphc.ir.kernel import (
     Sweep,
     kernel_reads,
     kernel_writes,
+    walk,
 )
 from graphc.ir.kernel_text import print_kernel
 from graphc.ir.types import DTYPES
 
-from .codegen_expr import BufferRef
+from .codegen_expr import BufferRef, storage_type, sty_bytes
 from .llvm_ir import I8, I32, I64, PTR, VOID, declare
 from .parallel import emit_parallel_for
 from .runtime import ARENA_ALIGNMENT, ENTRY, ArgSlot, Layout
@@ -126,31 +129,43 @@ def kernel_code(k: Kernel, buffers: Mapping[str, Buffer], options: dict[str, Any
 # -- sharing functions between identical kernels ---------------------------------------------------
 
 
-def _rename_expr(e: Expr, names: Mapping[str, str], memo: dict[int, Expr]) -> Expr:
+def _rename_expr(e: Expr, names: Mapping[str, str], memo: dict[int, Expr],
+                 pinned: Mapping[str, frozenset[int]]) -> Expr:
     got = memo.get(id(e))
     if got is not None:
         return got
     if isinstance(e, Load):
-        out: Expr = replace(e, buffer=names.get(e.buffer, e.buffer))
+        out: Expr = replace(e, buffer=names.get(e.buffer, e.buffer),
+                            index=_unpin(e.index, pinned.get(e.buffer)))
     elif isinstance(e, Op):
-        out = replace(e, args=tuple(_rename_expr(a, names, memo) for a in e.args))
+        out = replace(e, args=tuple(_rename_expr(a, names, memo, pinned) for a in e.args))
     elif isinstance(e, RandomUniform):
-        out = replace(e, seed=_rename_expr(e.seed, names, memo))
+        out = replace(e, seed=_rename_expr(e.seed, names, memo, pinned))
     else:
         out = e
     memo[id(e)] = out
     return out
 
 
-def rename_buffers(k: Kernel, names: Mapping[str, str]) -> Kernel:
-    """`k` with buffers renamed (unlisted names kept), without its name and origin."""
+def _unpin(index: tuple[Ix, ...], axes: frozenset[int] | None) -> tuple[Ix, ...]:
+    if not axes:
+        return index
+    return tuple(Ix() if a in axes else e for a, e in enumerate(index))
+
+
+def rename_buffers(k: Kernel, names: Mapping[str, str],
+                   pinned: Mapping[str, frozenset[int]] | None = None) -> Kernel:
+    """`k` with buffers renamed (unlisted names kept), without its name and origin; the axes
+    `pinned[buffer]` (constant in every access) read index 0 (the caller shifts the pointer)."""
     memo: dict[int, Expr] = {}
+    pinned = pinned or {}
 
     def ex(e: Expr) -> Expr:
-        return _rename_expr(e, names, memo)
+        return _rename_expr(e, names, memo, pinned)
 
     def st(s: Store) -> Store:
-        return Store(names.get(s.buffer, s.buffer), s.index, ex(s.value))
+        return Store(names.get(s.buffer, s.buffer), _unpin(s.index, pinned.get(s.buffer)),
+                     ex(s.value))
 
     stores = tuple(st(s) for s in k.all_stores()) if not isinstance(k, LoopKernel) else ()
     if isinstance(k, LoopKernel):
@@ -165,6 +180,22 @@ def rename_buffers(k: Kernel, names: Mapping[str, str]) -> Kernel:
                        w=replace(k.w, value=ex(k.w.value)), stores=stores)
     return replace(k, name="k", origin=(), inputs=tuple(names.get(n, n) for n in k.inputs),
                    output=names.get(k.output, k.output))
+
+
+def pinned_axes(k: Kernel, name: str) -> dict[int, int]:
+    """{axis: c} for the axes of buffer `name` that every access of `k` indexes with the same
+    constant c (a time step's slice of a sequence: xs[t, :, :])."""
+    if isinstance(k, LibraryKernel):
+        return {}
+    indices = [e.index for e in walk(k.expr_roots()) if isinstance(e, Load) and e.buffer == name]
+    indices += [s.index for s in k.all_stores() if s.buffer == name]
+    if not indices:
+        return {}
+    out = {}
+    for a, e in enumerate(indices[0]):
+        if e.is_const and all(ix[a] == e for ix in indices[1:]):
+            out[a] = e.const
+    return out
 
 
 def kernel_buffer_names(k: Kernel) -> list[str]:
@@ -323,7 +354,7 @@ class ModuleBuilder:
         return v
 
     def _kernel_function(self, k: Kernel
-                         ) -> tuple[ir.Function, KernelCode, list[tuple[str, Any]]]:
+                         ) -> tuple[ir.Function, KernelCode, list[tuple[tuple[str, Any], int]]]:
         """The function computing `k`, shared with every structurally identical kernel (same
         code up to buffer names: LSTM steps, repeated layers); returns it, its code and the
         storages to pass, in argument order."""
@@ -333,13 +364,29 @@ class ModuleBuilder:
         canon = {n: f"b{i}" for i, n in enumerate(movable)}
         groups: dict[tuple[str, Any], int] = {}
         arg_of = [groups.setdefault(self.storage.keys[n], len(groups)) for n in movable]
-        ck = rename_buffers(k, canon)
-        cbuffers = {canon.get(n, n): Buffer(canon.get(n, n), bufs[n].type, bufs[n].kind)
+        # A buffer alone in its storage, read or written at a constant position along some
+        # axes, is passed shifted to that position: kernels that differ only in those
+        # constants (one per time step of an unrolled sequence) then share their function.
+        types = {n: bufs[n].type for n in names}
+        pinned: dict[str, frozenset[int]] = {}
+        shift = [0] * len(groups)
+        for n, g in zip(movable, arg_of, strict=True):
+            axes = pinned_axes(k, n) if arg_of.count(g) == 1 else {}
+            if axes:
+                t = types[n]
+                strides = [math.prod(t.shape[a + 1:]) for a in range(len(t.shape))]
+                item = sty_bytes(storage_type(t.dtype, _is_bf16_bits(self.s, n)))
+                shift[g] = sum(c * strides[a] for a, c in axes.items()) * item
+                types[n] = t.with_shape(tuple(1 if a in axes else d
+                                              for a, d in enumerate(t.shape)))
+                pinned[n] = frozenset(axes)
+        ck = rename_buffers(k, canon, pinned)
+        cbuffers = {canon.get(n, n): Buffer(canon.get(n, n), types[n], bufs[n].kind)
                     for n in names}
         key = "\n".join([print_kernel(ck, comment=False),
-                         repr([(str(bufs[n].type), _is_bf16_bits(self.s, n)) for n in names]),
+                         repr([(str(types[n]), _is_bf16_bits(self.s, n)) for n in names]),
                          repr(arg_of)])
-        keys = list(groups)
+        keys = [(key_, shift[g]) for key_, g in groups.items()]
         got = self.functions.get(key)
         if got is not None:
             fn, code = got
@@ -364,7 +411,7 @@ class ModuleBuilder:
                 ptr = fn.args[arg_of[movable.index(n)]]
             else:
                 ptr = fb.bitcast(self.globals[n], PTR)
-            t = bufs[n].type
+            t = types[n]
             refs[cn] = BufferRef(cn, t.dtype, t.shape, _is_bf16_bits(self.s, n), ptr)
         lo, hi = fn.args[len(keys)], fn.args[len(keys) + 1]
         status = fn.args[len(keys) + 2] if code.errors else None
@@ -383,10 +430,12 @@ class ModuleBuilder:
         self.functions[key] = (fn, code)
         return fn, code, keys
 
-    def _call_kernel(self, fn: ir.Function, keys: list[tuple[str, Any]], code: KernelCode
-                     ) -> None:
+    def _call_kernel(self, fn: ir.Function, keys: list[tuple[tuple[str, Any], int]],
+                     code: KernelCode) -> None:
         b, _, _, status, nthreads = self._main
-        ptrs = [self._main_ptr(key) for key in keys] + ([status] if code.errors else [])
+        ptrs = [self._main_ptr(key) if not delta else b.gep(self._main_ptr(key),
+                                                             [ir.Constant(I64, delta)])
+                for key, delta in keys] + ([status] if code.errors else [])
         ptrs += [nthreads] if code.own_threads else []
         if code.scratch_bytes:
             ptrs.append(b.gep(self._main[2], [ir.Constant(I64, self._scratch_offset())]))

@@ -230,3 +230,21 @@ def test_exp_kernel_is_512_bit_vector_code_without_libm():
     libm = [c for c in calls if any(f"@{f}" in c for f in ("exp", "expf", "tanhf", "logf",
                                                             "llvm.exp", "llvm.tanh"))]
     assert not libm, libm[:3]
+
+
+def test_kernels_differing_in_constant_offsets_share_a_function(rng):
+    """An unrolled recurrence, unfused: step t's slice kernel reads xs[t] (a constant index),
+    the same code on a shifted pointer, so all steps share one function per op."""
+    b = Builder("recurrence")
+    xs = b.input("xs", (6, 3, 40))
+    h = b.zeros((3, 40))
+    for t in range(6):
+        step = b.reshape(b.op("slice", xs, start=(t, 0, 0), stop=(t + 1, 3, 40),
+                              step=(1, 1, 1)), (3, 40))
+        h = (h * 0.5 + step).tanh()
+    b.output("h", h)
+    exe = check_llvm(b.build(), {"xs": rng.standard_normal((6, 3, 40)).astype(np.float32)},
+                     fuse=False)
+    plans = exe.info["kernel_plans"]
+    functions = {p["function"] for p in plans.values()}
+    assert len(plans) >= 18 and len(functions) <= 6, (len(plans), functions)
