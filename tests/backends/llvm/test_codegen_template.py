@@ -204,3 +204,25 @@ def test_register_blocked_convolution(dtype, rng):
     exe = check_llvm(b.build(), ins, tol=tol)
     paths = [p.get("conv") for p in exe.info["kernel_plans"].values() if p["kind"] == "conv"]
     assert paths.count("blocked") == len(BLOCKED_CASES) + 1, paths
+
+
+def test_templates_for_the_portable_avx2_target(rng):
+    """The x86-64-v3 build: 256-bit vectors (8 lanes) in the GEMM and the blocked conv."""
+    from graphc.backends.llvm.aot_loader import host_cpu_flags
+    from graphc.backends.llvm.program import PORTABLE_FLAGS
+
+    if not set(PORTABLE_FLAGS) <= host_cpu_flags():
+        pytest.skip("this CPU cannot run x86-64-v3 code")
+    b = Builder("portable")
+    x = b.input("x", (2, 5, 9, 20))
+    w = b.input("w", (20, 5, 3, 3))
+    a = b.input("a", (40, 60))
+    m = b.input("m", (60, 37))
+    b.output("conv", b.op("conv", x, w, padding=(1, 1, 1, 1)).relu())
+    b.output("mm", (a @ m).tanh())
+    ins = {"x": _normal(rng, (2, 5, 9, 20)), "w": _normal(rng, (20, 5, 3, 3)),
+           "a": _normal(rng, (40, 60)), "m": _normal(rng, (60, 37))}
+    exe = check_llvm(b.build(), ins, tol=dict(rtol=1e-4, atol=1e-4), portable=True)
+    notes = list(exe.info["kernel_plans"].values())
+    assert {n.get("conv") or n.get("matmul") for n in notes} == {"blocked", "gemm"}
+    assert [n["tile"][1] for n in notes if n.get("conv")] == [24]  # 3 vectors of 8
