@@ -84,9 +84,9 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
     fused = compile_graph(step_graph, target=cfg.target, fuse=True, threads=cfg.threads)
     t_fused = time.perf_counter() - t0
     unfused = compile_graph(step_graph, target=cfg.target, fuse=False, threads=cfg.threads)
-    console.print(f"training step: {len(model.nodes)} nodes as built → "
-                  f"{len(fused.graph.nodes)} primitives after decompose, autodiff and simplify; "
-                  f"compiled in {t_fused:.2f} s")
+    console.print(f"training step: {len(model.nodes)} layer ops as built → "
+                  f"{len(fused.graph.nodes)} primitives after decompose, autodiff and simplify → "
+                  f"{fused.stats()['kernels']} kernels; compiled in {t_fused:.2f} s")
 
     trainer = Trainer(step_graph, run=fused.as_runner())
     rng = np.random.default_rng(cfg.seed)
