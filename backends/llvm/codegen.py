@@ -109,12 +109,16 @@ def kernel_code(k: Kernel, buffers: Mapping[str, Buffer], options: dict[str, Any
     if isinstance(k, LoopKernel):
         from .codegen_loop import emit_loop_kernel, loop_buffers, plan_loop
 
-        plan = plan_loop(k, shapes)
+        dtypes = {n: b.type.dtype for n, b in buffers.items()}
+        lanes = int(options.get("vector_bits") or 0) // 32 if options.get("vector_loops", True) \
+            else 0
+        plan = plan_loop(k, shapes, dtypes, lanes)
         return KernelCode(tuple(loop_buffers(k)), plan.tasks, plan.grain, plan.parallel,
                           lambda env: emit_loop_kernel(k, plan, env.builder, env.buffers,
                                                        env.lo, env.hi),
                           notes={"schedule": "column" if plan.column else "row",
-                                 "block": plan.block})
+                                 "block": plan.block, "lanes": plan.lanes,
+                                 "streaming": sorted(plan.streaming)})
     if isinstance(k, (MatmulKernel, ConvKernel)):
         from .codegen_template import template_code
 

@@ -411,10 +411,24 @@ class VectorEmitter(ExprEmitter):
 
     def __init__(self, builder: ir.IRBuilder, buffers: Mapping[str, BufferRef],
                  extents: Mapping[str, int], env: Mapping[str, ir.Value], vvar: str, lanes: int,
-                 lane_mask: ir.Value) -> None:
+                 lane_mask: ir.Value, streaming: frozenset[str] = frozenset()) -> None:
         super().__init__(builder, buffers, extents, env)
         self.vvar, self.lanes, self.lane_mask = vvar, lanes, lane_mask
         self.iota = ir.Constant(ir.VectorType(I64, lanes), list(range(lanes)))
+        self.streaming = streaming
+        self.full: ir.Value | None = None  # i1: every lane is active (set by the loop)
+
+    @staticmethod
+    def within(scope: ExprEmitter, env: Mapping[str, ir.Value], vvar: str, lanes: int,
+               lane_mask: ir.Value, streaming: frozenset[str] = frozenset()) -> VectorEmitter:
+        """A vector scope nested in `scope`: it sees the values `scope` computed (row
+        invariants, reduction results) and the nest's rewrite of variables."""
+        v = VectorEmitter(scope.b, scope.buffers, scope.extents, {**scope.env, **env}, vvar,
+                          lanes, lane_mask, streaming)
+        v.rewrite, v.var_map = scope.rewrite, scope.var_map
+        v.refs = dict(scope.refs)
+        v._ix, v._expr, v._deps = dict(scope._ix), dict(scope._expr), scope._deps
+        return v
 
     def widen(self, v: ir.Value) -> ir.Value:
         """`v` as a vector of `lanes` (a scalar is broadcast)."""
@@ -498,7 +512,7 @@ class VectorEmitter(ExprEmitter):
             return cast_value(b, self.vindex(e.index), "i64", e.dtype)
         if isinstance(e, InBounds):
             return self.vbounds(e.bounds)
-        if isinstance(e, (RandomUniform, ReduceRef)):
+        if isinstance(e, RandomUniform):
             raise GraphError(f"{type(e).__name__} has no vector lowering")
         return super()._compute(e)
 
@@ -542,12 +556,30 @@ class VectorEmitter(ExprEmitter):
         if self._top_coef(lin_r) == 1:
             ptr = b.bitcast(element_ptr(b, buf, self._raw_index(lin_r)),
                             value.type.as_pointer())
+            if buffer in self.streaming and self.full is not None:
+                self._streaming_store(value, ptr, sty_bytes(buf.storage_type))
+                return
             masked_store(b, value, ptr, self.lane_mask, align=sty_bytes(buf.storage_type))
             return
         ptrs = self._vptrs(buf, self.vindex(lin))
         fn = declare(b.module, f"llvm.masked.scatter.{_vsuffix(value.type)}.v{self.lanes}p0",
                      ir.VoidType(), [value.type, ptrs.type, I32, self.lane_mask.type])
         b.call(fn, [value, ptrs, ir.Constant(I32, sty_bytes(buf.storage_type)), self.lane_mask])
+
+
+    def _streaming_store(self, value: ir.Value, ptr: ir.Value, item: int) -> None:
+        """A non-temporal store (no read for ownership, no cache pollution) where the vector
+        is full and 64-byte aligned, else the masked store: an output far larger than the
+        caches is written at close to copy bandwidth."""
+        b = self.b
+        aligned = b.icmp_unsigned("==", b.and_(b.ptrtoint(ptr, I64), ir.Constant(I64, 63)),
+                                  ir.Constant(I64, 0))
+        with b.if_else(b.and_(self.full, aligned)) as (fast, slow):
+            with fast:
+                st = b.store(value, ptr, align=64)
+                st.set_metadata("nontemporal", b.module.add_metadata([ir.Constant(I32, 1)]))
+            with slow:
+                masked_store(b, value, ptr, self.lane_mask, align=item)
 
 
 def sty_bytes(ty: ir.Type) -> int:

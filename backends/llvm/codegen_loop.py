@@ -33,7 +33,7 @@ largest value (as np.argmax).
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from llvmlite import ir
@@ -59,14 +59,31 @@ from graphc.ir.kernel import (
     walk,
 )
 
-from .codegen_expr import BufferRef, ExprEmitter, store_element
-from .llvm_ir import I1, I64, alloca_at_entry, emit_loop, for_range, intrinsic, smin
+from .codegen_expr import BufferRef, ExprEmitter, VectorEmitter, element_ptr, store_element
+from .llvm_ir import (
+    I1,
+    I64,
+    alloca_at_entry,
+    declare,
+    emit_loop,
+    for_range,
+    intrinsic,
+    masked_load,
+    masked_store,
+    smin,
+)
 from .lowering import cast_value, compute_type
 
 # Work (element operations) per parallel chunk, and below which a kernel runs serially.
 CHUNK_WORK = 1 << 15
 PARALLEL_WORK = 1 << 16
 COLUMN_BLOCK = 512
+# Outputs at least this large are written with non-temporal stores (they would not stay in
+# cache anyway, and skipping the read for ownership saves a third of the traffic).
+STREAM_BYTES = 16 << 20
+# ... when the stored value is cheap (memory-bound): measured, streaming stores slow down a
+# store that waits on a long computation (an exp chain: 27 -> 37 ms on 16M floats).
+STREAM_MAX_COST = 2
 
 
 # -- normalizing the iteration space --------------------------------------------------------------
@@ -211,6 +228,8 @@ class LoopPlan:
     tasks: int
     grain: int            # tasks per parallel chunk
     work: int             # estimated element operations of the whole kernel
+    lanes: int = 0        # explicit vector loops of this many lanes for store-only loops
+    streaming: frozenset[str] = frozenset()  # outputs written with non-temporal stores
 
     @property
     def parallel(self) -> bool:
@@ -231,7 +250,36 @@ def _contiguous_in(k: LoopKernel, nest: Nest, shapes, var: str) -> int:
     return n
 
 
-def plan_loop(k: LoopKernel, shapes: dict[str, tuple[int, ...]]) -> LoopPlan:
+def vector_loops_allowed(k: LoopKernel, dtypes: Mapping[str, str]) -> bool:
+    """Whether store-only loops of `k` can be explicit vector loops (`VectorEmitter`): no
+    random numbers or integer powers (scalar-only lowerings), no f16 storage."""
+    if any(dtypes[n] == "f16" for n in kernel_reads(k) + kernel_writes(k)):
+        return False
+    for e in walk(k.expr_roots()):
+        if isinstance(e, RandomUniform) or (isinstance(e, Op) and e.op == "pow"
+                                            and e.dtype in ("i32", "i64")):
+            return False
+    return True
+
+
+def plan_loop(k: LoopKernel, shapes: dict[str, tuple[int, ...]],
+              dtypes: Mapping[str, str] | None = None, lanes: int = 0) -> LoopPlan:
+    """How to emit `k`: its normalized nest, schedule, task cut, explicit vector lanes (0:
+    leave vectorization to LLVM) and the outputs large enough for streaming stores."""
+    plan = _plan_tasks(k, shapes)
+    if lanes and dtypes is not None and vector_loops_allowed(k, dtypes):
+        plan.lanes = lanes
+        plan.streaming = frozenset(
+            st.buffer for st in k.all_stores()
+            if math.prod(shapes[st.buffer]) * _ITEM.get(dtypes[st.buffer], 4) >= STREAM_BYTES
+            and _store_cost(k, st) <= STREAM_MAX_COST)
+    return plan
+
+
+_ITEM = {"f64": 8, "i64": 8, "f32": 4, "i32": 4, "f16": 2, "bf16": 2, "bool": 1}
+
+
+def _plan_tasks(k: LoopKernel, shapes: dict[str, tuple[int, ...]]) -> LoopPlan:
     nest = normalize_nest(k, shapes)
     q_points = math.prod(n for _, n in nest.inner)
     row_work = max(1, q_points * max(1, len(k.sweeps)))
@@ -283,9 +331,75 @@ def emit_loop_kernel(k: LoopKernel, plan: LoopPlan, b: ir.IRBuilder,
         task_ev = ev.child(env)
         if plan.column:
             _emit_column_block(k, task_ev, last_name, j0, j1, plan.block)
+        elif plan.lanes and not k.sweeps:
+            _vector_loop(task_ev, last_name, j0, j1, plan, k.stores, None)
         else:
             with for_range(b, j0, j1, name="col") as j:
-                _emit_point(k, task_ev.child({last_name: j}), [last_name])
+                _emit_point(k, task_ev.child({last_name: j}), [last_name], plan)
+    if plan.streaming:
+        b.fence("seq_cst")  # order the non-temporal stores before anyone reads them
+
+
+def _vector_loop(ev: ExprEmitter, var: str, start: ir.Value, stop: ir.Value, plan: LoopPlan,
+                 stores, stash: _StashUse | None) -> None:
+    """`for var in [start, stop)` as an explicit vector loop of plan.lanes lanes evaluating
+    store-only code: full vectors with plain loads and stores (streaming stores for large
+    outputs), then one masked vector for the rest (no scalar remainder loop)."""
+    b = ev.b
+    lanes = plan.lanes
+    ity = ir.VectorType(I64, lanes)
+    iota = ir.Constant(ity, list(range(lanes)))
+    true = ir.Constant(ir.VectorType(I1, lanes), [1] * lanes)
+    count = b.sub(stop, start)
+    main_end = b.add(start, b.mul(b.udiv(count, _i64(lanes)), _i64(lanes)))
+
+    def body(j: ir.Value, mask: ir.Value | None) -> None:
+        vev = VectorEmitter.within(ev, {var: j}, var, lanes, true, plan.streaming)
+        vev.full = ir.Constant(I1, 1)
+        if mask is not None:
+            vev.lane_mask = mask
+            vev.full = ir.Constant(I1, 0)
+        if stash is not None:
+            stash.bind_vector(vev)
+        for st in stores:
+            vev.vstore(st.buffer, st.index, vev(st.value))
+        if stash is not None:
+            stash.keep_vector(vev)
+
+    with for_range(b, start, main_end, step=lanes, name=f"vec{var}") as j:
+        body(j, None)
+        if stash is not None and stash.prefetch is not None:
+            _prefetch(stash.prefetch, var, j)
+    with b.if_then(b.icmp_signed("<", main_end, stop)):
+        w = VectorEmitter.within(ev, {}, var, lanes, true)
+        body(main_end, b.icmp_signed("<", b.add(w.widen(main_end), iota), w.widen(stop)))
+
+
+def _next_row_loads(k: LoopKernel, ev: ExprEmitter, outer: str
+                    ) -> tuple[ExprEmitter, list[Load]] | None:
+    """While the last sweep of a row runs, the first sweep of the next row will stream its
+    loads from memory: prefetch them (a scope with the next row bound, and the loads)."""
+    if len(ev_inner(ev)) != 1:  # the prefetch scope binds the one inner variable only
+        return None
+    sw = k.sweeps[0]
+    roots = [r.value for r in sw.reductions] + [s.value for s in sw.stores]
+    loads = [e for e in walk(roots) if isinstance(e, Load) and not e.mask]
+    if not loads:
+        return None
+    nxt = ev.child({outer: ev.b.add(ev.env[outer], _i64(1))})
+    return nxt, loads
+
+
+def _prefetch(target: tuple[ExprEmitter, list[Load]], var: str, j: ir.Value) -> None:
+    scope, loads = target
+    b = scope.b
+    inner = scope.child({var: j})
+    fn = declare(b.module, "llvm.prefetch.p0", ir.VoidType(),
+                 [ir.PointerType(ir.IntType(8)), ir.IntType(32), ir.IntType(32), ir.IntType(32)])
+    for e in loads:
+        ptr = element_ptr(b, scope.buffers[e.buffer], inner.linear(e.buffer, e.index))
+        b.call(fn, [b.bitcast(ptr, ir.PointerType(ir.IntType(8))), ir.Constant(ir.IntType(32), 0),
+                    ir.Constant(ir.IntType(32), 3), ir.Constant(ir.IntType(32), 1)])
 
 
 def _decode_prefix(b: ir.IRBuilder, loops: list[tuple[str, int]], row: ir.Value
@@ -302,7 +416,8 @@ def _decode_prefix(b: ir.IRBuilder, loops: list[tuple[str, int]], row: ir.Value
     return env
 
 
-def _emit_point(k: LoopKernel, ev: ExprEmitter, bound_outer: list[str]) -> None:
+def _emit_point(k: LoopKernel, ev: ExprEmitter, bound_outer: list[str],
+                plan: LoopPlan | None = None) -> None:
     """One outer point: every sweep over the reduce domain, then the outer stores."""
     b = ev.b
     inner_names = [n for n, _ in ev_inner(ev)]
@@ -313,7 +428,10 @@ def _emit_point(k: LoopKernel, ev: ExprEmitter, bound_outer: list[str]) -> None:
         accs = [_init(r) for r in sw.reductions]
         here = _StashUse([s for s in stash if s.producer == i],
                          [s for s in stash if i in s.consumers])
-        results = _emit_reduce_loops(ev, ev_inner(ev), sw.stores, sw.reductions, accs, here)
+        if i == len(k.sweeps) - 1 and i > 0 and bound_outer and plan is not None:
+            here.prefetch = _next_row_loads(k, ev, bound_outer[-1])
+        results = _emit_reduce_loops(ev, ev_inner(ev), sw.stores, sw.reductions, accs, here,
+                                     plan)
         for red, res in zip(sw.reductions, results, strict=True):
             ev.refs[red.name] = _finish(b, red, res)
     for st in k.stores:
@@ -325,10 +443,13 @@ def ev_inner(ev: ExprEmitter) -> list[tuple[str, int]]:
 
 
 def _emit_reduce_loops(ev: ExprEmitter, loops: list[tuple[str, int]], stores, reductions,
-                       accs: list[list[ir.Value]], stash: _StashUse | None = None
-                       ) -> list[list[ir.Value]]:
+                       accs: list[list[ir.Value]], stash: _StashUse | None = None,
+                       plan: LoopPlan | None = None) -> list[list[ir.Value]]:
     """Nested loops over the reduce domain carrying the accumulators; returns them after."""
     b = ev.b
+    if len(loops) == 1 and not reductions and plan is not None and plan.lanes:
+        _vector_loop(ev, loops[0][0], _i64(0), _i64(loops[0][1]), plan, stores, stash)
+        return []
     if not loops:
         if stash is not None:
             stash.bind(ev)
@@ -352,7 +473,8 @@ def _emit_reduce_loops(ev: ExprEmitter, loops: list[tuple[str, int]], stores, re
         for s in sizes:
             regrouped.append(carried[pos:pos + s])
             pos += s
-        out = _emit_reduce_loops(inner_ev, loops[1:], stores, reductions, regrouped, stash)
+        out = _emit_reduce_loops(inner_ev, loops[1:], stores, reductions, regrouped, stash,
+                                 plan)
         return [v for acc in out for v in acc]
 
     final = emit_loop(b, _i64(0), _i64(n), body, flat, name=f"red{name}")
@@ -389,6 +511,7 @@ class _StashUse:
 
     fill: list[_Stash]
     read: list[_Stash]
+    prefetch: tuple[ExprEmitter, list[Load]] | None = None  # next row's first-sweep loads
 
     def bind(self, ev: ExprEmitter) -> None:
         """Seed the innermost scope's memo with the stashed values this sweep reads."""
@@ -399,11 +522,57 @@ class _StashUse:
             for i in s.ids:
                 ev._expr[i] = value
 
+    def bind_vector(self, ev: VectorEmitter) -> None:
+        """Vector version of `bind`: the stash's lanes at the vector loop's positions."""
+        for s in self.read:
+            ptr = self._vector_ptr(ev, s)
+            value = masked_load(ev.b, ptr, ev.lane_mask, ptr.type.pointee)
+            for i in s.ids:
+                ev._expr[i] = value
+
+    def keep_vector(self, ev: VectorEmitter) -> None:
+        for s in self.fill:
+            masked_store(ev.b, ev.widen(ev(s.expr)), self._vector_ptr(ev, s), ev.lane_mask)
+
+    @staticmethod
+    def _vector_ptr(ev: VectorEmitter, s: _Stash) -> ir.Value:
+        b = ev.b
+        elem = b.gep(s.array, [ir.Constant(ir.IntType(32), 0), _inner_position(ev)])
+        return b.bitcast(elem, ir.VectorType(elem.type.pointee, ev.lanes).as_pointer())
+
     def keep(self, ev: ExprEmitter) -> None:
         b = ev.b
         pos = _inner_position(ev)
         for s in self.fill:
             b.store(ev(s.expr), b.gep(s.array, [ir.Constant(ir.IntType(32), 0), pos]))
+
+
+def _store_cost(k: LoopKernel, st) -> int:
+    """The cost of a stored value, not counting what an earlier sweep computes already (it is
+    stashed when the row is short enough)."""
+    earlier: set[Expr] = set()
+    for sw in k.sweeps:
+        if st in sw.stores:
+            break
+        roots = [r.value for r in sw.reductions] + [s.value for s in sw.stores]
+        earlier |= {x for x in walk(roots) if isinstance(x, Op)}
+    if math.prod(k.reduce_domain) > STASH_LIMIT:
+        earlier = set()
+    return sum(_EXPENSIVE.get(x.op, 0) for x in _walk_until(st.value, earlier)
+               if isinstance(x, Op))
+
+
+def _walk_until(root: Expr, stop: set[Expr]):
+    """The nodes under `root`, not descending into (nor yielding) those in `stop`."""
+    seen: set[int] = set()
+    todo = [root]
+    while todo:
+        e = todo.pop()
+        if id(e) in seen or e in stop:
+            continue
+        seen.add(id(e))
+        yield e
+        todo.extend(e.children())
 
 
 def _cost(e: Expr) -> int:

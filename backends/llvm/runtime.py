@@ -86,6 +86,15 @@ class Layout:
                       tuple(d.get("kernels", ())), d.get("entry", ENTRY), d["abi"])
 
 
+def aligned_empty(shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+    """An uninitialized C-order array whose data starts on a 64-byte boundary (full vector
+    stores, streaming stores need it; numpy's own allocations are 16-byte aligned)."""
+    nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    raw = np.empty(nbytes + ARENA_ALIGNMENT, np.uint8)
+    off = (-raw.ctypes.data) % ARENA_ALIGNMENT
+    return raw[off:off + nbytes].view(dtype).reshape(shape)
+
+
 def resolve_threads(threads: int | None = None) -> int:
     """The thread count: `threads` if given, else $GRAPHC_NUM_THREADS, else every core."""
     if threads is None:
@@ -154,7 +163,7 @@ class NativeProgram:
                 # our table, `out` and getrefcount's argument) is reused: a fresh array of
                 # many megabytes costs a page fault per page on first touch.
                 if out is None or sys.getrefcount(out) > 3:
-                    out = np.empty(shape, dt)
+                    out = aligned_empty(shape, dt)
                     recycled[k] = out
                     ptrs[k] = out.__array_interface__["data"][0]
                 outs[name] = out

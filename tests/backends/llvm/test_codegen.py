@@ -67,10 +67,11 @@ def _float_inputs(dtype: str, rng, rows: int = 5, cols: int = 37) -> dict[str, n
             "c": rng.standard_normal((rows, 1)).astype(np_dt)}
 
 
-@pytest.mark.parametrize("fuse", FUSE)
-def test_float32_elementwise(fuse, rng):
+@pytest.mark.parametrize("fuse, vector_loops", [(True, True), (False, True), (True, False)])
+def test_float32_elementwise(fuse, vector_loops, rng):
+    """Explicit vector loops (the default) and, for comparison, LLVM's loop vectorizer."""
     b = _float_graph("f32")
-    check_llvm(b.build(), _float_inputs("f32", rng), fuse=fuse,
+    check_llvm(b.build(), _float_inputs("f32", rng), fuse=fuse, vector_loops=vector_loops,
                per_output={"pow_row": dict(rtol=5e-5, atol=1e-6),
                            "pow_col": dict(rtol=5e-5, atol=1e-6)})
 
@@ -248,3 +249,19 @@ def test_kernels_differing_in_constant_offsets_share_a_function(rng):
     plans = exe.info["kernel_plans"]
     functions = {p["function"] for p in plans.values()}
     assert len(plans) >= 18 and len(functions) <= 6, (len(plans), functions)
+
+
+@pytest.mark.parametrize("cols", [2048, 2049])
+def test_large_outputs_use_streaming_stores(cols, rng):
+    """Outputs of 16 MiB and more are written with non-temporal stores where a full vector is
+    64-byte aligned (every row with 2048 columns; some rows with 2049) and masked stores
+    elsewhere: the same numbers either way."""
+    b = Builder("stream")
+    x = b.input("x", (2048, cols))
+    v = b.input("v", (cols,))
+    b.output("y", x * v + 1.0)
+    ins = {"x": rng.standard_normal((2048, cols)).astype(np.float32),
+           "v": rng.standard_normal(cols).astype(np.float32)}
+    exe = check_llvm(b.build(), ins)
+    (plan,) = exe.info["kernel_plans"].values()
+    assert plan["streaming"] and plan["lanes"], plan

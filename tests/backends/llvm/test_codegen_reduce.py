@@ -161,3 +161,18 @@ def test_values_shared_between_sweeps_are_stashed_once(rng):
 
     exp_calls = generated_ir(exe.schedule).count('call float @"graphc.math.exp.f32"')
     assert exp_calls == 1  # computed in the sum's sweep only, loaded in the store's sweep
+
+
+def test_long_row_softmax_streams_and_prefetches(rng):
+    """A 16 MiB softmax: the store-only last sweep is an explicit vector loop over the stashed
+    exp, writes with streaming stores and prefetches the next row for the max sweep."""
+    b = Builder("big_softmax")
+    b.output("y", b.softmax(b.input("x", (1024, 4096))))
+    exe = check_llvm(b.build(), {"x": rng.standard_normal((1024, 4096)).astype(np.float32)},
+                     tol=dict(rtol=1e-5, atol=1e-9))
+    (plan,) = exe.info["kernel_plans"].values()
+    assert plan["streaming"] and plan["lanes"]
+    from graphc.backends.llvm.program import generated_ir
+
+    text = generated_ir(exe.schedule)
+    assert "llvm.prefetch" in text and "!nontemporal" in text
