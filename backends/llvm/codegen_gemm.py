@@ -59,7 +59,7 @@ from .gemm import EpilogueContext, GemmConfig, emit_gemm
 from .llvm_ir import I64, PTR, alloca_at_entry, for_range, llvm_type
 from .lowering import cast_value
 
-GEMM_MIN_FLOPS = 2 * 32 ** 3
+GEMM_MIN_FLOPS = 2 * 56 ** 3  # measured: below, the simple loops beat packing
 
 
 @dataclass(frozen=True)
@@ -205,13 +205,22 @@ def gemm_code(k: MatmulKernel, plan: GemmPlan, buffers: Mapping[str, Buffer],
     bits = int(options.get("vector_bits") or 512)
 
     def emit(env: KernelEnv) -> None:
-        emit_gemm_call(k, plan, env, GemmConfig.for_vector_bits(bits, plan.dtype))
+        emit_gemm_call(k, plan, env, GemmConfig.for_vector_bits(bits, plan.dtype),
+                       _workspace_threads(options))
 
     esize = 4 if plan.dtype == "f32" else 8
+    staged = -(-plan.scratch_elements * esize // 64) * 64
+    workspace = GemmConfig.for_vector_bits(bits, plan.dtype).workspace_bytes(
+        _workspace_threads(options))
     return KernelCode(names, 1, 1, False, emit, own_threads=True,
-                      scratch_bytes=plan.scratch_elements * esize,
+                      scratch_bytes=staged + workspace,
                       notes={"matmul": "gemm", "outer_batch": len(plan.outer),
                              "staged": [st.name for st in plan.staged]})
+
+
+def _workspace_threads(options: Mapping[str, Any]) -> int:
+    """Threads whose GEMM scratch (packed panels) the arena holds: GEMM uses at most these."""
+    return max(1, int(options.get("max_threads") or 1))
 
 
 def shared_gemm(module: ir.Module, base: GemmConfig) -> ir.Function:
@@ -249,8 +258,16 @@ def _epilogue_type(vty: ir.Type, mask_ty: ir.Type) -> ir.FunctionType:
     return ir.FunctionType(vty, [vty, I64, I64, mask_ty, I64, PTR])
 
 
-def emit_gemm_call(k: MatmulKernel, plan: GemmPlan, env: KernelEnv, base: GemmConfig) -> None:
+def emit_gemm_call(k: MatmulKernel, plan: GemmPlan, env: KernelEnv, base: GemmConfig,
+                   ws_threads: int) -> None:
     b = env.builder
+    # GEMM's packing scratch lives in the arena after the staged operands (no malloc per
+    # call); the thread count is capped at the workers it has room for.
+    esize = 4 if plan.dtype == "f32" else 8
+    workspace = b.gep(env.scratch, [ir.Constant(I64, -(-plan.scratch_elements * esize // 64)
+                                                * 64)])
+    few = b.icmp_signed("<", env.nthreads, ir.Constant(ir.IntType(32), ws_threads))
+    nthreads = b.select(few, env.nthreads, ir.Constant(ir.IntType(32), ws_threads))
     t = llvm_type(plan.dtype)
     epi_refs = [env.buffers[n] for n in plan.epilogue_buffers]
     extents = k.extents()
@@ -290,7 +307,7 @@ def emit_gemm_call(k: MatmulKernel, plan: GemmPlan, env: KernelEnv, base: GemmCo
                 base_ptr(plan.b, outer_env), bs[1], i64(plan.b.stride("k")),
                 i64(plan.b.stride("n")),
                 base_ptr(plan.c, outer_env), bs[2], i64(plan.c.stride("m")),
-                env.nthreads, ir.Constant(PTR, None),
+                nthreads, workspace,
                 b.bitcast(epi_fn, PTR) if epi_fn is not None else ir.Constant(PTR, None),
                 b.bitcast(data, PTR)]
         b.call(gemm, args)

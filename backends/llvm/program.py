@@ -81,7 +81,8 @@ def build_program(schedule: Schedule, options: Any = None) -> NativeProgram:
     spec = target_spec(options)
     threads = resolve_threads(_option(options, "threads"))
     codegen_opts = {"use_gomp": _option(options, "use_gomp"), "vector_bits": spec.vector_bits,
-                    "vector_loops": bool(_option(options, "vector_loops", True))}
+                    "vector_loops": bool(_option(options, "vector_loops", True)),
+                    "max_threads": max(threads, os.cpu_count() or 1)}
     target = {"cpu": spec.cpu, "features": spec.features, "opt": spec.opt_level,
               "codegen": codegen_opts}
     use_cache = bool(_option(options, "cache", True)) and _linker_available()
@@ -155,7 +156,8 @@ def generated_ir(schedule: Schedule, options: Any = None) -> str:
     """The unoptimized LLVM IR text of `schedule` (for inspection and tests)."""
     spec = target_spec(options)
     return generate_module(schedule, {"use_gomp": _option(options, "use_gomp"),
-                                      "vector_bits": spec.vector_bits}).text
+                                      "vector_bits": spec.vector_bits,
+                                      "max_threads": os.cpu_count() or 1}).text
 
 
 def optimized_ir(schedule: Schedule, options: Any = None) -> str:

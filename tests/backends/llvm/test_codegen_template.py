@@ -116,29 +116,29 @@ def test_matmuls_through_the_gemm_generator(rng):
     stored output, f64, operands with a fused prologue (a cast, a recomputed relu) staged in
     scratch memory first; every one reports the gemm path."""
     b = Builder("gemm_paths")
-    a = b.input("a", (40, 48))
-    w = b.input("w", (48, 50))
-    bias = b.input("bias", (50,))
-    col = b.input("col", (40, 1))
-    a3 = b.input("a3", (3, 40, 48))
-    at = b.input("at", (2, 3, 48, 40))
+    a = b.input("a", (64, 72))
+    w = b.input("w", (72, 80))
+    bias = b.input("bias", (80,))
+    col = b.input("col", (64, 1))
+    a3 = b.input("a3", (3, 64, 72))
+    at = b.input("at", (2, 3, 72, 64))
     y = a @ w
     b.output("bias_relu", (y + bias).relu())
     b.output("pre", y + col)  # a second store of the same product (per-row operand)
-    b.output("post", ((y + col) * b.const(np.linspace(-1, 1, 50).astype(np.float32))).tanh())
-    b.output("t_bias", (w.T @ a.T + b.reshape(bias, (50, 1))).sigmoid())  # transposes
+    b.output("post", ((y + col) * b.const(np.linspace(-1, 1, 80).astype(np.float32))).tanh())
+    b.output("t_bias", (w.T @ a.T + b.reshape(bias, (80, 1))).sigmoid())  # transposes
     b.output("bcast", a3 @ w)  # B broadcast over the batch: stride 0
     b.output("looped", at.transpose(1, 0, 3, 2) @ w)  # batch axes permuted: a loop around
-    a64 = b.input("a64", (40, 48), "f64")
+    a64 = b.input("a64", (64, 72), "f64")
     b.output("f64", (a64 @ a64.T).exp())
     b.output("cast_prologue", a.astype("f64") @ w.astype("f64"))  # staged in scratch
     r = a.relu()
     b.output("relu_prologue", (r @ w) * 2.0)
     b.output("relu_sum", r.sum((1,)))
-    ins = {"a64": _normal(rng, (40, 48), np.float64),
-           "a": _normal(rng, (40, 48)), "w": _normal(rng, (48, 50)), "bias": _normal(rng, (50,)),
-           "col": _normal(rng, (40, 1)), "a3": _normal(rng, (3, 40, 48)),
-           "at": _normal(rng, (2, 3, 48, 40))}
+    ins = {"a64": _normal(rng, (64, 72), np.float64),
+           "a": _normal(rng, (64, 72)), "w": _normal(rng, (72, 80)), "bias": _normal(rng, (80,)),
+           "col": _normal(rng, (64, 1)), "a3": _normal(rng, (3, 64, 72)),
+           "at": _normal(rng, (2, 3, 72, 64))}
     exe = check_llvm(b.build(), ins, tol=dict(rtol=1e-4, atol=1e-4),
                      per_output={"f64": dict(rtol=1e-12), "cast_prologue": dict(rtol=1e-12)})
     plans = [p for p in exe.info["kernel_plans"].values() if p["kind"] == "matmul"]
@@ -216,12 +216,12 @@ def test_templates_for_the_portable_avx2_target(rng):
     b = Builder("portable")
     x = b.input("x", (2, 5, 9, 20))
     w = b.input("w", (20, 5, 3, 3))
-    a = b.input("a", (40, 60))
-    m = b.input("m", (60, 37))
+    a = b.input("a", (64, 70))
+    m = b.input("m", (70, 61))
     b.output("conv", b.op("conv", x, w, padding=(1, 1, 1, 1)).relu())
     b.output("mm", (a @ m).tanh())
     ins = {"x": _normal(rng, (2, 5, 9, 20)), "w": _normal(rng, (20, 5, 3, 3)),
-           "a": _normal(rng, (40, 60)), "m": _normal(rng, (60, 37))}
+           "a": _normal(rng, (64, 70)), "m": _normal(rng, (70, 61))}
     exe = check_llvm(b.build(), ins, tol=dict(rtol=1e-4, atol=1e-4), portable=True)
     notes = list(exe.info["kernel_plans"].values())
     assert {n.get("conv") or n.get("matmul") for n in notes} == {"blocked", "gemm"}
