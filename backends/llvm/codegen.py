@@ -10,6 +10,9 @@ For a schedule with kernels k0..kn the module holds:
   output tiles). Its pointer arguments are the distinct *storages* the kernel touches: two
   buffer names planned in place share one pointer, so `noalias` is true of every argument and
   the vectorizer needs no runtime alias checks;
+* scratch memory for kernels that ask for it (`KernelCode.scratch_bytes`: staged matmul
+  operands, GEMM's packed panels) in the arena right after the planned temps, shared by all
+  kernels since they run one after another;
 * `graphc_main(args, arena, status, nthreads)` (see `runtime.py` for the C signature): loads
   the caller's pointers, computes each temp's address in the arena (the memory plan's offset;
   without a plan every temp gets its own block), and calls the kernels in order, each either
@@ -17,7 +20,9 @@ For a schedule with kernels k0..kn the module holds:
   work pays for threads. Outputs that are not written by a kernel (an input or constant
   returned as is, one buffer under two output names) are copied at the end.
 
-The IR text carries a comment above each kernel function naming the graph nodes it came from.
+Kernels that are the same code up to buffer names (and constant positions along some axes,
+passed as shifted pointers: the steps of an unrolled sequence) share one function. The IR text
+carries a comment above each kernel function naming the kernels and graph nodes it serves.
 """
 
 from __future__ import annotations
