@@ -228,7 +228,8 @@ class _Tile:
             xvals = []
             for j in range(plan.nv):
                 pos = b.add(row_start, _i64(j * plan.lanes + kw * dw))
-                ptr = b.bitcast(element_ptr(b, x_ref, pos), self.vty.as_pointer())
+                ptr = b.bitcast(element_ptr(b, x_ref, pos, inbounds=False),
+                                self.vty.as_pointer())
                 xvals.append(masked_load(b, ptr, masks[kw][j], self.vty,
                                          align=4 if plan.dtype == "f32" else 8))
             wk = b.add(wrow, _i64(kw * plan.w.stride(wv[-1])))

@@ -94,10 +94,12 @@ def storage_type(dtype: str, bf16_bits: bool = False) -> ir.Type:
     return compute_type(dtype)
 
 
-def element_ptr(b: ir.IRBuilder, buf: BufferRef, linear: ir.Value) -> ir.Value:
-    """Pointer to element `linear` (i64) of `buf`."""
+def element_ptr(b: ir.IRBuilder, buf: BufferRef, linear: ir.Value, inbounds: bool = True
+                ) -> ir.Value:
+    """Pointer to element `linear` (i64) of `buf`. A masked vector access may start outside
+    the buffer (its first lanes masked off): `inbounds=False` keeps that pointer defined."""
     typed = b.bitcast(buf.ptr, buf.storage_type.as_pointer())
-    return b.gep(typed, [linear], inbounds=True)
+    return b.gep(typed, [linear], inbounds=inbounds)
 
 
 def load_element(b: ir.IRBuilder, buf: BufferRef, linear: ir.Value) -> ir.Value:
@@ -530,7 +532,8 @@ class VectorEmitter(ExprEmitter):
         sty = buf.storage_type
         vty = ir.VectorType(sty, self.lanes)
         if self._top_coef(lin_r) == 1:
-            ptr = b.bitcast(element_ptr(b, buf, self._raw_index(lin_r)), vty.as_pointer())
+            ptr = b.bitcast(element_ptr(b, buf, self._raw_index(lin_r), inbounds=not e.mask),
+                            vty.as_pointer())
             raw = masked_load(b, ptr, mask, vty, align=sty_bytes(sty))
         else:
             ptrs = self._vptrs(buf, self.vindex(lin))
