@@ -105,6 +105,7 @@ class KernelCode:
     notes: dict[str, Any] = field(default_factory=dict)
     own_threads: bool = False  # the body parallelizes itself: it takes nthreads
     scratch_bytes: int = 0     # working memory, in the arena past the memory plan
+    setup: Callable[[KernelEnv], None] | None = None  # runs once, serially, before the tasks
 
 
 def kernel_code(k: Kernel, buffers: Mapping[str, Buffer], options: dict[str, Any]
@@ -299,6 +300,7 @@ class ModuleBuilder:
         self.comments: dict[str, str] = {}
         self.notes: dict[str, dict[str, Any]] = {}
         self.scratch_bytes = 0
+        self.setups: dict[str, ir.Function] = {}
 
     def build(self) -> GeneratedModule:
         for name, arr in self.s.constants.items():
@@ -406,32 +408,38 @@ class ModuleBuilder:
         arg_types = ([PTR] * len(keys) + [I64, I64] + ([PTR] if code.errors else [])
                      + ([I32] if code.own_threads else []) + ([PTR] if code.scratch_bytes else []))
         fname = f"kernel.{_symbol(k.name)}"
-        fn = ir.Function(self.module, ir.FunctionType(VOID, arg_types), name=fname)
-        fn.linkage = "internal"
-        # Kept out of line: one huge graphc_main would make the optimizer superlinearly slow.
-        fn.attributes.add("noinline")
-        for a in fn.args[:len(keys)]:
-            a.add_attribute("noalias")
-        fb = ir.IRBuilder(fn.append_basic_block("entry"))
-        refs = {}
-        for n in names:
-            cn = canon.get(n, n)
-            if n in canon:
-                ptr = fn.args[arg_of[movable.index(n)]]
-            else:
-                ptr = fb.bitcast(self.globals[n], PTR)
-            t = types[n]
-            refs[cn] = BufferRef(cn, t.dtype, t.shape, _is_bf16_bits(self.s, n), ptr)
-        lo, hi = fn.args[len(keys)], fn.args[len(keys) + 1]
-        status = fn.args[len(keys) + 2] if code.errors else None
-        extra = list(fn.args[len(keys) + 2 + bool(code.errors):])
-        nthreads = extra.pop(0) if code.own_threads else None
-        scratch = extra.pop(0) if code.scratch_bytes else None
-        if scratch is not None:
-            scratch.add_attribute("noalias")
+        error_base = len(self.errors) + 1
+
+        def define(name: str, body: Callable[[KernelEnv], None]) -> ir.Function:
+            fn = ir.Function(self.module, ir.FunctionType(VOID, arg_types), name=name)
+            fn.linkage = "internal"
+            # Out of line: one huge graphc_main would make the optimizer superlinearly slow.
+            fn.attributes.add("noinline")
+            for a in fn.args[:len(keys)]:
+                a.add_attribute("noalias")
+            fb = ir.IRBuilder(fn.append_basic_block("entry"))
+            refs = {}
+            for n in names:
+                cn = canon.get(n, n)
+                ptr = fn.args[arg_of[movable.index(n)]] if n in canon else \
+                    fb.bitcast(self.globals[n], PTR)
+                t = types[n]
+                refs[cn] = BufferRef(cn, t.dtype, t.shape, _is_bf16_bits(self.s, n), ptr)
+            lo, hi = fn.args[len(keys)], fn.args[len(keys) + 1]
+            status = fn.args[len(keys) + 2] if code.errors else None
+            extra = list(fn.args[len(keys) + 2 + bool(code.errors):])
+            nthreads = extra.pop(0) if code.own_threads else None
+            scratch = extra.pop(0) if code.scratch_bytes else None
+            if scratch is not None:
+                scratch.add_attribute("noalias")
+            body(KernelEnv(fb, refs, lo, hi, status, error_base, nthreads, scratch))
+            fb.ret_void()
+            return fn
+
+        fn = define(fname, code.emit)
+        if code.setup is not None:
+            self.setups[fn.name] = define(f"{fname}.setup", code.setup)
         self.scratch_bytes = max(self.scratch_bytes, code.scratch_bytes)
-        code.emit(KernelEnv(fb, refs, lo, hi, status, len(self.errors) + 1, nthreads, scratch))
-        fb.ret_void()
         self.errors.extend(code.errors)
         self.comments[fn.name] = (f"; {k.kind} kernel, {code.tasks} tasks"
                                   f"{' in parallel' if code.parallel else ''}; "
@@ -449,6 +457,10 @@ class ModuleBuilder:
         if code.scratch_bytes:
             ptrs.append(b.gep(self._main[2], [ir.Constant(I64, self._scratch_offset())]))
         npt = len(keys)
+        setup = self.setups.get(fn.name)
+        if setup is not None:  # once, before the (possibly parallel) tasks
+            b.call(setup, ptrs[:npt] + [ir.Constant(I64, 0), ir.Constant(I64, code.tasks)]
+                   + ptrs[npt:])
         if not code.parallel:
             tail = ptrs[npt:]
             b.call(fn, ptrs[:npt] + [ir.Constant(I64, 0), ir.Constant(I64, code.tasks)] + tail)

@@ -21,9 +21,11 @@ channel block with fewer than OB channels uses a copy of the tile code for that 
 The epilogue (bias, activation, residual, several outputs) runs per accumulator vector in
 vector mode (`VectorEmitter` over the last output variable), stores masked at the row's end.
 
-Applies when both operands are plain loads of f32/f64 buffers with affine positions, x
-contiguous along its last axis, stride 1 and no lhs dilation along the row, kernel width
-<= 8; everything else uses `codegen_template.emit_conv_direct`.
+Applies to f32/f64 convolutions with stride 1 and no lhs dilation along the row and kernel
+width <= 8. Operands that are plain loads with affine positions (x contiguous along its last
+axis) are read in place; any other operand (a fused prologue: a recomputed activation, a
+cast) is first staged into scratch memory by a setup function that runs once, before the
+parallel tiles. Everything else uses `codegen_template.emit_conv_direct`.
 """
 
 from __future__ import annotations
@@ -35,11 +37,21 @@ from typing import Any
 
 from llvmlite import ir
 
-from graphc.ir.kernel import Buffer, ConvKernel, Load, kernel_reads, kernel_writes
+from graphc.ir.kernel import (
+    Acc,
+    Buffer,
+    ConvKernel,
+    Load,
+    RandomUniform,
+    ReduceRef,
+    kernel_reads,
+    kernel_writes,
+    walk,
+)
 
 from .codegen import KernelCode, KernelEnv
-from .codegen_expr import VectorEmitter, element_ptr
-from .codegen_gemm import Affine, affine_position
+from .codegen_expr import BufferRef, VectorEmitter, element_ptr
+from .codegen_gemm import SCRATCH, Affine, Staged, _emit_staging, affine_position
 from .codegen_loop import CHUNK_WORK, PARALLEL_WORK
 from .llvm_ir import I32, I64, emit_loop, for_range, intrinsic, llvm_type, masked_load, splat
 
@@ -60,6 +72,8 @@ class ConvPlan:
     o_blocks: int      # channel blocks per group
     w_blocks: int      # column blocks per row
     attrs: Mapping[str, Any]
+    staged: tuple[Staged, ...] = ()  # operands computed into scratch before the tiles
+    scratch_elements: int = 0
 
     @property
     def block_width(self) -> int:
@@ -79,14 +93,22 @@ def plan_conv(k: ConvKernel, buffers: Mapping[str, Buffer], vector_bits: int
     if rank == 2 and a["lhs_dilation"][0] != 1:
         return None
     shapes = {n: b.type.shape for n, b in buffers.items()}
-    ops = []
-    for opnd in (k.x, k.w):
+    ops, staged, scratch = [], [], 0
+    for name, opnd in (("x", k.x), ("w", k.w)):
         v = opnd.value
-        if not isinstance(v, Load) or v.mask or v.dtype != dtype:
-            return None
-        aff = affine_position(v.buffer, v.index, shapes[v.buffer])
-        if aff is None:
-            return None
+        aff = None
+        if isinstance(v, Load) and not v.mask and v.dtype == dtype:
+            aff = affine_position(v.buffer, v.index, shapes[v.buffer])
+        if aff is None:  # a fused prologue (a recomputed relu, a pad): stage it first
+            if any(isinstance(e, (Acc, ReduceRef, RandomUniform)) for e in walk([v])):
+                return None
+            coef, stride = {}, 1
+            for i in range(len(opnd.vars) - 1, -1, -1):
+                coef[opnd.vars[i]] = stride
+                stride *= opnd.shape[i]
+            aff = Affine(SCRATCH, scratch, coef)
+            staged.append(Staged(name, opnd, opnd.vars, scratch))
+            scratch += -(-stride // 16) * 16
         ops.append(aff)
     x, w = ops
     if x.stride(k.x.vars[-1]) != 1:
@@ -99,7 +121,8 @@ def plan_conv(k: ConvKernel, buffers: Mapping[str, Buffer], vector_bits: int
     w_blocks = -(-ow // (nv * lanes))
     opg = k.out_shape[1] // a["groups"]
     ob = max(1, min(opg, MAX_ACCUMULATORS // nv))
-    return ConvPlan(dtype, lanes, x, w, rank, nv, ob, -(-opg // ob), w_blocks, a)
+    return ConvPlan(dtype, lanes, x, w, rank, nv, ob, -(-opg // ob), w_blocks, a,
+                    tuple(staged), scratch)
 
 
 def conv_code(k: ConvKernel, plan: ConvPlan) -> KernelCode:
@@ -111,10 +134,19 @@ def conv_code(k: ConvKernel, plan: ConvPlan) -> KernelCode:
     work = 2 * math.prod(out) * math.prod(k.w.shape[1:])
     grain = max(1, -(-CHUNK_WORK // max(tile_work, 1)))
     names = tuple(dict.fromkeys(kernel_reads(k) + kernel_writes(k)))
+
+    def setup(env: KernelEnv) -> None:
+        for st in plan.staged:
+            _emit_staging(st, plan.dtype, env, k.extents())
+
+    esize = 4 if plan.dtype == "f32" else 8
     return KernelCode(names, tasks if math.prod(out) else 0, grain,
                       work >= PARALLEL_WORK and tasks > grain,
                       lambda env: emit_conv_tiles(k, plan, env),
-                      notes={"conv": "blocked", "tile": [plan.ob, plan.block_width]})
+                      notes={"conv": "blocked", "tile": [plan.ob, plan.block_width],
+                             "staged": [st.name for st in plan.staged]},
+                      scratch_bytes=plan.scratch_elements * esize,
+                      setup=setup if plan.staged else None)
 
 
 def _i64(v: int) -> ir.Constant:
@@ -184,8 +216,7 @@ class _Tile:
                 per_kw.append(b.and_(b.icmp_signed(">=", cols, splat(self.iota.type, 0)),
                                      b.icmp_signed("<", cols, splat(self.iota.type, width))))
             masks.append(per_kw)
-        x_ref = self.env.buffers[plan.x.buffer]
-        w_ref = self.env.buffers[plan.w.buffer]
+        x_ref, w_ref = (self._operand_ref(aff) for aff in (plan.x, plan.w))
         xv, wv = k.x.vars, k.w.vars
         x_base = b.add(_i64(plan.x.offset), b.mul(self.n, _i64(plan.x.stride(xv[0]))))
         w_base = b.add(_i64(plan.w.offset), b.mul(self.o0, _i64(plan.w.stride(wv[0]))))
@@ -214,6 +245,12 @@ class _Tile:
         accs = emit_loop(b, _i64(0), _i64(k.w.shape[1]), channel, [zero] * (rows * plan.nv),
                          name="cin")
         self._epilogue(rows, accs)
+
+    def _operand_ref(self, aff: Affine) -> BufferRef:
+        """The buffer an operand is read from: its own, or the scratch it was staged into."""
+        if aff.buffer != SCRATCH:
+            return self.env.buffers[aff.buffer]
+        return BufferRef(SCRATCH, self.plan.dtype, (), False, self.env.scratch)
 
     def _taps(self, xrow, wrow, accs, rows, masks, x_ref, w_ref, fma) -> list:
         """The kernel columns of one (channel, kernel row): nv vector loads and rows

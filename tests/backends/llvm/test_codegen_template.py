@@ -226,3 +226,18 @@ def test_templates_for_the_portable_avx2_target(rng):
     notes = list(exe.info["kernel_plans"].values())
     assert {n.get("conv") or n.get("matmul") for n in notes} == {"blocked", "gemm"}
     assert [n["tile"][1] for n in notes if n.get("conv")] == [24]  # 3 vectors of 8
+
+
+def test_convolution_with_a_fused_prologue_stages_its_operand(rng):
+    """relu(x) feeding a conv and a sum is recomputed inside the conv's operand: the operand
+    is computed into scratch once, then the register-blocked tiles read it."""
+    b = Builder("staged_conv")
+    x = b.input("x", (2, 4, 9, 11))
+    w = b.input("w", (6, 4, 3, 3))
+    r = x.relu()
+    b.output("y", b.op("conv", r, w, padding=(1, 1, 1, 1)))
+    b.output("s", r.sum((1,)))
+    ins = {"x": _normal(rng, (2, 4, 9, 11)), "w": _normal(rng, (6, 4, 3, 3))}
+    exe = check_llvm(b.build(), ins, tol=dict(rtol=1e-4, atol=1e-4))
+    convs = [p for p in exe.info["kernel_plans"].values() if p["kind"] == "conv"]
+    assert [(p["conv"], p["staged"]) for p in convs] == [("blocked", ["x"])], convs
