@@ -28,7 +28,6 @@ Unmatched nodes of `before` are *removed*.
 from __future__ import annotations
 
 import importlib
-import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -138,8 +137,9 @@ class CodeGenerator:
 
 
 def _llvm_functions(gen: Any, sched: Any) -> dict[str, str]:
-    # the LLVM code generator names kernel k's function `kernel.<k>` (symbol-safe)
-    return {k.name: "kernel." + re.sub(r"[^A-Za-z0-9_.]", "_", k.name) for k in sched.kernels}
+    # identical kernels share one LLVM function; the generator says which one each kernel calls
+    return {k.name: gen.kernel_notes[k.name]["function"] for k in sched.kernels
+            if "function" in gen.kernel_notes.get(k.name, {})}
 
 
 def _triton_functions(gen: Any, sched: Any) -> dict[str, str]:
