@@ -42,7 +42,19 @@ from llvmlite import ir
 
 from graphc.ir.errors import GraphError
 
-from .llvm_ir import F64, I32, I64, intrinsic, lanes_of, llvm_type, scalar_of, splat, vector
+from .llvm_ir import (
+    F64,
+    I32,
+    I64,
+    declare,
+    intrinsic,
+    lanes_of,
+    llvm_type,
+    scalar_of,
+    splat,
+    type_suffix,
+    vector,
+)
 
 MATH_FUNCTIONS = ("exp", "expm1", "log", "log1p", "tanh", "sigmoid", "softplus", "pow", "rsqrt")
 _ARITY = {"pow": 2}
@@ -60,6 +72,21 @@ class _Emit:
         self.ity = vector(I64 if self.is64 else I32, lanes)
         self.mant = 52 if self.is64 else 23
         self.bias = 1023 if self.is64 else 127
+        # Explicit 512-bit vectors are only requested for AVX-512 targets, which lower
+        # `llvm.ldexp` to vscalef; elsewhere (AVX2, scalar code) it would become a libm call
+        # per lane, so those use the integer form.
+        self.wide = lanes * (64 if self.is64 else 32) == 512
+
+    def _ldexp_intrinsic(self, p: ir.Value, n: ir.Value) -> ir.Value:
+        """`llvm.ldexp`: one vscalefps/pd on AVX-512 (instead of eight integer and multiply
+        instructions), rounding once like the two-halves form, so results are identical."""
+        lanes = lanes_of(self.ty)
+        i32s = vector(I32, lanes)
+        if self.is64:
+            n = self.b.trunc(n, i32s)
+        fn = declare(self.b.module, f"llvm.ldexp.{type_suffix(self.ty)}.{type_suffix(i32s)}",
+                     self.ty, [self.ty, i32s])
+        return self.b.call(fn, [p, n])
 
     # constants and plain arithmetic
     def c(self, x: float) -> ir.Constant:
@@ -85,6 +112,20 @@ class _Emit:
 
     def div(self, a, b):
         return self.b.fdiv(a, b)
+
+    def rough_rcp(self, d: ir.Value) -> ir.Value:
+        """1/d for finite d >= 1, allowed to be off by ~2^-12 relative: `arcp` lets the x86
+        backend use vrcp14ps plus one Newton step instead of vdivps (several times the
+        throughput); other targets may keep the exact division. Callers correct the quotient
+        with its exact residual, so only a rough reciprocal is needed."""
+        if self.wide and not self.is64:
+            # vrcp14ps alone (relative error < 2^-14): the caller's correction squares that.
+            fn = declare(self.b.module, "llvm.x86.avx512.rcp14.ps.512", self.ty,
+                         [self.ty, self.ty, ir.IntType(16)])
+            return self.b.call(fn, [d, self.c(0.0), ir.Constant(ir.IntType(16), -1)])
+        rcp = self.b.fdiv(self.c(1.0), d)
+        rcp.flags.extend(["arcp", "ninf"])
+        return rcp
 
     def abs(self, a):
         return self.call("llvm.fabs", a)
@@ -126,6 +167,8 @@ class _Emit:
     def ldexp(self, p: ir.Value, n: ir.Value) -> ir.Value:
         """p·2^n in two exact halves so results may overflow to inf or underflow gradually
         (|n| may exceed the exponent range by up to a factor of two)."""
+        if self.wide:
+            return self._ldexp_intrinsic(p, n)
         n1 = self.b.ashr(n, self.ic(1))
         n2 = self.b.sub(n, n1)
         return self.mul(self.mul(p, self.pow2(n1)), self.pow2(n2))
@@ -148,10 +191,12 @@ _EXP_LO = {False: -104.0, True: -746.0}
 _EXP_HI = {False: 89.0, True: 710.0}
 
 
-def _exp_reduce(e: _Emit, x: ir.Value, lo: float) -> tuple[ir.Value, ir.Value, ir.Value]:
-    """Clamp x, then n = rint(x·log2 e) and r = x − n·ln2 with |r| ≤ ln2/2.
-    Returns (r, e^r − 1, n as integer)."""
-    xc = e.call("llvm.minnum", e.call("llvm.maxnum", x, e.c(lo)), e.c(_EXP_HI[e.is64]))
+def _exp_reduce(e: _Emit, x: ir.Value, lo: float | None,
+                hi: float | None = _EXP_HI) -> tuple[ir.Value, ir.Value, ir.Value]:
+    """Clamp x to [lo, hi] (None: the caller's x is known to be within it), then
+    n = rint(x·log2 e) and r = x − n·ln2 with |r| ≤ ln2/2. Returns (r, e^r − 1, n as integer)."""
+    xc = x if lo is None else e.call("llvm.maxnum", x, e.c(lo))
+    xc = xc if hi is None else e.call("llvm.minnum", xc, e.c(hi[e.is64]))
     n = e.call("llvm.rint", e.mul(xc, e.c(_LOG2E)))
     r = e.fma(n, e.c(-_LN2_HI[e.is64]), xc)
     r = e.fma(n, e.c(-_LN2_LO[e.is64]), r)
@@ -160,10 +205,13 @@ def _exp_reduce(e: _Emit, x: ir.Value, lo: float) -> tuple[ir.Value, ir.Value, i
     return r, em1, e.to_int(n)
 
 
-def _exp_hilo(e: _Emit, x: ir.Value) -> tuple[ir.Value, ir.Value]:
+def _exp_hilo(e: _Emit, x: ir.Value, clamp_lo: bool = True,
+              clamp_hi: bool = True) -> tuple[ir.Value, ir.Value]:
     """exp(x) as hi + lo, lo the exact rounding error of hi's last addition (NaN not handled).
-    Callers that divide by 1 + exp(x) use lo to stay within one rounding of the exact value."""
-    _, em1, n = _exp_reduce(e, x, _EXP_LO[e.is64])
+    Callers that divide by 1 + exp(x) use lo to stay within one rounding of the exact value;
+    those whose x cannot leave the exp range on one side skip that clamp."""
+    _, em1, n = _exp_reduce(e, x, _EXP_LO[e.is64] if clamp_lo else None,
+                            _EXP_HI if clamp_hi else None)
     one = e.c(1.0)
     s = e.add(one, em1)
     s_err = e.sub(em1, e.sub(s, one))  # Fast2Sum: exact since |em1| < 1
@@ -287,7 +335,7 @@ def _div_plus_one(e: _Emit, num: ir.Value, num_lo: ir.Value, hi: ir.Value, lo: i
     d_err = e.add(d_err, lo)
     # One division: q need not be the rounded quotient, the exact residual num - q·d corrects
     # it, and the correction only needs a rough 1/d.
-    rcp = e.div(one, d)
+    rcp = e.rough_rcp(d)
     q = e.mul(num, rcp)
     res = e.add(e.fma(e.sub(e.c(0.0), q), d, num), num_lo)
     res = e.fma(e.sub(e.c(0.0), q), d_err, res)
@@ -304,7 +352,7 @@ def build_tanh(e: _Emit, x: ir.Value) -> ir.Value:
     small = e.fma(e.mul(pq, z), x, x)
     # |x| >= 0.625: 1 - 2/(e^{2|x|} + 1); beyond 20 tanh rounds to 1 in f32 and f64.
     a = e.select(e.cmp("<", ax, e.c(20.0)), ax, e.c(20.0))
-    hi, lo = _exp_hilo(e, e.add(a, a))
+    hi, lo = _exp_hilo(e, e.add(a, a), clamp_lo=False, clamp_hi=False)  # 2a in [0, 40]
     big = e.sub(e.c(1.0), _div_plus_one(e, e.c(2.0), e.c(0.0), hi, lo, hi_ge_one=True))
     big = e.call("llvm.copysign", big, x)
     y = e.select(e.cmp("<", ax, e.c(0.625)), small, big)
@@ -312,7 +360,8 @@ def build_tanh(e: _Emit, x: ir.Value) -> ir.Value:
 
 
 def build_sigmoid(e: _Emit, x: ir.Value) -> ir.Value:
-    hi, lo = _exp_hilo(e, e.sub(e.c(0.0), e.abs(x)))  # e^-|x| in (0, 1]: never overflows
+    # e^-|x| in (0, 1]: never overflows; -|x| as one sign-bit or
+    hi, lo = _exp_hilo(e, e.b.fneg(e.abs(x)), clamp_hi=False)
     pos = e.cmp(">=", x, e.c(0.0))
     num = e.select(pos, e.c(1.0), hi)
     num_lo = e.select(pos, e.c(0.0), lo)
