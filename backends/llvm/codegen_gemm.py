@@ -14,7 +14,10 @@ element strides. A matmul kernel qualifies (`plan_gemm`) when:
 * the product is big enough to amortize packing (`GEMM_MIN_FLOPS`).
 
 Batch axes whose strides are those of one flattened axis (for A, B and C alike) become GEMM's
-batch; any leading batch axes that are not are a loop around the call. GEMM parallelizes its
+batch; any leading batch axes that are not are a loop around the call. When B is shared by the
+whole batch and A's and C's batch strides are M rows, the batch folds into GEMM's rows
+(`fold_rows`): one [batch*M, K] product packs B once (an LSTM's [T, B, D] @ [D, 4H] input
+projection, one thread: 4.75 -> 3.42 ms, numpy's 2-D product 3.4 ms). GEMM parallelizes its
 own tasks (batch items, row and column blocks), so the kernel takes `nthreads`.
 
 The epilogue runs in vector mode (`codegen_expr.VectorEmitter`) for each vector of results the
@@ -112,6 +115,7 @@ class GemmPlan:
     epilogue_buffers: tuple[str, ...]
     staged: tuple[Staged, ...] = ()
     scratch_elements: int = 0
+    fold_rows: bool = False           # GEMM's batch folded into its rows (`_foldable`)
 
 
 def _operand(value, dtype: str, shapes) -> Affine | None:
@@ -149,6 +153,17 @@ def _collapsible(affines: list[Affine], dims: list[tuple[str, int]]) -> int:
             break
         s -= 1
     return max(s, 0)
+
+
+def _foldable(a: Affine, b: Affine, c: Affine, inner: tuple[str, ...], m: int) -> bool:
+    """Whether GEMM's (flattened) batch can become more rows: B is shared by every batch item
+    and A's and C's batch strides are M rows. One [batch*M, K] @ [K, N] product then packs B
+    once instead of once per batch item (a [T, B, D] @ [D, N] input projection, say)."""
+    if not inner:
+        return False
+    last = inner[-1]
+    return (b.stride(last) == 0 and a.stride(last) == m * a.stride("m")
+            and c.stride(last) == m * c.stride("m"))
 
 
 def plan_gemm(k: MatmulKernel, buffers: Mapping[str, Buffer],
@@ -196,7 +211,8 @@ def plan_gemm(k: MatmulKernel, buffers: Mapping[str, Buffer],
     inner = tuple(v for v, _ in dims[s:])
     epi = tuple(dict.fromkeys(sorted(epi_loads) + [st.buffer for j, st in
                                                   enumerate(k.stores) if j != idx]))
-    return GemmPlan(dtype, a, b, c, idx, outer, inner, epi, tuple(staged), scratch)
+    fold = _foldable(a, b, c, inner, k.m)
+    return GemmPlan(dtype, a, b, c, idx, outer, inner, epi, tuple(staged), scratch, fold)
 
 
 def gemm_code(k: MatmulKernel, plan: GemmPlan, buffers: Mapping[str, Buffer],
@@ -215,6 +231,7 @@ def gemm_code(k: MatmulKernel, plan: GemmPlan, buffers: Mapping[str, Buffer],
     return KernelCode(names, 1, 1, False, emit, own_threads=True,
                       scratch_bytes=staged + workspace,
                       notes={"matmul": "gemm", "outer_batch": len(plan.outer),
+                             "fold_rows": plan.fold_rows,
                              "staged": [st.name for st in plan.staged]})
 
 
@@ -301,7 +318,8 @@ def emit_gemm_call(k: MatmulKernel, plan: GemmPlan, env: KernelEnv, base: GemmCo
         for j, v in enumerate(plan.outer):
             b.store(outer_env[v], _field(b, data, len(epi_refs) + j))
         bs = [i64(aff.stride(last) if last else 0) for aff in (plan.a, plan.b, plan.c)]
-        args = [i64(inner_batch), i64(k.m), i64(k.n), i64(k.k),
+        batch, rows = (1, inner_batch * k.m) if plan.fold_rows else (inner_batch, k.m)
+        args = [i64(batch), i64(rows), i64(k.n), i64(k.k),
                 base_ptr(plan.a, outer_env), bs[0], i64(plan.a.stride("m")),
                 i64(plan.a.stride("k")),
                 base_ptr(plan.b, outer_env), bs[1], i64(plan.b.stride("k")),
@@ -368,6 +386,9 @@ def _epilogue_function(k: MatmulKernel, plan: GemmPlan, extents: dict[str, int],
             for i, r in enumerate(epi_refs)}
     env = {v: b.load(_field(b, data, nref + j)) for j, v in enumerate(plan.outer)}
     inner_dims = [(v, extents[v]) for v in plan.inner]
+    if plan.fold_rows:  # GEMM's row r is (batch r // M, row r % M)
+        m_rows = ir.Constant(I64, k.m)
+        batch, row = b.udiv(row, m_rows), b.urem(row, m_rows)
     for pos in range(len(inner_dims) - 1, -1, -1):
         v, n = inner_dims[pos]
         if pos == 0:

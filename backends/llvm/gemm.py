@@ -14,15 +14,16 @@ tasks run on a parallel-for (`parallel.py`). One task, BLIS loop order:
                     microkernel(mr x nr tile of C)
 
 Packing makes every operand layout look alike to the microkernel (and avoids the cache-set
-conflicts of power-of-two leading dimensions). A task of at most mr rows would use each B panel
-once, so there (batch-1 products) the microkernel reads B rows in place when B's columns are
-contiguous. The microkernel keeps an mr x nr tile of C in
-`mr * nr/lanes` vector registers (6 x 64 floats = 24 zmm registers on AVX-512: measured best
-of 8x32, 6x64, 8x48, 12x32, 4x64, 14x32) and for each k broadcasts mr elements of A and issues
-`llvm.fma` on the nr/lanes vectors of the packed B row. Row edges (M % mr) use microkernels of
-4, 2, 1 rows; column edges use the zero padding of Bp and masked stores; K edges are a shorter
-k loop. The C tile is stored once per K block: the first block overwrites (or, with
-`accumulate`, adds to) C, later ones add, and the last applies the epilogue.
+conflicts of power-of-two leading dimensions). A task of few rows (at most `DIRECT_B_MAX_ROWS`)
+uses each B panel only a few times, too few to repay packing it: there the microkernel reads B
+rows in place when B's columns are contiguous (measured, one thread: 32 x 128 x 1024 69 -> 59
+us, 32 x 256 x 1024 159 -> 146 us; at 64 rows packing wins again). The microkernel keeps an mr x
+nr tile of C in `mr * nr/lanes` vector registers (6 x 64 floats = 24 zmm registers on AVX-512:
+measured best of 8x32, 6x64, 8x48, 12x32, 4x64, 14x32) and for each k broadcasts mr elements of
+A and issues `llvm.fma` on the nr/lanes vectors of the packed B row. Row edges (M % mr) use
+microkernels of 4, 2, 1 rows; column edges use the zero padding of Bp and masked stores; K edges
+are a shorter k loop. The C tile is stored once per K block: the first block overwrites (or,
+with `accumulate`, adds to) C, later ones add, and the last applies the epilogue.
 
 Strides are runtime arguments in elements: A as [M, K] (sa_m = K, sa_k = 1) or [K, M]
 (sa_m = 1, sa_k = M) or any view; B likewise; a batch stride of 0 broadcasts an operand. C's
@@ -66,6 +67,7 @@ from .llvm_ir import (
 from .parallel import ParallelBody, emit_parallel_for
 
 _ELEM_BYTES = {"f32": 4, "f64": 8}
+DIRECT_B_MAX_ROWS = 48  # tasks of at most this many rows read B in place (module note)
 
 
 @dataclass(frozen=True)
@@ -304,10 +306,10 @@ def _emit_tasks(p: ParallelBody, cfg: GemmConfig, kernels: _MicroKernels,
             first = b.icmp_signed("==", pi, ir.Constant(I64, 0))
             last = b.icmp_signed("==", pi, b.sub(npc, c1))
             b_pc = b.gep(b_b, [b.add(b.mul(pc, sb_k), b.mul(n0, sb_n))])
-            # A task of at most mr rows uses each B panel once: with unit column stride the
-            # microkernel reads B in place (masked at the column edge) instead of packing it.
+            # A task of few rows reuses each B panel too little to repay packing it: with unit
+            # column stride the microkernel reads B in place (masked at the column edge).
             direct = b.and_(b.icmp_signed("==", sb_n, c1),
-                            b.icmp_signed("<=", b.sub(m1, m0), ir.Constant(I64, cfg.mr)))
+                            b.icmp_signed("<=", b.sub(m1, m0), ir.Constant(I64, DIRECT_B_MAX_ROWS)))
             with b.if_then(b.not_(direct)):
                 b.call(packs[1], [kb, nb, b_pc, sb_k, sb_n, bp])
             a_pc = b.gep(a_b, [b.mul(pc, sa_k)])

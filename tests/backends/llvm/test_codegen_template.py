@@ -147,6 +147,36 @@ def test_matmuls_through_the_gemm_generator(rng):
     assert any(p["staged"] for p in plans)
 
 
+def test_batch_sharing_b_folds_into_gemm_rows(rng):
+    """[T, M, K] @ [K, N] with B shared by every batch item: one GEMM of T*M rows. M = 7 is not
+    a multiple of the row tile, so tiles straddle batch items, and the epilogue reads operands
+    indexed by batch item and row (K = 300 spans two K blocks)."""
+    b = Builder("fold_rows")
+    xs, w = b.input("xs", (5, 7, 300)), b.input("w", (300, 80))
+    per_item = b.input("per_item", (5, 7, 1))
+    bias = b.input("bias", (80,))
+    b.output("y", ((xs @ w) * per_item + bias).tanh())
+    ins = {"xs": _normal(rng, (5, 7, 300)), "w": _normal(rng, (300, 80)) * 0.1,
+           "per_item": _normal(rng, (5, 7, 1)), "bias": _normal(rng, (80,))}
+    exe = check_llvm(b.build(), ins, tol=dict(rtol=1e-4, atol=1e-4))
+    plans = [p for p in exe.info["kernel_plans"].values() if p["kind"] == "matmul"]
+    assert [(p["matmul"], p["fold_rows"]) for p in plans] == [("gemm", True)], plans
+
+
+@pytest.mark.parametrize("rows", [6, 13, 48, 49])
+def test_gemm_with_few_rows_reads_b_in_place(rows, rng):
+    """Up to DIRECT_B_MAX_ROWS rows GEMM reads B unpacked: row edges, a column edge (N = 100)
+    and two K blocks, with an epilogue; 49 rows packs B again."""
+    b = Builder("few_rows")
+    a, w, bias = b.input("a", (rows, 300)), b.input("w", (300, 100)), b.input("bias", (100,))
+    b.output("y", (a @ w + bias).relu())
+    ins = {"a": _normal(rng, (rows, 300)), "w": _normal(rng, (300, 100)) * 0.1,
+           "bias": _normal(rng, (100,))}
+    exe = check_llvm(b.build(), ins, tol=dict(rtol=1e-4, atol=1e-4))
+    plans = [p for p in exe.info["kernel_plans"].values() if p["kind"] == "matmul"]
+    assert [p["matmul"] for p in plans] == ["gemm"]
+
+
 @pytest.mark.parametrize("depth, path", [(100, "gemm"), (300, "simple")])
 def test_in_place_residual_through_gemm(depth, path, rng):
     """(z @ w2) + r where r dies here: the planner writes the sum over r. GEMM keeps partial
