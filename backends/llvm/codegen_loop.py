@@ -85,6 +85,7 @@ from .llvm_ir import (
     smin,
 )
 from .lowering import cast_value, compute_type
+from .mathlib import mark_avx512
 
 # Work (element operations) per parallel chunk, and below which a kernel runs serially.
 CHUNK_WORK = 1 << 15
@@ -329,6 +330,8 @@ def emit_loop_kernel(k: LoopKernel, plan: LoopPlan, b: ir.IRBuilder,
                      buffers: dict[str, BufferRef], lo: ir.Value, hi: ir.Value) -> None:
     """Emit tasks [lo, hi) of `k` at the builder's position (a function of the pointers)."""
     nest = plan.nest
+    if plan.lanes * 32 >= 512:  # explicit 512-bit vectors: the target has AVX-512
+        mark_avx512(b.module)
     ev = ExprEmitter(b, buffers, nest.extents, rewrite=nest.rewrite, var_map=nest.var_map)
     if not nest.outer:
         _emit_point(k, ev, [])

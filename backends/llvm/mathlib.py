@@ -56,6 +56,16 @@ from .llvm_ir import (
     vector,
 )
 
+_AVX512_MARK = "graphc_avx512"
+
+
+def mark_avx512(module: ir.Module) -> None:
+    """Declare that `module` is compiled for an AVX-512 target: math functions emitted into
+    it afterwards scale by powers of two with vscalef also in scalar code (which LLVM's loop
+    vectorizer widens, e.g. softmax's exp inside a reduction loop)."""
+    setattr(module, _AVX512_MARK, True)
+
+
 MATH_FUNCTIONS = ("exp", "expm1", "log", "log1p", "tanh", "sigmoid", "softplus", "pow", "rsqrt")
 _ARITY = {"pow": 2}
 
@@ -72,21 +82,22 @@ class _Emit:
         self.ity = vector(I64 if self.is64 else I32, lanes)
         self.mant = 52 if self.is64 else 23
         self.bias = 1023 if self.is64 else 127
-        # Explicit 512-bit vectors are only requested for AVX-512 targets, which lower
-        # `llvm.ldexp` to vscalef; elsewhere (AVX2, scalar code) it would become a libm call
-        # per lane, so those use the integer form.
+        # Explicit 512-bit vectors are only requested for AVX-512 targets: those use its
+        # vscalef and vrcp14 through x86 intrinsics. Scalar code (vectorized by LLVM for any
+        # target) and narrower vectors stay portable IR.
         self.wide = lanes * (64 if self.is64 else 32) == 512
+        # Scalar code in a module for an AVX-512 target: `llvm.ldexp`, which the loop
+        # vectorizer widens and the backend lowers to vscalef (a libm call elsewhere).
+        self.ldexp_intrinsic = not self.wide and getattr(builder.module, _AVX512_MARK, False)
 
-    def _ldexp_intrinsic(self, p: ir.Value, n: ir.Value) -> ir.Value:
-        """`llvm.ldexp`: one vscalefps/pd on AVX-512 (instead of eight integer and multiply
-        instructions), rounding once like the two-halves form, so results are identical."""
-        lanes = lanes_of(self.ty)
-        i32s = vector(I32, lanes)
-        if self.is64:
-            n = self.b.trunc(n, i32s)
-        fn = declare(self.b.module, f"llvm.ldexp.{type_suffix(self.ty)}.{type_suffix(i32s)}",
-                     self.ty, [self.ty, i32s])
-        return self.b.call(fn, [p, n])
+    def _scalef(self, p: ir.Value, n: ir.Value) -> ir.Value:
+        """p·2^n for integral float n in one vscalefps/pd (AVX-512), instead of a conversion
+        and eight integer and multiply instructions; it rounds once like the two-halves form,
+        so the results are identical."""
+        mask = ir.IntType(8 if self.is64 else 16)
+        fn = declare(self.b.module, f"llvm.x86.avx512.mask.scalef.{'pd' if self.is64 else 'ps'}"
+                     ".512", self.ty, [self.ty, self.ty, self.ty, mask, I32])
+        return self.b.call(fn, [p, n, self.c(0.0), ir.Constant(mask, -1), ir.Constant(I32, 4)])
 
     # constants and plain arithmetic
     def c(self, x: float) -> ir.Constant:
@@ -164,11 +175,17 @@ class _Emit:
         """2^n for integer n in the normal exponent range, from exponent bits."""
         return self.from_bits(self.b.shl(self.b.add(n, self.ic(self.bias)), self.ic(self.mant)))
 
-    def ldexp(self, p: ir.Value, n: ir.Value) -> ir.Value:
-        """p·2^n in two exact halves so results may overflow to inf or underflow gradually
-        (|n| may exceed the exponent range by up to a factor of two)."""
+    def ldexp(self, p: ir.Value, nf: ir.Value) -> ir.Value:
+        """p·2^n for integral float n, in two exact halves so results may overflow to inf or
+        underflow gradually (|n| may exceed the exponent range by up to a factor of two)."""
         if self.wide:
-            return self._ldexp_intrinsic(p, n)
+            return self._scalef(p, nf)
+        n = self.to_int(nf)
+        if self.ldexp_intrinsic:
+            n32 = self.b.trunc(n, vector(I32, lanes_of(self.ty))) if self.is64 else n
+            fn = declare(self.b.module, f"llvm.ldexp.{type_suffix(self.ty)}."
+                         f"{type_suffix(n32.type)}", self.ty, [self.ty, n32.type])
+            return self.b.call(fn, [p, n32])
         n1 = self.b.ashr(n, self.ic(1))
         n2 = self.b.sub(n, n1)
         return self.mul(self.mul(p, self.pow2(n1)), self.pow2(n2))
@@ -194,15 +211,18 @@ _EXP_HI = {False: 89.0, True: 710.0}
 def _exp_reduce(e: _Emit, x: ir.Value, lo: float | None,
                 hi: float | None = _EXP_HI) -> tuple[ir.Value, ir.Value, ir.Value]:
     """Clamp x to [lo, hi] (None: the caller's x is known to be within it), then
-    n = rint(x·log2 e) and r = x − n·ln2 with |r| ≤ ln2/2. Returns (r, e^r − 1, n as integer)."""
+    n = rint(x·log2 e) and r = x − n·ln2 with |r| ≤ ln2/2. Returns (r, e^r − 1, n as float)."""
     xc = x if lo is None else e.call("llvm.maxnum", x, e.c(lo))
     xc = xc if hi is None else e.call("llvm.minnum", xc, e.c(hi[e.is64]))
-    n = e.call("llvm.rint", e.mul(xc, e.c(_LOG2E)))
+    # rint(x·log2 e) by the round-to-integer constant 1.5·2^mant: one fused multiply-add and
+    # one subtraction instead of a multiply and a (two-uop) round instruction.
+    magic = e.c(1.5 * 2.0 ** e.mant)
+    n = e.sub(e.fma(xc, e.c(_LOG2E), magic), magic)
     r = e.fma(n, e.c(-_LN2_HI[e.is64]), xc)
     r = e.fma(n, e.c(-_LN2_LO[e.is64]), r)
     q = e.poly(r, _EXP_P64 if e.is64 else _EXP_P32)
     em1 = e.fma(q, e.mul(r, r), r)
-    return r, em1, e.to_int(n)
+    return r, em1, n
 
 
 def _exp_hilo(e: _Emit, x: ir.Value, clamp_lo: bool = True,
@@ -227,12 +247,13 @@ def build_exp(e: _Emit, x: ir.Value) -> ir.Value:
 def build_expm1(e: _Emit, x: ir.Value) -> ir.Value:
     # Below lo, e^x is under half an ulp of 1: expm1 = -1.
     lo = -50.0 if e.is64 else -30.0
-    _, em1, n = _exp_reduce(e, x, lo)
+    _, em1, nf = _exp_reduce(e, x, lo)
+    n = e.to_int(nf)
     big = e.mant + 2  # from here on 2^n - 1 rounds to 2^n: use the overflow-safe exp path
     n_small = e.b.select(e.b.icmp_signed(">", n, e.ic(big)), e.ic(big), n)
     t = e.pow2(n_small)
     small = e.fma(t, em1, e.sub(t, e.c(1.0)))
-    large = e.ldexp(e.add(em1, e.c(1.0)), n)
+    large = e.ldexp(e.add(em1, e.c(1.0)), nf)
     y = e.select(e.b.icmp_signed(">", n, e.ic(big)), large, small)
     # n = 0 gives em1 itself (r == x): exact sign and tiny values; NaN propagates.
     return e.select(e.isnan(x), x, y)

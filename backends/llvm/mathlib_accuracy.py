@@ -22,20 +22,22 @@ import numpy as np
 from llvmlite import ir
 
 from .llvm_ir import I64, emit_loop, llvm_type
-from .mathlib import MATH_FUNCTIONS, emit_math
+from .mathlib import MATH_FUNCTIONS, emit_math, mark_avx512
 from .target import JitModule, TargetSpec, compile_module
 
 _NP = {"f32": np.float32, "f64": np.float64}
 
 
 def build_apply_module(names: tuple[str, ...] = MATH_FUNCTIONS, dtype: str = "f32",
-                       lanes: int = 1) -> ir.Module:
+                       lanes: int = 1, avx512: bool = False) -> ir.Module:
     """A module with `void apply_<name>(T* x, [T* y,] T* out, i64 n)`: out[i] = name(x[i], ...).
 
     The loops call the scalar math function; the O3 pipeline inlines and vectorizes them
     (`lanes` > 1 calls the explicit vector variant on blocks of `lanes`, remainder scalar-free:
     n must then be a multiple of `lanes`)."""
     module = ir.Module(name=f"mathlib_apply_{dtype}")
+    if avx512:  # as the loop kernels of an AVX-512 target mark theirs
+        mark_avx512(module)
     t = llvm_type(dtype)
     for name in names:
         fn_math = emit_math(module, name, dtype, lanes)
@@ -63,8 +65,9 @@ def build_apply_module(names: tuple[str, ...] = MATH_FUNCTIONS, dtype: str = "f3
 
 
 def compile_apply(names: tuple[str, ...] = MATH_FUNCTIONS, dtype: str = "f32",
-                  spec: TargetSpec | None = None, lanes: int = 1) -> JitModule:
-    return compile_module(build_apply_module(names, dtype, lanes), spec,
+                  spec: TargetSpec | None = None, lanes: int = 1,
+                  avx512: bool = False) -> JitModule:
+    return compile_module(build_apply_module(names, dtype, lanes, avx512), spec,
                          name=f"mathlib_apply_{dtype}")
 
 

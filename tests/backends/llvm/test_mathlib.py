@@ -84,6 +84,8 @@ def test_special_values_exact(jits):
 
 @pytest.mark.parametrize("dtype,lanes", [("f32", 16), ("f64", 8)])
 def test_vector_variants_match_scalar(jits, dtype, lanes):
+    if not TargetSpec.host().has_avx512:  # 512-bit variants use AVX-512 intrinsics
+        pytest.skip("host lacks avx512f")
     names = ("exp", "tanh", "log1p", "pow")
     jit_v = compile_apply(names, dtype, lanes=lanes)
     for name in names:
@@ -107,6 +109,22 @@ def test_512_bit_variants_within_two_ulp(dtype, lanes):
                                          dtype)
         assert not mismatch.any(), (name, x[mismatch][:5])
         assert ulp_err.max() <= 2.0 and rel.max() <= 2.0, (name, ulp_err.max(), rel.max())
+
+
+@pytest.mark.parametrize("dtype", ["f32", "f64"])
+def test_avx512_module_scalar_code_within_two_ulp(dtype):
+    """Scalar math in a module marked for AVX-512 scales with llvm.ldexp (vscalef once
+    vectorized): still within 2 ulp, exact specials, no libm call."""
+    if not TargetSpec.host().has_avx512:
+        pytest.skip("host lacks avx512f")
+    names = ("exp", "expm1", "tanh", "sigmoid", "softplus")
+    jit = compile_apply(names, dtype, avx512=True)
+    assert "vscalef" in jit.assembly()
+    for name in names:
+        acc = measure(name, dtype, SIZE[dtype] // 4, jit)
+        assert acc.mismatches == 0 and acc.max_ulp <= 2.0 and acc.max_rel_eps <= 2.0, acc
+    for body in _function_bodies(jit.optimized_ir).values():
+        assert all(c.startswith("llvm.") for c in re.findall(r"call [^@]*@\"?([\w.]+)", body))
 
 
 def _function_bodies(optimized_ir: str) -> dict[str, str]:
