@@ -21,9 +21,11 @@ us, 32 x 256 x 1024 159 -> 146 us; at 64 rows packing wins again). The microkern
 nr tile of C in `mr * nr/lanes` vector registers (6 x 64 floats = 24 zmm registers on AVX-512:
 measured best of 8x32, 6x64, 8x48, 12x32, 4x64, 14x32) and for each k broadcasts mr elements of
 A and issues `llvm.fma` on the nr/lanes vectors of the packed B row. Row edges (M % mr) use
-microkernels of 4, 2, 1 rows; column edges use the zero padding of Bp and masked stores; K edges
-are a shorter k loop. The C tile is stored once per K block: the first block overwrites (or,
-with `accumulate`, adds to) C, later ones add, and the last applies the epilogue.
+microkernels of 4, 2, 1 rows; column edges use the zero padding of Bp and masked stores, and a
+panel of at most `lanes` valid columns (N = 10) takes one-vector-wide microkernels instead (one
+thread, 128 x 256 x 10: 42 -> 17 us); K edges are a shorter k loop. The C tile is stored once
+per K block: the first block overwrites (or, with `accumulate`, adds to) C, later ones add, and
+the last applies the epilogue.
 
 Strides are runtime arguments in elements: A as [M, K] (sa_m = K, sa_k = 1) or [K, M]
 (sa_m = 1, sa_k = M) or any view; B likewise; a batch stride of 0 broadcasts an operand. C's
@@ -41,7 +43,7 @@ bias add, activations (`mathlib.emit_math_inline`), residual add ride along for 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from llvmlite import ir
 
@@ -363,6 +365,7 @@ def _emit_row_blocks(b: ir.IRBuilder, cfg: GemmConfig, kernels: _MicroKernels,
             col = b.mul(jp, ir.Constant(I64, cfg.nr))
             bpj = b.gep(t.bp, [b.mul(col, t.bpanel)])
             n_valid = b.sub(t.nb, col)
+            narrow = b.icmp_signed("<=", n_valid, ir.Constant(I64, cfg.lanes))
 
             def call(b: ir.IRBuilder, rows: int, row: ir.Value) -> None:
                 # Packed A: panel (row - ic) / mr holds kb x mr, row offset (row - ic) % mr.
@@ -370,7 +373,10 @@ def _emit_row_blocks(b: ir.IRBuilder, cfg: GemmConfig, kernels: _MicroKernels,
                 panel_start = b.mul(b.sdiv(rel, mr), mr)
                 a_off = b.add(b.mul(panel_start, t.kb), b.sub(rel, panel_start))
                 c_tile = b.gep(t.c, [b.add(b.mul(row, t.sc_m), col)])
-                b.call(kernels.get(rows), [t.kb, b.gep(t.ap, [a_off]), bpj, t.ldb, c_tile, t.sc_m,
+                uk = kernels.get(rows)
+                if kernels.narrow is not None:
+                    uk = b.select(narrow, kernels.narrow.get(rows), uk)
+                b.call(uk, [t.kb, b.gep(t.ap, [a_off]), bpj, t.ldb, c_tile, t.sc_m,
                                            row, b.add(t.n0, col), n_valid, t.first, t.last,
                                            t.batch, *t.epi_args])
 
@@ -641,6 +647,10 @@ class _MicroKernels:
         self.module, self.cfg, self.epilogue, self.name = module, cfg, epilogue, name
         self.edge_rows = [r for r in (1 << s for s in range(7, -1, -1)) if r < cfg.mr]
         self._fns: dict[int, ir.Function] = {}
+        # One-vector-wide kernels for panels of at most `lanes` valid columns (a 10-class
+        # head): the full-width kernel would spend nv - 1 of every nv FMAs on zero padding.
+        self.narrow = (_MicroKernels(module, replace(cfg, nv=1), epilogue, f"{name}.narrow")
+                       if cfg.nv > 1 else None)
 
     def get(self, rows: int) -> ir.Function:
         if rows not in self._fns:

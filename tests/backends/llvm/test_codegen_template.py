@@ -177,6 +177,20 @@ def test_gemm_with_few_rows_reads_b_in_place(rows, rng):
     assert [p["matmul"] for p in plans] == ["gemm"]
 
 
+@pytest.mark.parametrize("rows, cols", [(64, 10), (61, 16), (64, 80), (40, 17)])
+def test_gemm_narrow_column_panels(rows, cols, rng):
+    """Panels of at most one vector of valid columns (N = 10, 16, the last 16 of 80) take the
+    one-vector microkernels; 17 columns keep the full width. Two K blocks, an epilogue."""
+    b = Builder("narrow")
+    a, w, bias = b.input("a", (rows, 300)), b.input("w", (300, cols)), b.input("bias", (cols,))
+    b.output("y", (a @ w + bias).sigmoid())
+    ins = {"a": _normal(rng, (rows, 300)), "w": _normal(rng, (300, cols)) * 0.1,
+           "bias": _normal(rng, (cols,))}
+    exe = check_llvm(b.build(), ins, tol=dict(rtol=1e-4, atol=1e-5))
+    plans = [p for p in exe.info["kernel_plans"].values() if p["kind"] == "matmul"]
+    assert [p["matmul"] for p in plans] == ["gemm"]
+
+
 @pytest.mark.parametrize("depth, path", [(100, "gemm"), (300, "simple")])
 def test_in_place_residual_through_gemm(depth, path, rng):
     """(z @ w2) + r where r dies here: the planner writes the sum over r. GEMM keeps partial
