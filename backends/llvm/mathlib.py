@@ -11,9 +11,13 @@ widens them like any arithmetic. They are `internal alwaysinline`: inlined into 
 calls them, then dropped. `emit_math(module, name, dtype, lanes)` declares one once per module.
 
 Algorithms (all branch-free):
-* exp: n = rint(x·log2 e), r = x − n·ln2 (Cody–Waite, two constants), exp(r) by a polynomial
-  (Cephes for f32, degree-13 Taylor for f64), scaled by 2^n built from exponent bits in two
-  halves so that gradual underflow (denormal results) and overflow (inf) come out right.
+* exp: n = rint(x·log2 e) (by adding and subtracting 1.5·2^mant), r = x − n·ln2 (Cody–Waite,
+  two constants), exp(r) by a polynomial (degree-6 minimax for f32, degree-13 Taylor for f64),
+  scaled by 2^n built from exponent bits in two halves so that gradual underflow (denormal
+  results) and overflow (inf) come out right. The clamps let NaN through, so NaN needs no
+  select. On AVX-512 the scaling is one vscalef: explicit 512-bit vectors call it directly,
+  scalar code in a module marked by `mark_avx512` (loop kernels of an AVX-512 target) uses
+  `llvm.ldexp`, which the loop vectorizer widens into it.
 * expm1: the same reduction; exp(r) − 1 from the polynomial without its constant term, then
   2^n·(e^r − 1) + (2^n − 1) in one fused multiply-add.
 * log: frexp by bit manipulation (denormals pre-scaled), mantissa folded into [√½, √2),
@@ -26,7 +30,8 @@ Algorithms (all branch-free):
 * softplus: max(x, 0) + log1p(exp(−|x|)).
   These three carry exp's rounding error as a low part (hi + lo) and fold it, the rounding of
   1 + e and the division residual into one correction term: the results stay within about one
-  ulp where the plain formulas reach two.
+  ulp where the plain formulas reach two. The correction needs only a rough reciprocal of
+  1 + e: vrcp14ps (2^-14) for 512-bit f32 vectors, an `arcp` division elsewhere.
 * pow: exp(y·log|x|) with C99 special cases (x < 0 with integral y, ±0, ±inf, 1, NaN). The f32
   version computes in f64 internally: y·log x amplifies the log's error by |y·log x|, which
   f32 cannot absorb.
@@ -175,12 +180,12 @@ class _Emit:
         """2^n for integer n in the normal exponent range, from exponent bits."""
         return self.from_bits(self.b.shl(self.b.add(n, self.ic(self.bias)), self.ic(self.mant)))
 
-    def ldexp(self, p: ir.Value, nf: ir.Value) -> ir.Value:
-        """p·2^n for integral float n, in two exact halves so results may overflow to inf or
-        underflow gradually (|n| may exceed the exponent range by up to a factor of two)."""
+    def ldexp(self, p: ir.Value, n: tuple[ir.Value, ir.Value]) -> ir.Value:
+        """p·2^n, n given as (float, integer), in two exact halves so results may overflow to
+        inf or underflow gradually (|n| may exceed the exponent range by up to a factor of 2)."""
+        nf, n = n
         if self.wide:
             return self._scalef(p, nf)
-        n = self.to_int(nf)
         if self.ldexp_intrinsic:
             n32 = self.b.trunc(n, vector(I32, lanes_of(self.ty))) if self.is64 else n
             fn = declare(self.b.module, f"llvm.ldexp.{type_suffix(self.ty)}."
@@ -199,30 +204,42 @@ _LOG2E = 1.4426950408889634
 # Cody-Waite split of ln 2: n·hi is exact for the n that occur.
 _LN2_HI = {False: 0.693359375, True: 6.93147180369123816490e-01}
 _LN2_LO = {False: -2.12194440e-4, True: 1.90821492927058770002e-10}
-# exp(r) = 1 + r + r²·P(r): Cephes expf coefficients (f32), Taylor 1/k! (f64, |r| ≤ ln2/2).
-_EXP_P32 = (1.9875691500e-4, 1.3981999507e-3, 8.3334519073e-3, 4.1665795894e-2,
-            1.6666665459e-1, 5.0000001201e-1)
+# exp(r) = 1 + r + r²·P(r), |r| ≤ ln2/2: for f32 a degree-4 P (minimax for the relative
+# error of e^r, fitted by Lawson's iteration: 2^-28, one FMA less than Cephes' degree 5),
+# Taylor 1/k! for f64.
+_EXP_P32 = (1.3814539415761828e-3, 8.36874544620514e-3, 4.166838899254799e-2,
+            1.666652113199234e-1, 4.999999403953552e-1)
 _EXP_P64 = tuple(1.0 / math.factorial(k) for k in range(13, 1, -1))
 # Clamps: beyond them the result is 0 / inf (exp) or -1 / inf (expm1) anyway.
 _EXP_LO = {False: -104.0, True: -746.0}
 _EXP_HI = {False: 89.0, True: 710.0}
 
 
-def _exp_reduce(e: _Emit, x: ir.Value, lo: float | None,
-                hi: float | None = _EXP_HI) -> tuple[ir.Value, ir.Value, ir.Value]:
+def _exp_reduce(e: _Emit, x: ir.Value, lo: float | None, hi: float | None = _EXP_HI,
+                keep_nan: bool = False) -> tuple[ir.Value, ir.Value, tuple[ir.Value, ir.Value]]:
     """Clamp x to [lo, hi] (None: the caller's x is known to be within it), then
-    n = rint(x·log2 e) and r = x − n·ln2 with |r| ≤ ln2/2. Returns (r, e^r − 1, n as float)."""
-    xc = x if lo is None else e.call("llvm.maxnum", x, e.c(lo))
-    xc = xc if hi is None else e.call("llvm.minnum", xc, e.c(hi[e.is64]))
+    n = rint(x·log2 e) and r = x − n·ln2 with |r| ≤ ln2/2. Returns (r, e^r − 1, n) with n as
+    (float, integer). With `keep_nan` the clamps let NaN through (one vmaxps/vminps each on
+    x86, NaN the operand passed on), and so does the rest: exp needs no NaN select."""
+    xc = x
+    if lo is not None:
+        xc = e.select(e.cmp("<", xc, e.c(lo)), e.c(lo), xc) if keep_nan \
+            else e.call("llvm.maxnum", xc, e.c(lo))
+    if hi is not None:
+        h = e.c(hi[e.is64])
+        xc = e.select(e.cmp(">", xc, h), h, xc) if keep_nan else e.call("llvm.minnum", xc, h)
     # rint(x·log2 e) by the round-to-integer constant 1.5·2^mant: one fused multiply-add and
-    # one subtraction instead of a multiply and a (two-uop) round instruction.
+    # one subtraction instead of a multiply and a (two-uop) round instruction. The integer
+    # comes from the same bits (defined for NaN, unlike a float-to-int conversion).
     magic = e.c(1.5 * 2.0 ** e.mant)
-    n = e.sub(e.fma(xc, e.c(_LOG2E), magic), magic)
+    t = e.fma(xc, e.c(_LOG2E), magic)
+    n = e.sub(t, magic)
+    ni = e.b.sub(e.to_bits(t), e.to_bits(magic))
     r = e.fma(n, e.c(-_LN2_HI[e.is64]), xc)
     r = e.fma(n, e.c(-_LN2_LO[e.is64]), r)
     q = e.poly(r, _EXP_P64 if e.is64 else _EXP_P32)
     em1 = e.fma(q, e.mul(r, r), r)
-    return r, em1, n
+    return r, em1, (n, ni)
 
 
 def _exp_hilo(e: _Emit, x: ir.Value, clamp_lo: bool = True,
@@ -239,21 +256,20 @@ def _exp_hilo(e: _Emit, x: ir.Value, clamp_lo: bool = True,
 
 
 def build_exp(e: _Emit, x: ir.Value) -> ir.Value:
-    _, em1, n = _exp_reduce(e, x, _EXP_LO[e.is64])
-    y = e.ldexp(e.add(em1, e.c(1.0)), n)
-    return e.select(e.isnan(x), x, y)
+    _, em1, n = _exp_reduce(e, x, _EXP_LO[e.is64], keep_nan=True)
+    return e.ldexp(e.add(em1, e.c(1.0)), n)  # NaN in, NaN out
 
 
 def build_expm1(e: _Emit, x: ir.Value) -> ir.Value:
     # Below lo, e^x is under half an ulp of 1: expm1 = -1.
     lo = -50.0 if e.is64 else -30.0
-    _, em1, nf = _exp_reduce(e, x, lo)
-    n = e.to_int(nf)
+    _, em1, nn = _exp_reduce(e, x, lo)
+    n = nn[1]
     big = e.mant + 2  # from here on 2^n - 1 rounds to 2^n: use the overflow-safe exp path
     n_small = e.b.select(e.b.icmp_signed(">", n, e.ic(big)), e.ic(big), n)
     t = e.pow2(n_small)
     small = e.fma(t, em1, e.sub(t, e.c(1.0)))
-    large = e.ldexp(e.add(em1, e.c(1.0)), nf)
+    large = e.ldexp(e.add(em1, e.c(1.0)), nn)
     y = e.select(e.b.icmp_signed(">", n, e.ic(big)), large, small)
     # n = 0 gives em1 itself (r == x): exact sign and tiny values; NaN propagates.
     return e.select(e.isnan(x), x, y)
