@@ -14,9 +14,7 @@ Each op has its own direct numpy reference (plain loops and per-gate weight bloc
 independently of its decomposition so that the decomposition can be tested against it:
 - a cell becomes ONE matmul per operand for all gates at once ([B, 4H]), then a `slice` per gate;
 - a sequence op is unrolled over T: per step, slice x_t and reshape away the time axis, apply the
-  cell, reshape its output back to [1, B, H]; the T outputs are `concat`enated. The LSTM first
-  computes its input term xs @ W_x (+ b) for all steps in one product (`x_proj`) and slices
-  step t's [B, 4H] block from it, so each step keeps one matmul (h @ W_z). Every step's nodes
+  cell, reshape its output back to [1, B, H]; the T outputs are `concat`enated. Every step's nodes
   are made inside `b.scope(f"t{t}")`, so the decomposed text shows T scoped cells
   (`%lstm0.t3.lstm_cell0.f.sigmoid`).
 """
@@ -226,11 +224,8 @@ def decompose_rnn_cell(b, inputs, attrs):
 
 def decompose_lstm_cell(b, inputs, attrs):
     x, h, c, w_x, w_z, *bias = inputs
-    return _lstm_gates(b, _preactivation(b, x, h, w_x, w_z, bias), c, h.shape[1])
-
-
-def _lstm_gates(b, pre, c, hidden: int):
-    """(h', c') from the stacked pre-activation [B, 4H] and the memory cell c."""
+    hidden = h.shape[1]
+    pre = _preactivation(b, x, h, w_x, w_z, bias)
     gates = {}
     for k, gate in enumerate(LSTM_GATES):
         with b.scope(gate):
@@ -267,30 +262,9 @@ def decompose_rnn(b, inputs, attrs):
     return _unroll(b, xs, (h0,), "rnn_cell", tuple(weights), attrs)
 
 
-def _input_projection(b, xs, w_x, bias):
-    """xs @ W_x (+ b) for all T steps at once, as [T, B, G*H].
-
-    The input term does not depend on the recurrence, so one [T*B, D] @ [D, G*H] product
-    replaces T small ones: the weights are read (and packed) once instead of T times, and the
-    bias rides in that product's epilogue.
-    """
-    proj = b.matmul(xs, w_x)  # [T, B, D] @ [D, G*H]: W_x broadcast over the time axis
-    return proj + bias[0] if bias else proj
-
-
 def decompose_lstm(b, inputs, attrs):
-    xs, h, c, w_x, w_z, *bias = inputs
-    hidden = h.shape[1]
-    with b.scope("x_proj"):
-        proj = _input_projection(b, xs, w_x, bias)
-    outs = []
-    for t in range(xs.shape[0]):
-        with b.scope(f"t{t}"), b.scope("lstm_cell", numbered=True):
-            pre = _time_step(b, proj, t) + b.matmul(h, w_z)
-            h, c = _lstm_gates(b, pre, c, hidden)
-            outs.append(b.reshape(h, (1,) + h.shape))
-    hs = b.concat(*outs, axis=0)
-    return hs, h, c
+    xs, h0, c0, *weights = inputs
+    return _unroll(b, xs, (h0, c0), "lstm_cell", tuple(weights), {})
 
 
 def register_ops() -> None:
