@@ -663,7 +663,10 @@ def _combine(ev: ExprEmitter, red: Reduction, acc: list[ir.Value], v: ir.Value,
         return [b.fadd(acc[0], v, flags=("reassoc",)) if is_float else b.add(acc[0], v)]
     if red.kind == "max":
         if is_float:
-            return [b.call(intrinsic(b.module, "llvm.maximum", ty), [acc[0], v])]
+            # nsz: NaN still propagates, but -0 and +0 need not be ordered (on x86 three
+            # instructions instead of six, and a shorter chain through the accumulator).
+            return [b.call(intrinsic(b.module, "llvm.maximum", ty), [acc[0], v],
+                           fastmath=("nsz",))]
         if ty == I1:
             return [b.or_(acc[0], v)]
         return [b.call(intrinsic(b.module, "llvm.smax", ty), [acc[0], v])]

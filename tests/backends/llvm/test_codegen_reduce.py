@@ -108,6 +108,21 @@ def test_nan_in_reductions(fuse):
         check_llvm(b.build(), {"x": xs}, fuse=fuse)
 
 
+def test_nan_in_vectorized_row_max(rng):
+    """Rows long enough for the vectorized max loop (several unrolled vectors): a NaN in the
+    vector body, in the remainder, or first still makes the row's max (and softmax) NaN."""
+    b = Builder("nanrow")
+    x = b.input("x", (5, 1000))
+    b.output("max", x.max((1,)))
+    b.output("softmax", b.softmax(x))
+    xs = rng.standard_normal((5, 1000)).astype(np.float32)
+    xs[0, 200] = xs[1, 999] = xs[2, 0] = np.nan
+    xs[3, 500] = -0.0  # a signed zero among negatives: the max is a zero (either sign)
+    xs[3] = -np.abs(xs[3])
+    with np.errstate(all="ignore"):
+        check_llvm(b.build(), {"x": xs})
+
+
 @pytest.mark.parametrize("dtype", ["f64", "i32", "i64"])
 def test_other_dtypes(dtype, rng):
     b = Builder("dt")
