@@ -30,11 +30,6 @@ import numpy as np
 from graphc.ir.kernel import Schedule
 
 CACHE_ENV = "GRAPHC_CACHE_DIR"
-_BACKEND_SOURCES = ("codegen.py", "codegen_expr.py", "codegen_loop.py", "codegen_template.py",
-                    "codegen_library.py", "lowering.py", "mathlib.py", "llvm_ir.py",
-                    "parallel.py", "target.py", "runtime.py", "gemm.py", "conv.py")
-
-
 def cache_dir(override: str | os.PathLike | None = None) -> Path:
     """The cache root: `override`, else $GRAPHC_CACHE_DIR, else ~/.cache/graphc."""
     if override is not None:
@@ -53,12 +48,10 @@ def backend_fingerprint() -> str:
         h.update(version("graphc").encode())
     except PackageNotFoundError:
         h.update(b"unknown")
-    here = Path(__file__).parent
-    for name in _BACKEND_SOURCES:
-        p = here / name
-        if p.is_file():
-            h.update(name.encode())
-            h.update(p.read_bytes())
+    # Every module of this backend: a hand-kept list went stale when modules were added.
+    for p in sorted(Path(__file__).parent.glob("*.py")):
+        h.update(p.name.encode())
+        h.update(p.read_bytes())
     return h.hexdigest()
 
 
