@@ -32,10 +32,10 @@ widens (with 512-bit vectors on AVX-512 hosts).
 
 Store-only loops (a pointwise kernel's last outer loop, a sweep without reductions) are
 explicit vector loops instead (`_vector_loop`, `codegen_expr.VectorEmitter`): full vectors with
-plain loads and stores, one masked vector for the tail, and for outputs of 16 MiB and more
-whose values are cheap, *streaming* (non-temporal) stores into 64-byte aligned memory: no read
-for ownership, about a third less memory traffic for a memory-bound kernel (measured: they
-slow down a store waiting on an exp chain, hence the cost limit).
+plain loads and stores (two per iteration), one masked vector for the tail, and for outputs of
+16 MiB and more whose values are cheap, *streaming* (non-temporal) stores into 64-byte aligned
+memory: no read for ownership, about a third less memory traffic for a memory-bound kernel
+(measured: they slow down a store waiting on an exp chain, hence the cost limit).
 
 Persistent reductions keep values that a later sweep recomputes (softmax's exp(x - max)) in a
 row-sized stack array (`_plan_stash`), and their last sweep prefetches the next row for the
@@ -381,10 +381,24 @@ def _vector_loop(ev: ExprEmitter, var: str, start: ir.Value, stop: ir.Value, pla
         if stash is not None:
             stash.keep_vector(vev)
 
-    with for_range(b, start, main_end, step=lanes, name=f"vec{var}") as j:
+    def full(j: ir.Value) -> None:
         body(j, None)
         if stash is not None and stash.prefetch is not None:
             _prefetch(stash.prefetch, var, j)
+
+    if stash is None:
+        # Two vectors per iteration, then at most one more: independent chains side by side
+        # (an exp is a long dependency chain), half the loop overhead. (A sweep reading a
+        # stash is a cheap loop that LLVM unrolls itself.)
+        pair_end = b.add(start, b.mul(b.udiv(count, _i64(2 * lanes)), _i64(2 * lanes)))
+        with for_range(b, start, pair_end, step=2 * lanes, name=f"vec2{var}") as j:
+            full(j)
+            full(b.add(j, _i64(lanes)))
+        with b.if_then(b.icmp_signed("<", pair_end, main_end)):
+            full(pair_end)
+    else:
+        with for_range(b, start, main_end, step=lanes, name=f"vec{var}") as j:
+            full(j)
     with b.if_then(b.icmp_signed("<", main_end, stop)):
         w = VectorEmitter.within(ev, {}, var, lanes, true)
         body(main_end, b.icmp_signed("<", b.add(w.widen(main_end), iota), w.widen(stop)))

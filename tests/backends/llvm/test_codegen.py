@@ -265,3 +265,14 @@ def test_large_outputs_use_streaming_stores(cols, rng):
     exe = check_llvm(b.build(), ins)
     (plan,) = exe.info["kernel_plans"].values()
     assert plan["streaming"] and plan["lanes"], plan
+
+
+@pytest.mark.parametrize("n", [16, 31, 32, 48, 49, 80, 1000])
+def test_vector_loop_pairs_and_tail(n):
+    """The explicit vector loop runs pairs of vectors, at most one single vector, then one
+    masked vector: every split of n into those computes every element once."""
+    b = Builder("pairs")
+    x = b.input("x", (3, n))
+    b.output("y", b.sigmoid(x) * 2.0 + b.tanh(x))
+    xs = np.random.default_rng(n).standard_normal((3, n)).astype(np.float32) * 4
+    check_llvm(b.build(), {"x": xs})
