@@ -244,6 +244,9 @@ def torch_compile_contender(inst: Instance, threads: int, version: str) -> Conte
 
     try:
         impl = inst.torch(inst)
+        # Workloads of several sizes share one function; dynamo caches per code object and
+        # would fall back to eager after its recompile limit, so each workload starts afresh.
+        torch._dynamo.reset()
         compiled = torch.compile(impl.compilable or impl.run, dynamic=False)
     except Exception as e:  # noqa: BLE001
         return failed("torch.compile", "torch", "error", f"setup: {type(e).__name__}: {e}")
