@@ -171,7 +171,6 @@ def test_second_compile_is_a_cache_hit(rng, tmp_path):
     first = graphc.compile(g, target="llvm", cache_dir=tmp_path)
     second = graphc.compile(g, target="llvm", cache_dir=tmp_path)
     assert first.info["cache_hit"] is False and second.info["cache_hit"] is True
-    assert second.info["compile_seconds"] < first.info["compile_seconds"]
     assert first.info["cache_key"] == second.info["cache_key"]
     xs = rng.standard_normal((8, 40)).astype(np.float32)
     np.testing.assert_array_equal(first(x=xs)["y"], second(x=xs)["y"])
