@@ -15,6 +15,7 @@ in the chapter's two forms, which must agree:
 from __future__ import annotations
 
 import numpy as np
+
 from graphc.ir.builder import Builder
 from graphc.ir.graph import Graph
 

@@ -18,6 +18,7 @@ choice that lets the cell remember from the first step on.
 from __future__ import annotations
 
 import numpy as np
+
 from graphc.ir.builder import Builder
 from graphc.ir.graph import Graph
 

@@ -16,6 +16,7 @@ the named values in3, in4, h3, h4, in5, yhat and loss.
 from __future__ import annotations
 
 import numpy as np
+
 from graphc.ir.builder import Builder
 from graphc.ir.graph import Graph
 

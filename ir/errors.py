@@ -1,4 +1,5 @@
-"""The GraphError family: every error a user can cause names the node, op, shape or file at fault."""
+"""The GraphError family: every error a user can cause names the node, op, shape or file at
+fault."""
 
 from __future__ import annotations
 

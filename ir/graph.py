@@ -115,7 +115,7 @@ class Node:
                 and dict(self._attrs) == dict(other._attrs) and self.types == other.types
                 and len(self.inputs) == len(other.inputs)
                 and all(a.node is b.node and a.index == b.index
-                        for a, b in zip(self.inputs, other.inputs)))
+                        for a, b in zip(self.inputs, other.inputs, strict=True)))
 
     def with_inputs(self, inputs: Iterable[Value]) -> Node:
         return Node(self.op, inputs, self._attrs, self.types, self.name)
@@ -145,7 +145,8 @@ class Graph:
         seen: set[str] = set()
         for n in names:
             if n in seen:
-                raise DuplicateNameError(f"graph {name!r}: input/parameter name {n!r} is used twice")
+                raise DuplicateNameError(
+                    f"graph {name!r}: input/parameter name {n!r} is used twice")
             seen.add(n)
         seen.clear()
         for n, _ in self.outputs:
@@ -237,12 +238,12 @@ class Graph:
         body = []
         for n in self.nodes:
             new_inputs = tuple(m(v) for v in n.inputs)
-            if all(a is b for a, b in zip(new_inputs, n.inputs)):
+            if all(a is b for a, b in zip(new_inputs, n.inputs, strict=True)):
                 body.append(n)
                 continue
             nn = n.with_inputs(new_inputs)
             body.append(nn)
-            for old, new in zip(n.outputs, nn.outputs):
+            for old, new in zip(n.outputs, nn.outputs, strict=True):
                 vmap[(id(n), old.index)] = new
         outs = [(name, m(v)) for name, v in self.outputs]
         return Graph(self.name, self.inputs, self.params, body, outs, self.param_values)

@@ -7,12 +7,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from graphc.backends.reference import run_graph
-from graphc.ir.registry import OPS
-from graphc.ir.verify import verify
 
+from graphc.backends.reference import run_graph
 from graphc.cli import main
 from graphc.io import load_graph
+from graphc.ir.registry import OPS
+from graphc.ir.verify import verify
 
 from .conftest import roundtrip
 

@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+
 from graphc.backends.reference import run_graph
+from graphc.io import load_graph
 from graphc.ir.graph import Graph
 from graphc.ir.verify import verify
-
-from graphc.io import load_graph
 from graphc.passes import decompose
 from graphc.passes.autodiff import autodiff
 

@@ -69,7 +69,10 @@ def run_graph(graph: Graph, inputs: Mapping[str, np.ndarray] | None = None,
         except Exception as e:  # a numpy failure here is a bug in a reference: say where
             raise GraphError(f"reference of node %{n.name} = {n.op} failed: {e}") from e
         results = result if isinstance(result, tuple) else (result,)
-        for out, arr in zip(n.outputs, results):
+        if len(results) != len(n.outputs):
+            raise GraphError(f"reference of node %{n.name} = {n.op} returned {len(results)} "
+                             f"arrays for {len(n.outputs)} outputs")
+        for out, arr in zip(n.outputs, results, strict=True):
             arr = np.asarray(arr)
             if arr.shape != out.shape:
                 raise GraphError(f"reference of node %{n.name} = {n.op} returned shape "

@@ -18,6 +18,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 import numpy as np
+
 from graphc.ir.errors import GraphError, InputError
 from graphc.ir.kernel import (
     Acc,

@@ -28,7 +28,7 @@ def rebuild(graph: Graph, b: Builder) -> Graph:
     for n in graph.nodes:
         result = b.op(n.op, *(b.tensor(m(v)) for v in n.inputs), name=n.name, **dict(n.attrs))
         outs = result if isinstance(result, tuple) else (result,)
-        for old, new in zip(n.outputs, outs):
+        for old, new in zip(n.outputs, outs, strict=True):
             vmap[(id(n), old.index)] = new.value
     return b.build(outputs={k: b.tensor(m(v)) for k, v in graph.outputs})
 

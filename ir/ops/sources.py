@@ -40,7 +40,8 @@ def register_ops() -> None:
               attrs={"name": Attr("str"), "frozen": Attr("bool", False)}, differentiable=False,
               doc="A trainable parameter; its value lives in the graph's side table."),
         OpDef("constant", "source", 0, infer_constant, ref_constant,
-              attrs={"value": Attr("any"), "shape": Attr("ints", ()), "dtype": Attr("dtype", "f32")},
+              attrs={"value": Attr("any"), "shape": Attr("ints", ()),
+                     "dtype": Attr("dtype", "f32")},
               differentiable=False,
               doc="A scalar splatted to `shape`, or a flat tuple of all elements."),
     )

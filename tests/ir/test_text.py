@@ -10,6 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from graphc.backends.reference import run_graph
 from graphc.ir import (
     Builder,
     CycleError,
@@ -22,7 +23,6 @@ from graphc.ir import (
     print_graph,
 )
 from graphc.ir.errors import AttributeSchemaError
-from graphc.backends.reference import run_graph
 from graphc.ir.text import format_attr
 
 UNARY = ["neg", "abs", "exp", "tanh", "sigmoid", "relu", "softplus"]

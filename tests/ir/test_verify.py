@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from graphc.backends.reference import run_graph
 from graphc.ir import (
     Builder,
     DanglingValueError,
@@ -19,7 +20,6 @@ from graphc.ir import (
 )
 from graphc.ir.errors import AttributeSchemaError, InputError
 from graphc.ir.graph import Graph
-from graphc.backends.reference import run_graph
 
 
 def small():

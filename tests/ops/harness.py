@@ -73,7 +73,7 @@ def check_vjp(op: str, arrays: Sequence[np.ndarray], attrs: dict | None = None,
 
     def objective(xs):
         ys = run_op(op, xs, **attrs)
-        return sum(float(np.sum(c * y)) for c, y in zip(cts, ys) if c is not None)
+        return sum(float(np.sum(c * y)) for c, y in zip(cts, ys, strict=True) if c is not None)
 
     for i in wrt:
         x = arrays[i]

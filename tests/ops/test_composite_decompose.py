@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from graphc.backends.reference import run_graph
 from graphc.ir.builder import Builder
 from graphc.ir.registry import OPS, get_op
 from graphc.ir.text import print_graph
 from graphc.ir.verify import verify
-
 from graphc.passes.decompose import decompose
 
 from ..conftest import roundtrip

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+
 from graphc.ir.builder import Builder
 from graphc.ir.errors import AttributeSchemaError, DTypeError, GraphError, ShapeError
 

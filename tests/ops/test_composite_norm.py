@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+
 from graphc.ir.errors import AttributeSchemaError, DTypeError, ShapeError
 
 from .harness import op_graph, run_op

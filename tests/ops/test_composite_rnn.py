@@ -10,14 +10,14 @@ import re
 import numpy as np
 import pytest
 import torch
+
 from graphc.backends.reference import run_graph
+from graphc.cli import main
 from graphc.ir.builder import Builder
 from graphc.ir.errors import DTypeError, GraphError, ShapeError
 from graphc.ir.graph import Graph
 from graphc.ir.text import print_graph
 from graphc.ir.verify import verify
-
-from graphc.cli import main
 from graphc.passes.autodiff import autodiff
 from graphc.passes.decompose import decompose
 

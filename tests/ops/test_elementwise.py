@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from graphc.ir.builder import Builder
 from graphc.backends.reference import run_graph
+from graphc.ir.builder import Builder
 
 from .harness import check_vjp, run_op
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+
 from graphc.ir.builder import Builder
 from graphc.ir.errors import DTypeError, GraphError, ShapeError
 

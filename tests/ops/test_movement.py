@@ -9,10 +9,11 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from graphc.ir.builder import Builder
-from graphc.ir.errors import AttributeSchemaError, DTypeError, ShapeError
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
+from graphc.ir.builder import Builder
+from graphc.ir.errors import AttributeSchemaError, DTypeError, ShapeError
 
 from ..conftest import roundtrip
 from .harness import check_vjp, run_op

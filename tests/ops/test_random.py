@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from graphc.ir.builder import Builder
 from graphc.ir.errors import AttributeSchemaError, DTypeError, ShapeError
 from graphc.ir.ops.random import philox4x32

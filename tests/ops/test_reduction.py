@@ -7,11 +7,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from graphc.backends.reference import run_graph
 from graphc.ir.builder import Builder
 from graphc.ir.errors import AttributeSchemaError, DTypeError, ShapeError
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 from ..conftest import roundtrip
 from .harness import check_vjp, run_op, vjp_graph

@@ -10,13 +10,14 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
+
 from graphc.backends.reference import run_graph
 from graphc.ir.builder import Builder
 from graphc.ir.errors import AttributeSchemaError, DTypeError, ShapeError
 from graphc.ir.registry import check_node
 from graphc.ir.types import TensorType
-from hypothesis import assume, given, settings
-from hypothesis import strategies as st
 
 from ..conftest import roundtrip
 from .harness import check_vjp, run_op, vjp_graph

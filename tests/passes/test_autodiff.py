@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from graphc.backends.reference import run_graph
 from graphc.ir.builder import Builder
 from graphc.ir.errors import GradientError
 from graphc.ir.text import print_graph
 from graphc.ir.verify import verify
-
 from graphc.passes import AutodiffPass, PassContext, autodiff
 
 from ..conftest import roundtrip

@@ -8,11 +8,11 @@ from __future__ import annotations
 import numpy as np
 import torch
 import torch.nn.functional as F
+
 from graphc.backends.reference import run_graph
 from graphc.ir.builder import Builder
 from graphc.ir.graph import Graph
 from graphc.ir.verify import verify
-
 from graphc.optim import SGD, Adam
 from graphc.passes import autodiff
 from graphc.train import ParamGroup, Trainer, train_step

@@ -8,15 +8,15 @@ import textwrap
 
 import numpy as np
 import pytest
+
 from graphc.backends.reference import run_graph
+from graphc.cli import main
+from graphc.gradcheck import GradcheckFailure, gradcheck, to_float64
 from graphc.ir.builder import Builder
 from graphc.ir.errors import GradientError
 from graphc.ir.registry import OPS
 from graphc.ir.types import FLOAT_DTYPES
 from graphc.ir.verify import verify
-
-from graphc.cli import main
-from graphc.gradcheck import GradcheckFailure, gradcheck, to_float64
 
 
 def _net():

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from graphc.backends.reference import run_graph
 from graphc.ir.builder import Builder
 from graphc.ir.text import parse_graph, print_graph
 from graphc.ir.verify import verify
-from hypothesis import given, settings
-from hypothesis import strategies as st
-
 from graphc.passes import PassContext, SimplifyPass, autodiff, simplify
 
 GOLDEN = {

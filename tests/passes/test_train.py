@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+
 from graphc.backends.reference import run_graph
 from graphc.ir.builder import Builder
 from graphc.ir.errors import GradientError
 from graphc.ir.graph import Graph
 from graphc.ir.verify import verify
-
 from graphc.optim import SGD, Adam, AdamW, OptimizerError
 from graphc.train import ParamGroup, Trainer, train_step
 
