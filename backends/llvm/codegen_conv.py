@@ -53,7 +53,17 @@ from .codegen import KernelCode, KernelEnv
 from .codegen_expr import BufferRef, VectorEmitter, element_ptr
 from .codegen_gemm import SCRATCH, Affine, Staged, _emit_staging, affine_position
 from .codegen_loop import CHUNK_WORK, PARALLEL_WORK
-from .llvm_ir import I32, I64, emit_loop, for_range, intrinsic, llvm_type, masked_load, splat
+from .llvm_ir import (
+    I32,
+    I64,
+    emit_loop,
+    for_range,
+    if_update,
+    intrinsic,
+    llvm_type,
+    masked_load,
+    splat,
+)
 
 MAX_ACCUMULATORS = 28
 MAX_VECTORS = 4
@@ -237,7 +247,7 @@ class _Tile:
                             b.icmp_signed("<", ih, _i64(xs[2])))
                 xr = b.add(xc, b.mul(ih, _i64(plan.x.stride(xv[2]))))
                 wr = b.add(wc, b.mul(kh, _i64(plan.w.stride(wv[2]))))
-                return _if_update(b, ok, accs, lambda: self._taps(
+                return if_update(b, ok, accs, lambda _b, _v: self._taps(
                     xr, wr, accs, rows, masks, x_ref, w_ref, fma))
 
             return emit_loop(b, _i64(0), _i64(k.w.shape[2]), krow, accs, name="kh")
@@ -304,22 +314,4 @@ class _Tile:
                     ev.vstore(st.buffer, st.index, ev(st.value))
 
 
-def _if_update(b: ir.IRBuilder, cond: ir.Value, vals: list, update) -> list:
-    """vals if not cond else update(), through a branch and phis."""
-    before = b.block
-    then = b.append_basic_block("taps")
-    join = b.append_basic_block("taps.join")
-    b.cbranch(cond, then, join)
-    b.position_at_end(then)
-    new = update()
-    then_end = b.block
-    b.branch(join)
-    b.position_at_end(join)
-    out = []
-    for old, nv in zip(vals, new, strict=True):
-        phi = b.phi(old.type)
-        phi.add_incoming(old, before)
-        phi.add_incoming(nv, then_end)
-        out.append(phi)
-    return out
 

@@ -42,7 +42,7 @@ bias add, activations (`mathlib.emit_math_inline`), residual add ride along for 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 from llvmlite import ir
@@ -58,6 +58,7 @@ from .llvm_ir import (
     ceil_div,
     declare,
     emit_loop,
+    if_update,
     intrinsic,
     llvm_type,
     masked_load,
@@ -725,7 +726,7 @@ def _emit_microkernel(module: ir.Module, cfg: GemmConfig, rows: int,
     if cfg.accumulate:
         accs = add_old_c(b, accs)
     else:
-        accs = _if_update(b, b.not_(first), accs, add_old_c)
+        accs = if_update(b, b.not_(first), accs, add_old_c)
     if epilogue is not None:
         def apply(b: ir.IRBuilder, vals: list) -> list:
             out = []
@@ -741,7 +742,7 @@ def _emit_microkernel(module: ir.Module, cfg: GemmConfig, rows: int,
                 out.append(res)
             return out
 
-        accs = _if_update(b, last, accs, apply)
+        accs = if_update(b, last, accs, apply)
     for idx, v in enumerate(accs):
         i, j = divmod(idx, cfg.nv)
         masked_store(b, v, c_ptrs[i][j], masks[j])
@@ -749,25 +750,6 @@ def _emit_microkernel(module: ir.Module, cfg: GemmConfig, rows: int,
     return fn
 
 
-def _if_update(b: ir.IRBuilder, cond: ir.Value, vals: Sequence[ir.Value],
-               update: Callable[[ir.IRBuilder, list], list]) -> list:
-    """vals if not cond else update(vals), as a branch and phis (no work when cond is false)."""
-    before = b.block
-    then = b.append_basic_block("then")
-    join = b.append_basic_block("join")
-    b.cbranch(cond, then, join)
-    b.position_at_end(then)
-    new = update(b, list(vals))
-    then_end = b.block
-    b.branch(join)
-    b.position_at_end(join)
-    out = []
-    for old, nv in zip(vals, new, strict=True):
-        phi = b.phi(old.type)
-        phi.add_incoming(old, before)
-        phi.add_incoming(nv, then_end)
-        out.append(phi)
-    return out
 
 
 # ---------------------------------------------------------------------------------------------

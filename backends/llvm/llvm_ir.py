@@ -204,3 +204,24 @@ def smin(builder: ir.IRBuilder, a: ir.Value, b: ir.Value) -> ir.Value:
 
 def smax(builder: ir.IRBuilder, a: ir.Value, b: ir.Value) -> ir.Value:
     return builder.select(builder.icmp_signed(">", a, b), a, b)
+
+
+def if_update(b: ir.IRBuilder, cond: ir.Value, vals: Sequence[ir.Value],
+               update: Callable[[ir.IRBuilder, list], list]) -> list:
+    """vals if not cond else update(vals), as a branch and phis (no work when cond is false)."""
+    before = b.block
+    then = b.append_basic_block("then")
+    join = b.append_basic_block("join")
+    b.cbranch(cond, then, join)
+    b.position_at_end(then)
+    new = update(b, list(vals))
+    then_end = b.block
+    b.branch(join)
+    b.position_at_end(join)
+    out = []
+    for old, nv in zip(vals, new, strict=True):
+        phi = b.phi(old.type)
+        phi.add_incoming(old, before)
+        phi.add_incoming(nv, then_end)
+        out.append(phi)
+    return out
