@@ -1,5 +1,7 @@
-"""Memory-bound workloads: the elementwise chain, row softmax, batch-norm training forward, and
-the dispatch probe (a tiny graph whose run time is the cost of one call)."""
+"""Pointwise and memory-bound workloads: the elementwise chain (compute-bound in its sigmoid and
+tanh), the affine chain relu(x*w + b) (memory-bound: three loads and one store per element, two
+FLOPs and a max), row softmax, batch-norm training forward, and the dispatch probe (a tiny graph
+whose run time is the cost of one call)."""
 
 from __future__ import annotations
 
@@ -22,7 +24,10 @@ def make_elementwise(quick: bool) -> Instance:
     rng = np.random.default_rng(1)
     inputs = {"x": rand(rng, n), "w": rand(rng, n), "b": rand(rng, n)}
     return Instance("elementwise", graph, inputs, {"n": n}, "memory", flops=10.0 * n,
-                    numpy=numpy_elementwise, torch=torch_elementwise, onnx=onnx_elementwise)
+                    numpy=numpy_elementwise, torch=torch_elementwise, onnx=onnx_elementwise,
+                    notes="compute-bound in the vector sigmoid and tanh: its share of copy "
+                          "bandwidth is information; elementwise_affine is the memory-bound "
+                          "chain")
 
 
 def numpy_elementwise(inst: Instance) -> NumpyImpl:
@@ -77,6 +82,62 @@ def onnx_elementwise(inst: Instance) -> OnnxImpl:
              node("Mul", ["r", "s"], ["rs"]), node("Tanh", ["x"], ["t"]),
              node("Mul", ["t", "half"], ["th"]), node("Add", ["rs", "th"], ["y"])]
     model = make_model("elementwise", nodes, inst.inputs, ["y"], {"half": const(0.5)})
+    return OnnxImpl(model, dict(inst.inputs), {"y": "y"})
+
+
+# -- affine chain: relu(x*w + b), memory-bound --------------------------------------------------
+
+
+def make_elementwise_affine(quick: bool) -> Instance:
+    """Three streams in, one out, three arithmetic operations per element: far below any core's
+    arithmetic rate, so a fused kernel is bounded by memory bandwidth alone."""
+    n = 1 << 16 if quick else 1 << 24
+    b = Builder("elementwise_affine", seed=0)
+    x, w, bias = (b.input(k, (n,)) for k in ("x", "w", "b"))
+    graph = b.build(outputs={"y": (x * w + bias).relu()})
+    rng = np.random.default_rng(5)
+    inputs = {"x": rand(rng, n), "w": rand(rng, n), "b": rand(rng, n)}
+    return Instance("elementwise_affine", graph, inputs, {"n": n}, "memory", flops=3.0 * n,
+                    numpy=numpy_affine, torch=torch_affine, onnx=onnx_affine)
+
+
+def numpy_affine(inst: Instance) -> NumpyImpl:
+    x, w, bias = (inst.inputs[k] for k in ("x", "w", "b"))
+    y = np.empty_like(x)
+
+    def run():
+        np.multiply(x, w, out=y)
+        np.add(y, bias, out=y)
+        np.maximum(y, 0.0, out=y)
+        return {"y": y}
+
+    def run_alloc():
+        return {"y": np.maximum(x * w + bias, 0.0)}
+
+    return NumpyImpl(run, run_alloc)
+
+
+def torch_affine(inst: Instance) -> TorchImpl:
+    import torch
+
+    x, w, bias = (torch.from_numpy(inst.inputs[k]) for k in ("x", "w", "b"))
+    y = torch.empty_like(x)
+
+    def run():
+        return {"y": torch.relu(x * w + bias)}
+
+    def run_prealloc():
+        torch.mul(x, w, out=y)
+        y.add_(bias).relu_()
+        return {"y": y}
+
+    return TorchImpl(run, run_prealloc)
+
+
+def onnx_affine(inst: Instance) -> OnnxImpl:
+    nodes = [node("Mul", ["x", "w"], ["xw"]), node("Add", ["xw", "b"], ["pre"]),
+             node("Relu", ["pre"], ["y"])]
+    model = make_model("elementwise_affine", nodes, inst.inputs, ["y"])
     return OnnxImpl(model, dict(inst.inputs), {"y": "y"})
 
 
@@ -255,8 +316,10 @@ def onnx_dispatch(inst: Instance) -> OnnxImpl:
 
 
 WORKLOADS = [
-    Workload("elementwise", "relu(x*w + b)*sigmoid(x) + tanh(x)*0.5 over 16M f32",
-             make_elementwise),
+    Workload("elementwise", "relu(x*w + b)*sigmoid(x) + tanh(x)*0.5 over 16M f32 "
+             "(compute-bound: sigmoid, tanh)", make_elementwise),
+    Workload("elementwise_affine", "relu(x*w + b) over 16M f32 (memory-bound)",
+             make_elementwise_affine),
     Workload("softmax", "row softmax of a 4096x4096 f32 matrix", make_softmax),
     Workload("batchnorm_train", "batch norm training forward, x (64, 64, 32, 32)",
              make_batchnorm),
