@@ -11,8 +11,10 @@ from graphc.ir.errors import GraphError
 DESCRIPTION = """\
 Benchmark graphc (fused and unfused) against numpy, PyTorch eager, torch.compile and ONNX
 Runtime on the same inputs. Every contender's output is checked against the reference before it
-is timed; runs are interleaved round-robin at a fixed thread count; copy bandwidth and numpy's
-sgemm rate are measured alongside as anchors.
+is timed; runs are interleaved round-robin at a fixed thread count; copy bandwidth, numpy's
+sgemm rate and the FMA peak of generated code are measured alongside as anchors. Above one
+thread, each runtime's contenders run in a worker process of their own (--isolate), so that no
+other runtime's idle thread pool competes for the cores.
 
     graphc bench --quick --json run.json          # < 60 s smoke run at small sizes
     graphc bench --workload 'sgemm_*' --threads 1,2
@@ -52,6 +54,10 @@ def add_bench_parser(sub: Any) -> None:
                    help="sampling time per contender and workload before it stops early")
     p.add_argument("--no-compile-peers", action="store_true",
                    help="skip torch.compile (about 10 s of compilation per graph)")
+    p.add_argument("--isolate", default="auto", choices=("auto", "always", "never"),
+                   help="run each runtime's contenders (and the anchors) in a worker process "
+                        "of its own: auto (default) for thread counts above 1, where idle "
+                        "thread pools of other runtimes would steal cores; always; never")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--keep-openblas-env", action="store_true",
                    help="keep OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE (default: re-run without "
@@ -127,7 +133,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     cfg = BenchConfig(target=target, threads=parse_threads(args.threads), quick=args.quick,
                       workloads=tuple(patterns), repeats=args.repeats, warmup=args.warmup,
                       budget_s=args.budget, compile_peers=not args.no_compile_peers,
-                      progress=not args.no_progress, openblas_kept_reason=kept)
+                      progress=not args.no_progress, openblas_kept_reason=kept,
+                      isolate=args.isolate)
     doc = run_bench(cfg)
     doc["config"]["target_requested"] = args.target
     doc["config"]["target_note"] = note

@@ -164,17 +164,20 @@ def graphc_contender(inst: Instance, name: str, target: str, fuse: bool, threads
 
 def graphc_contenders(inst: Instance, target: str, threads: int, cache_dir: str | None
                       ) -> list[Contender]:
-    """graphc fused and unfused on `target`, and the reference target unless that is it."""
+    """graphc fused and unfused on `target`."""
     def where(kind: str) -> str | None:   # a fresh cache per contender: the first compile is cold
         return f"{cache_dir}/{inst.name}-t{threads}-{kind}" if cache_dir else None
 
-    out = [graphc_contender(inst, "graphc fused", target, True, threads, where("fused"), True),
-           graphc_contender(inst, "graphc unfused", target, False, threads, where("unfused"),
-                            False)]
-    if target != "reference":
-        out.append(graphc_contender(inst, "graphc reference", "reference", True, threads,
-                                    None, False))
-    return out
+    return [graphc_contender(inst, "graphc fused", target, True, threads, where("fused"), True),
+            graphc_contender(inst, "graphc unfused", target, False, threads, where("unfused"),
+                             False)]
+
+
+def reference_contenders(inst: Instance, target: str, threads: int) -> list[Contender]:
+    """graphc's reference target (numpy kernel-IR interpreter) unless `target` is it."""
+    if target == "reference":
+        return []
+    return [graphc_contender(inst, "graphc reference", "reference", True, threads, None, False)]
 
 
 # -- numpy ----------------------------------------------------------------------------------------
@@ -314,9 +317,32 @@ def onnx_bound_run(sess, impl) -> RunFn:
     return run
 
 
+# Contenders that share a runtime, and so may share a worker process (runner.py, isolation):
+# graphc's compiled code; numpy and graphc's reference interpreter (numpy op by op); torch
+# eager and torch.compile; ONNX Runtime. The first name of each is its main contender.
+RUNTIME_GROUPS = {"graphc": ("graphc fused", "graphc unfused"),
+                  "numpy": ("numpy", "numpy (alloc)", "graphc reference"),
+                  "torch": ("torch eager", "torch eager (alloc)", "torch.compile"),
+                  "onnxruntime": ("onnxruntime", "onnxruntime (alloc)")}
+
+
 def build_contenders(inst: Instance, target: str, threads: int, compile_peers: bool,
-                     cache_dir: str | None = None) -> list[Contender]:
-    """Every contender of one workload, set up (compiled, sessions created), not yet run.
-    `cache_dir`: a folder for graphc's compile caches (one fresh cache per contender)."""
-    return [*graphc_contenders(inst, target, threads, cache_dir), *numpy_contenders(inst),
-            *torch_contenders(inst, compile_peers), *onnx_contenders(inst, threads)]
+                     cache_dir: str | None = None, group: str | None = None
+                     ) -> list[Contender]:
+    """Every contender of one workload (or of one runtime `group` of RUNTIME_GROUPS), set up
+    (compiled, sessions created), not yet run. `cache_dir`: a folder for graphc's compile
+    caches (one fresh cache per contender). Only the chosen group's libraries are imported."""
+    if group is not None and group not in RUNTIME_GROUPS:
+        from graphc.ir.errors import GraphError
+
+        raise GraphError(f"no contender group {group!r}; groups are {list(RUNTIME_GROUPS)}")
+    out: list[Contender] = []
+    if group in (None, "graphc"):
+        out += graphc_contenders(inst, target, threads, cache_dir)
+    if group in (None, "numpy"):
+        out += reference_contenders(inst, target, threads) + numpy_contenders(inst)
+    if group in (None, "torch"):
+        out += torch_contenders(inst, compile_peers)
+    if group in (None, "onnxruntime"):
+        out += onnx_contenders(inst, threads)
+    return out

@@ -1,18 +1,24 @@
 """Presenting a benchmark run: the terminal table, the JSON document, the README's markdown
 section and a plot of speedups.
 
-The JSON document (schema "graphc-bench/1", produced by `runner.run_bench`):
+The JSON document (schema "graphc-bench/2", produced by `runner.run_bench`; documents of
+"graphc-bench/1", which lack the fields marked (2), are still read and rendered):
 
-    schema      "graphc-bench/1"
+    schema      "graphc-bench/2"
     machine     date, cpu, logical_cpus, usable_cpus, memory_gib, platform,
                 transparent_hugepages, load_average, versions{...}, graphc_commit,
                 numpy_blas{internal_api, version, num_threads, architecture, ...},
                 openblas_env{action, removed, present}
     config      target, threads[], quick, workloads[], repeats, warmup, compile_peers,
-                min_sample_s, budget_s, min_samples, ...
+                min_sample_s, budget_s, min_samples, isolate (2: auto | always | never), ...
     anchors[]   threads, copy{bytes, samples_s[], gbps_median, gbps_best},
-                sgemm{n, samples_s[], gflops_median, gflops_best}
+                sgemm{n, samples_s[], gflops_median, gflops_best},
+                peak (2, absent without LLVM: then peak_unavailable){vector_bits, lanes,
+                    accumulators, flops_per_call, samples_s[], gflops_best, gflops_median,
+                    per_core_gflops_best},
+                isolation (2){mode: in-process | process, pids{numpy, peak}}
     results[]   workload, description, threads, kind, sizes, bytes, flops, notes,
+                isolation (2: in-process | process),
                 graph{fused|unfused|reference: {kernels, arena_bytes, naive_bytes,
                 lower_bound_bytes, ...}},
                 speedups{unfused, reference, numpy, torch, torch.compile, onnxruntime},
@@ -21,8 +27,12 @@ The JSON document (schema "graphc-bench/1", produced by `runner.run_bench`):
                     check{ran, passed, compared[], max_rel_err, rtol, errors{}, problems[]},
                     compile{cold_s, cached_s | session_s}, stats{}, first_call_s, inner,
                     samples_s[] (seconds per call), capped,
-                    median_s, min_s, max_s, rate{gbps | gflops | us_per_call, of, pct}
-    targets[]   id, text, workload, threads, metric, bound, target, measured, met, note
+                    isolation (2){mode: in-process | process, group, pid},
+                    median_s, min_s, max_s,
+                    rate{gbps | gflops | us_per_call, of, pct, pct_peak (2, compute-bound)}
+    targets[]   id, text, workload, threads, metric, bound, target, measured, met, note,
+                at_peak (2, speedup targets that declare FLOPs){flops, peer_s, peak_gflops,
+                    needed_gflops, max_speedup, attainable}
     elapsed_s
 
 Speedups are peer median / graphc fused median: above 1, graphc is faster.
@@ -36,6 +46,8 @@ from pathlib import Path
 from typing import Any
 
 from .runner import RATIO_PEERS, SCHEMA
+
+SCHEMAS = ("graphc-bench/1", SCHEMA)   # every version this module reads
 
 SPEEDUP_HEADERS = {"unfused": "vs unfused", "numpy": "vs numpy", "torch": "vs torch",
                    "torch.compile": "vs t.compile", "onnxruntime": "vs ORT",
@@ -73,7 +85,8 @@ def fmt_rate(rate: dict[str, Any] | None) -> str:
     if "gbps" in rate:
         return f"{rate['gbps']:.3g} GB/s ({rate['pct']:.0f}% bw)"
     if "gflops" in rate:
-        return f"{rate['gflops']:.3g} GFLOP/s ({rate['pct']:.0f}% gemm)"
+        peak = f", {rate['pct_peak']:.0f}% peak" if "pct_peak" in rate else ""
+        return f"{rate['gflops']:.3g} GFLOP/s ({rate['pct']:.0f}% gemm{peak})"
     return ""
 
 
@@ -122,12 +135,28 @@ def machine_lines(doc: dict[str, Any]) -> list[str]:
         f"python {v.get('python')}; {m['platform']}",
     ]
     for a in doc["anchors"]:
-        lines.append(f"anchors, {a['threads']} thread(s): copy {a['copy']['gbps_best']:.3g} "
-                     f"GB/s (median {a['copy']['gbps_median']:.3g}); numpy sgemm "
-                     f"{a['sgemm']['n']}^3 {a['sgemm']['gflops_best']:.3g} GFLOP/s "
-                     f"(median {a['sgemm']['gflops_median']:.3g}); % bw and % gemm are of "
-                     "the best")
+        lines.append(anchor_line(a))
+    modes = sorted({r.get("isolation", "in-process") for r in doc["results"]})
+    if "process" in modes:
+        by = {r["threads"]: r.get("isolation", "in-process") for r in doc["results"]}
+        lines.append("isolation: " + "; ".join(
+            f"{n} thread(s) " + ("one worker process per runtime" if m == "process"
+                                 else "all contenders in one process")
+            for n, m in sorted(by.items())))
     return lines
+
+
+def anchor_line(a: dict[str, Any]) -> str:
+    """One anchors line: copy bandwidth, numpy sgemm and (where measured) the FMA peak."""
+    peak = a.get("peak")
+    peak_text = (f"; FMA peak {peak['gflops_best']:.3g} GFLOP/s ({peak['vector_bits']}-bit, "
+                 f"{peak['per_core_gflops_best']:.3g} per core)" if peak else "")
+    where = " [worker processes]" if (a.get("isolation") or {}).get("mode") == "process" else ""
+    return (f"anchors, {a['threads']} thread(s){where}: copy {a['copy']['gbps_best']:.3g} "
+            f"GB/s (median {a['copy']['gbps_median']:.3g}); numpy sgemm {a['sgemm']['n']}^3 "
+            f"{a['sgemm']['gflops_best']:.3g} GFLOP/s (median "
+            f"{a['sgemm']['gflops_median']:.3g}){peak_text}; % bw, % gemm"
+            f"{' and % peak' if peak else ''} are of the best")
 
 
 def contender_cells(r: dict[str, Any]) -> list[str]:
@@ -303,7 +332,8 @@ def markdown_report(doc: dict[str, Any], source: str = "") -> str:
     out += ["### Speedups", "", md_table(h, rows), ""]
     out += ["### Targets", "",
             "Targets of the LLVM backend beside the measured values (one thread unless noted); "
-            "✗ marks where we fall short.", "",
+            "✗ marks where we fall short. Where a target declares its FLOPs, the note says when "
+            "it is unattainable even at the measured FMA peak.", "",
             md_table(TARGET_HEADERS, target_rows(doc, ("✓", "✗", "not measured"))), ""]
     out += ["### Kernels and memory plan", "",
             "Arena: the planned buffer; naive: every intermediate in its own buffer; lower "
@@ -357,8 +387,9 @@ def validate_document(doc: Any) -> list[str]:
     if not isinstance(doc, dict):
         return ["not a JSON object"]
     problems = [f"missing key {k!r}" for k in TOP_KEYS if k not in doc]
-    if doc.get("schema") != SCHEMA:
-        problems.append(f"schema {doc.get('schema')!r} != {SCHEMA!r}")
+    if doc.get("schema") not in SCHEMAS:
+        problems.append(f"schema {doc.get('schema')!r} not one of {SCHEMAS}")
+    current = doc.get("schema") == SCHEMA
     for r in doc.get("results", []):
         where = f"result {r.get('workload')!r}"
         problems += [f"{where}: missing {k!r}" for k in RESULT_KEYS if k not in r]
@@ -367,6 +398,8 @@ def validate_document(doc: Any) -> list[str]:
         for c in r.get("contenders", []):
             cw = f"{where} / {c.get('name')!r}"
             problems += [f"{cw}: missing {k!r}" for k in CONTENDER_KEYS if k not in c]
+            if current and "isolation" not in c:
+                problems.append(f"{cw}: missing 'isolation'")
             if c.get("status") not in STATUSES:
                 problems.append(f"{cw}: status {c.get('status')!r}")
             if c.get("status") == "ok":

@@ -6,10 +6,11 @@
    number each contender actually uses is recorded next to its result.
 3. Physical anchors, measured in the same run: streaming copy bandwidth (numpy copy of a 256 MiB
    buffer, or one as large as the last-level cache, into a preallocated one; bytes read +
-   written per second) and numpy sgemm GFLOP/s
-   (1024^3, preallocated output). Each result is then also given as a % of one of them:
-   memory-bound workloads as % of copy bandwidth, compute-bound ones as % of numpy's sgemm rate,
-   both taken at their best sample (what the machine can do; medians are recorded too).
+   written per second), numpy sgemm GFLOP/s (1024^3, preallocated output) and, where the LLVM
+   backend works, the FMA peak (`peak.py`: a generated loop of independent FMA chains on every
+   thread). Each result is then also given as a % of them: memory-bound workloads as % of copy
+   bandwidth, compute-bound ones as % of numpy's sgemm rate and % of the FMA peak, all taken at
+   their best sample (what the machine can do; medians are recorded too).
 4. Per workload: the instance is built once; the reference (`graphc.run_reference` of the
    graph, the numpy oracle) computes the expected outputs; every contender is set up (graphc
    compiles into an empty compile cache of its own: cold, then again: cached; ONNX Runtime
@@ -26,10 +27,28 @@
    contender stops early once it has used its time budget (`budget_s`) and has `min_samples`.
 7. Per contender: median, min and max seconds per call; speedups of graphc fused over each peer
    are ratios of medians. Compile times (cold, cached) are reported apart from run times.
+
+Isolation (`BenchConfig.isolate`, `isolate.py`). With more than one thread, every library keeps
+a pool of workers that spin for a while after each call (OpenBLAS, torch's OpenMP, ONNX
+Runtime, graphc's libgomp); with all of them loaded in one process they steal the cores of
+whichever contender runs next, and a pause before each sample is not enough (graphc's
+two-thread sgemm read 0.55x numpy with every runtime loaded, 0.95-0.98x with only numpy and
+graphc). So by default ("auto") steps 3-6 run, for thread counts above one, in fresh worker
+processes: one per runtime (graphc's compiled code; numpy together with graphc's reference
+interpreter, which is numpy op by op; torch eager and torch.compile; ONNX Runtime), each of
+which loads only its own runtime, rebuilds the seeded workload instance (checked against the
+parent's by a digest of every input and parameter), checks its contenders' first calls
+against the reference computed by the parent and samples them round-robin among themselves.
+The anchors are measured the same way (numpy's in one process, the FMA peak in another). At
+one thread no pool has a worker besides the caller, so nothing spins, and the contenders stay
+in one process where the round-robin spreads machine drift over all of them and no process
+start is paid; "always" isolates every thread count, "never" none. Each contender and anchor
+records how it was run (`isolation`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import math
 import shutil
@@ -50,7 +69,8 @@ from .contenders import Contender, build_contenders, check_outputs
 from .machine import last_level_cache_bytes, machine_info
 from .workloads import Instance, Workload, select_workloads
 
-SCHEMA = "graphc-bench/1"
+SCHEMA = "graphc-bench/2"
+ISOLATE_MODES = ("auto", "always", "never")
 
 
 @dataclass
@@ -70,6 +90,13 @@ class BenchConfig:
     settle_s: float | None = None     # pause before each sample when threads > 1
     progress: bool = True
     openblas_kept_reason: str | None = None
+    isolate: str = "auto"             # worker processes: auto (threads > 1) | always | never
+
+    def isolates(self, threads: int) -> bool:
+        """Whether contenders at `threads` threads run in worker processes (module docstring)."""
+        if self.isolate not in ISOLATE_MODES:
+            raise GraphError(f"isolate must be one of {ISOLATE_MODES}, got {self.isolate!r}")
+        return self.isolate == "always" or (self.isolate == "auto" and threads > 1)
 
     def resolved(self) -> BenchConfig:
         q = self.quick
@@ -83,15 +110,16 @@ class BenchConfig:
             min_samples=self.min_samples or (1 if q else 3),
             settle_s=self.settle_s if self.settle_s is not None else 0.005,
             progress=self.progress,
-            openblas_kept_reason=self.openblas_kept_reason)
+            openblas_kept_reason=self.openblas_kept_reason, isolate=self.isolate)
 
 
 # -- threads --------------------------------------------------------------------------------------
 
 
 @contextmanager
-def pinned_threads(n: int) -> Iterator[dict[str, Any]]:
-    """Pin BLAS, OpenMP and torch to `n` threads for the duration; yields what was set."""
+def pinned_threads(n: int, torch: bool = True) -> Iterator[dict[str, Any]]:
+    """Pin BLAS, OpenMP and (with `torch`, importing it) torch to `n` threads for the duration;
+    yields what was set."""
     if n < 1:
         raise GraphError(f"thread count must be >= 1, got {n}")
     info: dict[str, Any] = {"requested": n}
@@ -104,11 +132,12 @@ def pinned_threads(n: int) -> Iterator[dict[str, Any]]:
         info["threadpoolctl"] = "not installed: BLAS threads not pinned"
     torch_before = None
     try:
-        import torch
+        if torch:
+            import torch as _torch
 
-        torch_before = torch.get_num_threads()
-        torch.set_num_threads(n)
-        info["torch"] = torch.get_num_threads()
+            torch_before = _torch.get_num_threads()
+            _torch.set_num_threads(n)
+            info["torch"] = _torch.get_num_threads()
     except ImportError:
         pass
     try:
@@ -117,9 +146,9 @@ def pinned_threads(n: int) -> Iterator[dict[str, Any]]:
         if limiter is not None:
             limiter.restore_original_limits()
         if torch_before is not None:
-            import torch
+            import torch as _torch
 
-            torch.set_num_threads(torch_before)
+            _torch.set_num_threads(torch_before)
 
 
 def single_interop_thread() -> None:
@@ -146,25 +175,41 @@ def time_calls(fn: Callable[[], Any], repeats: int, warmup: int = 1) -> list[flo
     return out
 
 
-def measure_anchors(threads: int, quick: bool) -> dict[str, Any]:
-    """Copy bandwidth and numpy sgemm rate under the current thread pinning."""
-    # larger than the last-level cache, so that the anchor is memory, not cache, bandwidth
-    nbytes = (32 << 20) if quick else max(256 << 20, last_level_cache_bytes() or 0)
-    src = np.ones(nbytes // 4, np.float32)
-    dst = np.zeros_like(src)
-    copy = time_calls(lambda: np.copyto(dst, src), 3 if quick else 15)
-    n = 256 if quick else 1024
-    rng = np.random.default_rng(0)
-    a, b = rng.random((n, n), dtype=np.float32), rng.random((n, n), dtype=np.float32)
-    c = np.empty((n, n), np.float32)
-    gemm = time_calls(lambda: np.matmul(a, b, out=c), 3 if quick else 15)
-    return {"threads": threads,
-            "copy": {"bytes": nbytes, "samples_s": copy,
-                     "gbps_median": 2 * nbytes / statistics.median(copy) / 1e9,
-                     "gbps_best": 2 * nbytes / min(copy) / 1e9},
-            "sgemm": {"n": n, "samples_s": gemm,
-                      "gflops_median": 2 * n ** 3 / statistics.median(gemm) / 1e9,
-                      "gflops_best": 2 * n ** 3 / min(gemm) / 1e9}}
+ANCHOR_PARTS = ("copy", "sgemm", "peak")
+
+
+def measure_anchors(threads: int, quick: bool, parts: tuple[str, ...] = ANCHOR_PARTS
+                    ) -> dict[str, Any]:
+    """Copy bandwidth, numpy sgemm rate and FMA peak (those in `parts`) under the current
+    thread pinning. The peak is measured first, before numpy's BLAS pool has run, and is
+    absent (with `peak_unavailable` saying why) where the LLVM backend does not work."""
+    out: dict[str, Any] = {"threads": threads}
+    if "peak" in parts:
+        try:
+            from .peak import measure_peak
+
+            out["peak"] = measure_peak(threads, quick)
+        except Exception as e:  # noqa: BLE001 - no LLVM here: the anchor is absent
+            out["peak_unavailable"] = f"{type(e).__name__}: {e}"[:200]
+    if "copy" in parts:
+        # larger than the last-level cache, so that the anchor is memory, not cache, bandwidth
+        nbytes = (32 << 20) if quick else max(256 << 20, last_level_cache_bytes() or 0)
+        src = np.ones(nbytes // 4, np.float32)
+        dst = np.zeros_like(src)
+        copy = time_calls(lambda: np.copyto(dst, src), 3 if quick else 15)
+        out["copy"] = {"bytes": nbytes, "samples_s": copy,
+                       "gbps_median": 2 * nbytes / statistics.median(copy) / 1e9,
+                       "gbps_best": 2 * nbytes / min(copy) / 1e9}
+    if "sgemm" in parts:
+        n = 256 if quick else 1024
+        rng = np.random.default_rng(0)
+        a, b = rng.random((n, n), dtype=np.float32), rng.random((n, n), dtype=np.float32)
+        c = np.empty((n, n), np.float32)
+        gemm = time_calls(lambda: np.matmul(a, b, out=c), 3 if quick else 15)
+        out["sgemm"] = {"n": n, "samples_s": gemm,
+                        "gflops_median": 2 * n ** 3 / statistics.median(gemm) / 1e9,
+                        "gflops_best": 2 * n ** 3 / min(gemm) / 1e9}
+    return out
 
 
 # -- one workload ---------------------------------------------------------------------------------
@@ -235,31 +280,43 @@ def sample_round_robin(cs: list[Contender], cfg: BenchConfig, threads: int,
         gc.enable()
 
 
-def anchor_share(inst: Instance, seconds: float, anchors: dict[str, Any]) -> dict[str, Any]:
-    """Achieved rate, and as a % of the matching anchor."""
-    if inst.kind == "memory":
-        gbps = inst.bytes / seconds / 1e9
+def anchor_share(result: dict[str, Any], seconds: float, anchors: dict[str, Any]
+                 ) -> dict[str, Any]:
+    """Achieved rate of a workload `result` (kind, bytes, flops), and as a % of the matching
+    anchor; compute-bound ones also as a % of the FMA peak where the run measured it."""
+    if result["kind"] == "memory":
+        gbps = result["bytes"] / seconds / 1e9
         return {"gbps": gbps, "of": "copy bandwidth",
                 "pct": 100.0 * gbps / anchors["copy"]["gbps_best"]}
-    if inst.kind == "compute":
-        gflops = inst.flops / seconds / 1e9
-        return {"gflops": gflops, "of": "numpy sgemm",
-                "pct": 100.0 * gflops / anchors["sgemm"]["gflops_best"]}
+    if result["kind"] == "compute":
+        gflops = result["flops"] / seconds / 1e9
+        out = {"gflops": gflops, "of": "numpy sgemm",
+               "pct": 100.0 * gflops / anchors["sgemm"]["gflops_best"]}
+        if anchors.get("peak"):
+            out["pct_peak"] = 100.0 * gflops / anchors["peak"]["gflops_best"]
+        return out
     return {"us_per_call": seconds * 1e6}
 
 
-def contender_result(c: Contender, inst: Instance, anchors: dict[str, Any]) -> dict[str, Any]:
+def contender_result(c: Contender, isolation: dict[str, Any]) -> dict[str, Any]:
+    """A contender's JSON row (without `rate`, which needs the anchors: `add_rates`)."""
     out: dict[str, Any] = {
         "name": c.name, "family": c.family, "role": c.role, "threads": c.threads,
         "config": c.config, "status": c.status, "reason": c.reason,
         "check": c.check or {"ran": False}, "compile": c.compile, "stats": c.stats,
         "first_call_s": c.first_call_s, "inner": c.inner, "samples_s": c.samples,
-        "capped": c.capped}
+        "capped": c.capped, "isolation": isolation}
     if c.samples:
         med = statistics.median(c.samples)
-        out.update(median_s=med, min_s=min(c.samples), max_s=max(c.samples),
-                   rate=anchor_share(inst, med, anchors))
+        out.update(median_s=med, min_s=min(c.samples), max_s=max(c.samples))
     return out
+
+
+def add_rates(result: dict[str, Any], anchors: dict[str, Any]) -> None:
+    """Set `rate` of every timed contender row of `result` from the anchors."""
+    for row in result["contenders"]:
+        if row.get("median_s"):
+            row["rate"] = anchor_share(result, row["median_s"], anchors)
 
 
 # speedup columns: graphc fused's median against each of these contenders' medians
@@ -276,20 +333,9 @@ def speedups(rows: list[dict[str, Any]]) -> dict[str, float | None]:
             for col, name in RATIO_PEERS.items()}
 
 
-def bench_workload(w: Workload, threads: int, cfg: BenchConfig, anchors: dict[str, Any],
-                   tick: Callable[[str], None], cache_dir: str | None = None
-                   ) -> dict[str, Any]:
-    from graphc.backends.reference import run_graph
-
-    t0 = time.perf_counter()
-    tick("build")
-    inst = w.make(cfg.quick)
-    t1 = time.perf_counter()
-    tick("reference")
-    ref = run_graph(inst.graph, inst.inputs)
-    t2 = time.perf_counter()
-    tick("compile / set up")
-    cs = build_contenders(inst, cfg.target, threads, cfg.compile_peers, cache_dir)
+def measure_contenders(cs: list[Contender], inst: Instance, ref: dict[str, np.ndarray],
+                       cfg: BenchConfig, threads: int, tick: Callable[[str], None]) -> None:
+    """Steps 4-6 for contenders already set up: checked first call, warm-up, samples."""
     for c in cs:
         if c.status == "ready":
             tick(f"check {c.name}")
@@ -299,13 +345,41 @@ def bench_workload(w: Workload, threads: int, cfg: BenchConfig, anchors: dict[st
         tick(f"warm up {c.name}")
         warm_up(c, cfg.warmup, cfg.min_sample_s)
     sample_round_robin(ok, cfg, threads, tick)
-    rows = [contender_result(c, inst, anchors) for c in cs]
+
+
+def bench_workload(w: Workload, threads: int, cfg: BenchConfig, anchors: dict[str, Any],
+                   tick: Callable[[str], None], cache_dir: str | None = None
+                   ) -> dict[str, Any]:
+    """One workload at one thread count: every contender checked, sampled and rated, in this
+    process or in worker processes (`cfg.isolates(threads)`)."""
+    from graphc.backends.reference import run_graph
+
+    t0 = time.perf_counter()
+    tick("build")
+    inst = w.make(cfg.quick)
+    t1 = time.perf_counter()
+    tick("reference")
+    ref = run_graph(inst.graph, inst.inputs)
+    t2 = time.perf_counter()
+    if cfg.isolates(threads):
+        from .isolate import run_isolated
+
+        rows = run_isolated(w.name, inst, ref, threads, cfg, tick, cache_dir)
+    else:
+        tick("compile / set up")
+        cs = build_contenders(inst, cfg.target, threads, cfg.compile_peers, cache_dir)
+        measure_contenders(cs, inst, ref, cfg, threads, tick)
+        rows = [contender_result(c, {"mode": "in-process"}) for c in cs]
     graph_stats = {r["name"].split()[-1]: r["stats"] for r in rows
                    if r["family"] == "graphc" and r["stats"]}
-    return {"workload": w.name, "description": w.description, "threads": threads,
-            "kind": inst.kind, "sizes": inst.sizes, "bytes": inst.bytes, "flops": inst.flops,
-            "notes": inst.notes, "build_s": t1 - t0, "reference_s": t2 - t1,
-            "graph": graph_stats, "contenders": rows, "speedups": speedups(rows)}
+    result = {"workload": w.name, "description": w.description, "threads": threads,
+              "kind": inst.kind, "sizes": inst.sizes, "bytes": inst.bytes,
+              "flops": inst.flops, "notes": inst.notes, "build_s": t1 - t0,
+              "reference_s": t2 - t1,
+              "isolation": "process" if cfg.isolates(threads) else "in-process",
+              "graph": graph_stats, "contenders": rows, "speedups": speedups(rows)}
+    add_rates(result, anchors)
+    return result
 
 
 # -- the whole run --------------------------------------------------------------------------------
@@ -333,9 +407,17 @@ def run_bench(config: BenchConfig) -> dict[str, Any]:
     cache_root = tempfile.mkdtemp(prefix="graphc-bench-cache-")
     try:
         for n in cfg.threads:
-            with pinned_threads(n):
+            isolated = cfg.isolates(n)
+            # worker processes pin their own threads; this one only computes references
+            with contextlib.nullcontext() if isolated else pinned_threads(n):
                 bar.set_postfix_str(f"anchors, {n} thread(s)")
-                anchor = measure_anchors(n, cfg.quick)
+                if isolated:
+                    from .isolate import isolated_anchors
+
+                    anchor = isolated_anchors(n, cfg.quick)
+                else:
+                    anchor = measure_anchors(n, cfg.quick)
+                    anchor["isolation"] = {"mode": "in-process"}
                 anchors.append(anchor)
                 for w in workloads:
                     def tick(stage: str, w=w, n=n) -> None:

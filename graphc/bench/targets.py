@@ -5,10 +5,17 @@ a speedup of graphc fused over a peer (peer median / graphc median >= bound), a 
 measured copy bandwidth, a compile time, or the time of one call of a tiny graph. A target whose
 workload, thread count or peer is missing from a run is listed as not measured; in a --quick run
 every target is listed but marked as measured at smoke-test sizes, which say nothing about it.
+
+A speedup target may declare the FLOPs its workload needs (`flops`, a function of the result's
+sizes). With the run's peak-FLOP anchor at the target's thread count, the fastest graphc could
+possibly be is flops / peak, so the largest attainable speedup is peer_time / (flops / peak).
+Where that is below the bound, the target is unattainable even at peak, and its row says so
+with the numbers: the GFLOP/s the bound would need against the measured peak.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,6 +29,7 @@ class Target:
     bound: float
     peer: str | None = None
     threads: int = 1
+    flops: Callable[[dict[str, Any]], float] | None = None   # of the workload, from its sizes
 
     @property
     def at_least(self) -> bool:
@@ -37,6 +45,11 @@ class Target:
         return f"< {self.bound * 1e3:g} ms" if self.bound < 1 else f"< {self.bound:g} s"
 
 
+def gemm_flops(sizes: dict[str, Any]) -> float:
+    """2mnk: the multiply-adds of an m x k by k x n product (an epilogue's few adds aside)."""
+    return 2.0 * sizes["m"] * sizes["n"] * sizes["k"]
+
+
 GEMM = ("sgemm_512", "sgemm_1024")
 EPILOGUE = ("sgemm_bias_relu_512", "sgemm_bias_relu_1024", "sgemm_bias_relu_2048")
 
@@ -45,17 +58,18 @@ TARGETS: tuple[Target, ...] = (
            ("elementwise",), "speedup", 6.0, "numpy"),
     Target("elementwise-compile", "fused elementwise chain vs torch.compile",
            ("elementwise",), "speedup", 2.0, "torch.compile"),
-    Target("elementwise-bandwidth", "fused elementwise chain, share of copy bandwidth",
-           ("elementwise",), "bandwidth_pct", 80.0),
+    Target("elementwise-bandwidth", "memory-bound chain relu(x*w + b), share of copy bandwidth",
+           ("elementwise_affine",), "bandwidth_pct", 80.0),
     Target("softmax-torch", "row softmax 4096^2 vs torch eager", ("softmax",), "speedup", 2.0,
            "torch eager"),
     Target("batchnorm-compile", "batch-norm training forward vs torch.compile",
            ("batchnorm_train",), "speedup", 1.0, "torch.compile"),
-    Target("sgemm-1t", "sgemm 512/1024, one thread, vs numpy", GEMM, "speedup", 1.0, "numpy"),
+    Target("sgemm-1t", "sgemm 512/1024, one thread, vs numpy", GEMM, "speedup", 1.0, "numpy",
+           flops=gemm_flops),
     Target("sgemm-2t", "sgemm 512/1024, two threads, vs numpy", GEMM, "speedup", 0.95, "numpy",
-           threads=2),
+           threads=2, flops=gemm_flops),
     Target("epilogue-numpy", "matmul + bias + relu fused vs numpy's three steps", EPILOGUE,
-           "speedup", 1.2, "numpy"),
+           "speedup", 1.2, "numpy", flops=gemm_flops),
     Target("conv-torch", "conv 3x3 + bias + relu vs PyTorch eager", ("conv_bias_relu",),
            "speedup", 1.0, "torch eager"),
     Target("conv-pool-ort", "conv + relu + max-pool vs ONNX Runtime", ("conv_relu_pool",),
@@ -105,23 +119,62 @@ def measure(t: Target, result: dict[str, Any]) -> tuple[float | None, str]:
     return value, "" if value is not None else f"no {key} recorded"
 
 
+def peak_gflops(doc: dict[str, Any], threads: int) -> float | None:
+    """The best peak-FLOP anchor rate at `threads` threads, None where the run has none."""
+    for a in doc.get("anchors", []):
+        if a.get("threads") == threads and a.get("peak"):
+            return a["peak"]["gflops_best"]
+    return None
+
+
+def attainable(t: Target, result: dict[str, Any], peak: float | None
+               ) -> dict[str, Any] | None:
+    """For a speedup target that declares its FLOPs: the best speedup reachable at the
+    measured peak, peer_time / (flops / peak), and the GFLOP/s the bound needs. None where
+    the target declares no FLOPs or the run lacks the peak or the peer's time."""
+    if t.metric != "speedup" or t.flops is None or not peak:
+        return None
+    peer = _row(result, t.peer or "")
+    if peer is None or not peer.get("median_s"):
+        return None
+    flops, peer_s = t.flops(result["sizes"]), peer["median_s"]
+    best = peer_s / (flops / (peak * 1e9))
+    needed = flops * t.bound / peer_s / 1e9
+    return {"flops": flops, "peer_s": peer_s, "peak_gflops": peak, "needed_gflops": needed,
+            "max_speedup": best, "attainable": best >= t.bound}
+
+
+def unattainable_note(t: Target, a: dict[str, Any]) -> str:
+    from .report import fmt_time
+
+    return (f"unattainable even at peak: {t.bound:g}x {t.peer} ({fmt_time(a['peer_s'])}) "
+            f"needs {a['needed_gflops']:.0f} GFLOP/s, above the measured peak "
+            f"{a['peak_gflops']:.0f} GFLOP/s (at most {a['max_speedup']:.2f}x)")
+
+
 def evaluate_targets(doc: dict[str, Any]) -> list[dict[str, Any]]:
-    """One row per (target, workload): measured value, bound, met (None: not measured)."""
+    """One row per (target, workload): measured value, bound, met (None: not measured), and
+    for targets that declare their FLOPs, what is attainable at the measured peak."""
     quick = doc["config"].get("quick", False)
     rows = []
     for t in TARGETS:
         for wl in t.workloads:
             result = next((r for r in doc["results"]
                            if r["workload"] == wl and r["threads"] == t.threads), None)
+            bound = None
             if result is None:
                 value, note = None, f"not in this run ({wl}, {t.threads} thread(s))"
             else:
                 value, note = measure(t, result)
+                bound = attainable(t, result, peak_gflops(doc, t.threads))
             met = None if value is None else (value >= t.bound if t.at_least
                                               else value < t.bound)
             if quick and value is not None:
                 note = "quick sizes: not evidence either way"
+            elif bound is not None and not bound["attainable"]:
+                note = "; ".join(n for n in (note, unattainable_note(t, bound)) if n)
             rows.append({"id": t.id, "text": t.text, "workload": wl, "threads": t.threads,
                          "metric": t.metric, "bound": t.bound, "target": t.bound_text(),
-                         "measured": value, "met": met, "note": note})
+                         "measured": value, "met": met, "note": note,
+                         "at_peak": bound})
     return rows

@@ -45,6 +45,15 @@ def test_quick_run_follows_the_schema(quick_run):
     assert {r["workload"] for r in doc["results"]} == {w.name for w in all_workloads()}
     for a in doc["anchors"]:
         assert a["copy"]["gbps_median"] > 0 and a["sgemm"]["gflops_median"] > 0
+        assert a["isolation"] == {"mode": "in-process"}          # one thread: in-process
+        if doc["config"]["target"] == "llvm":
+            assert a["peak"]["gflops_best"] > 0 and a["peak"]["finite"]
+    for r in doc["results"]:
+        assert r["isolation"] == "in-process"
+        assert all(c["isolation"] == {"mode": "in-process"} for c in r["contenders"])
+        if r["kind"] == "compute" and "peak" in doc["anchors"][0]:
+            fused = next(c for c in r["contenders"] if c["name"] == "graphc fused")
+            assert fused["status"] != "ok" or fused["rate"]["pct_peak"] > 0
     assert doc["machine"]["openblas_env"]["action"] != "removed"
     assert doc["machine"]["numpy_blas"] is None or "architecture" in doc["machine"]["numpy_blas"]
     ids = {t["id"] for t in doc["targets"]}

@@ -1,0 +1,235 @@
+"""`graphc bench` methodology: the memory-bound chain workload, worker-process isolation of
+each runtime's contenders, the FMA peak anchor and the attainable-at-peak check of speedup
+targets. Small sizes only; nothing here asserts a speed.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+
+import numpy as np
+import pytest
+
+from graphc.backends.reference import run_graph
+from graphc.bench import targets as targets_mod
+from graphc.bench.command import resolve_target
+from graphc.bench.contenders import RUNTIME_GROUPS, build_contenders, check_outputs
+from graphc.bench.isolate import instance_digest, isolated_anchors, run_isolated
+from graphc.bench.report import anchor_line, fmt_rate, validate_document
+from graphc.bench.runner import SCHEMA, BenchConfig, bench_workload
+from graphc.bench.targets import TARGETS, evaluate_targets
+from graphc.bench.workloads import get_workload
+from graphc.ir.errors import GraphError
+
+HAS_LLVM = importlib.util.find_spec("llvmlite") is not None
+
+
+@pytest.fixture(scope="module")
+def target() -> str:
+    return resolve_target("auto")[0]
+
+
+# -- the memory-bound chain -------------------------------------------------------------------
+
+
+def test_affine_chain_peers_agree_with_the_reference():
+    inst = get_workload("elementwise_affine").make(True)
+    n = inst.sizes["n"]
+    assert inst.kind == "memory" and inst.bytes == 4 * n * 4   # x, w, b in; y out
+    x, w, b = (inst.inputs[k].astype(np.float64) for k in ("x", "w", "b"))
+    ref = run_graph(inst.graph, inst.inputs)
+    np.testing.assert_allclose(ref["y"], np.maximum(x * w + b, 0.0), rtol=1e-6, atol=1e-6)
+    cs = build_contenders(inst, "reference", 1, compile_peers=False)
+    ran = {}
+    for c in cs:
+        if c.status == "ready":
+            ran[c.name] = check_outputs(inst, c.run(), ref)["passed"]
+        else:
+            assert c.status == "skipped", (c.name, c.reason)
+    assert ran and all(ran.values()), ran
+    assert {"numpy", "numpy (alloc)", "graphc fused"} <= set(ran)
+
+
+def test_bandwidth_target_is_the_memory_bound_chain():
+    (t,) = [t for t in TARGETS if t.id == "elementwise-bandwidth"]
+    assert t.workloads == ("elementwise_affine",) and t.metric == "bandwidth_pct"
+    chain = get_workload("elementwise").make(True)
+    assert "compute-bound" in chain.notes       # its % of bandwidth is information only
+
+
+# -- isolation ----------------------------------------------------------------------------------
+
+
+def test_instance_digest_is_deterministic_and_sensitive():
+    w = get_workload("batchnorm_train")
+    a, b = w.make(True), w.make(True)
+    assert instance_digest(a) == instance_digest(b)
+    b.inputs["x"] = b.inputs["x"].copy()
+    b.inputs["x"][0, 0, 0, 0] += 1.0
+    assert instance_digest(a) != instance_digest(b)
+
+
+def test_isolate_modes():
+    assert not BenchConfig().isolates(1) and BenchConfig().isolates(2)
+    assert BenchConfig(isolate="always").isolates(1)
+    assert not BenchConfig(isolate="never").isolates(4)
+    with pytest.raises(GraphError, match="isolate"):
+        BenchConfig(isolate="sometimes").isolates(2)
+
+
+def test_two_threads_run_each_runtime_in_its_own_process(target):
+    cfg = BenchConfig(target=target, quick=True, compile_peers=False, progress=False,
+                      threads=(2,)).resolved()
+    anchors = {"copy": {"gbps_best": 10.0}, "sgemm": {"gflops_best": 10.0}}
+    result = bench_workload(get_workload("elementwise_affine"), 2, cfg, anchors,
+                            lambda stage: None)
+    assert result["isolation"] == "process"
+    pids: dict[str, set] = {}
+    for c in result["contenders"]:
+        iso = c["isolation"]
+        assert iso["mode"] == "process", c["name"]
+        assert c["name"] in RUNTIME_GROUPS[iso["group"]]
+        if c["status"] == "skipped":        # a runtime that is not installed
+            continue
+        assert c["status"] == "ok", (c["name"], c["reason"])
+        assert c["check"]["ran"] and c["check"]["passed"] and c["samples_s"]
+        assert c["rate"]["gbps"] > 0
+        pids.setdefault(iso["group"], set()).add(iso["pid"])
+    assert all(len(p) == 1 for p in pids.values()), pids        # one process per group
+    every = set().union(*pids.values())
+    assert len(every) == len(pids) and os.getpid() not in every
+    fused = next(c for c in result["contenders"] if c["name"] == "graphc fused")
+    assert {"cold_s", "cached_s"} <= set(fused["compile"])
+    assert result["speedups"]["numpy"] is not None
+
+
+def test_failed_worker_is_an_error_row_per_group():
+    inst = get_workload("dispatch").make(True)
+    ref = run_graph(inst.graph, inst.inputs)
+    cfg = BenchConfig(target="reference", quick=True, compile_peers=False).resolved()
+    rows = run_isolated("no_such_workload", inst, ref, 2, cfg, lambda stage: None, None)
+    assert [r["name"] for r in rows] == [names[0] for names in RUNTIME_GROUPS.values()]
+    for r in rows:
+        assert r["status"] == "error" and "no_such_workload" in r["reason"]
+        assert not r["samples_s"] and r["isolation"]["mode"] == "process"
+
+
+def test_isolated_anchors_come_from_worker_processes():
+    a = isolated_anchors(2, quick=True)
+    assert a["copy"]["gbps_best"] > 0 and a["sgemm"]["gflops_best"] > 0
+    pids = a["isolation"]["pids"]
+    assert a["isolation"]["mode"] == "process" and pids["numpy"] != pids["peak"]
+    assert os.getpid() not in pids.values()
+    assert ("peak" in a) != ("peak_unavailable" in a)
+    assert "FMA peak" in anchor_line(a) or "peak_unavailable" in a
+
+
+# -- the FMA peak -------------------------------------------------------------------------------
+
+
+@pytest.mark.skipif(not HAS_LLVM, reason="llvmlite not installed")
+def test_peak_kernel_computes_its_fma_chains():
+    from graphc.bench.peak import CHUNKS_PER_THREAD, build_peak_kernel
+
+    k = build_peak_kernel()
+    iters, threads = 7, 2
+    out = np.zeros(threads * CHUNKS_PER_THREAD, np.float32)
+    k.call(iters, threads, out)
+    # oracle: every accumulator k starts at 1 + k/64 and takes iters steps x <- x*a + b
+    a, b = np.float64(np.float32(0.999999)), np.float64(np.float32(1e-7))
+    acc = 1.0 + np.arange(k.accumulators) / 64
+    for _ in range(iters):
+        acc = acc * a + b
+    np.testing.assert_allclose(out, np.full_like(out, acc.sum()), rtol=1e-5)
+    assert k.flops(iters, threads) == 2 * k.lanes * k.accumulators * iters * out.size
+    assert k.lanes * 32 == k.vector_bits
+
+
+@pytest.mark.skipif(not HAS_LLVM, reason="llvmlite not installed")
+def test_measure_peak_reports_rates():
+    from graphc.bench.peak import measure_peak
+
+    p = measure_peak(1, quick=True, repeats=2)
+    assert p["finite"] and len(p["samples_s"]) == 2
+    assert p["gflops_best"] == pytest.approx(p["flops_per_call"] / min(p["samples_s"]) / 1e9)
+    assert p["per_core_gflops_best"] == p["gflops_best"]
+
+
+def test_compute_rate_shows_share_of_peak():
+    from graphc.bench.runner import anchor_share
+
+    anchors = {"copy": {"gbps_best": 10.0}, "sgemm": {"gflops_best": 100.0},
+               "peak": {"gflops_best": 200.0}}
+    r = anchor_share({"kind": "compute", "flops": 1e9, "bytes": 0}, 0.01, anchors)
+    assert r["gflops"] == pytest.approx(100.0) and r["pct"] == pytest.approx(100.0)
+    assert r["pct_peak"] == pytest.approx(50.0)
+    assert "50% peak" in fmt_rate(r)
+    del anchors["peak"]
+    assert "pct_peak" not in anchor_share({"kind": "compute", "flops": 1e9, "bytes": 0}, 0.01,
+                                          anchors)
+
+
+# -- targets at peak ----------------------------------------------------------------------------
+
+
+def epilogue_doc(peak: float | None, numpy_s: float, quick: bool = False) -> dict:
+    n = 512
+    rows = [{"name": "graphc fused", "status": "ok", "median_s": 3e-3, "compile": {}},
+            {"name": "numpy", "status": "ok", "median_s": numpy_s, "compile": {}}]
+    anchors = [{"threads": 1, **({"peak": {"gflops_best": peak}} if peak else {})}]
+    return {"config": {"quick": quick}, "anchors": anchors,
+            "results": [{"workload": "sgemm_bias_relu_512", "threads": 1,
+                         "sizes": {"m": n, "n": n, "k": n}, "contenders": rows}]}
+
+
+def epilogue_row(doc: dict) -> dict:
+    return next(t for t in evaluate_targets(doc)
+                if t["id"] == "epilogue-numpy" and t["workload"] == "sgemm_bias_relu_512")
+
+
+def test_target_unattainable_even_at_peak_says_so_with_numbers():
+    flops = 2.0 * 512 ** 3
+    row = epilogue_row(epilogue_doc(peak=100.0, numpy_s=2.9e-3))
+    at = row["at_peak"]
+    assert at["flops"] == flops and at["peak_gflops"] == 100.0
+    assert at["max_speedup"] == pytest.approx(2.9e-3 / (flops / 100e9))
+    assert at["needed_gflops"] == pytest.approx(flops * 1.2 / 2.9e-3 / 1e9)
+    assert not at["attainable"] and at["max_speedup"] < 1.2
+    assert "unattainable even at peak" in row["note"]
+    assert f"{at['needed_gflops']:.0f} GFLOP/s" in row["note"] and "100 GFLOP/s" in row["note"]
+
+
+def test_target_attainable_at_peak_has_no_note():
+    row = epilogue_row(epilogue_doc(peak=1000.0, numpy_s=2.9e-3))
+    assert row["at_peak"]["attainable"] and row["note"] == ""
+    assert epilogue_row(epilogue_doc(peak=None, numpy_s=2.9e-3))["at_peak"] is None
+    quick = epilogue_row(epilogue_doc(peak=100.0, numpy_s=2.9e-3, quick=True))
+    assert quick["note"].startswith("quick sizes") and not quick["at_peak"]["attainable"]
+
+
+def test_targets_declaring_flops_are_speedup_targets():
+    declared = [t for t in TARGETS if t.flops is not None]
+    assert {t.id for t in declared} >= {"sgemm-1t", "sgemm-2t", "epilogue-numpy"}
+    assert all(t.metric == "speedup" for t in declared)
+    assert targets_mod.gemm_flops({"m": 2, "n": 3, "k": 4}) == 48.0
+
+
+# -- schema -------------------------------------------------------------------------------------
+
+
+def test_schema_versions():
+    row = {"name": "numpy", "family": "numpy", "role": "main", "threads": 1, "config": "",
+           "status": "skipped", "reason": "x", "check": {}, "compile": {}, "stats": {},
+           "first_call_s": None, "inner": 1, "samples_s": [], "capped": False}
+    result = {"workload": "w", "description": "", "threads": 1, "kind": "memory", "sizes": {},
+              "bytes": 0, "flops": 0, "graph": {}, "contenders": [row],
+              "speedups": dict.fromkeys(("unfused", "reference", "numpy", "torch",
+                                         "torch.compile", "onnxruntime"))}
+    doc = {"schema": "graphc-bench/1", "machine": {}, "config": {}, "anchors": [],
+           "results": [result], "targets": [], "elapsed_s": 0.0}
+    assert validate_document(doc) == []              # older runs still render
+    doc["schema"] = SCHEMA
+    assert any("isolation" in p for p in validate_document(doc))
+    row["isolation"] = {"mode": "in-process"}
+    assert validate_document(doc) == []
