@@ -25,14 +25,17 @@ Algorithms (all branch-free):
 * log1p: u = 1 + x and the exact rounding error of that sum (Fast2Sum), whose first-order
   effect err/u is added inside the log's small terms: accurate near 0 and near −1.
 * tanh: odd polynomial (f32) or rational (f64) in x² for |x| < 0.625 (Cephes); otherwise
-  1 − 2/(e^{2|x|} + 1).
-* sigmoid: e = exp(−|x|), then 1/(1+e) or e/(1+e): never overflows.
+  1 − 2/(e^{2|x|} + 1) (f64) or 1 − 2e²/(1 + e²) with e = e^{−|x|} (f32: no overflow, one
+  scaling; e² = 2^{2n}·(1 + em1)² from exp's own n and e^r − 1, as accurate as an exp).
+* sigmoid: e = exp(−|x|), then 1/(1+e) or e/(1+e): never overflows. In f32 it builds e^{−|x|}
+  with the very instructions tanh uses, so sigmoid(x) and tanh(x) of one x in one kernel share
+  a single exp evaluation (LLVM's CSE merges them).
 * softplus: max(x, 0) + log1p(exp(−|x|)).
   In f64 (and softplus in f32) these carry exp's rounding error as a low part (hi + lo) and
   fold it, the rounding of 1 + e and the division residual into one correction term: within
   about one ulp where the plain formulas reach two. f32 tanh and sigmoid, the throughput-bound
   ones, drop the low part (sigmoid keeps the rounding error of 1 + e): about half the
-  instructions, max errors 1.30 and 1.45 ulp instead of 0.86 and 0.93. The correction needs
+  instructions, max errors 1.35 and 1.45 ulp instead of 0.86 and 0.93. The correction needs
   only a rough reciprocal of 1 + e: vrcp14ps (2^-14) for 512-bit f32 vectors, an `arcp`
   division elsewhere.
 * pow: exp(y·log|x|) with C99 special cases (x < 0 with integral y, ±0, ±inf, 1, NaN). The f32
@@ -382,44 +385,66 @@ def _div_plus_one(e: _Emit, num: ir.Value, num_lo: ir.Value, hi: ir.Value, lo: i
     return e.fma(res, rcp, q)
 
 
-def _exp_plain(e: _Emit, x: ir.Value, clamp_lo: bool) -> ir.Value:
-    """exp(x) for x ≤ 40 (not NaN), clamped below only if asked."""
-    _, em1, n = _exp_reduce(e, x, _EXP_LO[e.is64] if clamp_lo else None, None)
-    return e.ldexp(e.add(em1, e.c(1.0)), n)
-
-
-def _div_plus_one_f32(e: _Emit, num: ir.Value, ex: ir.Value, ex_le_one: bool) -> ir.Value:
+def _div_plus_one_f32(e: _Emit, num: ir.Value, ex: ir.Value, fold_d_err: bool) -> ir.Value:
     """num / (1 + ex) for f32 without the low parts: the rough reciprocal's quotient
     corrected once by its exact residual. exp's own error (< 1 ulp) then reaches the result
-    damped by ex/(1 + ex) (sigmoid, x > 0; tanh) or undamped (sigmoid, x < 0: about 1.5 ulp
-    at most), for about half the instructions of `_div_plus_one`."""
+    damped by ex/(1 + ex) (sigmoid, x > 0) or undamped (sigmoid, x < 0: about 1.5 ulp at
+    most), for about half the instructions of `_div_plus_one`. `fold_d_err` adds the rounding
+    error of 1 + ex (ex <= 1) to the residual: sigmoid needs it, tanh's quotient (at most
+    0.23 of its result) does not."""
     one = e.c(1.0)
     d = e.add(one, ex)
     rcp = e.rough_rcp(d)
     q = e.mul(num, rcp)
     nq = e.b.fneg(q)
     res = e.fma(nq, d, num)
-    if ex_le_one:
+    if fold_d_err:
         # Sigmoid: 1 + ex's rounding error (Fast2Sum) would otherwise take it to 2 ulp.
         res = e.fma(nq, e.sub(ex, e.sub(d, one)), res)
     return e.fma(res, rcp, q)
 
 
+def _exp_neg_abs_f32(e: _Emit, x: ir.Value) -> tuple[ir.Value, tuple[ir.Value, ir.Value]]:
+    """e^{−|x|} = 2^n·(1 + em1) for f32 sigmoid and tanh, as (em1, n); NaN passes through.
+    Both functions build it from the same instructions, so where a kernel computes sigmoid(x)
+    and tanh(x) of the same x, LLVM's CSE evaluates it once."""
+    _, em1, n = _exp_reduce(e, e.b.fneg(e.abs(x)), _EXP_LO[False], None, keep_nan=True)
+    return em1, n
+
+
+def _tanh_big_f32(e: _Emit, x: ir.Value) -> ir.Value:
+    """tanh(|x|) for |x| >= 0.625 as (1 − e²)/(1 + e²), e = e^{−|x|} from the shared exp:
+    e² = 2^{2n}·(1 + em1)², with (1 + em1)² = 1 + em1·(em1 + 2) rounded once (as accurate as
+    an exp of its own); its error reaches tanh damped by 2e²/(1 − e⁴) ≤ 0.63."""
+    em1, (nf, ni) = _exp_neg_abs_f32(e, x)
+    em2 = e.fma(em1, em1, e.add(em1, em1))
+    n2i = e.b.add(ni, ni)
+    if not (e.wide or e.ldexp_intrinsic):
+        # 2n reaches −300; the two-halves scaling needs it >= −252 (e² underflows anyway).
+        n2i = e.b.select(e.b.icmp_signed("<", n2i, e.ic(-252)), e.ic(-252), n2i)
+    e2 = e.ldexp(e.add(em2, e.c(1.0)), (e.add(nf, nf), n2i))
+    # 1 − 2·e²/(1 + e²): the rounding of 1 + e² reaches the quotient, at most 0.23 of the
+    # result, instead of all of it as in (1 − e²)/(1 + e²).
+    q = _div_plus_one_f32(e, e2, e2, fold_d_err=False)
+    return e.fma(q, e.c(-2.0), e.c(1.0))
+
+
 def build_tanh(e: _Emit, x: ir.Value) -> ir.Value:
     ax = e.abs(x)
+    if not e.is64:
+        # Both branches on |x|, the sign put back once: copysign keeps −0 and NaN (the small
+        # branch maps +0 to +0, the big one lets NaN through), so no select for them.
+        z = e.mul(ax, ax)
+        small = e.fma(e.mul(e.poly(z, _TANH_P32), z), ax, ax)
+        y = e.select(e.cmp("<", ax, e.c(0.625)), small, _tanh_big_f32(e, x))
+        return e.call("llvm.copysign", y, x)
     z = e.mul(x, x)
-    if e.is64:
-        pq = e.div(e.poly(z, _TANH_P64), e.poly(z, _TANH_Q64))
-    else:
-        pq = e.poly(z, _TANH_P32)
+    pq = e.div(e.poly(z, _TANH_P64), e.poly(z, _TANH_Q64))
     small = e.fma(e.mul(pq, z), x, x)
     # |x| >= 0.625: 1 - 2/(e^{2|x|} + 1); beyond 20 tanh rounds to 1 in f32 and f64.
     a = e.select(e.cmp("<", ax, e.c(20.0)), ax, e.c(20.0))
-    if e.is64:
-        hi, lo = _exp_hilo(e, e.add(a, a), clamp_lo=False, clamp_hi=False)  # 2a in [0, 40]
-        t = _div_plus_one(e, e.c(2.0), e.c(0.0), hi, lo, hi_ge_one=True)
-    else:
-        t = _div_plus_one_f32(e, e.c(2.0), _exp_plain(e, e.add(a, a), clamp_lo=False), False)
+    hi, lo = _exp_hilo(e, e.add(a, a), clamp_lo=False, clamp_hi=False)  # 2a in [0, 40]
+    t = _div_plus_one(e, e.c(2.0), e.c(0.0), hi, lo, hi_ge_one=True)
     big = e.sub(e.c(1.0), t)
     big = e.call("llvm.copysign", big, x)
     y = e.select(e.cmp("<", ax, e.c(0.625)), small, big)
@@ -434,10 +459,11 @@ def build_sigmoid(e: _Emit, x: ir.Value) -> ir.Value:
         num = e.select(pos, e.c(1.0), hi)
         num_lo = e.select(pos, e.c(0.0), lo)
         y = _div_plus_one(e, num, num_lo, hi, lo, hi_ge_one=False)
-    else:
-        ex = _exp_plain(e, e.b.fneg(e.abs(x)), clamp_lo=True)
-        y = _div_plus_one_f32(e, e.select(pos, e.c(1.0), ex), ex, True)
-    return e.select(e.isnan(x), x, y)
+        return e.select(e.isnan(x), x, y)
+    em1, n = _exp_neg_abs_f32(e, x)
+    ex = e.ldexp(e.add(em1, e.c(1.0)), n)
+    # NaN: ex is NaN and so is the quotient (pos is false).
+    return _div_plus_one_f32(e, e.select(pos, e.c(1.0), ex), ex, fold_d_err=True)
 
 
 def build_softplus(e: _Emit, x: ir.Value) -> ir.Value:

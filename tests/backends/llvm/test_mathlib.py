@@ -3,12 +3,14 @@
 
 from __future__ import annotations
 
+import ctypes
 import re
 
 import numpy as np
 import pytest
 from llvmlite import ir
 
+from graphc.backends.llvm.llvm_ir import I64, emit_loop
 from graphc.backends.llvm.mathlib import MATH_FUNCTIONS, emit_math
 from graphc.backends.llvm.mathlib_accuracy import (
     compare,
@@ -18,7 +20,7 @@ from graphc.backends.llvm.mathlib_accuracy import (
     run_apply,
     sample_points,
 )
-from graphc.backends.llvm.target import TargetSpec
+from graphc.backends.llvm.target import TargetSpec, compile_module
 from graphc.ir.errors import GraphError
 
 SIZE = {"f32": 200_000, "f64": 60_000}
@@ -90,8 +92,18 @@ def test_vector_variants_match_scalar(jits, dtype, lanes):
     jit_v = compile_apply(names, dtype, lanes=lanes)
     for name in names:
         inputs = [a[: a.size // lanes * lanes] for a in sample_points(name, dtype, 4096)]
-        np.testing.assert_array_equal(run_apply(jit_v, name, *inputs),
-                                      run_apply(jits[dtype], name, *inputs))
+        got, want = run_apply(jit_v, name, *inputs), run_apply(jits[dtype], name, *inputs)
+        if name == "tanh" and dtype == "f32":
+            # The corrected quotient starts from vrcp14 alone in 512-bit vectors and from
+            # vrcp14 plus a Newton step in vectorized scalar code: the two may round a
+            # quotient within 2^-28 of a midpoint differently, one ulp apart, rarely.
+            nan = np.isnan(want)
+            assert np.array_equal(np.isnan(got), nan)
+            ulps = np.abs(got[~nan].view(np.int32).astype(np.int64) - want[~nan].view(np.int32))
+            assert ulps.max() <= 1 and np.count_nonzero(ulps) <= got.size // 1000, ulps.max()
+            np.testing.assert_array_equal(np.signbit(got), np.signbit(want))
+            continue
+        np.testing.assert_array_equal(got, want)
 
 
 @pytest.mark.parametrize("dtype,lanes", [("f32", 16), ("f64", 8)])
@@ -156,3 +168,38 @@ def test_emit_math_declares_once_and_rejects_unknown():
         emit_math(m, "erf", "f32")
     with pytest.raises(GraphError, match="i32"):
         emit_math(m, "exp", "i32")
+
+
+def test_sigmoid_and_tanh_of_one_x_share_one_exp():
+    """f32 sigmoid and tanh build e^{-|x|} from the same instructions: in one function LLVM
+    merges them into one exp evaluation; the values stay exact matches of the separate
+    functions."""
+    if not TargetSpec.host().has_avx512:
+        pytest.skip("host lacks avx512f")
+    m = ir.Module(name="sigmoid_tanh")
+    vt = ir.VectorType(ir.FloatType(), 16)
+    fns = [emit_math(m, n, "f32", 16) for n in ("sigmoid", "tanh")]
+    f = ir.Function(m, ir.FunctionType(ir.VoidType(), [vt.as_pointer()] * 3 + [I64]), "both")
+    b = ir.IRBuilder(f.append_basic_block())
+    xs, s_out, t_out, n = f.args
+
+    def body(b: ir.IRBuilder, i: ir.Value, _c):
+        x = b.load(b.gep(xs, [i]), align=4)
+        for fn, out in zip(fns, (s_out, t_out), strict=True):
+            b.store(b.call(fn, [x]), b.gep(out, [i]), align=4)
+        return []
+
+    emit_loop(b, ir.Constant(I64, 0), n, body, name="both")
+    b.ret_void()
+    jit = compile_module(m, None, name="sigmoid_tanh")
+    # One argument reduction, n = rint(x·log2 e): log2 e appears once (twice without sharing).
+    log2e = np.float64(np.float32(np.log2(np.e))).view(np.uint64)
+    assert _function_bodies(jit.optimized_ir)["both"].count(f"0x{log2e:016X}") == 1
+    x = sample_points("tanh", "f32", 20_000)[0]
+    x = x[: x.size // 16 * 16]
+    s, t = np.empty_like(x), np.empty_like(x)
+    fn = jit.cfunc("both", None, *([ctypes.c_void_p] * 3), ctypes.c_int64)
+    fn(x.ctypes.data, s.ctypes.data, t.ctypes.data, x.size // 16)
+    jit_v = compile_apply(("sigmoid", "tanh"), "f32", lanes=16)
+    np.testing.assert_array_equal(s, run_apply(jit_v, "sigmoid", x))
+    np.testing.assert_array_equal(t, run_apply(jit_v, "tanh", x))
