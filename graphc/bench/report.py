@@ -155,8 +155,8 @@ def anchor_line(a: dict[str, Any]) -> str:
     return (f"anchors, {a['threads']} thread(s){where}: copy {a['copy']['gbps_best']:.3g} "
             f"GB/s (median {a['copy']['gbps_median']:.3g}); numpy sgemm {a['sgemm']['n']}^3 "
             f"{a['sgemm']['gflops_best']:.3g} GFLOP/s (median "
-            f"{a['sgemm']['gflops_median']:.3g}){peak_text}; % bw, % gemm"
-            f"{' and % peak' if peak else ''} are of the best")
+            f"{a['sgemm']['gflops_median']:.3g}){peak_text}; "
+            f"{'% bw, % gemm and % peak' if peak else '% bw and % gemm'} are of the best")
 
 
 def contender_cells(r: dict[str, Any]) -> list[str]:

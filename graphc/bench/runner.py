@@ -4,13 +4,15 @@
 2. For each thread count: every library is pinned to it (threadpoolctl for OpenBLAS and OpenMP,
    `torch.set_num_threads`, ONNX Runtime's intra-op threads, graphc's `threads=`) and the
    number each contender actually uses is recorded next to its result.
-3. Physical anchors, measured in the same run: streaming copy bandwidth (numpy copy of a 256 MiB
-   buffer, or one as large as the last-level cache, into a preallocated one; bytes read +
-   written per second), numpy sgemm GFLOP/s (1024^3, preallocated output) and, where the LLVM
-   backend works, the FMA peak (`peak.py`: a generated loop of independent FMA chains on every
-   thread). Each result is then also given as a % of them: memory-bound workloads as % of copy
-   bandwidth, compute-bound ones as % of numpy's sgemm rate and % of the FMA peak, all taken at
-   their best sample (what the machine can do; medians are recorded too).
+3. Physical anchors, measured in the same run, before and after each thread count's workloads
+   (samples pooled, so that foreign load during one of them does not set the yardstick):
+   streaming copy bandwidth (numpy copy of a 256 MiB buffer, or one as large as the
+   last-level cache, into a preallocated one; bytes read + written per second), numpy sgemm
+   GFLOP/s (1024^3, preallocated output) and, where the LLVM backend works, the FMA peak
+   (`peak.py`: a generated loop of independent FMA chains on every thread). Each result is
+   then also given as a % of them: memory-bound workloads as % of copy bandwidth,
+   compute-bound ones as % of numpy's sgemm rate and % of the FMA peak, all taken at their
+   best sample (what the machine can do; medians are recorded too).
 4. Per workload: the instance is built once; the reference (`graphc.run_reference` of the
    graph, the numpy oracle) computes the expected outputs; every contender is set up (graphc
    compiles into an empty compile cache of its own: cold, then again: cached; ONNX Runtime
@@ -347,11 +349,12 @@ def measure_contenders(cs: list[Contender], inst: Instance, ref: dict[str, np.nd
     sample_round_robin(ok, cfg, threads, tick)
 
 
-def bench_workload(w: Workload, threads: int, cfg: BenchConfig, anchors: dict[str, Any],
+def bench_workload(w: Workload, threads: int, cfg: BenchConfig, anchors: dict[str, Any] | None,
                    tick: Callable[[str], None], cache_dir: str | None = None
                    ) -> dict[str, Any]:
-    """One workload at one thread count: every contender checked, sampled and rated, in this
-    process or in worker processes (`cfg.isolates(threads)`)."""
+    """One workload at one thread count: every contender checked, sampled and (given the
+    `anchors`; else later, by `add_rates`) rated, in this process or in worker processes
+    (`cfg.isolates(threads)`)."""
     from graphc.backends.reference import run_graph
 
     t0 = time.perf_counter()
@@ -378,7 +381,8 @@ def bench_workload(w: Workload, threads: int, cfg: BenchConfig, anchors: dict[st
               "reference_s": t2 - t1,
               "isolation": "process" if cfg.isolates(threads) else "in-process",
               "graph": graph_stats, "contenders": rows, "speedups": speedups(rows)}
-    add_rates(result, anchors)
+    if anchors is not None:
+        add_rates(result, anchors)
     return result
 
 
@@ -391,6 +395,50 @@ def progress_bar(total: int, enabled: bool):
     # only on a terminal: a log file would get every redraw
     return tqdm(total=total, desc="graphc bench", unit="workload", file=sys.stderr,
                 disable=not (enabled and sys.stderr.isatty()), dynamic_ncols=True, leave=False)
+
+
+def anchors_now(n: int, cfg: BenchConfig) -> dict[str, Any]:
+    """The anchors at `n` threads, measured the way contenders at `n` threads are run."""
+    if cfg.isolates(n):
+        from .isolate import isolated_anchors
+
+        return isolated_anchors(n, cfg.quick)
+    anchor = measure_anchors(n, cfg.quick)
+    anchor["isolation"] = {"mode": "in-process"}
+    return anchor
+
+
+# per anchor part: the work of one sample (bytes moved or FLOPs) and the name of its rate
+_ANCHOR_WORK = {"copy": (lambda p: 2 * p["bytes"], "gbps"),
+                "sgemm": (lambda p: 2 * p["n"] ** 3, "gflops"),
+                "peak": (lambda p: p["flops_per_call"], "gflops")}
+
+
+def merge_anchors(first: dict[str, Any], last: dict[str, Any]) -> dict[str, Any]:
+    """One anchor from two measurements (before and after a thread count's workloads): samples
+    pooled, best and median recomputed. On a shared machine a burst of foreign load during one
+    measurement would otherwise set the yardstick too low for the whole pass."""
+    out = {**first, "rounds": 2}
+    for part, (work, rate) in _ANCHOR_WORK.items():
+        if part not in first or part not in last:
+            if part in last:
+                out[part] = last[part]
+            continue
+        merged = dict(first[part], samples_s=first[part]["samples_s"] + last[part]["samples_s"])
+        w = work(merged)
+        merged[f"{rate}_best"] = w / min(merged["samples_s"]) / 1e9
+        merged[f"{rate}_median"] = w / statistics.median(merged["samples_s"]) / 1e9
+        if part == "peak":
+            merged["per_core_gflops_best"] = merged["gflops_best"] / first["threads"]
+            merged["finite"] = first[part]["finite"] and last[part]["finite"]
+        out[part] = merged
+    if "peak" in out:
+        out.pop("peak_unavailable", None)
+    iso_a, iso_b = first.get("isolation") or {}, last.get("isolation") or {}
+    if "pids" in iso_a:
+        out["isolation"] = {"mode": iso_a["mode"], "pids": {
+            k: [v, (iso_b.get("pids") or {}).get(k)] for k, v in iso_a["pids"].items()}}
+    return out
 
 
 def run_bench(config: BenchConfig) -> dict[str, Any]:
@@ -411,19 +459,19 @@ def run_bench(config: BenchConfig) -> dict[str, Any]:
             # worker processes pin their own threads; this one only computes references
             with contextlib.nullcontext() if isolated else pinned_threads(n):
                 bar.set_postfix_str(f"anchors, {n} thread(s)")
-                if isolated:
-                    from .isolate import isolated_anchors
-
-                    anchor = isolated_anchors(n, cfg.quick)
-                else:
-                    anchor = measure_anchors(n, cfg.quick)
-                    anchor["isolation"] = {"mode": "in-process"}
-                anchors.append(anchor)
+                first = anchors_now(n, cfg)
+                batch = []
                 for w in workloads:
                     def tick(stage: str, w=w, n=n) -> None:
                         bar.set_postfix_str(f"{w.name} x{n}: {stage}", refresh=True)
-                    results.append(bench_workload(w, n, cfg, anchor, tick, cache_root))
+                    batch.append(bench_workload(w, n, cfg, None, tick, cache_root))
                     bar.update(1)
+                bar.set_postfix_str(f"anchors again, {n} thread(s)")
+                anchor = merge_anchors(first, anchors_now(n, cfg))
+                for result in batch:
+                    add_rates(result, anchor)
+                anchors.append(anchor)
+                results += batch
     finally:
         bar.close()
         shutil.rmtree(cache_root, ignore_errors=True)

@@ -208,6 +208,32 @@ def test_target_attainable_at_peak_has_no_note():
     assert quick["note"].startswith("quick sizes") and not quick["at_peak"]["attainable"]
 
 
+def test_peak_anchor_below_a_measured_rate_gives_no_verdict():
+    row = epilogue_row(epilogue_doc(peak=50.0, numpy_s=2.9e-3))   # numpy ran at 92.6 GFLOP/s
+    assert row["at_peak"]["attainable"] is None
+    assert row["at_peak"]["fastest_gflops"] == pytest.approx(2.0 * 512 ** 3 / 2.9e-3 / 1e9)
+    assert "no verdict at peak" in row["note"] and "unattainable" not in row["note"]
+
+
+def test_anchors_before_and_after_are_pooled():
+    from graphc.bench.runner import merge_anchors
+
+    def anchor(copy_s: float, peak_s: float, pid: int) -> dict:
+        return {"threads": 2, "copy": {"bytes": 10 ** 9, "samples_s": [copy_s, 2 * copy_s]},
+                "sgemm": {"n": 1000, "samples_s": [1.0]},
+                "peak": {"flops_per_call": 1e9, "samples_s": [peak_s], "finite": True},
+                "isolation": {"mode": "process", "pids": {"numpy": pid, "peak": pid + 1}}}
+
+    m = merge_anchors(anchor(1.0, 0.5, 10), anchor(0.5, 0.01, 20))   # the second undisturbed
+    assert m["rounds"] == 2 and len(m["copy"]["samples_s"]) == 4
+    assert m["copy"]["gbps_best"] == pytest.approx(4.0)              # 2 GB in 0.5 s
+    assert m["copy"]["gbps_median"] == pytest.approx(2.0)               # median 1 s
+    assert m["peak"]["gflops_best"] == pytest.approx(100.0)
+    assert m["peak"]["per_core_gflops_best"] == pytest.approx(50.0)
+    assert m["sgemm"]["gflops_best"] == pytest.approx(2.0)
+    assert m["isolation"]["pids"] == {"numpy": [10, 20], "peak": [11, 21]}
+
+
 def test_targets_declaring_flops_are_speedup_targets():
     declared = [t for t in TARGETS if t.flops is not None]
     assert {t.id for t in declared} >= {"sgemm-1t", "sgemm-2t", "epilogue-numpy"}
