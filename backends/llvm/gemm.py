@@ -5,8 +5,8 @@ Note: structure of the generated code
 The work is split into tasks (batch item, block of `mc` rows, block of `nc` columns) and the
 tasks run on a parallel-for (`parallel.py`). One task, BLIS loop order:
 
-    for pc in K by kc:                           # K blocks (at least one: K = 0 still stores)
-        pack B[pc:pc+kc, n0:n0+nc] -> Bp         # kc x nr micro-panels, zero past N
+    for pc in K by kc:                           # equal K blocks of at most kc (at least one:
+        pack B[pc:pc+kc, n0:n0+nc] -> Bp         #   K = 0 still stores); kc x nr micro-panels
         for ic in rows by mc:
             pack A[ic:ic+mc, pc:pc+kc] -> Ap     # kc x mr micro-panels (mc x kc stays in L2)
             for jr in columns by nr:             # one kc x nr micro-panel of Bp ...
@@ -14,10 +14,22 @@ tasks run on a parallel-for (`parallel.py`). One task, BLIS loop order:
                     microkernel(mr x nr tile of C)
 
 Packing makes every operand layout look alike to the microkernel (and avoids the cache-set
-conflicts of power-of-two leading dimensions). A task of few rows (at most `DIRECT_B_MAX_ROWS`)
-uses each B panel only a few times, too few to repay packing it: there the microkernel reads B
-rows in place when B's columns are contiguous (measured, one thread: 32 x 128 x 1024 69 -> 59
-us, 32 x 256 x 1024 159 -> 146 us; at 64 rows packing wins again). The microkernel keeps an mr x
+conflicts of power-of-two leading dimensions). Three cases skip or hide a packing pass:
+
+* B with contiguous columns is packed by the microkernel itself: the first row tile of a task
+  reads each B micro-panel at its source and stores it into Bp as it goes (the `packing`
+  microkernel variant), so B's loads overlap FMAs instead of forming a copy pass of their own
+  (one thread, against a separate pass: 128 x 256 x 784 +7 %, 128 x 256 x 256 +4 %, squares
+  of 512-1024 unchanged).
+* A task of few rows (at most `DIRECT_B_MAX_ROWS`) uses each B panel only a few times, too few
+  to repay packing it: there the microkernel reads B rows in place (measured, one thread:
+  32 x 128 x 1024 69 -> 59 us, 32 x 256 x 1024 159 -> 146 us; at 64 rows packing wins again).
+* Row-major A whose task has at most `DIRECT_A_MAX_PANELS` column micro-panels is read in place
+  (the microkernel takes A's row and k strides): packing would copy each row for as few
+  reads (128 x 256 x 784 and 128 x 256 x 256: +4-5 %; with more panels packing pays).
+
+Equal K blocks avoid a short last block (K = 784 as 4 x 196, not 3 x 256 + 16), which would
+load and store the whole C tile for a few steps. The microkernel keeps an mr x
 nr tile of C in `mr * nr/lanes` vector registers (6 x 64 floats = 24 zmm registers on AVX-512:
 measured best of 8x32, 6x64, 8x48, 12x32, 4x64, 14x32) and for each k broadcasts mr elements of
 A and issues `llvm.fma` on the nr/lanes vectors of the packed B row. Row edges (M % mr) use
@@ -71,6 +83,7 @@ from .parallel import ParallelBody, emit_parallel_for
 
 _ELEM_BYTES = {"f32": 4, "f64": 8}
 DIRECT_B_MAX_ROWS = 48  # tasks of at most this many rows read B in place (module note)
+DIRECT_A_MAX_PANELS = 4  # row-major A read in place up to this many column micro-panels
 
 
 @dataclass(frozen=True)
@@ -168,6 +181,13 @@ class EpilogueContext:
 Epilogue = Callable[[EpilogueContext], ir.Value]
 
 
+def gemm_function_type(config: GemmConfig) -> ir.FunctionType:
+    """The LLVM type of a generated GEMM (`GEMM_ARGS`, then `config.epilogue_args`)."""
+    tp = llvm_type(config.dtype).as_pointer()
+    fixed = [I64] * 4 + [tp, I64, I64, I64, tp, I64, I64, I64, tp, I64, I64, I32, PTR]
+    return ir.FunctionType(VOID, fixed + list(config.epilogue_args))
+
+
 def emit_gemm(module: ir.Module, name: str, config: GemmConfig,
               epilogue: Epilogue | None = None) -> ir.Function:
     """Emit `void name(...)` (signature in `GEMM_ARGS`, then `config.epilogue_args`) computing
@@ -177,10 +197,7 @@ def emit_gemm(module: ir.Module, name: str, config: GemmConfig,
     its scratch) or a buffer of at least `config.workspace_bytes(nthreads)` bytes.
     """
     config.check()
-    t = llvm_type(config.dtype)
-    tp = t.as_pointer()
-    fixed = [I64] * 4 + [tp, I64, I64, I64, tp, I64, I64, I64, tp, I64, I64, I32, PTR]
-    fn = ir.Function(module, ir.FunctionType(VOID, fixed + list(config.epilogue_args)), name=name)
+    fn = ir.Function(module, gemm_function_type(config), name=name)
     for arg, arg_name in zip(fn.args, GEMM_ARGS, strict=False):
         arg.name = arg_name
     for k, arg in enumerate(fn.args[len(GEMM_ARGS):]):
@@ -302,10 +319,15 @@ def _emit_tasks(p: ParallelBody, cfg: GemmConfig, kernels: _MicroKernels,
         b_b = b.gep(bmat, [b.mul(bi, sb_b)])
         c_b = b.gep(c, [b.add(b.mul(bi, sc_b), n0)])
         npc = smax(b, ceil_div(b, k, cfg.kc), c1)
+        # Equal K blocks (a multiple of 8 steps): K = 784 as 4 x 196 rather than 3 x 256 + 16,
+        # whose last block would load and store the whole C tile for 16 steps.
+        kcb = smin(b, ir.Constant(I64, cfg.kc),
+                   smax(b, _round_up(b, ceil_div(b, k, npc), 8), ir.Constant(I64, 8)))
+        npc = smax(b, ceil_div(b, k, kcb), c1)  # rounding may leave fewer (never empty) blocks
 
         def k_block(b: ir.IRBuilder, pi: ir.Value, _c: list) -> list:
-            pc = b.mul(pi, ir.Constant(I64, cfg.kc))
-            kb = smin(b, ir.Constant(I64, cfg.kc), b.sub(k, pc))
+            pc = b.mul(pi, kcb)
+            kb = smin(b, kcb, b.sub(k, pc))
             first = b.icmp_signed("==", pi, ir.Constant(I64, 0))
             last = b.icmp_signed("==", pi, b.sub(npc, c1))
             b_pc = b.gep(b_b, [b.add(b.mul(pc, sb_k), b.mul(n0, sb_n))])
@@ -313,12 +335,17 @@ def _emit_tasks(p: ParallelBody, cfg: GemmConfig, kernels: _MicroKernels,
             # column stride the microkernel reads B in place (masked at the column edge).
             direct = b.and_(b.icmp_signed("==", sb_n, c1),
                             b.icmp_signed("<=", b.sub(m1, m0), ir.Constant(I64, DIRECT_B_MAX_ROWS)))
-            with b.if_then(b.not_(direct)):
+            # With unit column stride, the first row tile's microkernel packs each B
+            # micro-panel as it reads it (B's loads then overlap FMAs instead of a separate
+            # copy pass); other layouts are packed up front.
+            fused = b.and_(b.icmp_signed("==", sb_n, c1), b.not_(direct))
+            with b.if_then(b.not_(b.or_(direct, fused))):
                 b.call(packs[1], [kb, nb, b_pc, sb_k, sb_n, bp])
             a_pc = b.gep(a_b, [b.mul(pc, sa_k)])
             tile = _Tile(kb, a_pc, sa_m, sa_k, ap, b.select(direct, b_pc, bp),
                          b.select(direct, sb_k, ir.Constant(I64, cfg.nr)),
-                         b.select(direct, c1, kb), c_b, sc_m, n0, nb, first, last, bi, epi_args)
+                         b.select(direct, c1, kb), c_b, sc_m, n0, nb, first, last, bi, epi_args,
+                         fused, b_pc, sb_k)
             _emit_row_blocks(b, cfg, kernels, packs[0], tile, m0, m1)
             return []
 
@@ -348,6 +375,9 @@ class _Tile:
     last: ir.Value
     batch: ir.Value
     epi_args: tuple[ir.Value, ...]
+    fused_pack: ir.Value  # i1: the first row tile of the task packs B (unit column stride)
+    bsrc: ir.Value        # B at (batch, pc, n0)
+    sb_k: ir.Value
 
 
 def _emit_row_blocks(b: ir.IRBuilder, cfg: GemmConfig, kernels: _MicroKernels,
@@ -356,11 +386,20 @@ def _emit_row_blocks(b: ir.IRBuilder, cfg: GemmConfig, kernels: _MicroKernels,
     npanels = ceil_div(b, t.nb, cfg.nr)
     mr = ir.Constant(I64, cfg.mr)
 
+    c1 = ir.Constant(I64, 1)
+    # Row-major A used by few column micro-panels is read in place: packing would copy it
+    # once for only a few reads (module note).
+    direct_a = b.and_(b.icmp_signed("==", t.sa_k, c1),
+                      b.icmp_signed("<=", npanels, ir.Constant(I64, DIRECT_A_MAX_PANELS)))
+    a_si = b.select(direct_a, t.sa_m, c1)
+    a_sk = b.select(direct_a, c1, mr)
+
     def row_block(b: ir.IRBuilder, ic: ir.Value, _c: list) -> list:
         i1 = smin(b, b.add(ic, ir.Constant(I64, cfg.mc)), m1)
         full_end = b.add(ic, b.mul(b.sdiv(b.sub(i1, ic), mr), mr))
-        b.call(pack_a, [t.kb, b.sub(i1, ic), b.gep(t.a, [b.mul(ic, t.sa_m)]), t.sa_m, t.sa_k,
-                        t.ap])
+        with b.if_then(b.not_(direct_a)):
+            b.call(pack_a, [t.kb, b.sub(i1, ic), b.gep(t.a, [b.mul(ic, t.sa_m)]), t.sa_m,
+                            t.sa_k, t.ap])
 
         def panel(b: ir.IRBuilder, jp: ir.Value, _c: list) -> list:
             col = b.mul(jp, ir.Constant(I64, cfg.nr))
@@ -368,24 +407,34 @@ def _emit_row_blocks(b: ir.IRBuilder, cfg: GemmConfig, kernels: _MicroKernels,
             n_valid = b.sub(t.nb, col)
             narrow = b.icmp_signed("<=", n_valid, ir.Constant(I64, cfg.lanes))
 
-            def call(b: ir.IRBuilder, rows: int, row: ir.Value) -> None:
+            def call(b: ir.IRBuilder, rows: int, row: ir.Value, packing: bool = False) -> None:
                 # Packed A: panel (row - ic) / mr holds kb x mr, row offset (row - ic) % mr.
                 rel = b.sub(row, ic)
                 panel_start = b.mul(b.sdiv(rel, mr), mr)
                 a_off = b.add(b.mul(panel_start, t.kb), b.sub(rel, panel_start))
+                a_ptr = b.select(direct_a, b.gep(t.a, [b.mul(row, t.sa_m)]),
+                                 b.gep(t.ap, [a_off]))
                 c_tile = b.gep(t.c, [b.add(b.mul(row, t.sc_m), col)])
-                uk = kernels.get(rows)
+                uk = kernels.get(rows, packing)
                 if kernels.narrow is not None:
-                    uk = b.select(narrow, kernels.narrow.get(rows), uk)
-                b.call(uk, [t.kb, b.gep(t.ap, [a_off]), bpj, t.ldb, c_tile, t.sc_m,
-                                           row, b.add(t.n0, col), n_valid, t.first, t.last,
-                                           t.batch, *t.epi_args])
+                    uk = b.select(narrow, kernels.narrow.get(rows, packing), uk)
+                # The packing variant reads B at its source and writes the panel as it goes.
+                bsrc = (b.gep(t.bsrc, [col]), t.sb_k) if packing else (bpj, t.ldb)
+                b.call(uk, [t.kb, a_ptr, a_si, a_sk, *bsrc, c_tile, t.sc_m,
+                            row, b.add(t.n0, col), n_valid, t.first, t.last,
+                            t.batch, *t.epi_args] + ([bpj] if packing else []))
 
             def micro(b: ir.IRBuilder, ir_: ir.Value, _c: list) -> list:
                 call(b, cfg.mr, ir_)
                 return []
 
-            emit_loop(b, ic, full_end, micro, step=cfg.mr, name="mtile")
+            # A fused-packing task has more than DIRECT_B_MAX_ROWS >= mr rows: its first row
+            # block starts with a full row tile, which packs this panel of B.
+            packs_here = b.and_(t.fused_pack, b.icmp_signed("==", ic, m0))
+            with b.if_then(packs_here):
+                call(b, cfg.mr, ic, packing=True)
+            start = b.select(packs_here, b.add(ic, mr), ic)
+            emit_loop(b, start, full_end, micro, step=cfg.mr, name="mtile")
             # Row edge: rem = i1 - full_end < mr rows as a sum of power-of-two microkernels.
             rem = b.sub(i1, full_end)
             for rows in kernels.edge_rows:
@@ -510,7 +559,7 @@ def _emit_pack_b(module: ir.Module, cfg: GemmConfig, name: str) -> ir.Function:
     unit = b.icmp_signed("==", sb_n, ir.Constant(I64, 1))
     with b.if_else(unit) as (contiguous, strided):
         with contiguous:
-            def row(b: ir.IRBuilder, kk: ir.Value, _c: list, jp: ir.Value) -> list:
+            def row(b: ir.IRBuilder, jp: ir.Value, _c: list, kk: ir.Value) -> list:
                 col0 = b.mul(jp, nr)
                 src = b.gep(bsrc, [b.add(b.mul(kk, sb_k), col0)])
                 dst = b.gep(bp, [b.add(b.mul(col0, kb), b.mul(kk, nr))])
@@ -523,12 +572,15 @@ def _emit_pack_b(module: ir.Module, cfg: GemmConfig, name: str) -> ir.Function:
                                          vty.as_pointer()), align=align)
                 return []
 
-            def panel(b: ir.IRBuilder, jp: ir.Value, _c: list) -> list:
-                emit_loop(b, ir.Constant(I64, 0), kb, lambda b, kk, c: row(b, kk, c, jp),
-                          name="krow")
+            # Row by row (each source row read front to back), every panel's row in turn:
+            # walking one panel down all k rows first would start a new page per row, out of
+            # reach of the hardware prefetcher.
+            def krow(b: ir.IRBuilder, kk: ir.Value, _c: list) -> list:
+                emit_loop(b, ir.Constant(I64, 0), npanels, lambda b, jp, c: row(b, jp, c, kk),
+                          name="panel")
                 return []
 
-            emit_loop(b, ir.Constant(I64, 0), npanels, panel, name="panel")
+            emit_loop(b, ir.Constant(I64, 0), kb, krow, name="krow")
         with strided:
             unit_k = b.icmp_signed("==", sb_k, ir.Constant(I64, 1))
             with b.if_else(unit_k) as (transposed, general):
@@ -644,41 +696,53 @@ class _MicroKernels:
     below it, for row edges), emitted on first use."""
 
     def __init__(self, module: ir.Module, cfg: GemmConfig, epilogue: Epilogue | None,
-                 name: str) -> None:
+                 name: str, panel_nr: int | None = None) -> None:
         self.module, self.cfg, self.epilogue, self.name = module, cfg, epilogue, name
+        self.panel_nr = panel_nr or cfg.nr  # row stride of the packed B panels
         self.edge_rows = [r for r in (1 << s for s in range(7, -1, -1)) if r < cfg.mr]
-        self._fns: dict[int, ir.Function] = {}
+        self._fns: dict[tuple[int, bool], ir.Function] = {}
         # One-vector-wide kernels for panels of at most `lanes` valid columns (a 10-class
         # head): the full-width kernel would spend nv - 1 of every nv FMAs on zero padding.
-        self.narrow = (_MicroKernels(module, replace(cfg, nv=1), epilogue, f"{name}.narrow")
-                       if cfg.nv > 1 else None)
+        self.narrow = (_MicroKernels(module, replace(cfg, nv=1), epilogue, f"{name}.narrow",
+                                     cfg.nr) if cfg.nv > 1 else None)
 
-    def get(self, rows: int) -> ir.Function:
-        if rows not in self._fns:
-            self._fns[rows] = _emit_microkernel(self.module, self.cfg, rows, self.epilogue,
-                                                f"{self.name}.ukernel{rows}")
-        return self._fns[rows]
+    def get(self, rows: int, packing: bool = False) -> ir.Function:
+        key = (rows, packing)
+        if key not in self._fns:
+            suffix = ".pack" if packing else ""
+            self._fns[key] = _emit_microkernel(self.module, self.cfg, rows, self.epilogue,
+                                               f"{self.name}.ukernel{rows}{suffix}",
+                                               self.panel_nr if packing else None)
+        return self._fns[key]
 
 
 def _emit_microkernel(module: ir.Module, cfg: GemmConfig, rows: int,
-                      epilogue: Epilogue | None, name: str) -> ir.Function:
-    """`uk(kb, Ap, Bp, ldb, C, sc_m, row, col0, n_valid, first, last, batch, epi...)`: the
-    rows x nr tile C[row.., col0..] from kb steps of broadcast(Ap[k·mr + i]) x Bp[k·ldb ..]
-    FMAs. B rows are read with the column mask, so Bp may be B itself (ldb = its row stride)."""
+                      epilogue: Epilogue | None, name: str, packing_nr: int | None = None
+                      ) -> ir.Function:
+    """`uk(kb, Ap, a_si, a_sk, Bp, ldb, C, sc_m, row, col0, n_valid, first, last, batch,
+    epi...)`: the rows x nr tile C[row.., col0..] from kb steps of broadcast(Ap[i·a_si +
+    k·a_sk]) x Bp[k·ldb ..] FMAs. Packed A has (a_si, a_sk) = (1, mr); A read in place (row-major)
+    has (its row stride, 1). B rows are read with the column mask, so Bp may be B itself (ldb =
+    its row stride). The packing variant (`packing_nr`: the packed panel's row stride) takes one
+    more argument, Bdst, and also stores every B row it reads there as a packed micro-panel row
+    (Bdst[k·packing_nr ..], zeros past N)."""
+    packing = packing_nr is not None
     t = llvm_type(cfg.dtype)
     tp = t.as_pointer()
     vty = ir.VectorType(t, cfg.lanes)
-    args = [I64, tp, tp, I64, tp, I64, I64, I64, I64, I1, I1, I64, *cfg.epilogue_args]
+    args = [I64, tp, I64, I64, tp, I64, tp, I64, I64, I64, I64, I1, I1, I64,
+            *cfg.epilogue_args] + ([tp] if packing else [])
     fn = ir.Function(module, ir.FunctionType(VOID, args), name=name)
     fn.linkage = "internal"
     fn.attributes.add("noinline")
-    kb, a, bp, ldb, c, sc_m, row0, col0, n_valid, first, last, batch = fn.args[:12]
-    epi_args = tuple(fn.args[12:])
-    for arg in (a, bp, c):
+    (kb, a, a_si, a_sk, bp, ldb, c, sc_m, row0, col0, n_valid, first, last,
+     batch) = fn.args[:14]
+    epi_args = tuple(fn.args[14:14 + len(cfg.epilogue_args)])
+    bdst = fn.args[-1] if packing else None
+    for arg in (a, bp, c) + ((bdst,) if packing else ()):
         arg.add_attribute("noalias")
     b = ir.IRBuilder(fn.append_basic_block("entry"))
     fma = intrinsic(module, "llvm.fma", vty)
-    mr = ir.Constant(I64, cfg.mr)
 
     iota = ir.Constant(ir.VectorType(I64, cfg.lanes), list(range(cfg.lanes)))
     masks = [b.icmp_signed("<", iota, _vsplat(b, b.sub(n_valid, ir.Constant(I64, j * cfg.lanes)),
@@ -686,11 +750,16 @@ def _emit_microkernel(module: ir.Module, cfg: GemmConfig, rows: int,
 
     def step(b: ir.IRBuilder, kk: ir.Value, accs: list) -> list:
         brow = b.gep(bp, [b.mul(kk, ldb)])
-        arow = b.gep(a, [b.mul(kk, mr)])
+        arow = b.gep(a, [b.mul(kk, a_sk)])
         # Masked (free on AVX-512): B may be read in place, where columns past N don't exist.
         bv = [masked_load(b, b.bitcast(b.gep(brow, [ir.Constant(I64, j * cfg.lanes)]),
                                        vty.as_pointer()), masks[j], vty)
               for j in range(cfg.nv)]
+        if bdst is not None:
+            drow = b.gep(bdst, [b.mul(kk, ir.Constant(I64, packing_nr))])
+            for j, v in enumerate(bv):
+                b.store(v, b.bitcast(b.gep(drow, [ir.Constant(I64, j * cfg.lanes)]),
+                                     vty.as_pointer()), align=cfg.lanes * _ELEM_BYTES[cfg.dtype])
         if cfg.prefetch_b:  # the kc x nr micro-panel of B outgrows L1: fetch rows ahead
             ahead = b.gep(brow, [b.mul(ir.Constant(I64, cfg.prefetch_b), ldb)])
             for off in range(0, cfg.nr, 64 // _ELEM_BYTES[cfg.dtype]):
@@ -699,7 +768,7 @@ def _emit_microkernel(module: ir.Module, cfg: GemmConfig, rows: int,
                         ir.Constant(I32, 0), ir.Constant(I32, 3), ir.Constant(I32, 1)])
         out = []
         for i in range(rows):
-            av = _vsplat(b, b.load(b.gep(arow, [ir.Constant(I64, i)])), cfg.lanes)
+            av = _vsplat(b, b.load(b.gep(arow, [b.mul(ir.Constant(I64, i), a_si)])), cfg.lanes)
             out += [b.call(fma, [av, bv[j], accs[i * cfg.nv + j]]) for j in range(cfg.nv)]
         return out
 
