@@ -281,6 +281,7 @@ class GeneratedModule:
     layout: Layout
     text: str
     kernel_notes: dict[str, dict[str, Any]]
+    runtime: tuple[str, ...] = ()  # dtypes whose runtime GEMM (`runtime_lib`) it declares
 
 
 def _symbol(name: str) -> str:
@@ -294,6 +295,9 @@ class ModuleBuilder:
         self.s = schedule
         self.options = dict(options or {})
         self.module = ir.Module(name=_symbol(schedule.name))
+        if self.options.get("runtime_gemm", True):
+            # GEMMs are declared, the precompiled runtime library defines them (`runtime_lib`)
+            self.module.graphc_runtime = set()
         self.storage = plan_storage(schedule)
         self.globals: dict[str, ir.GlobalVariable] = {}
         self.errors: list[dict[str, Any]] = []
@@ -330,7 +334,8 @@ class ModuleBuilder:
         arena_bytes = self._scratch_offset() + self.scratch_bytes
         layout = Layout(self.storage.layout.args, arena_bytes, tuple(self.errors),
                         tuple(kernels_meta))
-        return GeneratedModule(self.module, layout, self._text(), self.notes)
+        runtime = tuple(sorted(getattr(self.module, "graphc_runtime", ())))
+        return GeneratedModule(self.module, layout, self._text(), self.notes, runtime)
 
     # -- pieces --------------------------------------------------------------------------------
     def _constant(self, name: str, arr: np.ndarray) -> None:

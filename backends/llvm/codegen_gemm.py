@@ -58,7 +58,7 @@ from graphc.ir.kernel import (
 
 from .codegen import KernelCode, KernelEnv
 from .codegen_expr import BufferRef, ExprEmitter, VectorEmitter
-from .gemm import EpilogueContext, GemmConfig, emit_gemm
+from .gemm import EpilogueContext, GemmConfig, emit_gemm, gemm_function_type
 from .llvm_ir import I64, PTR, alloca_at_entry, for_range, llvm_type
 from .lowering import cast_value
 
@@ -246,12 +246,28 @@ def shared_gemm(module: ir.Module, base: GemmConfig) -> ir.Function:
     Its two epilogue arguments are (epilogue function, data): the microkernel calls
     `epilogue(acc, row, col0, mask, batch, data)` for each result vector, or stores acc as is
     when the function is null. One GEMM per module instead of one per matmul kernel: each
-    instance is a driver, packing and four microkernels, over 100 ms of LLVM time."""
+    instance is a driver, packing and a dozen microkernels, about half a second of LLVM time.
+    A module with a `graphc_runtime` set (`codegen.ModuleBuilder`) only declares it and notes
+    the dtype: the precompiled runtime library (`runtime_lib`) defines it."""
     name = f"graphc.gemm.shared.{base.dtype}"
     fn = module.globals.get(name)
     if fn is not None:
         return fn
-    cfg = GemmConfig(**{**base.__dict__, "epilogue_args": (PTR, PTR)})
+    runtime = getattr(module, "graphc_runtime", None)
+    if runtime is None:
+        return define_shared_gemm(module, base)
+    runtime.add(base.dtype)
+    return ir.Function(module, gemm_function_type(_shared_config(base)), name=name)
+
+
+def _shared_config(base: GemmConfig) -> GemmConfig:
+    return GemmConfig(**{**base.__dict__, "epilogue_args": (PTR, PTR)})
+
+
+def define_shared_gemm(module: ir.Module, base: GemmConfig) -> ir.Function:
+    """Emit the shared GEMM's definition into `module` (see `shared_gemm`)."""
+    name = f"graphc.gemm.shared.{base.dtype}"
+    cfg = _shared_config(base)
 
     def dispatch(ctx: EpilogueContext) -> ir.Value:
         b = ctx.builder

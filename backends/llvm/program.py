@@ -27,8 +27,9 @@ from graphc.ir.kernel import Schedule
 
 from .aot_loader import AotLibrary
 from .cache import CompileCache, schedule_key
-from .codegen import generate_module
+from .codegen import GeneratedModule, generate_module
 from .runtime import ENTRY, ENTRY_ARGTYPES, Layout, NativeProgram, resolve_threads
+from .runtime_lib import gemm_symbol, runtime_objects
 from .target import TargetSpec, compile_module, emit_shared_library
 
 LIBRARY_FILE = "graphc.so"
@@ -97,9 +98,10 @@ def build_program(schedule: Schedule, options: Any = None) -> NativeProgram:
             gen = generate_module(schedule, codegen_opts)
             meta = {"layout": gen.layout.to_json(), "cpu": spec.cpu,
                     "cpu_flags": required_cpu_flags(spec), "kernels": gen.kernel_notes}
+            objects = _runtime(gen, spec, codegen_opts, options)
             t_llvm = time.perf_counter()
-            store.store(key, lambda p: emit_shared_library(gen.text, p, spec,
-                                                           name=schedule.name), meta)
+            store.store(key, lambda p: emit_shared_library(gen.text, p, spec, name=schedule.name,
+                                                           objects=objects), meta)
             info["llvm_seconds"] = time.perf_counter() - t_llvm
             hit = store.lookup(key)
             cache_hit = False
@@ -117,21 +119,31 @@ def build_program(schedule: Schedule, options: Any = None) -> NativeProgram:
         program = NativeProgram(sig, layout, fn, threads, keepalive=lib, saver=saver, info=info)
     else:
         gen = generate_module(schedule, codegen_opts)
+        objects = _runtime(gen, spec, codegen_opts, options)
         t_llvm = time.perf_counter()
-        jit = compile_module(gen.text, spec, name=schedule.name)
+        jit = compile_module(gen.text, spec, name=schedule.name, objects=objects,
+                             provides=frozenset(gemm_symbol(dt) for dt in gen.runtime))
         info["llvm_seconds"] = time.perf_counter() - t_llvm
         fn = jit.cfunc(ENTRY, None, *ENTRY_ARGTYPES)
         info.update(cache_hit=False, kernel_plans=gen.kernel_notes,
                     optimized_ir=jit.optimized_ir)
 
         def saver(folder: Path) -> dict[str, Any]:
-            emit_shared_library(gen.text, folder / LIBRARY_FILE, spec, name=schedule.name)
+            emit_shared_library(gen.text, folder / LIBRARY_FILE, spec, name=schedule.name,
+                                objects=objects)
             return manifest_entries(gen.layout, spec)
 
         program = NativeProgram(sig, gen.layout, fn, threads, keepalive=jit, saver=saver,
                                 info=info)
     info["compile_seconds"] = time.perf_counter() - t0
     return program
+
+
+def _runtime(gen: GeneratedModule, spec: TargetSpec, codegen_opts: dict[str, Any],
+             options: Any) -> list[bytes]:
+    """The runtime library objects `gen` declares (built once per machine, `runtime_lib`)."""
+    return runtime_objects(gen.runtime, spec, codegen_opts["vector_bits"],
+                           _option(options, "cache_dir"))
 
 
 def _library_saver(lib_path: Path, layout: Layout, spec: TargetSpec):

@@ -25,6 +25,7 @@ import shutil
 import subprocess
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cache
 
@@ -155,12 +156,15 @@ def external_symbols(ref: llvm.ModuleRef) -> list[str]:
     return sorted(names)
 
 
-def check_symbols_resolvable(ref: llvm.ModuleRef) -> None:
-    """Raise LLVMBackendError naming every external symbol the process cannot resolve.
+def check_symbols_resolvable(ref: llvm.ModuleRef, provided: frozenset[str] = frozenset()
+                             ) -> None:
+    """Raise LLVMBackendError naming every external symbol the process cannot resolve
+    (`provided`: symbols that object files added to the engine define).
 
     MCJIT would otherwise crash at the first call through an unresolved symbol.
     """
-    missing = [s for s in external_symbols(ref) if not llvm.address_of_symbol(s)]
+    missing = [s for s in external_symbols(ref)
+               if s not in provided and not llvm.address_of_symbol(s)]
     if any(s.startswith(("GOMP_", "omp_")) for s in missing):
         from .parallel import load_gomp  # IR text made elsewhere: libgomp may not be loaded yet
 
@@ -209,11 +213,14 @@ class JitModule:
 
 
 def compile_module(module: ir.Module | str, spec: TargetSpec | None = None, *,
-                   name: str = "graphc") -> JitModule:
+                   name: str = "graphc", objects: Sequence[bytes] = (),
+                   provides: frozenset[str] = frozenset()) -> JitModule:
     """Parse, verify, optimize (O3 + vectorizers) and JIT-compile `module` for `spec` (host).
 
-    Raises LLVMBackendError for invalid IR or for any declared external symbol that the
-    process cannot resolve (checked after optimization, which may add declarations).
+    `objects` (object code, e.g. the runtime library's) are added to the engine; `provides`
+    names the symbols they define. Raises LLVMBackendError for invalid IR or for any declared
+    external symbol that the process cannot resolve (checked after optimization, which may add
+    declarations).
     """
     spec = spec or TargetSpec.host()
     times = CompileTimes()
@@ -222,9 +229,11 @@ def compile_module(module: ir.Module | str, spec: TargetSpec | None = None, *,
     t1 = time.perf_counter()
     optimize_module(ref, spec)
     t2 = time.perf_counter()
-    check_symbols_resolvable(ref)
+    check_symbols_resolvable(ref, provides)
     optimized_ir = str(ref)
     engine = llvm.create_mcjit_compiler(ref, spec.target_machine(jit=True))
+    for obj in objects:
+        engine.add_object_file(llvm.ObjectFileRef.from_data(obj))
     engine.finalize_object()
     engine.run_static_constructors()
     t3 = time.perf_counter()
@@ -244,8 +253,10 @@ def emit_object(module: ir.Module | str, spec: TargetSpec, *, name: str = "graph
 
 
 def emit_shared_library(module: ir.Module | str, path: str | os.PathLike,
-                        spec: TargetSpec | None = None, *, name: str = "graphc") -> CompileTimes:
-    """Compile `module` ahead of time into a shared library at `path` (`cc -shared`).
+                        spec: TargetSpec | None = None, *, name: str = "graphc",
+                        objects: Sequence[bytes] = ()) -> CompileTimes:
+    """Compile `module` ahead of time into a shared library at `path` (`cc -shared`), linked
+    together with `objects` (object code, e.g. the runtime library's).
 
     The library is linked with `-z defs`, so a symbol that neither libc, libm nor libgomp
     provides is a link error (LLVMBackendError naming it) instead of a crash at load or call.
@@ -263,13 +274,17 @@ def emit_shared_library(module: ir.Module | str, path: str | os.PathLike,
     t2 = time.perf_counter()
     obj = spec.target_machine(reloc="pic").emit_object(ref)
     libs = sorted({lib for s in external_symbols(ref) for p, lib in _AOT_LIBRARIES.items()
-                   if s.startswith(p)})
+                   if s.startswith(p)}
+                  | {lib for o in objects for p, lib in _AOT_LIBRARIES.items()
+                     if p.encode() in o})
     with tempfile.TemporaryDirectory(prefix="graphc-aot-") as tmp:
-        obj_path = os.path.join(tmp, f"{name}.o")
-        with open(obj_path, "wb") as f:
-            f.write(obj)
+        obj_paths = []
+        for i, data in enumerate([obj, *objects]):
+            obj_paths.append(os.path.join(tmp, f"{name}.{i}.o"))
+            with open(obj_paths[-1], "wb") as f:
+                f.write(data)
         tmp_out = os.path.join(tmp, "out.so")
-        cmd = [cc, "-shared", "-o", tmp_out, obj_path, "-Wl,-z,defs", "-lm", "-lc"]
+        cmd = [cc, "-shared", "-o", tmp_out, *obj_paths, "-Wl,-z,defs", "-lm", "-lc"]
         cmd += [f"-l{lib}" for lib in libs]
         proc = subprocess.run(cmd, capture_output=True, text=True)
         if proc.returncode != 0:
