@@ -16,7 +16,9 @@ The JSON document (schema "graphc-bench/2", produced by `runner.run_bench`; docu
                 peak (2, absent without LLVM: then peak_unavailable){vector_bits, lanes,
                     accumulators, flops_per_call, samples_s[], gflops_best, gflops_median,
                     per_core_gflops_best},
-                isolation (2){mode: in-process | process, pids{numpy, peak}}
+                isolation (2){mode: in-process | process, pids{numpy, peak}},
+                rounds (2: measured before and after the workloads, samples pooled),
+                load_average (2){before, after}
     results[]   workload, description, threads, kind, sizes, bytes, flops, notes,
                 isolation (2: in-process | process),
                 graph{fused|unfused|reference: {kernels, arena_bytes, naive_bytes,
@@ -152,6 +154,9 @@ def anchor_line(a: dict[str, Any]) -> str:
     peak_text = (f"; FMA peak {peak['gflops_best']:.3g} GFLOP/s ({peak['vector_bits']}-bit, "
                  f"{peak['per_core_gflops_best']:.3g} per core)" if peak else "")
     where = " [worker processes]" if (a.get("isolation") or {}).get("mode") == "process" else ""
+    load = a.get("load_average")
+    if isinstance(load, dict) and load.get("before") and load.get("after"):
+        where += f" [load {load['before'][0]:.2f} before, {load['after'][0]:.2f} after]"
     return (f"anchors, {a['threads']} thread(s){where}: copy {a['copy']['gbps_best']:.3g} "
             f"GB/s (median {a['copy']['gbps_median']:.3g}); numpy sgemm {a['sgemm']['n']}^3 "
             f"{a['sgemm']['gflops_best']:.3g} GFLOP/s (median "

@@ -53,6 +53,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import math
+import os
 import shutil
 import statistics
 import sys
@@ -398,13 +399,17 @@ def progress_bar(total: int, enabled: bool):
 
 
 def anchors_now(n: int, cfg: BenchConfig) -> dict[str, Any]:
-    """The anchors at `n` threads, measured the way contenders at `n` threads are run."""
+    """The anchors at `n` threads, measured the way contenders at `n` threads are run, with the
+    load average at the time (other users of the machine show there)."""
     if cfg.isolates(n):
         from .isolate import isolated_anchors
 
-        return isolated_anchors(n, cfg.quick)
-    anchor = measure_anchors(n, cfg.quick)
-    anchor["isolation"] = {"mode": "in-process"}
+        anchor = isolated_anchors(n, cfg.quick)
+    else:
+        anchor = measure_anchors(n, cfg.quick)
+        anchor["isolation"] = {"mode": "in-process"}
+    if hasattr(os, "getloadavg"):
+        anchor["load_average"] = list(os.getloadavg())
     return anchor
 
 
@@ -418,7 +423,9 @@ def merge_anchors(first: dict[str, Any], last: dict[str, Any]) -> dict[str, Any]
     """One anchor from two measurements (before and after a thread count's workloads): samples
     pooled, best and median recomputed. On a shared machine a burst of foreign load during one
     measurement would otherwise set the yardstick too low for the whole pass."""
-    out = {**first, "rounds": 2}
+    out = {**first, "rounds": 2,
+           "load_average": {"before": first.get("load_average"),
+                            "after": last.get("load_average")}}
     for part, (work, rate) in _ANCHOR_WORK.items():
         if part not in first or part not in last:
             if part in last:
