@@ -58,8 +58,19 @@ from graphc.ir.kernel import (
 
 from .codegen import KernelCode, KernelEnv
 from .codegen_expr import BufferRef, ExprEmitter, VectorEmitter
-from .gemm import EpilogueContext, GemmConfig, emit_gemm, gemm_function_type
-from .llvm_ir import I64, PTR, alloca_at_entry, for_range, llvm_type
+from .gemm import GemmConfig, TileContext, TileEpilogue, emit_gemm, gemm_function_type
+from .llvm_ir import (
+    I64,
+    PTR,
+    alloca_at_entry,
+    ceil_div,
+    emit_loop,
+    for_range,
+    llvm_type,
+    masked_store,
+    smin,
+    vsplat,
+)
 from .lowering import cast_value
 
 GEMM_MIN_FLOPS = 2 * 56 ** 3  # measured: below, the simple loops beat packing
@@ -269,26 +280,25 @@ def define_shared_gemm(module: ir.Module, base: GemmConfig) -> ir.Function:
     name = f"graphc.gemm.shared.{base.dtype}"
     cfg = _shared_config(base)
 
-    def dispatch(ctx: EpilogueContext) -> ir.Value:
+    def call_epilogue(ctx: TileContext) -> None:
         b = ctx.builder
         target, data = ctx.args
-        fty = _epilogue_type(ctx.acc.type, ctx.mask.type)
-        before = b.block
-        is_null = b.icmp_unsigned("==", b.ptrtoint(target, I64), ir.Constant(I64, 0))
-        with b.if_then(b.not_(is_null)):
-            out = b.call(b.bitcast(target, fty.as_pointer()),
-                         [ctx.acc, ctx.row, ctx.col0, ctx.mask, ctx.batch, data])
-            then_end = b.block
-        phi = b.phi(ctx.acc.type)
-        phi.add_incoming(ctx.acc, before)
-        phi.add_incoming(out, then_end)
-        return phi
+        fty = _epilogue_type(llvm_type(cfg.dtype))
+        b.call(b.bitcast(target, fty.as_pointer()),
+               [ctx.acc, ir.Constant(I64, ctx.ld), ir.Constant(I64, ctx.rows), ctx.row,
+                ctx.col0, ctx.n_valid, ctx.batch, data, ctx.c, ctx.sc_m])
 
-    return emit_gemm(module, name, cfg, dispatch)
+    def active(b: ir.IRBuilder, args: tuple[ir.Value, ...]) -> ir.Value:
+        return b.icmp_unsigned("!=", b.ptrtoint(args[0], I64), ir.Constant(I64, 0))
+
+    return emit_gemm(module, name, cfg, TileEpilogue(call_epilogue, active))
 
 
-def _epilogue_type(vty: ir.Type, mask_ty: ir.Type) -> ir.FunctionType:
-    return ir.FunctionType(vty, [vty, I64, I64, mask_ty, I64, PTR])
+def _epilogue_type(t: ir.Type) -> ir.FunctionType:
+    """`void epilogue(T* acc, i64 ld, i64 rows, i64 row0, i64 col0, i64 n_valid, i64 batch,
+    i8* data, T* c, i64 sc_m)`: one register tile (`gemm.TileContext`)."""
+    tp = t.as_pointer()
+    return ir.FunctionType(ir.VoidType(), [tp, I64, I64, I64, I64, I64, I64, PTR, tp, I64])
 
 
 def emit_gemm_call(k: MatmulKernel, plan: GemmPlan, env: KernelEnv, base: GemmConfig,
@@ -306,13 +316,12 @@ def emit_gemm_call(k: MatmulKernel, plan: GemmPlan, env: KernelEnv, base: GemmCo
     extents = k.extents()
     gemm = shared_gemm(b.module, base)
     vty = ir.VectorType(t, base.lanes)
-    mask_ty = ir.VectorType(ir.IntType(1), base.lanes)
     # the epilogue's data: its buffers' pointers, then the outer batch indices
     data_ty = ir.LiteralStructType([PTR] * len(epi_refs) + [I64] * len(plan.outer))
     epi_fn = None
     if _needs_epilogue(k, plan):
-        epi_fn = _epilogue_function(k, plan, extents, epi_refs, b.module, vty, mask_ty,
-                                    data_ty, f"{b.function.name}.epilogue")
+        epi_fn = _epilogue_function(k, plan, extents, epi_refs, b.module, vty, data_ty,
+                                    f"{b.function.name}.epilogue")
     data = alloca_at_entry(b, data_ty, name="epi.data")
     for i, r in enumerate(epi_refs):
         b.store(r.ptr, _field(b, data, i))
@@ -389,38 +398,63 @@ def _needs_epilogue(k: MatmulKernel, plan: GemmPlan) -> bool:
 
 def _epilogue_function(k: MatmulKernel, plan: GemmPlan, extents: dict[str, int],
                        epi_refs: list[BufferRef], module: ir.Module, vty: ir.Type,
-                       mask_ty: ir.Type, data_ty: ir.Type, name: str) -> ir.Function:
-    """`vty epilogue(acc, row, col0, mask, batch, data)`: the kernel-IR epilogue for one result
-    vector, in vector mode; every other store is done here, the primary's value returned."""
-    fn = ir.Function(module, _epilogue_type(vty, mask_ty), name=module.get_unique_name(name))
+                       data_ty: ir.Type, name: str) -> ir.Function:
+    """The kernel-IR epilogue for one register tile (`_epilogue_type`), in vector mode: for each
+    row and each vector of valid columns, the parked result is `acc`, every other store is done
+    as written and the primary's value is stored into C's tile."""
+    t = vty.element
+    lanes = vty.count
+    fn = ir.Function(module, _epilogue_type(t), name=module.get_unique_name(name))
     fn.linkage = "internal"
-    acc, row, col0, mask, batch, data_raw = fn.args
+    acc_tile, ld, rows, row0, col0, n_valid, batch0, data_raw, c_tile, sc_m = fn.args
+    for arg in (acc_tile, c_tile):
+        arg.add_attribute("noalias")
     b = ir.IRBuilder(fn.append_basic_block("entry"))
     data = b.bitcast(data_raw, data_ty.as_pointer())
     nref = len(epi_refs)
     refs = {r.name: BufferRef(r.name, r.dtype, r.shape, r.bf16_bits, b.load(_field(b, data, i)))
             for i, r in enumerate(epi_refs)}
-    env = {v: b.load(_field(b, data, nref + j)) for j, v in enumerate(plan.outer)}
+    outer_env = {v: b.load(_field(b, data, nref + j)) for j, v in enumerate(plan.outer)}
     inner_dims = [(v, extents[v]) for v in plan.inner]
-    if plan.fold_rows:  # GEMM's row r is (batch r // M, row r % M)
-        m_rows = ir.Constant(I64, k.m)
-        batch, row = b.udiv(row, m_rows), b.urem(row, m_rows)
-    for pos in range(len(inner_dims) - 1, -1, -1):
-        v, n = inner_dims[pos]
-        if pos == 0:
-            env[v] = batch
-        else:
-            env[v] = b.urem(batch, ir.Constant(I64, n))
-            batch = b.udiv(batch, ir.Constant(I64, n))
-    env["m"], env["n"] = row, col0
-    ev = VectorEmitter(b, refs, extents, env, "n", vty.count, mask)
-    ev.acc = acc
+    iota = ir.Constant(ir.VectorType(I64, lanes), list(range(lanes)))
+    nvec = smin(b, ceil_div(b, n_valid, lanes), b.sdiv(ld, ir.Constant(I64, lanes)))
     primary: Store = k.stores[plan.primary]
-    for j, st in enumerate(k.stores):
-        if j != plan.primary:
-            ev.vstore(st.buffer, st.index, ev(st.value))
-    out = ev.widen(ev(primary.value))
-    if out.type != vty:
-        raise GraphError(f"GEMM epilogue of {k.name} produced {out.type}")
-    b.ret(out)
+
+    def tile_row(b: ir.IRBuilder, i: ir.Value, _c: list) -> list:
+        row, batch = b.add(row0, i), batch0
+        if plan.fold_rows:  # GEMM's row r is (batch r // M, row r % M)
+            m_rows = ir.Constant(I64, k.m)
+            batch, row = b.udiv(row, m_rows), b.urem(row, m_rows)
+        env = dict(outer_env)
+        for pos in range(len(inner_dims) - 1, -1, -1):
+            v, n = inner_dims[pos]
+            if pos == 0:
+                env[v] = batch
+            else:
+                env[v] = b.urem(batch, ir.Constant(I64, n))
+                batch = b.udiv(batch, ir.Constant(I64, n))
+
+        def vector(b: ir.IRBuilder, j: ir.Value, _c: list) -> list:
+            off = b.mul(j, ir.Constant(I64, lanes))
+            col = b.add(col0, off)
+            left = b.sub(n_valid, off)
+            mask = b.icmp_signed("<", iota, vsplat(b, left, lanes))
+            acc_ptr = b.gep(acc_tile, [b.add(b.mul(i, ld), off)])
+            ev = VectorEmitter(b, refs, extents, {**env, "m": row, "n": col}, "n", lanes, mask)
+            ev.acc = b.load(b.bitcast(acc_ptr, vty.as_pointer()))
+            for jj, st in enumerate(k.stores):
+                if jj != plan.primary:
+                    ev.vstore(st.buffer, st.index, ev(st.value))
+            out = ev.widen(ev(primary.value))
+            if out.type != vty:
+                raise GraphError(f"GEMM epilogue of {k.name} produced {out.type}")
+            c_ptr = b.gep(c_tile, [b.add(b.mul(i, sc_m), off)])
+            masked_store(b, out, b.bitcast(c_ptr, vty.as_pointer()), mask)
+            return []
+
+        emit_loop(b, ir.Constant(I64, 0), nvec, vector, name="epi.vec")
+        return []
+
+    emit_loop(b, ir.Constant(I64, 0), rows, tile_row, name="epi.row")
+    b.ret_void()
     return fn

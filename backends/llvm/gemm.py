@@ -50,6 +50,12 @@ Note: the epilogue hook
 after the full K sum) to the vector stored, given its row, column indices, lane mask and the
 extra arguments the config declares (`GemmConfig.epilogue_args`, appended to the signature):
 bias add, activations (`mathlib.emit_math_inline`), residual add ride along for free.
+
+An epilogue that calls a function per vector would have every live accumulator saved and
+restored around each call (all vector registers are caller-saved). A `TileEpilogue` instead
+runs once per register tile: the microkernel parks the finished tile in a stack array and hands
+over its address; the epilogue computes every vector from there and stores C itself (the
+shared GEMM's epilogues are separate functions behind a pointer: one call per tile).
 """
 
 from __future__ import annotations
@@ -67,6 +73,7 @@ from .llvm_ir import (
     I64,
     PTR,
     VOID,
+    alloca_at_entry,
     ceil_div,
     declare,
     emit_loop,
@@ -78,6 +85,7 @@ from .llvm_ir import (
     smax,
     smin,
     splat,
+    vsplat,
 )
 from .parallel import ParallelBody, emit_parallel_for
 
@@ -178,7 +186,36 @@ class EpilogueContext:
     args: tuple[ir.Value, ...]
 
 
-Epilogue = Callable[[EpilogueContext], ir.Value]
+@dataclass(frozen=True)
+class TileContext:
+    """What a tile epilogue sees: the finished rows x nr tile parked at `acc` (element (i, j)
+    at acc[i·ld + j]), its first row, first column, the valid columns from there (`n_valid`,
+    may exceed nr), batch index, the `epilogue_args`, and C's tile (`c`, row stride `sc_m`)."""
+
+    builder: ir.IRBuilder
+    acc: ir.Value
+    ld: int
+    rows: int
+    row: ir.Value
+    col0: ir.Value
+    n_valid: ir.Value
+    batch: ir.Value
+    args: tuple[ir.Value, ...]
+    c: ir.Value
+    sc_m: ir.Value
+
+
+@dataclass(frozen=True)
+class TileEpilogue:
+    """An epilogue applied per register tile (module note). `emit(ctx)` emits the IR that
+    stores the tile's results into C; `active(builder, args)`, when given, is an i1 that
+    selects it at run time (else the tile is stored as is)."""
+
+    emit: Callable[[TileContext], None]
+    active: Callable[[ir.IRBuilder, tuple[ir.Value, ...]], ir.Value] | None = None
+
+
+Epilogue = Callable[[EpilogueContext], ir.Value] | TileEpilogue
 
 
 def gemm_function_type(config: GemmConfig) -> ir.FunctionType:
@@ -526,7 +563,7 @@ def _emit_pack_a_col_major(b: ir.IRBuilder, cfg: GemmConfig, kb: ir.Value, mb: i
         def panel(b: ir.IRBuilder, p: ir.Value, _c: list) -> list:
             r0 = b.mul(p, mr)
             rows = smin(b, mr, b.sub(mb, r0))  # the last panel may be partial
-            mask = b.icmp_signed("<", iota, _vsplat(b, rows, width))
+            mask = b.icmp_signed("<", iota, vsplat(b, rows, width))
             v = masked_load(b, b.bitcast(b.gep(src, [r0]), vty.as_pointer()), mask, vty)
             masked_store(b, v, b.bitcast(b.gep(dst, [b.mul(p, panel_stride)]), vty.as_pointer()),
                          mask)
@@ -565,7 +602,7 @@ def _emit_pack_b(module: ir.Module, cfg: GemmConfig, name: str) -> ir.Function:
                 dst = b.gep(bp, [b.add(b.mul(col0, kb), b.mul(kk, nr))])
                 for j in range(cfg.nv):
                     left = b.sub(nb, b.add(col0, ir.Constant(I64, j * cfg.lanes)))
-                    mask = b.icmp_signed("<", iota, _vsplat(b, left, cfg.lanes))
+                    mask = b.icmp_signed("<", iota, vsplat(b, left, cfg.lanes))
                     v = masked_load(b, b.bitcast(b.gep(src, [ir.Constant(I64, j * cfg.lanes)]),
                                                  vty.as_pointer()), mask, vty)
                     b.store(v, b.bitcast(b.gep(dst, [ir.Constant(I64, j * cfg.lanes)]),
@@ -679,14 +716,6 @@ def _transpose(b: ir.IRBuilder, rows: list[ir.Value]) -> list[ir.Value]:
     return rows
 
 
-def _vsplat(b: ir.IRBuilder, x: ir.Value, lanes: int) -> ir.Value:
-    """<lanes x T> with every lane x (insertelement + zero shuffle: a broadcast)."""
-    vty = ir.VectorType(x.type, lanes)
-    v = b.insert_element(ir.Constant(vty, None), x, ir.Constant(I32, 0))
-    return b.shuffle_vector(v, ir.Constant(vty, None),
-                            ir.Constant(ir.VectorType(I32, lanes), [0] * lanes))
-
-
 # ---------------------------------------------------------------------------------------------
 # microkernels
 
@@ -745,7 +774,7 @@ def _emit_microkernel(module: ir.Module, cfg: GemmConfig, rows: int,
     fma = intrinsic(module, "llvm.fma", vty)
 
     iota = ir.Constant(ir.VectorType(I64, cfg.lanes), list(range(cfg.lanes)))
-    masks = [b.icmp_signed("<", iota, _vsplat(b, b.sub(n_valid, ir.Constant(I64, j * cfg.lanes)),
+    masks = [b.icmp_signed("<", iota, vsplat(b, b.sub(n_valid, ir.Constant(I64, j * cfg.lanes)),
                                               cfg.lanes)) for j in range(cfg.nv)]
 
     def step(b: ir.IRBuilder, kk: ir.Value, accs: list) -> list:
@@ -768,7 +797,7 @@ def _emit_microkernel(module: ir.Module, cfg: GemmConfig, rows: int,
                         ir.Constant(I32, 0), ir.Constant(I32, 3), ir.Constant(I32, 1)])
         out = []
         for i in range(rows):
-            av = _vsplat(b, b.load(b.gep(arow, [b.mul(ir.Constant(I64, i), a_si)])), cfg.lanes)
+            av = vsplat(b, b.load(b.gep(arow, [b.mul(ir.Constant(I64, i), a_si)])), cfg.lanes)
             out += [b.call(fma, [av, bv[j], accs[i * cfg.nv + j]]) for j in range(cfg.nv)]
         return out
 
@@ -796,6 +825,11 @@ def _emit_microkernel(module: ir.Module, cfg: GemmConfig, rows: int,
         accs = add_old_c(b, accs)
     else:
         accs = if_update(b, b.not_(first), accs, add_old_c)
+    if isinstance(epilogue, TileEpilogue):
+        _emit_tile_epilogue(b, cfg, rows, epilogue, accs, last, c_ptrs, masks, row0, col0,
+                            n_valid, batch, epi_args, c, sc_m)
+        b.ret_void()
+        return fn
     if epilogue is not None:
         def apply(b: ir.IRBuilder, vals: list) -> list:
             out = []
@@ -803,7 +837,7 @@ def _emit_microkernel(module: ir.Module, cfg: GemmConfig, rows: int,
                 i, j = divmod(idx, cfg.nv)
                 c0 = b.add(col0, ir.Constant(I64, j * cfg.lanes))
                 ctx = EpilogueContext(b, v, b.add(row0, ir.Constant(I64, i)),
-                                      b.add(_vsplat(b, c0, cfg.lanes), iota), c0, masks[j],
+                                      b.add(vsplat(b, c0, cfg.lanes), iota), c0, masks[j],
                                       batch, epi_args)
                 res = epilogue(ctx)
                 if res.type != vty:
@@ -819,6 +853,27 @@ def _emit_microkernel(module: ir.Module, cfg: GemmConfig, rows: int,
     return fn
 
 
+
+
+def _emit_tile_epilogue(b: ir.IRBuilder, cfg: GemmConfig, rows: int, epilogue: TileEpilogue,
+                        accs: list, last: ir.Value, c_ptrs: list, masks: list, row0: ir.Value,
+                        col0: ir.Value, n_valid: ir.Value, batch: ir.Value,
+                        epi_args: tuple[ir.Value, ...], c: ir.Value, sc_m: ir.Value) -> None:
+    """Last K block (and the epilogue active): park the tile, let the epilogue store C; else
+    store the tile as is."""
+    vty = accs[0].type
+    apply = last if epilogue.active is None else b.and_(last, epilogue.active(b, epi_args))
+    park = alloca_at_entry(b, ir.ArrayType(vty, len(accs)), name="tile")
+    with b.if_else(apply) as (then, otherwise):
+        with then:
+            for idx, v in enumerate(accs):
+                b.store(v, b.gep(park, [ir.Constant(I32, 0), ir.Constant(I32, idx)]))
+            acc = b.bitcast(park, llvm_type(cfg.dtype).as_pointer())
+            epilogue.emit(TileContext(b, acc, cfg.nr, rows, row0, col0, n_valid, batch,
+                                      epi_args, c, sc_m))
+        with otherwise:
+            for idx, v in enumerate(accs):
+                masked_store(b, v, c_ptrs[idx // cfg.nv][idx % cfg.nv], masks[idx % cfg.nv])
 
 
 # ---------------------------------------------------------------------------------------------

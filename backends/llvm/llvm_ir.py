@@ -50,6 +50,15 @@ def lanes_of(ty: ir.Type) -> int:
     return ty.count if isinstance(ty, ir.VectorType) else 1
 
 
+def vsplat(b: ir.IRBuilder, x: ir.Value, lanes: int) -> ir.Value:
+    """<lanes x T> with every lane the run-time value x (insertelement + zero shuffle: a
+    broadcast)."""
+    vty = ir.VectorType(x.type, lanes)
+    v = b.insert_element(ir.Constant(vty, None), x, ir.Constant(I32, 0))
+    return b.shuffle_vector(v, ir.Constant(vty, None),
+                            ir.Constant(ir.VectorType(I32, lanes), [0] * lanes))
+
+
 def splat(ty: ir.Type, value) -> ir.Constant:
     """A constant of `ty` (scalar or vector) with every lane equal to `value`."""
     if isinstance(ty, ir.VectorType):
