@@ -267,6 +267,25 @@ def test_large_outputs_use_streaming_stores(cols, rng):
     assert plan["streaming"] and plan["lanes"], plan
 
 
+def test_large_pointwise_chain_streams_and_prefetches(rng):
+    """A 16 MiB sigmoid + tanh chain: streaming stores despite the cost of the value, and its
+    large input prefetched ahead (the small broadcast operand is not)."""
+    from graphc.backends.llvm.program import generated_ir
+
+    b = Builder("stream_chain")
+    x = b.input("x", (1024, 4096))
+    v = b.input("v", (4096,))
+    b.output("y", b.sigmoid(x * v) + b.tanh(x) * 0.5)
+    ins = {"x": rng.standard_normal((1024, 4096)).astype(np.float32) * 4,
+           "v": rng.standard_normal(4096).astype(np.float32)}
+    exe = check_llvm(b.build(), ins)
+    (plan,) = exe.info["kernel_plans"].values()
+    assert plan["streaming"] and plan["lanes"], plan
+    text = generated_ir(exe.schedule)
+    assert "!nontemporal" in text
+    assert text.count("call void @\"llvm.prefetch") == 2  # x, each vector of the pair loop
+
+
 @pytest.mark.parametrize("n", [16, 31, 32, 48, 49, 80, 1000])
 def test_vector_loop_pairs_and_tail(n):
     """The explicit vector loop runs pairs of vectors, at most one single vector, then one
