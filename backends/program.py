@@ -56,8 +56,11 @@ class Program(Protocol):
     target: str
     signature: Signature
 
-    def run(self, arrays: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Run once: `arrays` holds every input and param buffer by name."""
+    def run(self, arrays: Mapping[str, np.ndarray], *, frozen_params: bool = False
+            ) -> dict[str, np.ndarray]:
+        """Run once: `arrays` holds every input and param buffer by name. `frozen_params`:
+        the parameter arrays are the caller's read-only copies (same object, same values), so
+        anything derived from them on an earlier call may be reused."""
         ...
 
     def save(self, folder: Path) -> dict[str, Any]:

@@ -79,9 +79,13 @@ class ParamStore(MutableMapping):
         arr = np.asarray(value)
         if arr.dtype != DTYPES[t.dtype] and arr.dtype.kind == DTYPES[t.dtype].kind:
             arr = round_to_dtype(arr, t.dtype)  # f64 -> f32 etc.: a convenience, same kind only
-        # np.ascontiguousarray would turn a 0-d array into shape (1,)
-        arr = arr if arr.flags.c_contiguous else np.array(arr, order="C")
-        self._values[name] = check_array(name, arr, t.shape, t.dtype, "parameter")
+        # A private read-only copy: a stored value can then only change by assignment here,
+        # which lets compiled code keep what it derives from parameters (prepacked weights)
+        # from one call to the next (`frozen_params`).
+        arr = check_array(name, np.array(arr, order="C", copy=True), t.shape, t.dtype,
+                          "parameter")
+        arr.setflags(write=False)
+        self._values[name] = arr
 
     def __delitem__(self, name: str) -> None:
         raise InputError("parameters cannot be deleted")
@@ -123,7 +127,7 @@ class Executable:
         """Run once. `params` (optional) overrides stored parameter values for this call."""
         values = self.params if params is None else {**self.params, **params}
         arrays = check_arrays(self.signature, inputs or {}, values)
-        return self.program.run(arrays)
+        return self.program.run(arrays, frozen_params=params is None)
 
     def __call__(self, inputs: Mapping[str, Any] | None = None, /, **named: Any
                  ) -> dict[str, np.ndarray]:

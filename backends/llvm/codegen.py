@@ -13,6 +13,11 @@ For a schedule with kernels k0..kn the module holds:
 * scratch memory for kernels that ask for it (`KernelCode.scratch_bytes`: staged matmul
   operands, GEMM's packed panels) in the arena right after the planned temps, shared by all
   kernels since they run one after another;
+* persistent memory past the scratch (`KernelCode.persistent`): what a kernel derives from a
+  parameter and keeps from one call to the next (GEMM's prepacked weights), one region per
+  (parameter as passed, layout), so the steps of an unrolled LSTM share one packed copy of a
+  weight. A region starts with the epoch it was filled at; the kernel refills it when slot 3
+  of the status array (the parameters' epoch, `runtime.NativeProgram`) differs or is 0;
 * `graphc_main(args, arena, status, nthreads)` (see `runtime.py` for the C signature): loads
   the caller's pointers, computes each temp's address in the arena (the memory plan's offset;
   without a plan every temp gets its own block), and calls the kernels in order, each either
@@ -77,6 +82,7 @@ class KernelEnv:
     error_base: int
     nthreads: ir.Value | None = None
     scratch: ir.Value | None = None  # `KernelCode.scratch_bytes` of 64-byte aligned memory
+    persistent: ir.Value | None = None  # `KernelCode.persistent` memory kept across calls
 
     def fail(self, which: int, value: ir.Value, position: ir.Value) -> None:
         """Record error `which` of this kernel (its `errors` entry) with the offending value and
@@ -106,6 +112,11 @@ class KernelCode:
     own_threads: bool = False  # the body parallelizes itself: it takes nthreads
     scratch_bytes: int = 0     # working memory, in the arena past the memory plan
     setup: Callable[[KernelEnv], None] | None = None  # runs once, serially, before the tasks
+    # (buffer, tag, bytes): memory that keeps what the kernel derived from parameter `buffer`
+    # (a prepacked weight) from one call to the next; one region per (buffer, tag) in the
+    # module, shared by the call sites that agree on both (module note). The kernel gets it and
+    # the status array, whose slot 3 holds the parameters' epoch (`runtime.NativeProgram`).
+    persistent: tuple[str, str, int] | None = None
 
 
 def kernel_code(k: Kernel, buffers: Mapping[str, Buffer], options: dict[str, Any]
@@ -305,6 +316,9 @@ class ModuleBuilder:
         self.notes: dict[str, dict[str, Any]] = {}
         self.scratch_bytes = 0
         self.setups: dict[str, ir.Function] = {}
+        self.persistent: dict[tuple[Any, str], int] = {}
+        self.persistent_bytes = 0
+        self.persistent_base: ir.GlobalVariable | None = None
 
     def build(self) -> GeneratedModule:
         for name, arr in self.s.constants.items():
@@ -326,12 +340,16 @@ class ModuleBuilder:
             kernels_meta.append({"name": k.name, "kind": k.kind, "origin": list(k.origin),
                                  "parallel": code.parallel, "function": fn.name})
             if code.tasks > 0:
-                self._call_kernel(fn, keys, code)
+                self._call_kernel(fn, keys, code, k)
         for slot, key, nbytes in self.storage.copies:
             if nbytes:
                 self._memcpy(b, self._main_ptr(("arg", slot)), self._main_ptr(key), nbytes)
         b.ret_void()
-        arena_bytes = self._scratch_offset() + self.scratch_bytes
+        scratch_end = self._scratch_offset() + -(-self.scratch_bytes // ARENA_ALIGNMENT) \
+            * ARENA_ALIGNMENT
+        if self.persistent_base is not None:
+            self.persistent_base.initializer = ir.Constant(I64, scratch_end)
+        arena_bytes = scratch_end + self.persistent_bytes
         layout = Layout(self.storage.layout.args, arena_bytes, tuple(self.errors),
                         tuple(kernels_meta))
         runtime = tuple(sorted(getattr(self.module, "graphc_runtime", ())))
@@ -400,7 +418,8 @@ class ModuleBuilder:
         cbuffers = {canon.get(n, n): Buffer(canon.get(n, n), types[n], bufs[n].kind)
                     for n in names}
         key = "\n".join([print_kernel(ck, comment=False),
-                         repr([(str(types[n]), _is_bf16_bits(self.s, n)) for n in names]),
+                         repr([(str(types[n]), _is_bf16_bits(self.s, n), bufs[n].kind)
+                               for n in names]),
                          repr(arg_of)])
         keys = [(key_, shift[g]) for key_, g in groups.items()]
         got = self.functions.get(key)
@@ -410,8 +429,10 @@ class ModuleBuilder:
             return fn, code, keys
         groups_of = {canon[n]: arg_of[movable.index(n)] for n in movable}
         code = kernel_code(ck, cbuffers, {**self.options, "storage_groups": groups_of})
-        arg_types = ([PTR] * len(keys) + [I64, I64] + ([PTR] if code.errors else [])
-                     + ([I32] if code.own_threads else []) + ([PTR] if code.scratch_bytes else []))
+        wants_status = bool(code.errors or code.persistent)
+        arg_types = ([PTR] * len(keys) + [I64, I64] + ([PTR] if wants_status else [])
+                     + ([I32] if code.own_threads else []) + ([PTR] if code.scratch_bytes else [])
+                     + ([PTR] if code.persistent else []))
         fname = f"kernel.{_symbol(k.name)}"
         error_base = len(self.errors) + 1
 
@@ -431,13 +452,14 @@ class ModuleBuilder:
                 t = types[n]
                 refs[cn] = BufferRef(cn, t.dtype, t.shape, _is_bf16_bits(self.s, n), ptr)
             lo, hi = fn.args[len(keys)], fn.args[len(keys) + 1]
-            status = fn.args[len(keys) + 2] if code.errors else None
-            extra = list(fn.args[len(keys) + 2 + bool(code.errors):])
+            status = fn.args[len(keys) + 2] if wants_status else None
+            extra = list(fn.args[len(keys) + 2 + wants_status:])
             nthreads = extra.pop(0) if code.own_threads else None
             scratch = extra.pop(0) if code.scratch_bytes else None
             if scratch is not None:
                 scratch.add_attribute("noalias")
-            body(KernelEnv(fb, refs, lo, hi, status, error_base, nthreads, scratch))
+            persistent = extra.pop(0) if code.persistent else None
+            body(KernelEnv(fb, refs, lo, hi, status, error_base, nthreads, scratch, persistent))
             fb.ret_void()
             return fn
 
@@ -453,14 +475,16 @@ class ModuleBuilder:
         return fn, code, keys
 
     def _call_kernel(self, fn: ir.Function, keys: list[tuple[tuple[str, Any], int]],
-                     code: KernelCode) -> None:
+                     code: KernelCode, k: Kernel) -> None:
         b, _, _, status, nthreads = self._main
         ptrs = [self._main_ptr(key) if not delta else b.gep(self._main_ptr(key),
                                                              [ir.Constant(I64, delta)])
-                for key, delta in keys] + ([status] if code.errors else [])
+                for key, delta in keys] + ([status] if code.errors or code.persistent else [])
         ptrs += [nthreads] if code.own_threads else []
         if code.scratch_bytes:
             ptrs.append(b.gep(self._main[2], [ir.Constant(I64, self._scratch_offset())]))
+        if code.persistent:
+            ptrs.append(self._persistent_ptr(k, keys, code.persistent))
         npt = len(keys)
         setup = self.setups.get(fn.name)
         if setup is not None:  # once, before the (possibly parallel) tasks
@@ -475,6 +499,28 @@ class ModuleBuilder:
             failed = b.load(b.bitcast(status, I64.as_pointer()))
             with b.if_then(b.icmp_signed("!=", failed, ir.Constant(I64, 0)), likely=False):
                 b.ret_void()
+
+    def _persistent_ptr(self, k: Kernel, keys: list[tuple[tuple[str, Any], int]],
+                        want: tuple[str, str, int]) -> ir.Value:
+        """The persistent region of (buffer as this call site passes it, tag): allocated on
+        first use, past the scratch memory (whose size is known only at the end: the offset
+        is a constant global set then)."""
+        canon_name, tag, nbytes = want
+        movable = [n for n in kernel_buffer_names(k) if self.storage.keys[n][0] != "const"]
+        orig = movable[int(canon_name[1:])]
+        groups: dict[tuple[str, Any], int] = {}
+        arg_of = [groups.setdefault(self.storage.keys[n], len(groups)) for n in movable]
+        region = (keys[arg_of[movable.index(orig)]], tag)
+        if region not in self.persistent:
+            self.persistent[region] = self.persistent_bytes
+            self.persistent_bytes += -(-nbytes // ARENA_ALIGNMENT) * ARENA_ALIGNMENT
+        if self.persistent_base is None:
+            self.persistent_base = ir.GlobalVariable(self.module, I64, "graphc.persistent_base")
+            self.persistent_base.global_constant = True
+            self.persistent_base.linkage = "internal"
+        b, _, arena = self._main[:3]
+        off = b.add(b.load(self.persistent_base), ir.Constant(I64, self.persistent[region]))
+        return b.gep(arena, [off])
 
     def _parallel_call(self, fn: ir.Function, ptrs: list[ir.Value], npt: int,
                        code: KernelCode) -> None:

@@ -58,8 +58,16 @@ from graphc.ir.kernel import (
 
 from .codegen import KernelCode, KernelEnv
 from .codegen_expr import BufferRef, ExprEmitter, VectorEmitter
-from .gemm import GemmConfig, TileContext, TileEpilogue, emit_gemm, gemm_function_type
+from .gemm import (
+    GemmConfig,
+    TileContext,
+    TileEpilogue,
+    emit_gemm,
+    gemm_function_type,
+    prepacked_b_elements,
+)
 from .llvm_ir import (
+    I32,
     I64,
     PTR,
     alloca_at_entry,
@@ -237,13 +245,31 @@ def gemm_code(k: MatmulKernel, plan: GemmPlan, buffers: Mapping[str, Buffer],
 
     esize = 4 if plan.dtype == "f32" else 8
     staged = -(-plan.scratch_elements * esize // 64) * 64
-    workspace = GemmConfig.for_vector_bits(bits, plan.dtype).workspace_bytes(
-        _workspace_threads(options))
+    cfg = GemmConfig.for_vector_bits(bits, plan.dtype)
+    workspace = cfg.workspace_bytes(_workspace_threads(options))
+    persistent = _prepack_region(k, plan, buffers, cfg) if options.get("prepack", True) else None
     return KernelCode(names, 1, 1, False, emit, own_threads=True,
-                      scratch_bytes=staged + workspace,
+                      scratch_bytes=staged + workspace, persistent=persistent,
                       notes={"matmul": "gemm", "outer_batch": len(plan.outer),
                              "fold_rows": plan.fold_rows,
-                             "staged": [st.name for st in plan.staged]})
+                             "staged": [st.name for st in plan.staged],
+                             "prepacked_b": persistent is not None})
+
+
+def _prepack_region(k: MatmulKernel, plan: GemmPlan, buffers: Mapping[str, Buffer],
+                    cfg: GemmConfig) -> tuple[str, str, int] | None:
+    """The persistent region that keeps B packed across calls, when B is a parameter read
+    as is (not staged) and shared by every batch item: (buffer, layout tag, bytes), the first
+    64 bytes holding the epoch it was packed at."""
+    b = plan.b
+    if b.buffer == SCRATCH or buffers[b.buffer].kind != "param":
+        return None
+    if any(b.stride(v) for v in plan.outer + plan.inner):
+        return None
+    esize = 4 if plan.dtype == "f32" else 8
+    tag = (f"gemm.{plan.dtype}.k{k.k}.n{k.n}.at{b.offset}.{b.stride('k')}x{b.stride('n')}"
+           f".nr{cfg.nr}.kc{cfg.kc}")
+    return b.buffer, tag, 64 + prepacked_b_elements(cfg, k.k, k.n) * esize
 
 
 def _workspace_threads(options: Mapping[str, Any]) -> int:
@@ -339,9 +365,20 @@ def emit_gemm_call(k: MatmulKernel, plan: GemmPlan, env: KernelEnv, base: GemmCo
     for st in plan.staged:
         _emit_staging(st, plan.dtype, env, extents)
 
+    bpre, epoch, slot = ir.Constant(t.as_pointer(), None), None, None
+    if env.persistent is not None:  # B prepacked once per parameter epoch (`_prepack_region`)
+        epoch = b.load(b.gep(b.bitcast(env.status, I64.as_pointer()), [i64(3)]))
+        slot = b.bitcast(env.persistent, I64.as_pointer())
+        bpre = b.bitcast(b.gep(env.persistent, [i64(64)]), t.as_pointer())
+
     def call(outer_env: dict[str, ir.Value]) -> None:
         for j, v in enumerate(plan.outer):
             b.store(outer_env[v], _field(b, data, len(epi_refs) + j))
+        fill = ir.Constant(I32, 0)
+        if slot is not None:
+            stale = b.or_(b.icmp_signed("<=", epoch, i64(0)),
+                          b.icmp_signed("!=", b.load(slot), epoch))
+            fill = b.zext(stale, I32)
         bs = [i64(aff.stride(last) if last else 0) for aff in (plan.a, plan.b, plan.c)]
         batch, rows = (1, inner_batch * k.m) if plan.fold_rows else (inner_batch, k.m)
         args = [i64(batch), i64(rows), i64(k.n), i64(k.k),
@@ -350,10 +387,12 @@ def emit_gemm_call(k: MatmulKernel, plan: GemmPlan, env: KernelEnv, base: GemmCo
                 base_ptr(plan.b, outer_env), bs[1], i64(plan.b.stride("k")),
                 i64(plan.b.stride("n")),
                 base_ptr(plan.c, outer_env), bs[2], i64(plan.c.stride("m")),
-                nthreads, workspace,
+                nthreads, workspace, bpre, fill,
                 b.bitcast(epi_fn, PTR) if epi_fn is not None else ir.Constant(PTR, None),
                 b.bitcast(data, PTR)]
         b.call(gemm, args)
+        if slot is not None:
+            b.store(epoch, slot)
 
     def loops(j: int, outer_env: dict[str, ir.Value]) -> None:
         if j == len(plan.outer):

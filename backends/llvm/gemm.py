@@ -161,9 +161,11 @@ class GemmConfig:
 #: Names of the fixed arguments of a generated GEMM, in order (the C signature is
 #: `void gemm(i64 batch, i64 M, i64 N, i64 K, T* A, i64 sa_batch, i64 sa_m, i64 sa_k,
 #:  T* B, i64 sb_batch, i64 sb_k, i64 sb_n, T* C, i64 sc_batch, i64 sc_m, i32 nthreads,
-#:  i8* workspace, <epilogue args>)`, strides in elements, T = float or double).
+#:  i8* workspace, T* bpre, i32 bpre_fill, <epilogue args>)`, strides in elements, T = float or
+#:  double; `bpre`: NULL, or `prepacked_b_elements(K, N)` elements holding (bpre_fill = 0) or to
+#:  receive first (bpre_fill != 0) all of B packed, shared by every batch item).
 GEMM_ARGS = ("batch", "M", "N", "K", "A", "sa_batch", "sa_m", "sa_k", "B", "sb_batch", "sb_k",
-             "sb_n", "C", "sc_batch", "sc_m", "nthreads", "workspace")
+             "sb_n", "C", "sc_batch", "sc_m", "nthreads", "workspace", "bpre", "bpre_fill")
 
 
 @dataclass(frozen=True)
@@ -221,8 +223,13 @@ Epilogue = Callable[[EpilogueContext], ir.Value] | TileEpilogue
 def gemm_function_type(config: GemmConfig) -> ir.FunctionType:
     """The LLVM type of a generated GEMM (`GEMM_ARGS`, then `config.epilogue_args`)."""
     tp = llvm_type(config.dtype).as_pointer()
-    fixed = [I64] * 4 + [tp, I64, I64, I64, tp, I64, I64, I64, tp, I64, I64, I32, PTR]
+    fixed = [I64] * 4 + [tp, I64, I64, I64, tp, I64, I64, I64, tp, I64, I64, I32, PTR, tp, I32]
     return ir.FunctionType(VOID, fixed + list(config.epilogue_args))
+
+
+def prepacked_b_elements(config: GemmConfig, k: int, n: int) -> int:
+    """Elements of a fully packed B (K x N): every K block's micro-panels, N padded to nr."""
+    return max(k, 1) * -(-max(n, 1) // config.nr) * config.nr
 
 
 def emit_gemm(module: ir.Module, name: str, config: GemmConfig,
@@ -317,9 +324,14 @@ def _emit_gemm_body(fn: ir.Function, cfg: GemmConfig, kernels: _MicroKernels,
     aligned = b.and_(b.add(b.ptrtoint(raw, I64), ir.Constant(I64, 63)), ir.Constant(I64, -64))
     ws = b.inttoptr(aligned, PTR)
 
+    has_pre = b.icmp_unsigned("!=", b.ptrtoint(a["bpre"], I64), zero)
+    fill = b.and_(has_pre, b.icmp_signed("!=", a["bpre_fill"], ir.Constant(I32, 0)))
+    with b.if_then(fill, likely=False):
+        _emit_prepack_b(b, cfg, packs[1], a["N"], a["K"], a["B"], a["sb_k"], a["sb_n"],
+                        a["bpre"])
     captures = (a["batch"], a["M"], a["N"], a["K"], a["A"], a["sa_batch"], a["sa_m"], a["sa_k"],
                 a["B"], a["sb_batch"], a["sb_k"], a["sb_n"], a["C"], a["sc_batch"], a["sc_m"],
-                ws, grid.mt, grid.nt, grid.bm, grid.bn) + epi_args
+                ws, grid.mt, grid.nt, grid.bm, grid.bn, a["bpre"]) + epi_args
 
     def body(p: ParallelBody) -> None:
         _emit_tasks(p, cfg, kernels, packs, len(epi_args))
@@ -337,8 +349,11 @@ def _emit_tasks(p: ParallelBody, cfg: GemmConfig, kernels: _MicroKernels,
     """Tasks [p.lo, p.hi) inside a worker: decode (batch, row block, column block), then the
     BLIS loops over K blocks, row blocks of mc, column micro-panels and row micro-tiles."""
     (batch, m, n, k, a, sa_b, sa_m, sa_k, bmat, sb_b, sb_k, sb_n, c, sc_b, sc_m,
-     ws, mt, nt, bm, bn) = p.captures[:20]
-    epi_args = p.captures[20:20 + n_epi]
+     ws, mt, nt, bm, bn, bpre) = p.captures[:21]
+    epi_args = p.captures[21:21 + n_epi]
+    prepacked = p.builder.icmp_unsigned("!=", p.builder.ptrtoint(bpre, I64),
+                                        ir.Constant(I64, 0))
+    npad = _round_up(p.builder, n, cfg.nr)
     mine = p.builder.gep(ws, [p.builder.mul(p.worker, ir.Constant(I64, cfg.worker_bytes()))])
     bp = p.builder.bitcast(mine, a.type)
     ap = p.builder.bitcast(p.builder.gep(mine, [ir.Constant(I64, cfg.b_panel_bytes())]), a.type)
@@ -355,12 +370,7 @@ def _emit_tasks(p: ParallelBody, cfg: GemmConfig, kernels: _MicroKernels,
         a_b = b.gep(a, [b.mul(bi, sa_b)])
         b_b = b.gep(bmat, [b.mul(bi, sb_b)])
         c_b = b.gep(c, [b.add(b.mul(bi, sc_b), n0)])
-        npc = smax(b, ceil_div(b, k, cfg.kc), c1)
-        # Equal K blocks (a multiple of 8 steps): K = 784 as 4 x 196 rather than 3 x 256 + 16,
-        # whose last block would load and store the whole C tile for 16 steps.
-        kcb = smin(b, ir.Constant(I64, cfg.kc),
-                   smax(b, _round_up(b, ceil_div(b, k, npc), 8), ir.Constant(I64, 8)))
-        npc = smax(b, ceil_div(b, k, kcb), c1)  # rounding may leave fewer (never empty) blocks
+        kcb, npc = _k_blocks(b, cfg, k)
 
         def k_block(b: ir.IRBuilder, pi: ir.Value, _c: list) -> list:
             pc = b.mul(pi, kcb)
@@ -375,11 +385,17 @@ def _emit_tasks(p: ParallelBody, cfg: GemmConfig, kernels: _MicroKernels,
             # With unit column stride, the first row tile's microkernel packs each B
             # micro-panel as it reads it (B's loads then overlap FMAs instead of a separate
             # copy pass); other layouts are packed up front.
-            fused = b.and_(b.icmp_signed("==", sb_n, c1), b.not_(direct))
-            with b.if_then(b.not_(b.or_(direct, fused))):
+            # A fully prepacked B (`bpre`) is used as is: K block pc starts at row pc of it,
+            # this task's panels at column n0.
+            direct = b.and_(direct, b.not_(prepacked))
+            fused = b.and_(b.and_(b.icmp_signed("==", sb_n, c1), b.not_(direct)),
+                           b.not_(prepacked))
+            with b.if_then(b.not_(b.or_(b.or_(direct, fused), prepacked))):
                 b.call(packs[1], [kb, nb, b_pc, sb_k, sb_n, bp])
+            pre = b.gep(bpre, [b.add(b.mul(pc, npad), b.mul(n0, kb))])
+            bpanels = b.select(prepacked, pre, bp)
             a_pc = b.gep(a_b, [b.mul(pc, sa_k)])
-            tile = _Tile(kb, a_pc, sa_m, sa_k, ap, b.select(direct, b_pc, bp),
+            tile = _Tile(kb, a_pc, sa_m, sa_k, ap, b.select(direct, b_pc, bpanels),
                          b.select(direct, sb_k, ir.Constant(I64, cfg.nr)),
                          b.select(direct, c1, kb), c_b, sc_m, n0, nb, first, last, bi, epi_args,
                          fused, b_pc, sb_k)
@@ -390,6 +406,35 @@ def _emit_tasks(p: ParallelBody, cfg: GemmConfig, kernels: _MicroKernels,
         return []
 
     emit_loop(p.builder, p.lo, p.hi, task, name="task")
+
+
+def _k_blocks(b: ir.IRBuilder, cfg: GemmConfig, k: ir.Value) -> tuple[ir.Value, ir.Value]:
+    """(block length, block count) of the K blocks: equal blocks of at most kc, a multiple of
+    8 steps (K = 784 as 4 x 196 rather than 3 x 256 + 16, whose last block would load and store
+    the whole C tile for 16 steps); at least one block, none empty."""
+    c1 = ir.Constant(I64, 1)
+    npc = smax(b, ceil_div(b, k, cfg.kc), c1)
+    kcb = smin(b, ir.Constant(I64, cfg.kc),
+               smax(b, _round_up(b, ceil_div(b, k, npc), 8), ir.Constant(I64, 8)))
+    return kcb, smax(b, ceil_div(b, k, kcb), c1)
+
+
+def _emit_prepack_b(b: ir.IRBuilder, cfg: GemmConfig, pack_b: ir.Function, n: ir.Value,
+                    k: ir.Value, bsrc: ir.Value, sb_k: ir.Value, sb_n: ir.Value,
+                    dst: ir.Value) -> None:
+    """All of B into `dst`, K block by K block (block at row pc of the packed layout, each its
+    N/nr micro-panels of kb x nr), the layout the tasks index with `bpre`."""
+    kcb, npc = _k_blocks(b, cfg, k)
+    npad = _round_up(b, n, cfg.nr)
+
+    def block(b: ir.IRBuilder, pi: ir.Value, _c: list) -> list:
+        pc = b.mul(pi, kcb)
+        kb = smin(b, kcb, b.sub(k, pc))
+        b.call(pack_b, [kb, n, b.gep(bsrc, [b.mul(pc, sb_k)]), sb_k, sb_n,
+                        b.gep(dst, [b.mul(pc, npad)])])
+        return []
+
+    emit_loop(b, ir.Constant(I64, 0), npc, block, name="prepack")
 
 
 @dataclass(frozen=True)
@@ -885,12 +930,16 @@ def gemm_ctypes_signature(config: GemmConfig) -> list:
     import ctypes
 
     i64, ptr = ctypes.c_int64, ctypes.c_void_p
-    return [i64] * 4 + [ptr, i64, i64, i64] * 2 + [ptr, i64, i64, ctypes.c_int32, ptr]
+    return [i64] * 4 + [ptr, i64, i64, i64] * 2 + [ptr, i64, i64, ctypes.c_int32, ptr, ptr,
+                                                  ctypes.c_int32]
 
 
-def gemm_numpy_args(a, b, c, nthreads: int = 1, workspace: int | None = None) -> list:
+def gemm_numpy_args(a, b, c, nthreads: int = 1, workspace: int | None = None,
+                    bpre: int | None = None, bpre_fill: bool = False) -> list:
     """Fixed GEMM arguments for numpy arrays a [batch, M, K], b [batch, K, N], c [batch, M, N]
-    (any strides for a and b, including 0 = broadcast; c's last axis contiguous)."""
+    (any strides for a and b, including 0 = broadcast; c's last axis contiguous); `bpre`: the
+    address of a 64-byte aligned prepacked-B buffer (`prepacked_b_elements`), filled first when
+    `bpre_fill`."""
     es = c.itemsize
     if a.dtype != c.dtype or b.dtype != c.dtype or (c.size > 1 and c.strides[2] != es):
         raise GraphError(f"gemm_numpy_args: dtypes {a.dtype}, {b.dtype}, {c.dtype} must agree "
@@ -901,4 +950,4 @@ def gemm_numpy_args(a, b, c, nthreads: int = 1, workspace: int | None = None) ->
         raise GraphError(f"gemm_numpy_args: shapes {a.shape} @ {b.shape} -> {c.shape} disagree")
     sa, sb, sc = ([s // es for s in x.strides] for x in (a, b, c))
     return [batch, m, n, k, a.ctypes.data, *sa, b.ctypes.data, *sb, c.ctypes.data, sc[0], sc[1],
-            nthreads, workspace]
+            nthreads, workspace, bpre, int(bpre_fill)]

@@ -14,9 +14,11 @@ Every compiled schedule exports one function (`Layout.entry`, "graphc_main"):
 then the outputs (signature order), each a dense C-order array the caller owns (outputs are
 written, never read before). `arena` holds every temp at the offsets of the memory plan
 (`arena_bytes`, 64-byte aligned); it is allocated once per program and reused by every call.
-`status` is three int64s, zeroed by the caller: a kernel that meets bad data (an index out of
-range) stores its error code (1-based into `Layout.errors`), the offending value and its flat
-position, writes nothing out of bounds, and the call returns early and raises a GraphError.
+`status` is four int64s. The first three are zeroed by the caller: a kernel that meets bad data
+(an index out of range) stores its error code (1-based into `Layout.errors`), the offending
+value and its flat position, writes nothing out of bounds, and the call returns early and
+raises a GraphError. The fourth is the parameters' epoch (`NativeProgram.run`): kernels keep
+what they derive from parameters (prepacked GEMM weights) in the arena while it holds.
 `nthreads` bounds the threads of every parallel loop (1: no libgomp call at all). One graph run
 is exactly one call.
 """
@@ -135,27 +137,37 @@ class NativeProgram:
         self._arena = np.zeros(self.layout.arena_bytes + ARENA_ALIGNMENT, np.uint8)
         base = self._arena.ctypes.data
         self._arena_ptr = base + (-base) % ARENA_ALIGNMENT
-        self._status = np.zeros(3, np.int64)
+        # [error code, value, position, parameter epoch]
+        self._status = np.zeros(4, np.int64)
+        self._epoch = 1
         self._status_ptr = self._status.ctypes.data
         self._lock = threading.Lock()
-        self._inputs = [(k, a.name) for k, a in enumerate(self.layout.args)
+        self._inputs = [(k, a.name, a.role == "param") for k, a in enumerate(self.layout.args)
                         if a.role != "output"]
         self._outputs = [(k, a.name, a.shape, DTYPES[a.dtype])
                          for k, a in enumerate(self.layout.args) if a.role == "output"]
         self._bound: dict[int, Any] = {}
         self._recycle: dict[int, np.ndarray] = {}
 
-    def run(self, arrays: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """One call into the compiled code; `arrays` were checked by `check_arrays`."""
+    def run(self, arrays: Mapping[str, np.ndarray], *, frozen_params: bool = False
+            ) -> dict[str, np.ndarray]:
+        """One call into the compiled code; `arrays` were checked by `check_arrays`.
+
+        `frozen_params`: every parameter array is read-only and owned by the caller's
+        parameter store, so the same object means the same values. Then what the code derived
+        from parameters on an earlier call (prepacked weights) stays valid until a parameter is
+        rebound: the epoch in status slot 3 changes only then. Otherwise it is 0 and the code
+        derives everything again."""
         ptrs = self._ptrs
         outs: dict[str, np.ndarray] = {}
         with self._lock:
             bound = self._bound
-            for k, name in self._inputs:
+            for k, name, param in self._inputs:
                 arr = arrays[name]
                 if bound.get(k) is not arr:  # parameters are usually the same objects
                     ptrs[k] = arr.__array_interface__["data"][0]
                     bound[k] = arr
+                    self._epoch += param
             recycled = self._recycle
             for k, name, shape, dt in self._outputs:
                 out = recycled.get(k)
@@ -168,9 +180,10 @@ class NativeProgram:
                     ptrs[k] = out.__array_interface__["data"][0]
                 outs[name] = out
             self._status[0] = 0
+            self._status[3] = self._epoch if frozen_params else 0
             self.function(ptrs, self._arena_ptr, self._status_ptr, self.threads)
             if self._status[0]:
-                self._raise(*(int(v) for v in self._status))
+                self._raise(*(int(v) for v in self._status[:3]))
         return outs
 
     def _raise(self, code: int, value: int, position: int) -> None:

@@ -24,7 +24,8 @@ class ReferenceProgram:
         self.schedule = schedule
         self.signature = Signature.of(schedule)
 
-    def run(self, arrays: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def run(self, arrays: Mapping[str, np.ndarray], *, frozen_params: bool = False
+            ) -> dict[str, np.ndarray]:
         inputs = {n: arrays[n] for n in self.schedule.inputs}
         params = {n: arrays[n] for n in self.schedule.params}
         return run_schedule(self.schedule, inputs, params, check_writes=False)

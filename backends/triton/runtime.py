@@ -151,7 +151,8 @@ class TritonProgram:
             self._opts_resolved = resolve_options(self.options)
         return self._opts_resolved
 
-    def run(self, arrays: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def run(self, arrays: Mapping[str, np.ndarray], *, frozen_params: bool = False
+            ) -> dict[str, np.ndarray]:
         """The Program protocol: every input and parameter by name (numpy), outputs as numpy."""
         s = self.schedule
         params = {p: arrays[p] for p in s.params if p in arrays}

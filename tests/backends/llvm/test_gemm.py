@@ -17,6 +17,7 @@ from graphc.backends.llvm.gemm import (
     emit_gemm,
     gemm_ctypes_signature,
     gemm_numpy_args,
+    prepacked_b_elements,
 )
 from graphc.backends.llvm.llvm_ir import F32, I64, masked_load
 from graphc.backends.llvm.mathlib import emit_math_inline
@@ -85,6 +86,24 @@ def test_gemm_default_blocks_odd_sizes(gemm_default, m, n, k, rng):
     c1 = _check(gemm_default, a, b, 1)
     c2 = _check(gemm_default, a, b, 2)
     np.testing.assert_array_equal(c1, c2)  # thread count never changes the summation order
+
+
+@pytest.mark.parametrize("m,n,k,tb,batch", [(128, 256, 784, False, 1), (40, 10, 300, True, 1),
+                                            (300, 70, 33, False, 2), (7, 130, 520, True, 3)])
+def test_gemm_prepacked_b_is_filled_once_then_used(gemm_default, m, n, k, tb, batch, rng):
+    """bpre_fill packs all of B first; later calls read only the packed copy (B zeroed in
+    between must not change the result), for one and two threads and a shared B."""
+    from graphc.backends.llvm.runtime import aligned_empty
+
+    a, b = _operands(rng, batch, m, n, k, tb=tb)
+    b = np.broadcast_to(b[:1], b.shape)  # one B for every batch item (batch stride 0)
+    want = _check(gemm_default, a, b, 1)
+    pre = aligned_empty((prepacked_b_elements(DEFAULT, k, n),), np.dtype(np.float32))
+    for threads, fill in ((1, True), (2, False), (1, False)):
+        c = np.full(want.shape, np.nan, np.float32)
+        gemm_default(*gemm_numpy_args(a, b if fill else np.zeros_like(b), c, threads,
+                                      bpre=pre.ctypes.data, bpre_fill=fill))
+        np.testing.assert_array_equal(c, want)
 
 
 @pytest.mark.parametrize("ta,tb", [(False, True), (True, False), (True, True)])
