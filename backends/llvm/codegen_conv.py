@@ -52,7 +52,7 @@ from graphc.ir.kernel import (
 from .codegen import KernelCode, KernelEnv
 from .codegen_expr import BufferRef, VectorEmitter, element_ptr
 from .codegen_gemm import SCRATCH, Affine, Staged, _emit_staging, affine_position
-from .codegen_loop import CHUNK_WORK, PARALLEL_WORK
+from .codegen_loop import CHUNK_WORK, PARALLEL_FLOPS
 from .llvm_ir import (
     I32,
     I64,
@@ -151,7 +151,7 @@ def conv_code(k: ConvKernel, plan: ConvPlan) -> KernelCode:
 
     esize = 4 if plan.dtype == "f32" else 8
     return KernelCode(names, tasks if math.prod(out) else 0, grain,
-                      work >= PARALLEL_WORK and tasks > grain,
+                      work >= PARALLEL_FLOPS and tasks > grain,
                       lambda env: emit_conv_tiles(k, plan, env),
                       notes={"conv": "blocked", "tile": [plan.ob, plan.block_width],
                              "staged": [st.name for st in plan.staged]},

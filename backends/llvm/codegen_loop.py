@@ -92,6 +92,11 @@ from .mathlib import mark_avx512
 # Work (element operations) per parallel chunk, and below which a kernel runs serially.
 CHUNK_WORK = 1 << 15
 PARALLEL_WORK = 1 << 16
+# The same bound for kernels whose work is counted in flops (convolutions, small matmuls): a
+# flop costs far less than a loop kernel's element, and a parallel region's wake-up and join
+# cost microseconds. Measured on the demo CNN's training step (convolutions of 0.1-2.4 MFLOP):
+# at 2^16 flops two threads took 228 us against 192 us for one, at 2^21 186 against 189.
+PARALLEL_FLOPS = 1 << 21
 COLUMN_BLOCK = 512
 # Outputs at least this large are written with non-temporal stores (they would not stay in
 # cache anyway, and skipping the read for ownership saves a third of the traffic).

@@ -32,7 +32,7 @@ from graphc.ir.kernel import Buffer, ConvKernel, MatmulKernel, kernel_reads, ker
 
 from .codegen import KernelCode, KernelEnv
 from .codegen_expr import ExprEmitter, store_element
-from .codegen_loop import CHUNK_WORK, PARALLEL_WORK
+from .codegen_loop import CHUNK_WORK, PARALLEL_FLOPS
 from .llvm_ir import I32, I64, alloca_at_entry, for_range, intrinsic, smin
 from .lowering import cast_value, compute_type
 
@@ -106,7 +106,7 @@ def matmul_code(k: MatmulKernel) -> KernelCode:
     def emit(env: KernelEnv) -> None:
         emit_matmul_simple(k, env, nb, nblk)
 
-    return KernelCode(_buffers(k), tasks, grain, work >= PARALLEL_WORK and tasks > grain, emit,
+    return KernelCode(_buffers(k), tasks, grain, work >= PARALLEL_FLOPS and tasks > grain, emit,
                       notes={"matmul": "simple", "nblock": nb})
 
 
@@ -166,7 +166,7 @@ def conv_code(k: ConvKernel) -> KernelCode:
         emit_conv_direct(k, env)
 
     return KernelCode(_buffers(k), rows if math.prod(out) else 0, grain,
-                      work >= PARALLEL_WORK and rows > grain, emit, notes={"conv": "direct"})
+                      work >= PARALLEL_FLOPS and rows > grain, emit, notes={"conv": "direct"})
 
 
 def emit_conv_direct(k: ConvKernel, env: KernelEnv) -> None:
