@@ -106,6 +106,10 @@ STREAM_BYTES = 16 << 20
 STREAM_MAX_COST = 8
 # Large unit-stride inputs of a pointwise vector loop are prefetched this many elements ahead.
 PREFETCH_AHEAD = 1024
+# ... into L2 (prefetcht1) rather than L1: the L1 streamer takes lines from there, and L1 is not
+# crowded with lines 4 KiB ahead of use (relu(x·w + b) over 16M f32, one thread: 19.1 -> 19.7
+# GB/s; the sigmoid/tanh chain unchanged).
+PREFETCH_LOCALITY = 2
 
 
 # -- normalizing the iteration space --------------------------------------------------------------
@@ -419,7 +423,8 @@ def _vector_loop(ev: ExprEmitter, var: str, start: ir.Value, stop: ir.Value, pla
             for jj in (j, b.add(j, _i64(lanes))):
                 full(jj)
                 if ahead:  # one cache line per input and vector
-                    _prefetch((ev, ahead), var, b.add(jj, _i64(PREFETCH_AHEAD)))
+                    _prefetch((ev, ahead), var, b.add(jj, _i64(PREFETCH_AHEAD)),
+                              PREFETCH_LOCALITY)
         with b.if_then(b.icmp_signed("<", pair_end, main_end)):
             full(pair_end)
     else:
@@ -445,7 +450,8 @@ def _next_row_loads(k: LoopKernel, ev: ExprEmitter, outer: str
     return nxt, loads
 
 
-def _prefetch(target: tuple[ExprEmitter, list[Load]], var: str, j: ir.Value) -> None:
+def _prefetch(target: tuple[ExprEmitter, list[Load]], var: str, j: ir.Value,
+              locality: int = 3) -> None:
     scope, loads = target
     b = scope.b
     inner = scope.child({var: j})
@@ -454,7 +460,7 @@ def _prefetch(target: tuple[ExprEmitter, list[Load]], var: str, j: ir.Value) -> 
     for e in loads:
         ptr = element_ptr(b, scope.buffers[e.buffer], inner.linear(e.buffer, e.index))
         b.call(fn, [b.bitcast(ptr, ir.PointerType(ir.IntType(8))), ir.Constant(ir.IntType(32), 0),
-                    ir.Constant(ir.IntType(32), 3), ir.Constant(ir.IntType(32), 1)])
+                    ir.Constant(ir.IntType(32), locality), ir.Constant(ir.IntType(32), 1)])
 
 
 def _decode_prefix(b: ir.IRBuilder, loops: list[tuple[str, int]], row: ir.Value
