@@ -118,6 +118,11 @@ class KernelCode:
     # the status array, whose slot 3 holds the parameters' epoch (`runtime.NativeProgram`).
     persistent: tuple[str, str, int] | None = None
 
+    @property
+    def wants_status(self) -> bool:
+        """The kernel takes the status array (to report errors or read the epoch)."""
+        return bool(self.errors or self.persistent)
+
 
 def kernel_code(k: Kernel, buffers: Mapping[str, Buffer], options: dict[str, Any]
                 ) -> KernelCode:
@@ -334,13 +339,13 @@ class ModuleBuilder:
         kernels_meta = []
         self.functions: dict[str, tuple[ir.Function, KernelCode]] = {}
         for k in self.s.kernels:
-            fn, code, keys = self._kernel_function(k)
+            fn, code, keys, groups_of = self._kernel_function(k)
             self.notes[k.name] = {"kind": k.kind, "tasks": code.tasks, "grain": code.grain,
                                   "parallel": code.parallel, "function": fn.name, **code.notes}
             kernels_meta.append({"name": k.name, "kind": k.kind, "origin": list(k.origin),
                                  "parallel": code.parallel, "function": fn.name})
             if code.tasks > 0:
-                self._call_kernel(fn, keys, code, k)
+                self._call_kernel(fn, keys, code, groups_of)
         for slot, key, nbytes in self.storage.copies:
             if nbytes:
                 self._memcpy(b, self._main_ptr(("arg", slot)), self._main_ptr(key), nbytes)
@@ -387,11 +392,12 @@ class ModuleBuilder:
         self._main_ptrs[key] = v
         return v
 
-    def _kernel_function(self, k: Kernel
-                         ) -> tuple[ir.Function, KernelCode, list[tuple[tuple[str, Any], int]]]:
+    def _kernel_function(self, k: Kernel) -> tuple[ir.Function, KernelCode,
+                                                    list[tuple[tuple[str, Any], int]],
+                                                    dict[str, int]]:
         """The function computing `k`, shared with every structurally identical kernel (same
-        code up to buffer names: LSTM steps, repeated layers); returns it, its code and the
-        storages to pass, in argument order."""
+        code up to buffer names: LSTM steps, repeated layers); returns it, its code, the
+        storages to pass, in argument order, and each canonical buffer's argument index."""
         bufs = self.s.buffers
         names = kernel_buffer_names(k)
         movable = [n for n in names if self.storage.keys[n][0] != "const"]
@@ -422,14 +428,14 @@ class ModuleBuilder:
                                for n in names]),
                          repr(arg_of)])
         keys = [(key_, shift[g]) for key_, g in groups.items()]
+        groups_of = {canon[n]: arg_of[movable.index(n)] for n in movable}
         got = self.functions.get(key)
         if got is not None:
             fn, code = got
             self.comments[fn.name] += f", {k.name}: " + ", ".join(f"%{o}" for o in k.origin)
-            return fn, code, keys
-        groups_of = {canon[n]: arg_of[movable.index(n)] for n in movable}
+            return fn, code, keys, groups_of
         code = kernel_code(ck, cbuffers, {**self.options, "storage_groups": groups_of})
-        wants_status = bool(code.errors or code.persistent)
+        wants_status = code.wants_status
         arg_types = ([PTR] * len(keys) + [I64, I64] + ([PTR] if wants_status else [])
                      + ([I32] if code.own_threads else []) + ([PTR] if code.scratch_bytes else [])
                      + ([PTR] if code.persistent else []))
@@ -472,19 +478,20 @@ class ModuleBuilder:
                                   f"{' in parallel' if code.parallel else ''}; "
                                   f"{k.name}: " + ", ".join(f"%{o}" for o in k.origin))
         self.functions[key] = (fn, code)
-        return fn, code, keys
+        return fn, code, keys, groups_of
 
     def _call_kernel(self, fn: ir.Function, keys: list[tuple[tuple[str, Any], int]],
-                     code: KernelCode, k: Kernel) -> None:
+                     code: KernelCode, groups_of: dict[str, int]) -> None:
         b, _, _, status, nthreads = self._main
         ptrs = [self._main_ptr(key) if not delta else b.gep(self._main_ptr(key),
                                                              [ir.Constant(I64, delta)])
-                for key, delta in keys] + ([status] if code.errors or code.persistent else [])
+                for key, delta in keys] + ([status] if code.wants_status else [])
         ptrs += [nthreads] if code.own_threads else []
         if code.scratch_bytes:
             ptrs.append(b.gep(self._main[2], [ir.Constant(I64, self._scratch_offset())]))
         if code.persistent:
-            ptrs.append(self._persistent_ptr(k, keys, code.persistent))
+            ptrs.append(self._persistent_ptr(keys[groups_of[code.persistent[0]]],
+                                             code.persistent))
         npt = len(keys)
         setup = self.setups.get(fn.name)
         if setup is not None:  # once, before the (possibly parallel) tasks
@@ -500,17 +507,13 @@ class ModuleBuilder:
             with b.if_then(b.icmp_signed("!=", failed, ir.Constant(I64, 0)), likely=False):
                 b.ret_void()
 
-    def _persistent_ptr(self, k: Kernel, keys: list[tuple[tuple[str, Any], int]],
+    def _persistent_ptr(self, storage: tuple[tuple[str, Any], int],
                         want: tuple[str, str, int]) -> ir.Value:
-        """The persistent region of (buffer as this call site passes it, tag): allocated on
-        first use, past the scratch memory (whose size is known only at the end: the offset
-        is a constant global set then)."""
-        canon_name, tag, nbytes = want
-        movable = [n for n in kernel_buffer_names(k) if self.storage.keys[n][0] != "const"]
-        orig = movable[int(canon_name[1:])]
-        groups: dict[tuple[str, Any], int] = {}
-        arg_of = [groups.setdefault(self.storage.keys[n], len(groups)) for n in movable]
-        region = (keys[arg_of[movable.index(orig)]], tag)
+        """The persistent region of (the buffer's storage as this call site passes it, tag):
+        allocated on first use, past the scratch memory (whose size is known only at the end:
+        the offset is a constant global set then)."""
+        _, tag, nbytes = want
+        region = (storage, tag)
         if region not in self.persistent:
             self.persistent[region] = self.persistent_bytes
             self.persistent_bytes += -(-nbytes // ARENA_ALIGNMENT) * ARENA_ALIGNMENT

@@ -72,6 +72,7 @@ from .llvm_ir import (
     PTR,
     alloca_at_entry,
     ceil_div,
+    decode_row_major,
     emit_loop,
     for_range,
     llvm_type,
@@ -464,14 +465,7 @@ def _epilogue_function(k: MatmulKernel, plan: GemmPlan, extents: dict[str, int],
         if plan.fold_rows:  # GEMM's row r is (batch r // M, row r % M)
             m_rows = ir.Constant(I64, k.m)
             batch, row = b.udiv(row, m_rows), b.urem(row, m_rows)
-        env = dict(outer_env)
-        for pos in range(len(inner_dims) - 1, -1, -1):
-            v, n = inner_dims[pos]
-            if pos == 0:
-                env[v] = batch
-            else:
-                env[v] = b.urem(batch, ir.Constant(I64, n))
-                batch = b.udiv(batch, ir.Constant(I64, n))
+        env = {**outer_env, **decode_row_major(b, batch, inner_dims)}
 
         def vector(b: ir.IRBuilder, j: ir.Value, _c: list) -> list:
             off = b.mul(j, ir.Constant(I64, lanes))

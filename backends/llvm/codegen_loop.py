@@ -79,6 +79,7 @@ from .llvm_ir import (
     I64,
     alloca_at_entry,
     declare,
+    decode_row_major,
     emit_loop,
     for_range,
     intrinsic,
@@ -365,7 +366,7 @@ def emit_loop_kernel(k: LoopKernel, plan: LoopPlan, b: ir.IRBuilder,
     last_name, last = nest.outer[-1]
     nblk = -(-last // plan.block)
     with for_range(b, lo, hi, name="task") as t:
-        env = _decode_prefix(b, nest.outer[:-1], b.udiv(t, _i64(nblk)) if nblk > 1 else t)
+        env = decode_row_major(b, b.udiv(t, _i64(nblk)) if nblk > 1 else t, nest.outer[:-1])
         blk = b.urem(t, _i64(nblk)) if nblk > 1 else _i64(0)
         j0 = b.mul(blk, _i64(plan.block))
         j1 = smin(b, b.add(j0, _i64(plan.block)), _i64(last))
@@ -461,20 +462,6 @@ def _prefetch(target: tuple[ExprEmitter, list[Load]], var: str, j: ir.Value,
         ptr = element_ptr(b, scope.buffers[e.buffer], inner.linear(e.buffer, e.index))
         b.call(fn, [b.bitcast(ptr, ir.PointerType(ir.IntType(8))), ir.Constant(ir.IntType(32), 0),
                     ir.Constant(ir.IntType(32), locality), ir.Constant(ir.IntType(32), 1)])
-
-
-def _decode_prefix(b: ir.IRBuilder, loops: list[tuple[str, int]], row: ir.Value
-                   ) -> dict[str, ir.Value]:
-    """Row-major multi-index of `row` over `loops`."""
-    env: dict[str, ir.Value] = {}
-    for pos in range(len(loops) - 1, -1, -1):
-        name, n = loops[pos]
-        if pos == 0:
-            env[name] = row
-        else:
-            env[name] = b.urem(row, _i64(n))
-            row = b.udiv(row, _i64(n))
-    return env
 
 
 def _emit_point(k: LoopKernel, ev: ExprEmitter, bound_outer: list[str],

@@ -33,7 +33,7 @@ from graphc.ir.kernel import Buffer, ConvKernel, MatmulKernel, kernel_reads, ker
 from .codegen import KernelCode, KernelEnv
 from .codegen_expr import ExprEmitter, store_element
 from .codegen_loop import CHUNK_WORK, PARALLEL_FLOPS
-from .llvm_ir import I32, I64, alloca_at_entry, for_range, intrinsic, smin
+from .llvm_ir import I32, I64, alloca_at_entry, decode_row_major, for_range, intrinsic, smin
 from .lowering import cast_value, compute_type
 
 MATMUL_NBLOCK = 512
@@ -47,17 +47,6 @@ def _buffers(k) -> tuple[str, ...]:
     return tuple(dict.fromkeys(kernel_reads(k) + kernel_writes(k)))
 
 
-def _decode(b: ir.IRBuilder, t: ir.Value, dims: list[tuple[str, int]]) -> dict[str, ir.Value]:
-    """Row-major multi-index of `t` over `dims` (the first dimension is not reduced)."""
-    env: dict[str, ir.Value] = {}
-    for pos in range(len(dims) - 1, -1, -1):
-        name, n = dims[pos]
-        if pos == 0:
-            env[name] = t
-        else:
-            env[name] = b.urem(t, _i64(n))
-            t = b.udiv(t, _i64(n))
-    return env
 
 
 def _madd(b: ir.IRBuilder, x: ir.Value, y: ir.Value, acc: ir.Value) -> ir.Value:
@@ -118,7 +107,7 @@ def emit_matmul_simple(k: MatmulKernel, env: KernelEnv, nb: int, nblk: int) -> N
     acc = alloca_at_entry(b, ir.ArrayType(ty, nb), name="acc")
     dims = [(f"b{j}", n) for j, n in enumerate(k.batch)] + [("m", k.m)]
     with for_range(b, env.lo, env.hi, name="task") as t:
-        tev = ev.child(_decode(b, b.udiv(t, _i64(nblk)), dims))
+        tev = ev.child(decode_row_major(b, b.udiv(t, _i64(nblk)), dims))
         n0 = b.mul(b.urem(t, _i64(nblk)), _i64(nb))
         n1 = smin(b, b.add(n0, _i64(nb)), _i64(k.n))
         with for_range(b, n0, n1, name="zero") as n:
@@ -197,7 +186,7 @@ def emit_conv_direct(k: ConvKernel, env: KernelEnv) -> None:
         return ok, b.sdiv(q, _i64(ld[j]))
 
     with for_range(b, env.lo, env.hi, name="task") as t:
-        tev = ev.child(_decode(b, t, row_dims))
+        tev = ev.child(decode_row_major(b, t, row_dims))
         o = tev.env["o"]
         c0 = b.mul(b.udiv(o, _i64(o_per_group)), _i64(cg))
         with for_range(b, _i64(0), _i64(p_last), name="zero") as p:

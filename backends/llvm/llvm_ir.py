@@ -50,6 +50,21 @@ def lanes_of(ty: ir.Type) -> int:
     return ty.count if isinstance(ty, ir.VectorType) else 1
 
 
+def decode_row_major(b: ir.IRBuilder, linear: ir.Value, dims: list[tuple[str, int]]
+                     ) -> dict[str, ir.Value]:
+    """{name: index} of the row-major position `linear` over `dims` ((name, extent) pairs,
+    outermost first; the first extent bounds nothing, so it is not reduced)."""
+    env: dict[str, ir.Value] = {}
+    for pos in range(len(dims) - 1, -1, -1):
+        name, n = dims[pos]
+        if pos == 0:
+            env[name] = linear
+        else:
+            env[name] = b.urem(linear, ir.Constant(I64, n))
+            linear = b.udiv(linear, ir.Constant(I64, n))
+    return env
+
+
 def vsplat(b: ir.IRBuilder, x: ir.Value, lanes: int) -> ir.Value:
     """<lanes x T> with every lane the run-time value x (insertelement + zero shuffle: a
     broadcast)."""

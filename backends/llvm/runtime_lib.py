@@ -35,8 +35,6 @@ from .target import TargetSpec, emit_object
 RUNTIME_DTYPES = ("f32", "f64")
 _memory: dict[str, bytes] = {}
 _lock = threading.Lock()
-#: Seconds spent building runtime objects in this process (not loading them), by key.
-build_seconds: dict[str, float] = {}
 
 
 def gemm_symbol(dtype: str) -> str:
@@ -80,9 +78,7 @@ def runtime_object(dtype: str, spec: TargetSpec, vector_bits: int,
         except OSError:
             obj = None
         if not obj:
-            t0 = time.perf_counter()
             obj = build_runtime_object(dtype, spec, vector_bits)
-            build_seconds[key] = time.perf_counter() - t0
             _store(folder, path, obj)
         _memory[key] = obj
         return obj
