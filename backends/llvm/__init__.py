@@ -14,7 +14,8 @@ The kernel-IR code generator and runtime built on them:
   lowering.py     the ONE lowering table: every primitive, elementwise ones as scalar emitters
   codegen.py      Schedule -> module: a function per (distinct) kernel, storage, graphc_main
   codegen_expr.py scalar/index expressions, loads and stores, vector mode for epilogues
-  codegen_loop.py loop kernels: normalized nests, row/column schedules, sweeps, stashes
+  codegen_loop.py loop kernels: normalized nests, row/column schedules, sweeps
+  codegen_rows.py row sweeps as explicit vector loops and reductions, stashes, prefetching
   codegen_gemm.py matmul kernels on gemm.py (shared per module, epilogue functions, staging)
   codegen_conv.py register-blocked direct convolution; codegen_template.py the fallbacks
   codegen_library.py  take, scatter_add, select_scatter

@@ -27,21 +27,22 @@ over contiguous memory with an accumulator array instead of a strided scalar red
 Reductions: `sum` adds with the `reassoc` flag (the kernel IR leaves the order unspecified, and
 it lets LLVM vectorize and interleave the accumulation), `max` is `llvm.maximum` (NaN
 propagates, as np.max; vectorizes), `argmax` keeps the first maximum with NaN counting as the
-largest value (as np.argmax). Loops with reductions are scalar IR that LLVM's loop vectorizer
-widens (with 512-bit vectors on AVX-512 hosts).
+largest value (as np.argmax). Where a row is one contiguous loop on a vector target, float sum
+and max sweeps are explicit vector loops (`codegen_rows.vector_reduce_loop`); other loops with
+reductions are scalar IR that LLVM's loop vectorizer widens (512-bit vectors on AVX-512 hosts).
 
 Store-only loops (a pointwise kernel's last outer loop, a sweep without reductions) are
-explicit vector loops instead (`_vector_loop`, `codegen_expr.VectorEmitter`): full vectors with
-plain loads and stores (two per iteration), one masked vector for the tail, and for outputs of
-16 MiB and more, *streaming* (non-temporal) stores into 64-byte aligned memory: no read for
-ownership, about a third less memory traffic. Inputs that large read unit-stride are prefetched
-`PREFETCH_AHEAD` elements ahead (the hardware prefetcher stops at every 4 KiB page): with both,
-a compute-heavy chain overlaps its memory traffic (relu·sigmoid + tanh over 16M f32, one thread:
-23.7 -> 17.8 ms; an exp chain 20.8 -> 15.3 ms; a cheap one unchanged).
+explicit vector loops too (`codegen_rows.vector_loop`, `codegen_expr.VectorEmitter`): full
+vectors with plain loads and stores (two per iteration), one masked vector for the tail, and for
+outputs of 16 MiB and more, *streaming* (non-temporal) stores into 64-byte aligned memory: no
+read for ownership, about a third less memory traffic. Inputs that large read unit-stride are
+prefetched `PREFETCH_AHEAD` elements ahead (the hardware prefetcher stops at every 4 KiB page):
+with both, a compute-heavy chain overlaps its memory traffic (relu·sigmoid + tanh over 16M f32,
+one thread: 23.7 -> 17.8 ms; an exp chain 20.8 -> 15.3 ms; a cheap one unchanged).
 
 Persistent reductions keep values that a later sweep recomputes (softmax's exp(x - max)) in a
-row-sized stack array (`_plan_stash`), and their last sweep prefetches the next row for the
-first sweep, which would otherwise start every row with a cold stream from memory.
+row-sized stack array, and one of their later sweeps prefetches the next row for the first
+sweep, which would otherwise start every row with a cold stream from memory (`codegen_rows`).
 """
 
 from __future__ import annotations
@@ -53,7 +54,6 @@ from dataclasses import dataclass, field
 from llvmlite import ir
 
 from graphc.ir.kernel import (
-    Expr,
     FloorDiv,
     InBounds,
     IndexValue,
@@ -73,18 +73,27 @@ from graphc.ir.kernel import (
     walk,
 )
 
-from .codegen_expr import BufferRef, ExprEmitter, VectorEmitter, element_ptr, store_element
+from .codegen_expr import BufferRef, ExprEmitter, store_element
+from .codegen_rows import (
+    StashUse,
+    ev_inner,
+    inner_position,
+    next_row_loads,
+    plan_stash,
+    prefetch_sweep,
+    store_cost,
+    vector_loop,
+    vector_reduce_loop,
+    vector_reducible,
+)
 from .llvm_ir import (
     I1,
     I64,
     alloca_at_entry,
-    declare,
     decode_row_major,
     emit_loop,
     for_range,
     intrinsic,
-    masked_load,
-    masked_store,
     smin,
 )
 from .lowering import cast_value, compute_type
@@ -105,12 +114,6 @@ STREAM_BYTES = 16 << 20
 # ... up to this cost of the stored value (sigmoid + tanh is 8; measured faster up to there
 # together with the prefetch below).
 STREAM_MAX_COST = 8
-# Large unit-stride inputs of a pointwise vector loop are prefetched this many elements ahead.
-PREFETCH_AHEAD = 1024
-# ... into L2 (prefetcht1) rather than L1: the L1 streamer takes lines from there, and L1 is not
-# crowded with lines 4 KiB ahead of use (relu(x·w + b) over 16M f32, one thread: 19.1 -> 19.7
-# GB/s; the sigmoid/tanh chain unchanged).
-PREFETCH_LOCALITY = 2
 
 
 # -- normalizing the iteration space --------------------------------------------------------------
@@ -300,7 +303,7 @@ def plan_loop(k: LoopKernel, shapes: dict[str, tuple[int, ...]],
         plan.streaming = frozenset(
             st.buffer for st in k.all_stores()
             if math.prod(shapes[st.buffer]) * _ITEM.get(dtypes[st.buffer], 4) >= STREAM_BYTES
-            and _store_cost(k, st) <= STREAM_MAX_COST)
+            and store_cost(k, st) <= STREAM_MAX_COST)
         if nest_var := (plan.nest.outer[-1][0] if plan.nest.outer and not k.sweeps else None):
             plan.prefetch = frozenset(
                 e.buffer for e in walk([st.value for st in k.stores])
@@ -374,7 +377,7 @@ def emit_loop_kernel(k: LoopKernel, plan: LoopPlan, b: ir.IRBuilder,
         if plan.column:
             _emit_column_block(k, task_ev, last_name, j0, j1, plan.block)
         elif plan.lanes and not k.sweeps:
-            _vector_loop(task_ev, last_name, j0, j1, plan, k.stores, None)
+            vector_loop(task_ev, last_name, j0, j1, plan, k.stores, None)
         else:
             with for_range(b, j0, j1, name="col") as j:
                 _emit_point(k, task_ev.child({last_name: j}), [last_name], plan)
@@ -382,102 +385,21 @@ def emit_loop_kernel(k: LoopKernel, plan: LoopPlan, b: ir.IRBuilder,
         b.fence("seq_cst")  # order the non-temporal stores before anyone reads them
 
 
-def _vector_loop(ev: ExprEmitter, var: str, start: ir.Value, stop: ir.Value, plan: LoopPlan,
-                 stores, stash: _StashUse | None) -> None:
-    """`for var in [start, stop)` as an explicit vector loop of plan.lanes lanes evaluating
-    store-only code: full vectors with plain loads and stores (streaming stores for large
-    outputs), then one masked vector for the rest (no scalar remainder loop)."""
-    b = ev.b
-    lanes = plan.lanes
-    ity = ir.VectorType(I64, lanes)
-    iota = ir.Constant(ity, list(range(lanes)))
-    true = ir.Constant(ir.VectorType(I1, lanes), [1] * lanes)
-    count = b.sub(stop, start)
-    main_end = b.add(start, b.mul(b.udiv(count, _i64(lanes)), _i64(lanes)))
-
-    def body(j: ir.Value, mask: ir.Value | None) -> None:
-        vev = VectorEmitter.within(ev, {var: j}, var, lanes, true, plan.streaming)
-        vev.full = ir.Constant(I1, 1)
-        if mask is not None:
-            vev.lane_mask = mask
-            vev.full = ir.Constant(I1, 0)
-        if stash is not None:
-            stash.bind_vector(vev)
-        for st in stores:
-            vev.vstore(st.buffer, st.index, vev(st.value))
-        if stash is not None:
-            stash.keep_vector(vev)
-
-    def full(j: ir.Value) -> None:
-        body(j, None)
-        if stash is not None and stash.prefetch is not None:
-            _prefetch(stash.prefetch, var, j)
-
-    if stash is None:
-        # Two vectors per iteration, then at most one more: independent chains side by side
-        # (an exp is a long dependency chain), half the loop overhead. (A sweep reading a
-        # stash is a cheap loop that LLVM unrolls itself.)
-        ahead = list(dict.fromkeys(e for st in stores for e in walk([st.value])
-                                   if isinstance(e, Load) and e.buffer in plan.prefetch))
-        pair_end = b.add(start, b.mul(b.udiv(count, _i64(2 * lanes)), _i64(2 * lanes)))
-        with for_range(b, start, pair_end, step=2 * lanes, name=f"vec2{var}") as j:
-            for jj in (j, b.add(j, _i64(lanes))):
-                full(jj)
-                if ahead:  # one cache line per input and vector
-                    _prefetch((ev, ahead), var, b.add(jj, _i64(PREFETCH_AHEAD)),
-                              PREFETCH_LOCALITY)
-        with b.if_then(b.icmp_signed("<", pair_end, main_end)):
-            full(pair_end)
-    else:
-        with for_range(b, start, main_end, step=lanes, name=f"vec{var}") as j:
-            full(j)
-    with b.if_then(b.icmp_signed("<", main_end, stop)):
-        w = VectorEmitter.within(ev, {}, var, lanes, true)
-        body(main_end, b.icmp_signed("<", b.add(w.widen(main_end), iota), w.widen(stop)))
-
-
-def _next_row_loads(k: LoopKernel, ev: ExprEmitter, outer: str
-                    ) -> tuple[ExprEmitter, list[Load]] | None:
-    """While the last sweep of a row runs, the first sweep of the next row will stream its
-    loads from memory: prefetch them (a scope with the next row bound, and the loads)."""
-    if len(ev_inner(ev)) != 1:  # the prefetch scope binds the one inner variable only
-        return None
-    sw = k.sweeps[0]
-    roots = [r.value for r in sw.reductions] + [s.value for s in sw.stores]
-    loads = [e for e in walk(roots) if isinstance(e, Load) and not e.mask]
-    if not loads:
-        return None
-    nxt = ev.child({outer: ev.b.add(ev.env[outer], _i64(1))})
-    return nxt, loads
-
-
-def _prefetch(target: tuple[ExprEmitter, list[Load]], var: str, j: ir.Value,
-              locality: int = 3) -> None:
-    scope, loads = target
-    b = scope.b
-    inner = scope.child({var: j})
-    fn = declare(b.module, "llvm.prefetch.p0", ir.VoidType(),
-                 [ir.PointerType(ir.IntType(8)), ir.IntType(32), ir.IntType(32), ir.IntType(32)])
-    for e in loads:
-        ptr = element_ptr(b, scope.buffers[e.buffer], inner.linear(e.buffer, e.index))
-        b.call(fn, [b.bitcast(ptr, ir.PointerType(ir.IntType(8))), ir.Constant(ir.IntType(32), 0),
-                    ir.Constant(ir.IntType(32), locality), ir.Constant(ir.IntType(32), 1)])
-
-
 def _emit_point(k: LoopKernel, ev: ExprEmitter, bound_outer: list[str],
                 plan: LoopPlan | None = None) -> None:
     """One outer point: every sweep over the reduce domain, then the outer stores."""
     b = ev.b
     inner_names = [n for n, _ in ev_inner(ev)]
-    stash = _plan_stash(k, ev)
+    stash = plan_stash(k, ev)
+    pf_sweep = prefetch_sweep(k, stash, plan)
     for i, sw in enumerate(k.sweeps):
         roots = [r.value for r in sw.reductions] + [s.value for s in sw.stores]
         ev.hoist(roots, inner_names)
         accs = [_init(r) for r in sw.reductions]
-        here = _StashUse([s for s in stash if s.producer == i],
+        here = StashUse([s for s in stash if s.producer == i],
                          [s for s in stash if i in s.consumers])
-        if i == len(k.sweeps) - 1 and i > 0 and bound_outer and plan is not None:
-            here.prefetch = _next_row_loads(k, ev, bound_outer[-1])
+        if i == pf_sweep and bound_outer and plan is not None:
+            here.prefetch = next_row_loads(k, ev, bound_outer[-1])
         results = _emit_reduce_loops(ev, ev_inner(ev), sw.stores, sw.reductions, accs, here,
                                      plan)
         for red, res in zip(sw.reductions, results, strict=True):
@@ -486,24 +408,23 @@ def _emit_point(k: LoopKernel, ev: ExprEmitter, bound_outer: list[str],
         store_element(b, ev.buffers[st.buffer], ev.linear(st.buffer, st.index), ev(st.value))
 
 
-def ev_inner(ev: ExprEmitter) -> list[tuple[str, int]]:
-    return [(n, e) for n, e in ev.extents.items() if n.startswith("_q")]
-
-
 def _emit_reduce_loops(ev: ExprEmitter, loops: list[tuple[str, int]], stores, reductions,
-                       accs: list[list[ir.Value]], stash: _StashUse | None = None,
+                       accs: list[list[ir.Value]], stash: StashUse | None = None,
                        plan: LoopPlan | None = None) -> list[list[ir.Value]]:
     """Nested loops over the reduce domain carrying the accumulators; returns them after."""
     b = ev.b
     if len(loops) == 1 and not reductions and plan is not None and plan.lanes:
-        _vector_loop(ev, loops[0][0], _i64(0), _i64(loops[0][1]), plan, stores, stash)
+        vector_loop(ev, loops[0][0], _i64(0), _i64(loops[0][1]), plan, stores, stash)
         return []
+    if len(loops) == 1 and plan is not None and plan.lanes and vector_reducible(reductions):
+        return vector_reduce_loop(ev, loops[0][0], loops[0][1], plan, stores, reductions,
+                                   accs, stash)
     if not loops:
         if stash is not None:
             stash.bind(ev)
         for st in stores:
             store_element(b, ev.buffers[st.buffer], ev.linear(st.buffer, st.index), ev(st.value))
-        out = [_combine(ev, red, acc, ev(red.value), _inner_position(ev))
+        out = [_combine(ev, red, acc, ev(red.value), inner_position(ev))
                for red, acc in zip(reductions, accs, strict=True)]
         if stash is not None:
             stash.keep(ev)
@@ -531,149 +452,6 @@ def _emit_reduce_loops(ev: ExprEmitter, loops: list[tuple[str, int]], stores, re
         out.append(final[pos:pos + s])
         pos += s
     return out
-
-
-# -- stashing expensive values between sweeps ------------------------------------------------
-
-STASH_LIMIT = 16384   # reduce-domain points of a row whose values may be stashed
-STASH_MIN_COST = 4    # only values at least this expensive (OP_COST units) are worth it
-_EXPENSIVE = {"exp": 4, "log": 4, "log1p": 4, "sigmoid": 4, "tanh": 4, "softplus": 4, "pow": 4,
-              "div": 2, "sqrt": 2, "rsqrt": 2, "reciprocal": 2}
-
-
-@dataclass
-class _Stash:
-    """A row-sized stack array holding one expression's values from sweep `producer` for the
-    later sweeps `consumers` (softmax's exp(x - max), computed once instead of twice)."""
-
-    expr: Expr
-    producer: int
-    consumers: tuple[int, ...]
-    array: ir.Value
-    ids: frozenset[int]  # every node of the kernel equal to `expr`
-
-
-@dataclass
-class _StashUse:
-    """The stashes a sweep fills and the ones it reads."""
-
-    fill: list[_Stash]
-    read: list[_Stash]
-    prefetch: tuple[ExprEmitter, list[Load]] | None = None  # next row's first-sweep loads
-
-    def bind(self, ev: ExprEmitter) -> None:
-        """Seed the innermost scope's memo with the stashed values this sweep reads."""
-        b = ev.b
-        pos = _inner_position(ev)
-        for s in self.read:
-            value = b.load(b.gep(s.array, [ir.Constant(ir.IntType(32), 0), pos]))
-            for i in s.ids:
-                ev._expr[i] = value
-
-    def bind_vector(self, ev: VectorEmitter) -> None:
-        """Vector version of `bind`: the stash's lanes at the vector loop's positions."""
-        for s in self.read:
-            ptr = self._vector_ptr(ev, s)
-            value = masked_load(ev.b, ptr, ev.lane_mask, ptr.type.pointee)
-            for i in s.ids:
-                ev._expr[i] = value
-
-    def keep_vector(self, ev: VectorEmitter) -> None:
-        for s in self.fill:
-            masked_store(ev.b, ev.widen(ev(s.expr)), self._vector_ptr(ev, s), ev.lane_mask)
-
-    @staticmethod
-    def _vector_ptr(ev: VectorEmitter, s: _Stash) -> ir.Value:
-        b = ev.b
-        elem = b.gep(s.array, [ir.Constant(ir.IntType(32), 0), _inner_position(ev)])
-        return b.bitcast(elem, ir.VectorType(elem.type.pointee, ev.lanes).as_pointer())
-
-    def keep(self, ev: ExprEmitter) -> None:
-        b = ev.b
-        pos = _inner_position(ev)
-        for s in self.fill:
-            b.store(ev(s.expr), b.gep(s.array, [ir.Constant(ir.IntType(32), 0), pos]))
-
-
-def _store_cost(k: LoopKernel, st) -> int:
-    """The cost of a stored value, not counting what an earlier sweep computes already (it is
-    stashed when the row is short enough)."""
-    earlier: set[Expr] = set()
-    for sw in k.sweeps:
-        if st in sw.stores:
-            break
-        roots = [r.value for r in sw.reductions] + [s.value for s in sw.stores]
-        earlier |= {x for x in walk(roots) if isinstance(x, Op)}
-    if math.prod(k.reduce_domain) > STASH_LIMIT:
-        earlier = set()
-    return sum(_EXPENSIVE.get(x.op, 0) for x in _walk_until(st.value, earlier)
-               if isinstance(x, Op))
-
-
-def _walk_until(root: Expr, stop: set[Expr]):
-    """The nodes under `root`, not descending into (nor yielding) those in `stop`."""
-    seen: set[int] = set()
-    todo = [root]
-    while todo:
-        e = todo.pop()
-        if id(e) in seen or e in stop:
-            continue
-        seen.add(id(e))
-        yield e
-        todo.extend(e.children())
-
-
-def _cost(e: Expr) -> int:
-    return sum(_EXPENSIVE.get(x.op, 0) for x in walk([e]) if isinstance(x, Op))
-
-
-def _plan_stash(k: LoopKernel, ev: ExprEmitter) -> list[_Stash]:
-    """Expensive inner-loop values a later sweep recomputes: stash them (row schedule only)."""
-    inner = ev_inner(ev)
-    points = math.prod(n for _, n in inner)
-    if len(k.sweeps) < 2 or not inner or points > STASH_LIMIT:
-        return []
-    inner_names = {n for n, _ in inner}
-    sweep_nodes = []
-    for sw in k.sweeps:
-        roots = [r.value for r in sw.reductions] + [s.value for s in sw.stores]
-        sweep_nodes.append({x for x in walk(roots) if isinstance(x, Op)})
-    done: set[Expr] = set()
-    out: list[_Stash] = []
-    for i, nodes in enumerate(sweep_nodes):
-        for e in sorted(nodes, key=lambda x: -sum(1 for _ in walk([x]))):  # parents first
-            if e in done or not (ev.deps(e) & inner_names) or _cost(e) < STASH_MIN_COST:
-                continue
-            refs_ok = all(not x.startswith("$") or _sweep_of(k, x[1:]) < i for x in ev.deps(e))
-            later = tuple(j for j in range(i + 1, len(k.sweeps)) if e in sweep_nodes[j])
-            if not later or not refs_ok:
-                continue
-            # keep only maximal expressions: a stashed parent makes its children moot
-            done |= set(walk([e]))
-            arr = alloca_at_entry(ev.b, ir.ArrayType(compute_type(e.dtype), points),
-                                  name="stash")
-            ids = frozenset(id(x) for ns in sweep_nodes for x in ns if x == e)
-            out.append(_Stash(e, i, later, arr, ids))
-    return out
-
-
-def _sweep_of(k: LoopKernel, name: str) -> int:
-    for i, sw in enumerate(k.sweeps):
-        if any(r.name == name for r in sw.reductions):
-            return i
-    return len(k.sweeps)
-
-
-def _inner_position(ev: ExprEmitter) -> ir.Value | None:
-    """Row-major position in the reduce domain (argmax's result)."""
-    b = ev.b
-    pos: ir.Value | None = None
-    for name, n in ev_inner(ev):
-        v = ev.env.get(name)
-        if v is None:
-            return None
-        pos = v if pos is None else b.add(b.mul(pos, _i64(n)), v)
-    return pos if pos is not None else _i64(0)
 
 
 def _init(red: Reduction) -> list[ir.Value]:
@@ -780,7 +558,7 @@ def _column_sweep(ev: ExprEmitter, loops, sw, slots, last_name, j0, j1, sweeps) 
         for red in sw.reductions:
             ptrs = [_slot(b, arr, b.sub(j, j0)) for arr in slots[red.name]]
             acc = [b.load(p) for p in ptrs]
-            new = _combine(jev, red, acc, jev(red.value), _inner_position(jev))
+            new = _combine(jev, red, acc, jev(red.value), inner_position(jev))
             for p, v in zip(ptrs, new, strict=True):
                 b.store(v, p)
 

@@ -34,6 +34,32 @@ def test_sums_maxima_argmax_over_axes(fuse, rng):
     check_llvm(b.build(), {"x": xs}, fuse=fuse, tol=dict(rtol=1e-5, atol=1e-5))
 
 
+ROW_LENGTHS = (1, 7, 16, 17, 63, 64, 65, 100, 200)  # around the vector width and the unroll
+
+
+@pytest.mark.parametrize("dtype", ["f32", "f64"])
+def test_row_sums_and_maxima_are_vector_loops(dtype, rng):
+    """Float sums and maxima along a contiguous row run as explicit vector loops (unrolled
+    main loop, leftover vectors, masked tail whose idle lanes must not count): every row length
+    around the vector width, a NaN (max propagates it), a row of -inf, a sum over exp."""
+    b = Builder("rowred")
+    ins = {}
+    for n in ROW_LENGTHS:
+        x = b.input(f"x{n}", (5, n), dtype)
+        b.output(f"sum{n}", x.sum((1,)))
+        b.output(f"max{n}", x.max((1,)))
+        b.output(f"sumexp{n}", (x - x.max((1,), keepdims=True)).exp().sum((1,)))
+        xs = rng.standard_normal((5, n)).astype(np.float32 if dtype == "f32" else np.float64)
+        xs[1, n // 2] = np.nan
+        xs[2] = -np.inf
+        xs[3] -= 50.0  # all negative: a max that started from 0 instead of -inf shows
+        ins[f"x{n}"] = xs
+    exe = check_llvm(b.build(), ins, tol=dict(rtol=1e-5, atol=1e-6))
+    from graphc.backends.llvm.program import generated_ir
+
+    assert "vred" in generated_ir(exe.schedule)
+
+
 def test_column_reduction_uses_the_column_schedule(rng):
     """sum over the batch axis of [B, H] (a bias gradient): accumulators along H."""
     b = Builder("colsum")
@@ -156,7 +182,7 @@ def test_normalize_nest_merges_contiguous_loops():
 def test_values_shared_between_sweeps_are_stashed_once(rng):
     """exp(x - max) over a two-axis row feeds both the sum and the normalized store: computed
     in one sweep, kept in a row-sized stack array for the next (same numbers either way)."""
-    import graphc.backends.llvm.codegen_loop as codegen_loop
+    import graphc.backends.llvm.codegen_rows as codegen_rows
 
     b = Builder("stash")
     x = b.input("x", (6, 5, 40))
@@ -165,17 +191,33 @@ def test_values_shared_between_sweeps_are_stashed_once(rng):
     g = b.build()
     ins = {"x": rng.standard_normal((6, 5, 40)).astype(np.float32) * 5}
     exe = check_llvm(g, ins)
-    limit = codegen_loop.STASH_LIMIT
-    codegen_loop.STASH_LIMIT = 0
+    limit = codegen_rows.STASH_LIMIT
+    codegen_rows.STASH_LIMIT = 0
     try:
         plain = check_llvm(g, ins, cache=False)
+        plain_blocks = _exp_call_blocks(plain)
     finally:
-        codegen_loop.STASH_LIMIT = limit
+        codegen_rows.STASH_LIMIT = limit
     np.testing.assert_allclose(exe(ins)["y"], plain(ins)["y"], rtol=1e-6)
+    # computed in the sum's sweep (a vector reduction loop) only, loaded in the store's sweep
+    stashed = _exp_call_blocks(exe)
+    assert stashed and all(label.startswith("vred") for label in stashed)
+    assert any(not label.startswith("vred") for label in plain_blocks)
+
+
+def _exp_call_blocks(exe) -> list[str]:
+    """The labels of the basic blocks calling exp, one per call, in the generated IR."""
+    import re
+
     from graphc.backends.llvm.program import generated_ir
 
-    exp_calls = generated_ir(exe.schedule).count('call float @"graphc.math.exp.f32"')
-    assert exp_calls == 1  # computed in the sum's sweep only, loaded in the store's sweep
+    labels, label = [], None
+    for line in generated_ir(exe.schedule).splitlines():
+        if m := re.match(r'^"?([\w.]+)"?:', line):
+            label = m.group(1)
+        elif "call" in line and "@\"graphc.math.exp." in line:
+            labels.append(label)
+    return labels
 
 
 def test_long_row_softmax_streams_and_prefetches(rng):
