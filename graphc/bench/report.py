@@ -207,7 +207,7 @@ def speedup_rows(doc: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
 
 RUNTIME_NOTE = ("graphc's cold compile excludes its runtime library (the GEMM, compiled once per "
                 "machine and cached on disk); 'runtime lib' is what making it available took "
-                "just before: about half a second the first time on a machine, milliseconds "
+                "just before: about a second the first time on a machine, milliseconds "
                 "from the disk cache, 0 once loaded in the process.")
 
 
