@@ -57,3 +57,32 @@ def test_runtime_key_depends_on_target():
     assert runtime_lib.runtime_key("f32", host, 256) != runtime_lib.runtime_key("f32", portable,
                                                                                 256)
     assert runtime_lib.runtime_key("f32", host, 512) != runtime_lib.runtime_key("f64", host, 512)
+
+
+@pytest.mark.parametrize("dtype", ["f32", "f64"])
+def test_microkernel_loops_keep_accumulators_in_registers(dtype):
+    """Every FMA loop of the runtime GEMM, as compiled for this host, holds its register tile
+    in vector registers: a vector spill to the stack inside the k loop halves the GEMM's speed
+    (it happened once when A's row addresses were hoisted out of the loop)."""
+    import re
+
+    from graphc.backends.llvm.target import optimize_module, parse_module
+
+    spec = TargetSpec.host()
+    ref = parse_module(runtime_lib.runtime_module(dtype, spec.vector_bits), spec)
+    optimize_module(ref, spec)
+    lines = spec.target_machine(reloc="pic").emit_assembly(ref).splitlines()
+    labels = {m.group(1): i for i, line in enumerate(lines)
+              if (m := re.match(r"^(\.?\w+):", line))}
+    loops = 0
+    for j, line in enumerate(lines):
+        m = re.match(r"\s+j\w+\s+(\.?\w+)$", line)
+        if not m or labels.get(m.group(1), j) >= j:
+            continue  # not a backward branch
+        body = lines[labels[m.group(1)]:j + 1]
+        if not any("vfmadd" in x for x in body):
+            continue
+        loops += 1
+        spills = [x.strip() for x in body if "(%rsp)" in x and re.search(r"%[xyz]mm", x)]
+        assert not spills, f"vector spills in an FMA loop: {spills[:4]}"
+    assert loops >= 4  # the microkernels' k loops were found
