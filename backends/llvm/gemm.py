@@ -659,10 +659,11 @@ def _emit_microkernel(module: ir.Module, cfg: GemmConfig, variant: _Variant,
             for j, v in enumerate(bv):
                 b.store(v, b.bitcast(b.gep(drow, [ir.Constant(I64, j * cfg.lanes)]),
                                      vty.as_pointer()), align=cfg.lanes * cfg.elem_bytes)
-        # The kc x nr micro-panel of B outgrows L1: fetch rows ahead. Not beside packed A,
-        # whose contiguous stream the hardware prefetchers follow as well as B's: there the
+        # The kc x nr micro-panel of B outgrows L1: fetch rows ahead. Not from a packed panel
+        # beside packed A, two contiguous streams the hardware prefetchers follow: there the
         # prefetches only took load slots (1024^3 and 2048^3, one thread: +3-4 % without).
-        if cfg.prefetch_b and not variant.packed_a:
+        # The packing kernel reads B at its source, a row per 4 KiB page: it prefetches.
+        if cfg.prefetch_b and (variant.packing or not variant.packed_a):
             ahead = b.gep(brow, [b.mul(ir.Constant(I64, cfg.prefetch_b), ldb)])
             for off in range(0, cfg.nr, 64 // cfg.elem_bytes):
                 b.call(declare(module, "llvm.prefetch.p0", VOID, [PTR, I32, I32, I32]),
