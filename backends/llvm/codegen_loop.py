@@ -84,7 +84,7 @@ from .codegen_rows import (
     store_cost,
     vector_loop,
     vector_reduce_loop,
-    vector_reducible,
+    vector_row,
 )
 from .llvm_ir import (
     I1,
@@ -391,7 +391,7 @@ def _emit_point(k: LoopKernel, ev: ExprEmitter, bound_outer: list[str],
     b = ev.b
     inner_names = [n for n, _ in ev_inner(ev)]
     stash = plan_stash(k, ev)
-    pf_sweep = prefetch_sweep(k, stash, plan)
+    pf_sweep = prefetch_sweep(k, stash, ev, plan.lanes) if plan is not None and plan.lanes else -1
     for i, sw in enumerate(k.sweeps):
         roots = [r.value for r in sw.reductions] + [s.value for s in sw.stores]
         ev.hoist(roots, inner_names)
@@ -416,7 +416,8 @@ def _emit_reduce_loops(ev: ExprEmitter, loops: list[tuple[str, int]], stores, re
     if len(loops) == 1 and not reductions and plan is not None and plan.lanes:
         vector_loop(ev, loops[0][0], _i64(0), _i64(loops[0][1]), plan, stores, stash)
         return []
-    if len(loops) == 1 and plan is not None and plan.lanes and vector_reducible(reductions):
+    if plan is not None and plan.lanes and vector_row(ev, loops, stores, reductions,
+                                                      plan.lanes):
         return vector_reduce_loop(ev, loops[0][0], loops[0][1], plan, stores, reductions,
                                    accs, stash)
     if not loops:

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING
 
 from llvmlite import ir
 
-from graphc.ir.kernel import Expr, Load, LoopKernel, Op, Reduction, walk
+from graphc.ir.kernel import Expr, Ix, Load, LoopKernel, Op, Reduction, Var, linearize, walk
 
 from .codegen_expr import ExprEmitter, VectorEmitter, element_ptr
 from .llvm_ir import (
@@ -148,7 +148,7 @@ def _prefetch(target: tuple[ExprEmitter, list[Load]], var: str, j: ir.Value,
                     ir.Constant(ir.IntType(32), locality), ir.Constant(ir.IntType(32), 1)])
 
 
-def prefetch_sweep(k: LoopKernel, stash: list[_Stash], plan: LoopPlan | None) -> int:
+def prefetch_sweep(k: LoopKernel, stash: list[_Stash], ev: ExprEmitter, lanes: int) -> int:
     """The sweep that prefetches the next row for the first one: the costliest of the later
     sweeps (what a stash holds costs nothing where it is read), so that the next row's reads
     overlap computation rather than the last sweep's stores."""
@@ -158,7 +158,7 @@ def prefetch_sweep(k: LoopKernel, stash: list[_Stash], plan: LoopPlan | None) ->
     best, best_cost = n - 1, -1
     for i in range(1, n):
         sw = k.sweeps[i]
-        if sw.reductions and not vector_reducible(sw.reductions):
+        if sw.reductions and not vector_row(ev, ev_inner(ev), sw.stores, sw.reductions, lanes):
             continue  # only explicit vector loops can prefetch
         held = {s.expr for s in stash if i in s.consumers}
         roots = [r.value for r in sw.reductions] + [s.value for s in sw.stores]
@@ -169,12 +169,37 @@ def prefetch_sweep(k: LoopKernel, stash: list[_Stash], plan: LoopPlan | None) ->
     return best
 
 
-def vector_reducible(reductions) -> bool:
-    """Float sums and maxima: explicit vector loops with vector accumulators."""
-    return bool(reductions) and all(
-        r.kind in ("sum", "max") and isinstance(compute_type(r.value.dtype),
-                                                (ir.FloatType, ir.DoubleType))
-        for r in reductions)
+def vector_row(ev: ExprEmitter, loops: list[tuple[str, int]], stores, reductions,
+               lanes: int) -> bool:
+    """Whether a reduction sweep runs as an explicit vector loop: float sums and maxima over
+    one loop of at least two vectors, every load and store contiguous along it. (A pooling
+    window of four elements or a strided row would be a masked tail vector or gathers: the
+    scalar loop is faster there.)"""
+    if len(loops) != 1 or loops[0][1] < 2 * lanes or not reductions or not all(
+            r.kind in ("sum", "max") and isinstance(compute_type(r.value.dtype),
+                                                    (ir.FloatType, ir.DoubleType))
+            for r in reductions):
+        return False
+    var = loops[0][0]
+    roots = [r.value for r in reductions] + [s.value for s in stores]
+    indexed = [(e.buffer, e.index) for e in walk(roots) if isinstance(e, Load)]
+    indexed += [(s.buffer, s.index) for s in stores]
+    for buffer, index in indexed:
+        lin = linearize(index, ev.buffers[buffer].shape)
+        if _coefficient(ev.rewrite.get(lin, lin), var) not in (0, 1):
+            return False
+    return True
+
+
+def _coefficient(e: Ix, var: str) -> int | None:
+    """c when `var` enters `e` only as a top-level term c·var (0: not at all), else None."""
+    c = 0
+    for atom, k in e.terms:
+        if isinstance(atom, Var):
+            c += k if atom.name == var else 0
+        elif var in atom.arg.var_names():
+            return None
+    return c
 
 
 VREDUCE_UNROLL = 4  # vectors per iteration of a vector reduction loop (independent chains)

@@ -60,6 +60,25 @@ def test_row_sums_and_maxima_are_vector_loops(dtype, rng):
     assert "vred" in generated_ir(exe.schedule)
 
 
+@pytest.mark.parametrize("case", ["pool", "short"])
+def test_windows_and_short_rows_stay_scalar_loops(case, rng):
+    """A 2x2 pooling window and a row shorter than two vectors keep the scalar reduction loop
+    (a vector loop there would be one masked vector, with gathers for the window)."""
+    b = Builder("scalar_rows")
+    if case == "pool":
+        x = b.input("x", (4, 16, 32, 32))
+        b.output("y", b.max_pool2d(x, kernel=2))
+        xs = rng.standard_normal((4, 16, 32, 32))
+    else:
+        x = b.input("x", (64, 20))
+        b.output("y", x.sum((1,)))
+        xs = rng.standard_normal((64, 20))
+    exe = check_llvm(b.build(), {"x": xs.astype(np.float32)}, tol=dict(rtol=1e-5, atol=1e-5))
+    from graphc.backends.llvm.program import generated_ir
+
+    assert "vred" not in generated_ir(exe.schedule)
+
+
 def test_column_reduction_uses_the_column_schedule(rng):
     """sum over the batch axis of [B, H] (a bias gradient): accumulators along H."""
     b = Builder("colsum")
