@@ -46,9 +46,9 @@ Full row tiles, nearly all of the work, run microkernels specialized at compile 
 broadcasts from fixed offsets instead of bumping a pointer per row; a panel with all nr
 columns present loads B with plain vector loads, where a masked load would take a vector ALU
 slot that the FMAs need (one thread, 1024^3: +10 %); the k loop runs `unroll_k` steps per
-iteration. Row edges use the generic kernel (strided A, masked B). With these, kc = 384 and
-mc = 144 measured best for f32 (512^3 to 2048^3 and 128 x 256 x 784: 1.04-1.24x numpy
-against 0.97-1.11x with the generic kernel and kc = 256, mc = 240).
+iteration. Row edges take strided A (with plain B loads where all columns exist). With these,
+kc = 384 and mc = 144 measured best for f32 (512^3 to 2048^3 and 128 x 256 x 784: 1.04-1.24x
+numpy against 0.97-1.11x with the generic kernel and kc = 256, mc = 240).
 
 Strides are runtime arguments in elements: A as [M, K] (sa_m = K, sa_k = 1) or [K, M]
 (sa_m = 1, sa_k = M) or any view; B likewise; a batch stride of 0 broadcasts an operand. C's
@@ -574,8 +574,8 @@ class _Variant:
 
 class _MicroKernels:
     """The microkernel functions of one GEMM, emitted on first use: for full row tiles one per
-    combination of `_Variant` flags, for the row edges (the powers of two below mr) the generic
-    one (strided A, masked B)."""
+    combination of `_Variant` flags, for the row edges (the powers of two below mr) one with
+    strided A and masked or plain B loads."""
 
     def __init__(self, module: ir.Module, cfg: GemmConfig, epilogue: Epilogue | None,
                  name: str, panel_nr: int | None = None) -> None:
@@ -598,8 +598,11 @@ class _MicroKernels:
     def pick(self, b: ir.IRBuilder, rows: int, packing: bool,
              packed_a: ir.Value | None = None, full_b: ir.Value | None = None) -> ir.Value:
         """The kernel for a tile of `rows` rows, chosen at run time by the i1 flags given."""
-        if rows != self.cfg.mr or packed_a is None:
+        if packed_a is None or (rows != self.cfg.mr and full_b is None):
             return self.get(_Variant(rows, packing))
+        if rows != self.cfg.mr:  # row edges: strided A, plain B loads where they can be
+            return b.select(full_b, self.get(_Variant(rows, packing, False, True)),
+                            self.get(_Variant(rows, packing)))
 
         def by_a(full: bool) -> ir.Value:
             return b.select(packed_a, self.get(_Variant(rows, packing, True, full)),
