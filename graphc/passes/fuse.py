@@ -17,7 +17,9 @@ work it does twice stays under `max_recompute_cost`.
    movement, iota, random) that is not a graph output joins the group of its consumers. When its
    consumers sit in several groups, it is recomputed in each (no buffer at all) if that is cheap:
    at most `max_consumers` groups and `op_cost * (groups - 1) <= max_recompute_cost`. Otherwise
-   it stays a kernel of its own and the consumers load it.
+   it stays a kernel of its own and the consumers load it. An elementwise node reading a
+   template through a chain of single-reader elementwise nodes (relu of matmul + bias) waits
+   for phase 2 instead, where it becomes part of the template's epilogue.
 2. Consumers into anchors (topological order): each group tries to absorb the groups reading its
    results: pointwise ops after a reduction (one sweep per dependent reduction: softmax in one
    kernel), dependent reductions over the same rows (two-pass variance), epilogues of matmul and
@@ -242,9 +244,14 @@ class _Fusion:
             return None
         for v in p.inputs:
             u = v.node
-            if node_class(u) == "template" and id(u) not in self.out_ids and all(
-                    c is p for c in self.users[id(u)]):
+            if id(u) in self.out_ids or not all(c is p for c in self.users[id(u)]):
+                continue
+            if node_class(u) == "template":
                 return u
+            # relu(matmul + bias): the relu rides on the template's epilogue as well, rather
+            # than on the next matmul's operand (staged there: one more pass over the tile)
+            if (up := self.epilogue_of(u)) is not None:
+                return up
         return None
 
     def cone_cost(self, p: Node) -> float:

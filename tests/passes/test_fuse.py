@@ -144,6 +144,24 @@ def test_dense_bias_relu_is_one_matmul_with_epilogue(rng):
     assert "relu(add(acc, %" in print_schedule(fused)
 
 
+def test_activation_between_two_matmuls_is_the_first_ones_epilogue(rng):
+    """dense -> relu -> dense: the relu joins the first matmul's epilogue (stored once, free
+    in registers), not the second matmul's operand (a prologue there is staged: one more pass
+    over the operand before the GEMM)."""
+    def build(b):
+        x = b.input("x", (8, 6))
+        h = b.dense(x, b.param("w1", (6, 5)), b.param("b1", (5,), init="normal"),
+                    activation="relu")
+        return {"y": b.dense(h, b.param("w2", (5, 3)), b.param("b2", (3,), init="normal"))}
+
+    _, _, fused = _fused(build, lambda r: {"x": r.standard_normal((8, 6)).astype(np.float32)},
+                         rng)
+    first, second = fused.kernels
+    assert isinstance(first, MatmulKernel) and isinstance(second, MatmulKernel)
+    text = print_schedule(fused)
+    assert "relu(add(acc, %" in text and "a[m, k] = relu" not in text
+
+
 def test_conv_batch_norm_inference_relu_is_one_conv_with_epilogue(rng):
     def build(b):
         x = b.input("x", (2, 3, 6, 6))
