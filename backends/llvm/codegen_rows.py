@@ -67,7 +67,7 @@ PREFETCH_LOCALITY = 2
 
 
 def vector_loop(ev: ExprEmitter, var: str, start: ir.Value, stop: ir.Value, plan: LoopPlan,
-                 stores, stash: StashUse | None) -> None:
+                stores, stash: StashUse | None) -> None:
     """`for var in [start, stop)` as an explicit vector loop of plan.lanes lanes evaluating
     store-only code: full vectors with plain loads and stores (streaming stores for large
     outputs), then one masked vector for the rest (no scalar remainder loop)."""
@@ -121,9 +121,9 @@ def vector_loop(ev: ExprEmitter, var: str, start: ir.Value, stop: ir.Value, plan
 
 
 def next_row_loads(k: LoopKernel, ev: ExprEmitter, outer: str
-                    ) -> tuple[ExprEmitter, list[Load]] | None:
-    """While the last sweep of a row runs, the first sweep of the next row will stream its
-    loads from memory: prefetch them (a scope with the next row bound, and the loads)."""
+                   ) -> tuple[ExprEmitter, list[Load]] | None:
+    """The first sweep of the next row will stream its loads from memory: what a later sweep
+    of this row prefetches (a scope with the next row bound, and the loads)."""
     if len(ev_inner(ev)) != 1:  # the prefetch scope binds the one inner variable only
         return None
     sw = k.sweeps[0]
@@ -206,8 +206,8 @@ VREDUCE_UNROLL = 4  # vectors per iteration of a vector reduction loop (independ
 
 
 def vector_reduce_loop(ev: ExprEmitter, var: str, n: int, plan: LoopPlan, stores,
-                        reductions, accs: list[list[ir.Value]], stash: StashUse | None
-                        ) -> list[list[ir.Value]]:
+                       reductions, accs: list[list[ir.Value]], stash: StashUse | None
+                       ) -> list[list[ir.Value]]:
     """`for var in [0, n)` with float sum / max reductions as an explicit vector loop:
     VREDUCE_UNROLL vector accumulators per reduction, one masked vector for the tail (its
     inactive lanes hold the identity), then a shuffle tree to one value."""
