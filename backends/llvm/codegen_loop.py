@@ -397,7 +397,7 @@ def _emit_point(k: LoopKernel, ev: ExprEmitter, bound_outer: list[str],
         ev.hoist(roots, inner_names)
         accs = [_init(r) for r in sw.reductions]
         here = StashUse([s for s in stash if s.producer == i],
-                         [s for s in stash if i in s.consumers])
+                        [s for s in stash if i in s.consumers])
         if i == pf_sweep and bound_outer and plan is not None:
             here.prefetch = next_row_loads(k, ev, bound_outer[-1])
         results = _emit_reduce_loops(ev, ev_inner(ev), sw.stores, sw.reductions, accs, here,
@@ -419,7 +419,7 @@ def _emit_reduce_loops(ev: ExprEmitter, loops: list[tuple[str, int]], stores, re
     if plan is not None and plan.lanes and vector_row(ev, loops, stores, reductions,
                                                       plan.lanes):
         return vector_reduce_loop(ev, loops[0][0], loops[0][1], plan, stores, reductions,
-                                   accs, stash)
+                                  accs, stash)
     if not loops:
         if stash is not None:
             stash.bind(ev)
