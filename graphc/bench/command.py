@@ -11,10 +11,10 @@ from graphc.ir.errors import GraphError
 DESCRIPTION = """\
 Benchmark graphc (fused and unfused) against numpy, PyTorch eager, torch.compile and ONNX
 Runtime on the same inputs. Every contender's output is checked against the reference before it
-is timed; runs are interleaved round-robin at a fixed thread count; copy bandwidth, numpy's
-sgemm rate and the FMA peak of generated code are measured alongside as anchors. Above one
-thread, each runtime's contenders run in a worker process of their own (--isolate), so that no
-other runtime's idle thread pool competes for the cores.
+is timed; runs are interleaved round-robin (order shuffled every round) at a fixed thread
+count; copy bandwidth, numpy's sgemm rate and the FMA peak of generated code are measured
+alongside as anchors. Above one thread, each runtime's contenders run in a worker process of
+their own (--isolate), so that no other runtime's idle thread pool competes for the cores.
 
     graphc bench --quick --json run.json          # < 60 s smoke run at small sizes
     graphc bench --workload 'sgemm_*' --threads 1,2

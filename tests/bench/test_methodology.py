@@ -259,3 +259,24 @@ def test_schema_versions():
     assert any("isolation" in p for p in validate_document(doc))
     row["isolation"] = {"mode": "in-process"}
     assert validate_document(doc) == []
+
+
+def test_sampling_order_varies_who_runs_before_whom():
+    """Round-robin sampling shuffles the order every round (reproducibly): a fixed cyclic order
+    would have each contender always follow the same one and inherit the caches it leaves."""
+    from graphc.bench.contenders import Contender
+    from graphc.bench.runner import sample_round_robin
+
+    def sampled_order() -> list[str]:
+        log: list[str] = []
+        cs = [Contender(n, "numpy", 1, "", run=lambda n=n: log.append(n)) for n in "abcde"]
+        cfg = BenchConfig(repeats=12, warmup=0, min_sample_s=1e-9, budget_s=60.0,
+                          min_samples=1, progress=False).resolved()
+        sample_round_robin(cs, cfg, 1, lambda _msg: None)
+        assert all(len(c.samples) == 12 for c in cs)
+        return log
+
+    order = sampled_order()
+    assert sampled_order() == order  # the same order in every run
+    before = {n: {p for p, c in zip(order, order[1:], strict=False) if c == n} for n in "abcde"}
+    assert all(len(preds) >= 3 for preds in before.values()), before
