@@ -400,6 +400,18 @@ def emit_philox_uniform(b: ir.IRBuilder, seed: ir.Value, counter: ir.Value, stre
 # -- vector mode (template epilogues) ------------------------------------------------------------
 
 
+def top_coefficient(e: Ix, var: str) -> int | None:
+    """c when `var` enters `e` only as a top-level term c·var (0: not at all), else None: 1
+    means contiguous vector accesses along `var`."""
+    c = 0
+    for atom, k in e.terms:
+        if isinstance(atom, Var):
+            c += k if atom.name == var else 0
+        elif var in atom.arg.var_names():
+            return None
+    return c
+
+
 class VectorEmitter(ExprEmitter):
     """Evaluates expressions for `lanes` consecutive values of one variable (`vvar`) at once:
     the GEMM epilogue hook hands over a vector of results for columns col0 .. col0 + lanes - 1.
@@ -443,14 +455,7 @@ class VectorEmitter(ExprEmitter):
                                 ir.Constant(ir.VectorType(I32, self.lanes), [0] * self.lanes))
 
     def _top_coef(self, e: Ix) -> int | None:
-        """c when vvar enters `e` only as a top-level term c·vvar (0: not at all), else None."""
-        c = 0
-        for atom, k in e.terms:
-            if isinstance(atom, Var):
-                c += k if atom.name == self.vvar else 0
-            elif self.vvar in atom.arg.var_names():
-                return None
-        return c
+        return top_coefficient(e, self.vvar)
 
     def vindex(self, e: Ix) -> ir.Value:
         """The index for every lane (<lanes x i64>), or a scalar when it is the same."""

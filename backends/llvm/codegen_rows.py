@@ -32,9 +32,9 @@ from typing import TYPE_CHECKING
 
 from llvmlite import ir
 
-from graphc.ir.kernel import Expr, Ix, Load, LoopKernel, Op, Reduction, Var, linearize, walk
+from graphc.ir.kernel import Expr, Load, LoopKernel, Op, Reduction, linearize, walk
 
-from .codegen_expr import ExprEmitter, VectorEmitter, element_ptr
+from .codegen_expr import ExprEmitter, VectorEmitter, element_ptr, top_coefficient
 from .llvm_ir import (
     I1,
     I32,
@@ -186,20 +186,9 @@ def vector_row(ev: ExprEmitter, loops: list[tuple[str, int]], stores, reductions
     indexed += [(s.buffer, s.index) for s in stores]
     for buffer, index in indexed:
         lin = linearize(index, ev.buffers[buffer].shape)
-        if _coefficient(ev.rewrite.get(lin, lin), var) not in (0, 1):
+        if top_coefficient(ev.rewrite.get(lin, lin), var) not in (0, 1):
             return False
     return True
-
-
-def _coefficient(e: Ix, var: str) -> int | None:
-    """c when `var` enters `e` only as a top-level term c·var (0: not at all), else None."""
-    c = 0
-    for atom, k in e.terms:
-        if isinstance(atom, Var):
-            c += k if atom.name == var else 0
-        elif var in atom.arg.var_names():
-            return None
-    return c
 
 
 VREDUCE_UNROLL = 4  # vectors per iteration of a vector reduction loop (independent chains)

@@ -26,21 +26,27 @@ if TYPE_CHECKING:
     from .gemm import GemmConfig
 
 
+def _pack_function(module: ir.Module, cfg: GemmConfig, name: str
+                   ) -> tuple[ir.Function, ir.IRBuilder]:
+    """`void name(i64 kb, i64 count, T* src, i64 stride0, i64 stride1, T* dst)` (internal,
+    never inlined, source and destination not aliased) and a builder at its entry."""
+    tp = llvm_type(cfg.dtype).as_pointer()
+    fn = ir.Function(module, ir.FunctionType(VOID, [I64, I64, tp, I64, I64, tp]), name=name)
+    fn.linkage = "internal"
+    fn.attributes.add("noinline")
+    for arg in (fn.args[2], fn.args[5]):
+        arg.add_attribute("noalias")
+    return fn, ir.IRBuilder(fn.append_basic_block("entry"))
+
+
 def emit_pack_a(module: ir.Module, cfg: GemmConfig, name: str) -> ir.Function:
     """`pack(kb, mb, A, sa_m, sa_k, Ap)`: A[i, k] (i < mb, k < kb) into micro-panels
     Ap[i / mr][k][i % mr] so the microkernel reads mr consecutive elements per k. Rows past mb
     in the last panel repeat row mb - 1 (never read back). Specialized copies for row-major
     (sa_k == 1: the loop vectorizer turns the mr row streams into interleaved stores) and
     column-major A (sa_m == 1: mr consecutive elements per k)."""
-    t = llvm_type(cfg.dtype)
-    tp = t.as_pointer()
-    fn = ir.Function(module, ir.FunctionType(VOID, [I64, I64, tp, I64, I64, tp]), name=name)
-    fn.linkage = "internal"
-    fn.attributes.add("noinline")
+    fn, b = _pack_function(module, cfg, name)
     kb, mb, asrc, sa_m, sa_k, ap = fn.args
-    for arg in (asrc, ap):
-        arg.add_attribute("noalias")
-    b = ir.IRBuilder(fn.append_basic_block("entry"))
     one = ir.Constant(I64, 1)
     mr = ir.Constant(I64, cfg.mr)
 
@@ -114,14 +120,8 @@ def emit_pack_b(module: ir.Module, cfg: GemmConfig, name: str) -> ir.Function:
     Bp[j / nr][k][j % nr], zero past nb. Vector rows when sb_n == 1, scalar gathers otherwise
     (B stored [N, K] reads contiguously along k in the inner loop)."""
     t = llvm_type(cfg.dtype)
-    tp = t.as_pointer()
-    fn = ir.Function(module, ir.FunctionType(VOID, [I64, I64, tp, I64, I64, tp]), name=name)
-    fn.linkage = "internal"
-    fn.attributes.add("noinline")
+    fn, b = _pack_function(module, cfg, name)
     kb, nb, bsrc, sb_k, sb_n, bp = fn.args
-    for arg in (bsrc, bp):
-        arg.add_attribute("noalias")
-    b = ir.IRBuilder(fn.append_basic_block("entry"))
     npanels = ceil_div(b, nb, cfg.nr)
     nr = ir.Constant(I64, cfg.nr)
     vty = ir.VectorType(t, cfg.lanes)
