@@ -50,7 +50,7 @@ from graphc.ir.kernel import (
 )
 
 from .codegen import KernelCode, KernelEnv
-from .codegen_expr import BufferRef, VectorEmitter, element_ptr
+from .codegen_expr import BufferRef, ExprEmitter, VectorEmitter, element_ptr
 from .codegen_gemm import SCRATCH, Affine, Staged, _emit_staging, affine_position
 from .codegen_loop import CHUNK_WORK, PARALLEL_FLOPS
 from .llvm_ir import (
@@ -62,6 +62,7 @@ from .llvm_ir import (
     intrinsic,
     llvm_type,
     masked_load,
+    prefetch,
     splat,
 )
 
@@ -252,9 +253,29 @@ class _Tile:
 
             return emit_loop(b, _i64(0), _i64(k.w.shape[2]), krow, accs, name="kh")
 
+        self._prefetch_outputs(rows)
         accs = emit_loop(b, _i64(0), _i64(k.w.shape[1]), channel, [zero] * (rows * plan.nv),
                          name="cin")
         self._epilogue(rows, accs)
+
+    def _prefetch_outputs(self, rows: int) -> None:
+        """Prefetch the tile's output lines for writing before its channel loop: they lie a
+        plane apart (a row per output channel), and the epilogue's stores would otherwise
+        wait at the end of the tile for each line's ownership (one thread, N=32 C=64 32x32:
+        +2 %; nothing changes while the output fits in cache)."""
+        b, plan, k = self.env.builder, self.plan, self.k
+        last = k.out_vars[-1]
+        line = 64 // (4 if plan.dtype == "f32" else 8)
+        for r in range(rows):
+            for off in range(0, plan.block_width, line):
+                env = {"n": self.n, "o": b.add(self.o0, _i64(r)), last: b.add(self.ow0, _i64(off))}
+                if plan.rank == 2:
+                    env["p0"] = self.oh
+                ev = ExprEmitter(b, self.env.buffers, k.extents(), env)
+                for st in k.stores:
+                    prefetch(b, element_ptr(b, self.env.buffers[st.buffer],
+                                            ev.linear(st.buffer, st.index), inbounds=False),
+                             write=True)
 
     def _operand_ref(self, aff: Affine) -> BufferRef:
         """The buffer an operand is read from: its own, or the scratch it was staged into."""

@@ -40,12 +40,12 @@ from .llvm_ir import (
     I32,
     I64,
     alloca_at_entry,
-    declare,
     emit_loop,
     for_range,
     intrinsic,
     masked_load,
     masked_store,
+    prefetch,
     vsplat,
 )
 from .lowering import compute_type
@@ -140,12 +140,9 @@ def _prefetch(target: tuple[ExprEmitter, list[Load]], var: str, j: ir.Value,
     scope, loads = target
     b = scope.b
     inner = scope.child({var: j})
-    fn = declare(b.module, "llvm.prefetch.p0", ir.VoidType(),
-                 [ir.PointerType(ir.IntType(8)), ir.IntType(32), ir.IntType(32), ir.IntType(32)])
     for e in loads:
-        ptr = element_ptr(b, scope.buffers[e.buffer], inner.linear(e.buffer, e.index))
-        b.call(fn, [b.bitcast(ptr, ir.PointerType(ir.IntType(8))), ir.Constant(ir.IntType(32), 0),
-                    ir.Constant(ir.IntType(32), locality), ir.Constant(ir.IntType(32), 1)])
+        prefetch(b, element_ptr(b, scope.buffers[e.buffer], inner.linear(e.buffer, e.index)),
+                 locality=locality)
 
 
 def prefetch_sweep(k: LoopKernel, stash: list[_Stash], ev: ExprEmitter, lanes: int) -> int:

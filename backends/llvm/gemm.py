@@ -94,6 +94,7 @@ from .llvm_ir import (
     llvm_type,
     masked_load,
     masked_store,
+    prefetch,
     smax,
     smin,
     splat,
@@ -669,9 +670,7 @@ def _emit_microkernel(module: ir.Module, cfg: GemmConfig, variant: _Variant,
         if cfg.prefetch_b and (variant.packing or not variant.packed_a):
             ahead = b.gep(brow, [b.mul(ir.Constant(I64, cfg.prefetch_b), ldb)])
             for off in range(0, cfg.nr, 64 // cfg.elem_bytes):
-                b.call(declare(module, "llvm.prefetch.p0", VOID, [PTR, I32, I32, I32]),
-                       [b.bitcast(b.gep(ahead, [ir.Constant(I64, off)]), PTR),
-                        ir.Constant(I32, 0), ir.Constant(I32, 3), ir.Constant(I32, 1)])
+                prefetch(b, b.gep(ahead, [ir.Constant(I64, off)]))
         out = []
         for i in range(rows):
             av = vsplat(b, b.load(b.gep(arow, [b.mul(ir.Constant(I64, i), a_si)])), cfg.lanes)
@@ -680,13 +679,11 @@ def _emit_microkernel(module: ir.Module, cfg: GemmConfig, variant: _Variant,
 
     # Prefetch the C tile for writing: its rows are far apart in memory and are read-modify-
     # written after the k loop, whose FMAs hide the latency.
-    prefetch = declare(module, "llvm.prefetch.p0", VOID, [PTR, I32, I32, I32])
     line = 64 // cfg.elem_bytes
     for i in range(rows):
         for off in range(0, cfg.nr, line):
             addr = b.gep(c, [b.add(b.mul(ir.Constant(I64, i), sc_m), ir.Constant(I64, off))])
-            b.call(prefetch, [b.bitcast(addr, PTR), ir.Constant(I32, 1), ir.Constant(I32, 3),
-                              ir.Constant(I32, 1)])
+            prefetch(b, addr, write=True)
     # unroll_k steps per iteration (one pointer bump and branch for all), then the rest.
     u = ir.Constant(I64, cfg.unroll_k)
 

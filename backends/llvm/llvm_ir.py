@@ -137,6 +137,15 @@ def masked_store(builder: ir.IRBuilder, value: ir.Value, ptr: ir.Value, mask: ir
     builder.call(fn, [value, ptr, ir.Constant(I32, align), mask])
 
 
+def prefetch(builder: ir.IRBuilder, ptr: ir.Value, write: bool = False,
+             locality: int = 3) -> None:
+    """`llvm.prefetch` of the data cache line holding `ptr`; an address outside any mapping is
+    harmless (the hint is dropped), so callers need not bound-check what they prefetch."""
+    fn = declare(builder.module, "llvm.prefetch.p0", VOID, [PTR, I32, I32, I32])
+    builder.call(fn, [builder.bitcast(ptr, PTR), ir.Constant(I32, int(write)),
+                      ir.Constant(I32, locality), ir.Constant(I32, 1)])
+
+
 def vector_ptr(builder: ir.IRBuilder, base: ir.Value, index: ir.Value, vty: ir.Type) -> ir.Value:
     """Pointer to the vector of `vty` starting at element `index` of `base` (element pointer)."""
     return builder.bitcast(builder.gep(base, [index]), vty.as_pointer())
