@@ -34,8 +34,10 @@ nr tile of C in `mr * nr/lanes` vector registers (6 x 64 floats = 24 zmm registe
 measured best of 8x32, 6x64, 8x48, 12x32, 4x64, 14x32) and for each k broadcasts mr elements of
 A and issues `llvm.fma` on the nr/lanes vectors of the packed B row. Row edges (M % mr) use
 microkernels of 4, 2, 1 rows; column edges use the zero padding of Bp and masked stores, and a
-panel of at most `lanes` valid columns (N = 10) takes one-vector-wide microkernels instead (one
-thread, 128 x 256 x 10: 42 -> 17 us); K edges are a shorter k loop. The C tile is stored once
+panel of at most w·lanes valid columns (w < nv: N = 10, 32, 48, the last panel of N = 80)
+takes the microkernels of a family w vectors wide instead (one thread: 128 x 256 x 10 42 ->
+17 us; 128 x 32 x 256 33 -> 19 us; 512 x 32 x 512 230 -> 122 us); K edges are a shorter k
+loop. The C tile is stored once
 per K block: the first block overwrites (or, with `accumulate`, adds to) C, later ones add, and
 the last applies the epilogue.
 
@@ -507,7 +509,6 @@ def _emit_row_blocks(b: ir.IRBuilder, cfg: GemmConfig, kernels: _MicroKernels,
             col = b.mul(jp, ir.Constant(I64, cfg.nr))
             bpj = b.gep(t.bp, [b.mul(col, t.bpanel)])
             n_valid = b.sub(t.nb, col)
-            narrow = b.icmp_signed("<=", n_valid, ir.Constant(I64, cfg.lanes))
             full = b.icmp_signed(">=", n_valid, ir.Constant(I64, cfg.nr))
 
             def call(b: ir.IRBuilder, rows: int, row: ir.Value, packing: bool = False) -> None:
@@ -519,8 +520,12 @@ def _emit_row_blocks(b: ir.IRBuilder, cfg: GemmConfig, kernels: _MicroKernels,
                                  b.gep(t.ap, [a_off]))
                 c_tile = b.gep(t.c, [b.add(b.mul(row, t.sc_m), col)])
                 uk = kernels.pick(b, rows, packing, b.not_(direct_a), full)
-                if kernels.narrow is not None:
-                    uk = b.select(narrow, kernels.narrow.pick(b, rows, packing), uk)
+                # Widest first, so the narrowest family that holds the panel is chosen.
+                for width, family in reversed(kernels.narrow):
+                    cols = ir.Constant(I64, width)
+                    uk = b.select(b.icmp_signed("<=", n_valid, cols),
+                                  family.pick_narrow(b, rows, packing,
+                                                     b.icmp_signed("==", n_valid, cols)), uk)
                 # The packing variant reads B at its source and writes the panel as it goes.
                 bsrc = (b.gep(t.bsrc, [col]), t.sb_k) if packing else (bpj, t.ldb)
                 b.call(uk, [t.kb, a_ptr, a_si, a_sk, *bsrc, c_tile, t.sc_m,
@@ -584,10 +589,14 @@ class _MicroKernels:
         self.panel_nr = panel_nr or cfg.nr  # row stride of the packed B panels
         self.edge_rows = [r for r in (1 << s for s in range(7, -1, -1)) if r < cfg.mr]
         self._fns: dict[_Variant, ir.Function] = {}
-        # One-vector-wide kernels for panels of at most `lanes` valid columns (a 10-class
-        # head): the full-width kernel would spend nv - 1 of every nv FMAs on zero padding.
-        self.narrow = (_MicroKernels(module, replace(cfg, nv=1), epilogue, f"{name}.narrow",
-                                     cfg.nr) if cfg.nv > 1 else None)
+        # Narrower kernels, 1 .. nv - 1 vectors wide, for a panel of fewer valid columns (a
+        # 10-class head, N = 32, the last panel of N = 80): the full-width kernel would spend
+        # its FMAs on the zero padding (one thread, 128 x 32 x 256: 33 -> 17 us). Listed as
+        # (columns they hold, kernels); only the full-width family has them.
+        self.narrow: list[tuple[int, _MicroKernels]] = [] if panel_nr else [
+            (w * cfg.lanes, _MicroKernels(module, replace(cfg, nv=w), epilogue,
+                                          f"{name}.narrow{w}", cfg.nr))
+            for w in range(1, cfg.nv)]
 
     def get(self, v: _Variant) -> ir.Function:
         if v not in self._fns:
@@ -610,6 +619,15 @@ class _MicroKernels:
                             self.get(_Variant(rows, packing, False, full)))
 
         return by_a(False) if full_b is None else b.select(full_b, by_a(True), by_a(False))
+
+    def pick_narrow(self, b: ir.IRBuilder, rows: int, packing: bool, full_b: ir.Value
+                    ) -> ir.Value:
+        """A narrow family's kernel: strided A; plain B loads for full row tiles whose
+        columns are all present (the others, fewer, keep one masked variant each)."""
+        if rows != self.cfg.mr or packing:
+            return self.get(_Variant(rows, packing))
+        return b.select(full_b, self.get(_Variant(rows, False, False, True)),
+                        self.get(_Variant(rows)))
 
 
 def _emit_microkernel(module: ir.Module, cfg: GemmConfig, variant: _Variant,

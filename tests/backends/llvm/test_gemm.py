@@ -74,13 +74,15 @@ def test_gemm_matches_numpy(gemm_small, m, n, k, batch, ta, tb, threads, seed):
     _check(gemm_small, a, b, threads)
 
 
-# Beyond 48 rows the first row tile of a task packs B as it reads it; narrow (N <= 16) and
-# partial last panels, several row blocks (M > 240) and uneven K blocks (K = 520, 784) each
-# take their own path through it, and so does A read in place (at most 4 panels).
+# Beyond 48 rows the first row tile of a task packs B as it reads it; narrow panels (1, 2 or
+# 3 vectors of valid columns, all present or not: N = 10, 16, 32, 40, 48 and the last panels
+# of 80, 96, 131), several row blocks (M > 240) and uneven K blocks (K = 520, 784) each take
+# their own path through it, and so does A read in place (at most 4 panels).
 @pytest.mark.parametrize("m,n,k", [(1, 1, 1), (1, 97, 13), (97, 1, 13), (13, 31, 1),
                                    (257, 131, 97), (64, 128, 300), (128, 10, 256),
                                    (300, 17, 520), (61, 200, 784), (250, 65, 40),
-                                   (49, 600, 33)])
+                                   (49, 600, 33), (128, 32, 256), (70, 40, 300), (50, 48, 100),
+                                   (61, 80, 130), (130, 96, 64), (20, 16, 40), (33, 35, 17)])
 def test_gemm_default_blocks_odd_sizes(gemm_default, m, n, k, rng):
     a, b = _operands(rng, 1, m, n, k)
     c1 = _check(gemm_default, a, b, 1)
