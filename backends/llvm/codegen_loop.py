@@ -368,7 +368,12 @@ def emit_loop_kernel(k: LoopKernel, plan: LoopPlan, b: ir.IRBuilder,
         return
     last_name, last = nest.outer[-1]
     nblk = -(-last // plan.block)
-    with for_range(b, lo, hi, name="task") as t:
+    # A kernel with reduction sweeps keeps the loop vectorizer off its task loop: it widened
+    # it across tasks (output rows of a 2x2 max-pool) with a gather per window element, where
+    # the SLP vectorizer makes row vectors and shuffles of the unrolled row instead (pooling
+    # 16-20 % faster; softmax, batch norm and row sums unchanged). The column loop keeps it:
+    # across rows of 4-20 elements its gathers beat the scalar sums by 10-25 %.
+    with for_range(b, lo, hi, name="task", vectorize=not k.sweeps) as t:
         env = decode_row_major(b, b.udiv(t, _i64(nblk)) if nblk > 1 else t, nest.outer[:-1])
         blk = b.urem(t, _i64(nblk)) if nblk > 1 else _i64(0)
         j0 = b.mul(blk, _i64(plan.block))

@@ -194,10 +194,24 @@ def emit_loop(builder: ir.IRBuilder, start: ir.Value, stop: ir.Value,
     return outs
 
 
+def no_vectorize_metadata(module: ir.Module) -> ir.MDValue:
+    """Loop metadata that keeps LLVM's loop vectorizer off a loop (the SLP vectorizer still
+    widens its body): `!N = !{!N, !{"llvm.loop.vectorize.enable", i1 false}}`."""
+    flag = module.add_metadata([ir.MetaDataString(module, "llvm.loop.vectorize.enable"),
+                                ir.Constant(ir.IntType(1), 0)])
+    # Created with a placeholder that makes it unique (llvmlite shares equal nodes), then
+    # pointed at itself: a loop's ID must be its own.
+    node = module.add_metadata([flag, ir.MetaDataString(module, f"loop{len(module.metadata)}")])
+    node.operands = (node, flag)
+    return node
+
+
 @contextmanager
 def for_range(builder: ir.IRBuilder, start: ir.Value, stop: ir.Value,
-              step: int | ir.Value = 1, name: str = "loop") -> Iterator[ir.Value]:
-    """`with for_range(b, lo, hi) as i:` emits the with-block as the body of a counted loop."""
+              step: int | ir.Value = 1, name: str = "loop",
+              vectorize: bool = True) -> Iterator[ir.Value]:
+    """`with for_range(b, lo, hi) as i:` emits the with-block as the body of a counted loop
+    (`vectorize=False`: one the loop vectorizer leaves alone)."""
     ity = start.type
     step_v = step if isinstance(step, ir.Value) else ir.Constant(ity, step)
     pre = builder.block
@@ -210,7 +224,9 @@ def for_range(builder: ir.IRBuilder, start: ir.Value, stop: ir.Value,
     yield i
     i_next = builder.add(i, step_v, name=f"{name}.next")
     i.add_incoming(i_next, builder.block)
-    builder.cbranch(builder.icmp_signed("<", i_next, stop), header, exit_)
+    latch = builder.cbranch(builder.icmp_signed("<", i_next, stop), header, exit_)
+    if not vectorize:
+        latch.set_metadata("llvm.loop", no_vectorize_metadata(builder.module))
     builder.position_at_end(exit_)
 
 

@@ -63,7 +63,9 @@ def test_row_sums_and_maxima_are_vector_loops(dtype, rng):
 @pytest.mark.parametrize("case", ["pool", "short"])
 def test_windows_and_short_rows_stay_scalar_loops(case, rng):
     """A 2x2 pooling window and a row shorter than two vectors keep the scalar reduction loop
-    (a vector loop there would be one masked vector, with gathers for the window)."""
+    (a vector loop there would be one masked vector, with gathers for the window), and the
+    loop vectorizer leaves their task loop alone: widened across tasks it gathered every
+    window element (max-pool 20 % slower than the SLP-vectorized row it makes now)."""
     b = Builder("scalar_rows")
     if case == "pool":
         x = b.input("x", (4, 16, 32, 32))
@@ -74,9 +76,11 @@ def test_windows_and_short_rows_stay_scalar_loops(case, rng):
         b.output("y", x.sum((1,)))
         xs = rng.standard_normal((64, 20))
     exe = check_llvm(b.build(), {"x": xs.astype(np.float32)}, tol=dict(rtol=1e-5, atol=1e-5))
-    from graphc.backends.llvm.program import generated_ir
+    from graphc.backends.llvm.program import generated_ir, optimized_ir
 
     assert "vred" not in generated_ir(exe.schedule)
+    if case == "pool":
+        assert "llvm.masked.gather" not in optimized_ir(exe.schedule)
 
 
 def test_column_reduction_uses_the_column_schedule(rng):
