@@ -32,7 +32,8 @@ The JSON document (schema "graphc-bench/2", produced by `runner.run_bench`; docu
                     isolation (2){mode: in-process | process, group, pid},
                     median_s, min_s, max_s,
                     rate{gbps | gflops | us_per_call, of, pct, pct_peak (2, compute-bound)}
-    targets[]   id, text, workload, threads, metric, bound, target, measured, met, note,
+    targets[]   id, text, workload, threads, metric, bound, target, measured, interval
+                ([lo, hi], 90 % bootstrap; speedup and bandwidth targets), met, note,
                 at_peak (2, speedup targets that declare FLOPs){flops, peer_s, peak_gflops,
                     needed_gflops, max_speedup, attainable}
     elapsed_s
@@ -266,13 +267,14 @@ def allocator_rows(doc: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
 
 
 def fmt_measured(t: dict[str, Any]) -> str:
-    v = t["measured"]
+    """The measured value, with its 90 % interval where the run has one."""
+    v, spread = t["measured"], t.get("interval")
     if v is None:
         return "-"
     if t["metric"] == "speedup":
-        return f"{v:.2f}x"
+        return f"{v:.2f}x" + (f" ({spread[0]:.2f}-{spread[1]:.2f})" if spread else "")
     if t["metric"] == "bandwidth_pct":
-        return f"{v:.0f}%"
+        return f"{v:.0f}%" + (f" ({spread[0]:.0f}-{spread[1]:.0f})" if spread else "")
     return fmt_time(v)
 
 
@@ -343,8 +345,11 @@ def markdown_report(doc: dict[str, Any], source: str = "") -> str:
     out += ["### Speedups", "", md_table(h, rows), ""]
     out += ["### Targets", "",
             "Targets of the LLVM backend beside the measured values (one thread unless noted); "
-            "✗ marks where we fall short. Where a target declares its FLOPs, the note says when "
-            "it is unattainable even at the measured FMA peak.", "",
+            "✗ marks where we fall short. In brackets: the 90 % bootstrap interval of the "
+            "measured value (samples resampled, medians recomputed); where it contains the "
+            "bound, the note says the verdict is within this run's noise. Where a target "
+            "declares its FLOPs, the note says when it is unattainable even at the measured FMA "
+            "peak.", "",
             md_table(TARGET_HEADERS, target_rows(doc, ("✓", "✗", "not measured"))), ""]
     out += ["### Kernels and memory plan", "",
             "Arena: the planned buffer; naive: every intermediate in its own buffer; lower "

@@ -6,6 +6,11 @@ measured copy bandwidth, a compile time, or the time of one call of a tiny graph
 workload, thread count or peer is missing from a run is listed as not measured; in a --quick run
 every target is listed but marked as measured at smoke-test sizes, which say nothing about it.
 
+Every speedup and bandwidth value comes with a 90 % bootstrap interval (`interval`): the
+samples of graphc and of the peer are resampled with replacement and the statistic recomputed
+from the medians, 2000 times. Where the interval contains the bound, the verdict (taken at the
+medians) is within this run's noise, and the row's note says so: a second run may well flip it.
+
 A speedup target may declare the FLOPs its workload needs (`flops`, a function of the result's
 sizes). With the run's peak-FLOP anchor at the target's thread count, the fastest graphc could
 possibly be is flops / peak, so the largest attainable speedup is peer_time / (flops / peak).
@@ -20,6 +25,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+
+import numpy as np
+
+INTERVAL_LEVEL = 0.9
+BOOTSTRAP_DRAWS = 2000
 
 
 @dataclass(frozen=True)
@@ -121,6 +131,34 @@ def measure(t: Target, result: dict[str, Any]) -> tuple[float | None, str]:
     return value, "" if value is not None else f"no {key} recorded"
 
 
+def _bootstrap_medians(samples: list[float], rng: np.random.Generator) -> np.ndarray:
+    x = np.asarray(samples, np.float64)
+    return np.median(rng.choice(x, (BOOTSTRAP_DRAWS, len(x))), axis=1)
+
+
+def interval(t: Target, result: dict[str, Any]) -> tuple[float, float] | None:
+    """The 90 % bootstrap interval of `t`'s measured value (module note), None for metrics
+    without samples to resample (compile times) or rows without them. Seeded: a report
+    regenerated from the same JSON shows the same interval."""
+    fused = _row(result, "graphc fused")
+    if t.metric not in ("speedup", "bandwidth_pct") or not fused or not fused.get("samples_s"):
+        return None
+    rng = np.random.default_rng(0)
+    fused_m = _bootstrap_medians(fused["samples_s"], rng)
+    if t.metric == "speedup":
+        peer = _row(result, t.peer or "")
+        if peer is None or not peer.get("samples_s"):
+            return None
+        values = _bootstrap_medians(peer["samples_s"], rng) / fused_m
+    else:  # a share of the copy anchor, fixed for the run: it scales with 1 / graphc's median
+        pct = fused["rate"].get("pct")
+        if pct is None:
+            return None
+        values = pct * fused["median_s"] / fused_m
+    lo, hi = np.quantile(values, [(1 - INTERVAL_LEVEL) / 2, (1 + INTERVAL_LEVEL) / 2])
+    return float(lo), float(hi)
+
+
 def peak_gflops(doc: dict[str, Any], threads: int) -> float | None:
     """The best peak-FLOP anchor rate at `threads` threads, None where the run has none."""
     for a in doc.get("anchors", []):
@@ -173,20 +211,24 @@ def evaluate_targets(doc: dict[str, Any]) -> list[dict[str, Any]]:
         for wl in t.workloads:
             result = next((r for r in doc["results"]
                            if r["workload"] == wl and r["threads"] == t.threads), None)
-            bound = None
+            bound, spread = None, None
             if result is None:
                 value, note = None, f"not in this run ({wl}, {t.threads} thread(s))"
             else:
                 value, note = measure(t, result)
                 bound = attainable(t, result, peak_gflops(doc, t.threads))
+                spread = interval(t, result) if value is not None else None
             met = None if value is None else (value >= t.bound if t.at_least
                                               else value < t.bound)
             if quick and value is not None:
                 note = "quick sizes: not evidence either way"
-            elif bound is not None:
-                note = "; ".join(n for n in (note, peak_note(t, bound)) if n)
+            else:
+                noisy = spread is not None and spread[0] <= t.bound <= spread[1]
+                note = "; ".join(n for n in (
+                    note, "within this run's noise: the 90 % interval contains the bound"
+                    if noisy else "", peak_note(t, bound) if bound is not None else "") if n)
             rows.append({"id": t.id, "text": t.text, "workload": wl, "threads": t.threads,
                          "metric": t.metric, "bound": t.bound, "target": t.bound_text(),
-                         "measured": value, "met": met, "note": note,
+                         "measured": value, "interval": spread, "met": met, "note": note,
                          "at_peak": bound})
     return rows

@@ -215,6 +215,46 @@ def test_peak_anchor_below_a_measured_rate_gives_no_verdict():
     assert "no verdict at peak" in row["note"] and "unattainable" not in row["note"]
 
 
+def sampled_doc(fused: list[float], peer: list[float]) -> dict:
+    rows = [{"name": "graphc fused", "status": "ok", "median_s": float(np.median(fused)),
+             "samples_s": fused, "compile": {}, "rate": {}},
+            {"name": "onnxruntime", "status": "ok", "median_s": float(np.median(peer)),
+             "samples_s": peer, "compile": {}}]
+    return {"config": {"quick": False}, "anchors": [],
+            "results": [{"workload": "mlp_infer", "threads": 1, "sizes": {},
+                         "contenders": rows}]}
+
+
+def mlp_infer_row(doc: dict) -> dict:
+    return next(t for t in evaluate_targets(doc) if t["id"] == "mlp-infer-ort")
+
+
+def test_speedup_interval_brackets_the_ratio_of_medians_and_flags_noise():
+    rng = np.random.default_rng(3)
+    steady = mlp_infer_row(sampled_doc([1e-3] * 15, [1.1e-3] * 15))
+    assert steady["interval"] == pytest.approx((1.1, 1.1)) and "noise" not in steady["note"]
+    fused = list(1e-3 * (1 + 0.05 * rng.standard_normal(15)))
+    peer = list(rng.permutation(fused) * 1.01)  # same spread, medians 1 % apart
+    noisy = mlp_infer_row(sampled_doc(fused, peer))
+    lo, hi = noisy["interval"]
+    assert noisy["measured"] == pytest.approx(1.01) and noisy["met"]
+    assert lo < 1.0 < 1.01 < hi
+    assert "within this run's noise" in noisy["note"]
+    clear = mlp_infer_row(sampled_doc(fused, [2 * x for x in peer]))  # 2x: far from the bound
+    assert clear["interval"][0] > 1.5 and clear["met"] and "noise" not in clear["note"]
+
+
+def test_bandwidth_interval_scales_with_graphcs_samples():
+    doc = sampled_doc([1e-3, 1.1e-3, 0.9e-3, 1e-3, 1.05e-3], [1e-3] * 5)
+    result = doc["results"][0]
+    result["workload"] = "elementwise_affine"
+    result["contenders"][0]["rate"] = {"pct": 80.0}
+    row = next(t for t in evaluate_targets(doc) if t["id"] == "elementwise-bandwidth")
+    lo, hi = row["interval"]
+    assert 80.0 * 1e-3 / 1.1e-3 - 1e-9 <= lo <= 80.0 <= hi <= 80.0 * 1e-3 / 0.9e-3 + 1e-9
+    assert "within this run's noise" in row["note"]
+
+
 def test_anchors_before_and_after_are_pooled():
     from graphc.bench.runner import merge_anchors
 
