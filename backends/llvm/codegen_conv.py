@@ -264,18 +264,22 @@ class _Tile:
         wait at the end of the tile for each line's ownership (one thread, N=32 C=64 32x32:
         +2 %; nothing changes while the output fits in cache)."""
         b, plan, k = self.env.builder, self.plan, self.k
-        last = k.out_vars[-1]
         line = 64 // (4 if plan.dtype == "f32" else 8)
         for r in range(rows):
             for off in range(0, plan.block_width, line):
-                env = {"n": self.n, "o": b.add(self.o0, _i64(r)), last: b.add(self.ow0, _i64(off))}
-                if plan.rank == 2:
-                    env["p0"] = self.oh
-                ev = ExprEmitter(b, self.env.buffers, k.extents(), env)
+                ev = ExprEmitter(b, self.env.buffers, k.extents(),
+                                 self._out_env(r, b.add(self.ow0, _i64(off))))
                 for st in k.stores:
                     prefetch(b, element_ptr(b, self.env.buffers[st.buffer],
                                             ev.linear(st.buffer, st.index), inbounds=False),
                              write=True)
+
+    def _out_env(self, r: int, col: ir.Value) -> dict[str, ir.Value]:
+        """The output variables at the tile's channel `r` and column `col`."""
+        env = {"n": self.n, "o": self.env.builder.add(self.o0, _i64(r)), self.k.out_vars[-1]: col}
+        if self.plan.rank == 2:
+            env["p0"] = self.oh
+        return env
 
     def _operand_ref(self, aff: Affine) -> BufferRef:
         """The buffer an operand is read from: its own, or the scratch it was staged into."""
@@ -325,11 +329,8 @@ class _Tile:
                 col0 = b.add(self.ow0, _i64(j * plan.lanes))
                 lane_ok = b.icmp_signed("<", b.add(self._splat_i64(col0), self.iota),
                                         splat(self.iota.type, ow_n))
-                env = {"n": self.n, "o": b.add(self.o0, _i64(r)), last: col0}
-                if plan.rank == 2:
-                    env["p0"] = self.oh
-                ev = VectorEmitter(b, self.env.buffers, k.extents(), env, last, plan.lanes,
-                                   lane_ok)
+                ev = VectorEmitter(b, self.env.buffers, k.extents(), self._out_env(r, col0),
+                                   last, plan.lanes, lane_ok)
                 ev.acc = accs[r * plan.nv + j]
                 for st in k.stores:
                     ev.vstore(st.buffer, st.index, ev(st.value))

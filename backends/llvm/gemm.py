@@ -591,7 +591,7 @@ class _MicroKernels:
         self._fns: dict[_Variant, ir.Function] = {}
         # Narrower kernels, 1 .. nv - 1 vectors wide, for a panel of fewer valid columns (a
         # 10-class head, N = 32, the last panel of N = 80): the full-width kernel would spend
-        # its FMAs on the zero padding (one thread, 128 x 32 x 256: 33 -> 17 us). Listed as
+        # its FMAs on the zero padding (one thread, 128 x 32 x 256: 33 -> 19 us). Listed as
         # (columns they hold, kernels); only the full-width family has them.
         self.narrow: list[tuple[int, _MicroKernels]] = [] if panel_nr else [
             (w * cfg.lanes, _MicroKernels(module, replace(cfg, nv=w), epilogue,
