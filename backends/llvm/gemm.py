@@ -26,7 +26,10 @@ conflicts of power-of-two leading dimensions). Three cases skip or hide a packin
   32 x 128 x 1024 69 -> 59 us, 32 x 256 x 1024 159 -> 146 us; at 64 rows packing wins again).
 * Row-major A whose task has at most `DIRECT_A_MAX_PANELS` column micro-panels is read in place
   (the microkernel takes A's row and k strides): packing would copy each row for as few
-  reads (128 x 256 x 784 and 128 x 256 x 256: +4-5 %; with more panels packing pays).
+  reads (one thread: 256 x 64 x 512 -9 %, 64 x 128 x 300 -5 %, 128 x 128 x 1024 -3 % against
+  packing it). From three panels on, packing pays: the packed kernel's constant strides beat
+  the copy (128 x 256 x 784 276 -> 270 us, 128 x 256 x 256 94 -> 91 us, 128 x 192 x 512 and
+  512 x 256 x 512 -2-3 %).
 
 Equal K blocks avoid a short last block (K = 784 as 4 x 196, not 3 x 256 + 16), which would
 load and store the whole C tile for a few steps. The microkernel keeps an mr x
@@ -106,7 +109,7 @@ from .parallel import ParallelBody, emit_parallel_for
 
 _ELEM_BYTES = {"f32": 4, "f64": 8}
 DIRECT_B_MAX_ROWS = 48  # tasks of at most this many rows read B in place (module note)
-DIRECT_A_MAX_PANELS = 4  # row-major A read in place up to this many column micro-panels
+DIRECT_A_MAX_PANELS = 2  # row-major A read in place up to this many column micro-panels
 
 
 @dataclass(frozen=True)

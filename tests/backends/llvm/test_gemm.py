@@ -77,7 +77,8 @@ def test_gemm_matches_numpy(gemm_small, m, n, k, batch, ta, tb, threads, seed):
 # Beyond 48 rows the first row tile of a task packs B as it reads it; narrow panels (1, 2 or
 # 3 vectors of valid columns, all present or not: N = 10, 16, 32, 40, 48 and the last panels
 # of 80, 96, 131), several row blocks (M > 240) and uneven K blocks (K = 520, 784) each take
-# their own path through it, and so does A read in place (at most 4 panels).
+# their own path through it, and so does A read in place (at most 2 panels: N = 10, 32, 65,
+# 97, 128).
 @pytest.mark.parametrize("m,n,k", [(1, 1, 1), (1, 97, 13), (97, 1, 13), (13, 31, 1),
                                    (257, 131, 97), (64, 128, 300), (128, 10, 256),
                                    (300, 17, 520), (61, 200, 784), (250, 65, 40),
