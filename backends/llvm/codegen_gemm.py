@@ -348,7 +348,7 @@ def emit_gemm_call(k: MatmulKernel, plan: GemmPlan, env: KernelEnv, base: GemmCo
     epi_fn = None
     if _needs_epilogue(k, plan):
         epi_fn = _epilogue_function(k, plan, extents, epi_refs, b.module, vty, data_ty,
-                                    f"{b.function.name}.epilogue")
+                                    f"{b.function.name}.epilogue", (base.mr, base.nv))
     data = alloca_at_entry(b, data_ty, name="epi.data")
     for i, r in enumerate(epi_refs):
         b.store(r.ptr, _field(b, data, i))
@@ -438,10 +438,15 @@ def _needs_epilogue(k: MatmulKernel, plan: GemmPlan) -> bool:
 
 def _epilogue_function(k: MatmulKernel, plan: GemmPlan, extents: dict[str, int],
                        epi_refs: list[BufferRef], module: ir.Module, vty: ir.Type,
-                       data_ty: ir.Type, name: str) -> ir.Function:
+                       data_ty: ir.Type, name: str, full: tuple[int, int]) -> ir.Function:
     """The kernel-IR epilogue for one register tile (`_epilogue_type`), in vector mode: for each
     row and each vector of valid columns, the parked result is `acc`, every other store is done
-    as written and the primary's value is stored into C's tile."""
+    as written and the primary's value is stored into C's tile.
+
+    A full tile (`full`: mr rows of nv vectors, every column valid), nearly every call, takes
+    a copy of the loops with constant bounds and no column masks: straight-line loads and
+    stores, where the general loops build a mask per vector and load and store under it (one
+    thread, with bias + relu: 128 x 256 x 784 297 -> 291 us, 128 x 256 x 256 100 -> 98 us)."""
     t = vty.element
     lanes = vty.count
     fn = ir.Function(module, _epilogue_type(t), name=module.get_unique_name(name))
@@ -460,7 +465,9 @@ def _epilogue_function(k: MatmulKernel, plan: GemmPlan, extents: dict[str, int],
     nvec = smin(b, ceil_div(b, n_valid, lanes), b.sdiv(ld, ir.Constant(I64, lanes)))
     primary: Store = k.stores[plan.primary]
 
-    def tile_row(b: ir.IRBuilder, i: ir.Value, _c: list) -> list:
+    every_lane = ir.Constant(ir.VectorType(ir.IntType(1), lanes), [1] * lanes)
+
+    def tile_row(b: ir.IRBuilder, i: ir.Value, masked: bool, nvec: ir.Value) -> None:
         row, batch = b.add(row0, i), batch0
         if plan.fold_rows:  # GEMM's row r is (batch r // M, row r % M)
             m_rows = ir.Constant(I64, k.m)
@@ -470,8 +477,8 @@ def _epilogue_function(k: MatmulKernel, plan: GemmPlan, extents: dict[str, int],
         def vector(b: ir.IRBuilder, j: ir.Value, _c: list) -> list:
             off = b.mul(j, ir.Constant(I64, lanes))
             col = b.add(col0, off)
-            left = b.sub(n_valid, off)
-            mask = b.icmp_signed("<", iota, vsplat(b, left, lanes))
+            mask = (b.icmp_signed("<", iota, vsplat(b, b.sub(n_valid, off), lanes)) if masked
+                    else every_lane)
             acc_ptr = b.gep(acc_tile, [b.add(b.mul(i, ld), off)])
             ev = VectorEmitter(b, refs, extents, {**env, "m": row, "n": col}, "n", lanes, mask)
             ev.acc = b.load(b.bitcast(acc_ptr, vty.as_pointer()))
@@ -486,8 +493,22 @@ def _epilogue_function(k: MatmulKernel, plan: GemmPlan, extents: dict[str, int],
             return []
 
         emit_loop(b, ir.Constant(I64, 0), nvec, vector, name="epi.vec")
-        return []
 
-    emit_loop(b, ir.Constant(I64, 0), rows, tile_row, name="epi.row")
+    def tile(rows: ir.Value, masked: bool, nvec: ir.Value) -> None:
+        def one_row(b: ir.IRBuilder, i: ir.Value, _c: list) -> list:
+            tile_row(b, i, masked, nvec)
+            return []
+
+        emit_loop(b, ir.Constant(I64, 0), rows, one_row, name="epi.row")
+
+    mr, nv = full
+    is_full = b.and_(b.icmp_signed("==", rows, ir.Constant(I64, mr)),
+                     b.and_(b.icmp_signed("==", ld, ir.Constant(I64, nv * lanes)),
+                            b.icmp_signed(">=", n_valid, ir.Constant(I64, nv * lanes))))
+    with b.if_else(is_full) as (then, otherwise):
+        with then:
+            tile(ir.Constant(I64, mr), False, ir.Constant(I64, nv))
+        with otherwise:
+            tile(rows, True, nvec)
     b.ret_void()
     return fn
