@@ -284,7 +284,7 @@ def shared_gemm(module: ir.Module, base: GemmConfig) -> ir.Function:
     Its two epilogue arguments are (epilogue function, data): the microkernel calls
     `epilogue(acc, row, col0, mask, batch, data)` for each result vector, or stores acc as is
     when the function is null. One GEMM per module instead of one per matmul kernel: each
-    instance is a driver, packing and thirty-two microkernels, 1.5 s of LLVM time.
+    instance is a driver, packing and 32-37 microkernels, 1.5 s of LLVM time.
     A module with a `graphc_runtime` set (`codegen.ModuleBuilder`) only declares it and notes
     the dtype: the precompiled runtime library (`runtime_lib`) defines it."""
     name = f"graphc.gemm.shared.{base.dtype}"

@@ -14,7 +14,7 @@ tasks run on a parallel-for (`parallel.py`). One task, BLIS loop order:
                     microkernel(mr x nr tile of C)
 
 Packing makes every operand layout look alike to the microkernel (and avoids the cache-set
-conflicts of power-of-two leading dimensions). Three cases skip or hide a packing pass:
+conflicts of power-of-two leading dimensions). Four cases skip or hide a packing pass:
 
 * B with contiguous columns is packed by the microkernel itself: the first row tile of a task
   reads each B micro-panel at its source and stores it into Bp as it goes (the `packing`
@@ -24,6 +24,9 @@ conflicts of power-of-two leading dimensions). Three cases skip or hide a packin
 * A task of few rows (at most `DIRECT_B_MAX_ROWS`) uses each B panel only a few times, too few
   to repay packing it: there the microkernel reads B rows in place (measured, one thread:
   32 x 128 x 1024 69 -> 59 us, 32 x 256 x 1024 159 -> 146 us; at 64 rows packing wins again).
+* In a task of more than two row blocks (A from memory rather than cache) with at least three
+  column panels, the first panel's microkernels read A in place and store it packed as they go
+  (`packs_a` variants), like B's first row tile, instead of a copy pass before the panels.
 * Row-major A whose task has at most `DIRECT_A_MAX_PANELS` column micro-panels is read in place
   (the microkernel takes A's row and k strides): packing would copy each row for as few
   reads (one thread: 256 x 64 x 512 -9 %, 64 x 128 x 300 -5 %, 128 x 128 x 1024 -3 % against
@@ -109,6 +112,9 @@ from .parallel import ParallelBody, emit_parallel_for
 
 _ELEM_BYTES = {"f32": 4, "f64": 8}
 DIRECT_B_MAX_ROWS = 48  # tasks of at most this many rows read B in place (module note)
+# Whether the first column panel may pack A (below), by dtype: the f64 variants' stores of A
+# made LLVM spill vector registers inside their k loop (the runtime library's spill test).
+FUSED_A = {"f32": True, "f64": False}
 DIRECT_A_MAX_PANELS = 2  # row-major A read in place up to this many column micro-panels
 
 
@@ -501,10 +507,20 @@ def _emit_row_blocks(b: ir.IRBuilder, cfg: GemmConfig, kernels: _MicroKernels,
     a_si = b.select(direct_a, t.sa_m, c1)
     a_sk = b.select(direct_a, c1, mr)
 
+    # A task of more than two row blocks (A beyond what stays in L2) packs A in its first
+    # column panel: with three panels or more that panel is full width, and its microkernels
+    # read A in place and store it packed as they go (`packs_a` variants) instead of a copy
+    # pass up front, so A's loads from memory overlap FMAs, as B's do in the first row tile
+    # (one thread: 1024^3 and 2048^3 +1.5-3 %, 512^3 level). With few rows A stays cached and
+    # the packed kernel's constant strides win (128 x 256 x 784, 128 x 1024 x 256: -2-3 %).
+    fused_a = b.and_(b.and_(b.not_(direct_a),
+                            b.icmp_signed(">=", npanels, ir.Constant(I64, 3))),
+                     b.icmp_signed(">", b.sub(m1, m0), ir.Constant(I64, 2 * cfg.mc)))
+
     def row_block(b: ir.IRBuilder, ic: ir.Value, _c: list) -> list:
         i1 = smin(b, b.add(ic, ir.Constant(I64, cfg.mc)), m1)
         full_end = b.add(ic, b.mul(b.sdiv(b.sub(i1, ic), mr), mr))
-        with b.if_then(b.not_(direct_a)):
+        with b.if_then(b.and_(b.not_(direct_a), b.not_(fused_a))):
             b.call(pack_a, [t.kb, b.sub(i1, ic), b.gep(t.a, [b.mul(ic, t.sa_m)]), t.sa_m,
                             t.sa_k, t.ap])
 
@@ -514,14 +530,22 @@ def _emit_row_blocks(b: ir.IRBuilder, cfg: GemmConfig, kernels: _MicroKernels,
             n_valid = b.sub(t.nb, col)
             full = b.icmp_signed(">=", n_valid, ir.Constant(I64, cfg.nr))
 
-            def call(b: ir.IRBuilder, rows: int, row: ir.Value, packing: bool = False) -> None:
+            def call(b: ir.IRBuilder, rows: int, row: ir.Value, packing: bool,
+                     packs_a: bool) -> None:
                 # Packed A: panel (row - ic) / mr holds kb x mr, row offset (row - ic) % mr.
                 rel = b.sub(row, ic)
                 panel_start = b.mul(b.sdiv(rel, mr), mr)
                 a_off = b.add(b.mul(panel_start, t.kb), b.sub(rel, panel_start))
-                a_ptr = b.select(direct_a, b.gep(t.a, [b.mul(row, t.sa_m)]),
-                                 b.gep(t.ap, [a_off]))
+                in_place = b.gep(t.a, [b.mul(row, t.sa_m)])
                 c_tile = b.gep(t.c, [b.add(b.mul(row, t.sc_m), col)])
+                bsrc = (b.gep(t.bsrc, [col]), t.sb_k) if packing else (bpj, t.ldb)
+                tail = [row, b.add(t.n0, col), n_valid, t.first, t.last, t.batch, *t.epi_args]
+                if packs_a:  # A at its source, with its own strides; a full-width panel
+                    uk = kernels.get(_Variant(rows, packing, False, True, True))
+                    b.call(uk, [t.kb, in_place, t.sa_m, t.sa_k, *bsrc, c_tile, t.sc_m, *tail]
+                           + ([bpj] if packing else []) + [b.gep(t.ap, [a_off])])
+                    return
+                a_ptr = b.select(direct_a, in_place, b.gep(t.ap, [a_off]))
                 uk = kernels.pick(b, rows, packing, b.not_(direct_a), full)
                 # Widest first, so the narrowest family that holds the panel is chosen.
                 for width, family in reversed(kernels.narrow):
@@ -530,30 +554,39 @@ def _emit_row_blocks(b: ir.IRBuilder, cfg: GemmConfig, kernels: _MicroKernels,
                                   family.pick_narrow(b, rows, packing,
                                                      b.icmp_signed("==", n_valid, cols)), uk)
                 # The packing variant reads B at its source and writes the panel as it goes.
-                bsrc = (b.gep(t.bsrc, [col]), t.sb_k) if packing else (bpj, t.ldb)
-                b.call(uk, [t.kb, a_ptr, a_si, a_sk, *bsrc, c_tile, t.sc_m,
-                            row, b.add(t.n0, col), n_valid, t.first, t.last,
-                            t.batch, *t.epi_args] + ([bpj] if packing else []))
+                b.call(uk, [t.kb, a_ptr, a_si, a_sk, *bsrc, c_tile, t.sc_m, *tail]
+                       + ([bpj] if packing else []))
 
-            def micro(b: ir.IRBuilder, ir_: ir.Value, _c: list) -> list:
-                call(b, cfg.mr, ir_)
+            def tiles(b: ir.IRBuilder, packs_a: bool) -> None:
+                def micro(b: ir.IRBuilder, ir_: ir.Value, _c: list) -> list:
+                    call(b, cfg.mr, ir_, False, packs_a)
+                    return []
+
+                # A fused-packing task has more than DIRECT_B_MAX_ROWS >= mr rows: its first
+                # row block starts with a full row tile, which packs this panel of B.
+                packs_here = b.and_(t.fused_pack, b.icmp_signed("==", ic, m0))
+                with b.if_then(packs_here):
+                    call(b, cfg.mr, ic, True, packs_a)
+                start = b.select(packs_here, b.add(ic, mr), ic)
+                emit_loop(b, start, full_end, micro, step=cfg.mr, name="mtile")
+                # Row edge: rem = i1 - full_end < mr rows as a sum of power-of-two kernels.
+                rem = b.sub(i1, full_end)
+                for rows in kernels.edge_rows:
+                    has = b.icmp_unsigned("!=", b.and_(rem, ir.Constant(I64, rows)),
+                                          ir.Constant(I64, 0))
+                    with b.if_then(has, likely=False):
+                        off = b.and_(rem, ir.Constant(I64, ~(2 * rows - 1)))
+                        call(b, rows, b.add(full_end, off), False, packs_a)
+
+            if not FUSED_A.get(cfg.dtype):
+                tiles(b, False)
                 return []
-
-            # A fused-packing task has more than DIRECT_B_MAX_ROWS >= mr rows: its first row
-            # block starts with a full row tile, which packs this panel of B.
-            packs_here = b.and_(t.fused_pack, b.icmp_signed("==", ic, m0))
-            with b.if_then(packs_here):
-                call(b, cfg.mr, ic, packing=True)
-            start = b.select(packs_here, b.add(ic, mr), ic)
-            emit_loop(b, start, full_end, micro, step=cfg.mr, name="mtile")
-            # Row edge: rem = i1 - full_end < mr rows as a sum of power-of-two microkernels.
-            rem = b.sub(i1, full_end)
-            for rows in kernels.edge_rows:
-                has = b.icmp_unsigned("!=", b.and_(rem, ir.Constant(I64, rows)),
-                                      ir.Constant(I64, 0))
-                with b.if_then(has, likely=False):
-                    off = b.and_(rem, ir.Constant(I64, ~(2 * rows - 1)))
-                    call(b, rows, b.add(full_end, off))
+            with b.if_else(b.and_(fused_a, b.icmp_signed("==", jp, ir.Constant(I64, 0)))) \
+                    as (first_panel, other):
+                with first_panel:
+                    tiles(b, True)
+                with other:
+                    tiles(b, False)
             return []
 
         emit_loop(b, ir.Constant(I64, 0), npanels, panel, name="npanel")
@@ -574,11 +607,13 @@ class _Variant:
     packing: bool = False   # also stores the B rows it reads as a packed micro-panel
     packed_a: bool = False  # A is packed: its strides are the constants (1, mr)
     full_b: bool = False    # all nr columns of B exist: plain loads instead of masked ones
+    packs_a: bool = False   # also stores the A elements it reads into packed micro-panels
 
     @property
     def suffix(self) -> str:
         return (f"{self.rows}" + (".pack" if self.packing else "")
-                + (".pa" if self.packed_a else "") + (".full" if self.full_b else ""))
+                + (".pa" if self.packed_a else "") + (".full" if self.full_b else "")
+                + (".packa" if self.packs_a else ""))
 
 
 class _MicroKernels:
@@ -649,15 +684,17 @@ def _emit_microkernel(module: ir.Module, cfg: GemmConfig, variant: _Variant,
     tp = t.as_pointer()
     vty = ir.VectorType(t, cfg.lanes)
     args = [I64, tp, I64, I64, tp, I64, tp, I64, I64, I64, I64, I1, I1, I64,
-            *cfg.epilogue_args] + ([tp] if packing else [])
+            *cfg.epilogue_args] + ([tp] if packing else []) + ([tp] if variant.packs_a else [])
     fn = ir.Function(module, ir.FunctionType(VOID, args), name=name)
     fn.linkage = "internal"
     fn.attributes.add("noinline")
     (kb, a, a_si, a_sk, bp, ldb, c, sc_m, row0, col0, n_valid, first, last,
      batch) = fn.args[:14]
     epi_args = tuple(fn.args[14:14 + len(cfg.epilogue_args)])
-    bdst = fn.args[-1] if packing else None
-    for arg in (a, bp, c) + ((bdst,) if packing else ()):
+    extra = list(fn.args[14 + len(cfg.epilogue_args):])
+    bdst = extra.pop(0) if packing else None
+    adst = extra.pop(0) if variant.packs_a else None
+    for arg in (a, bp, c) + tuple(x for x in (bdst, adst) if x is not None):
         arg.add_attribute("noalias")
     b = ir.IRBuilder(fn.append_basic_block("entry"))
     fma = intrinsic(module, "llvm.fma", vty)
@@ -694,7 +731,11 @@ def _emit_microkernel(module: ir.Module, cfg: GemmConfig, variant: _Variant,
                 prefetch(b, b.gep(ahead, [ir.Constant(I64, off)]))
         out = []
         for i in range(rows):
-            av = vsplat(b, b.load(b.gep(arow, [b.mul(ir.Constant(I64, i), a_si)])), cfg.lanes)
+            x = b.load(b.gep(arow, [b.mul(ir.Constant(I64, i), a_si)]))
+            if adst is not None:  # packed layout: element (i, k) of the panel at k·mr + i
+                b.store(x, b.gep(adst, [b.add(b.mul(kk, ir.Constant(I64, cfg.mr)),
+                                              ir.Constant(I64, i))]))
+            av = vsplat(b, x, cfg.lanes)
             out += [b.call(fma, [av, bv[j], accs[i * cfg.nv + j]]) for j in range(cfg.nv)]
         return out
 

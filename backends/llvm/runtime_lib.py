@@ -3,7 +3,7 @@
 Note: why the GEMM is precompiled
 ---------------------------------
 Every matmul kernel of a module calls one generated GEMM per dtype (`codegen_gemm.shared_gemm`):
-a driver, packing routines and thirty-two register-blocked microkernels, over a megabyte of IR
+a driver, packing routines and 32-37 register-blocked microkernels, over a megabyte of IR
 that takes LLVM 1.5 s to optimize and compile, while the graph's own kernels
 usually take a fraction of that. That code does not depend on the graph at all (the epilogue
 is a function pointer), only on the dtype, the vector width and the target, so it is compiled

@@ -29,6 +29,8 @@ LANES = TargetSpec.host().vector_bits // 32
 # and edge tiles.
 SMALL = GemmConfig(lanes=LANES, mr=4, nv=2, kc=16, mc=12, nc=4 * LANES)
 DEFAULT = GemmConfig.for_vector_bits(32 * LANES)
+# One-vector panels: tasks of up to four panels, so the first panel packs A as it reads it.
+NARROW_PANELS = GemmConfig(lanes=LANES, mr=4, nv=1, kc=16, mc=12, nc=4 * LANES)
 
 
 def _compile(config: GemmConfig, epilogue=None, extra=()):
@@ -72,6 +74,23 @@ def _check(fn, a, b, nthreads=1, c=None, tol_scale=4.0):
 def test_gemm_matches_numpy(gemm_small, m, n, k, batch, ta, tb, threads, seed):
     a, b = _operands(np.random.default_rng(seed), batch, m, n, k, ta, tb)
     _check(gemm_small, a, b, threads)
+
+
+@pytest.fixture(scope="module")
+def gemm_narrow_panels():
+    return _compile(NARROW_PANELS)
+
+
+@settings(max_examples=60, deadline=None)
+@given(m=st.integers(1, 40), n=st.integers(1, 70), k=st.integers(1, 50),
+       batch=st.integers(1, 2), ta=st.booleans(), tb=st.booleans(),
+       threads=st.integers(1, 2), seed=st.integers(0, 2**16))
+def test_gemm_first_panel_packing_a_matches_numpy(gemm_narrow_panels, m, n, k, batch, ta, tb,
+                                                  threads, seed):
+    """Tasks of three panels or more pack A in their first panel's microkernels (row tiles and
+    row edges, row-major and transposed A, with and without B packed alongside)."""
+    a, b = _operands(np.random.default_rng(seed), batch, m, n, k, ta, tb)
+    _check(gemm_narrow_panels, a, b, threads)
 
 
 # Beyond 48 rows the first row tile of a task packs B as it reads it; narrow panels (1, 2 or
