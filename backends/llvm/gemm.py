@@ -53,8 +53,9 @@ Full row tiles, nearly all of the work, run microkernels specialized at compile 
 (`_Variant`) and chosen per call: packed A has the constant strides (1, mr), so the k loop
 broadcasts from fixed offsets instead of bumping a pointer per row; a panel with all nr
 columns present loads B with plain vector loads, where a masked load would take a vector ALU
-slot that the FMAs need (one thread, 1024^3: +10 %); the k loop runs `unroll_k` steps per
-iteration. Row edges take strided A (with plain B loads where all columns exist). With these,
+slot that the FMAs need (one thread, 1024^3: +10 %), and so does every panel of packed B,
+whose columns past N hold zeros (N = 10, 40, 120, 250: 4-8 %); the k loop runs `unroll_k`
+steps per iteration. Row edges take strided A (with plain B loads where they can). With these,
 kc = 384 and mc = 144 measured best for f32 (512^3 to 2048^3 and 128 x 256 x 784: 1.04-1.24x
 numpy against 0.97-1.11x with the generic kernel and kc = 256, mc = 240).
 
@@ -429,7 +430,7 @@ def _emit_tasks(p: ParallelBody, cfg: GemmConfig, kernels: _MicroKernels,
             tile = _Tile(kb, a_pc, sa_m, sa_k, ap, b.select(direct, b_pc, bpanels),
                          b.select(direct, sb_k, ir.Constant(I64, cfg.nr)),
                          b.select(direct, c1, kb), c_b, sc_m, n0, nb, first, last, bi, epi_args,
-                         fused, b_pc, sb_k)
+                         fused, b_pc, sb_k, b.not_(direct))
             _emit_row_blocks(b, cfg, kernels, packs[0], tile, m0, m1)
             return []
 
@@ -491,6 +492,7 @@ class _Tile:
     fused_pack: ir.Value  # i1: the first row tile of the task packs B (unit column stride)
     bsrc: ir.Value        # B at (batch, pc, n0)
     sb_k: ir.Value
+    padded: ir.Value      # i1: Bp is packed, zero up to the panel width past N
 
 
 def _emit_row_blocks(b: ir.IRBuilder, cfg: GemmConfig, kernels: _MicroKernels,
@@ -546,13 +548,17 @@ def _emit_row_blocks(b: ir.IRBuilder, cfg: GemmConfig, kernels: _MicroKernels,
                            + ([bpj] if packing else []) + [b.gep(t.ap, [a_off])])
                     return
                 a_ptr = b.select(direct_a, in_place, b.gep(t.ap, [a_off]))
-                uk = kernels.pick(b, rows, packing, b.not_(direct_a), full)
+                # Packed panels hold zeros past N, so every column loads as is (a masked load
+                # costs a vector ALU slot beside the load); B read at its source cannot.
+                plain = full if packing else b.or_(full, t.padded)
+                uk = kernels.pick(b, rows, packing, b.not_(direct_a), plain)
                 # Widest first, so the narrowest family that holds the panel is chosen.
                 for width, family in reversed(kernels.narrow):
                     cols = ir.Constant(I64, width)
                     uk = b.select(b.icmp_signed("<=", n_valid, cols),
-                                  family.pick_narrow(b, rows, packing,
-                                                     b.icmp_signed("==", n_valid, cols)), uk)
+                                  family.pick_narrow(b, rows, packing, b.or_(
+                                      b.icmp_signed("==", n_valid, cols),
+                                      ir.Constant(I1, 0) if packing else t.padded)), uk)
                 # The packing variant reads B at its source and writes the panel as it goes.
                 b.call(uk, [t.kb, a_ptr, a_si, a_sk, *bsrc, c_tile, t.sc_m, *tail]
                        + ([bpj] if packing else []))
