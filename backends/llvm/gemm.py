@@ -513,11 +513,14 @@ def _emit_row_blocks(b: ir.IRBuilder, cfg: GemmConfig, kernels: _MicroKernels,
     # column panel: with three panels or more that panel is full width, and its microkernels
     # read A in place and store it packed as they go (`packs_a` variants) instead of a copy
     # pass up front, so A's loads from memory overlap FMAs, as B's do in the first row tile
-    # (one thread: 1024^3 and 2048^3 +1.5-3 %, 512^3 level). With few rows A stays cached and
-    # the packed kernel's constant strides win (128 x 256 x 784, 128 x 1024 x 256: -2-3 %).
-    fused_a = b.and_(b.and_(b.not_(direct_a),
-                            b.icmp_signed(">=", npanels, ir.Constant(I64, 3))),
-                     b.icmp_signed(">", b.sub(m1, m0), ir.Constant(I64, 2 * cfg.mc)))
+    # (one thread: 1024^3 and 2048^3 about +1 %, -1 to +3 % across five runs; 512^3 level).
+    # With few rows A stays cached and the packed kernel's constant strides win (128 x 256 x
+    # 784, 128 x 1024 x 256: -2-3 % fused).
+    fused_a = ir.Constant(I1, 0)
+    if FUSED_A.get(cfg.dtype):
+        fused_a = b.and_(b.and_(b.not_(direct_a),
+                                b.icmp_signed(">=", npanels, ir.Constant(I64, 3))),
+                         b.icmp_signed(">", b.sub(m1, m0), ir.Constant(I64, 2 * cfg.mc)))
 
     def row_block(b: ir.IRBuilder, ic: ir.Value, _c: list) -> list:
         i1 = smin(b, b.add(ic, ir.Constant(I64, cfg.mc)), m1)
@@ -584,7 +587,7 @@ def _emit_row_blocks(b: ir.IRBuilder, cfg: GemmConfig, kernels: _MicroKernels,
                         off = b.and_(rem, ir.Constant(I64, ~(2 * rows - 1)))
                         call(b, rows, b.add(full_end, off), False, packs_a)
 
-            if not FUSED_A.get(cfg.dtype):
+            if not FUSED_A.get(cfg.dtype):  # (fused_a is the constant false)
                 tiles(b, False)
                 return []
             with b.if_else(b.and_(fused_a, b.icmp_signed("==", jp, ir.Constant(I64, 0)))) \

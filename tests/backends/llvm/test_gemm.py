@@ -185,6 +185,15 @@ def test_f64_and_accumulate(rng):
     np.testing.assert_allclose(c, c0 + a @ b, rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.parametrize("mc,m", [(12, 40), (None, 500)])
+def test_f64_tasks_of_many_rows_and_panels(mc, m, rng):
+    """f64 packs A up front even in tasks of many rows and panels (where f32 packs it in the
+    first panel's microkernels): a task of more than two row blocks and three panels."""
+    cfg = GemmConfig.for_vector_bits(32 * LANES, "f64", **({"mc": mc} if mc else {}))
+    a, b = _operands(rng, 1, m, 3 * cfg.nr + 5, 40, dtype=np.float64)
+    _check(_compile(cfg), a, b, 1)
+
+
 def _bias_relu(ctx: EpilogueContext) -> ir.Value:
     b = ctx.builder
     (bias,) = ctx.args
