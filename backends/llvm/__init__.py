@@ -7,8 +7,9 @@ Modules (infrastructure the kernel-IR code generator builds on):
   llvm_ir.py      dtypes, hand-declared intrinsics, masked vector load/store, counted loops
   mathlib.py      vectorizable exp/expm1/log/log1p/tanh/sigmoid/softplus/pow/rsqrt in IR
   parallel.py     parallel-for over [0, n) with libgomp's GOMP_parallel (serial fallback)
-  gemm.py         generated BLIS-style sgemm/dgemm: packed B, register-blocked vector
-                  microkernel, edge tiles, strides, batch, parallel, fused epilogue hook
+  gemm.py         generated BLIS-style sgemm/dgemm: blocking, packing decisions, tasks,
+                  strides, batch, parallel (packing routines in gemm_pack.py)
+  gemm_microkernel.py  the register-blocked microkernels, their variants, the epilogue hook
 
 The kernel-IR code generator and runtime built on them:
   lowering.py     the ONE lowering table: every primitive, elementwise ones as scalar emitters
@@ -37,7 +38,7 @@ _EXPORTS = {
     "optimize_module": "target",
     "emit_math": "mathlib", "emit_math_inline": "mathlib", "MATH_FUNCTIONS": "mathlib",
     "emit_parallel_for": "parallel", "ParallelBody": "parallel", "load_gomp": "parallel",
-    "emit_gemm": "gemm", "GemmConfig": "gemm", "EpilogueContext": "gemm",
+    "emit_gemm": "gemm", "GemmConfig": "gemm", "EpilogueContext": "gemm_microkernel",
     "load_library": "aot_loader", "AotLibrary": "aot_loader", "AotLoadError": "aot_loader",
 }
 

@@ -58,14 +58,8 @@ from graphc.ir.kernel import (
 
 from .codegen import KernelCode, KernelEnv
 from .codegen_expr import BufferRef, ExprEmitter, VectorEmitter
-from .gemm import (
-    GemmConfig,
-    TileContext,
-    TileEpilogue,
-    emit_gemm,
-    gemm_function_type,
-    prepacked_b_elements,
-)
+from .gemm import GemmConfig, emit_gemm, gemm_function_type, prepacked_b_elements
+from .gemm_microkernel import TileContext, TileEpilogue
 from .llvm_ir import (
     I32,
     I64,

@@ -12,13 +12,13 @@ from hypothesis import strategies as st
 from llvmlite import ir
 
 from graphc.backends.llvm.gemm import (
-    EpilogueContext,
     GemmConfig,
     emit_gemm,
     gemm_ctypes_signature,
     gemm_numpy_args,
     prepacked_b_elements,
 )
+from graphc.backends.llvm.gemm_microkernel import EpilogueContext
 from graphc.backends.llvm.llvm_ir import F32, I64, masked_load
 from graphc.backends.llvm.mathlib import emit_math_inline
 from graphc.backends.llvm.target import TargetSpec, compile_module
