@@ -1,15 +1,15 @@
 #!/usr/bin/env bash
-# GPU check of the Triton backend, for a CUDA machine with no network. Installs nothing from
-# anywhere: if graphc is not importable it installs this checkout offline and editable
-# (pip --no-deps --no-build-isolation --no-index -e .), exactly as the GPU machines expect.
+# GPU check of the Triton backend, for a CUDA machine with no network. Installs nothing: if
+# graphc is not importable, it is imported from this checkout (see below).
 #
 #   benchmarks/gpu_check.sh [OUTDIR]      # OUTDIR: default $OUT, else ./gpu_check_results
 #
 # 1. the `gpu` test tier: tests/backends/triton -m gpu (op matrix on the device, AOT packages
 #    launched from cubins, CUDA graphs, tf32 opt-in)
 # 2. own timings (benchmarks/triton_timing.py, labelled as such): copy bandwidth anchor, fused
-#    elementwise chain, softmax, batch-norm training forward and matmul against torch eager and
-#    torch.compile, every op-matrix case launch-by-launch and as one CUDA graph
+#    elementwise chain, softmax, batch-norm training forward, MLP training step and matmul
+#    against torch eager and torch.compile (graphc fused, fused as a CUDA graph, and unfused),
+#    every op-matrix case launch-by-launch and as one CUDA graph
 # 3. `graphc bench --target triton --quick` when that command exists
 # Writes into OUTDIR: results.md (environment, test summary, targets), gpu-tests.log,
 # triton-timing.json, triton-timing.log, bench.log (and bench.json). Sized for < 8 minutes on
@@ -36,11 +36,25 @@ torch.__version__, '| triton', triton.__version__, '| cuda available', torch.cud
   echo '```'
 } > "$R" 2>&1
 
+PYTEST_MODE=()
 if ! $PY -c "import graphc.backends.triton" > /dev/null 2>&1; then
-  echo "graphc not importable: offline editable install of this checkout" >> "$R"
-  $PY -m pip install -q --no-deps --no-build-isolation --no-index -e . >> "$R" 2>&1 \
-    || echo "**install failed**" >> "$R"
+  echo "graphc not installed: offline editable install of this checkout" >> "$R"
+  if ! $PY -m pip install -q --no-deps --no-build-isolation --no-index -e . >> "$R" 2>&1; then
+    # No pip or no setuptools: lay out the `graphc` namespace the way pyproject maps it
+    # (graphc/, ir/ and backends/ as graphc.ir and graphc.backends) as links in a temporary
+    # folder that comes first on the path (the checkout's own graphc/ must not shadow it).
+    NS="$(mktemp -d)/graphc"
+    mkdir -p "$NS"
+    for f in "$PWD"/graphc/*; do ln -s "$f" "$NS/"; done
+    ln -s "$PWD/ir" "$NS/ir"
+    ln -s "$PWD/backends" "$NS/backends"
+    export PYTHONSAFEPATH=1 PYTHONPATH="$(dirname "$NS"):$PWD${PYTHONPATH:+:$PYTHONPATH}"
+    PYTEST_MODE=(--import-mode=append)
+    echo "install failed: graphc imported from this checkout through $NS" >> "$R"
+  fi
 fi
+XDIST=()
+$PY -c "import xdist" > /dev/null 2>&1 && XDIST=(-n 8)
 
 step() {  # step NAME SECONDS LOG CMD...: run with a time limit, record status and duration
   local name=$1 limit=$2 log=$3
@@ -55,12 +69,12 @@ step() {  # step NAME SECONDS LOG CMD...: run with a time limit, record status a
 }
 
 echo -e "\n## Steps\n" >> "$R"
-step "gpu test tier (pytest -m gpu tests/backends/triton)" 300 "$OUTDIR/gpu-tests.log" \
-  $PY -m pytest tests/backends/triton -m gpu -q -p no:cacheprovider -rfEs
-step "own timings (benchmarks/triton_timing.py)" 200 "$OUTDIR/triton-timing.log" \
+step "gpu test tier (pytest -m gpu tests/backends/triton)" 240 "$OUTDIR/gpu-tests.log" \
+  $PY -m pytest tests/backends/triton -m gpu -q -p no:cacheprovider -rfEs "${XDIST[@]}" "${PYTEST_MODE[@]}"
+step "own timings (benchmarks/triton_timing.py)" 240 "$OUTDIR/triton-timing.log" \
   $PY benchmarks/triton_timing.py --out "$OUTDIR/triton-timing.json"
 if $PY -m graphc.cli bench --help > /dev/null 2>&1; then
-  step "graphc bench --target triton --quick" 60 "$OUTDIR/bench.log" \
+  step "graphc bench --target triton --quick" 45 "$OUTDIR/bench.log" \
     $PY -m graphc.cli bench --target triton --quick --json "$OUTDIR/bench.json" --no-progress
 else
   echo "- graphc bench: not available in this checkout (own timings above stand in)" >> "$R"
