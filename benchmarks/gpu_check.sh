@@ -74,7 +74,7 @@ step "gpu test tier (pytest -m gpu tests/backends/triton)" 240 "$OUTDIR/gpu-test
 step "own timings (benchmarks/triton_timing.py)" 240 "$OUTDIR/triton-timing.log" \
   $PY benchmarks/triton_timing.py --out "$OUTDIR/triton-timing.json"
 if $PY -m graphc.cli bench --help > /dev/null 2>&1; then
-  step "graphc bench --target triton --quick" 45 "$OUTDIR/bench.log" \
+  step "graphc bench --target triton --quick" 100 "$OUTDIR/bench.log" \
     $PY -m graphc.cli bench --target triton --quick --json "$OUTDIR/bench.json" --no-progress
 else
   echo "- graphc bench: not available in this checkout (own timings above stand in)" >> "$R"
