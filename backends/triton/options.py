@@ -148,12 +148,14 @@ def reduce_config(rows: int, cols: int, opts: TritonOptions) -> ReduceConfig:
             rb = next_pow2(cols)
             return ReduceConfig(True, min(next_pow2(rows), max(1, (1 << 16) // rb)), rb, 4)
         return ReduceConfig(False, 1, limit, 4)
-    limit = opts.max_rblock or 4096
+    # Measured on an H200 (benchmarks/triton_reduce_sweep.py, row softmax): whole rows of up to
+    # 8192 elements in one block beat looping over them (4096 x 8192: 109 -> 76 us); rows of at
+    # most 256 elements want 4096-element tiles (32768 x 128: 27 -> 19 us); longer rows 2048.
+    limit = opts.max_rblock or 8192
     if cols <= limit:
         rb = next_pow2(cols)
-        xb = min(next_pow2(rows), max(1, 2048 // rb), 64)
-        tile = xb * rb
-        return ReduceConfig(True, xb, rb, 4 if tile <= 2048 else 8 if tile <= 4096 else 16)
+        xb = min(next_pow2(rows), max(1, (4096 if rb <= 256 else 2048) // rb), 64)
+        return ReduceConfig(True, xb, rb, 4 if xb * rb <= 4096 else 8)
     if rows < 512:  # few long rows, one program each: keep more bytes in flight per SM
         return ReduceConfig(False, 1, min(limit * 2, 8192), 16)
     return ReduceConfig(False, 1, min(limit, 2048), 8)
