@@ -70,7 +70,7 @@ step() {  # step NAME SECONDS LOG CMD...: run with a time limit, record status a
 
 echo -e "\n## Steps\n" >> "$R"
 step "gpu test tier (pytest -m gpu tests/backends/triton)" 240 "$OUTDIR/gpu-tests.log" \
-  $PY -m pytest tests/backends/triton -m gpu -q -p no:cacheprovider -rfEs "${XDIST[@]}" "${PYTEST_MODE[@]}"
+  $PY -m pytest tests/backends/triton -m gpu -p no:cacheprovider -p no:benchmark -rfEs "${XDIST[@]}" "${PYTEST_MODE[@]}"
 step "own timings (benchmarks/triton_timing.py)" 240 "$OUTDIR/triton-timing.log" \
   $PY benchmarks/triton_timing.py --out "$OUTDIR/triton-timing.json"
 if $PY -m graphc.cli bench --help > /dev/null 2>&1; then

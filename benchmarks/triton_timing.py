@@ -279,7 +279,9 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     q = args.quick
     tc = not args.no_compile_peers
-    report: dict = {"device": torch.cuda.get_device_name(), "torch": torch.__version__}
+    report: dict = {"device": torch.cuda.get_device_name(), "torch": torch.__version__,
+                    "cuda": torch.version.cuda,
+                    "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
     import triton
 
     report["triton"] = triton.__version__

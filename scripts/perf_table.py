@@ -24,12 +24,13 @@ from graphc.bench.report import markdown_report, read_json
 BEGIN, END = "<!-- perf:begin -->", "<!-- perf:end -->"
 
 
-def replace_section(text: str, section: str) -> str:
-    """`text` with the marked section replaced by `section` (appended when unmarked)."""
-    block = f"{BEGIN}\n{section.rstrip()}\n{END}"
-    if BEGIN in text and END in text and text.index(BEGIN) < text.index(END):
-        head, rest = text.split(BEGIN, 1)
-        _, tail = rest.split(END, 1)
+def replace_section(text: str, section: str, begin: str = BEGIN, end: str = END) -> str:
+    """`text` with the section between `begin` and `end` replaced by `section` (appended when
+    unmarked)."""
+    block = f"{begin}\n{section.rstrip()}\n{end}"
+    if begin in text and end in text and text.index(begin) < text.index(end):
+        head, rest = text.split(begin, 1)
+        _, tail = rest.split(end, 1)
         return head + block + tail
     return text.rstrip() + "\n\n" + block + "\n"
 
