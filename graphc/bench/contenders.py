@@ -19,6 +19,8 @@
 | onnxruntime           | an ONNX model of the workload, outputs bound to preallocated       |
 |                       | buffers through IOBinding                                          |
 | onnxruntime (alloc)   | `session.run`, fresh outputs                                       |
+| copy (anchor)         | memory-bound workloads only: numpy's copy of the bandwidth anchor's |
+|                       | buffer, sampled among the contenders (see `copy_anchor_contender`) |
 
 "(alloc)" rows are there so that allocator effects (page faults on freshly allocated outputs,
 transparent huge pages) show as their own line instead of hiding in, or being hidden from, the
@@ -29,7 +31,7 @@ the reference before anything is timed.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,6 +40,7 @@ import numpy as np
 from .workloads import Instance, RunFn
 
 ALLOC_SUFFIX = " (alloc)"
+COPY_ANCHOR = "copy (anchor)"
 
 
 @dataclass
@@ -58,9 +61,12 @@ class Contender:
     inner: int = 1
     samples: list[float] = field(default_factory=list)
     capped: bool = False           # stopped early by the per-contender time budget
+    verify: Callable[[Any], dict[str, Any]] | None = None  # its own check, instead of outputs
 
     @property
     def role(self) -> str:
+        if self.family == "anchor":
+            return "anchor"
         return "allocator" if self.name.endswith(ALLOC_SUFFIX) else "main"
 
 
@@ -334,18 +340,56 @@ def onnx_bound_run(sess, impl) -> RunFn:
     return run
 
 
+# -- the copy anchor, side by side ----------------------------------------------------------------
+
+
+def copy_anchor_bytes(quick: bool) -> int:
+    """Bytes copied by the bandwidth anchor: larger than the last-level cache, so that it
+    measures memory, not cache (and, here, large enough for the C library's copy to take its
+    streaming-store path: numpy copies 128 MiB at 14 GB/s and 256 MiB at 23 GB/s on one core
+    of this machine)."""
+    from .machine import last_level_cache_bytes
+
+    return (32 << 20) if quick else max(256 << 20, last_level_cache_bytes() or 0)
+
+
+def copy_anchor_contender(inst: Instance, quick: bool) -> list[Contender]:
+    """A memory-bound workload's share of copy bandwidth compares two rates, and this machine's
+    memory bandwidth drifts by tens of percent within minutes, so the copy is also timed as a
+    contender: sampled in the same shuffled rounds as graphc, its median against graphc's is a
+    side-by-side ratio like every speedup. Checked by comparing the copy with its source."""
+    if inst.kind != "memory":
+        return []
+    nbytes = copy_anchor_bytes(quick)
+    src = np.arange(nbytes // 4, dtype=np.float32)
+    dst = np.zeros_like(src)
+
+    def run():
+        np.copyto(dst, src)
+        return {}
+
+    def verify(_: Any) -> dict[str, Any]:
+        same = bool(np.array_equal(dst, src))
+        return {"ran": True, "passed": same, "compared": ["copy"], "max_rel_err": 0.0,
+                "rtol": 0.0, "errors": {}, "problems": [] if same else ["copy differs"]}
+
+    return [Contender(COPY_ANCHOR, "anchor", 1, f"np.copyto of {nbytes >> 20} MiB",
+                      run=run, stats={"bytes": nbytes}, verify=verify)]
+
+
 # Contenders that share a runtime, and so may share a worker process (runner.py, isolation):
-# graphc's compiled code; numpy and graphc's reference interpreter (numpy op by op); torch
-# eager and torch.compile; ONNX Runtime. The first name of each is its main contender.
-RUNTIME_GROUPS = {"graphc": ("graphc fused", "graphc unfused"),
+# graphc's compiled code (with the copy anchor, which must run beside it); numpy and graphc's
+# reference interpreter (numpy op by op); torch eager and torch.compile; ONNX Runtime. The
+# first name of each is its main contender.
+RUNTIME_GROUPS = {"graphc": ("graphc fused", "graphc unfused", COPY_ANCHOR),
                   "numpy": ("numpy", "numpy (alloc)", "graphc reference"),
                   "torch": ("torch eager", "torch eager (alloc)", "torch.compile"),
                   "onnxruntime": ("onnxruntime", "onnxruntime (alloc)")}
 
 
 def build_contenders(inst: Instance, target: str, threads: int, compile_peers: bool,
-                     cache_dir: str | None = None, group: str | None = None
-                     ) -> list[Contender]:
+                     cache_dir: str | None = None, group: str | None = None,
+                     quick: bool = False) -> list[Contender]:
     """Every contender of one workload (or of one runtime `group` of RUNTIME_GROUPS), set up
     (compiled, sessions created), not yet run. `cache_dir`: a folder for graphc's compile
     caches (one fresh cache per contender). Only the chosen group's libraries are imported."""
@@ -356,6 +400,7 @@ def build_contenders(inst: Instance, target: str, threads: int, compile_peers: b
     out: list[Contender] = []
     if group in (None, "graphc"):
         out += graphc_contenders(inst, target, threads, cache_dir)
+        out += copy_anchor_contender(inst, quick)
     if group in (None, "numpy"):
         out += reference_contenders(inst, target, threads) + numpy_contenders(inst)
     if group in (None, "torch"):

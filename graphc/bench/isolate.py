@@ -141,7 +141,7 @@ def worker_workload(job: dict[str, Any]) -> dict[str, Any]:
                           compile_peers=job["compile_peers"], progress=False,
                           **job["sampling"])
         cs = build_contenders(inst, cfg.target, threads, cfg.compile_peers, job["cache_dir"],
-                              group=group)
+                              group=group, quick=cfg.quick)
         measure_contenders(cs, inst, ref, cfg, threads, lambda stage: None)
         return {"rows": [contender_result(c, isolation) for c in cs], "pid": os.getpid()}
 

@@ -24,7 +24,7 @@ The JSON document (schema "graphc-bench/2", produced by `runner.run_bench`; docu
                 graph{fused|unfused|reference: {kernels, arena_bytes, naive_bytes,
                 lower_bound_bytes, ...}},
                 speedups{unfused, reference, numpy, torch, torch.compile, onnxruntime},
-                contenders[]: name, family, role (main | allocator), threads, config,
+                contenders[]: name, family, role (main | allocator | anchor), threads, config,
                     status (ok | wrong | error | skipped), reason,
                     check{ran, passed, compared[], max_rel_err, rtol, errors{}, problems[]},
                     compile{cold_s, cached_s | session_s}, stats{}, first_call_s, inner,

@@ -73,8 +73,8 @@ import numpy as np
 
 from graphc.ir.errors import GraphError
 
-from .contenders import Contender, build_contenders, check_outputs
-from .machine import last_level_cache_bytes, machine_info
+from .contenders import Contender, build_contenders, check_outputs, copy_anchor_bytes
+from .machine import machine_info
 from .workloads import Instance, Workload, select_workloads
 
 SCHEMA = "graphc-bench/2"
@@ -200,8 +200,7 @@ def measure_anchors(threads: int, quick: bool, parts: tuple[str, ...] = ANCHOR_P
         except Exception as e:  # noqa: BLE001 - no LLVM here: the anchor is absent
             out["peak_unavailable"] = f"{type(e).__name__}: {e}"[:200]
     if "copy" in parts:
-        # larger than the last-level cache, so that the anchor is memory, not cache, bandwidth
-        nbytes = (32 << 20) if quick else max(256 << 20, last_level_cache_bytes() or 0)
+        nbytes = copy_anchor_bytes(quick)
         src = np.ones(nbytes // 4, np.float32)
         dst = np.zeros_like(src)
         copy = time_calls(lambda: np.copyto(dst, src), 3 if quick else 15)
@@ -229,7 +228,7 @@ def first_call(c: Contender, inst: Instance, ref: dict[str, np.ndarray]) -> None
         t0 = time.perf_counter()
         out = c.run()
         c.first_call_s = time.perf_counter() - t0
-        c.check = check_outputs(inst, out, ref)
+        c.check = c.verify(out) if c.verify else check_outputs(inst, out, ref)
     except Exception as e:  # noqa: BLE001 - reported in the results
         c.status, c.reason = "error", f"run: {type(e).__name__}: {e}"
         c.check = {"ran": True, "passed": False, "problems": [c.reason]}
@@ -322,7 +321,13 @@ def contender_result(c: Contender, isolation: dict[str, Any]) -> dict[str, Any]:
 def add_rates(result: dict[str, Any], anchors: dict[str, Any]) -> None:
     """Set `rate` of every timed contender row of `result` from the anchors."""
     for row in result["contenders"]:
-        if row.get("median_s"):
+        if not row.get("median_s"):
+            continue
+        if row["role"] == "anchor":  # the copy itself: its own bytes, read and written
+            gbps = 2 * row["stats"]["bytes"] / row["median_s"] / 1e9
+            row["rate"] = {"gbps": gbps, "of": "copy bandwidth",
+                           "pct": 100.0 * gbps / anchors["copy"]["gbps_best"]}
+        else:
             row["rate"] = anchor_share(result, row["median_s"], anchors)
 
 
@@ -375,7 +380,8 @@ def bench_workload(w: Workload, threads: int, cfg: BenchConfig, anchors: dict[st
         rows = run_isolated(w.name, inst, ref, threads, cfg, tick, cache_dir)
     else:
         tick("compile / set up")
-        cs = build_contenders(inst, cfg.target, threads, cfg.compile_peers, cache_dir)
+        cs = build_contenders(inst, cfg.target, threads, cfg.compile_peers, cache_dir,
+                              quick=cfg.quick)
         measure_contenders(cs, inst, ref, cfg, threads, tick)
         rows = [contender_result(c, {"mode": "in-process"}) for c in cs]
     graph_stats = {r["name"].split()[-1]: r["stats"] for r in rows

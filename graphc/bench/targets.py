@@ -2,7 +2,11 @@
 
 Each target names the workload(s) it applies to, the thread count, and what is compared:
 a speedup of graphc fused over a peer (peer median / graphc median >= bound), a share of the
-measured copy bandwidth, a compile time, or the time of one call of a tiny graph. A target whose
+measured copy bandwidth, a compile time, or the time of one call of a tiny graph. The share of
+copy bandwidth is graphc's median rate over the median rate of the copy anchor sampled among
+the workload's contenders (`copy (anchor)`), a side-by-side ratio like the speedups; runs
+without that row fall back to the best of the anchor samples taken before and after the
+workloads, minutes away, on a machine whose bandwidth drifts by tens of percent. A target whose
 workload, thread count or peer is missing from a run is listed as not measured; in a --quick run
 every target is listed but marked as measured at smoke-test sizes, which say nothing about it.
 
@@ -27,6 +31,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+
+from .contenders import COPY_ANCHOR
 
 INTERVAL_LEVEL = 0.9
 BOOTSTRAP_DRAWS = 2000
@@ -123,12 +129,23 @@ def measure(t: Target, result: dict[str, Any]) -> tuple[float | None, str]:
             return None, f"{t.peer}: {peer['status'] if peer else 'not run'}"
         return peer["median_s"] / fused["median_s"], ""
     if t.metric == "bandwidth_pct":
-        return fused["rate"].get("pct"), ""
+        anchor = side_by_side_copy_gbps(result)
+        if anchor is None:   # runs without the copy among the contenders: the pooled anchor
+            return fused["rate"].get("pct"), ""
+        return 100.0 * fused["rate"]["gbps"] / anchor, ""
     if t.metric == "call_s":
         return fused["median_s"], ""
     key = "cold_s" if t.metric == "compile_cold_s" else "cached_s"
     value = fused["compile"].get(key)
     return value, "" if value is not None else f"no {key} recorded"
+
+
+def side_by_side_copy_gbps(result: dict[str, Any]) -> float | None:
+    """Median rate of the copy anchor sampled among the workload's contenders, if it was."""
+    row = _row(result, COPY_ANCHOR)
+    if row is None or not row.get("median_s"):
+        return None
+    return 2 * row["stats"]["bytes"] / row["median_s"] / 1e9
 
 
 def _bootstrap_medians(samples: list[float], rng: np.random.Generator) -> np.ndarray:
@@ -150,11 +167,14 @@ def interval(t: Target, result: dict[str, Any]) -> tuple[float, float] | None:
         if peer is None or not peer.get("samples_s"):
             return None
         values = _bootstrap_medians(peer["samples_s"], rng) / fused_m
-    else:  # a share of the copy anchor, fixed for the run: it scales with 1 / graphc's median
-        pct = fused["rate"].get("pct")
+    else:  # a share of the copy's rate: both medians resampled (the pooled anchor is fixed)
+        pct, _ = measure(t, result)
         if pct is None:
             return None
         values = pct * fused["median_s"] / fused_m
+        copy = _row(result, COPY_ANCHOR)
+        if side_by_side_copy_gbps(result) is not None and copy.get("samples_s"):
+            values = values * _bootstrap_medians(copy["samples_s"], rng) / copy["median_s"]
     lo, hi = np.quantile(values, [(1 - INTERVAL_LEVEL) / 2, (1 + INTERVAL_LEVEL) / 2])
     return float(lo), float(hi)
 

@@ -116,10 +116,10 @@ def test_perf_table_script_renders_the_run(quick_run, tmp_path):
 def test_wrong_result_is_reported_and_not_timed(monkeypatch):
     real = runner.build_contenders
 
-    def with_a_wrong_one(inst, target, threads, compile_peers, cache_dir):
+    def with_a_wrong_one(inst, target, threads, compile_peers, cache_dir, quick=False):
         def wrong():
             return {"y": np.zeros_like(inst.inputs["x"])}
-        return [*real(inst, target, threads, compile_peers, cache_dir),
+        return [*real(inst, target, threads, compile_peers, cache_dir, quick=quick),
                 Contender("broken", "numpy", 1, "returns zeros", run=wrong)]
 
     monkeypatch.setattr(runner, "build_contenders", with_a_wrong_one)
