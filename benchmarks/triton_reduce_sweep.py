@@ -5,7 +5,9 @@ Its results chose `options.reduce_config`; run it again on a new card before cha
     python3 benchmarks/triton_reduce_sweep.py --out sweep.json
 
 Each configuration is forced into code generation, checked against torch.softmax, captured as a
-CUDA graph (no launch overhead) and timed with CUDA events; medians of 50 replays.
+CUDA graph (no launch overhead) and timed with CUDA events; medians of 50 replays. First, a probe
+of host overhead per call: graphc's `run_torch` of a one-kernel graph (JIT-compiled and from a
+stored cubin), each launcher alone, and torch's own `x + 1`.
 """
 
 from __future__ import annotations
