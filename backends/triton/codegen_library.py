@@ -1,10 +1,16 @@
 """Library kernels: take (gather), scatter_add and select_scatter, each one `@triton.jit`.
 
 - take: one lane per output element loads its index and gathers (a negative index counts from
-  the end, like numpy; an out-of-range one reads 0: a kernel cannot raise).
+  the end, like numpy).
 - scatter_add: the runtime first copies the operand into the output (skipped when the memory plan
   made them one buffer), then one lane per update element `tl.atomic_add`s it at its index:
   duplicates accumulate, in an unspecified order.
+- Both carry a `check_index` step for the runtime (a kernel cannot raise): an index outside
+  [-n, n) raises the reference's GraphError naming the op, the value and its position, as the
+  LLVM backend does. Index inputs are checked with the other arguments, before any launch;
+  an index computed inside the graph right before the kernel that reads it, except inside a
+  CUDA graph, whose capture may not wait for the device: there an out-of-range computed index
+  reads 0 (take) or is dropped (scatter_add).
 - select_scatter: the runtime zeroes the output, then one row per window position holds the whole
   window ([XBLOCK, WBLOCK] tile), finds its first maximum (padding never wins) and
   `tl.atomic_add`s the source element there (windows may overlap).
@@ -71,7 +77,17 @@ def _take(k: LibraryKernel, s: Schedule, opts: TritonOptions) -> KernelSource:
     body += _gather_index(ptrs[idx], dim)
     body += [f"v = tl.load({ptrs[x]} + (pre_i * {dim} + t) * {post} + post_i, mask=ok, other=0)",
              f"tl.store({ptrs[k.output]} + xindex, v, mask=xmask)"]
-    return _finish(k, ptrs, body, [("XBLOCK", cfg.xblock)], (cdiv(numel, cfg.xblock), 1, 1))
+    return _finish(k, ptrs, body, [("XBLOCK", cfg.xblock)], (cdiv(numel, cfg.xblock), 1, 1),
+                   (_index_check(k, s),))
+
+
+def _index_check(k: LibraryKernel, s: Schedule) -> tuple[str, ...]:
+    """The runtime's `check_index` step for the index operand of take / scatter_add:
+    (kind, op, index buffer, axis length, axis, operand shape as "AxBxC")."""
+    x, idx = k.inputs[:2]
+    axis = dict(k.attrs)["axis"]
+    shape = s.buffers[x].type.shape
+    return ("check_index", k.op, idx, str(shape[axis]), str(axis), "x".join(map(str, shape)))
 
 
 def _aliased(s: Schedule, a: str, b: str) -> bool:
@@ -101,7 +117,7 @@ def _scatter_add(k: LibraryKernel, s: Schedule, opts: TritonOptions) -> KernelSo
              f"mask=ok)"]
     pre_steps = () if _aliased(s, x, k.output) else (("copy", k.output, x),)
     return _finish(k, ptrs, body, [("XBLOCK", cfg.xblock)], (cdiv(numel, cfg.xblock), 1, 1),
-                   pre_steps)
+                   (_index_check(k, s), *pre_steps))
 
 
 def _select_scatter(k: LibraryKernel, s: Schedule, opts: TritonOptions) -> KernelSource:

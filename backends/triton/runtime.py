@@ -5,7 +5,8 @@
     outs = program.run({"x": x_np, "w": w_np, ...})  # the Program protocol: numpy in and out
 
 Every argument is checked before anything is launched (device, dtype, shape, contiguity; an
-InputError names the culprit). Temps are views into one arena allocated once per program at the
+InputError names the culprit; index inputs of take / scatter_add also for range, as the
+reference does). Temps are views into one arena allocated once per program at the
 memory plan's offsets (in-place aliases share their input's offset); outputs are fresh tensors
 on every run. Parameters and constants are uploaded once and stay resident; `run_torch` takes
 parameter tensors only to override them.
@@ -172,6 +173,7 @@ class TritonProgram:
         buffers (`graph_inputs()`), and outputs are copies unless `copy_outputs=False` (then
         they are the graph's buffers, overwritten by the next run)."""
         args = self.check(inputs, params or {})
+        self._check_index_inputs(args)
         if not self.runtime_options.interpret:  # compiled kernels assume 16-byte alignment
             args = {k: v if v.data_ptr() % 16 == 0 else v.clone() for k, v in args.items()}
         if self.runtime_options.cuda_graph:
@@ -212,6 +214,14 @@ class TritonProgram:
                 out[name] = (check_tensor(name, params[name], t.shape, t.dtype, dev, "parameter")
                              if self.options.check_args else params[name])
         return out
+
+    def _check_index_inputs(self, args: Mapping[str, Any]) -> None:
+        """Index inputs of take / scatter_add in range, before anything is launched (indices
+        computed inside the graph are checked right before the kernel that reads them)."""
+        for spec in self.generated.launches:
+            for step in spec.pre:
+                if step[0] == "check_index" and step[2] in args:
+                    check_index_step(step, args[step[2]])
 
     # -- storage -------------------------------------------------------------------------------
     def _resident_values(self) -> dict[str, Any]:
@@ -305,13 +315,16 @@ class TritonProgram:
         return [JitLaunch(getattr(module, spec.fn), spec, opts) for spec in
                 self.generated.launches]
 
-    def _launch_all(self, storage: Mapping[str, Any]) -> None:
+    def _launch_all(self, storage: Mapping[str, Any], check_indices: bool = True) -> None:
         for spec, launch in zip(self.generated.launches, self.launchers(), strict=True):
             for step in spec.pre:
                 if step[0] == "copy":
                     storage[step[1]].copy_(storage[step[2]])
                 elif step[0] == "zero":
                     storage[step[1]].zero_()
+                elif (step[0] == "check_index" and check_indices
+                      and step[2] not in self.schedule.inputs):  # inputs: see run_torch
+                    check_index_step(step, storage[step[2]])
             if 0 in spec.grid:
                 continue
             try:
@@ -349,8 +362,8 @@ class TritonProgram:
                 self._launch_all(storage)
             torch.cuda.current_stream().wait_stream(side)
             graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph):
-                self._launch_all(storage)
+            with torch.cuda.graph(graph):  # a capture may not wait for the device
+                self._launch_all(storage, check_indices=False)
             self._graph = (graph, static_args, storage)
         graph, static_args, storage = self._graph
         for k, v in args.items():
@@ -359,6 +372,18 @@ class TritonProgram:
         graph.replay()
         outs = self._outputs(storage)
         return {k: v.clone() for k, v in outs.items()} if copy_outputs else outs
+
+
+def check_index_step(step: tuple, index) -> None:
+    """Raise the reference's GraphError if the index tensor of a `check_index` step holds a
+    value outside [-n, n) (one reduction on the device, then one wait for its answer)."""
+    from graphc.ir.ops.indexing import check_index_range
+
+    _, op, _, n, axis, shape = step
+    n = int(n)
+    if bool(((index < -n) | (index >= n)).any()):
+        check_index_range(op, torch_to_numpy(index), n, int(axis),
+                          tuple(int(d) for d in shape.split("x")))
 
 
 class JitLaunch:

@@ -76,3 +76,57 @@ def test_cuda_graph_needs_a_device() -> None:
         prog = build_program(case_schedule(CASES_BY_NAME["softmax"]),
                              {"interpret": True, "cuda_graph": True})
         assert prog.runtime_options is None
+
+
+@pytest.mark.parametrize("op", ["take", "scatter_add"])
+def test_out_of_range_index_raises_before_the_launch(op: str) -> None:
+    from graphc.ir.builder import Builder
+    from graphc.pipeline import run_pipeline
+
+    b = Builder(f"bad_{op}")
+    x, idx = b.input("x", (4, 3)), b.input("idx", (3,), "i64")
+    if op == "take":
+        b.output("y", b.op("take", x, idx, axis=0))
+    else:
+        b.output("y", b.op("scatter_add", x, idx, b.input("u", (3, 3)), axis=0))
+    prog = build_program(run_pipeline(b.build()).schedule, {"interpret": True})
+    args = {"x": torch.zeros(4, 3), "u": torch.zeros(3, 3)} if op != "take" else {
+        "x": torch.zeros(4, 3)}
+    for bad in (4, -5, 1 << 40):
+        want = rf"{op}: index {bad} \(at index position \(1,\)\) is out of range \[-4, 4\)"
+        with pytest.raises(GraphError, match=want):
+            prog.run_torch({**args, "idx": torch.tensor([0, bad, 1])})
+
+
+def test_computed_out_of_range_index_raises_before_its_kernel(tmp_path) -> None:
+    """An index made inside the graph is checked right before the kernel that reads it; the
+    kernels before it ran (under the interpreter, which needs a process of its own)."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = tmp_path / "computed.py"
+    script.write_text(
+        "import torch\n"
+        "from graphc.backends.triton import build_program\n"
+        "from graphc.ir.builder import Builder\n"
+        "from graphc.ir.errors import GraphError\n"
+        "from graphc.pipeline import run_pipeline\n"
+        "b = Builder('computed')\n"
+        "x, idx = b.input('x', (4, 3)), b.input('idx', (3,), 'i64')\n"
+        "b.output('y', b.op('take', x, idx + 2, axis=0))\n"
+        "prog = build_program(run_pipeline(b.build()).schedule, {'interpret': True})\n"
+        "x = torch.arange(12.0).reshape(4, 3)\n"
+        "print(prog.run_torch({'x': x, 'idx': torch.tensor([0, 1, -6])})['y'][:, 0].tolist())\n"
+        "try:\n"
+        "    prog.run_torch({'x': x, 'idx': torch.tensor([0, 2, 1])})\n"
+        "except GraphError as e:\n"
+        "    print(e)\n")
+    root = Path(__file__).resolve().parents[3]
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                          cwd=root, env={**os.environ, "TRITON_INTERPRET": "1"}, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = proc.stdout.strip().splitlines()
+    assert lines[0] == "[6.0, 9.0, 0.0]"  # rows 2, 3, -4 of x
+    assert lines[1].startswith("take: index 4 (at index position (1,)) is out of range [-4, 4)")
