@@ -91,3 +91,21 @@ def test_cuda_graph_replays_new_inputs() -> None:
         want = eager.run_torch({"x": x, "z": z})["y"]
         got = prog.run_torch({"x": x, "z": z})["y"]
         assert torch.equal(got, want)
+
+
+@pytest.mark.parametrize("cuda_graph", [False, True])
+def test_out_of_range_index_input_raises(cuda_graph: bool) -> None:
+    from graphc.ir.builder import Builder
+    from graphc.ir.errors import GraphError
+    from graphc.pipeline import run_pipeline
+
+    b = Builder("take")
+    x, idx = b.input("x", (4, 3)), b.input("idx", (3,), "i64")
+    b.output("y", b.op("take", x, idx, axis=0))
+    prog = build_program(run_pipeline(b.build()).schedule, {"cuda_graph": cuda_graph})
+    xs = torch.randn(4, 3, device="cuda")
+    good = torch.tensor([3, -4, 1], device="cuda")
+    assert torch.equal(prog.run_torch({"x": xs, "idx": good})["y"], xs[good])
+    with pytest.raises(GraphError, match=r"take: index -5 \(at index position \(2,\)\)"):
+        prog.run_torch({"x": xs, "idx": torch.tensor([0, 1, -5], device="cuda")})
+    assert torch.equal(prog.run_torch({"x": xs, "idx": good})["y"], xs[good])
