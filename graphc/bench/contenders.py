@@ -19,8 +19,9 @@
 | onnxruntime           | an ONNX model of the workload, outputs bound to preallocated       |
 |                       | buffers through IOBinding                                          |
 | onnxruntime (alloc)   | `session.run`, fresh outputs                                       |
-| copy (anchor)         | memory-bound workloads only: numpy's copy of the bandwidth anchor's |
-|                       | buffer, sampled among the contenders (see `copy_anchor_contender`) |
+| copy (anchor)         | memory-bound workloads only: numpy's copy of the bandwidth         |
+|                       | anchor's buffer, sampled among the contenders                      |
+|                       | (`copy_anchor_contender`)                                          |
 
 "(alloc)" rows are there so that allocator effects (page faults on freshly allocated outputs,
 transparent huge pages) show as their own line instead of hiding in, or being hidden from, the
