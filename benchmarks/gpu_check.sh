@@ -10,10 +10,13 @@
 #    elementwise chain, softmax, batch-norm training forward, MLP training step and matmul
 #    against torch eager and torch.compile (graphc fused, fused as a CUDA graph, and unfused),
 #    every op-matrix case launch-by-launch and as one CUDA graph
-# 3. `graphc bench --target triton --quick` when that command exists
+# 3. the row-reduction launch-configuration sweep and the host overhead per launch
+#    (benchmarks/triton_reduce_sweep.py)
+# 4. `graphc bench --target triton --quick` when that command exists
 # Writes into OUTDIR: results.md (environment, test summary, targets), gpu-tests.log,
-# triton-timing.json, triton-timing.log, bench.log (and bench.json). Sized for < 8 minutes on
-# one H100; each step has its own time limit so a hang cannot eat the rest.
+# triton-timing.json, triton-timing.log, reduce-sweep.json, reduce-sweep.log, bench.log (and
+# bench.json): 8 files. Sized for < 8 minutes on one H100 (about 5 on an H200); each step has
+# its own time limit so a hang cannot eat the rest.
 set -u
 cd "$(dirname "$0")/.." || exit 2
 OUTDIR="${1:-${OUT:-gpu_check_results}}"
@@ -73,6 +76,8 @@ step "gpu test tier (pytest -m gpu tests/backends/triton)" 240 "$OUTDIR/gpu-test
   $PY -m pytest tests/backends/triton -m gpu -p no:cacheprovider -p no:benchmark -rfEs "${XDIST[@]}" "${PYTEST_MODE[@]}"
 step "own timings (benchmarks/triton_timing.py)" 240 "$OUTDIR/triton-timing.log" \
   $PY benchmarks/triton_timing.py --out "$OUTDIR/triton-timing.json"
+step "reduction sweep and launch overhead (benchmarks/triton_reduce_sweep.py)" 150 \
+  "$OUTDIR/reduce-sweep.log" $PY benchmarks/triton_reduce_sweep.py --out "$OUTDIR/reduce-sweep.json"
 if $PY -m graphc.cli bench --help > /dev/null 2>&1; then
   step "graphc bench --target triton --quick" 100 "$OUTDIR/bench.log" \
     $PY -m graphc.cli bench --target triton --quick --json "$OUTDIR/bench.json" --no-progress
