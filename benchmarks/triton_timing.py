@@ -175,7 +175,7 @@ def mlp_train(batch: int, with_compile: bool) -> dict:
     """One SGD training step of the MLP 784-256-256-10 (softmax cross-entropy): graphc's
     train-step graph against PyTorch's forward, backward and torch.optim.SGD on the same
     initial parameters (each peer has its own copy; the check compares the first step's loss)."""
-    from graphc.bench.workloads_models import LR, build_mlp
+    from graphc.bench.workloads_models import LR, build_mlp, torch_sgd_step
     from graphc.optim import SGD
     from graphc.train import train_step
 
@@ -202,15 +202,8 @@ def mlp_train(batch: int, with_compile: bool) -> dict:
         fwd = compiled(loss_fn) if compile_forward else loss_fn
         if fwd is None:
             return None
-        opt = torch.optim.SGD(list(ps.values()), lr=LR)
-
-        def step():
-            opt.zero_grad(set_to_none=True)
-            loss = fwd()
-            loss.backward()
-            opt.step()
-            return loss.detach()
-        return step
+        sgd = torch_sgd_step(fwd, ps, dict)
+        return lambda: sgd.run()["loss"]
 
     return bench_case(f"MLP 784-256-256-10 training step, batch {batch}", graph, inputs,
                       {"torch eager": peer(False),

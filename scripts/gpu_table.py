@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from perf_table import replace_section  # noqa: E402
+from perf_table import publish  # noqa: E402
 
 BEGIN, END = "<!-- gpu:begin -->", "<!-- gpu:end -->"
 TIMED = ("graphc", "graphc+cudagraph", "graphc unfused", "torch eager", "torch.compile")
@@ -101,14 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--readme", help="update this file's GPU section in place")
     args = p.parse_args(argv)
     doc = json.loads(Path(args.run).read_text())
-    section = markdown(doc, source=Path(args.run).name)
-    if args.readme:
-        path = Path(args.readme)
-        text = path.read_text() if path.exists() else ""
-        path.write_text(replace_section(text, section, BEGIN, END))
-        print(f"updated the GPU section of {path}")
-    else:
-        sys.stdout.write(section)
+    publish(markdown(doc, source=Path(args.run).name), args.readme, "GPU", BEGIN, END)
     return 0
 
 

@@ -42,14 +42,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--readme", help="update this file's performance section in place")
     args = p.parse_args(argv)
     doc = read_json(args.run)
-    section = markdown_report(doc, source=Path(args.run).name)
-    if args.readme:
-        path = Path(args.readme)
-        path.write_text(replace_section(path.read_text() if path.exists() else "", section))
-        print(f"updated the performance section of {path}")
-    else:
-        sys.stdout.write(section)
+    publish(markdown_report(doc, source=Path(args.run).name), args.readme, "performance")
     return 0
+
+
+def publish(section: str, readme: str | None, what: str, begin: str = BEGIN,
+            end: str = END) -> None:
+    """Print `section`, or with `readme` replace the README's marked `what` section by it."""
+    if readme is None:
+        sys.stdout.write(section)
+        return
+    path = Path(readme)
+    path.write_text(replace_section(path.read_text() if path.exists() else "", section, begin,
+                                    end))
+    print(f"updated the {what} section of {path}")
 
 
 if __name__ == "__main__":

@@ -136,6 +136,7 @@ class TritonProgram:
         self._temps: dict[str, Any] | None = None
         self._resident: dict[str, Any] | None = None
         self._graph: tuple | None = None
+        self._index_steps: list[tuple] | None = None
 
     # -- public API ----------------------------------------------------------------------------
     @property
@@ -218,10 +219,12 @@ class TritonProgram:
     def _check_index_inputs(self, args: Mapping[str, Any]) -> None:
         """Index inputs of take / scatter_add in range, before anything is launched (indices
         computed inside the graph are checked right before the kernel that reads them)."""
-        for spec in self.generated.launches:
-            for step in spec.pre:
-                if step[0] == "check_index" and step[2] in args:
-                    check_index_step(step, args[step[2]])
+        if self._index_steps is None:
+            self._index_steps = [step for spec in self.generated.launches for step in spec.pre
+                                 if step[0] == "check_index"]
+        for step in self._index_steps:
+            if step[2] in args:
+                check_index_step(step, args[step[2]])
 
     # -- storage -------------------------------------------------------------------------------
     def _resident_values(self) -> dict[str, Any]:
