@@ -26,6 +26,7 @@ is exactly one call.
 from __future__ import annotations
 
 import ctypes
+import mmap
 import os
 import sys
 import threading
@@ -97,6 +98,31 @@ def aligned_empty(shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
     return raw[off:off + nbytes].view(dtype).reshape(shape)
 
 
+HUGE_PAGE = 2 << 20
+HUGE_ARENA_MIN = 1 << 20  # arenas from this size on ask for 2 MiB pages
+
+
+def arena_buffer(nbytes: int) -> np.ndarray:
+    """Zeroed bytes for the arena, 64-byte aligned. From `HUGE_ARENA_MIN` on, a private
+    mapping advised into 2 MiB pages (transparent huge pages; where the kernel gives none, it
+    is ordinary memory): an arena holds the prepacked weights and GEMM workspaces that every
+    call reads again, and on 4 KiB pages (numpy asks for huge pages only from 4 MiB on) each
+    call after another library's work missed the TLB on hundreds of them (MLP inference
+    784-256-256-10 against ONNX Runtime, five calls each in turn: 0.96-0.97x -> 0.98x)."""
+    if nbytes < HUGE_ARENA_MIN or not hasattr(mmap, "MADV_HUGEPAGE"):
+        raw = np.zeros(nbytes + ARENA_ALIGNMENT, np.uint8)
+        off = (-raw.ctypes.data) % ARENA_ALIGNMENT
+        return raw[off:off + nbytes]
+    size = -(-nbytes // HUGE_PAGE) * HUGE_PAGE
+    # MAP_PRIVATE: Python's default anonymous mapping is shared memory, which the kernel's
+    # anonymous huge-page setting does not cover.
+    region = mmap.mmap(-1, size + HUGE_PAGE, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    raw = np.frombuffer(region, np.uint8)  # keeps the mapping alive
+    off = (-raw.ctypes.data) % HUGE_PAGE
+    region.madvise(mmap.MADV_HUGEPAGE, off, size)
+    return raw[off:off + nbytes]
+
+
 def resolve_threads(threads: int | None = None) -> int:
     """The thread count: `threads` if given, else $GRAPHC_NUM_THREADS, else every core."""
     if threads is None:
@@ -134,9 +160,8 @@ class NativeProgram:
     def __post_init__(self) -> None:
         n = len(self.layout.args)
         self._ptrs = (ctypes.c_void_p * max(n, 1))()
-        self._arena = np.zeros(self.layout.arena_bytes + ARENA_ALIGNMENT, np.uint8)
-        base = self._arena.ctypes.data
-        self._arena_ptr = base + (-base) % ARENA_ALIGNMENT
+        self._arena = arena_buffer(self.layout.arena_bytes)
+        self._arena_ptr = self._arena.ctypes.data
         # [error code, value, position, parameter epoch]
         self._status = np.zeros(4, np.int64)
         self._epoch = 1

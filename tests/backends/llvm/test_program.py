@@ -144,6 +144,29 @@ def test_arena_is_allocated_once_and_outputs_are_fresh(dense_exe, rng):
     assert not np.shares_memory(a["x_again"], x)
 
 
+@pytest.mark.parametrize("nbytes", [1000, 3 << 20])
+def test_arena_buffer_is_zeroed_aligned_and_large_ones_ask_for_huge_pages(nbytes):
+    from graphc.backends.llvm.runtime import ARENA_ALIGNMENT, HUGE_ARENA_MIN, arena_buffer
+
+    arena = arena_buffer(nbytes)
+    assert arena.nbytes == nbytes and arena.flags.writeable
+    assert arena.ctypes.data % ARENA_ALIGNMENT == 0 and not arena.any()
+    arena[:] = 7  # writable to its last byte
+    if nbytes < HUGE_ARENA_MIN or not Path("/proc/self/smaps").exists():
+        return
+    start = arena.ctypes.data
+    flags = None
+    for line in Path("/proc/self/smaps").read_text().splitlines():
+        head = line.split()[0]
+        if "-" in head and all(c in "0123456789abcdef-" for c in head):
+            lo, hi = (int(v, 16) for v in head.split("-"))
+            inside = lo <= start < hi
+        elif line.startswith("VmFlags:") and inside:
+            flags = line.split()[1:]
+            break
+    assert flags is not None and "hg" in flags  # MADV_HUGEPAGE was applied
+
+
 def test_thread_count_option_and_environment(dense, monkeypatch):
     assert graphc.compile(dense, target="llvm", threads=1).program.threads == 1
     monkeypatch.setenv("GRAPHC_NUM_THREADS", "3")
