@@ -17,7 +17,11 @@ Algorithms (all branch-free):
   results) and overflow (inf) come out right. The clamps let NaN through, so NaN needs no
   select. On AVX-512 the scaling is one vscalef: explicit 512-bit vectors call it directly,
   scalar code in a module marked by `mark_avx512` (loop kernels of an AVX-512 target) uses
-  `llvm.ldexp`, which the loop vectorizer widens into it.
+  `llvm.ldexp`, which the loop vectorizer widens into it. Explicit 16-lane f32 vectors (the
+  row sweeps of softmax and log-softmax) reduce by sixteenths instead: 2^(j/16) from a
+  one-register table (vpermps), a degree-3 polynomial, 12 vector instructions instead of 14
+  (softmax 4096 x 4096 with L2-resident rows, one thread: 5.1 -> 4.7 ms; 1.06 ulp instead of
+  0.98, one ulp from the scalar form in 11 % of the points).
 * expm1: the same reduction; exp(r) − 1 from the polynomial without its constant term, then
   2^n·(e^r − 1) + (2^n − 1) in one fused multiply-add.
 * log: frexp by bit manipulation (denormals pre-scaled), mantissa folded into [√½, √2),
@@ -261,7 +265,36 @@ def _exp_hilo(e: _Emit, x: ir.Value, clamp_lo: bool = True,
     return e.ldexp(s, n), e.ldexp(s_err, n)
 
 
+# exp(r) − 1 = r + r²·(c2 + c3·r) for |r| ≤ ln2/32 (the table form below): Taylor.
+_EXP_TABLE_P32 = (1.0 / 6.0, 0.5)
+
+
+def _exp_table_f32x16(e: _Emit, x: ir.Value) -> ir.Value:
+    """exp of 16 f32 lanes (AVX-512) in sixteenths: x·log2 e = m + j/16 with the integer m and
+    j in [0, 16), exp(x) = 2^m · 2^(j/16) · e^r, |r| ≤ ln2/32. 2^(j/16) comes from a table
+    held in one register (vpermps, which reads the low four bits of each index: t's bits,
+    unchanged), e^r needs a degree-3 polynomial instead of degree 6, and vscalef takes
+    m + j/16 as it is (it scales by 2^floor): 12 vector instructions instead of 14."""
+    x = e.select(e.cmp("<", x, e.c(_EXP_LO[False])), e.c(_EXP_LO[False]), x)  # NaN passes
+    h = e.c(_EXP_HI[False])
+    x = e.select(e.cmp(">", x, h), h, x)
+    # Rounding to a multiple of 1/16 by a constant of 1.5·2^19 (its ulp is 2^-4).
+    magic = e.c(1.5 * 2.0 ** 19)
+    t = e.fma(x, e.c(_LOG2E), magic)
+    m = e.sub(t, magic)
+    # m·ln2_hi is exact: 16m has at most 12 bits, ln2_hi 9.
+    r = e.fma(m, e.c(-_LN2_HI[False]), x)
+    r = e.fma(m, e.c(-_LN2_LO[False]), r)
+    table = ir.Constant(e.ty, [ir.Constant(ir.FloatType(), 2.0 ** (j / 16)) for j in range(16)])
+    perm = declare(e.b.module, "llvm.x86.avx512.permvar.sf.512", e.ty, [e.ty, e.ity])
+    scale = e.b.call(perm, [table, e.to_bits(t)])
+    q = e.mul(e.fma(e.poly(r, _EXP_TABLE_P32), r, e.c(1.0)), r)  # e^r − 1
+    return e._scalef(e.fma(scale, q, scale), m)  # NaN in, NaN out
+
+
 def build_exp(e: _Emit, x: ir.Value) -> ir.Value:
+    if e.wide and not e.is64:
+        return _exp_table_f32x16(e, x)
     _, em1, n = _exp_reduce(e, x, _EXP_LO[e.is64], keep_nan=True)
     return e.ldexp(e.add(em1, e.c(1.0)), n)  # NaN in, NaN out
 

@@ -93,14 +93,16 @@ def test_vector_variants_match_scalar(jits, dtype, lanes):
     for name in names:
         inputs = [a[: a.size // lanes * lanes] for a in sample_points(name, dtype, 4096)]
         got, want = run_apply(jit_v, name, *inputs), run_apply(jits[dtype], name, *inputs)
-        if name == "tanh" and dtype == "f32":
-            # The corrected quotient starts from vrcp14 alone in 512-bit vectors and from
-            # vrcp14 plus a Newton step in vectorized scalar code: the two may round a
-            # quotient within 2^-28 of a midpoint differently, one ulp apart, rarely.
+        if dtype == "f32" and name in ("tanh", "exp"):
+            # tanh: the corrected quotient starts from vrcp14 alone in 512-bit vectors and
+            # from vrcp14 plus a Newton step in vectorized scalar code: the two may round a
+            # quotient within 2^-28 of a midpoint differently, one ulp apart, rarely. exp:
+            # 16 f32 lanes take the table form (module note), within one ulp of the other.
             nan = np.isnan(want)
             assert np.array_equal(np.isnan(got), nan)
             ulps = np.abs(got[~nan].view(np.int32).astype(np.int64) - want[~nan].view(np.int32))
-            assert ulps.max() <= 1 and np.count_nonzero(ulps) <= got.size // 1000, ulps.max()
+            share = 1000 if name == "tanh" else 5
+            assert ulps.max() <= 1 and np.count_nonzero(ulps) <= got.size // share, ulps.max()
             np.testing.assert_array_equal(np.signbit(got), np.signbit(want))
             continue
         np.testing.assert_array_equal(got, want)
