@@ -417,7 +417,13 @@ class ModuleBuilder:
                 strides = [math.prod(t.shape[a + 1:]) for a in range(len(t.shape))]
                 item = sty_bytes(storage_type(t.dtype, _is_bf16_bits(self.s, n)))
                 shift[g] = sum(c * strides[a] for a, c in axes.items()) * item
-                types[n] = t.with_shape(tuple(1 if a in axes else d
+                # Pinned axes read index 0 from the shifted pointer. Their extent becomes 1
+                # (so that kernels over buffers of other lengths along them share code) only
+                # in the leading run of pinned or unit axes: shrinking an axis that follows a
+                # longer unpinned one would change that one's stride (x[:, p] of an [R, C] x).
+                lead = next((a for a, d in enumerate(t.shape) if a not in axes and d != 1),
+                            len(t.shape))
+                types[n] = t.with_shape(tuple(1 if a in axes and a < lead else d
                                               for a, d in enumerate(t.shape)))
                 pinned[n] = frozenset(axes)
         ck = rename_buffers(k, canon, pinned)

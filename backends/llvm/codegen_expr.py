@@ -509,6 +509,11 @@ class VectorEmitter(ExprEmitter):
         b = self.b
         if isinstance(e, Load):
             return self._vload(e)
+        if isinstance(e, Op) and e.op == "select" and isinstance(e.args[0], InBounds) \
+                and not any(isinstance(a, Const) for a in e.args[1:]):
+            cond = self(e.args[0])
+            if not isinstance(cond.type, ir.VectorType):
+                return self._branch(cond, e.args[1], e.args[2])
         if isinstance(e, Op):
             args = [self(a) for a in e.args]
             if any(isinstance(a.type, ir.VectorType) for a in args):
@@ -522,6 +527,24 @@ class VectorEmitter(ExprEmitter):
         if isinstance(e, RandomUniform):
             raise GraphError(f"{type(e).__name__} has no vector lowering")
         return super()._compute(e)
+
+    def _branch(self, cond: ir.Value, then: Expr, otherwise: Expr) -> ir.Value:
+        """select(cond, then, otherwise) for a condition the same in every lane (the pieces of
+        a concatenation along an outer axis): only the chosen side is evaluated, where a
+        vector select would load every piece under its mask. What one side computes stays
+        in that side's block, so neither sees the other's values afterwards."""
+        b = self.b
+        saved = dict(self._expr), dict(self._ix)
+        ends = []
+        with b.if_else(cond) as (yes, no):
+            for block, side in ((yes, then), (no, otherwise)):
+                with block:
+                    ends.append((self.widen(self(side)), b.block))
+                    self._expr, self._ix = dict(saved[0]), dict(saved[1])
+        phi = b.phi(ends[0][0].type)
+        for value, block in ends:
+            phi.add_incoming(value, block)
+        return phi
 
     def _vload(self, e: Load) -> ir.Value:
         buf = self.buffers[e.buffer]

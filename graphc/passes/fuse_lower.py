@@ -307,8 +307,13 @@ class Lowering:
         return Op("select", (InBounds(tuple(bounds)), inner, fill), n.out.dtype)
 
     def pull_concat(self, n: Node, idx: tuple[Ix, ...], mask: tuple[Bound, ...]) -> Expr:
+        """Each element from the piece that holds it: the pieces this kernel can reach, chosen
+        by a balanced tree of selects on the concatenation index. A chain of one select per
+        piece would nest as deep as there are pieces (an LSTM's T steps): the expression
+        walkers recurse into it (T = 256 overflowed Python's stack) and each element would
+        test every piece; the tree is log2 of that deep."""
         axis = n.attrs["axis"]
-        pieces: list[tuple[Bound | bool, Expr]] = []
+        pieces: list[tuple[int, int, Expr]] = []  # (first, end) along axis, the piece's value
         offset = 0
         for v in n.inputs:
             size = v.shape[axis]
@@ -316,12 +321,23 @@ class Lowering:
             if b is not False:
                 sub = idx[:axis] + (idx[axis] - offset,) + idx[axis + 1:]
                 extra = () if b is True else (b,)
-                pieces.append((b, self.pull(v, sub, mask + extra)))
+                pieces.append((offset, offset + size, self.pull(v, sub, mask + extra)))
             offset += size
-        expr = pieces[-1][1]
-        for b, e in reversed(pieces[:-1]):
-            expr = e if b is True else Op("select", (InBounds((b,)), e, expr), n.out.dtype)
-        return expr
+
+        def tree(lo: int, hi: int) -> Expr:
+            if hi - lo == 1:
+                return pieces[lo][2]
+            mid = (lo + hi) // 2
+            left, right = tree(lo, mid), tree(mid, hi)
+            # Within pieces[lo:hi], idx < the first index of pieces[mid] picks the left half.
+            b = make_bound(idx[axis], pieces[lo][0], pieces[mid][0], 1, self.extents)
+            if b is True:
+                return left
+            if b is False:
+                return right
+            return Op("select", (InBounds((b,)), left, right), n.out.dtype)
+
+        return tree(0, len(pieces))
 
     def pull_reduction(self, n: Node, idx: tuple[Ix, ...]) -> Expr:
         name = self.reduce_names.get(id(n))

@@ -34,6 +34,20 @@ from graphc.ir.types import DTYPES, round_to_dtype
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 
+def _concat_rows(x, n: int, axis: int):
+    """concat of the n unit slices of x along `axis`, in the order 0, 7, 14, ... (mod n)."""
+    pieces = []
+    for k in range(n):
+        p = (7 * k) % n
+        start = [0] * x.ndim
+        start[axis] = p
+        stop = list(x.shape)
+        stop[axis] = p + 1
+        pieces.append(x.builder.op("slice", x, start=tuple(start), stop=tuple(stop),
+                                         step=(1,) * x.ndim))
+    return x.builder.op("concat", *pieces, axis=axis)
+
+
 @dataclass(frozen=True)
 class Case:
     """One differential test: a graph builder, optional input maker and tolerances."""
@@ -235,6 +249,13 @@ MOVEMENT_CASES = [
     Case("movement.concat", _graph("cat", lambda b: {
         "y": b.op("concat", b.input("a", (2, 3)), b.input("b", (2, 4)), b.input("c", (2, 1)),
                   axis=1).exp()})),
+    # Many pieces: the pieces are picked by a tree of selects (logarithmic depth; one select
+    # per piece overflowed the expression walkers at 256). Along the outer axis the choice is
+    # the same across a vector (the LLVM backend branches), along the inner one it is not.
+    Case("movement.concat_many_outer", _graph("catm", lambda b: {
+        "y": _concat_rows(b.input("x", (300, 24)), 300, axis=0).exp()})),
+    Case("movement.concat_many_inner", _graph("catn", lambda b: {
+        "y": _concat_rows(b.input("x", (3, 40)), 40, axis=1) * 2.0})),
     Case("movement.into_reduction", _graph("mr", lambda b: {
         "y": b.input("x", (4, 6)).transpose((1, 0)).reshape((3, 8)).sum((1,))})),
 ]

@@ -99,6 +99,33 @@ def test_softmax_and_log_softmax_are_one_kernel(rng):
         assert isinstance(k, LoopKernel) and k.domain == (6,) and k.reduce_domain == (10,)
 
 
+def test_concat_of_many_pieces_is_a_select_tree_of_logarithmic_depth(rng):
+    """An LSTM over T steps concatenates T outputs: the kernel picks each element's piece by a
+    balanced tree of selects, not a chain of T (which took O(T) per element and overflowed the
+    expression walkers at T = 256)."""
+    n = 300
+    b = Builder("cat")
+    x = b.input("x", (n, 5))
+    pieces = [b.op("slice", x, start=((7 * k) % n, 0), stop=((7 * k) % n + 1, 5), step=(1, 1))
+              for k in range(n)]
+    b.output("y", b.op("concat", *pieces, axis=0).exp())
+    g = decompose(b.build())
+    sched = fuse(g)
+
+    def depth(e) -> int:
+        kids = e.children()
+        own = 1 if getattr(e, "op", None) == "select" else 0
+        return own + max((depth(c) for c in kids), default=0)
+
+    depths = [depth(s.value) for k in sched.kernels for s in k.stores]
+    assert max(depths) == 9  # ceil(log2(300)): the concatenation's kernel
+    assert "select" in print_schedule(sched)
+    xs = {"x": rng.standard_normal((n, 5)).astype(np.float32)}
+    want = run_graph(g, xs)["y"]
+    got = run_schedule(plan_memory(sched), xs)["y"]
+    np.testing.assert_allclose(got, want, rtol=1e-6)
+
+
 def test_cross_entropy_is_two_kernels(rng):
     def build(b):
         return {"loss": b.cross_entropy(b.input("logits", (5, 7)), b.input("labels", (5,),

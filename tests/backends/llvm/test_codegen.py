@@ -271,6 +271,36 @@ def test_kernels_differing_in_constant_offsets_share_a_function(rng):
     assert len(plans) >= 18 and len(functions) <= 6, (len(plans), functions)
 
 
+def test_constant_column_reads_keep_the_row_stride(rng):
+    """Unfused, x[:, p] is a kernel reading a constant column: it shares one function for
+    every p on a shifted pointer, and the rows keep x's stride (the axis after them is not
+    shrunk to one element, which once made every row after the first read the wrong one)."""
+    b = Builder("columns")
+    x = b.input("x", (3, 40))
+    cols = [b.op("slice", x, start=(0, p), stop=(3, p + 1), step=(1, 1)) * float(p + 1)
+            for p in (5, 17, 39)]
+    b.output("y", b.op("concat", *cols, axis=1))
+    exe = check_llvm(b.build(), {"x": rng.standard_normal((3, 40)).astype(np.float32)},
+                     fuse=False)
+    plans = exe.info["kernel_plans"].values()
+    assert len({p["function"] for p in plans if p["kind"] == "loop"}) < len(plans)
+
+
+def test_lstm_over_256_steps_compiles_and_matches(rng):
+    """The T outputs of an unrolled LSTM are concatenated by a select tree of depth log2 T;
+    one select per step nested 256 deep and overflowed the compiler's expression walkers."""
+    t = 256
+    b = Builder("long_lstm", seed=0)
+    xs, h0, c0 = b.input("xs", (t, 2, 3)), b.input("h0", (2, 4)), b.input("c0", (2, 4))
+    hs, h_t, c_t = b.lstm(xs, h0, c0, b.param("W_x", (3, 16), init="glorot"),
+                          b.param("W_z", (4, 16), init="glorot"),
+                          b.param("b", (16,), init="normal"))
+    ins = {"xs": rng.standard_normal((t, 2, 3)).astype(np.float32),
+           "h0": rng.standard_normal((2, 4)).astype(np.float32),
+           "c0": rng.standard_normal((2, 4)).astype(np.float32)}
+    check_llvm(b.build(outputs={"hs": hs, "h": h_t, "c": c_t}), ins)
+
+
 @pytest.mark.parametrize("cols", [2048, 2049])
 def test_large_outputs_use_streaming_stores(cols, rng):
     """Outputs of 16 MiB and more are written with non-temporal stores where a full vector is
