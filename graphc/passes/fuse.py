@@ -113,6 +113,7 @@ class _Fusion:
         self.next_gid = 0
         self.rejections: dict[tuple[str, str, str], Rejection] = {}
         self.dag = nx.DiGraph()
+        self._epilogues: dict[int, Node] | None = None
 
     # -- names and membership ------------------------------------------------------------------
     def name(self, n: Node) -> str:
@@ -240,19 +241,29 @@ class _Fusion:
         for accumulation chains (autodiff's sums of per-step weight gradients), keep every
         contribution alive until one big kernel at the end; as an epilogue, each add rides on
         its own matmul and the running sum flows from one to the next."""
-        if get_op(p.op).family != "elementwise":
-            return None
-        for v in p.inputs:
-            u = v.node
-            if id(u) in self.out_ids or not all(c is p for c in self.users[id(u)]):
+        if self._epilogues is None:
+            self._epilogues = self.find_epilogues()
+        return self._epilogues.get(id(p))
+
+    def find_epilogues(self) -> dict[int, Node]:
+        """`epilogue_of` for every node, in one pass in program order: an elementwise node's
+        template is the first of its operands read by nothing else that is a template or has
+        one (relu(matmul + bias): the relu rides on the template's epilogue as well, rather
+        than on the next matmul's operand, staged there: one more pass over the tile). Each
+        node is visited once: asking per node walked a chain of n elementwise ops n times."""
+        found: dict[int, Node] = {}
+        for n in self.nodes:
+            if get_op(n.op).family != "elementwise":
                 continue
-            if node_class(u) == "template":
-                return u
-            # relu(matmul + bias): the relu rides on the template's epilogue as well, rather
-            # than on the next matmul's operand (staged there: one more pass over the tile)
-            if (up := self.epilogue_of(u)) is not None:
-                return up
-        return None
+            for v in n.inputs:
+                u = v.node
+                if id(u) in self.out_ids or not all(c is n for c in self.users[id(u)]):
+                    continue
+                t = u if node_class(u) == "template" else found.get(id(u))
+                if t is not None:
+                    found[id(n)] = t
+                    break
+        return found
 
     def cone_cost(self, p: Node) -> float:
         """Work to recompute `p` from values that are stored anyway: p and its pointwise

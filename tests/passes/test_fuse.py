@@ -126,6 +126,23 @@ def test_concat_of_many_pieces_is_a_select_tree_of_logarithmic_depth(rng):
     np.testing.assert_allclose(got, want, rtol=1e-6)
 
 
+def test_chain_of_thousands_of_elementwise_ops_fuses_into_capped_kernels(rng):
+    """A 6000-op chain: the fuser's walks are loops, not recursion (Python's stack ended at a
+    few hundred ops), and it stays linear; kernels are cut at the member cap."""
+    b = Builder("chain")
+    x = b.input("x", (40,))
+    y = x
+    for _ in range(3000):
+        y = y * 0.999 + 0.001
+    b.output("y", y)
+    g = decompose(b.build())
+    sched = fuse(g)
+    assert 6000 / 96 <= len(sched.kernels) <= 6000 / 96 + 2
+    xs = {"x": rng.standard_normal(40).astype(np.float32)}
+    np.testing.assert_allclose(run_schedule(plan_memory(sched), xs)["y"],
+                               run_graph(g, xs)["y"], rtol=1e-5)
+
+
 def test_cross_entropy_is_two_kernels(rng):
     def build(b):
         return {"loss": b.cross_entropy(b.input("logits", (5, 7)), b.input("labels", (5,),

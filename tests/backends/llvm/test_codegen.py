@@ -301,6 +301,16 @@ def test_lstm_over_256_steps_compiles_and_matches(rng):
     check_llvm(b.build(outputs={"hs": hs, "h": h_t, "c": c_t}), ins)
 
 
+def test_chain_of_thousands_of_elementwise_ops_compiles_and_matches(rng):
+    b = Builder("chain")
+    x = b.input("x", (70,))
+    y = x
+    for k in range(1500):
+        y = (y * 0.999 + 0.001) if k % 2 else (y * 1.001).tanh()
+    b.output("y", y)
+    check_llvm(b.build(), {"x": rng.standard_normal(70).astype(np.float32)})
+
+
 @pytest.mark.parametrize("cols", [2048, 2049])
 def test_large_outputs_use_streaming_stores(cols, rng):
     """Outputs of 16 MiB and more are written with non-temporal stores where a full vector is
