@@ -215,6 +215,18 @@ def ix(value: int | str | Ix) -> Ix:
 Extents = Mapping[str, int]
 
 
+def ix_size(e: Ix, memo: dict[int, int] | None = None) -> int:
+    """Terms of `e` written out as a tree (what printing or emitting it costs). Subexpressions
+    may be shared, so the tree can be exponentially larger than the objects: counted once per
+    object."""
+    memo = {} if memo is None else memo
+    got = memo.get(id(e))
+    if got is None:
+        got = 1 + sum(1 if isinstance(a, Var) else 1 + ix_size(a.arg, memo) for a, _ in e.terms)
+        memo[id(e)] = got
+    return got
+
+
 def ix_range(e: Ix, extents: Extents) -> tuple[int, int]:
     """Inclusive bounds of `e` given each variable's extent (variable v ranges over [0, n))."""
     lo = hi = e.const

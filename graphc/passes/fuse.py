@@ -10,8 +10,9 @@ Note: how groups form
 ---------------------
 A group is a set of nodes lowered to one kernel by `fuse_lower.Lowering`; a merge is legal when
 the lowering succeeds (one domain, reads of a reduction or template result at its own point), the
-group graph stays acyclic (checked with networkx), the kernel stays under `max_members` and the
-work it does twice stays under `max_recompute_cost`.
+group graph stays acyclic (checked with networkx), the kernel stays under `max_members`, the
+work it does twice stays under `max_recompute_cost`, and no index it reads through grows past
+`fuse_lower.MAX_INDEX_SIZE` terms (reshapes and transposes in turn nest divisions).
 
 1. Producers into consumers (reverse topological order). A pointwise node (elementwise,
    movement, iota, random) that is not a graph output joins the group of its consumers. When its

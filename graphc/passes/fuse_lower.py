@@ -46,6 +46,7 @@ from graphc.ir.kernel import (
     delinearize,
     floordiv,
     ix,
+    ix_size,
     linearize,
     make_bound,
     walk,
@@ -55,6 +56,9 @@ from graphc.ir.registry import get_op
 # Relative cost of computing one element, for the recomputation bound (movement is free).
 OP_COST = {"div": 2, "reciprocal": 2, "sqrt": 2, "rsqrt": 2, "exp": 4, "log": 4, "log1p": 4,
            "sigmoid": 4, "tanh": 4, "softplus": 4, "pow": 4, "random_uniform": 10}
+# Largest index (terms written out, `ix_size`) through which a kernel reads a reshaped value;
+# past it the reshape's input is stored and read back (reason "index cap").
+MAX_INDEX_SIZE = 64
 MOVEMENT_OPS = ("reshape", "transpose", "broadcast", "slice", "pad", "concat")
 REDUCE_KINDS = {"reduce_sum": "sum", "reduce_max": "max", "argmax": "argmax"}
 # Free inside a template operand: per-load index arithmetic, casts and iota. Other elementwise
@@ -278,7 +282,15 @@ class Lowering:
             if x.shape == n.out.shape:
                 return self.pull(x, idx, mask)
             flat = linearize(idx, n.out.shape)
-            return self.pull(x, delinearize(flat, x.shape, self.extents), mask)
+            xi = delinearize(flat, x.shape, self.extents)
+            # Reshapes and transposes in turn nest divisions of divisions: the index doubles in
+            # size with each, and everything that prints, compares or emits it with it.
+            memo: dict[int, int] = {}
+            size = sum(ix_size(e, memo) for e in xi)
+            if size > MAX_INDEX_SIZE:
+                raise Reject("index cap", f"%{self.nm(n)} (reshape) would be read through an "
+                                          f"index of {size} terms > {MAX_INDEX_SIZE}")
+            return self.pull(x, xi, mask)
         if op == "slice":
             xi = tuple(e * st + s for e, s, st in zip(idx, a["start"], a["step"], strict=True))
             return self.pull(x, xi, mask)

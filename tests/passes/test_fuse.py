@@ -74,7 +74,8 @@ def test_golden_schedule(case, rng):
 def test_golden_cases_cover_every_rejection_reason():
     texts = "".join((GOLDEN / f"{c}.kernels").read_text() for c in CASES)
     for reason in ("cycle", "index mismatch", "shape mismatch", "reduction mismatch",
-                   "template boundary", "recompute cap", "size cap", "library boundary"):
+                   "template boundary", "recompute cap", "size cap", "library boundary",
+                   "index cap"):
         assert f": {reason}: " in texts, reason
 
 

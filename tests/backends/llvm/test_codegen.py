@@ -311,6 +311,18 @@ def test_chain_of_thousands_of_elementwise_ops_compiles_and_matches(rng):
     check_llvm(b.build(), {"x": rng.standard_normal(70).astype(np.float32)})
 
 
+def test_hundreds_of_reshapes_and_transposes_in_turn_compile_and_match(rng):
+    """Each reshape after a transpose nests the index in divisions once more (its size
+    doubles): fusion stops at an index cap and stores, instead of compiling for ever."""
+    b = Builder("shuffle")
+    x = b.input("x", (4, 6))
+    y = x
+    for k in range(400):
+        y = y.transpose((1, 0)) if k % 2 == 0 else y.reshape((4, 6))
+    b.output("y", y * 2.0)
+    check_llvm(b.build(), {"x": rng.standard_normal((4, 6)).astype(np.float32)})
+
+
 @pytest.mark.parametrize("cols", [2048, 2049])
 def test_large_outputs_use_streaming_stores(cols, rng):
     """Outputs of 16 MiB and more are written with non-temporal stores where a full vector is
