@@ -461,6 +461,12 @@ def _emit_row_blocks(b: ir.IRBuilder, cfg: GemmConfig, kernels: MicroKernels,
                 c_tile = b.gep(t.c, [b.add(b.mul(row, t.sc_m), col)])
                 bsrc = (b.gep(t.bsrc, [col]), t.sb_k) if packing else (bpj, t.ldb)
                 tail = [row, b.add(t.n0, col), n_valid, t.first, t.last, t.batch, *t.epi_args]
+                # The next micro-panel of B, a slice of it per row tile (see the microkernel).
+                step = ir.Constant(I64, 64 // cfg.elem_bytes)
+                chunk = b.mul(b.sdiv(t.kb, ir.Constant(I64, cfg.unroll_k)), step)
+                nxt = b.gep(bpj, [b.add(b.mul(ir.Constant(I64, cfg.nr), t.bpanel),
+                                        b.mul(b.sdiv(rel, mr), chunk))])
+                tail.append(nxt)
                 if packs_a:  # A at its source, with its own strides; a full-width panel
                     uk = kernels.get(Variant(rows, packing, False, True, True))
                     b.call(uk, [t.kb, in_place, t.sa_m, t.sa_k, *bsrc, c_tile, t.sc_m, *tail]

@@ -86,3 +86,31 @@ def test_microkernel_loops_keep_accumulators_in_registers(dtype):
         spills = [x.strip() for x in body if "(%rsp)" in x and re.search(r"%[xyz]mm", x)]
         assert not spills, f"vector spills in an FMA loop: {spills[:4]}"
     assert loops >= 4  # the microkernels' k loops were found
+
+
+def test_packed_microkernel_prefetches_the_next_panel_once_per_iteration():
+    """The main microkernel (packed A, packed B) brings a slice of the next B panel into L2:
+    one prefetcht1 per unrolled k iteration, and no other prefetch in its loop."""
+    import re
+
+    from graphc.backends.llvm.target import optimize_module, parse_module
+
+    spec = TargetSpec.host()
+    if spec.vector_bits < 512:
+        pytest.skip("the 6 x 64 tile is the AVX-512 one")
+    ref = parse_module(runtime_lib.runtime_module("f32", spec.vector_bits), spec)
+    optimize_module(ref, spec)
+    asm = spec.target_machine(reloc="pic").emit_assembly(ref)
+    body = asm.split("graphc.gemm.shared.f32.ukernel6.pa.full:", 1)[1].split(".cfi_endproc")[0]
+    lines = body.splitlines()
+    labels = {m.group(1): i for i, line in enumerate(lines) if (m := re.match(r"^(\.?\w+):", line))}
+    loops = []
+    for j, line in enumerate(lines):
+        m = re.match(r"\s+j\w+\s+(\.?\w+)$", line)
+        if m and labels.get(m.group(1), j) < j:
+            loop = lines[labels[m.group(1)]:j + 1]
+            if sum("vfmadd" in x for x in loop) >= 48:
+                loops.append(loop)
+    assert loops, "the unrolled k loop was not found"
+    prefetches = [x.split()[0] for x in loops[0] if "prefetch" in x]
+    assert prefetches == ["prefetcht1"], prefetches
