@@ -225,19 +225,26 @@ _EXP_LO = {False: -104.0, True: -746.0}
 _EXP_HI = {False: 89.0, True: 710.0}
 
 
+def _clamp(e: _Emit, x: ir.Value, lo: float | None, hi: float | None,
+           keep_nan: bool) -> ir.Value:
+    """x clamped to [lo, hi] (None: that side is left open); with `keep_nan` NaN passes (one
+    vmaxps/vminps each on x86, NaN the operand passed on), else maxnum/minnum drop it."""
+    if lo is not None:
+        x = e.select(e.cmp("<", x, e.c(lo)), e.c(lo), x) if keep_nan \
+            else e.call("llvm.maxnum", x, e.c(lo))
+    if hi is not None:
+        x = e.select(e.cmp(">", x, e.c(hi)), e.c(hi), x) if keep_nan \
+            else e.call("llvm.minnum", x, e.c(hi))
+    return x
+
+
 def _exp_reduce(e: _Emit, x: ir.Value, lo: float | None, hi: float | None = _EXP_HI,
                 keep_nan: bool = False) -> tuple[ir.Value, ir.Value, tuple[ir.Value, ir.Value]]:
     """Clamp x to [lo, hi] (None: the caller's x is known to be within it), then
     n = rint(x·log2 e) and r = x − n·ln2 with |r| ≤ ln2/2. Returns (r, e^r − 1, n) with n as
     (float, integer). With `keep_nan` the clamps let NaN through (one vmaxps/vminps each on
     x86, NaN the operand passed on), and so does the rest: exp needs no NaN select."""
-    xc = x
-    if lo is not None:
-        xc = e.select(e.cmp("<", xc, e.c(lo)), e.c(lo), xc) if keep_nan \
-            else e.call("llvm.maxnum", xc, e.c(lo))
-    if hi is not None:
-        h = e.c(hi[e.is64])
-        xc = e.select(e.cmp(">", xc, h), h, xc) if keep_nan else e.call("llvm.minnum", xc, h)
+    xc = _clamp(e, x, lo, None if hi is None else hi[e.is64], keep_nan)
     # rint(x·log2 e) by the round-to-integer constant 1.5·2^mant: one fused multiply-add and
     # one subtraction instead of a multiply and a (two-uop) round instruction. The integer
     # comes from the same bits (defined for NaN, unlike a float-to-int conversion).
@@ -275,9 +282,7 @@ def _exp_table_f32x16(e: _Emit, x: ir.Value) -> ir.Value:
     held in one register (vpermps, which reads the low four bits of each index: t's bits,
     unchanged), e^r needs a degree-3 polynomial instead of degree 6, and vscalef takes
     m + j/16 as it is (it scales by 2^floor): 12 vector instructions instead of 14."""
-    x = e.select(e.cmp("<", x, e.c(_EXP_LO[False])), e.c(_EXP_LO[False]), x)  # NaN passes
-    h = e.c(_EXP_HI[False])
-    x = e.select(e.cmp(">", x, h), h, x)
+    x = _clamp(e, x, _EXP_LO[False], _EXP_HI[False], keep_nan=True)
     # Rounding to a multiple of 1/16 by a constant of 1.5·2^19 (its ulp is 2^-4).
     magic = e.c(1.5 * 2.0 ** 19)
     t = e.fma(x, e.c(_LOG2E), magic)

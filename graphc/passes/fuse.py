@@ -114,7 +114,7 @@ class _Fusion:
         self.next_gid = 0
         self.rejections: dict[tuple[str, str, str], Rejection] = {}
         self.dag = nx.DiGraph()
-        self._epilogues: dict[int, Node] | None = None
+        self.epilogues = self.find_epilogues()
 
     # -- names and membership ------------------------------------------------------------------
     def name(self, n: Node) -> str:
@@ -242,9 +242,7 @@ class _Fusion:
         for accumulation chains (autodiff's sums of per-step weight gradients), keep every
         contribution alive until one big kernel at the end; as an epilogue, each add rides on
         its own matmul and the running sum flows from one to the next."""
-        if self._epilogues is None:
-            self._epilogues = self.find_epilogues()
-        return self._epilogues.get(id(p))
+        return self.epilogues.get(id(p))
 
     def find_epilogues(self) -> dict[int, Node]:
         """`epilogue_of` for every node, in one pass in program order: an elementwise node's
