@@ -6,8 +6,8 @@ Its results chose `options.reduce_config`; run it again on a new card before cha
 
 Each configuration is forced into code generation, checked against torch.softmax, captured as a
 CUDA graph (no launch overhead) and timed with CUDA events; medians of 50 replays. First, a probe
-of host overhead per call: graphc's `run_torch` of a one-kernel graph (JIT-compiled and from a
-stored cubin), each launcher alone, and torch's own `x + 1`.
+of host overhead per call: graphc's `run_torch` of a one-kernel graph through each launch path,
+each launcher alone, and torch's own `x + 1`.
 """
 
 from __future__ import annotations
@@ -62,8 +62,9 @@ def run_config(shape, cfg, x) -> float:
 
 
 def launch_overhead() -> dict:
-    """Host microseconds per call of a one-kernel graph (x + 1 on 4096 floats), launched through
-    graphc's run_torch, Triton's own JIT launcher and the stored-cubin launcher, beside torch."""
+    """Host microseconds per call of a one-kernel graph (x + 1 on 4096 floats): graphc's run_torch
+    with each launch path (this GPU's cubins through the driver, the default; Triton's JIT
+    launcher; a package's stored cubins), each launcher alone, and torch's own `x + 1`."""
     import time
 
     from graphc.backends.triton import build_program
@@ -75,10 +76,11 @@ def launch_overhead() -> dict:
     g = b.build(outputs={"y": b.input("x", (4096,)) + 1.0})
     sched = run_pipeline(g).schedule
     x = torch.randn(4096, device="cuda")
-    jit = build_program(sched)
-    aot = build_program(sched, {"archs": (current_arch(),)})
+    progs = {"cubin": build_program(sched), "triton": build_program(sched, {"launcher": "triton"}),
+             "stored": build_program(sched, {"archs": (current_arch(),)})}
     args = {}
-    for k, prog in (("jit", jit), ("aot", aot)):
+    for k, prog in progs.items():
+        torch.testing.assert_close(prog.run_torch({"x": x})["y"], x + 1.0)
         storage = prog._storage({"x": x}, prog._new_outputs())
         args[k] = [storage[a] for a in prog.generated.launches[0].args]
 
@@ -92,11 +94,14 @@ def launch_overhead() -> dict:
         torch.cuda.synchronize()
         return round((time.perf_counter() - t0) / n * 1e6, 2)
 
-    return {"torch x + 1 (us per call)": per_call(lambda: x + 1.0),
-            "graphc run_torch, JIT kernel": per_call(lambda: jit.run_torch({"x": x})),
-            "graphc run_torch, stored cubin": per_call(lambda: aot.run_torch({"x": x})),
-            "Triton JIT launch alone": per_call(lambda: jit.launchers()[0](args["jit"])),
-            "stored-cubin launch alone": per_call(lambda: aot.launchers()[0](args["aot"]))}
+    out = {"torch x + 1 (us per call)": per_call(lambda: x + 1.0)}
+    for k, label in (("cubin", "cubins (default)"), ("triton", "launcher=triton"),
+                     ("stored", "package's stored cubins")):
+        out[f"graphc run_torch, {label}"] = per_call(lambda p=progs[k]: p.run_torch({"x": x}))
+    out["cubin launch alone"] = per_call(lambda: progs["cubin"].launchers()[0](args["cubin"]))
+    out["Triton JIT launch alone"] = per_call(
+        lambda: progs["triton"].launchers()[0](args["triton"]))
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -76,16 +76,21 @@ class CudaDriver:
         return fn.value
 
     def launch(self, fn: int, grid: tuple[int, int, int], threads: int, shared: int,
-               stream: int, params: list[int]) -> None:
-        values = [ctypes.c_uint64(p) for p in params]
-        ptrs = (ctypes.c_void_p * max(len(values), 1))(
-            *[ctypes.cast(ctypes.pointer(v), ctypes.c_void_p) for v in values])
-        self.check(self.lib.cuLaunchKernel(fn, grid[0], grid[1], grid[2], threads, 1, 1, shared,
-                                           stream, ptrs, None), "cuLaunchKernel")
+               stream: int, params: Any) -> None:
+        """`params`: a ctypes array of pointers, one per kernel parameter, to its value."""
+        code = self.lib.cuLaunchKernel(fn, grid[0], grid[1], grid[2], threads, 1, 1, shared,
+                                       stream, params, None)
+        if code:
+            self.check(code, "cuLaunchKernel")
 
 
 class CubinLaunch:
-    """Launch one stored kernel binary (see the module docstring)."""
+    """Launch one stored kernel binary (see the module docstring).
+
+    A launch costs what the driver call costs: the parameter block (one 8-byte slot per kernel
+    parameter and the array of pointers to the slots that cuLaunchKernel reads) is built once,
+    each call only writes the buffers' addresses into it, and the stream comes from torch's raw
+    current-stream query instead of a Stream object."""
 
     def __init__(self, binary: Any, spec: Any) -> None:
         self.binary = binary
@@ -97,6 +102,26 @@ class CubinLaunch:
             raise GraphError(f"kernel {spec.kernel}: the cubin takes {binary.num_params} "
                              f"parameters, the launch passes {len(spec.args)}")
         self.extra = extra
+        n = max(binary.num_params, 1)
+        self.values = (ctypes.c_uint64 * n)()
+        base = ctypes.addressof(self.values)
+        self.params = (ctypes.c_void_p * n)(*[base + 8 * i for i in range(n)])
+        self.grid = tuple(spec.grid)
+        self.threads = 32 * binary.num_warps
+        self.stream: Any = None
+
+    def _load(self) -> None:
+        """Load the cubin into the current context, fill the scratch slots, bind the stream
+        query to the current device (the module lives in that device's context)."""
+        import torch
+
+        self.fn = driver().load(self.binary.cubin, self.binary.entry, self.binary.shared)
+        for i, p in enumerate(self._scratch()):
+            self.values[len(self.spec.args) + i] = p
+        device = torch.cuda.current_device()
+        raw = getattr(torch._C, "_cuda_getCurrentRawStream", None)
+        self.stream = ((lambda: raw(device)) if raw is not None
+                       else (lambda: torch.cuda.current_stream(device).cuda_stream))
 
     def _scratch(self) -> list[int]:
         out = [0] * self.extra
@@ -114,17 +139,17 @@ class CubinLaunch:
         return out
 
     def __call__(self, args: list[Any]) -> None:
-        import torch
-
-        d = driver()
         if self.fn is None:
-            self.fn = d.load(self.binary.cubin, self.binary.entry, self.binary.shared)
-        ptrs = []
-        for name, t in zip(self.spec.args, args, strict=True):
+            self._load()
+        if len(args) != len(self.spec.args):
+            raise GraphError(f"kernel {self.spec.kernel}: {len(args)} buffers passed, the launch "
+                             f"table names {len(self.spec.args)}")
+        values = self.values
+        for i, t in enumerate(args):
             p = t.data_ptr()
             if p % 16:
-                raise GraphError(f"kernel {self.spec.kernel}: buffer %{name} is not 16-byte "
-                                 f"aligned (the cubin was compiled assuming it)")
-            ptrs.append(p)
-        d.launch(self.fn, self.spec.grid, 32 * self.binary.num_warps, self.binary.shared,
-                 torch.cuda.current_stream().cuda_stream, ptrs + self._scratch())
+                raise GraphError(f"kernel {self.spec.kernel}: buffer %{self.spec.args[i]} is not "
+                                 f"16-byte aligned (the cubin was compiled assuming it)")
+            values[i] = p
+        driver().launch(self.fn, self.grid, self.threads, self.binary.shared, self.stream(),
+                        self.params)

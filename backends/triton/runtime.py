@@ -15,9 +15,10 @@ With `cuda_graph=True` the first run compiles and warms every kernel, then captu
 schedule in one CUDA graph over static input/output buffers; later runs copy the inputs in,
 replay, and return copies of the outputs (one launch instead of one per kernel).
 
-Kernels are launched either through the imported generated module (`kernel[grid](...)`, also
-under the interpreter) or, for a package compiled ahead of time, straight from the stored cubin
-through the CUDA driver (`cuda_driver.CubinKernel`), without generating or compiling anything.
+On a GPU kernels are launched from cubins through the CUDA driver (`cuda_driver.CubinLaunch`):
+a package's stored ones (nothing generated or compiled on load), else the current GPU's, compiled
+on the first run. `launcher="triton"` and the interpreter go through the imported generated module
+(`kernel[grid](...)`).
 """
 
 from __future__ import annotations
@@ -308,9 +309,14 @@ class TritonProgram:
 
     def _make_launchers(self) -> list[Callable]:
         opts = self.runtime_options
-        if (self.aot is not None and not opts.interpret
-                and self.aot.has_arch(current_arch())):
-            return self.aot.launchers(current_arch())
+        if not opts.interpret:
+            arch = current_arch()
+            if self.aot is not None and self.aot.has_arch(arch):
+                return self.aot.launchers(arch)
+            if opts.launcher == "cubin":  # this GPU's binaries, kept apart from the package's
+                from .aot import compile_module
+
+                return compile_module(self.generated, (arch,), opts).launchers(arch)
         from .source_cache import import_source
 
         module = import_source(self.generated.source, opts.cache_path(), bool(opts.interpret),

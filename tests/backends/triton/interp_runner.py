@@ -24,6 +24,9 @@ from dataclasses import dataclass
 LOOPED = ("reduce_sum.axis1", "reduce_max.axes01", "argmax.axis1", "reduce.long_rows",
           "softmax", "softmax.long_rows", "log_softmax", "cross_entropy", "batch_norm.train",
           "reduce_sum.f16", "model.cnn")
+# On a GPU kernels launch from cubins through the driver; these also go through Triton's own.
+TRITON_LAUNCHER = ("model.cnn_train_step", "model.lstm", "softmax", "matmul.f16",
+                   "scatter_add.duplicates", "movement.concat_many_outer")
 UNFUSED = ("model.cnn", "model.lstm", "model.cnn_train_step", "model.lstm_train_step",
            "movement.pad_interior_negative", "movement.concat", "lstm.t3")
 
@@ -34,6 +37,7 @@ class Variant:
     fuse: bool = True
     max_rblock: int | None = None
     cuda_graph: bool = False
+    launcher: str = "cubin"
 
     @property
     def name(self) -> str:
@@ -44,6 +48,8 @@ class Variant:
             tags.append(f"rblock{self.max_rblock}")
         if self.cuda_graph:
             tags.append("cudagraph")
+        if self.launcher != "cubin":
+            tags.append(f"{self.launcher}-launcher")
         return self.case + (f"[{','.join(tags)}]" if tags else "")
 
 
@@ -54,6 +60,7 @@ def variants(names: list[str], device: str) -> list[Variant]:
     if device == "cuda":
         out += [Variant(n, cuda_graph=True) for n in ("model.cnn", "softmax", "model.lstm")
                 if n in names]
+        out += [Variant(n, launcher="triton") for n in TRITON_LAUNCHER if n in names]
     return out
 
 
@@ -74,7 +81,7 @@ def run_variant(v: Variant, device: str, cache_dir: str) -> dict:
         want = reference(case, inputs)
         sched = case_schedule(case, fuse=v.fuse)
         opts = {"interpret": device == "cpu", "cache_dir": cache_dir, "poison_arena": True,
-                "max_rblock": v.max_rblock, "cuda_graph": v.cuda_graph}
+                "max_rblock": v.max_rblock, "cuda_graph": v.cuda_graph, "launcher": v.launcher}
         prog = build_program(sched, opts)
         arrays = {**inputs, **{p: sched.param_values[p] for p in sched.params}}
         got = prog.run(arrays)

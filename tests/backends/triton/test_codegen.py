@@ -70,6 +70,8 @@ def test_bad_options_are_graph_errors() -> None:
         generate(s, {"blocks": 3})
     with pytest.raises(GraphError, match="power of two"):
         generate(s, {"max_rblock": 100})
+    with pytest.raises(GraphError, match="launcher 'jit' must be one of"):
+        generate(s, {"launcher": "jit"})
 
 
 def test_huge_buffers_index_in_int64() -> None:

@@ -56,6 +56,43 @@ def test_aot_package_runs_from_cubin(name: str, tmp_path, schedules_checked) -> 
     assert_close(case, {k: torch_to_numpy(v) for k, v in got.items()}, reference(case, inputs))
 
 
+
+def test_stored_cubins_follow_the_current_stream_and_graph_capture(tmp_path) -> None:
+    """Cubin launches go to torch's current stream: on a side stream and inside a CUDA graph
+    capture (where a launch on another stream would break the capture or race the replay)."""
+    sched = case_schedule(CASES_BY_NAME["fused.chain8"])
+    prog = build_program(sched, {"archs": (current_arch(),), "cache_dir": str(tmp_path / "c")})
+    prog.save(tmp_path / "pkg")
+    eager = build_program(sched)
+    side = torch.cuda.Stream()
+    for cuda_graph in (False, True):
+        loaded = load_program(tmp_path / "pkg", options={"cuda_graph": cuda_graph},
+                              param_values=CASES_BY_NAME["fused.chain8"].graph().param_values)
+        for seed in range(3):
+            g = torch.Generator(device="cuda").manual_seed(seed)
+            x = torch.randn(6, 7, device="cuda", generator=g)
+            z = torch.randn(7, device="cuda", generator=g)
+            want = eager.run_torch({"x": x, "z": z})["y"]
+            side.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(side):
+                got = loaded.run_torch({"x": x, "z": z})["y"]
+            torch.cuda.current_stream().wait_stream(side)
+            assert torch.equal(got, want), (cuda_graph, seed)
+        assert all(type(x).__name__ == "CubinLaunch" for x in loaded.launchers())
+
+
+def test_launcher_option_picks_the_launch_path() -> None:
+    """Default: this GPU's cubins through the driver; launcher="triton": Triton's own."""
+    sched = case_schedule(CASES_BY_NAME["softmax"])
+    x = torch.randn(4, 9, device="cuda")
+    got = {}
+    for launcher, kind in (("cubin", "CubinLaunch"), ("triton", "JitLaunch")):
+        prog = build_program(sched, {"launcher": launcher} if launcher != "cubin" else None)
+        got[launcher] = prog.run_torch({"x": x})["y"]
+        assert all(type(f).__name__ == kind for f in prog.launchers()), launcher
+    assert torch.equal(got["cubin"], got["triton"])
+    assert torch.allclose(got["cubin"], torch.softmax(x, -1), atol=1e-6)
+
 def test_tf32_is_opt_in() -> None:
     case = CASES_BY_NAME["matmul.long_k"]
     rng = np.random.default_rng(0)
