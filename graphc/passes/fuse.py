@@ -10,9 +10,10 @@ Note: how groups form
 ---------------------
 A group is a set of nodes lowered to one kernel by `fuse_lower.Lowering`; a merge is legal when
 the lowering succeeds (one domain, reads of a reduction or template result at its own point), the
-group graph stays acyclic (checked with networkx), the kernel stays under `max_members`, the
-work it does twice stays under `max_recompute_cost`, and no index it reads through grows past
-`fuse_lower.MAX_INDEX_SIZE` terms (reshapes and transposes in turn nest divisions).
+group graph stays acyclic (`fuse_dag.OrderedDag`: searches bounded by a topological order), the
+kernel stays under `max_members`, the work it does twice stays under `max_recompute_cost`, and no
+index it reads through grows past `fuse_lower.MAX_INDEX_SIZE` terms (reshapes and transposes in
+turn nest divisions).
 
 1. Producers into consumers (reverse topological order). A pointwise node (elementwise,
    movement, iota, random) that is not a graph output joins the group of its consumers. When its
@@ -51,6 +52,7 @@ from graphc.ir.text import Namer
 from graphc.ir.types import TensorType
 
 from .base import Pass, PassContext
+from .fuse_dag import OrderedDag
 from .fuse_lower import Lowering, Reject, is_splat, node_class, op_cost
 
 
@@ -113,7 +115,7 @@ class _Fusion:
         self.where: dict[int, set[int]] = {}
         self.next_gid = 0
         self.rejections: dict[tuple[str, str, str], Rejection] = {}
-        self.dag = nx.DiGraph()
+        self.dag = OrderedDag((), ())
         self.epilogues = self.find_epilogues()
 
     # -- names and membership ------------------------------------------------------------------
@@ -292,17 +294,14 @@ class _Fusion:
         return out
 
     def build_dag(self) -> None:
-        self.dag = nx.DiGraph()
-        self.dag.add_nodes_from(self.groups)
-        for g in self.groups:
-            for p in self.producer_groups(g):
-                self.dag.add_edge(p, g)
+        self.dag = OrderedDag(self.groups, ((p, g) for g in self.groups
+                                            for p in self.producer_groups(g)))
 
     def cycle_through(self, a: int, c: int) -> int | None:
         """A third group on a path between a and c (merging them would close a cycle)."""
         for src, dst in ((a, c), (c, a)):
             for s in self.dag.successors(src):
-                if s != dst and nx.has_path(self.dag, s, dst):
+                if s != dst and self.dag.reaches(s, dst):
                     return s
         return None
 
@@ -328,7 +327,7 @@ class _Fusion:
         self.where.update(moved)
         self.set_group(a, members)
         del self.groups[c], self.member_ids[c]
-        nx.contracted_nodes(self.dag, a, c, self_loops=False, copy=False)
+        self.dag.contract(a, c)
         return True
 
     def edge_pair(self, a: int, c: int) -> tuple[Node, Node]:
@@ -459,8 +458,13 @@ class _Fusion:
         buffers = {n: Buffer(n, types[n], kinds[n]) for n in types
                    if n in used or kinds[n] in ("input", "param")}
         member_ops = {self.name(n): n.op for n in self.nodes}
-        rejections = tuple(r for r in self.rejections.values()
-                           if not self.same_kernel(r.producer, r.consumer, kernels))
+        kernels_of: dict[str, set[int]] = {}  # member name -> indices of kernels holding it
+        for i, k in enumerate(kernels):
+            for name in k.origin:
+                kernels_of.setdefault(name, set()).add(i)
+        rejections = tuple(r for r in self.rejections.values()  # unless they met after all
+                           if not kernels_of.get(r.producer, set()) & kernels_of.get(r.consumer,
+                                                                                    set()))
         every_value = sum(-(-n.out.type.nbytes // 64) * 64 for n in self.nodes
                           if n.op != "constant" and id(n) not in self.out_ids)
         return Schedule(g.name, tuple(kernels), buffers, tuple(g.input_names),
@@ -468,10 +472,6 @@ class _Fusion:
                         dict(g.param_values), rejections, None,
                         {"fuse": self.opts.fuse, "member_ops": member_ops,
                          "every_value_bytes": every_value})
-
-    @staticmethod
-    def same_kernel(a: str, b: str, kernels: list[Kernel]) -> bool:
-        return any(a in k.origin and b in k.origin for k in kernels)
 
 
 class _View:
