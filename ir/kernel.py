@@ -267,7 +267,29 @@ def floordiv(e: Ix, d: int, extents: Extents) -> Ix:
             return quot + floordiv(Ix(((a, 1),), 0), d // c, extents)
         if c == 1 and isinstance(a, FloorDiv):
             return quot + floordiv(a.arg, a.d * d, extents)
+    split = _split_small(rest, d, extents)
+    if split is not None:  # (g X + y) // (g d') = X // d' for 0 <= y < g
+        g, big, _ = split
+        return quot + floordiv(big, d // g, extents)
     return quot + Ix(((FloorDiv(rest, d), 1),), 0)
+
+
+def _split_small(e: Ix, d: int, extents: Extents) -> tuple[int, Ix, Ix] | None:
+    """`e` as g * big + small with g > 1 dividing d and small always in [0, g), if the terms of
+    the largest coefficients allow it (a flat index i + 1024 r read through a reshape whose
+    blocks are 32768 long: g = 1024, small = i)."""
+    terms = sorted(e.terms, key=lambda t: -abs(t[1]))
+    for k in range(1, len(terms)):
+        g = d
+        for _, c in terms[:k]:
+            g = math.gcd(g, c)
+        if g <= 1:
+            break
+        small = Ix.of(terms[k:], e.const)
+        lo, hi = ix_range(small, extents)
+        if 0 <= lo and hi < g:
+            return g, Ix.of([(a, c // g) for a, c in terms[:k]], 0), small
+    return None
 
 
 def mod(e: Ix, d: int, extents: Extents) -> Ix:
@@ -286,6 +308,10 @@ def mod(e: Ix, d: int, extents: Extents) -> Ix:
             return mod(Ix(((a, 1),), 0), d // c, extents) * c
         if rest.const == 0 and c == 1 and isinstance(a, Mod) and a.d % d == 0:
             return mod(a.arg, d, extents)
+    split = _split_small(rest, d, extents)
+    if split is not None:  # (g X + y) % (g d') = g (X % d') + y for 0 <= y < g
+        g, big, small = split
+        return mod(big, d // g, extents) * g + small
     return Ix(((Mod(rest, d), 1),), 0)
 
 

@@ -65,6 +65,12 @@ REDUCE_KINDS = {"reduce_sum": "sum", "reduce_max": "max", "argmax": "argmax"}
 # ops in an operand run once per loaded tile element (a tiled GEMM loads each element once per
 # tile of the other dimension), so only cheap ones are allowed, up to `max_prologue_cost`.
 PROLOGUE_OPS = MOVEMENT_OPS + ("cast", "iota")
+# A concatenation picks its piece by a tree of selects; loaded tile element by tile element (a
+# template's operand staging) that costs a compare and a select per level. A concatenation of
+# more pieces is stored once by a kernel of its own, which picks whole vectors (one LSTM training
+# step: the joined step gradients feeding W_x's gradient, 64 pieces, 16 % of the step as a
+# prologue).
+MAX_PROLOGUE_PIECES = 4
 
 
 class Reject(Exception):
@@ -247,6 +253,11 @@ class Lowering:
                 return Acc(out.dtype)
             raise Reject("index mismatch", f"%{self.nm(n)} ({op}) is read at [{_fmt(idx)}], "
                                            f"not at its own output point")
+        if self.mode == "operand" and op == "concat" and len(n.inputs) > MAX_PROLOGUE_PIECES:
+            raise Reject("template boundary",
+                         f"%{self.nm(n)} concatenates {len(n.inputs)} pieces (> "
+                         f"{MAX_PROLOGUE_PIECES}): a template prologue would pick a piece for "
+                         f"every loaded element")
         if self.mode == "operand" and op not in PROLOGUE_OPS:
             self.prologue_cost += op_cost(n)
             if op_cost(n) > 1 or self.prologue_cost > self.max_prologue_cost:

@@ -409,6 +409,20 @@ def _train_step(module: str, b_kw: dict):
     return build
 
 
+def _slice_join_grad() -> Graph:
+    """Gradients of disjoint slices of one parameter, a gap left unread: autodiff joins them
+    into one concat with zero pieces instead of a sum of pads."""
+    from graphc.passes import autodiff
+
+    b = Builder("slices", seed=0)
+    w = b.param("w", (9, 4), init="normal")
+    x = b.input("x", (9, 4))
+    parts = [(0, 2), (2, 3), (5, 9)]
+    loss = sum(((k + 1.0) * b.tanh(b.slice(w * x, start=(lo, 0), stop=(hi, 4), step=(1, 1))))
+               .sum() for k, (lo, hi) in enumerate(parts))
+    return autodiff(b.build(outputs={"loss": loss}), "loss")
+
+
 _cnn = _model("cnn", {"batch": 2, "channels": 4}, {"batch": 2})
 _cnn_eval = _model("cnn", {"batch": 2, "channels": 4, "training": False}, {"batch": 2})
 _lstm_model = _model("lstm", {"steps": 3, "batch": 2, "features": 4, "hidden": 6},
@@ -425,6 +439,7 @@ MODEL_CASES = [
                                                        "hidden": 6}),
          _lstm_model[1], rtol=1e-4, atol=1e-5, tags=("model",)),
     Case("model.lstm", _lstm_model[0], _lstm_model[1], rtol=1e-4, atol=1e-5, tags=("model",)),
+    Case("grad.slice_join", _slice_join_grad),
     Case("model.two_two_one", _221[0], _221[1], rtol=1e-5, atol=1e-6, tags=("model",)),
     Case("model.conv1d_seed", _seed[0], _seed[1], rtol=1e-5, atol=1e-6, tags=("model",)),
 ]

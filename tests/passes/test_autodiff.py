@@ -78,6 +78,37 @@ def test_fan_out_is_summed_by_visible_add_nodes():
     np.testing.assert_allclose(run_graph(g, {"x": xs})["grad.x"], want, rtol=1e-12)
 
 
+
+def test_disjoint_slices_send_back_one_concat_not_a_sum_of_pads():
+    """Slices of x along axis 0 (with a gap the loss never reads) join into one concat; an
+    overlapping slice and a strided one are still added, and the numbers stay exact."""
+    b = Builder("pieces")
+    x = b.input("x", (9, 2), "f64")
+
+    def rows(lo, hi, step=1):
+        return b.slice(x, start=(lo, 0), stop=(hi, 2), step=(step, 1))
+
+    loss = sum(((k + 1.0) * b.tanh(rows(lo, hi))).sum()
+               for k, (lo, hi) in enumerate([(0, 2), (2, 3), (5, 9)]))
+    g = verify(autodiff(b.build(outputs={"loss": loss.named("loss")}), "loss", wrt=["x"]))
+    joins = [n for n in g.nodes if n.op == "concat" and n.name == "grad.x.join"]
+    assert len(joins) == 1 and len(joins[0].inputs) == 4  # pieces 0-2, 2-3, a zero gap, 5-9
+    assert not [n for n in g.nodes if n.name == "grad.x.sum"]
+    xs = np.linspace(-1.5, 2.0, 18).reshape(9, 2)
+    want = np.zeros_like(xs)
+    for k, (lo, hi) in enumerate([(0, 2), (2, 3), (5, 9)]):
+        want[lo:hi] = (k + 1.0) * (1 - np.tanh(xs[lo:hi]) ** 2)
+    np.testing.assert_array_equal(run_graph(g, {"x": xs})["grad.x"], want)
+
+    b = Builder("overlap")
+    x = b.input("x", (9, 2), "f64")
+    loss = (b.tanh(rows(0, 4)).sum() + b.tanh(rows(3, 9)).sum() + b.tanh(rows(0, 9, 2)).sum())
+    g = verify(autodiff(b.build(outputs={"loss": loss.named("loss")}), "loss", wrt=["x"]))
+    assert not [n for n in g.nodes if n.name == "grad.x.join"]
+    d = 1 - np.tanh(xs) ** 2
+    want = d * (1.0 * (np.arange(9) < 4) + (np.arange(9) >= 3) + (np.arange(9) % 2 == 0))[:, None]
+    np.testing.assert_allclose(run_graph(g, {"x": xs})["grad.x"], want, rtol=1e-14)
+
 def _mlp(frozen: bool):
     b = Builder("mlp", seed=0)
     x = b.input("x", (5, 4))

@@ -104,6 +104,31 @@ def test_reshape_index_maps_and_division_match_brute_force(out_shape, mid, shift
         assert eval_ix(r, env) == (flat + shift) % d
 
 
+
+@settings(max_examples=80, deadline=None)
+@given(st.lists(st.tuples(st.integers(-48, 48), st.integers(1, 9)), min_size=1, max_size=3),
+       st.integers(-20, 20), st.sampled_from([2, 4, 6, 8, 12, 16, 32, 64]))
+def test_division_of_sums_matches_brute_force(terms, const, d):
+    """floordiv/mod of c1*i0 + c2*i1 + ... + const against Python's // and %, for any mix of
+    coefficients: the rules that split off a small remainder must only fire when exact."""
+    ext = {f"i{k}": n for k, (_, n) in enumerate(terms)}
+    e = Ix.of([(ix(f"i{k}").terms[0][0], c) for k, (c, _) in enumerate(terms) if c], const)
+    q, r = floordiv(e, d, ext), mod(e, d, ext)
+    for point in itertools.product(*(range(n) for _, n in terms)):
+        env = {f"i{k}": v for k, v in enumerate(point)}
+        value = eval_ix(e, env)
+        assert eval_ix(q, env) == value // d, (str(e), d, str(q), env)
+        assert eval_ix(r, env) == value % d, (str(e), d, str(r), env)
+
+
+def test_a_small_remainder_splits_off_a_division():
+    """(i + 1024 r) // 32768 with i < 1024 is r // 32: a column reduction over the rows of a
+    [T*B, 4H] reshape of [T, B, 4H] reads time step r // B, uniform across a vector of i."""
+    ext = {"i0": 1024, "r0": 2048}
+    e = I0 + ix("r0") * 1024
+    assert str(floordiv(e, 32768, ext)) == "r0 // 32"
+    assert str(mod(e, 32768, ext)) == "i0 + (r0 % 32)*1024"
+
 def test_index_simplification_reads_like_the_layout():
     ext = {"i0": 4, "i1": 96}
     # flatten [4, 6, 4, 4] -> [4, 96] read back in the 4-d layout

@@ -238,3 +238,42 @@ def test_cli_show_memory(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "planned arena:                           1,024 bytes" in out
     assert "every graph value its own block:" in out
+
+
+def _place_by_scan(order, best_fit: bool) -> list[int]:
+    """The placement rule written as the plain scan it is: each block in turn goes to the
+    smallest (best fit) or lowest (first fit) gap between the placed blocks it overlaps."""
+    placed, out = [], []
+    for blk in order:
+        busy = sorted((p for p in placed if p[0] <= blk.last and blk.first <= p[1]),
+                      key=lambda p: p[2])
+        best, best_gap, end = -1, None, 0
+        for _first, _last, off, size in busy:
+            gap = off - end
+            if gap >= blk.size and (best_gap is None or gap < best_gap):
+                best, best_gap = end, gap
+                if not best_fit:
+                    break
+            end = max(end, off + size)
+        off = best if best >= 0 else end
+        placed.append((blk.first, blk.last, off, blk.size))
+        out.append(off)
+    return out
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_vectorized_placement_matches_the_scan(seed):
+    from graphc.passes.memory import _Block, _Lifetimes, _place
+
+    rng = np.random.default_rng(seed)
+    blocks = []
+    for i in range(300):
+        first = int(rng.integers(0, 200))
+        blocks.append(_Block([f"b{i}"], 64 * int(rng.integers(1, 40)), first,
+                             first + int(rng.integers(0, 60))))
+    life = _Lifetimes(blocks)
+    for best_fit in (True, False):
+        order = [blocks[i] for i in rng.permutation(len(blocks))]
+        top = _place(order, life, best_fit)
+        assert [b.offset for b in order] == _place_by_scan(order, best_fit)
+        assert top == max(b.offset + b.size for b in order)
