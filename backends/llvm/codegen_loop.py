@@ -102,6 +102,14 @@ from .mathlib import mark_avx512
 # Work (element operations) per parallel chunk, and below which a kernel runs serially.
 CHUNK_WORK = 1 << 15
 PARALLEL_WORK = 1 << 16
+# A loop kernel's chunks are sized by cost: CHUNK_WORK points of a kernel costing POINT_COST per
+# point, fewer of a costlier one. Ops weigh what their vector code costs against an add (the
+# inline exp, log and tanh are a dozen or more instructions per vector): an LSTM step's gates
+# (8192 points, three sigmoids and two tanh each) were one chunk, one thread working while the
+# other waited, about a tenth of a two-thread LSTM forward.
+POINT_COST = 8
+OP_WEIGHT = {"exp": 8, "log": 8, "log1p": 8, "tanh": 8, "sigmoid": 8, "softplus": 12, "pow": 12,
+             "div": 2, "sqrt": 2, "rsqrt": 2, "reciprocal": 2}
 # The same bound for kernels whose work is counted in flops (convolutions, small matmuls): a
 # flop costs far less than a loop kernel's element, and a parallel region's wake-up and join
 # cost microseconds. Measured on the demo CNN's training step (convolutions of 0.1-2.4 MFLOP):
@@ -327,6 +335,7 @@ def _plan_tasks(k: LoopKernel, shapes: dict[str, tuple[int, ...]]) -> LoopPlan:
     q_points = math.prod(n for _, n in nest.inner)
     row_work = max(1, q_points * max(1, len(k.sweeps)))
     nops = sum(1 for _ in walk(k.expr_roots()))
+    cost = sum(OP_WEIGHT.get(e.op, 1) if isinstance(e, Op) else 1 for e in walk(k.expr_roots()))
     column = False
     if nest.inner and nest.outer and nest.outer[-1][1] > 1:
         o_last, q_last = nest.outer[-1][0], nest.inner[-1][0]
@@ -345,7 +354,8 @@ def _plan_tasks(k: LoopKernel, shapes: dict[str, tuple[int, ...]]) -> LoopPlan:
             block = -(-last // nblk)
             block = min(last, -(-block // 16) * 16)
     tasks = rows * -(-last // block)
-    grain = max(1, -(-CHUNK_WORK // (block * row_work)))
+    chunks = -(-rows * last * row_work * max(cost, 1) // (CHUNK_WORK * POINT_COST))
+    grain = max(1, -(-tasks // max(chunks, 1)))  # equal chunks
     return LoopPlan(nest, column, block, tasks, grain, rows * last * row_work * nops)
 
 

@@ -256,3 +256,32 @@ def test_long_row_softmax_streams_and_prefetches(rng):
 
     text = generated_ir(exe.schedule)
     assert "llvm.prefetch" in text and "!nontemporal" in text
+
+
+def _only_loop_plan(build):
+    b = Builder("one")
+    build(b)
+    s = run_pipeline(b.build()).schedule
+    shapes = {n: buf.type.shape for n, buf in s.buffers.items()}
+    (k,) = [k for k in s.kernels if k.kind == "loop"]
+    return plan_loop(k, shapes)
+
+
+def test_costly_points_make_smaller_chunks():
+    """Chunks are sized by cost, not points: an LSTM step's gates (sigmoids and tanh over
+    [32, 256]) split into equal chunks two threads can share, a cheap add of the same size
+    stays one chunk."""
+    def gates(b):
+        pre, c = b.input("pre", (32, 1024)), b.input("c", (32, 256))
+
+        def gate(k):
+            return b.slice(pre, start=(0, 256 * k), stop=(32, 256 * (k + 1)), step=(1, 1))
+
+        c_new = c * b.sigmoid(gate(1)) + b.sigmoid(gate(0)) * b.tanh(gate(2))
+        b.output("h", b.tanh(c_new) * b.sigmoid(gate(3)))
+
+    costly = _only_loop_plan(gates)
+    cheap = _only_loop_plan(lambda b: b.output("y", b.input("c", (32, 256)) + 1.0))
+    assert costly.parallel and -(-costly.tasks // costly.grain) >= 2
+    assert costly.tasks % costly.grain == 0
+    assert -(-cheap.tasks // cheap.grain) == 1
