@@ -102,11 +102,14 @@ from .mathlib import mark_avx512
 # Work (element operations) per parallel chunk, and below which a kernel runs serially.
 CHUNK_WORK = 1 << 15
 PARALLEL_WORK = 1 << 16
-# A loop kernel's chunks are sized by cost: CHUNK_WORK points of a kernel costing POINT_COST per
-# point, fewer of a costlier one. Ops weigh what their vector code costs against an add (the
-# inline exp, log and tanh are a dozen or more instructions per vector): an LSTM step's gates
-# (8192 points, three sigmoids and two tanh each) were one chunk, one thread working while the
-# other waited, about a tenth of a two-thread LSTM forward.
+# A kernel that CHUNK_WORK points per chunk cut into fewer than FEW_CHUNKS chunks is cut by cost
+# instead, into equal chunks of about CHUNK_WORK points costing POINT_COST each. Ops weigh what
+# their vector code costs against an add (the inline exp, log and tanh are a dozen or more
+# instructions per vector): an LSTM step's gates (8192 points, three sigmoids and two tanh each)
+# were one chunk, one thread working while the other waited, about a tenth of a two-thread LSTM
+# forward. Larger kernels keep their chunks: a row reduction prefetches the next row of its
+# chunk, so its chunks should stay long.
+FEW_CHUNKS = 8
 POINT_COST = 8
 OP_WEIGHT = {"exp": 8, "log": 8, "log1p": 8, "tanh": 8, "sigmoid": 8, "softplus": 12, "pow": 12,
              "div": 2, "sqrt": 2, "rsqrt": 2, "reciprocal": 2}
@@ -354,8 +357,10 @@ def _plan_tasks(k: LoopKernel, shapes: dict[str, tuple[int, ...]]) -> LoopPlan:
             block = -(-last // nblk)
             block = min(last, -(-block // 16) * 16)
     tasks = rows * -(-last // block)
-    chunks = -(-rows * last * row_work * max(cost, 1) // (CHUNK_WORK * POINT_COST))
-    grain = max(1, -(-tasks // max(chunks, 1)))  # equal chunks
+    grain = max(1, -(-CHUNK_WORK // (block * row_work)))
+    if -(-tasks // grain) < FEW_CHUNKS:  # a costly kernel of few points: equal chunks by cost
+        chunks = -(-rows * last * row_work * max(cost, 1) // (CHUNK_WORK * POINT_COST))
+        grain = min(grain, max(1, -(-tasks // max(chunks, 1))))
     return LoopPlan(nest, column, block, tasks, grain, rows * last * row_work * nops)
 
 
