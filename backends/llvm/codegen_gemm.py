@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from llvmlite import ir
@@ -58,6 +58,7 @@ from graphc.ir.kernel import (
 
 from .codegen import KernelCode, KernelEnv
 from .codegen_expr import BufferRef, ExprEmitter, VectorEmitter
+from .codegen_loop import CHUNK_WORK
 from .gemm import GemmConfig, emit_gemm, gemm_function_type, prepacked_b_elements
 from .gemm_microkernel import TileContext, TileEpilogue
 from .llvm_ir import (
@@ -75,6 +76,7 @@ from .llvm_ir import (
     vsplat,
 )
 from .lowering import cast_value
+from .parallel import ParallelBody, emit_parallel_for
 
 GEMM_MIN_FLOPS = 2 * 56 ** 3  # measured: below, the simple loops beat packing
 
@@ -103,6 +105,7 @@ def affine_position(buffer: str, index: tuple[Ix, ...], shape: tuple[int, ...]
 
 
 SCRATCH = "$scratch"
+STAGE_PARALLEL_POINTS = 1 << 16  # staged operands of at least this many elements use all threads
 
 
 @dataclass(frozen=True)
@@ -402,11 +405,36 @@ def emit_gemm_call(k: MatmulKernel, plan: GemmPlan, env: KernelEnv, base: GemmCo
 
 def _emit_staging(st: Staged, dtype: str, env: KernelEnv, extents: dict[str, int]) -> None:
     """scratch[offset + row-major(vars)] = operand value, converted to the GEMM's dtype (the
-    innermost loop is contiguous in the scratch: the loop vectorizer widens it)."""
-    b = env.builder
-    t = llvm_type(dtype)
-    base = b.gep(b.bitcast(env.scratch, t.as_pointer()), [ir.Constant(I64, st.offset)])
+    innermost loop is contiguous in the scratch: the loop vectorizer widens it). A large operand
+    is staged by all threads, in chunks of its outermost variable: serial, a cast of 1024 x 1024
+    bf16 weights added a quarter to a two-thread [256, 1024] x [1024, 1024] product."""
     shape = dict(zip(st.operand.vars, st.operand.shape, strict=True))
+    names = sorted({e.buffer for e in walk([st.operand.value]) if isinstance(e, Load)})
+    points = math.prod(shape[v] for v in st.vars)
+    if env.nthreads is None or not st.vars or points < STAGE_PARALLEL_POINTS:
+        _stage_rows(st, dtype, env.builder, env.scratch, env.buffers, extents, shape, None)
+        return
+    inner = max(1, points // shape[st.vars[0]])
+    refs = [env.buffers[n] for n in names]
+
+    def body(p: ParallelBody) -> None:
+        caps = list(p.captures)
+        bufs = {**env.buffers, **{r.name: replace(r, ptr=c) for r, c in zip(refs, caps[1:],
+                                                                            strict=True)}}
+        _stage_rows(st, dtype, p.builder, caps[0], bufs, extents, shape, (p.lo, p.hi))
+
+    emit_parallel_for(env.builder, body, ir.Constant(I64, shape[st.vars[0]]),
+                      grain=max(1, -(-CHUNK_WORK // inner)), nthreads=env.nthreads,
+                      captures=[env.scratch] + [r.ptr for r in refs],
+                      name=f"{env.builder.function.name}.stage.{st.name}")
+
+
+def _stage_rows(st: Staged, dtype: str, b: ir.IRBuilder, scratch: ir.Value,
+                buffers: Mapping[str, BufferRef], extents: dict[str, int],
+                shape: dict[str, int], rows: tuple[ir.Value, ir.Value] | None) -> None:
+    """The staging loop nest, over all of the outermost variable or over `rows` of it."""
+    t = llvm_type(dtype)
+    base = b.gep(b.bitcast(scratch, t.as_pointer()), [ir.Constant(I64, st.offset)])
 
     def nest(j: int, scope: ExprEmitter, pos: ir.Value) -> None:
         if j == len(st.vars):
@@ -415,10 +443,11 @@ def _emit_staging(st: Staged, dtype: str, env: KernelEnv, extents: dict[str, int
             return
         v = st.vars[j]
         n = ir.Constant(I64, shape[v])
-        with for_range(b, ir.Constant(I64, 0), n, name=f"stage.{v}") as i:
+        lo, hi = rows if j == 0 and rows is not None else (ir.Constant(I64, 0), n)
+        with for_range(b, lo, hi, name=f"stage.{v}") as i:
             nest(j + 1, scope.child({v: i}), b.add(b.mul(pos, n), i))
 
-    nest(0, ExprEmitter(b, env.buffers, extents), ir.Constant(I64, 0))
+    nest(0, ExprEmitter(b, buffers, extents), ir.Constant(I64, 0))
 
 
 def _field(b: ir.IRBuilder, struct_ptr: ir.Value, i: int) -> ir.Value:

@@ -228,6 +228,38 @@ def test_large_convolution_runs_in_parallel(rng):
         np.testing.assert_array_equal(one, exe(ins)["y"])
 
 
+
+@pytest.mark.parametrize("operand", ["bf16 weights", "concat of weights", "strided concat A"])
+def test_large_staged_operands_are_staged_by_every_thread(operand, rng):
+    """A GEMM operand computed by a prologue (a cast, a concatenation) is staged into scratch
+    before the GEMM; from 64K elements on by all threads, with the same result as one thread
+    and as the reference."""
+    import graphc
+
+    b = Builder("staged", seed=0)
+    x = b.input("x", (96, 384))
+    if operand == "bf16 weights":
+        w = b.op("cast", b.param("w", (384, 300), dtype="bf16", init="normal"), dtype="f32")
+        y = x @ w
+    elif operand == "concat of weights":
+        w = b.concat(b.param("w1", (100, 300), init="normal"),
+                     b.param("w2", (284, 300), init="normal"), axis=0)
+        y = x @ w
+    else:  # A = [x | x * 2] transposed: the prologue reads x with a stride
+        a = b.transpose(b.concat(x, x * 2.0, axis=1), perm=(1, 0))
+        y = b.transpose(a, perm=(1, 0)) @ b.param("w", (768, 200), init="normal")
+    b.output("y", y)
+    g = b.build()
+    ins = {"x": rng.standard_normal((96, 384)).astype(np.float32)}
+    exe = check_llvm(g, ins, threads=2, tol=dict(rtol=1e-4, atol=1e-4))
+    plans = [p for p in exe.info["kernel_plans"].values() if p.get("staged")]
+    assert plans, "no operand was staged"
+    from graphc.backends.llvm.program import generated_ir
+
+    assert re.search(r'define [^\n]*\.stage\.[ab]\.worker', generated_ir(exe.schedule))
+    one = graphc.compile(g, target="llvm", threads=1)(ins)["y"]
+    np.testing.assert_array_equal(one, exe(ins)["y"])
+
 def test_exp_kernel_is_512_bit_vector_code_without_libm():
     from llvmlite import binding as llvm
 
