@@ -260,6 +260,27 @@ def test_large_staged_operands_are_staged_by_every_thread(operand, rng):
     one = graphc.compile(g, target="llvm", threads=1)(ins)["y"]
     np.testing.assert_array_equal(one, exe(ins)["y"])
 
+
+def test_parallel_kernels_share_one_launcher_per_function():
+    """Structurally identical kernels share a function, and their parallel launch is one
+    launcher function too: an unrolled recurrence's call sites stay one call each in
+    graphc_main instead of an inlined parallel-for setup per step."""
+    from graphc.backends.llvm.program import generated_ir
+    from graphc.pipeline import run_pipeline
+
+    b = Builder("steps", seed=0)  # an LSTM step's gates are cut into chunks for two threads
+    xs, h0, c0 = b.input("xs", (5, 32, 64)), b.input("h0", (32, 256)), b.input("c0", (32, 256))
+    hs, _, _ = b.lstm(xs, h0, c0, b.param("wx", (64, 1024)), b.param("wz", (256, 1024)))
+    b.output("hs", hs)
+    s = run_pipeline(b.build()).schedule
+    ir_text = generated_ir(s, {"threads": 2})
+    launchers = re.findall(r'define internal void @"?(kernel\.[\w.]+\.parallel)', ir_text)
+    main = ir_text[ir_text.index('@"graphc_main"'):]
+    main = main[:main.index("\n}")]
+    calls = re.findall(r'call void @"?(kernel\.[\w.]+\.parallel)', main)
+    assert launchers and len(set(calls)) == len(launchers) < len(calls)
+    assert "GOMP_parallel" not in main and "pfor" not in main
+
 def test_exp_kernel_is_512_bit_vector_code_without_libm():
     from llvmlite import binding as llvm
 
