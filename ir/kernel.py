@@ -279,10 +279,9 @@ def _split_small(e: Ix, d: int, extents: Extents) -> tuple[int, Ix, Ix] | None:
     the largest coefficients allow it (a flat index i + 1024 r read through a reshape whose
     blocks are 32768 long: g = 1024, small = i)."""
     terms = sorted(e.terms, key=lambda t: -abs(t[1]))
+    g = d
     for k in range(1, len(terms)):
-        g = d
-        for _, c in terms[:k]:
-            g = math.gcd(g, c)
+        g = math.gcd(g, terms[k - 1][1])
         if g <= 1:
             break
         small = Ix.of(terms[k:], e.const)

@@ -409,13 +409,13 @@ def _emit_staging(st: Staged, dtype: str, env: KernelEnv, extents: dict[str, int
     is staged by all threads, in chunks of its outermost variable: serial, a cast of 1024 x 1024
     bf16 weights added a quarter to a two-thread [256, 1024] x [1024, 1024] product."""
     shape = dict(zip(st.operand.vars, st.operand.shape, strict=True))
-    names = sorted({e.buffer for e in walk([st.operand.value]) if isinstance(e, Load)})
     points = math.prod(shape[v] for v in st.vars)
     if env.nthreads is None or not st.vars or points < STAGE_PARALLEL_POINTS:
         _stage_rows(st, dtype, env.builder, env.scratch, env.buffers, extents, shape, None)
         return
     inner = max(1, points // shape[st.vars[0]])
-    refs = [env.buffers[n] for n in names]
+    refs = [env.buffers[n] for n in sorted({e.buffer for e in walk([st.operand.value])
+                                            if isinstance(e, Load)})]
 
     def body(p: ParallelBody) -> None:
         caps = list(p.captures)

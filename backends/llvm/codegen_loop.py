@@ -337,8 +337,9 @@ def _plan_tasks(k: LoopKernel, shapes: dict[str, tuple[int, ...]]) -> LoopPlan:
     nest = normalize_nest(k, shapes)
     q_points = math.prod(n for _, n in nest.inner)
     row_work = max(1, q_points * max(1, len(k.sweeps)))
-    nops = sum(1 for _ in walk(k.expr_roots()))
-    cost = sum(OP_WEIGHT.get(e.op, 1) if isinstance(e, Op) else 1 for e in walk(k.expr_roots()))
+    exprs = list(walk(k.expr_roots()))
+    nops = len(exprs)
+    cost = sum(OP_WEIGHT.get(e.op, 1) if isinstance(e, Op) else 1 for e in exprs)
     column = False
     if nest.inner and nest.outer and nest.outer[-1][1] > 1:
         o_last, q_last = nest.outer[-1][0], nest.inner[-1][0]
