@@ -102,7 +102,7 @@ class GemmConfig:
     mr: int = 6
     nv: int = 4
     kc: int = 384
-    mc: int = 144
+    mc: int = 72
     nc: int = 512
     accumulate: bool = False
     epilogue_args: tuple[ir.Type, ...] = ()

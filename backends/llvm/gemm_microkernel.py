@@ -12,7 +12,11 @@ slot that the FMAs need (one thread, 1024^3: +10 %), and so does every panel of 
 whose columns past N hold zeros (N = 10, 40, 120, 250: 4-8 %); the k loop runs `unroll_k`
 steps per iteration. Row edges take strided A (with plain B loads where they can). With these,
 kc = 384 and mc = 144 measured best for f32 (512^3 to 2048^3 and 128 x 256 x 784: 1.04-1.24x
-numpy against 0.97-1.11x with the generic kernel and kc = 256, mc = 240).
+numpy against 0.97-1.11x with the generic kernel and kc = 256, mc = 240). Timed again in
+randomized order within each round (ratios per round, so the machine's drift cancels), mc = 72
+beat 144 by 2-3 % at 1024^3, 2048^3 and 2048 x 512 x 512 (7 % with 8-lane vectors at 1024^3),
+and tied at 128 x 256 x 784, 128 x 256 x 256 and a convolution's 32768 x 64 x 576: a smaller A
+block leaves more of L2 to the B panel and the C rows.
 
 Note: the epilogue hook
 -----------------------
