@@ -244,7 +244,7 @@ def gemm_code(k: MatmulKernel, plan: GemmPlan, buffers: Mapping[str, Buffer],
     esize = 4 if plan.dtype == "f32" else 8
     staged = -(-plan.scratch_elements * esize // 64) * 64
     cfg = GemmConfig.for_vector_bits(bits, plan.dtype)
-    workspace = cfg.workspace_bytes(_workspace_threads(options))
+    workspace = cfg.workspace_bytes(_workspace_threads(options), k.n, k.k)
     persistent = _prepack_region(k, plan, buffers, cfg) if options.get("prepack", True) else None
     return KernelCode(names, 1, 1, False, emit, own_threads=True,
                       scratch_bytes=staged + workspace, persistent=persistent,

@@ -86,6 +86,10 @@ FUSED_A = {"f32": True, "f64": False}
 DIRECT_A_MAX_PANELS = 2  # row-major A read in place up to this many column micro-panels
 
 
+def _cdiv(a: int, b: int) -> int:
+    return -(-a // b)
+
+
 @dataclass(frozen=True)
 class GemmConfig:
     """Compile-time parameters of one generated GEMM.
@@ -103,7 +107,7 @@ class GemmConfig:
     nv: int = 4
     kc: int = 384
     mc: int = 72
-    nc: int = 512
+    nc: int = 1024
     accumulate: bool = False
     epilogue_args: tuple[ir.Type, ...] = ()
     prefetch_b: int = 8  # k steps ahead the microkernel prefetches B rows (0: none)
@@ -126,7 +130,7 @@ class GemmConfig:
         else:  # 16 ymm: 12 accumulators, 2 B vectors, 1 broadcast
             base = {"mr": 6, "nv": 2}
         if dtype == "f64":  # twice the bytes per element: the blocks of the f32 default
-            base.update(kc=256, mc=240)  # would crowd L2
+            base.update(kc=256, mc=240, nc=512)  # would crowd L2
         return GemmConfig(dtype=dtype, lanes=lanes, **{**base, **kw})
 
     @staticmethod
@@ -143,18 +147,29 @@ class GemmConfig:
             raise GraphError(f"GEMM config: nc must be a multiple of nr = {self.nr} and mc of "
                              f"mr = {self.mr}: {self}")
 
-    def b_panel_bytes(self) -> int:
-        """Bytes of one packed kc x nc block of B (64-byte multiple)."""
-        return -(-self.kc * self.nc * _ELEM_BYTES[self.dtype] // 64) * 64
+    def k_block(self, k: int) -> int:
+        """The K block length a product of depth `k` uses (`_k_blocks` in Python)."""
+        npc = max(_cdiv(k, self.kc), 1)
+        return min(self.kc, max(_cdiv(_cdiv(k, npc), 8) * 8, 8))
 
-    def worker_bytes(self) -> int:
-        """Scratch bytes per worker thread: packed kc x nc of B and mc x kc of A."""
-        a_bytes = -(-self.mc * self.kc * _ELEM_BYTES[self.dtype] // 64) * 64
-        return self.b_panel_bytes() + a_bytes
+    def panel_columns(self, n: int) -> int:
+        """The most columns of B one task packs: nc, or N rounded up to nr when narrower."""
+        return min(self.nc, _cdiv(max(n, 1), self.nr) * self.nr)
 
-    def workspace_bytes(self, nthreads: int) -> int:
-        """Size of the `workspace` argument for up to `nthreads` threads (64 for alignment)."""
-        return self.worker_bytes() * max(nthreads, 1) + 64
+    def worker_bytes(self, n: int | None = None, k: int | None = None) -> int:
+        """Scratch bytes per worker thread: a packed K block of B for one task's columns and
+        mc x (K block) of A, each a 64-byte multiple; for the largest product by default.
+        `_emit_gemm_body` computes the same at run time from N and K."""
+        kb = self.kc if k is None else self.k_block(k)
+        cols = self.nc if n is None else self.panel_columns(n)
+        es = _ELEM_BYTES[self.dtype]
+        return _cdiv(kb * cols * es, 64) * 64 + _cdiv(self.mc * kb * es, 64) * 64
+
+    def workspace_bytes(self, nthreads: int, n: int | None = None, k: int | None = None
+                        ) -> int:
+        """Size of the `workspace` argument for up to `nthreads` threads (64 for alignment),
+        for products of N = n, K = k when given (any size otherwise)."""
+        return self.worker_bytes(n, k) * max(nthreads, 1) + 64
 
 
 #: Names of the fixed arguments of a generated GEMM, in order (the C signature is
@@ -227,11 +242,18 @@ def _round_up(b: ir.IRBuilder, x: ir.Value, m: int) -> ir.Value:
 def _emit_grid(b: ir.IRBuilder, cfg: GemmConfig, batch: ir.Value, m: ir.Value, n: ir.Value,
                nthreads: ir.Value) -> _Grid:
     """Split C into at least T = nthreads tasks where possible: first into column blocks of at
-    most nc (no work is repeated: each task packs only its own columns of B), then finer column
+    most nc, nc/2 with more than one thread (no work is repeated: each task packs only its own
+    columns of B; at one thread, 1024 columns instead of 512 halve the tiles that pack A as
+    they go: 1024^3 and 2048^3 +2 %, 2048 x 512 x 512 and 256 x 1024 x 256 +1 %), then finer column
     blocks down to nr, then row blocks (each row block repacks its columns of B)."""
     one = ir.Constant(I64, 1)
     threads = smax(b, b.sext(nthreads, I64), one)
-    nt = smin(b, ir.Constant(I64, cfg.nc), _round_up(b, n, cfg.nr))
+    # With more than one thread, blocks of at most nc/2 columns: twice the tasks to share
+    # out, so that a thread slowed by another process does not hold up the rest.
+    widest = b.select(b.icmp_signed(">", threads, one),
+                      ir.Constant(I64, max(cfg.nc // 2 // cfg.nr, 1) * cfg.nr),
+                      ir.Constant(I64, cfg.nc))
+    nt = smin(b, widest, _round_up(b, n, cfg.nr))
     bn = ceil_div(b, n, nt)
     # Not enough column blocks for the threads: narrower ones (multiples of nr).
     want_bn = smin(b, ceil_div(b, threads, batch), ceil_div(b, n, cfg.nr))
@@ -259,11 +281,17 @@ def _emit_gemm_body(fn: ir.Function, cfg: GemmConfig, kernels: MicroKernels,
         b.ret_void()
     grid = _emit_grid(b, cfg, a["batch"], a["M"], a["N"], a["nthreads"])
 
-    # Scratch: the caller's workspace, or malloc'ed here (64 bytes extra for alignment).
+    # Scratch: the caller's workspace, or malloc'ed here (64 bytes extra for alignment),
+    # sized for this product (`GemmConfig.worker_bytes`): a packed B block of the K block's
+    # length and the widest task's columns, then A's mc rows of it.
     slot = b.alloca(PTR, name="ws.slot")
     b.store(a["workspace"], slot)
     own = b.icmp_unsigned("==", b.ptrtoint(a["workspace"], I64), zero)
-    stride = ir.Constant(I64, cfg.worker_bytes())
+    es = ir.Constant(I64, cfg.elem_bytes)
+    kcb, _ = _k_blocks(b, cfg, a["K"])
+    cols = smin(b, ir.Constant(I64, cfg.nc), _round_up(b, a["N"], cfg.nr))
+    b_bytes = _round_up(b, b.mul(b.mul(kcb, cols), es), 64)
+    stride = b.add(b_bytes, _round_up(b, b.mul(b.mul(ir.Constant(I64, cfg.mc), kcb), es), 64))
     with b.if_then(own, likely=False):
         malloc = declare(b.module, "malloc", PTR, [I64])
         b.store(b.call(malloc, [b.add(b.mul(grid.threads, stride), ir.Constant(I64, 64))]), slot)
@@ -278,7 +306,7 @@ def _emit_gemm_body(fn: ir.Function, cfg: GemmConfig, kernels: MicroKernels,
                         a["bpre"])
     captures = (a["batch"], a["M"], a["N"], a["K"], a["A"], a["sa_batch"], a["sa_m"], a["sa_k"],
                 a["B"], a["sb_batch"], a["sb_k"], a["sb_n"], a["C"], a["sc_batch"], a["sc_m"],
-                ws, grid.mt, grid.nt, grid.bm, grid.bn, a["bpre"]) + epi_args
+                ws, grid.mt, grid.nt, grid.bm, grid.bn, a["bpre"], stride, b_bytes) + epi_args
 
     def body(p: ParallelBody) -> None:
         _emit_tasks(p, cfg, kernels, packs, len(epi_args))
@@ -296,14 +324,14 @@ def _emit_tasks(p: ParallelBody, cfg: GemmConfig, kernels: MicroKernels,
     """Tasks [p.lo, p.hi) inside a worker: decode (batch, row block, column block), then the
     BLIS loops over K blocks, row blocks of mc, column micro-panels and row micro-tiles."""
     (batch, m, n, k, a, sa_b, sa_m, sa_k, bmat, sb_b, sb_k, sb_n, c, sc_b, sc_m,
-     ws, mt, nt, bm, bn, bpre) = p.captures[:21]
-    epi_args = p.captures[21:21 + n_epi]
+     ws, mt, nt, bm, bn, bpre, stride, b_bytes) = p.captures[:23]
+    epi_args = p.captures[23:23 + n_epi]
     prepacked = p.builder.icmp_unsigned("!=", p.builder.ptrtoint(bpre, I64),
                                         ir.Constant(I64, 0))
     npad = _round_up(p.builder, n, cfg.nr)
-    mine = p.builder.gep(ws, [p.builder.mul(p.worker, ir.Constant(I64, cfg.worker_bytes()))])
+    mine = p.builder.gep(ws, [p.builder.mul(p.worker, stride)])
     bp = p.builder.bitcast(mine, a.type)
-    ap = p.builder.bitcast(p.builder.gep(mine, [ir.Constant(I64, cfg.b_panel_bytes())]), a.type)
+    ap = p.builder.bitcast(p.builder.gep(mine, [b_bytes]), a.type)
     c1 = ir.Constant(I64, 1)
 
     def task(b: ir.IRBuilder, t: ir.Value, _c: list) -> list:

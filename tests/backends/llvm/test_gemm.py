@@ -174,6 +174,29 @@ def test_caller_workspace(gemm_small, rng):
     np.testing.assert_array_equal(c1, c2)
 
 
+@pytest.mark.parametrize("cfg_name", ["small", "default"])
+@pytest.mark.parametrize("m,n,k,threads", [(7, 1, 1, 1), (30, 65, 17, 2), (13, 200, 0, 3),
+                                           (50, 1100, 400, 2), (40, 64, 800, 1),
+                                           (9, 129, 385, 4)])
+def test_workspace_sized_for_the_product(cfg_name, m, n, k, threads, gemm_small, gemm_default,
+                                         rng):
+    """A workspace of exactly `workspace_bytes(threads, N, K)` is enough: the bytes after it
+    stay untouched, and results equal those with GEMM's own scratch."""
+    cfg, fn = (SMALL, gemm_small) if cfg_name == "small" else (DEFAULT, gemm_default)
+    size = cfg.workspace_bytes(threads, n, k)
+    assert size <= cfg.workspace_bytes(threads)
+    guard = 4096
+    ws = np.zeros(size + guard, np.uint8)
+    ws[size:] = 0xA5
+    a, b = _operands(rng, 1, m, n, k)
+    c1 = np.empty((1, m, n), np.float32)
+    c2 = np.empty((1, m, n), np.float32)
+    fn(*gemm_numpy_args(a, b, c1, threads, ws.ctypes.data))
+    assert np.all(ws[size:] == 0xA5)
+    fn(*gemm_numpy_args(a, b, c2, threads))
+    np.testing.assert_array_equal(c1, c2)
+
+
 def test_f64_and_accumulate(rng):
     cfg = GemmConfig.for_vector_bits(32 * LANES, "f64", kc=8, mc=12, accumulate=True)
     cfg = GemmConfig(**{**cfg.__dict__, "nc": cfg.nr})
