@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import importlib
 import time
-from collections.abc import Iterator, Mapping, MutableMapping
+from collections.abc import Callable, Iterator, Mapping, MutableMapping
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -19,6 +20,7 @@ from graphc.backends.program import Program, Signature, check_array, check_array
 from graphc.ir.errors import GraphError, InputError
 from graphc.ir.graph import Graph
 from graphc.ir.kernel import Schedule
+from graphc.ir.text import parse_graph
 from graphc.ir.types import DTYPES, round_to_dtype
 
 from .passes.base import PassContext
@@ -101,14 +103,22 @@ class Executable:
     """A compiled graph: call it with numpy arrays, get numpy arrays back."""
 
     def __init__(self, program: Program, params: Mapping[str, np.ndarray],
-                 schedule: Schedule | None = None, graph: Graph | None = None,
+                 schedule: Schedule | None = None,
+                 graph: Graph | Callable[[], Graph] | None = None,
                  info: dict[str, Any] | None = None) -> None:
         self.program = program
         self.signature: Signature = program.signature
         self.schedule = schedule
-        self.graph = graph
+        self._graph = graph
         self.params = ParamStore(self.signature, params)
         self.info = dict(info or {})
+
+    @property
+    def graph(self) -> Graph | None:
+        """The graph after the graph passes (from the pipeline cache: parsed when first read)."""
+        if callable(self._graph):
+            self._graph = self._graph()
+        return self._graph
 
     @property
     def target(self) -> str:
@@ -168,13 +178,40 @@ def compile(graph: Graph, target: str = "llvm", **options: Any) -> Executable:
     opts = CompileOptions(target=target, extra=extra,
                           **{k: v for k, v in options.items() if k in known})
     backend = backend_module(target)
-    ctx = PassContext(verify=opts.verify)
     t0 = time.perf_counter()
-    result = run_pipeline(graph, ctx, fuse=opts.fuse, remat=opts.remat)
+    schedule, after, log, hit = _pipeline(graph, opts)
     t1 = time.perf_counter()
-    program = backend.build_program(result.schedule, opts)
+    program = backend.build_program(schedule, opts)
     t2 = time.perf_counter()
     info = {"pipeline_seconds": t1 - t0, "codegen_seconds": t2 - t1,
-            "fused": opts.fuse, "passes": ctx.log}
+            "fused": opts.fuse, "passes": log}
+    if hit is not None:
+        info["pipeline_cache_hit"] = hit
     info.update(getattr(program, "info", {}))
-    return Executable(program, result.schedule.param_values, result.schedule, result.graph, info)
+    return Executable(program, schedule.param_values, schedule, after, info)
+
+
+def _pipeline(graph: Graph, opts: CompileOptions
+              ) -> tuple[Schedule, Graph | Callable[[], Graph], list, bool | None]:
+    """run_pipeline, through the on-disk pipeline cache unless `cache` is off or the passes
+    are to be verified: (schedule, graph after the graph passes, pass log, cache hit or None
+    when the cache was not asked)."""
+    from . import pipeline_cache as pc
+
+    ctx = PassContext(verify=opts.verify)
+    if not (opts.cache and pc.enabled()) or opts.verify:
+        result = run_pipeline(graph, ctx, fuse=opts.fuse, remat=opts.remat)
+        return result.schedule, result.graph, ctx.log, None
+
+    store = pc.PipelineCache(opts.extra.get("cache_dir"))
+    key = pc.pipeline_key(graph, {"fuse": opts.fuse, "remat": opts.remat})
+    cached = store.lookup(key, dict(graph.param_values))
+    if cached is not None:  # the log is the run that made the entry, marked as such
+        log = [{**e, "cached": True} for e in cached.log]
+        return cached.schedule, partial(parse_graph, cached.graph_text), log, True
+    result = run_pipeline(graph, ctx, fuse=opts.fuse, remat=opts.remat)
+    try:
+        store.store(key, result.schedule, result.graph, ctx.log)
+    except OSError:  # a read-only or full cache directory costs the next compile, nothing more
+        pass
+    return result.schedule, result.graph, ctx.log, False
