@@ -54,6 +54,7 @@ from graphc.ir.kernel import (
     MatmulKernel,
     Op,
     RandomUniform,
+    ReduceRef,
     Schedule,
     Store,
     Sweep,
@@ -156,7 +157,7 @@ def kernel_code(k: Kernel, buffers: Mapping[str, Buffer], options: dict[str, Any
 
 
 def _rename_expr(e: Expr, names: Mapping[str, str], memo: dict[int, Expr],
-                 pinned: Mapping[str, frozenset[int]]) -> Expr:
+                 pinned: Mapping[str, frozenset[int]], reductions: Mapping[str, str]) -> Expr:
     got = memo.get(id(e))
     if got is not None:
         return got
@@ -164,9 +165,12 @@ def _rename_expr(e: Expr, names: Mapping[str, str], memo: dict[int, Expr],
         out: Expr = replace(e, buffer=names.get(e.buffer, e.buffer),
                             index=_unpin(e.index, pinned.get(e.buffer)))
     elif isinstance(e, Op):
-        out = replace(e, args=tuple(_rename_expr(a, names, memo, pinned) for a in e.args))
+        out = replace(e, args=tuple(_rename_expr(a, names, memo, pinned, reductions)
+                                    for a in e.args))
     elif isinstance(e, RandomUniform):
-        out = replace(e, seed=_rename_expr(e.seed, names, memo, pinned))
+        out = replace(e, seed=_rename_expr(e.seed, names, memo, pinned, reductions))
+    elif isinstance(e, ReduceRef):
+        out = replace(e, name=reductions.get(e.name, e.name))
     else:
         out = e
     memo[id(e)] = out
@@ -182,12 +186,17 @@ def _unpin(index: tuple[Ix, ...], axes: frozenset[int] | None) -> tuple[Ix, ...]
 def rename_buffers(k: Kernel, names: Mapping[str, str],
                    pinned: Mapping[str, frozenset[int]] | None = None) -> Kernel:
     """`k` with buffers renamed (unlisted names kept), without its name and origin; the axes
-    `pinned[buffer]` (constant in every access) read index 0 (the caller shifts the pointer)."""
+    `pinned[buffer]` (constant in every access) read index 0 (the caller shifts the pointer).
+    A loop kernel's reductions become r0, r1, ... in order: they are named after graph values
+    (`$grad.t62.add.reduce_sum`), which would keep every step of a sequence apart."""
     memo: dict[int, Expr] = {}
     pinned = pinned or {}
+    reductions = ({r.name: f"r{i}" for i, r in
+                   enumerate(r for sw in k.sweeps for r in sw.reductions)}
+                  if isinstance(k, LoopKernel) else {})
 
     def ex(e: Expr) -> Expr:
-        return _rename_expr(e, names, memo, pinned)
+        return _rename_expr(e, names, memo, pinned, reductions)
 
     def st(s: Store) -> Store:
         return Store(names.get(s.buffer, s.buffer), _unpin(s.index, pinned.get(s.buffer)),
@@ -195,7 +204,8 @@ def rename_buffers(k: Kernel, names: Mapping[str, str],
 
     stores = tuple(st(s) for s in k.all_stores()) if not isinstance(k, LoopKernel) else ()
     if isinstance(k, LoopKernel):
-        sweeps = tuple(Sweep(tuple(replace(r, value=ex(r.value)) for r in sw.reductions),
+        sweeps = tuple(Sweep(tuple(replace(r, name=reductions[r.name], value=ex(r.value))
+                                   for r in sw.reductions),
                              tuple(st(s) for s in sw.stores)) for sw in k.sweeps)
         return replace(k, name="k", origin=(), sweeps=sweeps, stores=tuple(st(s) for s in k.stores))
     if isinstance(k, MatmulKernel):

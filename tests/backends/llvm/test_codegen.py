@@ -324,6 +324,25 @@ def test_kernels_differing_in_constant_offsets_share_a_function(rng):
     assert len(plans) >= 18 and len(functions) <= 6, (len(plans), functions)
 
 
+def test_steps_with_reductions_share_a_function(rng):
+    """Each step's fused kernel holds a row reduction whose name comes from that step's graph
+    value: the name is not part of the code, so the steps still share one function."""
+    b = Builder("steps")
+    x, w = b.input("x", (8, 8, 32)), b.input("w", (32, 32))
+    h = b.zeros((8, 32))
+    for t in range(8):
+        xt = b.reshape(b.op("slice", x, start=(t, 0, 0), stop=(t + 1, 8, 32),
+                            step=(1, 1, 1)), (8, 32))
+        z = (h @ w + xt).tanh()  # the product keeps the steps' kernels apart
+        h = z - b.reduce_sum(z, axes=(1,), keepdims=True) * (1.0 / 32)
+    b.output("h", h)
+    exe = check_llvm(b.build(), {"x": rng.standard_normal((8, 8, 32)).astype(np.float32),
+                                 "w": rng.standard_normal((32, 32)).astype(np.float32) / 6})
+    plans = [p for p in exe.info["kernel_plans"].values() if p["kind"] == "loop"]
+    # the first step (h = 0) and the last (it writes the output) have code of their own
+    assert len(plans) == 8 and len({p["function"] for p in plans}) <= 3, plans
+
+
 def test_constant_column_reads_keep_the_row_stride(rng):
     """Unfused, x[:, p] is a kernel reading a constant column: it shares one function for
     every p on a shifted pointer, and the rows keep x's stride (the axis after them is not
