@@ -3,6 +3,11 @@ pipeline's own, and anything that could change the schedule misses."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import textwrap
+
 import numpy as np
 import pytest
 
@@ -120,3 +125,28 @@ def test_llvm_hit_runs_the_cached_code(tmp_path):
     want = run_graph(g, inputs)
     for name, got in exe(inputs).items():
         np.testing.assert_allclose(got, want[name], rtol=1e-4, atol=1e-5)
+
+
+_RACE = textwrap.dedent("""
+    import sys, numpy as np, graphc
+    b = graphc.Builder("race")
+    x = b.input("x", (16, 16))
+    b.output("y", (x @ x).tanh().sum((0,)))
+    exe = graphc.compile(b.build(), target="reference", cache_dir=sys.argv[1])
+    xs = np.eye(16, dtype=np.float32)
+    assert np.allclose(exe(x=xs)["y"], np.tanh(np.eye(16)).sum(0), atol=1e-6)
+    print(exe.info["pipeline_cache_hit"])
+""")
+
+
+def test_two_processes_filling_the_same_entry_at_once(tmp_path):
+    env = {**os.environ, pc.SWITCH_ENV: "1"}
+    run = [sys.executable, "-c", _RACE, str(tmp_path)]
+    procs = [subprocess.Popen(run, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              env=env) for _ in range(2)]
+    for p in procs:
+        _, err = p.communicate(timeout=120)
+        assert p.returncode == 0, err
+    assert len(_entries(tmp_path)) == 1 and not list(tmp_path.rglob(".*"))  # no temp files
+    again = subprocess.run(run, capture_output=True, text=True, timeout=120, env=env)
+    assert again.stdout.strip() == "True", again.stderr
