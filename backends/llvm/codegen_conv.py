@@ -17,6 +17,7 @@ without materializing im2col. A kernel row whose input row ih lies in the paddin
 as a whole. Tiles are the tasks of the parallel-for, ordered (n, group, channel block, row,
 column block) so consecutive tasks reuse one channel block's weights from cache. A last
 channel block with fewer than OB channels uses a copy of the tile code for that count.
+A thread claims a run of consecutive tiles, up to a channel block's whole plane (`conv_code`).
 
 The epilogue (bias, activation, residual, several outputs) runs per accumulator vector in
 vector mode (`VectorEmitter` over the last output variable), stores masked at the row's end.
@@ -69,6 +70,7 @@ from .llvm_ir import (
 MAX_ACCUMULATORS = 28
 MAX_VECTORS = 4
 MAX_KERNEL_WIDTH = 8
+MIN_CHUNKS = 64  # parallel claims a convolution keeps at least (load balance across threads)
 
 
 @dataclass(frozen=True)
@@ -143,7 +145,12 @@ def conv_code(k: ConvKernel, plan: ConvPlan) -> KernelCode:
     tasks = out[0] * groups * plan.o_blocks * oh * plan.w_blocks
     tile_work = 2 * plan.ob * plan.block_width * math.prod(k.w.shape[1:])
     work = 2 * math.prod(out) * math.prod(k.w.shape[1:])
-    grain = max(1, -(-CHUNK_WORK // max(tile_work, 1)))
+    # A thread claims consecutive rows of one channel block (up to a whole plane, while the
+    # kernel keeps at least MIN_CHUNKS claims to share out): neighbouring rows read mostly the
+    # same input rows, which one-tile claims dealt out to alternate threads (two threads,
+    # conv 3x3 N=32 C=64 32x32 + bias + relu: 7.4 -> 6.9 ms).
+    plane = oh * plan.w_blocks
+    grain = max(1, -(-CHUNK_WORK // max(tile_work, 1)), min(plane, tasks // MIN_CHUNKS))
     names = tuple(dict.fromkeys(kernel_reads(k) + kernel_writes(k)))
 
     def setup(env: KernelEnv) -> None:
