@@ -208,6 +208,14 @@ class _Parser:
             raise self.fail(what)
         return self.next()
 
+    def expect_count(self, what: str) -> tuple[int, _Tok]:
+        """A non-negative integer literal (a dimension, an output index or count)."""
+        tok = self.peek()
+        if tok.kind != "number" or not tok.text.isdigit():
+            raise self.fail(f"a non-negative integer {what}")
+        self.next()
+        return int(tok.text), tok
+
     def accept(self, text: str) -> bool:
         if self.peek().text == text:
             self.i += 1
@@ -291,11 +299,7 @@ class _Parser:
         dims: list[int] = []
         if self.peek().text != "]":
             while True:
-                d = self.expect_kind("number", "a dimension")
-                if not d.text.isdigit():
-                    raise ParseError(f"expected a non-negative integer dimension, got {d.text!r}",
-                                     d.line, d.col, self.source)
-                dims.append(int(d.text))
+                dims.append(self.expect_count("dimension")[0])
                 if not self.accept(","):
                     break
         self.expect("]")
@@ -308,8 +312,7 @@ class _Parser:
         if node is None:
             raise self.undefined(tok)
         if self.accept("#"):
-            idx_tok = self.expect_kind("number", "an output index")
-            idx = int(idx_tok.text)
+            idx, idx_tok = self.expect_count("output index")
             if idx >= len(node.outputs):
                 raise ParseError(f"%{name} has {len(node.outputs)} outputs, no #{idx}",
                                  idx_tok.line, idx_tok.col, self.source)
@@ -341,7 +344,7 @@ class _Parser:
         lhs = self.expect_kind("value", "a %name or 'return'")
         n_out = 1
         if self.accept(":"):
-            n_out = int(self.expect_kind("number", "an output count").text)
+            n_out, _ = self.expect_count("output count")
         self.expect("=")
         op_tok = self.expect_kind("ident", "an op name")
         self.expect("(")

@@ -153,6 +153,12 @@ def test_comments_and_whitespace_are_ignored():
     ("graph g(%x: f32[2]) {\n  %y = exp(%x, %x) : f32[2]\n  return o=%y\n}",
      AttributeSchemaError, r"takes 1 operands, got 2"),
     ("graph g(%x: f32[2]) { ? }", ParseError, r"1:23: unexpected character '\?'"),
+    ("graph g(%x: f32[2.]) {\n  return o=%x\n}", ParseError,
+     r"1:17: expected a non-negative integer dimension, got '2\.'"),
+    ("graph g(%x: f32[2]) {\n  %a:2. = exp(%x) : f32[2]\n  return o=%a\n}", ParseError,
+     r"2:6: expected a non-negative integer output count"),
+    ("graph g(%x: f32[2]) {\n  %a = exp(%x) : f32[2]\n  return o=%a#1.\n}", ParseError,
+     r"3:15: expected a non-negative integer output index, got '1\.'"),
 ])
 def test_parse_errors_name_the_culprit(text, err, match):
     with pytest.raises(err, match=match):
