@@ -3,12 +3,16 @@ parameters as `.npz`.
 
     model.gcpkg/
       manifest.json   format, version, target, signature, kernels, memory plan, target
-                      requirements (CPU features / GPU archs) and a sha256 of every other file
+                      requirements (CPU features / GPU archs), a sha256 of every other file
+                      and a digest of the manifest itself
       params.npz      parameter values (loaded with allow_pickle=False: loading never unpickles)
       ...             the target's files (a shared library; PTX/cubin and launch metadata)
 
-`load_package` checks the format version and every file's hash, then lets the target's loader
-check its own requirements (CPU features, GPU arch) and build a Program. The loaders import
+`load_package` checks the format version, the manifest's digest and every file's hash, then
+lets the target's loader check its own requirements (CPU features, GPU arch) and build a
+Program. The digest matters because the manifest carries what the compiled code trusts (the
+arena size, the argument shapes every call is checked against): an edited or damaged manifest
+is refused rather than run. The loaders import
 neither llvmlite nor the compiler: an LLVM package runs through ctypes alone.
 """
 
@@ -29,7 +33,7 @@ from graphc.backends.program import Signature
 from graphc.ir.errors import GraphError
 
 FORMAT = "graphc-package"
-VERSION = 1
+VERSION = 2  # 2: the manifest carries its own digest
 MANIFEST = "manifest.json"
 PARAMS = "params.npz"
 
@@ -50,6 +54,13 @@ def sha256_file(path: Path) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+def manifest_digest(manifest: dict[str, Any]) -> str:
+    """sha256 of the manifest's canonical JSON, its own `digest` field left out."""
+    body = {k: v for k, v in manifest.items() if k != "digest"}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":"))
+                          .encode()).hexdigest()
 
 
 def save_package(exe, path: str | os.PathLike) -> Path:
@@ -76,6 +87,7 @@ def save_package(exe, path: str | os.PathLike) -> Path:
                                       "naive_bytes": plan.naive_bytes,
                                       "lower_bound_bytes": plan.lower_bound,
                                       "offsets": dict(plan.offsets)}
+        manifest["digest"] = manifest_digest(manifest)
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1, sort_keys=True))
         if path.exists():
             shutil.rmtree(path)
@@ -94,12 +106,18 @@ def read_manifest(path: Path) -> dict[str, Any]:
         manifest = json.loads(mpath.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise PackageError(f"{str(mpath)!r}: corrupted manifest ({e})") from None
-    if manifest.get("format") != FORMAT:
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise PackageError(f"{str(mpath)!r}: not a graphc package manifest")
     if manifest.get("version") != VERSION:
         raise PackageError(f"{str(path)!r}: package format version {manifest.get('version')} "
                            f"is not supported (this graphc reads version {VERSION})")
-    for rel, want in manifest.get("files", {}).items():
+    if manifest.get("digest") != manifest_digest(manifest):
+        raise PackageError(f"{str(mpath)!r}: the manifest does not match its digest (edited "
+                           f"or corrupted)")
+    files = manifest.get("files")
+    if not isinstance(files, dict):
+        raise PackageError(f"{str(mpath)!r}: malformed manifest (no file table)")
+    for rel, want in files.items():
         f = path / rel
         if not f.is_file():
             raise PackageError(f"{str(path)!r}: file {rel!r} listed in the manifest is missing")
@@ -116,14 +134,20 @@ def load_package(path: str | os.PathLike):
 
     path = Path(path)
     manifest = read_manifest(path)
-    target = manifest["target"]
-    if target not in LOADERS:
-        raise PackageError(f"{str(path)!r}: no loader for target {target!r}")
-    loader = importlib.import_module(LOADERS[target])
-    program = loader.load_program(path, manifest)
+    try:
+        target = manifest["target"]
+        if not isinstance(target, str) or target not in LOADERS:
+            raise PackageError(f"{str(path)!r}: no loader for target {target!r}")
+        loader = importlib.import_module(LOADERS[target])
+        program = loader.load_program(path, manifest)
+        sig = Signature.from_json(manifest["signature"])
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError) as e:
+        # The digest matched: a manifest written like this came from a graphc that wrote
+        # another layout than this one reads.
+        raise PackageError(f"{str(path / MANIFEST)!r}: malformed manifest "
+                           f"({type(e).__name__}: {e})") from None
     with np.load(path / PARAMS, allow_pickle=False) as data:
         params = {k: data[k] for k in data.files}
-    sig = Signature.from_json(manifest["signature"])
     if program.signature != sig:
         raise PackageError(f"{str(path)!r}: compiled code and manifest disagree on the signature")
     return Executable(program, params, info={"package": str(path), "manifest": manifest})

@@ -18,7 +18,7 @@ from graphc.backends.llvm.program import PORTABLE_FLAGS
 from graphc.backends.reference import run_graph
 from graphc.ir.builder import Builder
 from graphc.ir.errors import GraphError
-from graphc.package import PackageError
+from graphc.package import PackageError, manifest_digest
 
 from .conftest import assert_outputs_match
 
@@ -122,11 +122,17 @@ def test_corrupted_library_is_refused(package, tmp_path):
         graphc.load(bad)
 
 
+def _write_sealed(folder, m: dict) -> None:
+    """The manifest as a graphc elsewhere (another machine, another version) would write it."""
+    m["digest"] = manifest_digest(m)
+    (folder / "manifest.json").write_text(json.dumps(m))
+
+
 def test_missing_cpu_features_are_refused(package, tmp_path):
     bad = _copy(package, tmp_path)
     m = json.loads((bad / "manifest.json").read_text())
     m["target_info"]["cpu_flags"].append("avx10_9")
-    (bad / "manifest.json").write_text(json.dumps(m))
+    _write_sealed(bad, m)
     with pytest.raises(AotLoadError, match="lacks: avx10_9"):
         graphc.load(bad)
 
@@ -135,13 +141,46 @@ def test_other_machine_and_calling_convention_are_refused(package, tmp_path):
     bad = _copy(package, tmp_path)
     m = json.loads((bad / "manifest.json").read_text())
     m["target_info"]["machine"] = "riscv64"
-    (bad / "manifest.json").write_text(json.dumps(m))
+    _write_sealed(bad, m)
     with pytest.raises(AotLoadError, match="compiled for riscv64"):
         graphc.load(bad)
     m["target_info"]["machine"] = __import__("platform").machine()
     m["target_info"]["layout"]["abi"] = 99
-    (bad / "manifest.json").write_text(json.dumps(m))
+    _write_sealed(bad, m)
     with pytest.raises(GraphError, match="calling convention 99"):
+        graphc.load(bad)
+
+
+def test_edited_manifest_is_refused(package, tmp_path):
+    """The manifest holds what the compiled code trusts (the arena size, the shapes calls are
+    checked against): any edit is caught by its digest before anything runs."""
+    bad = _copy(package, tmp_path)
+    m = json.loads((bad / "manifest.json").read_text())
+    m["target_info"]["layout"]["arena_bytes"] = 64
+    (bad / "manifest.json").write_text(json.dumps(m))
+    with pytest.raises(PackageError, match="does not match its digest"):
+        graphc.load(bad)
+    m["version"] = 1
+    (bad / "manifest.json").write_text(json.dumps(m))
+    with pytest.raises(PackageError, match="format version 1 is not supported"):
+        graphc.load(bad)
+
+
+@pytest.mark.parametrize("edit", [
+    lambda m: m.update(signature=5),
+    lambda m: m.update(target=["llvm"]),
+    lambda m: m["target_info"].update(layout=[]),
+    lambda m: m["signature"].pop("inputs"),
+    lambda m: m.update(files=[1, 2]),
+])
+def test_malformed_manifest_is_a_package_error(package, tmp_path, edit):
+    """A manifest with a valid digest but fields of the wrong kind (a writer of another layout)
+    is a PackageError naming the manifest, never a KeyError or TypeError."""
+    bad = _copy(package, tmp_path)
+    m = json.loads((bad / "manifest.json").read_text())
+    edit(m)
+    _write_sealed(bad, m)
+    with pytest.raises(PackageError, match="manifest"):
         graphc.load(bad)
 
 
