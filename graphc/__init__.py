@@ -47,6 +47,13 @@ from .train import ParamGroup, Trainer, train_step
 parse = parse_graph
 
 
+def from_onnx(model, *, shapes=None, name=None) -> Graph:
+    """A Graph from an ONNX model (a ModelProto or a `.onnx` path); see `graphc.onnx_import`."""
+    from .onnx_import import from_onnx as _from_onnx
+
+    return _from_onnx(model, shapes=shapes, name=name)
+
+
 def load(path) -> Executable:
     """Load an AOT package folder written by `Executable.save` / `graphc compile -o`."""
     from .package import load_package
@@ -60,5 +67,5 @@ __all__ = [
     "ParseError", "ShapeError", "Tensor", "TensorType", "UnknownOpError", "Value", "decompose",
     "load_graph", "parse", "parse_graph", "print_graph", "run_reference", "save_graph", "verify",
     "SGD", "Adam", "AdamW", "ParamGroup", "Trainer", "autodiff", "gradcheck", "simplify",
-    "to_float64", "train_step", "Executable", "compile", "load",
+    "to_float64", "train_step", "Executable", "compile", "load", "from_onnx",
 ]

@@ -44,7 +44,8 @@ def load_example_inputs(path: str | Path) -> dict[str, np.ndarray] | None:
 
 
 def load_graph(path: str | Path, **build_kwargs) -> Graph:
-    """Load a model: a `.gir` file (plus its `.npz`), or a `.py` file defining `build()`."""
+    """Load a model: a `.gir` file (plus its `.npz`), a `.py` file defining `build()`, or an
+    `.onnx` file (`build_kwargs` then go to `from_onnx`: `shapes=` for symbolic dimensions)."""
     path = Path(path)
     if not path.exists():
         raise GraphError(f"model file {str(path)!r} does not exist")
@@ -58,8 +59,12 @@ def load_graph(path: str | Path, **build_kwargs) -> Graph:
             raise GraphError(f"{str(path)!r}: build() returned {type(graph).__name__}, "
                              "not a Graph")
         return graph
+    if path.suffix == ".onnx":
+        from .onnx_import import from_onnx
+
+        return from_onnx(path, **build_kwargs)
     if path.suffix != ".gir":
-        raise GraphError(f"model file {str(path)!r}: expected a .gir or .py file")
+        raise GraphError(f"model file {str(path)!r}: expected a .gir, .py or .onnx file")
     graph = parse_graph(path.read_text(), source=str(path))
     npz = params_path(path)
     if npz.exists():

@@ -1,0 +1,426 @@
+"""Import an ONNX model as a graphc Graph: `graphc.from_onnx(path_or_model)`, and `.onnx`
+files wherever the CLI takes a model.
+
+Note: what an import makes
+--------------------------
+Graph inputs become graph inputs (static shapes: a symbolic dimension needs `shapes=`), float
+initializers become parameters with their values (trainable, except a BatchNormalization's
+running mean and variance, which are frozen), and every node becomes the graphc ops it means,
+so the result is an ordinary graph: it prints as text, trains through `train_step`, compiles
+for every target. Integer tensors that only describe shapes and axes (a Reshape's shape, the
+Shape -> Gather -> Concat chains exporters write around a flatten) are evaluated at import
+time with numpy: with static shapes they are constants, as they are to any ahead-of-time
+compiler.
+
+Supported: Add Sub Mul Div Pow Max Min, Relu Sigmoid Tanh Exp Log Neg Sqrt Abs Reciprocal
+Softplus LeakyRelu, MatMul Gemm, Softmax LogSoftmax (opset 13
+semantics: one axis), Conv (1-D/2-D, strides, pads, dilations, groups), MaxPool AveragePool
+(symmetric pads) GlobalAveragePool, BatchNormalization (inference), Reshape Flatten Transpose
+Concat Squeeze Unsqueeze Identity Dropout (inference) Constant ReduceMean ReduceSum
+ReduceMax, and Shape Gather Cast on constants. Anything else is a GraphError naming the node
+and its op. `onnx` is imported only here.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from graphc.ir.builder import Builder, Tensor
+from graphc.ir.errors import GraphError
+
+_NAME = re.compile(r"[^A-Za-z0-9_.]")
+_UNARY = {"Relu": "relu", "Sigmoid": "sigmoid", "Tanh": "tanh", "Exp": "exp", "Log": "log",
+          "Neg": "neg", "Sqrt": "sqrt", "Abs": "abs", "Reciprocal": "reciprocal",
+          "Softplus": "softplus"}
+_BINARY = {"Add": "add", "Sub": "sub", "Mul": "mul", "Div": "div", "Pow": "pow",
+           "Max": "maximum", "Min": "minimum"}
+_NUMPY_BINARY = {"Add": np.add, "Sub": np.subtract, "Mul": np.multiply, "Div": np.divide,
+                 "Max": np.maximum, "Min": np.minimum}
+
+
+class OnnxImportError(GraphError):
+    """An ONNX model graphc cannot import: unreadable, dynamic shapes, an unsupported op."""
+
+
+def from_onnx(model: Any, *, shapes: Mapping[str, Sequence[int]] | None = None,
+              name: str | None = None) -> Any:
+    """A Graph from an ONNX ModelProto or the path of a `.onnx` file. `shapes` fixes the
+    shape of inputs whose ONNX shape has symbolic dimensions (a batch size, say)."""
+    try:
+        import onnx
+        from onnx import numpy_helper
+    except ImportError as e:  # pragma: no cover - onnx is a test and bench dependency
+        raise OnnxImportError(f"importing ONNX models needs the onnx package: {e}") from None
+    where = "model"
+    if isinstance(model, (str, os.PathLike)):
+        where = str(model)
+        try:
+            model = onnx.load(str(model))
+        except Exception as e:  # noqa: BLE001 - protobuf raises many kinds
+            raise OnnxImportError(f"{where!r} is not a readable ONNX model "
+                                  f"({type(e).__name__}: {e})") from None
+    return _Importer(model, numpy_helper, dict(shapes or {}), where).run(name)
+
+
+def _clean(name: str) -> str:
+    out = _NAME.sub("_", name).strip("._") or "v"
+    return out if not out[0].isdigit() else "v" + out
+
+
+class _Importer:
+    def __init__(self, model, numpy_helper, shapes: dict, where: str) -> None:
+        self.model, self.nh, self.shapes, self.where = model, numpy_helper, shapes, where
+        self.graph = model.graph
+        self.b = Builder(_clean(self.graph.name or "onnx"))
+        self.env: dict[str, Tensor | np.ndarray] = {}
+        self.frozen = {n.input[k] for n in self.graph.node if n.op_type == "BatchNormalization"
+                       for k in (3, 4) if len(n.input) > k}
+        self.taken: set[str] = set()
+
+    def fresh(self, raw: str) -> str:
+        base = name = _clean(raw)
+        k = 1
+        while name in self.taken:
+            name, k = f"{base}_{k}", k + 1
+        self.taken.add(name)
+        return name
+
+    def fail(self, node, msg: str) -> OnnxImportError:
+        label = node.name or (node.output[0] if node.output else "?")
+        return OnnxImportError(f"{self.where}: node {label!r} ({node.op_type}): {msg}")
+
+    # -- sources --------------------------------------------------------------------------------
+    def run(self, name: str | None):
+        inits = {t.name: self.nh.to_array(t) for t in self.graph.initializer}
+        for raw, arr in inits.items():
+            if arr.dtype.kind == "f":
+                self.env[raw] = self.b.param(self.fresh(raw), arr.shape,
+                                             init=arr.astype(np.float32),
+                                             frozen=raw in self.frozen)
+            else:
+                self.env[raw] = arr
+        for vi in self.graph.input:
+            if vi.name in inits:
+                continue
+            self.env[vi.name] = self.b.input(self.fresh(vi.name), self._input_shape(vi),
+                                             self._dtype(vi))
+        for node in self.graph.node:
+            outs = self._node(node)
+            for raw, v in zip(node.output, outs, strict=False):
+                if raw:
+                    self.env[raw] = v
+        outputs = {}
+        for vi in self.graph.output:
+            v = self.env.get(vi.name)
+            if v is None:
+                raise OnnxImportError(f"{self.where}: output {vi.name!r} is not computed")
+            outputs[self.fresh(vi.name)] = self._tensor(v)
+        return self.b.build(name, outputs=outputs)
+
+    def _input_shape(self, vi) -> tuple[int, ...]:
+        if vi.name in self.shapes:
+            return tuple(int(d) for d in self.shapes[vi.name])
+        dims = vi.type.tensor_type.shape.dim
+        if not all(d.HasField("dim_value") for d in dims):
+            shown = [d.dim_value if d.HasField("dim_value") else (d.dim_param or "?")
+                     for d in dims]
+            raise OnnxImportError(f"{self.where}: input {vi.name!r} has shape {shown} with "
+                                  f"symbolic dimensions; give shapes={{{vi.name!r}: (...)}}")
+        return tuple(int(d.dim_value) for d in dims)
+
+    def _dtype(self, vi) -> str:
+        from onnx import TensorProto
+
+        kinds = {TensorProto.FLOAT: "f32", TensorProto.DOUBLE: "f64", TensorProto.INT64: "i64",
+                 TensorProto.INT32: "i32", TensorProto.BOOL: "bool"}
+        et = vi.type.tensor_type.elem_type
+        if et not in kinds:
+            raise OnnxImportError(f"{self.where}: input {vi.name!r} has an element type "
+                                  f"({et}) graphc does not import")
+        return kinds[et]
+
+    def _tensor(self, v) -> Tensor:
+        return v if isinstance(v, Tensor) else self.b.const(np.asarray(v, np.float32))
+
+    # -- nodes ----------------------------------------------------------------------------------
+    def _node(self, node) -> list:
+        from onnx import helper
+
+        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        ins = [self.env.get(x) if x else None for x in node.input]
+        for raw, v in zip(node.input, ins, strict=True):
+            if raw and v is None:
+                raise self.fail(node, f"input {raw!r} is not defined before it")
+        op = node.op_type
+        if all(isinstance(v, np.ndarray) or v is None for v in ins) and op in _CONST_OPS:
+            out = _CONST_OPS[op](self, node, ins, attrs)
+            return [out if isinstance(out, Tensor) else np.asarray(out)]
+        handler = _HANDLERS.get(op)
+        if handler is None:
+            raise self.fail(node, "op not supported by the importer")
+        try:
+            out = handler(self, node, ins, attrs)
+        except OnnxImportError:
+            raise
+        except GraphError as e:
+            raise self.fail(node, str(e)) from None
+        return out if isinstance(out, list) else [out]
+
+    def t(self, v) -> Tensor:
+        return self._tensor(v)
+
+    def ints(self, node, v, what: str) -> list[int]:
+        if not isinstance(v, np.ndarray):
+            raise self.fail(node, f"{what} must be a constant (computed from static shapes)")
+        return [int(x) for x in v.reshape(-1)]
+
+
+def _axis(axis: int, rank: int) -> int:
+    return axis + rank if axis < 0 else axis
+
+
+# -- constant folding on shape tensors -----------------------------------------------------------
+def _shape_of(imp: _Importer, node, ins, attrs):
+    (x,) = ins[:1]
+    shape = np.asarray(x.shape if isinstance(x, (Tensor, np.ndarray)) else (), np.int64)
+    start, end = attrs.get("start", 0), attrs.get("end", len(shape))
+    return shape[start:end]
+
+
+def _gather_const(imp, node, ins, attrs):
+    return np.take(ins[0], ins[1].astype(np.int64), axis=attrs.get("axis", 0))
+
+
+def _unsqueeze_const(imp, node, ins, attrs):
+    axes = attrs.get("axes") or imp.ints(node, ins[1], "axes")
+    out = ins[0]
+    for a in sorted(_axis(a, out.ndim + len(axes)) for a in axes):
+        out = np.expand_dims(out, a)
+    return out
+
+
+def _squeeze_const(imp, node, ins, attrs):
+    axes = attrs.get("axes") or (imp.ints(node, ins[1], "axes") if len(ins) > 1 else None)
+    return np.squeeze(ins[0], axis=None if axes is None else tuple(axes))
+
+
+def _concat_const(imp, node, ins, attrs):
+    return np.concatenate([np.atleast_1d(v) for v in ins], axis=attrs["axis"])
+
+
+def _cast_const(imp, node, ins, attrs):
+    from onnx import helper
+
+    return ins[0].astype(helper.tensor_dtype_to_np_dtype(attrs["to"]))
+
+
+def _binary_const(imp, node, ins, attrs):
+    return _NUMPY_BINARY[node.op_type](ins[0], ins[1])
+
+
+def _constant(imp: _Importer, node, ins, attrs):
+    if "value" not in attrs:
+        raise imp.fail(node, "only a Constant given by `value` is supported")
+    arr = imp.nh.to_array(attrs["value"])
+    return imp.b.const(arr.astype(np.float32)) if arr.dtype.kind == "f" else arr
+
+
+_CONST_OPS: dict[str, Callable] = {
+    "Gather": _gather_const, "Unsqueeze": _unsqueeze_const, "Squeeze": _squeeze_const,
+    "Concat": _concat_const, "Cast": _cast_const, "Constant": _constant,
+    **{op: _binary_const for op in _NUMPY_BINARY},
+}
+
+
+# -- tensor ops ------------------------------------------------------------------------------------
+def _unary(imp, node, ins, attrs):
+    return imp.b.op(_UNARY[node.op_type], imp.t(ins[0]))
+
+
+def _binary(imp, node, ins, attrs):
+    a, c = ins
+    like = a if isinstance(a, Tensor) else c
+    lift = (lambda v: v if isinstance(v, Tensor) else imp.b.const(
+        np.asarray(v, np.float32), dtype=like.dtype))
+    return imp.b.op(_BINARY[node.op_type], lift(a), lift(c))
+
+
+def _leaky_relu(imp, node, ins, attrs):
+    x = imp.t(ins[0])
+    alpha = float(attrs.get("alpha", 0.01))
+    return imp.b.op("maximum", x, x * alpha) if alpha <= 1 else imp.b.op("minimum", x, x * alpha)
+
+
+def _matmul(imp, node, ins, attrs):
+    return imp.b.op("matmul", imp.t(ins[0]), imp.t(ins[1]))
+
+
+def _gemm(imp, node, ins, attrs):
+    a, w = imp.t(ins[0]), imp.t(ins[1])
+    if attrs.get("transA", 0):
+        a = a.transpose(1, 0)
+    if attrs.get("transB", 0):
+        w = w.transpose(1, 0)
+    y = imp.b.op("matmul", a, w)
+    alpha, beta = float(attrs.get("alpha", 1.0)), float(attrs.get("beta", 1.0))
+    if alpha != 1.0:
+        y = y * alpha
+    if len(ins) > 2 and ins[2] is not None:
+        c = imp.t(ins[2])
+        y = y + (c * beta if beta != 1.0 else c)
+    return y
+
+
+def _softmax(imp, node, ins, attrs):
+    op = "softmax" if node.op_type == "Softmax" else "log_softmax"
+    return imp.b.op(op, imp.t(ins[0]), axis=int(attrs.get("axis", -1)))
+
+
+def _conv(imp, node, ins, attrs):
+    x, w = imp.t(ins[0]), imp.t(ins[1])
+    rank = x.ndim - 2
+    if rank not in (1, 2):
+        raise imp.fail(node, f"a {rank}-D convolution (graphc imports 1-D and 2-D)")
+    if attrs.get("auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET"):
+        raise imp.fail(node, "auto_pad: give explicit pads")
+    pads = list(attrs.get("pads", [0] * 2 * rank))
+    padding = tuple((pads[i], pads[i + rank]) for i in range(rank))
+    kw = {"stride": tuple(attrs.get("strides", [1] * rank)), "padding": padding,
+          "dilation": tuple(attrs.get("dilations", [1] * rank)),
+          "groups": int(attrs.get("group", 1))}
+    args = [x, w] + ([imp.t(ins[2])] if len(ins) > 2 and ins[2] is not None else [])
+    return imp.b.op("conv2d" if rank == 2 else "conv1d", *args, **kw)
+
+
+def _pool(imp, node, ins, attrs):
+    x = imp.t(ins[0])
+    rank = x.ndim - 2
+    if rank not in (1, 2):
+        raise imp.fail(node, f"{rank}-D pooling (graphc imports 1-D and 2-D)")
+    if attrs.get("ceil_mode", 0) or attrs.get("auto_pad", b"NOTSET") not in (b"NOTSET",
+                                                                              "NOTSET"):
+        raise imp.fail(node, "ceil_mode and auto_pad are not supported: give explicit pads")
+    if any(d != 1 for d in attrs.get("dilations", [1] * rank)):
+        raise imp.fail(node, "dilated pooling is not supported")
+    pads = list(attrs.get("pads", [0] * 2 * rank))
+    if pads[:rank] != pads[rank:]:
+        raise imp.fail(node, f"asymmetric pads {pads} are not supported in pooling")
+    kw = {"kernel": tuple(attrs["kernel_shape"]),
+          "stride": tuple(attrs.get("strides", [1] * rank)), "padding": tuple(pads[:rank])}
+    kind = "max" if node.op_type == "MaxPool" else "avg"
+    if kind == "avg":
+        kw["count_include_pad"] = bool(attrs.get("count_include_pad", 0))
+    out = imp.b.op(f"{kind}_pool{rank}d", x, **kw)
+    return [out] if len(node.output) == 1 else [out, None]
+
+
+def _global_avg_pool(imp, node, ins, attrs):
+    x = imp.t(ins[0])
+    return x.mean(tuple(range(2, x.ndim)), keepdims=True)
+
+
+def _batch_norm(imp, node, ins, attrs):
+    if attrs.get("training_mode", 0):
+        raise imp.fail(node, "training_mode=1 (graphc imports inference batch norm; "
+                             "train the imported graph with train_step instead)")
+    x, gamma, beta, mean, var = (imp.t(v) for v in ins[:5])
+    return imp.b.op("batch_norm", x, gamma, beta, mean, var, training=False,
+                    eps=float(attrs.get("epsilon", 1e-5)))
+
+
+def _reshape(imp, node, ins, attrs):
+    x = imp.t(ins[0])
+    shape = imp.ints(node, ins[1], "shape")
+    if attrs.get("allowzero", 0):
+        out = shape
+    else:
+        out = [x.shape[i] if d == 0 else d for i, d in enumerate(shape)]
+    if out.count(-1) == 1:
+        known = math.prod(d for d in out if d != -1)
+        out[out.index(-1)] = math.prod(x.shape) // max(known, 1)
+    return x.reshape(*out)
+
+
+def _flatten(imp, node, ins, attrs):
+    x = imp.t(ins[0])
+    axis = _axis(int(attrs.get("axis", 1)), x.ndim)
+    return x.reshape(math.prod(x.shape[:axis]), math.prod(x.shape[axis:]))
+
+
+def _transpose(imp, node, ins, attrs):
+    x = imp.t(ins[0])
+    perm = attrs.get("perm") or list(reversed(range(x.ndim)))
+    return x.transpose(*perm)
+
+
+def _concat(imp, node, ins, attrs):
+    parts = [imp.t(v) for v in ins]
+    return imp.b.op("concat", *parts, axis=_axis(int(attrs["axis"]), parts[0].ndim))
+
+
+def _squeeze(imp, node, ins, attrs):
+    x = imp.t(ins[0])
+    axes = attrs.get("axes") or (imp.ints(node, ins[1], "axes") if len(ins) > 1 else None)
+    drop = ({_axis(a, x.ndim) for a in axes} if axes is not None
+            else {i for i, d in enumerate(x.shape) if d == 1})
+    return x.reshape(*[d for i, d in enumerate(x.shape) if i not in drop])
+
+
+def _unsqueeze(imp, node, ins, attrs):
+    x = imp.t(ins[0])
+    axes = attrs.get("axes") or imp.ints(node, ins[1], "axes")
+    shape = list(x.shape)
+    for a in sorted(_axis(a, x.ndim + len(axes)) for a in axes):
+        shape.insert(a, 1)
+    return x.reshape(*shape)
+
+
+def _identity(imp, node, ins, attrs):
+    out = imp.t(ins[0])
+    return [out] if len(node.output) == 1 else [out, None]
+
+
+def _reduce(imp, node, ins, attrs):
+    x = imp.t(ins[0])
+    axes = attrs.get("axes")
+    if axes is None and len(ins) > 1 and ins[1] is not None:
+        axes = imp.ints(node, ins[1], "axes")
+    axes = tuple(range(x.ndim)) if not axes else tuple(_axis(a, x.ndim) for a in axes)
+    keep = bool(attrs.get("keepdims", 1))
+    method = {"ReduceMean": x.mean, "ReduceSum": x.sum, "ReduceMax": x.max}[node.op_type]
+    return method(axes, keepdims=keep)
+
+
+def _shape_tensor(imp, node, ins, attrs):
+    return np.asarray(_shape_of(imp, node, ins, attrs))
+
+
+def _cast(imp, node, ins, attrs):
+    from onnx import TensorProto
+
+    to = {TensorProto.FLOAT: "f32", TensorProto.DOUBLE: "f64"}.get(attrs["to"])
+    if to is None:
+        raise imp.fail(node, f"a cast to element type {attrs['to']} of a computed tensor")
+    x = imp.t(ins[0])
+    return x if x.dtype == to else x.astype(to)
+
+
+_HANDLERS: dict[str, Callable] = {
+    **{op: _unary for op in _UNARY}, **{op: _binary for op in _BINARY},
+    "LeakyRelu": _leaky_relu, "MatMul": _matmul, "Gemm": _gemm, "Softmax": _softmax,
+    "LogSoftmax": _softmax, "Conv": _conv, "MaxPool": _pool, "AveragePool": _pool,
+    "GlobalAveragePool": _global_avg_pool, "BatchNormalization": _batch_norm,
+    "Reshape": _reshape, "Flatten": _flatten, "Transpose": _transpose, "Concat": _concat,
+    "Squeeze": _squeeze, "Unsqueeze": _unsqueeze, "Identity": _identity, "Dropout": _identity,
+    "Constant": _constant, "ReduceMean": _reduce, "ReduceSum": _reduce, "ReduceMax": _reduce,
+    "Shape": _shape_tensor, "Cast": _cast,
+}
+
+
+__all__ = ["OnnxImportError", "from_onnx"]

@@ -1,0 +1,211 @@
+"""ONNX import: models written with onnx.helper (as exporters write them) run through graphc's
+reference and LLVM backends and are compared with ONNX Runtime running the same file."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+import graphc
+from graphc.io import load_graph
+from graphc.onnx_import import OnnxImportError
+
+onnx = pytest.importorskip("onnx")
+ort = pytest.importorskip("onnxruntime")
+
+from graphc.bench.onnx_models import make_model, node  # noqa: E402
+
+
+def _ort(model, feeds: dict) -> dict:
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 1
+    sess = ort.InferenceSession(model.SerializeToString(), opts,
+                                providers=["CPUExecutionProvider"])
+    names = [o.name for o in sess.get_outputs()]
+    return dict(zip(names, sess.run(names, feeds), strict=True))
+
+
+def _check(model, feeds: dict, rtol=1e-4, atol=1e-5, targets=("reference", "llvm")):
+    want = _ort(model, feeds)
+    graph = graphc.from_onnx(model)
+    for target in targets:
+        got = graphc.compile(graph, target=target)(feeds)
+        assert set(got) == set(want)
+        for k, v in want.items():
+            np.testing.assert_allclose(got[k], v, rtol=rtol, atol=atol, err_msg=f"{target} {k}")
+    return graph
+
+
+def _f32(rng, *shape):
+    return rng.standard_normal(shape).astype(np.float32)
+
+
+def test_mlp_with_gemm_and_softmax(rng):
+    x = _f32(rng, 16, 20)
+    w1, b1 = _f32(rng, 32, 20) * 0.3, _f32(rng, 32)  # Gemm transB=1: torch Linear's layout
+    w2, b2 = _f32(rng, 32, 10) * 0.3, _f32(rng, 10)
+    model = make_model("mlp", [
+        node("Gemm", ["x", "w1", "b1"], ["h"], transB=1),
+        node("Relu", ["h"], ["hr"]),
+        node("Gemm", ["hr", "w2", "b2"], ["z"], alpha=0.5, beta=2.0),
+        node("Softmax", ["z"], ["p"], axis=1),
+        node("LogSoftmax", ["z"], ["lp"], axis=-1),
+    ], {"x": x}, ["p", "lp"], {"w1": w1, "b1": b1, "w2": w2, "b2": b2})
+    graph = _check(model, {"x": x})
+    assert set(graph.param_names) == {"w1", "b1", "w2", "b2"}
+
+
+def test_cnn_conv_batchnorm_pool_flatten(rng):
+    x = _f32(rng, 2, 3, 12, 12)
+    inits = {"w": _f32(rng, 8, 3, 3, 3) * 0.3, "cb": _f32(rng, 8),
+             "g": 1 + 0.1 * _f32(rng, 8), "be": _f32(rng, 8), "m": _f32(rng, 8) * 0.1,
+             "v": np.abs(_f32(rng, 8)) + 0.5, "wd": _f32(rng, 8 * 6 * 6, 5) * 0.1,
+             "w2": _f32(rng, 4, 4, 3, 3) * 0.3}  # two groups of four input channels
+    model = make_model("cnn", [
+        node("Conv", ["x", "w", "cb"], ["c"], pads=[1, 1, 1, 1], strides=[1, 1]),
+        node("BatchNormalization", ["c", "g", "be", "m", "v"], ["bn"], epsilon=1e-3),
+        node("Relu", ["bn"], ["r"]),
+        node("MaxPool", ["r"], ["mp"], kernel_shape=[2, 2], strides=[2, 2]),
+        node("Conv", ["mp", "w2"], ["c2"], group=2, pads=[0, 1, 2, 1], dilations=[1, 2]),
+        node("AveragePool", ["mp"], ["ap"], kernel_shape=[3, 3], strides=[1, 1],
+             pads=[1, 1, 1, 1], count_include_pad=0),
+        node("GlobalAveragePool", ["c2"], ["gap"]),
+        node("Flatten", ["mp"], ["f"], axis=1),
+        node("MatMul", ["f", "wd"], ["logits"]),
+    ], {"x": x}, ["logits", "ap", "gap"], inits)
+    graph = _check(model, {"x": x})
+    assert {"m", "v"} <= graph.frozen_params()
+
+
+def test_shape_arithmetic_reshape_transpose_concat(rng):
+    """The Shape -> Gather -> Unsqueeze -> Concat -> Reshape chain exporters write for a
+    flatten, evaluated at import; axes given as inputs (opset 13)."""
+    x = _f32(rng, 2, 3, 4)
+    zero = onnx.numpy_helper.from_array(np.asarray(0, np.int64))  # a scalar index
+    model = make_model("shapes", [
+        node("Constant", [], ["zero"], value=zero),
+        node("Shape", ["x"], ["s"]),
+        node("Gather", ["s", "zero"], ["n"], axis=0),
+        node("Unsqueeze", ["n", "ax0"], ["n1"]),
+        node("Concat", ["n1", "minus1"], ["target"], axis=0),
+        node("Reshape", ["x", "target"], ["flat"]),
+        node("Transpose", ["x"], ["xt"], perm=[2, 0, 1]),
+        node("Unsqueeze", ["flat", "ax0"], ["u"]),
+        node("Squeeze", ["u", "ax0"], ["sq"]),
+        node("Concat", ["sq", "sq"], ["cat"], axis=-1),
+        node("Reshape", ["x", "keep"], ["r0"]),
+        node("ReduceMean", ["x"], ["mean"], axes=[1], keepdims=0),
+        node("ReduceSum", ["x", "ax2"], ["sum"], keepdims=1),
+        node("ReduceMax", ["x"], ["mx"], axes=[-1], keepdims=1),
+    ], {"x": x}, ["flat", "xt", "cat", "r0", "mean", "sum", "mx"],
+        {"ax0": np.asarray([0], np.int64),
+         "ax2": np.asarray([2], np.int64), "minus1": np.asarray([-1], np.int64),
+         "keep": np.asarray([0, -1], np.int64)})
+    model.opset_import[0].version = 17
+    _check(model, {"x": x})
+
+
+def test_elementwise_ops_and_constants(rng):
+    x = _f32(rng, 4, 6)
+    y = np.abs(_f32(rng, 4, 6)) + 0.5
+    cval = onnx.numpy_helper.from_array(np.full((6,), 0.25, np.float32))
+    model = make_model("ew", [
+        node("Constant", [], ["c"], value=cval),
+        node("Add", ["x", "c"], ["a"]), node("Sub", ["a", "y"], ["s"]),
+        node("Mul", ["s", "x"], ["m"]), node("Div", ["m", "y"], ["d"]),
+        node("Sigmoid", ["d"], ["sg"]), node("Tanh", ["x"], ["th"]),
+        node("Exp", ["th"], ["e"]), node("Log", ["y"], ["lg"]), node("Sqrt", ["y"], ["sq"]),
+        node("Neg", ["x"], ["ng"]), node("Abs", ["ng"], ["ab"]),
+        node("Reciprocal", ["y"], ["rc"]), node("Softplus", ["x"], ["sp"]),
+        node("LeakyRelu", ["x"], ["lr"], alpha=0.1), node("Pow", ["y", "two"], ["pw"]),
+        node("Max", ["x", "th"], ["mx"]), node("Min", ["x", "th"], ["mn"]),
+        node("Identity", ["mn"], ["idn"]), node("Dropout", ["idn"], ["dr"]),
+    ], {"x": x, "y": y}, ["sg", "e", "lg", "sq", "ab", "rc", "sp", "lr", "pw", "mx", "dr"],
+        {"two": np.asarray(2.0, np.float32)})
+    _check(model, {"x": x, "y": y})
+
+
+_TRITON = textwrap.dedent("""
+    import sys, numpy as np, graphc
+    graph = graphc.from_onnx(sys.argv[1])
+    feeds = dict(np.load(sys.argv[2]))
+    want = dict(np.load(sys.argv[3]))
+    got = graphc.compile(graph, target="triton")(feeds)
+    for k, v in want.items():
+        np.testing.assert_allclose(got[k], v, rtol=1e-4, atol=1e-5)
+    print("ok")
+""")
+
+
+def test_imported_graph_runs_on_triton_under_the_interpreter(rng, tmp_path):
+    """Triton's interpreter must be chosen before triton is imported: a process of its own."""
+    pytest.importorskip("triton")
+    pytest.importorskip("torch")
+    x = _f32(rng, 4, 8)
+    model = make_model("small", [node("Gemm", ["x", "w", "b"], ["h"]),
+                                 node("Tanh", ["h"], ["y"]), node("Softmax", ["h"], ["p"])],
+                       {"x": x}, ["y", "p"], {"w": _f32(rng, 8, 5), "b": _f32(rng, 5)})
+    onnx.save(model, str(tmp_path / "m.onnx"))
+    np.savez(tmp_path / "in.npz", x=x)
+    np.savez(tmp_path / "want.npz", **_ort(model, {"x": x}))
+    res = subprocess.run([sys.executable, "-c", _TRITON, str(tmp_path / "m.onnx"),
+                          str(tmp_path / "in.npz"), str(tmp_path / "want.npz")],
+                         capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "TRITON_INTERPRET": "1"})
+    assert res.returncode == 0 and res.stdout.strip() == "ok", res.stderr[-2000:]
+
+
+def test_file_import_and_gradients_of_imported_parameters(tmp_path, rng):
+    x = _f32(rng, 8, 4)
+    model = make_model("lin", [node("Gemm", ["x", "w", "b"], ["y"]),
+                               node("ReduceSum", ["y"], ["loss"], keepdims=0)],
+                       {"x": x}, ["y", "loss"], {"w": _f32(rng, 4, 3), "b": _f32(rng, 3)})
+    path = tmp_path / "lin.onnx"
+    onnx.save(model, str(path))
+    graph = load_graph(path)
+    assert graph.input_names == ["x"] and graph.output_names == ["y", "loss"]
+    want = _ort(model, {"x": x})
+    np.testing.assert_allclose(graphc.compile(graph, target="llvm")(x=x)["y"], want["y"],
+                               rtol=1e-5, atol=1e-6)
+    # imported parameters take part in autodiff like any others: d sum(x w + b) = (x^T 1, N)
+    out = graphc.compile(graphc.autodiff(graph, "loss"), target="reference")(x=x)
+    np.testing.assert_allclose(out["grad.b"], np.full(3, 8.0), rtol=1e-6)
+    np.testing.assert_allclose(out["grad.w"], np.repeat(x.sum(0)[:, None], 3, 1), rtol=1e-5)
+
+
+@pytest.mark.parametrize("build, match", [
+    (lambda x: make_model("u", [node("Erf", ["x"], ["y"])], {"x": x}, ["y"]),
+     r"node 'y' \(Erf\): op not supported"),
+    (lambda x: make_model("u", [node("MaxPool", ["x"], ["y"], kernel_shape=[2, 2],
+                                     ceil_mode=1)], {"x": x}, ["y"]),
+     r"\(MaxPool\): ceil_mode"),
+    (lambda x: make_model("u", [node("Reshape", ["x", "x"], ["y"])], {"x": x}, ["y"]),
+     r"\(Reshape\): shape must be a constant"),
+])
+def test_unsupported_input_is_a_clear_error(build, match, rng):
+    with pytest.raises(OnnxImportError, match=match):
+        graphc.from_onnx(build(_f32(rng, 1, 1, 4, 4)))
+
+
+def test_symbolic_shapes_need_shapes_and_bad_files_are_named(tmp_path, rng):
+    from onnx import TensorProto, helper
+
+    g = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "dyn",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)])
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    with pytest.raises(OnnxImportError, match=r"input 'x' has shape \['batch', 4\].*shapes="):
+        graphc.from_onnx(model)
+    graph = graphc.from_onnx(model, shapes={"x": (3, 4)})
+    x = _f32(rng, 3, 4)
+    np.testing.assert_array_equal(graphc.compile(graph, target="reference")(x=x)["y"],
+                                  np.maximum(x, 0))
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"\x08\x07not a model at all")
+    with pytest.raises(OnnxImportError, match="bad.onnx"):
+        load_graph(bad)
