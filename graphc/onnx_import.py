@@ -158,10 +158,8 @@ class _Importer:
             if raw and v is None:
                 raise self.fail(node, f"input {raw!r} is not defined before it")
         op = node.op_type
-        if all(isinstance(v, np.ndarray) or v is None for v in ins) and op in _CONST_OPS:
-            out = _CONST_OPS[op](self, node, ins, attrs)
-            return [out if isinstance(out, Tensor) else np.asarray(out)]
-        handler = _HANDLERS.get(op)
+        folding = all(isinstance(v, np.ndarray) or v is None for v in ins) and op in _CONST_OPS
+        handler = _CONST_OPS[op] if folding else _HANDLERS.get(op)
         if handler is None:
             raise self.fail(node, "op not supported by the importer")
         try:
@@ -170,6 +168,11 @@ class _Importer:
             raise
         except GraphError as e:
             raise self.fail(node, str(e)) from None
+        except (KeyError, TypeError, ValueError, IndexError) as e:  # AxisError is both
+            # a missing attribute or input, or numbers numpy cannot fold
+            raise self.fail(node, f"malformed node ({type(e).__name__}: {e})") from None
+        if folding:
+            return [out if isinstance(out, Tensor) else np.asarray(out)]
         return out if isinstance(out, list) else [out]
 
     def t(self, v) -> Tensor:

@@ -186,6 +186,13 @@ def test_file_import_and_gradients_of_imported_parameters(tmp_path, rng):
      r"\(MaxPool\): ceil_mode"),
     (lambda x: make_model("u", [node("Reshape", ["x", "x"], ["y"])], {"x": x}, ["y"]),
      r"\(Reshape\): shape must be a constant"),
+    (lambda x: make_model("u", [node("MaxPool", ["x"], ["y"])], {"x": x}, ["y"]),
+     r"\(MaxPool\): malformed node \(KeyError: 'kernel_shape'\)"),
+    (lambda x: make_model("u", [node("Conv", ["x", "w"], ["y"])], {"x": x}, ["y"],
+                          {"w": np.zeros((2, 3, 3, 3), np.float32)}),
+     r"node 'y' \(Conv\): .*"),
+    (lambda x: make_model("u", [node("Relu", ["nope"], ["y"])], {"x": x}, ["y"]),
+     r"input 'nope' is not defined"),
 ])
 def test_unsupported_input_is_a_clear_error(build, match, rng):
     with pytest.raises(OnnxImportError, match=match):
