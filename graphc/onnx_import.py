@@ -17,8 +17,9 @@ Softplus LeakyRelu, MatMul Gemm, Softmax LogSoftmax (opset 13
 semantics: one axis), Conv (1-D/2-D, strides, pads, dilations, groups), MaxPool AveragePool
 (symmetric pads) GlobalAveragePool, BatchNormalization (inference), Reshape Flatten Transpose
 Concat Squeeze Unsqueeze Identity Dropout (inference) Constant ReduceMean ReduceSum
-ReduceMax, and Shape Gather Cast on constants. Anything else is a GraphError naming the node
-and its op. `onnx` is imported only here.
+ReduceMax, LSTM (forward, default activations: its weights become parameters in graphc's
+layout, gates reordered), and Shape Gather Cast on constants. Anything else is a GraphError
+naming the node and its op. `onnx` is imported only here.
 """
 
 from __future__ import annotations
@@ -81,6 +82,9 @@ class _Importer:
         self.env: dict[str, Tensor | np.ndarray] = {}
         self.frozen = {n.input[k] for n in self.graph.node if n.op_type == "BatchNormalization"
                        for k in (3, 4) if len(n.input) > k}
+        # An LSTM's W, R and B become parameters in graphc's layout when the node is imported
+        self.recurrent = {n.input[k] for n in self.graph.node if n.op_type == "LSTM"
+                          for k in (1, 2, 3) if len(n.input) > k and n.input[k]}
         self.taken: set[str] = set()
 
     def fresh(self, raw: str) -> str:
@@ -99,7 +103,7 @@ class _Importer:
     def run(self, name: str | None):
         inits = {t.name: self.nh.to_array(t) for t in self.graph.initializer}
         for raw, arr in inits.items():
-            if arr.dtype.kind == "f":
+            if arr.dtype.kind == "f" and raw not in self.recurrent:
                 self.env[raw] = self.b.param(self.fresh(raw), arr.shape,
                                              init=arr.astype(np.float32),
                                              frozen=raw in self.frozen)
@@ -414,6 +418,57 @@ def _cast(imp, node, ins, attrs):
     return x if x.dtype == to else x.astype(to)
 
 
+_ONNX_TO_TORCH_GATES = (0, 2, 3, 1)  # ONNX stacks the gates i, o, f, c; graphc i, f, g, o
+
+
+def _lstm(imp, node, ins, attrs):
+    """ONNX LSTM (forward, default activations, time-major) as graphc's `lstm`. W, R and B
+    become parameters in graphc's layout: W_x = W[0] with its gate blocks reordered,
+    transposed to [D, 4H]; W_z likewise from R; b = the two biases of B summed."""
+    if attrs.get("direction", b"forward") not in (b"forward", "forward"):
+        raise imp.fail(node, "only direction='forward' is supported")
+    if attrs.get("layout", 0) or attrs.get("input_forget", 0) or "clip" in attrs:
+        raise imp.fail(node, "layout=1, input_forget and clip are not supported")
+    acts = [a.decode() if isinstance(a, bytes) else a for a in attrs.get("activations", [])]
+    if acts and [a.lower() for a in acts] != ["sigmoid", "tanh", "tanh"]:
+        raise imp.fail(node, f"activations {acts} (only the default Sigmoid, Tanh, Tanh)")
+    if len(ins) > 7 and ins[7] is not None:
+        raise imp.fail(node, "peephole weights P are not supported")
+    xs = imp.t(ins[0])
+    t_steps, batch, _ = xs.shape
+    consts = {}
+    for k, what in ((1, "W"), (2, "R"), (3, "B")):
+        v = ins[k] if len(ins) > k else None
+        if v is not None and not isinstance(v, np.ndarray):
+            raise imp.fail(node, f"{what} must be an initializer (graphc reorders its gates)")
+        consts[what] = v
+    hidden = int(attrs.get("hidden_size", consts["R"].shape[-1]))
+
+    def gates(w: np.ndarray) -> np.ndarray:  # [4H, ...] in ONNX order -> graphc order
+        return np.concatenate([w[g * hidden:(g + 1) * hidden] for g in _ONNX_TO_TORCH_GATES])
+
+    w_x = gates(consts["W"][0]).T
+    w_z = gates(consts["R"][0]).T
+    bias = consts["B"]
+    b_sum = gates(bias[0][:4 * hidden] + bias[0][4 * hidden:]) if bias is not None else \
+        np.zeros(4 * hidden, np.float32)
+    seq = ins[4] if len(ins) > 4 else None
+    if seq is not None and not (isinstance(seq, np.ndarray) and np.all(seq == t_steps)):
+        raise imp.fail(node, "sequence_lens must be absent or all equal to the sequence length")
+    raw = [node.input[k] if len(node.input) > k and node.input[k] else
+           f"{node.output[0] or 'lstm'}_{what}" for k, what in ((1, "W"), (2, "R"), (3, "B"))]
+    params = [imp.b.param(imp.fresh(name), init=v.astype(np.float32))
+              for name, v in zip(raw, (w_x, w_z, b_sum), strict=True)]
+    states = []
+    for k in (5, 6):
+        v = ins[k] if len(ins) > k else None
+        states.append(imp.b.zeros((batch, hidden), xs.dtype) if v is None
+                      else imp.t(v).reshape(batch, hidden))
+    hs, h_t, c_t = imp.b.op("lstm", xs, states[0], states[1], *params)
+    return [hs.reshape(t_steps, 1, batch, hidden), h_t.reshape(1, batch, hidden),
+            c_t.reshape(1, batch, hidden)]
+
+
 _HANDLERS: dict[str, Callable] = {
     **{op: _unary for op in _UNARY}, **{op: _binary for op in _BINARY},
     "LeakyRelu": _leaky_relu, "MatMul": _matmul, "Gemm": _gemm, "Softmax": _softmax,
@@ -422,7 +477,7 @@ _HANDLERS: dict[str, Callable] = {
     "Reshape": _reshape, "Flatten": _flatten, "Transpose": _transpose, "Concat": _concat,
     "Squeeze": _squeeze, "Unsqueeze": _unsqueeze, "Identity": _identity, "Dropout": _identity,
     "Constant": _constant, "ReduceMean": _reduce, "ReduceSum": _reduce, "ReduceMax": _reduce,
-    "Shape": _shape_tensor, "Cast": _cast,
+    "Shape": _shape_tensor, "Cast": _cast, "LSTM": _lstm,
 }
 
 

@@ -130,6 +130,26 @@ def test_elementwise_ops_and_constants(rng):
     _check(model, {"x": x, "y": y})
 
 
+@pytest.mark.parametrize("with_state, with_bias", [(True, True), (False, True), (True, False)])
+def test_lstm_forward(rng, with_state, with_bias):
+    """ONNX's LSTM (gates i, o, f, c; W [1, 4H, D], B = W_b ++ R_b) as graphc's lstm."""
+    t, batch, d, h = 5, 3, 4, 6
+    xs = _f32(rng, t, batch, d)
+    inits = {"W": _f32(rng, 1, 4 * h, d) * 0.4, "R": _f32(rng, 1, 4 * h, h) * 0.4,
+             "B": _f32(rng, 1, 8 * h) * 0.3}
+    inputs = ["xs", "W", "R", "B"]
+    if not with_bias:
+        del inits["B"]
+        inputs[3] = ""
+    if with_state:
+        inits.update(h0=_f32(rng, 1, batch, h), c0=_f32(rng, 1, batch, h))
+        inputs += ["", "h0", "c0"]
+    model = make_model("lstm", [node("LSTM", inputs, ["y", "yh", "yc"], hidden_size=h)],
+                       {"xs": xs}, ["y", "yh", "yc"], inits)
+    graph = _check(model, {"xs": xs}, rtol=1e-4, atol=1e-5)
+    assert graph.param_values["W"].shape == (d, 4 * h)  # graphc's layout
+
+
 _TRITON = textwrap.dedent("""
     import sys, numpy as np, graphc
     graph = graphc.from_onnx(sys.argv[1])
