@@ -118,14 +118,27 @@ class _Importer:
             outs = self._node(node)
             for raw, v in zip(node.output, outs, strict=False):
                 if raw:
-                    self.env[raw] = v
+                    self.env[raw] = self._named(v, raw)
         outputs = {}
         for vi in self.graph.output:
             v = self.env.get(vi.name)
             if v is None:
                 raise OnnxImportError(f"{self.where}: output {vi.name!r} is not computed")
-            outputs[self.fresh(vi.name)] = self._tensor(v)
+            key = base = _clean(vi.name)  # outputs have a namespace of their own
+            k = 1
+            while key in outputs:
+                key, k = f"{base}_{k}", k + 1
+            outputs[key] = self._tensor(v)
         return self.b.build(name, outputs=outputs)
+
+    def _named(self, v, raw: str):
+        """A node made for ONNX value `raw` prints under its name (`%conv_Conv_output_0`)."""
+        if not isinstance(v, Tensor) or v.node.op in ("input", "param", "constant"):
+            return v
+        try:
+            return v.named(self.fresh(raw))
+        except GraphError:  # already used (an op returned an existing tensor): keep its name
+            return v
 
     def _input_shape(self, vi) -> tuple[int, ...]:
         if vi.name in self.shapes:

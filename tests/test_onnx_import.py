@@ -58,6 +58,7 @@ def test_mlp_with_gemm_and_softmax(rng):
     ], {"x": x}, ["p", "lp"], {"w1": w1, "b1": b1, "w2": w2, "b2": b2})
     graph = _check(model, {"x": x})
     assert set(graph.param_names) == {"w1", "b1", "w2", "b2"}
+    assert "%hr = relu(%" in str(graph)  # values print under their ONNX names
 
 
 def test_cnn_conv_batchnorm_pool_flatten(rng):
