@@ -240,12 +240,16 @@ def _round_up(b: ir.IRBuilder, x: ir.Value, m: int) -> ir.Value:
 
 
 def _emit_grid(b: ir.IRBuilder, cfg: GemmConfig, batch: ir.Value, m: ir.Value, n: ir.Value,
-               nthreads: ir.Value) -> _Grid:
+               nthreads: ir.Value, prepacked: ir.Value) -> _Grid:
     """Split C into at least T = nthreads tasks where possible: first into column blocks of at
     most nc, nc/2 with more than one thread (no work is repeated: each task packs only its own
     columns of B; at one thread, 1024 columns instead of 512 halve the tiles that pack A as
-    they go: 1024^3 and 2048^3 +2 %, 2048 x 512 x 512 and 256 x 1024 x 256 +1 %), then finer column
-    blocks down to nr, then row blocks (each row block repacks its columns of B)."""
+    they go: 1024^3 and 2048^3 +2 %, 2048 x 512 x 512 and 256 x 1024 x 256 +1 %). Still too
+    few tasks: split the operand whose repacking costs less. Finer column blocks (down to nr)
+    make every task pack all of A's rows; row blocks make every task pack its columns of B,
+    which a prepacked B never does. So rows when N <= M or B is prepacked, else columns first
+    (two threads, rows against columns: 512^3 +3 %, 2048 x 512 x 512 +7 %, 256 x 1024 x 256
+    -2 %)."""
     one = ir.Constant(I64, 1)
     threads = smax(b, b.sext(nthreads, I64), one)
     # With more than one thread, blocks of at most nc/2 columns: twice the tasks to share
@@ -258,6 +262,8 @@ def _emit_grid(b: ir.IRBuilder, cfg: GemmConfig, batch: ir.Value, m: ir.Value, n
     # Not enough column blocks for the threads: narrower ones (multiples of nr).
     want_bn = smin(b, ceil_div(b, threads, batch), ceil_div(b, n, cfg.nr))
     few = b.icmp_signed("<", b.mul(batch, bn), threads)
+    rows_first = b.or_(b.icmp_signed("<=", n, m), prepacked)
+    few = b.and_(few, b.not_(rows_first))
     nt = b.select(few, _round_up(b, ceil_div(b, n, want_bn), cfg.nr), nt)
     bn = ceil_div(b, n, nt)
     # Still not enough: split rows too.
@@ -279,7 +285,8 @@ def _emit_gemm_body(fn: ir.Function, cfg: GemmConfig, kernels: MicroKernels,
                   b.icmp_signed("<=", a["N"], zero))
     with b.if_then(empty, likely=False):
         b.ret_void()
-    grid = _emit_grid(b, cfg, a["batch"], a["M"], a["N"], a["nthreads"])
+    has_bpre = b.icmp_unsigned("!=", b.ptrtoint(a["bpre"], I64), zero)
+    grid = _emit_grid(b, cfg, a["batch"], a["M"], a["N"], a["nthreads"], has_bpre)
 
     # Scratch: the caller's workspace, or malloc'ed here (64 bytes extra for alignment),
     # sized for this product (`GemmConfig.worker_bytes`): a packed B block of the K block's
@@ -299,8 +306,7 @@ def _emit_gemm_body(fn: ir.Function, cfg: GemmConfig, kernels: MicroKernels,
     aligned = b.and_(b.add(b.ptrtoint(raw, I64), ir.Constant(I64, 63)), ir.Constant(I64, -64))
     ws = b.inttoptr(aligned, PTR)
 
-    has_pre = b.icmp_unsigned("!=", b.ptrtoint(a["bpre"], I64), zero)
-    fill = b.and_(has_pre, b.icmp_signed("!=", a["bpre_fill"], ir.Constant(I32, 0)))
+    fill = b.and_(has_bpre, b.icmp_signed("!=", a["bpre_fill"], ir.Constant(I32, 0)))
     with b.if_then(fill, likely=False):
         _emit_prepack_b(b, cfg, packs[1], a["N"], a["K"], a["B"], a["sb_k"], a["sb_n"],
                         a["bpre"])

@@ -110,6 +110,18 @@ def test_gemm_default_blocks_odd_sizes(gemm_default, m, n, k, rng):
     np.testing.assert_array_equal(c1, c2)  # thread count never changes the summation order
 
 
+@pytest.mark.parametrize("m,n,k", [(600, 130, 100), (513, 512, 40), (150, 1030, 64),
+                                   (97, 2100, 30)])
+@pytest.mark.parametrize("threads", [2, 3])
+def test_gemm_splits_rows_or_columns_for_threads(gemm_default, m, n, k, threads, rng):
+    """Too few column blocks for the threads: rows are split when N <= M (each task repacks
+    its columns of B), columns otherwise (each task repacks A); either way the result is the
+    one-thread result, bit for bit."""
+    a, b = _operands(rng, 1, m, n, k)
+    np.testing.assert_array_equal(_check(gemm_default, a, b, threads),
+                                  _check(gemm_default, a, b, 1))
+
+
 @pytest.mark.parametrize("m,n,k,tb,batch", [(128, 256, 784, False, 1), (40, 10, 300, True, 1),
                                             (300, 70, 33, False, 2), (7, 130, 520, True, 3)])
 def test_gemm_prepacked_b_is_filled_once_then_used(gemm_default, m, n, k, tb, batch, rng):
