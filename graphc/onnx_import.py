@@ -12,14 +12,15 @@ Shape -> Gather -> Concat chains exporters write around a flatten) are evaluated
 time with numpy: with static shapes they are constants, as they are to any ahead-of-time
 compiler.
 
-Supported: Add Sub Mul Div Pow Max Min, Relu Sigmoid Tanh Exp Log Neg Sqrt Abs Reciprocal
-Softplus LeakyRelu, MatMul Gemm, Softmax LogSoftmax (opset 13
-semantics: one axis), Conv (1-D/2-D, strides, pads, dilations, groups), MaxPool AveragePool
-(symmetric pads) GlobalAveragePool, BatchNormalization (inference), Reshape Flatten Transpose
-Concat Squeeze Unsqueeze Identity Dropout (inference) Constant ReduceMean ReduceSum
-ReduceMax, LSTM (forward, default activations: its weights become parameters in graphc's
-layout, gates reordered), and Shape Gather Cast on constants. Anything else is a GraphError
-naming the node and its op. `onnx` is imported only here.
+Supported: Add Sub Mul Div Pow Max Min Sum Mean, Relu Sigmoid Tanh Exp Log Neg Sqrt Abs
+Reciprocal Softplus LeakyRelu HardSigmoid Elu Clip, Greater Less Equal GreaterOrEqual
+LessOrEqual Where, MatMul Gemm, Softmax LogSoftmax (opset 13 semantics: one axis), Conv
+(1-D/2-D, strides, pads, dilations, groups), MaxPool AveragePool (symmetric pads)
+GlobalAveragePool, BatchNormalization (inference), Reshape Flatten Transpose Concat Squeeze
+Unsqueeze Slice (forward steps) Split Pad (constant) Expand Identity Dropout (inference)
+Constant ReduceMean ReduceSum ReduceMax, LSTM (forward, default activations: its weights
+become parameters in graphc's layout, gates reordered), and Shape Gather Slice Cast on
+constants. Anything else is a GraphError naming the node and its op. `onnx` is imported only here.
 """
 
 from __future__ import annotations
@@ -86,6 +87,7 @@ class _Importer:
         self.recurrent = {n.input[k] for n in self.graph.node if n.op_type == "LSTM"
                           for k in (1, 2, 3) if len(n.input) > k and n.input[k]}
         self.taken: set[str] = set()
+        self.inits: dict[str, np.ndarray] = {}
 
     def fresh(self, raw: str) -> str:
         base = name = _clean(raw)
@@ -101,7 +103,7 @@ class _Importer:
 
     # -- sources --------------------------------------------------------------------------------
     def run(self, name: str | None):
-        inits = {t.name: self.nh.to_array(t) for t in self.graph.initializer}
+        inits = self.inits = {t.name: self.nh.to_array(t) for t in self.graph.initializer}
         for raw, arr in inits.items():
             if arr.dtype.kind == "f" and raw not in self.recurrent:
                 self.env[raw] = self.b.param(self.fresh(raw), arr.shape,
@@ -185,8 +187,9 @@ class _Importer:
             raise
         except GraphError as e:
             raise self.fail(node, str(e)) from None
-        except (KeyError, TypeError, ValueError, IndexError) as e:  # AxisError is both
-            # a missing attribute or input, or numbers numpy cannot fold
+        except (KeyError, TypeError, ValueError, IndexError, AttributeError) as e:
+            # a missing attribute or input (None), or numbers numpy cannot fold (its AxisError
+            # is a ValueError and an IndexError)
             raise self.fail(node, f"malformed node ({type(e).__name__}: {e})") from None
         if folding:
             return [out if isinstance(out, Tensor) else np.asarray(out)]
@@ -431,6 +434,143 @@ def _cast(imp, node, ins, attrs):
     return x if x.dtype == to else x.astype(to)
 
 
+def _slice_params(imp, node, ins, attrs, shape) -> tuple[list, list, list]:
+    """ONNX Slice's starts/ends/axes/steps (inputs from opset 10, attributes before) as
+    graphc's per-axis start, stop and step, clamped as ONNX clamps them."""
+    if len(ins) > 1:
+        starts = imp.ints(node, ins[1], "starts")
+        ends = imp.ints(node, ins[2], "ends")
+        axes = imp.ints(node, ins[3], "axes") if len(ins) > 3 and ins[3] is not None else None
+        steps = imp.ints(node, ins[4], "steps") if len(ins) > 4 and ins[4] is not None else None
+    else:
+        starts, ends, axes, steps = attrs["starts"], attrs["ends"], attrs.get("axes"), None
+    axes = list(range(len(starts))) if axes is None else [_axis(a, len(shape)) for a in axes]
+    steps = [1] * len(starts) if steps is None else steps
+    start, stop, step = [0] * len(shape), list(shape), [1] * len(shape)
+    for a, b0, e0, st in zip(axes, starts, ends, steps, strict=True):
+        if st < 1:
+            raise imp.fail(node, f"step {st} (graphc slices forward only)")
+        d = shape[a]
+        b0, e0 = (b0 + d if b0 < 0 else b0), (e0 + d if e0 < 0 else e0)
+        start[a], stop[a], step[a] = min(max(b0, 0), d), min(max(e0, 0), d), st
+        stop[a] = max(stop[a], start[a])
+    return start, stop, step
+
+
+def _slice(imp, node, ins, attrs):
+    x = imp.t(ins[0])
+    start, stop, step = _slice_params(imp, node, ins, attrs, x.shape)
+    return imp.b.op("slice", x, start=tuple(start), stop=tuple(stop), step=tuple(step))
+
+
+def _slice_const(imp, node, ins, attrs):
+    start, stop, step = _slice_params(imp, node, ins, attrs, ins[0].shape)
+    return ins[0][tuple(slice(a, b, c) for a, b, c in zip(start, stop, step, strict=True))]
+
+
+_CONST_OPS["Slice"] = _slice_const
+
+
+def _split(imp, node, ins, attrs):
+    x = imp.t(ins[0])
+    axis = _axis(int(attrs.get("axis", 0)), x.ndim)
+    n_out = len(node.output)
+    if len(ins) > 1 and ins[1] is not None:
+        sizes = imp.ints(node, ins[1], "split")
+    elif "split" in attrs:
+        sizes = list(attrs["split"])
+    else:  # equal parts, the last one smaller (opset 18's num_outputs rule)
+        part = -(-x.shape[axis] // n_out)
+        sizes = [min(part, x.shape[axis] - k * part) for k in range(n_out)]
+    if sum(sizes) != x.shape[axis] or len(sizes) != n_out:
+        raise imp.fail(node, f"split sizes {sizes} do not cover axis {axis} of {x.shape}")
+    outs, lo = [], 0
+    for size in sizes:
+        start = [0] * x.ndim
+        stop = list(x.shape)
+        start[axis], stop[axis] = lo, lo + size
+        outs.append(imp.b.op("slice", x, start=tuple(start), stop=tuple(stop)))
+        lo += size
+    return outs
+
+
+def _pad(imp, node, ins, attrs):
+    x = imp.t(ins[0])
+    mode = attrs.get("mode", b"constant")
+    if mode not in (b"constant", "constant"):
+        raise imp.fail(node, f"mode {mode!r} (only constant padding)")
+    pads = imp.ints(node, ins[1], "pads") if len(ins) > 1 else list(attrs["pads"])
+    if len(ins) > 3 and ins[3] is not None:
+        raise imp.fail(node, "the axes input is not supported")
+    value = 0.0
+    if len(ins) > 2 and ins[2] is not None:
+        arr = ins[2] if isinstance(ins[2], np.ndarray) else imp.inits.get(node.input[2])
+        if arr is None:
+            raise imp.fail(node, "constant_value must be a constant or an initializer")
+        value = float(arr.reshape(-1)[0]) if arr.size else 0.0
+    rank = x.ndim
+    if min(pads) < 0:
+        raise imp.fail(node, f"negative pads {pads}")
+    return imp.b.op("pad", x, low=tuple(pads[:rank]), high=tuple(pads[rank:]), value=value)
+
+
+def _expand(imp, node, ins, attrs):
+    x = imp.t(ins[0])
+    shape = tuple(np.broadcast_shapes(x.shape, tuple(imp.ints(node, ins[1], "shape"))))
+    return imp.b.broadcast_to(x, shape)
+
+
+def _compare(imp, node, ins, attrs):
+    op = {"Greater": "gt", "Less": "lt", "Equal": "eq", "GreaterOrEqual": "ge",
+          "LessOrEqual": "le"}[node.op_type]
+    a, c = ins
+    like = a if isinstance(a, Tensor) else c
+    lift = (lambda v: v if isinstance(v, Tensor) else imp.b.const(
+        np.asarray(v, np.float32), dtype=like.dtype))
+    return imp.b.op(op, lift(a), lift(c))
+
+
+def _where(imp, node, ins, attrs):
+    cond, a, c = ins
+    a, c = imp.t(a), imp.t(c)
+    return imp.b.op("select", imp.t(cond), a, c)
+
+
+def _clip(imp, node, ins, attrs):
+    x = imp.t(ins[0])
+    lo = ins[1] if len(ins) > 1 else attrs.get("min")
+    hi = ins[2] if len(ins) > 2 else attrs.get("max")
+    for bound, op in ((lo, "maximum"), (hi, "minimum")):
+        if bound is None:
+            continue
+        if isinstance(bound, Tensor):
+            x = imp.b.op(op, x, bound)
+        else:
+            x = imp.b.op(op, x, imp.b.const(float(np.asarray(bound).reshape(-1)[0]),
+                                            dtype=x.dtype))
+    return x
+
+
+def _hard_sigmoid(imp, node, ins, attrs):
+    x = imp.t(ins[0])
+    y = x * float(attrs.get("alpha", 0.2)) + float(attrs.get("beta", 0.5))
+    return imp.b.op("maximum", imp.b.op("minimum", y, 1.0), 0.0)
+
+
+def _elu(imp, node, ins, attrs):
+    x = imp.t(ins[0])
+    neg = (x.exp() - 1.0) * float(attrs.get("alpha", 1.0))
+    return imp.b.op("select", imp.b.op("gt", x, 0.0), x, neg)
+
+
+def _sum_mean(imp, node, ins, attrs):
+    terms = [imp.t(v) for v in ins]
+    out = terms[0]
+    for t in terms[1:]:
+        out = out + t
+    return out * (1.0 / len(terms)) if node.op_type == "Mean" else out
+
+
 _ONNX_TO_TORCH_GATES = (0, 2, 3, 1)  # ONNX stacks the gates i, o, f, c; graphc i, f, g, o
 
 
@@ -490,7 +630,10 @@ _HANDLERS: dict[str, Callable] = {
     "Reshape": _reshape, "Flatten": _flatten, "Transpose": _transpose, "Concat": _concat,
     "Squeeze": _squeeze, "Unsqueeze": _unsqueeze, "Identity": _identity, "Dropout": _identity,
     "Constant": _constant, "ReduceMean": _reduce, "ReduceSum": _reduce, "ReduceMax": _reduce,
-    "Shape": _shape_tensor, "Cast": _cast, "LSTM": _lstm,
+    "Shape": _shape_tensor, "Cast": _cast, "LSTM": _lstm, "Slice": _slice, "Split": _split,
+    "Pad": _pad, "Expand": _expand, "Where": _where, "Clip": _clip,
+    "HardSigmoid": _hard_sigmoid, "Elu": _elu, "Sum": _sum_mean, "Mean": _sum_mean,
+    **{op: _compare for op in ("Greater", "Less", "Equal", "GreaterOrEqual", "LessOrEqual")},
 }
 
 

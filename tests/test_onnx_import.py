@@ -131,6 +131,37 @@ def test_elementwise_ops_and_constants(rng):
     _check(model, {"x": x, "y": y})
 
 
+def test_slicing_padding_selection_and_more_activations(rng):
+    x = _f32(rng, 4, 10, 6)
+    y = _f32(rng, 1, 10, 1)
+    i64 = lambda *v: np.asarray(v, np.int64)  # noqa: E731
+    model = make_model("more", [
+        node("Slice", ["x", "s0", "e0", "a0", "st0"], ["sl"]),        # negative ends, step 2
+        node("Slice", ["x", "s1", "e1"], ["sl2"]),                   # ends past the end
+        node("Split", ["x", "sizes"], ["p0", "p1", "p2"], axis=1),
+        node("Split", ["x"], ["q0", "q1"], axis=-1),
+        node("Pad", ["x", "pads", "pv"], ["pd"]),
+        node("Expand", ["y", "eshape"], ["ex"]),
+        node("Greater", ["x", "ex"], ["gt"]),
+        node("Where", ["gt", "x", "ex"], ["wh"]),
+        node("Clip", ["x", "lo", "hi"], ["cl"]),
+        node("Clip", ["x", "", "hi"], ["cl2"]),
+        node("HardSigmoid", ["x"], ["hs"], alpha=0.3, beta=0.4),
+        node("Elu", ["x"], ["el"], alpha=0.7),
+        node("Sum", ["x", "ex", "wh"], ["sm"]),
+        node("Mean", ["x", "cl"], ["mn"]),
+        node("LessOrEqual", ["x", "cl"], ["le"]),
+        node("Where", ["le", "hs", "el"], ["wh2"]),
+    ], {"x": x}, ["sl", "sl2", "p0", "p1", "p2", "q0", "q1", "pd", "wh", "cl", "cl2", "sm",
+                  "mn", "wh2"],
+        {"y": y, "s0": i64(1, -9), "e0": i64(-1, 10**9), "a0": i64(0, 1), "st0": i64(2, 3),
+         "s1": i64(0, 0, 2), "e1": i64(3, 100, 5), "sizes": i64(2, 5, 3),
+         "pads": i64(0, 1, 2, 1, 0, 3), "pv": np.asarray(1.5, np.float32),
+         "eshape": i64(4, 10, 6), "lo": np.asarray(-0.5, np.float32),
+         "hi": np.asarray(0.75, np.float32)})
+    _check(model, {"x": x})
+
+
 @pytest.mark.parametrize("with_state, with_bias", [(True, True), (False, True), (True, False)])
 def test_lstm_forward(rng, with_state, with_bias):
     """ONNX's LSTM (gates i, o, f, c; W [1, 4H, D], B = W_b ++ R_b) as graphc's lstm."""
