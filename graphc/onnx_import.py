@@ -420,10 +420,6 @@ def _reduce(imp, node, ins, attrs):
     return method(axes, keepdims=keep)
 
 
-def _shape_tensor(imp, node, ins, attrs):
-    return np.asarray(_shape_of(imp, node, ins, attrs))
-
-
 def _cast(imp, node, ins, attrs):
     from onnx import TensorProto
 
@@ -630,7 +626,7 @@ _HANDLERS: dict[str, Callable] = {
     "Reshape": _reshape, "Flatten": _flatten, "Transpose": _transpose, "Concat": _concat,
     "Squeeze": _squeeze, "Unsqueeze": _unsqueeze, "Identity": _identity, "Dropout": _identity,
     "Constant": _constant, "ReduceMean": _reduce, "ReduceSum": _reduce, "ReduceMax": _reduce,
-    "Shape": _shape_tensor, "Cast": _cast, "LSTM": _lstm, "Slice": _slice, "Split": _split,
+    "Shape": _shape_of, "Cast": _cast, "LSTM": _lstm, "Slice": _slice, "Split": _split,
     "Pad": _pad, "Expand": _expand, "Where": _where, "Clip": _clip,
     "HardSigmoid": _hard_sigmoid, "Elu": _elu, "Sum": _sum_mean, "Mean": _sum_mean,
     **{op: _compare for op in ("Greater", "Less", "Equal", "GreaterOrEqual", "LessOrEqual")},
