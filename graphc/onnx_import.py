@@ -15,8 +15,9 @@ compiler.
 Supported: Add Sub Mul Div Pow Max Min Sum Mean, Relu Sigmoid Tanh Exp Log Neg Sqrt Abs
 Reciprocal Softplus LeakyRelu HardSigmoid Elu Clip, Greater Less Equal GreaterOrEqual
 LessOrEqual Where, MatMul Gemm, Softmax LogSoftmax (opset 13 semantics: one axis), Conv
-(1-D/2-D, strides, pads, dilations, groups), MaxPool AveragePool (symmetric pads)
-GlobalAveragePool, BatchNormalization (inference), Reshape Flatten Transpose Concat Squeeze
+(1-D/2-D, strides, pads, dilations, groups), ConvTranspose (1-D/2-D, output_padding, groups:
+its weight becomes a parameter in `conv`'s layout, flipped), MaxPool AveragePool (symmetric
+pads) GlobalAveragePool, BatchNormalization (inference), Reshape Flatten Transpose Concat Squeeze
 Unsqueeze Slice (forward steps) Split Pad (constant) Expand Identity Dropout (inference)
 Constant ReduceMean ReduceSum ReduceMax, LSTM (forward, default activations: its weights
 become parameters in graphc's layout, gates reordered), and Shape Gather Slice Cast on
@@ -83,9 +84,11 @@ class _Importer:
         self.env: dict[str, Tensor | np.ndarray] = {}
         self.frozen = {n.input[k] for n in self.graph.node if n.op_type == "BatchNormalization"
                        for k in (3, 4) if len(n.input) > k}
-        # An LSTM's W, R and B become parameters in graphc's layout when the node is imported
-        self.recurrent = {n.input[k] for n in self.graph.node if n.op_type == "LSTM"
-                          for k in (1, 2, 3) if len(n.input) > k and n.input[k]}
+        # Weights that become parameters in graphc's layout when their node is imported: an
+        # LSTM's W, R and B, a ConvTranspose's W
+        relayout = {"LSTM": (1, 2, 3), "ConvTranspose": (1,)}
+        self.relayout = {n.input[k] for n in self.graph.node if n.op_type in relayout
+                         for k in relayout[n.op_type] if len(n.input) > k and n.input[k]}
         self.taken: set[str] = set()
         self.inits: dict[str, np.ndarray] = {}
 
@@ -105,7 +108,7 @@ class _Importer:
     def run(self, name: str | None):
         inits = self.inits = {t.name: self.nh.to_array(t) for t in self.graph.initializer}
         for raw, arr in inits.items():
-            if arr.dtype.kind == "f" and raw not in self.recurrent:
+            if arr.dtype.kind == "f" and raw not in self.relayout:
                 self.env[raw] = self.b.param(self.fresh(raw), arr.shape,
                                              init=arr.astype(np.float32),
                                              frozen=raw in self.frozen)
@@ -567,6 +570,41 @@ def _sum_mean(imp, node, ins, attrs):
     return out * (1.0 / len(terms)) if node.op_type == "Mean" else out
 
 
+def _conv_transpose(imp, node, ins, attrs):
+    """ConvTranspose as the `conv` primitive: the input dilated by the stride, the kernel
+    flipped with its channel axes swapped per group (an initializer, re-laid out at import
+    into a parameter named after it), padding d*(k-1) - pads (plus output_padding at the end)."""
+    x = imp.t(ins[0])
+    w = ins[1]
+    if not isinstance(w, np.ndarray):
+        raise imp.fail(node, "the weight must be an initializer (graphc flips it at import)")
+    rank = x.ndim - 2
+    if rank not in (1, 2) or w.ndim != rank + 2:
+        raise imp.fail(node, f"a {rank}-D transposed convolution (1-D and 2-D are imported)")
+    if attrs.get("auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET") or "output_shape" in attrs:
+        raise imp.fail(node, "auto_pad and output_shape: give pads and output_padding")
+    groups = int(attrs.get("group", 1))
+    c_in, c_out_g, *kernel = w.shape
+    if c_in % groups:
+        raise imp.fail(node, f"weight {w.shape} does not split into {groups} groups")
+    strides = list(attrs.get("strides", [1] * rank))
+    dil = list(attrs.get("dilations", [1] * rank))
+    pads = list(attrs.get("pads", [0] * 2 * rank))
+    out_pad = list(attrs.get("output_padding", [0] * rank))
+    # [C_in, C_out/g, *k] -> per group [C_out/g, C_in/g, *k] -> [C_out, C_in/g, *k], flipped
+    wg = w.reshape(groups, c_in // groups, c_out_g, *kernel)
+    wg = np.swapaxes(wg, 1, 2).reshape(groups * c_out_g, c_in // groups, *kernel)
+    wg = np.ascontiguousarray(wg[(slice(None), slice(None)) + (slice(None, None, -1),) * rank])
+    weight = imp.b.param(imp.fresh(node.input[1]), init=wg.astype(np.float32))
+    padding = tuple((dil[i] * (kernel[i] - 1) - pads[i],
+                     dil[i] * (kernel[i] - 1) - pads[i + rank] + out_pad[i]) for i in range(rank))
+    y = imp.b.op("conv", x, weight, stride=(1,) * rank, padding=padding,
+                 lhs_dilation=tuple(strides), rhs_dilation=tuple(dil), groups=groups)
+    if len(ins) > 2 and ins[2] is not None:
+        y = y + imp.t(ins[2]).reshape(1, groups * c_out_g, *([1] * rank))
+    return y
+
+
 _ONNX_TO_TORCH_GATES = (0, 2, 3, 1)  # ONNX stacks the gates i, o, f, c; graphc i, f, g, o
 
 
@@ -627,7 +665,8 @@ _HANDLERS: dict[str, Callable] = {
     "Squeeze": _squeeze, "Unsqueeze": _unsqueeze, "Identity": _identity, "Dropout": _identity,
     "Constant": _constant, "ReduceMean": _reduce, "ReduceSum": _reduce, "ReduceMax": _reduce,
     "Shape": _shape_of, "Cast": _cast, "LSTM": _lstm, "Slice": _slice, "Split": _split,
-    "Pad": _pad, "Expand": _expand, "Where": _where, "Clip": _clip,
+    "Pad": _pad, "Expand": _expand, "ConvTranspose": _conv_transpose, "Where": _where,
+    "Clip": _clip,
     "HardSigmoid": _hard_sigmoid, "Elu": _elu, "Sum": _sum_mean, "Mean": _sum_mean,
     **{op: _compare for op in ("Greater", "Less", "Equal", "GreaterOrEqual", "LessOrEqual")},
 }

@@ -162,6 +162,23 @@ def test_slicing_padding_selection_and_more_activations(rng):
     _check(model, {"x": x})
 
 
+@pytest.mark.parametrize("attrs, groups", [
+    ({"strides": [2, 2]}, 1),
+    ({"strides": [2, 1], "pads": [1, 0, 0, 2], "output_padding": [1, 0]}, 1),
+    ({"strides": [3, 2], "dilations": [2, 1], "pads": [2, 1, 2, 1]}, 1),
+    ({"strides": [2, 2], "pads": [1, 1, 1, 1]}, 2),
+])
+def test_conv_transpose(rng, attrs, groups):
+    """A decoder's upsampling layer (autoencoders, GAN generators): ConvTranspose as `conv`
+    with the input dilated by the stride and the kernel flipped."""
+    x = _f32(rng, 2, 4, 5, 6)
+    inits = {"w": _f32(rng, 4, 6 // groups, 3, 3) * 0.3, "b": _f32(rng, 6)}
+    model = make_model("deconv", [node("ConvTranspose", ["x", "w", "b"], ["y"], group=groups,
+                                       **attrs), node("Relu", ["y"], ["r"])],
+                       {"x": x}, ["y", "r"], inits)
+    _check(model, {"x": x})
+
+
 @pytest.mark.parametrize("with_state, with_bias", [(True, True), (False, True), (True, False)])
 def test_lstm_forward(rng, with_state, with_bias):
     """ONNX's LSTM (gates i, o, f, c; W [1, 4H, D], B = W_b ++ R_b) as graphc's lstm."""
