@@ -190,7 +190,8 @@ class _Importer:
             raise
         except GraphError as e:
             raise self.fail(node, str(e)) from None
-        except (KeyError, TypeError, ValueError, IndexError, AttributeError) as e:
+        except (KeyError, TypeError, ValueError, IndexError, AttributeError,
+                ArithmeticError) as e:
             # a missing attribute or input (None), or numbers numpy cannot fold (its AxisError
             # is a ValueError and an IndexError)
             raise self.fail(node, f"malformed node ({type(e).__name__}: {e})") from None
@@ -585,7 +586,7 @@ def _conv_transpose(imp, node, ins, attrs):
         raise imp.fail(node, "auto_pad and output_shape: give pads and output_padding")
     groups = int(attrs.get("group", 1))
     c_in, c_out_g, *kernel = w.shape
-    if c_in % groups:
+    if groups < 1 or c_in % groups:
         raise imp.fail(node, f"weight {w.shape} does not split into {groups} groups")
     strides = list(attrs.get("strides", [1] * rank))
     dil = list(attrs.get("dilations", [1] * rank))
