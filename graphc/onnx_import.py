@@ -19,9 +19,10 @@ LessOrEqual Where, MatMul Gemm, Softmax LogSoftmax (opset 13 semantics: one axis
 its weight becomes a parameter in `conv`'s layout, flipped), MaxPool AveragePool (symmetric
 pads) GlobalAveragePool, BatchNormalization (inference), Reshape Flatten Transpose Concat Squeeze
 Unsqueeze Slice (forward steps) Split Pad (constant) Expand Identity Dropout (inference)
-Constant ReduceMean ReduceSum ReduceMax, LSTM (forward, default activations: its weights
-become parameters in graphc's layout, gates reordered), and Shape Gather Slice Cast on
-constants. Anything else is a GraphError naming the node and its op. `onnx` is imported only here.
+Constant ReduceMean ReduceSum ReduceMax, LSTM (forward, reverse, bidirectional; default
+activations: its weights become parameters in graphc's layout, gates reordered), and Shape
+Gather Slice Cast on constants. Anything else is a GraphError naming the node and its op.
+`onnx` is imported only here.
 """
 
 from __future__ import annotations
@@ -610,15 +611,20 @@ _ONNX_TO_TORCH_GATES = (0, 2, 3, 1)  # ONNX stacks the gates i, o, f, c; graphc 
 
 
 def _lstm(imp, node, ins, attrs):
-    """ONNX LSTM (forward, default activations, time-major) as graphc's `lstm`. W, R and B
-    become parameters in graphc's layout: W_x = W[0] with its gate blocks reordered,
-    transposed to [D, 4H]; W_z likewise from R; b = the two biases of B summed."""
-    if attrs.get("direction", b"forward") not in (b"forward", "forward"):
-        raise imp.fail(node, "only direction='forward' is supported")
+    """ONNX LSTM (default activations, time-major) as graphc's `lstm`, one per direction. W, R
+    and B become parameters in graphc's layout, one set per direction (`<W>`, `<W>.reverse`):
+    W_x = W[d] with its gate blocks reordered, transposed to [D, 4H]; W_z likewise from R;
+    b = the two biases of B summed. The reverse direction runs the same op over the steps in
+    reverse order (a concatenation of the time slices), its outputs put back in time order."""
+    direction = attrs.get("direction", b"forward")
+    direction = direction.decode() if isinstance(direction, bytes) else direction
+    if direction not in ("forward", "reverse", "bidirectional"):
+        raise imp.fail(node, f"direction {direction!r}")
     if attrs.get("layout", 0) or attrs.get("input_forget", 0) or "clip" in attrs:
         raise imp.fail(node, "layout=1, input_forget and clip are not supported")
     acts = [a.decode() if isinstance(a, bytes) else a for a in attrs.get("activations", [])]
-    if acts and [a.lower() for a in acts] != ["sigmoid", "tanh", "tanh"]:
+    if acts and [a.lower() for a in acts] not in (["sigmoid", "tanh", "tanh"],
+                                                   ["sigmoid", "tanh", "tanh"] * 2):
         raise imp.fail(node, f"activations {acts} (only the default Sigmoid, Tanh, Tanh)")
     if len(ins) > 7 and ins[7] is not None:
         raise imp.fail(node, "peephole weights P are not supported")
@@ -631,30 +637,54 @@ def _lstm(imp, node, ins, attrs):
             raise imp.fail(node, f"{what} must be an initializer (graphc reorders its gates)")
         consts[what] = v
     hidden = int(attrs.get("hidden_size", consts["R"].shape[-1]))
+    seq = ins[4] if len(ins) > 4 else None
+    if seq is not None and not (isinstance(seq, np.ndarray) and np.all(seq == t_steps)):
+        raise imp.fail(node, "sequence_lens must be absent or all equal to the sequence length")
+    dirs = ["forward", "reverse"] if direction == "bidirectional" else [direction]
+    if consts["W"].shape[0] != len(dirs) or consts["R"].shape[0] != len(dirs):
+        raise imp.fail(node, f"W and R need {len(dirs)} direction(s) for {direction!r}")
 
     def gates(w: np.ndarray) -> np.ndarray:  # [4H, ...] in ONNX order -> graphc order
         return np.concatenate([w[g * hidden:(g + 1) * hidden] for g in _ONNX_TO_TORCH_GATES])
 
-    w_x = gates(consts["W"][0]).T
-    w_z = gates(consts["R"][0]).T
-    bias = consts["B"]
-    b_sum = gates(bias[0][:4 * hidden] + bias[0][4 * hidden:]) if bias is not None else \
-        np.zeros(4 * hidden, np.float32)
-    seq = ins[4] if len(ins) > 4 else None
-    if seq is not None and not (isinstance(seq, np.ndarray) and np.all(seq == t_steps)):
-        raise imp.fail(node, "sequence_lens must be absent or all equal to the sequence length")
     raw = [node.input[k] if len(node.input) > k and node.input[k] else
            f"{node.output[0] or 'lstm'}_{what}" for k, what in ((1, "W"), (2, "R"), (3, "B"))]
-    params = [imp.b.param(imp.fresh(name), init=v.astype(np.float32))
-              for name, v in zip(raw, (w_x, w_z, b_sum), strict=True)]
-    states = []
-    for k in (5, 6):
-        v = ins[k] if len(ins) > k else None
-        states.append(imp.b.zeros((batch, hidden), xs.dtype) if v is None
-                      else imp.t(v).reshape(batch, hidden))
-    hs, h_t, c_t = imp.b.op("lstm", xs, states[0], states[1], *params)
-    return [hs.reshape(t_steps, 1, batch, hidden), h_t.reshape(1, batch, hidden),
-            c_t.reshape(1, batch, hidden)]
+
+    def reverse_time(t):
+        steps = [imp.b.op("slice", t, start=(s, 0, 0), stop=(s + 1,) + t.shape[1:])
+                 for s in reversed(range(t_steps))]
+        return imp.b.op("concat", *steps, axis=0) if t_steps > 1 else t
+
+    ys, hs_last, cs_last = [], [], []
+    for d, name in enumerate(dirs):
+        bias = consts["B"]
+        b_sum = (gates(bias[d][:4 * hidden] + bias[d][4 * hidden:]) if bias is not None
+                 else np.zeros(4 * hidden, np.float32))
+        values = (gates(consts["W"][d]).T, gates(consts["R"][d]).T, b_sum)
+        suffix = "" if d == 0 else ".reverse"
+        params = [imp.b.param(imp.fresh(r + suffix), init=v.astype(np.float32))
+                  for r, v in zip(raw, values, strict=True)]
+        states = []
+        for k in (5, 6):
+            v = ins[k] if len(ins) > k else None
+            if v is None:
+                states.append(imp.b.zeros((batch, hidden), xs.dtype))
+                continue
+            both = imp.t(v).reshape(len(dirs), batch, hidden)
+            states.append(imp.b.op("slice", both, start=(d, 0, 0),
+                                   stop=(d + 1, batch, hidden)).reshape(batch, hidden))
+        seq_in = reverse_time(xs) if name == "reverse" else xs
+        hs, h_t, c_t = imp.b.op("lstm", seq_in, states[0], states[1], *params)
+        if name == "reverse":
+            hs = reverse_time(hs)
+        ys.append(hs.reshape(t_steps, 1, batch, hidden))
+        hs_last.append(h_t.reshape(1, batch, hidden))
+        cs_last.append(c_t.reshape(1, batch, hidden))
+
+    def stack(parts, axis):
+        return parts[0] if len(parts) == 1 else imp.b.op("concat", *parts, axis=axis)
+
+    return [stack(ys, 1), stack(hs_last, 0), stack(cs_last, 0)]
 
 
 _HANDLERS: dict[str, Callable] = {

@@ -179,21 +179,26 @@ def test_conv_transpose(rng, attrs, groups):
     _check(model, {"x": x})
 
 
-@pytest.mark.parametrize("with_state, with_bias", [(True, True), (False, True), (True, False)])
-def test_lstm_forward(rng, with_state, with_bias):
-    """ONNX's LSTM (gates i, o, f, c; W [1, 4H, D], B = W_b ++ R_b) as graphc's lstm."""
+@pytest.mark.parametrize("with_state, with_bias, direction", [
+    (True, True, "forward"), (False, True, "forward"), (True, False, "forward"),
+    (True, True, "reverse"), (True, True, "bidirectional"), (False, False, "bidirectional")])
+def test_lstm(rng, with_state, with_bias, direction):
+    """ONNX's LSTM (gates i, o, f, c; W [dirs, 4H, D], B = W_b ++ R_b) as graphc's lstm, one
+    per direction."""
     t, batch, d, h = 5, 3, 4, 6
+    nd = 2 if direction == "bidirectional" else 1
     xs = _f32(rng, t, batch, d)
-    inits = {"W": _f32(rng, 1, 4 * h, d) * 0.4, "R": _f32(rng, 1, 4 * h, h) * 0.4,
-             "B": _f32(rng, 1, 8 * h) * 0.3}
+    inits = {"W": _f32(rng, nd, 4 * h, d) * 0.4, "R": _f32(rng, nd, 4 * h, h) * 0.4,
+             "B": _f32(rng, nd, 8 * h) * 0.3}
     inputs = ["xs", "W", "R", "B"]
     if not with_bias:
         del inits["B"]
         inputs[3] = ""
     if with_state:
-        inits.update(h0=_f32(rng, 1, batch, h), c0=_f32(rng, 1, batch, h))
+        inits.update(h0=_f32(rng, nd, batch, h), c0=_f32(rng, nd, batch, h))
         inputs += ["", "h0", "c0"]
-    model = make_model("lstm", [node("LSTM", inputs, ["y", "yh", "yc"], hidden_size=h)],
+    model = make_model("lstm", [node("LSTM", inputs, ["y", "yh", "yc"], hidden_size=h,
+                                     direction=direction)],
                        {"xs": xs}, ["y", "yh", "yc"], inits)
     graph = _check(model, {"xs": xs}, rtol=1e-4, atol=1e-5)
     assert graph.param_values["W"].shape == (d, 4 * h)  # graphc's layout
