@@ -19,8 +19,8 @@ LessOrEqual Where, MatMul Gemm, Softmax LogSoftmax (opset 13 semantics: one axis
 its weight becomes a parameter in `conv`'s layout, flipped), MaxPool AveragePool (symmetric
 pads) GlobalAveragePool, BatchNormalization (inference), Reshape Flatten Transpose Concat Squeeze
 Unsqueeze Slice (forward steps) Split Pad (constant) Expand Identity Dropout (inference)
-Constant ReduceMean ReduceSum ReduceMax, LSTM (forward, reverse, bidirectional; default
-activations: its weights become parameters in graphc's layout, gates reordered), and Shape
+Constant ReduceMean ReduceSum ReduceMax, LSTM and RNN (forward, reverse, bidirectional;
+their weights become parameters in graphc's layout, LSTM gates reordered), and Shape
 Gather Slice Cast on constants. Anything else is a GraphError naming the node and its op.
 `onnx` is imported only here.
 """
@@ -86,8 +86,8 @@ class _Importer:
         self.frozen = {n.input[k] for n in self.graph.node if n.op_type == "BatchNormalization"
                        for k in (3, 4) if len(n.input) > k}
         # Weights that become parameters in graphc's layout when their node is imported: an
-        # LSTM's W, R and B, a ConvTranspose's W
-        relayout = {"LSTM": (1, 2, 3), "ConvTranspose": (1,)}
+        # LSTM's or RNN's W, R and B, a ConvTranspose's W
+        relayout = {"LSTM": (1, 2, 3), "RNN": (1, 2, 3), "ConvTranspose": (1,)}
         self.relayout = {n.input[k] for n in self.graph.node if n.op_type in relayout
                          for k in relayout[n.op_type] if len(n.input) > k and n.input[k]}
         self.taken: set[str] = set()
@@ -610,23 +610,33 @@ def _conv_transpose(imp, node, ins, attrs):
 _ONNX_TO_TORCH_GATES = (0, 2, 3, 1)  # ONNX stacks the gates i, o, f, c; graphc i, f, g, o
 
 
-def _lstm(imp, node, ins, attrs):
-    """ONNX LSTM (default activations, time-major) as graphc's `lstm`, one per direction. W, R
+def _recurrent(imp, node, ins, attrs):
+    """ONNX LSTM and RNN (time-major) as graphc's `lstm` and `rnn`, one per direction. W, R
     and B become parameters in graphc's layout, one set per direction (`<W>`, `<W>.reverse`):
-    W_x = W[d] with its gate blocks reordered, transposed to [D, 4H]; W_z likewise from R;
-    b = the two biases of B summed. The reverse direction runs the same op over the steps in
-    reverse order (a concatenation of the time slices), its outputs put back in time order."""
+    W_x = W[d] transposed to [D, G*H] (an LSTM's gate blocks reordered from ONNX's i, o, f, c
+    to i, f, g, o), W_z likewise from R, b = the two biases of B summed. The reverse direction
+    runs the same op over the steps in reverse order (a concatenation of the time slices), its
+    outputs put back in time order."""
+    lstm = node.op_type == "LSTM"
+    n_gates = 4 if lstm else 1
     direction = attrs.get("direction", b"forward")
     direction = direction.decode() if isinstance(direction, bytes) else direction
     if direction not in ("forward", "reverse", "bidirectional"):
         raise imp.fail(node, f"direction {direction!r}")
     if attrs.get("layout", 0) or attrs.get("input_forget", 0) or "clip" in attrs:
         raise imp.fail(node, "layout=1, input_forget and clip are not supported")
-    acts = [a.decode() if isinstance(a, bytes) else a for a in attrs.get("activations", [])]
-    if acts and [a.lower() for a in acts] not in (["sigmoid", "tanh", "tanh"],
-                                                   ["sigmoid", "tanh", "tanh"] * 2):
-        raise imp.fail(node, f"activations {acts} (only the default Sigmoid, Tanh, Tanh)")
-    if len(ins) > 7 and ins[7] is not None:
+    acts = [a.decode().lower() if isinstance(a, bytes) else a.lower()
+            for a in attrs.get("activations", [])]
+    dirs = ["forward", "reverse"] if direction == "bidirectional" else [direction]
+    default = ["sigmoid", "tanh", "tanh"] if lstm else ["tanh"]
+    activation = "tanh"
+    if acts and lstm and acts not in (default, default * len(dirs)):
+        raise imp.fail(node, f"activations {acts} (an LSTM imports with Sigmoid, Tanh, Tanh)")
+    if acts and not lstm:
+        if len(set(acts)) != 1 or acts[0] not in ("tanh", "relu", "sigmoid"):
+            raise imp.fail(node, f"activations {acts} (one of Tanh, Relu, Sigmoid for all)")
+        activation = acts[0]
+    if lstm and len(ins) > 7 and ins[7] is not None:
         raise imp.fail(node, "peephole weights P are not supported")
     xs = imp.t(ins[0])
     t_steps, batch, _ = xs.shape
@@ -634,38 +644,41 @@ def _lstm(imp, node, ins, attrs):
     for k, what in ((1, "W"), (2, "R"), (3, "B")):
         v = ins[k] if len(ins) > k else None
         if v is not None and not isinstance(v, np.ndarray):
-            raise imp.fail(node, f"{what} must be an initializer (graphc reorders its gates)")
+            raise imp.fail(node, f"{what} must be an initializer (graphc re-lays it out)")
         consts[what] = v
     hidden = int(attrs.get("hidden_size", consts["R"].shape[-1]))
     seq = ins[4] if len(ins) > 4 else None
     if seq is not None and not (isinstance(seq, np.ndarray) and np.all(seq == t_steps)):
         raise imp.fail(node, "sequence_lens must be absent or all equal to the sequence length")
-    dirs = ["forward", "reverse"] if direction == "bidirectional" else [direction]
     if consts["W"].shape[0] != len(dirs) or consts["R"].shape[0] != len(dirs):
         raise imp.fail(node, f"W and R need {len(dirs)} direction(s) for {direction!r}")
 
-    def gates(w: np.ndarray) -> np.ndarray:  # [4H, ...] in ONNX order -> graphc order
+    def gates(w: np.ndarray) -> np.ndarray:  # [G*H, ...] in ONNX order -> graphc order
+        if not lstm:
+            return w
         return np.concatenate([w[g * hidden:(g + 1) * hidden] for g in _ONNX_TO_TORCH_GATES])
 
     raw = [node.input[k] if len(node.input) > k and node.input[k] else
-           f"{node.output[0] or 'lstm'}_{what}" for k, what in ((1, "W"), (2, "R"), (3, "B"))]
+           f"{node.output[0] or 'rnn'}_{what}" for k, what in ((1, "W"), (2, "R"), (3, "B"))]
+    width = n_gates * hidden
 
     def reverse_time(t):
         steps = [imp.b.op("slice", t, start=(s, 0, 0), stop=(s + 1,) + t.shape[1:])
                  for s in reversed(range(t_steps))]
         return imp.b.op("concat", *steps, axis=0) if t_steps > 1 else t
 
-    ys, hs_last, cs_last = [], [], []
+    ys, finals = [], [[] for _ in range(2 if lstm else 1)]
+    state_inputs = (5, 6) if lstm else (5,)
     for d, name in enumerate(dirs):
         bias = consts["B"]
-        b_sum = (gates(bias[d][:4 * hidden] + bias[d][4 * hidden:]) if bias is not None
-                 else np.zeros(4 * hidden, np.float32))
+        b_sum = (gates(bias[d][:width] + bias[d][width:]) if bias is not None
+                 else np.zeros(width, np.float32))
         values = (gates(consts["W"][d]).T, gates(consts["R"][d]).T, b_sum)
         suffix = "" if d == 0 else ".reverse"
         params = [imp.b.param(imp.fresh(r + suffix), init=v.astype(np.float32))
                   for r, v in zip(raw, values, strict=True)]
         states = []
-        for k in (5, 6):
+        for k in state_inputs:
             v = ins[k] if len(ins) > k else None
             if v is None:
                 states.append(imp.b.zeros((batch, hidden), xs.dtype))
@@ -674,17 +687,20 @@ def _lstm(imp, node, ins, attrs):
             states.append(imp.b.op("slice", both, start=(d, 0, 0),
                                    stop=(d + 1, batch, hidden)).reshape(batch, hidden))
         seq_in = reverse_time(xs) if name == "reverse" else xs
-        hs, h_t, c_t = imp.b.op("lstm", seq_in, states[0], states[1], *params)
+        if lstm:
+            hs, *last = imp.b.op("lstm", seq_in, *states, *params)
+        else:
+            hs, *last = imp.b.op("rnn", seq_in, *states, *params, activation=activation)
         if name == "reverse":
             hs = reverse_time(hs)
         ys.append(hs.reshape(t_steps, 1, batch, hidden))
-        hs_last.append(h_t.reshape(1, batch, hidden))
-        cs_last.append(c_t.reshape(1, batch, hidden))
+        for acc, v in zip(finals, last, strict=True):
+            acc.append(v.reshape(1, batch, hidden))
 
     def stack(parts, axis):
         return parts[0] if len(parts) == 1 else imp.b.op("concat", *parts, axis=axis)
 
-    return [stack(ys, 1), stack(hs_last, 0), stack(cs_last, 0)]
+    return [stack(ys, 1)] + [stack(parts, 0) for parts in finals]
 
 
 _HANDLERS: dict[str, Callable] = {
@@ -695,9 +711,9 @@ _HANDLERS: dict[str, Callable] = {
     "Reshape": _reshape, "Flatten": _flatten, "Transpose": _transpose, "Concat": _concat,
     "Squeeze": _squeeze, "Unsqueeze": _unsqueeze, "Identity": _identity, "Dropout": _identity,
     "Constant": _constant, "ReduceMean": _reduce, "ReduceSum": _reduce, "ReduceMax": _reduce,
-    "Shape": _shape_of, "Cast": _cast, "LSTM": _lstm, "Slice": _slice, "Split": _split,
-    "Pad": _pad, "Expand": _expand, "ConvTranspose": _conv_transpose, "Where": _where,
-    "Clip": _clip,
+    "Shape": _shape_of, "Cast": _cast, "LSTM": _recurrent, "RNN": _recurrent,
+    "Slice": _slice, "Split": _split, "Pad": _pad, "Expand": _expand,
+    "ConvTranspose": _conv_transpose, "Where": _where, "Clip": _clip,
     "HardSigmoid": _hard_sigmoid, "Elu": _elu, "Sum": _sum_mean, "Mean": _sum_mean,
     **{op: _compare for op in ("Greater", "Less", "Equal", "GreaterOrEqual", "LessOrEqual")},
 }

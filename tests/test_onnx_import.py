@@ -204,6 +204,22 @@ def test_lstm(rng, with_state, with_bias, direction):
     assert graph.param_values["W"].shape == (d, 4 * h)  # graphc's layout
 
 
+@pytest.mark.parametrize("direction, activation", [("forward", None), ("reverse", "Relu"),
+                                                   ("bidirectional", "Tanh")])
+def test_rnn(rng, direction, activation):
+    """ONNX's RNN (W [dirs, H, D], R [dirs, H, H], B = W_b ++ R_b) as graphc's rnn."""
+    t, batch, d, h = 4, 2, 3, 5
+    nd = 2 if direction == "bidirectional" else 1
+    xs = _f32(rng, t, batch, d)
+    inits = {"W": _f32(rng, nd, h, d) * 0.5, "R": _f32(rng, nd, h, h) * 0.5,
+             "B": _f32(rng, nd, 2 * h) * 0.3, "h0": _f32(rng, nd, batch, h)}
+    kw = {"activations": [activation] * nd} if activation else {}
+    model = make_model("rnn", [node("RNN", ["xs", "W", "R", "B", "", "h0"], ["y", "yh"],
+                                    hidden_size=h, direction=direction, **kw)],
+                       {"xs": xs}, ["y", "yh"], inits)
+    _check(model, {"xs": xs})
+
+
 _TRITON = textwrap.dedent("""
     import sys, numpy as np, graphc
     graph = graphc.from_onnx(sys.argv[1])
