@@ -47,11 +47,11 @@ from .train import ParamGroup, Trainer, train_step
 parse = parse_graph
 
 
-def from_onnx(model, *, shapes=None, name=None) -> Graph:
+def from_onnx(model, *, shapes=None, name=None, frozen=()) -> Graph:
     """A Graph from an ONNX model (a ModelProto or a `.onnx` path); see `graphc.onnx_import`."""
     from .onnx_import import from_onnx as _from_onnx
 
-    return _from_onnx(model, shapes=shapes, name=name)
+    return _from_onnx(model, shapes=shapes, name=name, frozen=frozen)
 
 
 def load(path) -> Executable:

@@ -30,7 +30,7 @@ from __future__ import annotations
 import math
 import os
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -53,9 +53,11 @@ class OnnxImportError(GraphError):
 
 
 def from_onnx(model: Any, *, shapes: Mapping[str, Sequence[int]] | None = None,
-              name: str | None = None) -> Any:
+              name: str | None = None, frozen: bool | Iterable[str] = ()) -> Any:
     """A Graph from an ONNX ModelProto or the path of a `.onnx` file. `shapes` fixes the
-    shape of inputs whose ONNX shape has symbolic dimensions (a batch size, say)."""
+    shape of inputs whose ONNX shape has symbolic dimensions (a batch size, say). `frozen`
+    marks imported parameters that training leaves alone: True for all of them (a pretrained
+    backbone under a new head), or the ONNX names of some."""
     try:
         import onnx
         from onnx import numpy_helper
@@ -69,7 +71,17 @@ def from_onnx(model: Any, *, shapes: Mapping[str, Sequence[int]] | None = None,
         except Exception as e:  # noqa: BLE001 - protobuf raises many kinds
             raise OnnxImportError(f"{where!r} is not a readable ONNX model "
                                   f"({type(e).__name__}: {e})") from None
-    return _Importer(model, numpy_helper, dict(shapes or {}), where).run(name)
+    imp = _Importer(model, numpy_helper, dict(shapes or {}), where)
+    if frozen is True:
+        imp.frozen |= {t.name for t in model.graph.initializer}
+    elif frozen:
+        names = set(frozen)
+        missing = names - {t.name for t in model.graph.initializer}
+        if missing:
+            raise OnnxImportError(f"{where}: frozen names {sorted(missing)} are not initializers "
+                                  f"of the model")
+        imp.frozen |= names
+    return imp.run(name)
 
 
 def _clean(name: str) -> str:
@@ -597,7 +609,8 @@ def _conv_transpose(imp, node, ins, attrs):
     wg = w.reshape(groups, c_in // groups, c_out_g, *kernel)
     wg = np.swapaxes(wg, 1, 2).reshape(groups * c_out_g, c_in // groups, *kernel)
     wg = np.ascontiguousarray(wg[(slice(None), slice(None)) + (slice(None, None, -1),) * rank])
-    weight = imp.b.param(imp.fresh(node.input[1]), init=wg.astype(np.float32))
+    weight = imp.b.param(imp.fresh(node.input[1]), init=wg.astype(np.float32),
+                         frozen=node.input[1] in imp.frozen)
     padding = tuple((dil[i] * (kernel[i] - 1) - pads[i],
                      dil[i] * (kernel[i] - 1) - pads[i + rank] + out_pad[i]) for i in range(rank))
     y = imp.b.op("conv", x, weight, stride=(1,) * rank, padding=padding,
@@ -675,7 +688,8 @@ def _recurrent(imp, node, ins, attrs):
                  else np.zeros(width, np.float32))
         values = (gates(consts["W"][d]).T, gates(consts["R"][d]).T, b_sum)
         suffix = "" if d == 0 else ".reverse"
-        params = [imp.b.param(imp.fresh(r + suffix), init=v.astype(np.float32))
+        params = [imp.b.param(imp.fresh(r + suffix), init=v.astype(np.float32),
+                              frozen=r in imp.frozen)
                   for r, v in zip(raw, values, strict=True)]
         states = []
         for k in state_inputs:

@@ -220,6 +220,39 @@ def test_rnn(rng, direction, activation):
     _check(model, {"xs": xs})
 
 
+def test_transfer_learning_on_a_frozen_imported_backbone(rng):
+    """A pretrained ONNX backbone imported frozen, a new head built on it, one SGD step: the
+    head moves by lr * its gradient (checked in closed form for the bias), the backbone
+    does not move and gets no update outputs."""
+    from graphc.optim import SGD
+    from graphc.train import train_step
+
+    x = _f32(rng, 8, 6)
+    backbone = make_model("backbone", [node("Gemm", ["x", "w", "b"], ["h"], transB=1),
+                                       node("Relu", ["h"], ["feat"])],
+                          {"x": x}, ["feat"], {"w": _f32(rng, 5, 6), "b": _f32(rng, 5)})
+    graph = graphc.from_onnx(backbone, frozen=True)
+    assert graph.frozen_params() == {"w", "b"}
+    b = graphc.Builder.from_graph(graph)
+    b.copy_body(graph)
+    feat = b.tensor(graph.output("feat"))
+    head_w = b.param("head_w", (5, 1), init="glorot")
+    head_b = b.param("head_b", (1,), init="zeros")
+    target = b.input("target", (8, 1))
+    loss = (((feat @ head_w + head_b) - target) ** 2).mean()
+    model = b.build(outputs={"loss": loss})
+    step = train_step(model, "loss", SGD(lr=0.1))
+    t = _f32(rng, 8, 1)
+    out = graphc.compile(step, target="llvm")(x=x, target=t, step=np.int64(0))
+    assert {k for k in out if k.startswith("new.")} == {"new.head_w", "new.head_b"}
+    feat_v = np.maximum(x @ np.asarray(graph.param_values["w"]).T + graph.param_values["b"], 0)
+    pred = feat_v @ model.param_values["head_w"] + model.param_values["head_b"]
+    grad_b = 2 * (pred - t).mean(0)
+    np.testing.assert_allclose(out["new.head_b"], -0.1 * grad_b, rtol=1e-4, atol=1e-6)
+    with pytest.raises(OnnxImportError, match=r"frozen names \['nope'\]"):
+        graphc.from_onnx(backbone, frozen=["nope"])
+
+
 _TRITON = textwrap.dedent("""
     import sys, numpy as np, graphc
     graph = graphc.from_onnx(sys.argv[1])
