@@ -1,0 +1,193 @@
+"""ONNX import of the layer ops (`graphc.onnx_import` calls these): convolutions, transposed
+convolutions, pooling, batch norm and the recurrent ops, whose attributes and weight layouts
+differ most from graphc's. Each handler takes the importer, the ONNX node, its inputs (graphc
+Tensors, or numpy arrays for constants) and its attributes."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def conv(imp, node, ins, attrs):
+    x, w = imp.t(ins[0]), imp.t(ins[1])
+    rank = x.ndim - 2
+    if rank not in (1, 2):
+        raise imp.fail(node, f"a {rank}-D convolution (graphc imports 1-D and 2-D)")
+    if attrs.get("auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET"):
+        raise imp.fail(node, "auto_pad: give explicit pads")
+    pads = list(attrs.get("pads", [0] * 2 * rank))
+    padding = tuple((pads[i], pads[i + rank]) for i in range(rank))
+    kw = {"stride": tuple(attrs.get("strides", [1] * rank)), "padding": padding,
+          "dilation": tuple(attrs.get("dilations", [1] * rank)),
+          "groups": int(attrs.get("group", 1))}
+    args = [x, w] + ([imp.t(ins[2])] if len(ins) > 2 and ins[2] is not None else [])
+    return imp.b.op("conv2d" if rank == 2 else "conv1d", *args, **kw)
+
+
+def pool(imp, node, ins, attrs):
+    x = imp.t(ins[0])
+    rank = x.ndim - 2
+    if rank not in (1, 2):
+        raise imp.fail(node, f"{rank}-D pooling (graphc imports 1-D and 2-D)")
+    if attrs.get("ceil_mode", 0) or attrs.get("auto_pad", b"NOTSET") not in (b"NOTSET",
+                                                                              "NOTSET"):
+        raise imp.fail(node, "ceil_mode and auto_pad are not supported: give explicit pads")
+    if any(d != 1 for d in attrs.get("dilations", [1] * rank)):
+        raise imp.fail(node, "dilated pooling is not supported")
+    pads = list(attrs.get("pads", [0] * 2 * rank))
+    if pads[:rank] != pads[rank:]:
+        raise imp.fail(node, f"asymmetric pads {pads} are not supported in pooling")
+    kw = {"kernel": tuple(attrs["kernel_shape"]),
+          "stride": tuple(attrs.get("strides", [1] * rank)), "padding": tuple(pads[:rank])}
+    kind = "max" if node.op_type == "MaxPool" else "avg"
+    if kind == "avg":
+        kw["count_include_pad"] = bool(attrs.get("count_include_pad", 0))
+    out = imp.b.op(f"{kind}_pool{rank}d", x, **kw)
+    return [out] if len(node.output) == 1 else [out, None]
+
+
+def global_avg_pool(imp, node, ins, attrs):
+    x = imp.t(ins[0])
+    return x.mean(tuple(range(2, x.ndim)), keepdims=True)
+
+
+def batch_norm(imp, node, ins, attrs):
+    if attrs.get("training_mode", 0):
+        raise imp.fail(node, "training_mode=1 (graphc imports inference batch norm; "
+                             "train the imported graph with train_step instead)")
+    x, gamma, beta, mean, var = (imp.t(v) for v in ins[:5])
+    return imp.b.op("batch_norm", x, gamma, beta, mean, var, training=False,
+                    eps=float(attrs.get("epsilon", 1e-5)))
+
+
+def conv_transpose(imp, node, ins, attrs):
+    """ConvTranspose as the `conv` primitive: the input dilated by the stride, the kernel
+    flipped with its channel axes swapped per group (an initializer, re-laid out at import
+    into a parameter named after it), padding d*(k-1) - pads (plus output_padding at the end)."""
+    x = imp.t(ins[0])
+    w = ins[1]
+    if not isinstance(w, np.ndarray):
+        raise imp.fail(node, "the weight must be an initializer (graphc flips it at import)")
+    rank = x.ndim - 2
+    if rank not in (1, 2) or w.ndim != rank + 2:
+        raise imp.fail(node, f"a {rank}-D transposed convolution (1-D and 2-D are imported)")
+    if attrs.get("auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET") or "output_shape" in attrs:
+        raise imp.fail(node, "auto_pad and output_shape: give pads and output_padding")
+    groups = int(attrs.get("group", 1))
+    c_in, c_out_g, *kernel = w.shape
+    if groups < 1 or c_in % groups:
+        raise imp.fail(node, f"weight {w.shape} does not split into {groups} groups")
+    strides = list(attrs.get("strides", [1] * rank))
+    dil = list(attrs.get("dilations", [1] * rank))
+    pads = list(attrs.get("pads", [0] * 2 * rank))
+    out_pad = list(attrs.get("output_padding", [0] * rank))
+    # [C_in, C_out/g, *k] -> per group [C_out/g, C_in/g, *k] -> [C_out, C_in/g, *k], flipped
+    wg = w.reshape(groups, c_in // groups, c_out_g, *kernel)
+    wg = np.swapaxes(wg, 1, 2).reshape(groups * c_out_g, c_in // groups, *kernel)
+    wg = np.ascontiguousarray(wg[(slice(None), slice(None)) + (slice(None, None, -1),) * rank])
+    weight = imp.b.param(imp.fresh(node.input[1]), init=wg.astype(np.float32),
+                         frozen=node.input[1] in imp.frozen)
+    padding = tuple((dil[i] * (kernel[i] - 1) - pads[i],
+                     dil[i] * (kernel[i] - 1) - pads[i + rank] + out_pad[i]) for i in range(rank))
+    y = imp.b.op("conv", x, weight, stride=(1,) * rank, padding=padding,
+                 lhs_dilation=tuple(strides), rhs_dilation=tuple(dil), groups=groups)
+    if len(ins) > 2 and ins[2] is not None:
+        y = y + imp.t(ins[2]).reshape(1, groups * c_out_g, *([1] * rank))
+    return y
+
+
+_ONNX_TO_TORCH_GATES = (0, 2, 3, 1)  # ONNX stacks the gates i, o, f, c; graphc i, f, g, o
+
+
+def recurrent(imp, node, ins, attrs):
+    """ONNX LSTM and RNN (time-major) as graphc's `lstm` and `rnn`, one per direction. W, R
+    and B become parameters in graphc's layout, one set per direction (`<W>`, `<W>.reverse`):
+    W_x = W[d] transposed to [D, G*H] (an LSTM's gate blocks reordered from ONNX's i, o, f, c
+    to i, f, g, o), W_z likewise from R, b = the two biases of B summed. The reverse direction
+    runs the same op over the steps in reverse order (a concatenation of the time slices), its
+    outputs put back in time order."""
+    lstm = node.op_type == "LSTM"
+    n_gates = 4 if lstm else 1
+    direction = attrs.get("direction", b"forward")
+    direction = direction.decode() if isinstance(direction, bytes) else direction
+    if direction not in ("forward", "reverse", "bidirectional"):
+        raise imp.fail(node, f"direction {direction!r}")
+    if attrs.get("layout", 0) or attrs.get("input_forget", 0) or "clip" in attrs:
+        raise imp.fail(node, "layout=1, input_forget and clip are not supported")
+    acts = [a.decode().lower() if isinstance(a, bytes) else a.lower()
+            for a in attrs.get("activations", [])]
+    dirs = ["forward", "reverse"] if direction == "bidirectional" else [direction]
+    default = ["sigmoid", "tanh", "tanh"] if lstm else ["tanh"]
+    activation = "tanh"
+    if acts and lstm and acts not in (default, default * len(dirs)):
+        raise imp.fail(node, f"activations {acts} (an LSTM imports with Sigmoid, Tanh, Tanh)")
+    if acts and not lstm:
+        if len(set(acts)) != 1 or acts[0] not in ("tanh", "relu", "sigmoid"):
+            raise imp.fail(node, f"activations {acts} (one of Tanh, Relu, Sigmoid for all)")
+        activation = acts[0]
+    if lstm and len(ins) > 7 and ins[7] is not None:
+        raise imp.fail(node, "peephole weights P are not supported")
+    xs = imp.t(ins[0])
+    t_steps, batch, _ = xs.shape
+    consts = {}
+    for k, what in ((1, "W"), (2, "R"), (3, "B")):
+        v = ins[k] if len(ins) > k else None
+        if v is not None and not isinstance(v, np.ndarray):
+            raise imp.fail(node, f"{what} must be an initializer (graphc re-lays it out)")
+        consts[what] = v
+    hidden = int(attrs.get("hidden_size", consts["R"].shape[-1]))
+    seq = ins[4] if len(ins) > 4 else None
+    if seq is not None and not (isinstance(seq, np.ndarray) and np.all(seq == t_steps)):
+        raise imp.fail(node, "sequence_lens must be absent or all equal to the sequence length")
+    if consts["W"].shape[0] != len(dirs) or consts["R"].shape[0] != len(dirs):
+        raise imp.fail(node, f"W and R need {len(dirs)} direction(s) for {direction!r}")
+
+    def gates(w: np.ndarray) -> np.ndarray:  # [G*H, ...] in ONNX order -> graphc order
+        if not lstm:
+            return w
+        return np.concatenate([w[g * hidden:(g + 1) * hidden] for g in _ONNX_TO_TORCH_GATES])
+
+    raw = [node.input[k] if len(node.input) > k and node.input[k] else
+           f"{node.output[0] or 'rnn'}_{what}" for k, what in ((1, "W"), (2, "R"), (3, "B"))]
+    width = n_gates * hidden
+
+    def reverse_time(t):
+        steps = [imp.b.op("slice", t, start=(s, 0, 0), stop=(s + 1,) + t.shape[1:])
+                 for s in reversed(range(t_steps))]
+        return imp.b.op("concat", *steps, axis=0) if t_steps > 1 else t
+
+    ys, finals = [], [[] for _ in range(2 if lstm else 1)]
+    state_inputs = (5, 6) if lstm else (5,)
+    for d, name in enumerate(dirs):
+        bias = consts["B"]
+        b_sum = (gates(bias[d][:width] + bias[d][width:]) if bias is not None
+                 else np.zeros(width, np.float32))
+        values = (gates(consts["W"][d]).T, gates(consts["R"][d]).T, b_sum)
+        suffix = "" if d == 0 else ".reverse"
+        params = [imp.b.param(imp.fresh(r + suffix), init=v.astype(np.float32),
+                              frozen=r in imp.frozen)
+                  for r, v in zip(raw, values, strict=True)]
+        states = []
+        for k in state_inputs:
+            v = ins[k] if len(ins) > k else None
+            if v is None:
+                states.append(imp.b.zeros((batch, hidden), xs.dtype))
+                continue
+            both = imp.t(v).reshape(len(dirs), batch, hidden)
+            states.append(imp.b.op("slice", both, start=(d, 0, 0),
+                                   stop=(d + 1, batch, hidden)).reshape(batch, hidden))
+        seq_in = reverse_time(xs) if name == "reverse" else xs
+        if lstm:
+            hs, *last = imp.b.op("lstm", seq_in, *states, *params)
+        else:
+            hs, *last = imp.b.op("rnn", seq_in, *states, *params, activation=activation)
+        if name == "reverse":
+            hs = reverse_time(hs)
+        ys.append(hs.reshape(t_steps, 1, batch, hidden))
+        for acc, v in zip(finals, last, strict=True):
+            acc.append(v.reshape(1, batch, hidden))
+
+    def stack(parts, axis):
+        return parts[0] if len(parts) == 1 else imp.b.op("concat", *parts, axis=axis)
+
+    return [stack(ys, 1)] + [stack(parts, 0) for parts in finals]
