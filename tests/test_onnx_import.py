@@ -255,32 +255,67 @@ def test_transfer_learning_on_a_frozen_imported_backbone(rng):
 
 _TRITON = textwrap.dedent("""
     import sys, numpy as np, graphc
-    graph = graphc.from_onnx(sys.argv[1])
-    feeds = dict(np.load(sys.argv[2]))
-    want = dict(np.load(sys.argv[3]))
-    got = graphc.compile(graph, target="triton")(feeds)
-    for k, v in want.items():
-        np.testing.assert_allclose(got[k], v, rtol=1e-4, atol=1e-5)
+    for stem in sys.argv[1:]:
+        graph = graphc.from_onnx(stem + ".onnx")
+        feeds = dict(np.load(stem + ".in.npz"))
+        want = dict(np.load(stem + ".want.npz"))
+        got = graphc.compile(graph, target="triton")(feeds)
+        for k, v in want.items():
+            np.testing.assert_allclose(got[k], v, rtol=1e-4, atol=1e-5, err_msg=stem + " " + k)
     print("ok")
 """)
 
 
-def test_imported_graph_runs_on_triton_under_the_interpreter(rng, tmp_path):
+def _triton_models(rng) -> dict:
+    """Small models covering the importer's op families, for Triton's interpreter."""
+    x2, x4, xs = _f32(rng, 4, 8), _f32(rng, 2, 3, 6, 6), _f32(rng, 3, 2, 4)
+    h = 3
+    i64 = lambda *v: np.asarray(v, np.int64)  # noqa: E731
+    return {
+        "dense": (make_model("dense", [node("Gemm", ["x", "w", "b"], ["h"]),
+                                       node("Tanh", ["h"], ["y"]),
+                                       node("Softmax", ["h"], ["p"])],
+                             {"x": x2}, ["y", "p"], {"w": _f32(rng, 8, 5), "b": _f32(rng, 5)}),
+                  {"x": x2}),
+        "cnn": (make_model("cnn", [
+            node("Conv", ["x", "w", "cb"], ["c"], pads=[1, 1, 1, 1]),
+            node("BatchNormalization", ["c", "g", "be", "m", "v"], ["bn"]),
+            node("Relu", ["bn"], ["r"]),
+            node("MaxPool", ["r"], ["mp"], kernel_shape=[2, 2], strides=[2, 2]),
+            node("ConvTranspose", ["mp", "wt"], ["up"], strides=[2, 2]),
+            node("Elu", ["up"], ["y"]),
+            node("Flatten", ["mp"], ["f"]),
+        ], {"x": x4}, ["y", "f"], {"w": _f32(rng, 4, 3, 3, 3) * 0.3, "cb": _f32(rng, 4),
+                                   "g": 1 + 0.1 * _f32(rng, 4), "be": _f32(rng, 4),
+                                   "m": _f32(rng, 4) * 0.1, "v": np.abs(_f32(rng, 4)) + 0.5,
+                                   "wt": _f32(rng, 4, 2, 2, 2) * 0.3}), {"x": x4}),
+        "seq": (make_model("seq", [
+            node("LSTM", ["x", "W", "R", "B"], ["y", "yh", "yc"], hidden_size=h,
+                 direction="bidirectional"),
+            node("Slice", ["y", "s", "e", "a"], ["sl"]),
+            node("Pad", ["sl", "pads"], ["pd"]),
+        ], {"x": xs}, ["y", "yh", "pd"], {"W": _f32(rng, 2, 4 * h, 4) * 0.4,
+                                          "R": _f32(rng, 2, 4 * h, h) * 0.4,
+                                          "B": _f32(rng, 2, 8 * h) * 0.3, "s": i64(1),
+                                          "e": i64(3), "a": i64(0),
+                                          "pads": i64(0, 0, 1, 0, 0, 0, 0, 2)}), {"x": xs}),
+    }
+
+
+def test_imported_models_run_on_triton_under_the_interpreter(rng, tmp_path):
     """Triton's interpreter must be chosen before triton is imported: a process of its own."""
     pytest.importorskip("triton")
     pytest.importorskip("torch")
-    x = _f32(rng, 4, 8)
-    model = make_model("small", [node("Gemm", ["x", "w", "b"], ["h"]),
-                                 node("Tanh", ["h"], ["y"]), node("Softmax", ["h"], ["p"])],
-                       {"x": x}, ["y", "p"], {"w": _f32(rng, 8, 5), "b": _f32(rng, 5)})
-    onnx.save(model, str(tmp_path / "m.onnx"))
-    np.savez(tmp_path / "in.npz", x=x)
-    np.savez(tmp_path / "want.npz", **_ort(model, {"x": x}))
-    res = subprocess.run([sys.executable, "-c", _TRITON, str(tmp_path / "m.onnx"),
-                          str(tmp_path / "in.npz"), str(tmp_path / "want.npz")],
-                         capture_output=True, text=True, timeout=300,
-                         env={**os.environ, "TRITON_INTERPRET": "1"})
-    assert res.returncode == 0 and res.stdout.strip() == "ok", res.stderr[-2000:]
+    stems = []
+    for name, (model, feeds) in _triton_models(rng).items():
+        stem = str(tmp_path / name)
+        onnx.save(model, stem + ".onnx")
+        np.savez(stem + ".in.npz", **feeds)
+        np.savez(stem + ".want.npz", **_ort(model, feeds))
+        stems.append(stem)
+    res = subprocess.run([sys.executable, "-c", _TRITON, *stems], capture_output=True,
+                         text=True, timeout=600, env={**os.environ, "TRITON_INTERPRET": "1"})
+    assert res.returncode == 0 and res.stdout.strip() == "ok", res.stderr[-3000:]
 
 
 def test_file_import_and_gradients_of_imported_parameters(tmp_path, rng):
