@@ -198,20 +198,19 @@ def _pipeline(graph: Graph, opts: CompileOptions
     when the cache was not asked)."""
     from . import pipeline_cache as pc
 
+    use_cache = opts.cache and pc.enabled() and not opts.verify
+    if use_cache:
+        store = pc.PipelineCache(opts.extra.get("cache_dir"))
+        key = pc.pipeline_key(graph, {"fuse": opts.fuse, "remat": opts.remat})
+        cached = store.lookup(key, dict(graph.param_values))
+        if cached is not None:  # the log is the run that made the entry, marked as such
+            log = [{**e, "cached": True} for e in cached.log]
+            return cached.schedule, partial(parse_graph, cached.graph_text), log, True
     ctx = PassContext(verify=opts.verify)
-    if not (opts.cache and pc.enabled()) or opts.verify:
-        result = run_pipeline(graph, ctx, fuse=opts.fuse, remat=opts.remat)
-        return result.schedule, result.graph, ctx.log, None
-
-    store = pc.PipelineCache(opts.extra.get("cache_dir"))
-    key = pc.pipeline_key(graph, {"fuse": opts.fuse, "remat": opts.remat})
-    cached = store.lookup(key, dict(graph.param_values))
-    if cached is not None:  # the log is the run that made the entry, marked as such
-        log = [{**e, "cached": True} for e in cached.log]
-        return cached.schedule, partial(parse_graph, cached.graph_text), log, True
     result = run_pipeline(graph, ctx, fuse=opts.fuse, remat=opts.remat)
-    try:
-        store.store(key, result.schedule, result.graph, ctx.log)
-    except OSError:  # a read-only or full cache directory costs the next compile, nothing more
-        pass
-    return result.schedule, result.graph, ctx.log, False
+    if use_cache:
+        try:
+            store.store(key, result.schedule, result.graph, ctx.log)
+        except OSError:  # a read-only or full cache directory costs the next compile only
+            pass
+    return result.schedule, result.graph, ctx.log, (False if use_cache else None)

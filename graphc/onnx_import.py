@@ -45,7 +45,8 @@ _UNARY = {"Relu": "relu", "Sigmoid": "sigmoid", "Tanh": "tanh", "Exp": "exp", "L
           "Neg": "neg", "Sqrt": "sqrt", "Abs": "abs", "Reciprocal": "reciprocal",
           "Softplus": "softplus"}
 _BINARY = {"Add": "add", "Sub": "sub", "Mul": "mul", "Div": "div", "Pow": "pow",
-           "Max": "maximum", "Min": "minimum"}
+           "Max": "maximum", "Min": "minimum", "Greater": "gt", "Less": "lt", "Equal": "eq",
+           "GreaterOrEqual": "ge", "LessOrEqual": "le"}
 _NUMPY_BINARY = {"Add": np.add, "Sub": np.subtract, "Mul": np.multiply, "Div": np.divide,
                  "Max": np.maximum, "Min": np.minimum}
 
@@ -86,6 +87,14 @@ def from_onnx(model: Any, *, shapes: Mapping[str, Sequence[int]] | None = None,
     return imp.run(name)
 
 
+def _unique(base: str, taken) -> str:
+    """`base`, or `base_1`, `base_2`, ... the first not in `taken`."""
+    name, k = base, 1
+    while name in taken:
+        name, k = f"{base}_{k}", k + 1
+    return name
+
+
 def _clean(name: str) -> str:
     out = _NAME.sub("_", name).strip("._") or "v"
     return out if not out[0].isdigit() else "v" + out
@@ -108,10 +117,7 @@ class _Importer:
         self.inits: dict[str, np.ndarray] = {}
 
     def fresh(self, raw: str) -> str:
-        base = name = _clean(raw)
-        k = 1
-        while name in self.taken:
-            name, k = f"{base}_{k}", k + 1
+        name = _unique(_clean(raw), self.taken)
         self.taken.add(name)
         return name
 
@@ -144,11 +150,8 @@ class _Importer:
             v = self.env.get(vi.name)
             if v is None:
                 raise OnnxImportError(f"{self.where}: output {vi.name!r} is not computed")
-            key = base = _clean(vi.name)  # outputs have a namespace of their own
-            k = 1
-            while key in outputs:
-                key, k = f"{base}_{k}", k + 1
-            outputs[key] = self._tensor(v)
+            # outputs have a namespace of their own
+            outputs[_unique(_clean(vi.name), outputs)] = self._tensor(v)
         return self.b.build(name, outputs=outputs)
 
     def _named(self, v, raw: str):
@@ -483,16 +486,6 @@ def _expand(imp, node, ins, attrs):
     return imp.b.broadcast_to(x, shape)
 
 
-def _compare(imp, node, ins, attrs):
-    op = {"Greater": "gt", "Less": "lt", "Equal": "eq", "GreaterOrEqual": "ge",
-          "LessOrEqual": "le"}[node.op_type]
-    a, c = ins
-    like = a if isinstance(a, Tensor) else c
-    lift = (lambda v: v if isinstance(v, Tensor) else imp.b.const(
-        np.asarray(v, np.float32), dtype=like.dtype))
-    return imp.b.op(op, lift(a), lift(c))
-
-
 def _where(imp, node, ins, attrs):
     cond, a, c = ins
     a, c = imp.t(a), imp.t(c)
@@ -546,7 +539,6 @@ _HANDLERS: dict[str, Callable] = {
     "Slice": _slice, "Split": _split, "Pad": _pad, "Expand": _expand,
     "ConvTranspose": layers.conv_transpose, "Where": _where, "Clip": _clip,
     "HardSigmoid": _hard_sigmoid, "Elu": _elu, "Sum": _sum_mean, "Mean": _sum_mean,
-    **{op: _compare for op in ("Greater", "Less", "Equal", "GreaterOrEqual", "LessOrEqual")},
 }
 
 

@@ -29,7 +29,6 @@ from __future__ import annotations
 import hashlib
 import os
 import pickle
-import tempfile
 from dataclasses import dataclass, replace
 from functools import cache
 from pathlib import Path
@@ -37,11 +36,11 @@ from typing import Any
 
 import numpy as np
 
+from graphc.backends.cache_root import atomic_write, cache_dir
 from graphc.ir.graph import Graph
 from graphc.ir.kernel import Schedule
 from graphc.ir.text import print_graph
 
-CACHE_ENV = "GRAPHC_CACHE_DIR"
 SWITCH_ENV = "GRAPHC_PIPELINE_CACHE"  # "0" turns this cache off (the machine-code cache stays)
 ENTRY_VERSION = 1
 _SOURCES = ("graphc", "ir")  # what the passes can run (the backends are not part of it)
@@ -49,14 +48,6 @@ _SOURCES = ("graphc", "ir")  # what the passes can run (the backends are not par
 
 def enabled() -> bool:
     return os.environ.get(SWITCH_ENV, "1").strip() not in ("0", "off", "false", "no")
-
-
-def cache_dir(override: str | os.PathLike | None = None) -> Path:
-    """The cache root: `override`, else $GRAPHC_CACHE_DIR, else ~/.cache/graphc."""
-    if override is not None:
-        return Path(override)
-    env = os.environ.get(CACHE_ENV)
-    return Path(env) if env else Path.home() / ".cache" / "graphc"
 
 
 @cache
@@ -121,11 +112,4 @@ class PipelineCache:
                  "param_names": sorted(schedule.param_values)}
         path = self.path(key)
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{key[:16]}.", suffix=".pkl", dir=path.parent)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                pickle.dump(entry, f, protocol=pickle.HIGHEST_PROTOCOL)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        atomic_write(path, pickle.dumps(entry, protocol=pickle.HIGHEST_PROTOCOL))

@@ -27,15 +27,8 @@ from typing import Any
 
 import numpy as np
 
+from graphc.backends.cache_root import atomic_write, cache_dir
 from graphc.ir.kernel import Schedule
-
-CACHE_ENV = "GRAPHC_CACHE_DIR"
-def cache_dir(override: str | os.PathLike | None = None) -> Path:
-    """The cache root: `override`, else $GRAPHC_CACHE_DIR, else ~/.cache/graphc."""
-    if override is not None:
-        return Path(override)
-    env = os.environ.get(CACHE_ENV)
-    return Path(env) if env else Path.home() / ".cache" / "graphc"
 
 
 @cache
@@ -101,16 +94,6 @@ class CompileCache:
         except BaseException:
             Path(tmp_lib).unlink(missing_ok=True)
             raise
-        _atomic_write(meta_path, json.dumps({**meta, "key": key}, indent=1, sort_keys=True))
+        atomic_write(meta_path, json.dumps({**meta, "key": key}, indent=1,
+                                           sort_keys=True).encode())
         return lib
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
