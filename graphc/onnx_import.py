@@ -109,8 +109,8 @@ class _Importer:
         self.frozen = {n.input[k] for n in self.graph.node if n.op_type == "BatchNormalization"
                        for k in (3, 4) if len(n.input) > k}
         # Weights that become parameters in graphc's layout when their node is imported: an
-        # LSTM's or RNN's W, R and B, a ConvTranspose's W
-        relayout = {"LSTM": (1, 2, 3), "RNN": (1, 2, 3), "ConvTranspose": (1,)}
+        # LSTM's, GRU's or RNN's W, R and B, a ConvTranspose's W
+        relayout = {"LSTM": (1, 2, 3), "GRU": (1, 2, 3), "RNN": (1, 2, 3), "ConvTranspose": (1,)}
         self.relayout = {n.input[k] for n in self.graph.node if n.op_type in relayout
                          for k in relayout[n.op_type] if len(n.input) > k and n.input[k]}
         self.taken: set[str] = set()
@@ -536,6 +536,7 @@ _HANDLERS: dict[str, Callable] = {
     "Squeeze": _squeeze, "Unsqueeze": _unsqueeze, "Identity": _identity, "Dropout": _identity,
     "Constant": _constant, "ReduceMean": _reduce, "ReduceSum": _reduce, "ReduceMax": _reduce,
     "Shape": _shape_of, "Cast": _cast, "LSTM": layers.recurrent, "RNN": layers.recurrent,
+    "GRU": layers.recurrent,
     "Slice": _slice, "Split": _split, "Pad": _pad, "Expand": _expand,
     "ConvTranspose": layers.conv_transpose, "Where": _where, "Clip": _clip,
     "HardSigmoid": _hard_sigmoid, "Elu": _elu, "Sum": _sum_mean, "Mean": _sum_mean,

@@ -96,18 +96,21 @@ def conv_transpose(imp, node, ins, attrs):
     return y
 
 
-_ONNX_TO_TORCH_GATES = (0, 2, 3, 1)  # ONNX stacks the gates i, o, f, c; graphc i, f, g, o
+# ONNX stacks an LSTM's gates i, o, f, c (graphc: i, f, g, o) and a GRU's z, r, h (r, z, n)
+_GATE_ORDER = {"LSTM": (0, 2, 3, 1), "GRU": (1, 0, 2), "RNN": (0,)}
+_DEFAULT_ACTIVATIONS = {"LSTM": ["sigmoid", "tanh", "tanh"], "GRU": ["sigmoid", "tanh"]}
 
 
 def recurrent(imp, node, ins, attrs):
-    """ONNX LSTM and RNN (time-major) as graphc's `lstm` and `rnn`, one per direction. W, R
-    and B become parameters in graphc's layout, one set per direction (`<W>`, `<W>.reverse`):
-    W_x = W[d] transposed to [D, G*H] (an LSTM's gate blocks reordered from ONNX's i, o, f, c
-    to i, f, g, o), W_z likewise from R, b = the two biases of B summed. The reverse direction
-    runs the same op over the steps in reverse order (a concatenation of the time slices), its
-    outputs put back in time order."""
-    lstm = node.op_type == "LSTM"
-    n_gates = 4 if lstm else 1
+    """ONNX LSTM, GRU and RNN (time-major) as graphc's `lstm`, `gru` and `rnn`, one per
+    direction. W, R and B become parameters in graphc's layout, one set per direction (`<W>`,
+    `<W>.reverse`): W_x = W[d] transposed to [D, G*H] with the gate blocks reordered to
+    graphc's, W_z likewise from R; an LSTM's or RNN's b = the two biases of B summed, a GRU keeps
+    them apart (`<B>` the input one, `<B>.hidden` the recurrent one: its n-gate part is
+    multiplied by the reset gate). The reverse direction runs the same op over the steps in
+    reverse order (a concatenation of the time slices), its outputs put back in time order."""
+    kind = node.op_type
+    n_gates = {"LSTM": 4, "GRU": 3, "RNN": 1}[kind]
     direction = attrs.get("direction", b"forward")
     direction = direction.decode() if isinstance(direction, bytes) else direction
     if direction not in ("forward", "reverse", "bidirectional"):
@@ -117,15 +120,16 @@ def recurrent(imp, node, ins, attrs):
     acts = [a.decode().lower() if isinstance(a, bytes) else a.lower()
             for a in attrs.get("activations", [])]
     dirs = ["forward", "reverse"] if direction == "bidirectional" else [direction]
-    default = ["sigmoid", "tanh", "tanh"] if lstm else ["tanh"]
+    default = _DEFAULT_ACTIVATIONS.get(kind)
     activation = "tanh"
-    if acts and lstm and acts not in (default, default * len(dirs)):
-        raise imp.fail(node, f"activations {acts} (an LSTM imports with Sigmoid, Tanh, Tanh)")
-    if acts and not lstm:
+    if acts and default and acts not in (default, default * len(dirs)):
+        wanted = ", ".join(a.capitalize() for a in default)
+        raise imp.fail(node, f"activations {acts} (an {kind} imports with {wanted})")
+    if acts and kind == "RNN":
         if len(set(acts)) != 1 or acts[0] not in ("tanh", "relu", "sigmoid"):
             raise imp.fail(node, f"activations {acts} (one of Tanh, Relu, Sigmoid for all)")
         activation = acts[0]
-    if lstm and len(ins) > 7 and ins[7] is not None:
+    if kind == "LSTM" and len(ins) > 7 and ins[7] is not None:
         raise imp.fail(node, "peephole weights P are not supported")
     xs = imp.t(ins[0])
     t_steps, batch, _ = xs.shape
@@ -143,26 +147,31 @@ def recurrent(imp, node, ins, attrs):
         raise imp.fail(node, f"W and R need {len(dirs)} direction(s) for {direction!r}")
 
     def gates(w: np.ndarray) -> np.ndarray:  # [G*H, ...] in ONNX order -> graphc order
-        if not lstm:
-            return w
-        return np.concatenate([w[g * hidden:(g + 1) * hidden] for g in _ONNX_TO_TORCH_GATES])
+        return np.concatenate([w[g * hidden:(g + 1) * hidden] for g in _GATE_ORDER[kind]])
 
     raw = [node.input[k] if len(node.input) > k and node.input[k] else
            f"{node.output[0] or 'rnn'}_{what}" for k, what in ((1, "W"), (2, "R"), (3, "B"))]
     width = n_gates * hidden
+    if kind == "GRU":
+        raw.append(raw[2] + ".hidden")
+
+    def biases(d: int) -> list[np.ndarray]:
+        bias = consts["B"]
+        if bias is None:
+            bias = np.zeros((len(dirs), 2 * width), np.float32)
+        if kind == "GRU":
+            return [gates(bias[d][:width]), gates(bias[d][width:])]
+        return [gates(bias[d][:width] + bias[d][width:])]
 
     def reverse_time(t):
         steps = [imp.b.op("slice", t, start=(s, 0, 0), stop=(s + 1,) + t.shape[1:])
                  for s in reversed(range(t_steps))]
         return imp.b.op("concat", *steps, axis=0) if t_steps > 1 else t
 
-    ys, finals = [], [[] for _ in range(2 if lstm else 1)]
-    state_inputs = (5, 6) if lstm else (5,)
+    ys, finals = [], [[] for _ in range(2 if kind == "LSTM" else 1)]
+    state_inputs = (5, 6) if kind == "LSTM" else (5,)
     for d, name in enumerate(dirs):
-        bias = consts["B"]
-        b_sum = (gates(bias[d][:width] + bias[d][width:]) if bias is not None
-                 else np.zeros(width, np.float32))
-        values = (gates(consts["W"][d]).T, gates(consts["R"][d]).T, b_sum)
+        values = (gates(consts["W"][d]).T, gates(consts["R"][d]).T, *biases(d))
         suffix = "" if d == 0 else ".reverse"
         params = [imp.b.param(imp.fresh(r + suffix), init=v.astype(np.float32),
                               frozen=r in imp.frozen)
@@ -177,8 +186,11 @@ def recurrent(imp, node, ins, attrs):
             states.append(imp.b.op("slice", both, start=(d, 0, 0),
                                    stop=(d + 1, batch, hidden)).reshape(batch, hidden))
         seq_in = reverse_time(xs) if name == "reverse" else xs
-        if lstm:
+        if kind == "LSTM":
             hs, *last = imp.b.op("lstm", seq_in, *states, *params)
+        elif kind == "GRU":
+            hs, *last = imp.b.op("gru", seq_in, *states, *params, linear_before_reset=bool(
+                attrs.get("linear_before_reset", 0)))
         else:
             hs, *last = imp.b.op("rnn", seq_in, *states, *params, activation=activation)
         if name == "reverse":

@@ -220,6 +220,62 @@ def test_rnn(rng, direction, activation):
     _check(model, {"xs": xs})
 
 
+@pytest.mark.parametrize("direction, lbr, with_bias, with_state", [
+    ("forward", 0, True, True), ("forward", 1, True, False), ("forward", 0, False, False),
+    ("reverse", 1, True, True), ("bidirectional", 0, True, True),
+    ("bidirectional", 1, False, True)])
+def test_gru(rng, direction, lbr, with_bias, with_state):
+    """ONNX's GRU (gates z, r, h; B = W_b ++ R_b kept apart; linear_before_reset 0 is ONNX's
+    default, 1 torch's) as graphc's gru, one per direction."""
+    t, batch, d, h = 5, 3, 4, 6
+    nd = 2 if direction == "bidirectional" else 1
+    xs = _f32(rng, t, batch, d)
+    inits = {"W": _f32(rng, nd, 3 * h, d) * 0.5, "R": _f32(rng, nd, 3 * h, h) * 0.5,
+             "B": _f32(rng, nd, 6 * h) * 0.5}
+    inputs = ["xs", "W", "R", "B"]
+    if not with_bias:
+        del inits["B"]
+        inputs[3] = ""
+    if with_state:
+        inits["h0"] = _f32(rng, nd, batch, h)
+        inputs += ["", "h0"]
+    model = make_model("gru", [node("GRU", inputs, ["y", "yh"], hidden_size=h,
+                                    direction=direction, linear_before_reset=lbr)],
+                       {"xs": xs}, ["y", "yh"], inits)
+    graph = _check(model, {"xs": xs})
+    assert graph.param_values["W"].shape == (d, 3 * h)
+    assert ("B.hidden" in graph.param_values) == with_bias
+
+
+def test_gru_exported_by_torch(rng, tmp_path):
+    """A batch-first torch GRU as torch.onnx exports it (Transpose around a GRU node with
+    linear_before_reset=1), against torch itself."""
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(0)
+    net = torch.nn.GRU(4, 6, batch_first=True).eval()
+    x = torch.from_numpy(_f32(rng, 2, 5, 4))
+    path = tmp_path / "gru.onnx"
+    torch.onnx.export(net, (x,), str(path), dynamo=False, input_names=["x"],
+                      output_names=["y", "h"])
+    graph = graphc.from_onnx(str(path))
+    want_y, want_h = net(x)
+    for target in ("reference", "llvm"):
+        got = graphc.compile(graph, target=target)({"x": x.numpy()})
+        np.testing.assert_allclose(got["y"], want_y.detach().numpy(), rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(got["h"], want_h.detach().numpy(), rtol=1e-4, atol=1e-5)
+
+
+def test_gru_with_other_activations_is_refused(rng):
+    h = 3
+    inits = {"W": _f32(rng, 1, 3 * h, 2), "R": _f32(rng, 1, 3 * h, h)}
+    model = make_model("gru", [node("GRU", ["xs", "W", "R"], ["y"], hidden_size=h,
+                                    activations=["Relu", "Tanh"])],
+                       {"xs": _f32(rng, 2, 1, 2)}, ["y"], inits)
+    with pytest.raises(OnnxImportError, match=r"GRU.*activations \['relu', 'tanh'\] "
+                                              r"\(an GRU imports with Sigmoid, Tanh\)"):
+        graphc.from_onnx(model)
+
+
 def test_transfer_learning_on_a_frozen_imported_backbone(rng):
     """A pretrained ONNX backbone imported frozen, a new head built on it, one SGD step: the
     head moves by lr * its gradient (checked in closed form for the bias), the backbone

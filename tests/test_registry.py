@@ -19,7 +19,7 @@ REQUIRED_COMPOSITES = {
     "mean", "dense", "conv1d", "conv2d", "max_pool1d", "max_pool2d", "avg_pool1d", "avg_pool2d",
     "global_avg_pool", "batch_norm", "softmax", "log_softmax", "cross_entropy", "mse",
     "weight_decay", "dropout", "one_hot", "flatten", "residual_block", "rnn_cell", "lstm_cell",
-    "rnn", "lstm",
+    "rnn", "lstm", "gru_cell", "gru",
 }
 NON_DIFFERENTIABLE = {"eq", "ne", "lt", "le", "gt", "ge", "argmax", "iota", "random_uniform",
                       "constant", "input", "param"}

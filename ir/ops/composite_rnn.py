@@ -1,9 +1,15 @@
-"""Recurrent composites: `rnn_cell`, `lstm_cell`, and the sequence ops `rnn` and `lstm`.
+"""Recurrent composites: `rnn_cell`, `lstm_cell`, `gru_cell`, and the sequence ops `rnn`, `lstm`
+and `gru`.
 
 Conventions (chosen so torch weights copy over by a transpose):
 - weights multiply from the right, `x @ W`, with W of shape [in, out];
 - the LSTM's four gates are stacked along the last weight axis in torch's order (i, f, g, o), so
   `W_x = weight_ih.T` [D, 4H], `W_z = weight_hh.T` [H, 4H], `b = bias_ih + bias_hh` [4H];
+- the GRU's three gates are stacked in torch's order (r, z, n), and it keeps its two biases
+  apart (`b_x = bias_ih`, `b_z = bias_hh`): the hidden bias of n sits inside the reset product,
+  n = tanh(x W_xn + b_xn + r * (h W_zn + b_zn)) (`linear_before_reset`, torch's form); with
+  `linear_before_reset=False` (ONNX's default) n = tanh(x W_xn + b_xn + (r * h) W_zn + b_zn);
+  then h' = (1 - z) * n + z * h;
 - sequences are time-major: xs [T, B, D], hs [T, B, H].
 
 The seed's basic RNN `z_t = g_z(W_zz z_{t-1} + W_xz x_t)` is `rnn_cell` with W_z = W_zz^T, W_x =
@@ -31,6 +37,7 @@ from ..types import FLOAT_DTYPES, TensorType
 
 ACTIVATIONS = ("tanh", "relu", "sigmoid")
 LSTM_GATES = ("i", "f", "g", "o")  # torch's order of the stacked gate blocks
+GRU_GATES = ("r", "z", "n")
 
 # -- type rules ----------------------------------------------------------------------------------
 
@@ -56,10 +63,11 @@ def _check_rank(t: TensorType, rank: int, name: str, layout: str) -> None:
 
 def _check_weights(types: Sequence[TensorType], names: Sequence[str], d: int, h: int,
                    gates: int) -> None:
-    """W_x [D, G*H], W_z [H, G*H] and optional bias [G*H], with G the number of gate blocks."""
+    """W_x [D, G*H], W_z [H, G*H] and optional biases [G*H] (two for a GRU), with G the number
+    of gate blocks."""
     g = f"{gates}H" if gates > 1 else "H"
     wants = [((d, gates * h), f"[D, {g}]"), ((h, gates * h), f"[H, {g}]"),
-             ((gates * h,), f"[{g}]")]
+             ((gates * h,), f"[{g}]"), ((gates * h,), f"[{g}]")]
     for t, name, (want, layout) in zip(types, names, wants, strict=False):
         if t.shape != want:
             raise ShapeError(f"{name} must be {layout} = {_fmt(want)} (D={d}, H={h}), got {t}")
@@ -105,6 +113,8 @@ RNN_CELL_NAMES = ("x", "h", "W_x", "W_z", "b")
 LSTM_CELL_NAMES = ("x", "h", "c", "W_x", "W_z", "b")
 RNN_NAMES = ("xs", "h0", "W_x", "W_z", "b")
 LSTM_NAMES = ("xs", "h0", "c0", "W_x", "W_z", "b")
+GRU_CELL_NAMES = ("x", "h", "W_x", "W_z", "b_x", "b_z")
+GRU_NAMES = ("xs", "h0", "W_x", "W_z", "b_x", "b_z")
 
 
 def infer_rnn_cell(types, attrs):
@@ -122,6 +132,14 @@ def infer_rnn(types, attrs):
 
 def infer_lstm(types, attrs):
     return _infer_seq(types, LSTM_NAMES, 2, 4)
+
+
+def infer_gru_cell(types, attrs):
+    return _infer_cell(types, GRU_CELL_NAMES, 1, 3)
+
+
+def infer_gru(types, attrs):
+    return _infer_seq(types, GRU_NAMES, 1, 3)
 
 
 # -- references (direct numpy, independent of the decompositions) ------------------------------
@@ -160,6 +178,29 @@ def _np_lstm_step(x, h, c, w_x, w_z, bias) -> tuple[np.ndarray, np.ndarray]:
     c_new = c * _np_sigmoid(f) + _np_sigmoid(i) * np.tanh(g)
     h_new = np.tanh(c_new) * _np_sigmoid(o)
     return h_new, c_new
+
+
+def _np_gru_step(x, h, w_x, w_z, b_x, b_z, linear_before_reset: bool) -> np.ndarray:
+    hidden = h.shape[1]
+
+    def block(w, b, k: int, v):
+        cols = slice(k * hidden, (k + 1) * hidden)
+        out = v @ w[:, cols]
+        return out if b is None else out + b[cols]
+
+    r = _np_sigmoid(block(w_x, b_x, 0, x) + block(w_z, b_z, 0, h))
+    z = _np_sigmoid(block(w_x, b_x, 1, x) + block(w_z, b_z, 1, h))
+    hn = r * block(w_z, b_z, 2, h) if linear_before_reset else block(w_z, b_z, 2, r * h)
+    n = np.tanh(block(w_x, b_x, 2, x) + hn)
+    return (1.0 - z) * n + z * h
+
+
+def _gru_operands(inputs, n_fixed: int) -> tuple[list[np.ndarray], tuple]:
+    """Fixed operands and (b_x, b_z), each None when absent, in the working dtype."""
+    wt = _work_dtype(np.asarray(inputs[0]))
+    cast = [np.asarray(a, dtype=wt) for a in inputs]
+    biases = cast[n_fixed:] + [None] * (n_fixed + 2 - len(cast))
+    return cast[:n_fixed], tuple(biases)
 
 
 def _split(arrays: Sequence[np.ndarray], n_fixed: int
@@ -202,6 +243,22 @@ def ref_lstm(inputs, attrs):
     return np.stack(hs).astype(dt), h.astype(dt), c.astype(dt)
 
 
+def ref_gru_cell(inputs, attrs):
+    (x, h, w_x, w_z), (b_x, b_z) = _gru_operands(inputs, 4)
+    out = _np_gru_step(x, h, w_x, w_z, b_x, b_z, attrs["linear_before_reset"])
+    return out.astype(inputs[0].dtype)
+
+
+def ref_gru(inputs, attrs):
+    (xs, h, w_x, w_z), (b_x, b_z) = _gru_operands(inputs, 4)
+    hs = []
+    for t in range(xs.shape[0]):
+        h = _np_gru_step(xs[t], h, w_x, w_z, b_x, b_z, attrs["linear_before_reset"])
+        hs.append(h)
+    dt = inputs[0].dtype
+    return np.stack(hs).astype(dt), h.astype(dt)
+
+
 # -- decompositions (b: Builder; operands are Tensors) --------------------------------------------
 
 
@@ -238,6 +295,39 @@ def decompose_lstm_cell(b, inputs, attrs):
     return h_new, c_new
 
 
+def decompose_gru_cell(b, inputs, attrs):
+    x, h, w_x, w_z, *biases = inputs
+    b_x, b_z = (biases + [None, None])[:2]
+    hidden = h.shape[1]
+    px = b.matmul(x, w_x)
+    px = px + b_x if b_x is not None else px
+    if attrs["linear_before_reset"]:
+        # one product per operand for all three gates; n's hidden part is multiplied by r
+        ph = b.matmul(h, w_z)
+        ph = ph + b_z if b_z is not None else ph
+    else:
+        # n's hidden product takes r * h, so only the r and z columns multiply h directly
+        w_rz = b.slice(w_z, start=(0, 0), stop=(hidden, 2 * hidden), step=(1, 1))
+        ph = b.matmul(h, w_rz)
+        if b_z is not None:
+            ph = ph + b.slice(b_z, start=(0,), stop=(2 * hidden,), step=(1,))
+    gates = {}
+    for k, gate in enumerate(GRU_GATES[:2]):
+        with b.scope(gate):
+            gates[gate] = b.sigmoid(_gate_block(b, px, k, hidden) + _gate_block(b, ph, k, hidden))
+    with b.scope("n"):
+        if attrs["linear_before_reset"]:
+            hn = gates["r"] * _gate_block(b, ph, 2, hidden)
+        else:
+            w_n = b.slice(w_z, start=(0, 2 * hidden), stop=(hidden, 3 * hidden), step=(1, 1))
+            hn = b.matmul(gates["r"] * h, w_n)
+            if b_z is not None:
+                hn = hn + b.slice(b_z, start=(2 * hidden,), stop=(3 * hidden,), step=(1,))
+        n = b.tanh(_gate_block(b, px, 2, hidden) + hn)
+    with b.scope("h"):
+        return n + gates["z"] * (h - n)
+
+
 def _time_step(b, xs, t: int):
     """xs[t] as [B, D]: slice one step, then reshape the time axis away."""
     steps, batch, d = xs.shape
@@ -267,8 +357,14 @@ def decompose_lstm(b, inputs, attrs):
     return _unroll(b, xs, (h0, c0), "lstm_cell", tuple(weights), {})
 
 
+def decompose_gru(b, inputs, attrs):
+    xs, h0, *weights = inputs
+    return _unroll(b, xs, (h0,), "gru_cell", tuple(weights), dict(attrs))
+
+
 def register_ops() -> None:
     activation = {"activation": Attr("str", "tanh", choices=ACTIVATIONS)}
+    reset = {"linear_before_reset": Attr("bool", True)}
     register(
         OpDef("rnn_cell", "composite_rnn", (4, 5), infer_rnn_cell, ref_rnn_cell,
               attrs=activation, decompose=decompose_rnn_cell,
@@ -285,4 +381,12 @@ def register_ops() -> None:
         OpDef("lstm", "composite_rnn", (5, 6), infer_lstm, ref_lstm, decompose=decompose_lstm,
               doc="lstm(xs [T, B, D], h0 [B, H], c0 [B, H], W_x, W_z[, b]) -> "
                   "(hs [T, B, H], h_T, c_T); unrolled into T lstm_cells."),
+        OpDef("gru_cell", "composite_rnn", (4, 6), infer_gru_cell, ref_gru_cell, attrs=reset,
+              decompose=decompose_gru_cell,
+              doc="gru_cell(x [B, D], h [B, H], W_x [D, 3H], W_z [H, 3H][, b_x [3H][, b_z [3H]]]) "
+                  "-> h'; gate blocks in torch order (r, z, n), the biases kept apart."),
+        OpDef("gru", "composite_rnn", (4, 6), infer_gru, ref_gru, attrs=reset,
+              decompose=decompose_gru,
+              doc="gru(xs [T, B, D], h0 [B, H], W_x, W_z[, b_x[, b_z]]) -> (hs [T, B, H], h_T); "
+                  "unrolled into T gru_cells."),
     )

@@ -366,6 +366,16 @@ def _lstm(b: Builder):
     return {"hs": hs, "h": h, "c": c}
 
 
+def _gru(linear_before_reset: bool):
+    def fn(b: Builder):
+        xs, h0 = b.input("xs", (3, 2, 4)), b.input("h0", (2, 5))
+        ws = [b.param("wx", (4, 15)), b.param("wz", (5, 15)),
+              b.param("bx", (15,), init="normal"), b.param("bz", (15,), init="normal")]
+        hs, h = b.gru(xs, h0, *ws, linear_before_reset=linear_before_reset)
+        return {"hs": hs, "h": h}
+    return fn
+
+
 def _labels(r):
     return {"x": r.standard_normal((6, 10)).astype(np.float32),
             "t": r.integers(0, 10, (6,))}
@@ -385,6 +395,8 @@ COMPOSITE_CASES = [
         "y": b.dense(b.input("x", (5, 12)), b.param("w", (12, 8)),
                      b.param("c", (8,), init="normal"), activation="relu")})),
     Case("lstm.t3", _graph("lstm", _lstm), rtol=1e-5, atol=1e-5),
+    Case("gru.t3", _graph("gru", _gru(True)), rtol=1e-5, atol=1e-5),
+    Case("gru.t3.reset_first", _graph("gru_onnx", _gru(False)), rtol=1e-5, atol=1e-5),
     Case("mse", _graph("mse", lambda b: {"y": b.mse(b.input("p", (4, 3)), b.input("t", (4, 3)))})),
     Case("avg_pool2d", _graph("ap", lambda b: {
         "y": b.avg_pool2d(b.input("x", (2, 3, 6, 6)), kernel=2)})),
