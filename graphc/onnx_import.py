@@ -532,6 +532,7 @@ _HANDLERS: dict[str, Callable] = {
     "LeakyRelu": _leaky_relu, "MatMul": _matmul, "Gemm": _gemm, "Softmax": _softmax,
     "LogSoftmax": _softmax, "Conv": layers.conv, "MaxPool": layers.pool, "AveragePool": layers.pool,
     "GlobalAveragePool": layers.global_avg_pool, "BatchNormalization": layers.batch_norm,
+    "LayerNormalization": layers.layer_norm,
     "Reshape": _reshape, "Flatten": _flatten, "Transpose": _transpose, "Concat": _concat,
     "Squeeze": _squeeze, "Unsqueeze": _unsqueeze, "Identity": _identity, "Dropout": _identity,
     "Constant": _constant, "ReduceMean": _reduce, "ReduceSum": _reduce, "ReduceMax": _reduce,

@@ -60,6 +60,20 @@ def batch_norm(imp, node, ins, attrs):
                     eps=float(attrs.get("epsilon", 1e-5)))
 
 
+def layer_norm(imp, node, ins, attrs):
+    """LayerNormalization (opset 17) as graphc's layer_norm; Scale and B broadcast to the
+    normalized shape first where they are smaller. Only Y: the saved mean and inverse standard
+    deviation outputs are for training kernels and must be unused."""
+    x = imp.t(ins[0])
+    axis = int(attrs.get("axis", -1))
+    axis = axis + x.ndim if axis < 0 else axis
+    inner = x.shape[axis:]
+    affine = [imp.t(v) for v in ins[1:3] if v is not None]
+    affine = [p if p.shape == inner else imp.b.broadcast_to(p, inner) for p in affine]
+    y = imp.b.op("layer_norm", x, *affine, axis=axis, eps=float(attrs.get("epsilon", 1e-5)))
+    return [y] + [None] * (len(node.output) - 1)
+
+
 def conv_transpose(imp, node, ins, attrs):
     """ConvTranspose as the `conv` primitive: the input dilated by the stride, the kernel
     flipped with its channel axes swapped per group (an initializer, re-laid out at import

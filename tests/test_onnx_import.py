@@ -276,6 +276,20 @@ def test_gru_with_other_activations_is_refused(rng):
         graphc.from_onnx(model)
 
 
+@pytest.mark.parametrize("axis, scale_shape, with_bias", [
+    (-1, (8,), True), (1, (3, 8), True), (-2, (3, 8), False), (1, (1, 8), True)])
+def test_layer_normalization(rng, axis, scale_shape, with_bias):
+    x = _f32(rng, 4, 3, 8) * 2 + 1
+    inits = {"s": _f32(rng, *scale_shape)}
+    inputs = ["x", "s"]
+    if with_bias:
+        inits["b"] = _f32(rng, *scale_shape)
+        inputs.append("b")
+    model = make_model("ln", [node("LayerNormalization", inputs, ["y"], axis=axis,
+                                   epsilon=1e-3)], {"x": x}, ["y"], inits)
+    _check(model, {"x": x})
+
+
 def test_transfer_learning_on_a_frozen_imported_backbone(rng):
     """A pretrained ONNX backbone imported frozen, a new head built on it, one SGD step: the
     head moves by lr * its gradient (checked in closed form for the bias), the backbone

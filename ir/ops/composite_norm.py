@@ -1,5 +1,5 @@
-"""Neural-network composites, part 2: normalization and losses. batch_norm, softmax,
-log_softmax, cross_entropy, mse, weight_decay.
+"""Neural-network composites, part 2: normalization and losses. batch_norm, layer_norm,
+softmax, log_softmax, cross_entropy, mse, weight_decay.
 
 As in `composite_nn.py` (which registers this module), every op has a numpy reference written
 directly from its definition (in float64, via `np.logaddexp.reduce`, `np.var`...) and a
@@ -90,6 +90,46 @@ def decompose_batch_norm(b, inputs, attrs):
     new_mean = rmean * (1.0 - m) + mu * m
     new_var = rvar * (1.0 - m) + var * (m * n / (n - 1))  # unbiased, as torch's running_var
     return y, new_mean, new_var
+
+
+# -- layer_norm ------------------------------------------------------------------------------------
+
+
+def infer_layer_norm(types, attrs):
+    x = types[0]
+    require_float(x, "layer_norm input")
+    same_dtype(types)
+    if x.rank == 0:
+        raise ShapeError(f"layer_norm needs at least one axis to normalize, got {x}")
+    axis = attrs["axis"]
+    inner = x.shape[axis:]
+    if count_of(x.shape, tuple(range(axis, x.rank))) == 0:
+        raise ShapeError(f"layer_norm over axes {axis}.. of {x} has no elements")
+    for what, t in zip(("gamma", "beta"), types[1:], strict=False):
+        if t.shape != inner:
+            raise ShapeError(f"layer_norm {what} must be the normalized shape "
+                             f"[{', '.join(map(str, inner))}] of x {x} (axis {axis}), got {t}")
+    return x
+
+
+def ref_layer_norm(inputs, attrs):
+    x = inputs[0].astype(np.float64)
+    axes = tuple(range(attrs["axis"], x.ndim))
+    y = (x - x.mean(axis=axes, keepdims=True)) / np.sqrt(x.var(axis=axes, keepdims=True)
+                                                          + attrs["eps"])
+    for k, p in enumerate(inputs[1:]):
+        y = y * p if k == 0 else y + p
+    return y.astype(inputs[0].dtype)
+
+
+def decompose_layer_norm(b, inputs, attrs):
+    x, *affine = inputs
+    axes = tuple(range(attrs["axis"], x.ndim))
+    xc = x - b.mean(x, axes=axes, keepdims=True)
+    y = xc * b.rsqrt(b.mean(xc * xc, axes=axes, keepdims=True) + attrs["eps"])
+    if affine:
+        y = y * affine[0]
+    return y + affine[1] if len(affine) > 1 else y
 
 
 # -- softmax / log_softmax -------------------------------------------------------------------------
@@ -258,6 +298,13 @@ def register_ops() -> None:
                   "training: batch statistics (biased variance), outputs (y, new_running_mean, "
                   "new_running_var) with new = (1 - momentum) old + momentum batch and the "
                   "unbiased batch variance, as torch; otherwise one output from running stats."),
+        OpDef("layer_norm", "composite_nn", (1, 3), infer_layer_norm, ref_layer_norm,
+              attrs={"axis": Attr("int", -1), "eps": Attr("float", 1e-5)},
+              decompose=decompose_layer_norm, normalize=normalize_axis,
+              doc="layer_norm(x[, gamma[, beta]]){axis=-1, eps=1e-5}: (x - mu) / sqrt(var + eps) "
+                  "* gamma + beta, mu and the biased var over the axes from `axis` to the last; "
+                  "gamma and beta have that normalized shape (torch's layer_norm, ONNX's "
+                  "LayerNormalization)."),
         OpDef("softmax", "composite_nn", 1, infer_softmax, ref_softmax,
               attrs={"axis": Attr("int", -1)}, decompose=decompose_softmax,
               normalize=normalize_axis,

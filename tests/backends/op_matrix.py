@@ -394,6 +394,10 @@ COMPOSITE_CASES = [
     Case("dense_relu", _graph("dense", lambda b: {
         "y": b.dense(b.input("x", (5, 12)), b.param("w", (12, 8)),
                      b.param("c", (8,), init="normal"), activation="relu")})),
+    Case("layer_norm", _graph("ln", lambda b: {
+        "y": b.layer_norm(b.input("x", (6, 4, 10)), b.param("g", (4, 10), init="normal"),
+                          b.param("beta", (4, 10), init="normal"), axis=1)}), rtol=1e-4,
+         atol=1e-5),
     Case("lstm.t3", _graph("lstm", _lstm), rtol=1e-5, atol=1e-5),
     Case("gru.t3", _graph("gru", _gru(True)), rtol=1e-5, atol=1e-5),
     Case("gru.t3.reset_first", _graph("gru_onnx", _gru(False)), rtol=1e-5, atol=1e-5),

@@ -1,5 +1,6 @@
-"""Normalization and loss composites (batch_norm, softmax, log_softmax, cross_entropy, mse,
-weight_decay): each op's numpy reference against torch CPU, and errors for bad input."""
+"""Normalization and loss composites (batch_norm, layer_norm, softmax, log_softmax,
+cross_entropy, mse, weight_decay): each op's numpy reference against torch CPU, and errors for
+bad input."""
 
 from __future__ import annotations
 
@@ -19,6 +20,57 @@ def T(a):
 
 def randn(rng, *shape, dtype=np.float32):
     return rng.standard_normal(shape).astype(dtype)
+
+
+# -- layer_norm ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("shape,axis", [((4, 6), -1), ((2, 3, 5), 1), ((2, 3, 5), -1),
+                                        ((7,), 0), ((2, 1, 3, 4), 2)])
+@pytest.mark.parametrize("affine", [0, 1, 2])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_layer_norm_matches_torch(shape, axis, affine, dtype, rng):
+    x = randn(rng, *shape, dtype=dtype) * 3 + 2
+    inner = shape[axis:]
+    params = [randn(rng, *inner, dtype=dtype) for _ in range(affine)]
+    (got,) = run_op("layer_norm", [x, *params], axis=axis, eps=1e-4)
+    want = F.layer_norm(T(x), inner, *(T(p) for p in params), eps=1e-4)
+    assert got.dtype == dtype
+    tol = dict(rtol=1e-5, atol=1e-5) if dtype == np.float32 else dict(rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(got, want.numpy(), **tol)
+
+
+def test_layer_norm_gradients_match_torch_autograd(rng):
+    from graphc.backends.reference import run_graph
+    from graphc.ir.builder import Builder
+    from graphc.passes.autodiff import autodiff
+
+    x, g, be, w = (randn(rng, *s, dtype=np.float64) for s in ((3, 4, 5), (4, 5), (4, 5),
+                                                             (3, 4, 5)))
+    b = Builder("ln")
+    xi = b.input("x", x.shape, "f64")
+    gp, bp = b.param("g", init=g, dtype="f64"), b.param("beta", init=be, dtype="f64")
+    y = b.layer_norm(xi, gp, bp, axis=1)
+    graph = b.build(outputs={"loss": (y * b.const(w, "f64")).sum()})
+    got = run_graph(autodiff(graph, "loss", ["x", "g", "beta"]), {"x": x})
+    leaves = [T(a.copy()).requires_grad_() for a in (x, g, be)]
+    (F.layer_norm(leaves[0], (4, 5), leaves[1], leaves[2]) * T(w)).sum().backward()
+    for name, leaf in zip(("x", "g", "beta"), leaves, strict=True):
+        np.testing.assert_allclose(got[f"grad.{name}"], leaf.grad.numpy(), rtol=1e-10,
+                                   atol=1e-12, err_msg=name)
+
+
+@pytest.mark.parametrize("shapes,attrs,pattern", [
+    ([(2, 3), (2,)], {}, r"layer_norm gamma must be the normalized shape \[3\] of x "
+                         r"f32\[2, 3\] \(axis 1\), got f32\[2\]"),
+    ([(2, 3), (3,), (2, 3)], {"axis": -1}, r"layer_norm beta must be the normalized shape"),
+    ([(2, 0)], {}, r"has no elements"),
+    ([(2, 3)], {"axis": 2}, r"axis 2 is out of range for rank 2"),
+])
+def test_layer_norm_errors(shapes, attrs, pattern):
+    arrays = [np.zeros(s, np.float32) for s in shapes]
+    with pytest.raises(ShapeError, match=pattern):
+        op_graph("layer_norm", arrays, attrs)
 
 
 # -- batch_norm ----------------------------------------------------------------------------------
