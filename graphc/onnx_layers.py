@@ -8,14 +8,36 @@ from __future__ import annotations
 import numpy as np
 
 
+def _pads(imp, node, attrs, spatial, kernel) -> list[int]:
+    """ONNX pads [begin..., end...]: explicit, or from auto_pad and the static input size.
+    SAME_* pads so that out = ceil(in / stride), the odd pixel at the end (UPPER) or the
+    beginning (LOWER); VALID pads nothing."""
+    rank = len(spatial)
+    mode = attrs.get("auto_pad", b"NOTSET")
+    mode = mode.decode() if isinstance(mode, bytes) else mode
+    if mode in ("NOTSET", ""):
+        return [int(p) for p in attrs.get("pads", [0] * 2 * rank)]
+    if mode == "VALID":
+        return [0] * 2 * rank
+    if mode not in ("SAME_UPPER", "SAME_LOWER"):
+        raise imp.fail(node, f"auto_pad {mode!r}")
+    strides = attrs.get("strides", [1] * rank)
+    dil = attrs.get("dilations", [1] * rank)
+    begin, end = [], []
+    for n, k, s, d in zip(spatial, kernel, strides, dil, strict=True):
+        total = max((-(-n // s) - 1) * s + (k - 1) * d + 1 - n, 0)
+        small, big = total // 2, total - total // 2
+        begin.append(small if mode == "SAME_UPPER" else big)
+        end.append(big if mode == "SAME_UPPER" else small)
+    return begin + end
+
+
 def conv(imp, node, ins, attrs):
     x, w = imp.t(ins[0]), imp.t(ins[1])
     rank = x.ndim - 2
     if rank not in (1, 2):
         raise imp.fail(node, f"a {rank}-D convolution (graphc imports 1-D and 2-D)")
-    if attrs.get("auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET"):
-        raise imp.fail(node, "auto_pad: give explicit pads")
-    pads = list(attrs.get("pads", [0] * 2 * rank))
+    pads = _pads(imp, node, attrs, x.shape[2:], w.shape[2:])
     padding = tuple((pads[i], pads[i + rank]) for i in range(rank))
     kw = {"stride": tuple(attrs.get("strides", [1] * rank)), "padding": padding,
           "dilation": tuple(attrs.get("dilations", [1] * rank)),
@@ -29,12 +51,11 @@ def pool(imp, node, ins, attrs):
     rank = x.ndim - 2
     if rank not in (1, 2):
         raise imp.fail(node, f"{rank}-D pooling (graphc imports 1-D and 2-D)")
-    if attrs.get("ceil_mode", 0) or attrs.get("auto_pad", b"NOTSET") not in (b"NOTSET",
-                                                                              "NOTSET"):
-        raise imp.fail(node, "ceil_mode and auto_pad are not supported: give explicit pads")
+    if attrs.get("ceil_mode", 0):
+        raise imp.fail(node, "ceil_mode is not supported: give explicit pads")
     if any(d != 1 for d in attrs.get("dilations", [1] * rank)):
         raise imp.fail(node, "dilated pooling is not supported")
-    pads = list(attrs.get("pads", [0] * 2 * rank))
+    pads = _pads(imp, node, attrs, x.shape[2:], attrs["kernel_shape"])
     if pads[:rank] != pads[rank:]:
         raise imp.fail(node, f"asymmetric pads {pads} are not supported in pooling")
     kw = {"kernel": tuple(attrs["kernel_shape"]),

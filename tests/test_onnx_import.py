@@ -276,6 +276,51 @@ def test_gru_with_other_activations_is_refused(rng):
         graphc.from_onnx(model)
 
 
+def _auto_pad_conv(rng, mode, size, stride, kernel, dilation=1):
+    x = _f32(rng, 2, 3, size, size - 1)
+    w = _f32(rng, 4, 3, kernel, kernel) * 0.3
+    model = make_model("conv", [node("Conv", ["x", "w"], ["y"], auto_pad=mode,
+                                     strides=[stride, stride], dilations=[dilation, dilation])],
+                       {"x": x}, ["y"], {"w": w})
+    return model, x, w
+
+
+@pytest.mark.parametrize("mode", ["SAME_UPPER", "SAME_LOWER", "VALID"])
+@pytest.mark.parametrize("size, stride, kernel", [(9, 1, 3), (9, 2, 3), (8, 2, 3), (10, 3, 4),
+                                                  (7, 2, 2), (6, 1, 4)])
+def test_conv_auto_pad(rng, mode, size, stride, kernel):
+    """auto_pad (as TensorFlow exporters write it) resolved against the static input size."""
+    model, x, _ = _auto_pad_conv(rng, mode, size, stride, kernel)
+    _check(model, {"x": x})
+
+
+def test_conv_auto_pad_dilated_matches_torch_same(rng):
+    # ONNX Runtime refuses SAME with dilation; torch's padding="same" (stride 1) pads the
+    # same way as SAME_UPPER: d (k - 1) in all, the odd one at the end
+    torch = pytest.importorskip("torch")
+    model, x, w = _auto_pad_conv(rng, "SAME_UPPER", 9, 1, 4, dilation=3)
+    want = torch.nn.functional.conv2d(torch.from_numpy(x), torch.from_numpy(w), padding="same",
+                                      dilation=3).numpy()
+    got = graphc.compile(graphc.from_onnx(model), target="llvm")({"x": x})["y"]
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("op, extra", [("MaxPool", {}), ("AveragePool", {}),
+                                       ("AveragePool", {"count_include_pad": 1})])
+def test_pool_auto_pad(rng, op, extra):
+    x = _f32(rng, 2, 3, 7, 9)
+    for mode, kernel, stride in (("SAME_UPPER", 3, 1), ("SAME_LOWER", 3, 2), ("VALID", 2, 2)):
+        model = make_model("pool", [node(op, ["x"], ["y"], auto_pad=mode, kernel_shape=[kernel,
+                                                                                     kernel],
+                                         strides=[stride, stride], **extra)],
+                           {"x": x}, ["y"])
+        _check(model, {"x": x})
+    odd = make_model("pool", [node(op, ["x"], ["y"], auto_pad="SAME_UPPER", kernel_shape=[2, 2],
+                                   **extra)], {"x": x}, ["y"])
+    with pytest.raises(OnnxImportError, match=r"asymmetric pads \[0, 0, 1, 1\]"):
+        graphc.from_onnx(odd)
+
+
 @pytest.mark.parametrize("axis, scale_shape, with_bias", [
     (-1, (8,), True), (1, (3, 8), True), (-2, (3, 8), False), (1, (1, 8), True)])
 def test_layer_normalization(rng, axis, scale_shape, with_bias):
