@@ -47,23 +47,49 @@ def conv(imp, node, ins, attrs):
 
 
 def pool(imp, node, ins, attrs):
+    """MaxPool and AveragePool: graphc's pooling composite where the pads are the same on both
+    sides and ceil_mode is off, else `reduce_window` with its own (begin, end) pads, ceil_mode's
+    last partial window padded on at the end (never one that would start in the end padding,
+    as ONNX and torch). An average divides by how many input elements (with count_include_pad,
+    also explicit pad elements) its window covers: a constant, computed here from the shapes."""
     x = imp.t(ins[0])
     rank = x.ndim - 2
     if rank not in (1, 2):
         raise imp.fail(node, f"{rank}-D pooling (graphc imports 1-D and 2-D)")
-    if attrs.get("ceil_mode", 0):
-        raise imp.fail(node, "ceil_mode is not supported: give explicit pads")
     if any(d != 1 for d in attrs.get("dilations", [1] * rank)):
         raise imp.fail(node, "dilated pooling is not supported")
-    pads = _pads(imp, node, attrs, x.shape[2:], attrs["kernel_shape"])
-    if pads[:rank] != pads[rank:]:
-        raise imp.fail(node, f"asymmetric pads {pads} are not supported in pooling")
-    kw = {"kernel": tuple(attrs["kernel_shape"]),
-          "stride": tuple(attrs.get("strides", [1] * rank)), "padding": tuple(pads[:rank])}
+    kernel = [int(k) for k in attrs["kernel_shape"]]
+    strides = [int(s) for s in attrs.get("strides", [1] * rank)]
+    pads = _pads(imp, node, attrs, x.shape[2:], kernel)
+    spans = [n + pads[i] + pads[i + rank] for i, n in enumerate(x.shape[2:])]
+    extra = [0] * rank
+    if attrs.get("ceil_mode", 0):
+        for i, n in enumerate(x.shape[2:]):
+            out = -(-(spans[i] - kernel[i]) // strides[i]) + 1
+            if (out - 1) * strides[i] >= n + pads[i]:
+                out -= 1
+            extra[i] = max((out - 1) * strides[i] + kernel[i] - spans[i], 0)
     kind = "max" if node.op_type == "MaxPool" else "avg"
-    if kind == "avg":
-        kw["count_include_pad"] = bool(attrs.get("count_include_pad", 0))
-    out = imp.b.op(f"{kind}_pool{rank}d", x, **kw)
+    include_pad = bool(attrs.get("count_include_pad", 0))
+    if pads[:rank] == pads[rank:] and not any(extra):
+        kw = {"kernel": tuple(kernel), "stride": tuple(strides), "padding": tuple(pads[:rank])}
+        if kind == "avg":
+            kw["count_include_pad"] = include_pad
+        out = imp.b.op(f"{kind}_pool{rank}d", x, **kw)
+    else:
+        window = {"window": (1, 1) + tuple(kernel), "strides": (1, 1) + tuple(strides),
+                  "padding": (0, 0, 0, 0) + tuple(q for i in range(rank)
+                                                   for q in (pads[i], pads[i + rank] + extra[i]))}
+        out = imp.b.reduce_window(x, kind="max" if kind == "max" else "sum", **window)
+        if kind == "avg":
+            covered = np.zeros([s + e for s, e in zip(spans, extra, strict=True)])
+            inside = tuple(slice(0, s) if include_pad else slice(pads[i], pads[i] + n)
+                           for i, (s, n) in enumerate(zip(spans, x.shape[2:], strict=True)))
+            covered[inside] = 1.0
+            views = np.lib.stride_tricks.sliding_window_view(covered, kernel)
+            counts = views[tuple(slice(None, None, s) for s in strides)].sum(
+                axis=tuple(range(rank, 2 * rank)))
+            out = out / imp.b.const(counts.reshape((1, 1) + counts.shape).astype(np.float32))
     return [out] if len(node.output) == 1 else [out, None]
 
 

@@ -315,10 +315,31 @@ def test_pool_auto_pad(rng, op, extra):
                                          strides=[stride, stride], **extra)],
                            {"x": x}, ["y"])
         _check(model, {"x": x})
+    # SAME with an even kernel pads one side more: reduce_window with its own pads
     odd = make_model("pool", [node(op, ["x"], ["y"], auto_pad="SAME_UPPER", kernel_shape=[2, 2],
                                    **extra)], {"x": x}, ["y"])
-    with pytest.raises(OnnxImportError, match=r"asymmetric pads \[0, 0, 1, 1\]"):
-        graphc.from_onnx(odd)
+    _check(odd, {"x": x})
+
+
+@pytest.mark.parametrize("op, extra", [("MaxPool", {}), ("AveragePool", {}),
+                                       ("AveragePool", {"count_include_pad": 1})])
+@pytest.mark.parametrize("kernel, stride, pads, ceil", [
+    (2, 2, [0, 0, 0, 0], 1), (3, 2, [1, 1, 1, 1], 1), (3, 2, [0, 1, 1, 0], 0),
+    (3, 3, [1, 0, 2, 1], 1), (2, 1, [1, 0, 0, 1], 0), (3, 2, [0, 0, 0, 0], 1)])
+def test_pool_ceil_mode_and_asymmetric_pads(rng, op, extra, kernel, stride, pads, ceil):
+    x = _f32(rng, 2, 3, 7, 8)
+    model = make_model("pool", [node(op, ["x"], ["y"], kernel_shape=[kernel, kernel],
+                                     strides=[stride, stride], pads=pads, ceil_mode=ceil,
+                                     **extra)], {"x": x}, ["y"])
+    _check(model, {"x": x})
+
+
+def test_pool_1d_ceil_mode(rng):
+    x = _f32(rng, 2, 3, 10)
+    for op in ("MaxPool", "AveragePool"):
+        model = make_model("pool", [node(op, ["x"], ["y"], kernel_shape=[3], strides=[2],
+                                         pads=[1, 0], ceil_mode=1)], {"x": x}, ["y"])
+        _check(model, {"x": x})
 
 
 @pytest.mark.parametrize("axis, scale_shape, with_bias", [
@@ -455,8 +476,8 @@ def test_file_import_and_gradients_of_imported_parameters(tmp_path, rng):
     (lambda x: make_model("u", [node("Erf", ["x"], ["y"])], {"x": x}, ["y"]),
      r"node 'y' \(Erf\): op not supported"),
     (lambda x: make_model("u", [node("MaxPool", ["x"], ["y"], kernel_shape=[2, 2],
-                                     ceil_mode=1)], {"x": x}, ["y"]),
-     r"\(MaxPool\): ceil_mode"),
+                                     dilations=[2, 2])], {"x": x}, ["y"]),
+     r"\(MaxPool\): dilated pooling is not supported"),
     (lambda x: make_model("u", [node("Reshape", ["x", "x"], ["y"])], {"x": x}, ["y"]),
      r"\(Reshape\): shape must be a constant"),
     (lambda x: make_model("u", [node("MaxPool", ["x"], ["y"])], {"x": x}, ["y"]),
