@@ -421,7 +421,9 @@ def _triton_models(rng) -> dict:
             node("ConvTranspose", ["mp", "wt"], ["up"], strides=[2, 2]),
             node("Elu", ["up"], ["y"]),
             node("Flatten", ["mp"], ["f"]),
-        ], {"x": x4}, ["y", "f"], {"w": _f32(rng, 4, 3, 3, 3) * 0.3, "cb": _f32(rng, 4),
+            node("AveragePool", ["r"], ["ap"], kernel_shape=[3, 3], strides=[2, 2],
+                 pads=[0, 1, 1, 0], ceil_mode=1),
+        ], {"x": x4}, ["y", "f", "ap"], {"w": _f32(rng, 4, 3, 3, 3) * 0.3, "cb": _f32(rng, 4),
                                    "g": 1 + 0.1 * _f32(rng, 4), "be": _f32(rng, 4),
                                    "m": _f32(rng, 4) * 0.1, "v": np.abs(_f32(rng, 4)) + 0.5,
                                    "wt": _f32(rng, 4, 2, 2, 2) * 0.3}), {"x": x4}),
@@ -435,6 +437,12 @@ def _triton_models(rng) -> dict:
                                           "B": _f32(rng, 2, 8 * h) * 0.3, "s": i64(1),
                                           "e": i64(3), "a": i64(0),
                                           "pads": i64(0, 0, 1, 0, 0, 0, 0, 2)}), {"x": xs}),
+        "gru": (make_model("gru", [
+            node("GRU", ["x", "W", "R", "B"], ["y"], hidden_size=h, direction="reverse"),
+            node("LayerNormalization", ["y", "s"], ["ln"], epsilon=1e-3),
+        ], {"x": xs}, ["ln"], {"W": _f32(rng, 1, 3 * h, 4) * 0.5,
+                               "R": _f32(rng, 1, 3 * h, h) * 0.5, "B": _f32(rng, 1, 6 * h) * 0.3,
+                               "s": _f32(rng, h)}), {"x": xs}),
     }
 
 
