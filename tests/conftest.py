@@ -12,7 +12,6 @@ from graphc.ir.text import parse_graph, print_graph
 from graphc.ir.verify import verify
 from graphc.passes.memory import check_memory_plan, plan_memory
 
-
 # Tests patch passes at run time (limits, rewrites), which the pipeline cache's key cannot see:
 # compiles run every pass here unless a test turns the cache on (tests/test_pipeline_cache.py).
 os.environ["GRAPHC_PIPELINE_CACHE"] = "0"

@@ -5,7 +5,7 @@ Modules (infrastructure the kernel-IR code generator builds on):
                   compile_module (MCJIT, symbol-checked), emit_shared_library (AOT, cc -shared)
   aot_loader.py   load an AOT library with ctypes only (never imports llvmlite)
   llvm_ir.py      dtypes, hand-declared intrinsics, masked vector load/store, counted loops
-  mathlib.py      vectorizable exp/expm1/log/log1p/tanh/sigmoid/softplus/pow/rsqrt in IR
+  mathlib.py      vectorizable exp/expm1/log/log1p/tanh/sigmoid/softplus/erf/pow/rsqrt in IR
   parallel.py     parallel-for over [0, n) with libgomp's GOMP_parallel (serial fallback)
   gemm.py         generated BLIS-style sgemm/dgemm: blocking, packing decisions, tasks,
                   strides, batch, parallel (packing routines in gemm_pack.py)

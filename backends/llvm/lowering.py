@@ -318,6 +318,7 @@ LOWERINGS: dict[str, Lowering] = {
     "tanh": Lowering("scalar", _lower_math("tanh")),
     "relu": Lowering("scalar", lower_relu, "NaN propagates, as np.maximum(x, 0)"),
     "softplus": Lowering("scalar", _lower_math("softplus")),
+    "erf": Lowering("scalar", _lower_math("erf")),
     "sign": Lowering("scalar", lower_sign),
     "add": Lowering("scalar", _arith("fadd", "add")),
     "sub": Lowering("scalar", _arith("fsub", "sub")),

@@ -2,7 +2,9 @@
 grids, random bit patterns and edge cases (0, ±tiny, denormals, ±huge, ±inf, NaN), compare.
 
 The f32 functions are compared with numpy in float64, the f64 ones with numpy in long double
-(x87 80-bit: 11 more bits than the result). Two measures per function:
+(x87 80-bit: 11 more bits than the result). numpy has no erf: f32 erf is compared with the
+float64 `math.erf`, f64 erf with a long-double series (`erf_long_double`). Two measures per
+function:
 
 * ulp error: |got − ref| / ulp(ref), ulp of the result's dtype at the exact value (denormal
   spacing below the normal range);
@@ -16,6 +18,7 @@ exactly; each mismatch is counted. Used by the tests and by `benchmarks/llvm_mic
 from __future__ import annotations
 
 import ctypes
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -81,12 +84,38 @@ def run_apply(jit: JitModule, name: str, *inputs: np.ndarray) -> np.ndarray:
     return out
 
 
+_TWO_OVER_SQRT_PI = np.longdouble("1.12837916709551257389615890312154517")
+
+
+def erf_long_double(x: np.ndarray) -> np.ndarray:
+    """erf in long double: 2x/√π · e^(−x²) · Σ (2x²)^k / (1·3·…·(2k+1)). Every term is
+    positive, so the sum has no cancellation (unlike the Taylor series) and is good to a few
+    long-double ulps for every x; from |x| = 7 on erf is 1 to long-double precision."""
+    x = np.asarray(x, np.longdouble)
+    ax = np.minimum(np.abs(x), np.longdouble(7.0))  # NaN stays NaN
+    ax = np.where(np.isnan(ax), np.longdouble(0.0), ax)
+    z = 2 * ax * ax
+    term = np.ones_like(ax)
+    total = np.ones_like(ax)
+    for k in range(1, 400):
+        term = term * z / (2 * k + 1)
+        total = total + term
+        if np.all(term <= total * np.longdouble(2.0 ** -70)):
+            break
+    y = _TWO_OVER_SQRT_PI * ax * np.exp(-ax * ax) * total
+    return np.where(np.isnan(x), x, np.copysign(y, x))
+
+
 def reference(name: str, dtype: str, *inputs: np.ndarray) -> np.ndarray:
     """The exact-enough value: float64 for f32 inputs, long double for f64 inputs."""
     wide = np.float64 if dtype == "f32" else np.longdouble
     xs = [np.asarray(a, wide) for a in inputs]
     x = xs[0]
     with np.errstate(all="ignore"):
+        if name == "erf":
+            if dtype == "f32":
+                return np.frompyfunc(math.erf, 1, 1)(x).astype(np.float64)
+            return erf_long_double(x)
         if name == "sigmoid":
             return np.where(x >= 0, 1 / (1 + np.exp(-x)), np.exp(x) / (1 + np.exp(x)))
         if name == "softplus":
@@ -122,9 +151,9 @@ _RANGES = {
     "log": ((0.25, 4.0), (0.0, 3.4e38)), "log1p": ((-1.0, 4.0), (1e-30, 3.4e38)),
     "tanh": ((-10.0, 10.0), (1e-30, 20.0)), "sigmoid": ((-110.0, 110.0), (1e-30, 120.0)),
     "softplus": ((-110.0, 110.0), (1e-30, 1e30)), "rsqrt": ((0.25, 4.0), (0.0, 3.4e38)),
-    "pow": ((0.0, 4.0), (0.0, 1e10)),
+    "erf": ((-4.5, 4.5), (1e-30, 10.0)), "pow": ((0.0, 4.0), (0.0, 1e10)),
 }
-_F64_SCALE = {"exp": 7.0, "expm1": 7.0, "sigmoid": 6.5, "softplus": 6.5}
+_F64_SCALE = {"exp": 7.0, "expm1": 7.0, "sigmoid": 6.5, "softplus": 6.5, "erf": 1.5}
 
 
 def sample_points(name: str, dtype: str, size: int, seed: int = 0) -> tuple[np.ndarray, ...]:
@@ -138,7 +167,7 @@ def sample_points(name: str, dtype: str, size: int, seed: int = 0) -> tuple[np.n
         bhi = bhi * s if bhi < 1e20 else 1.7e308
     parts = [np.linspace(glo, ghi, size // 2), _bit_patterns(rng, dtype, size // 4, blo, bhi),
              -_bit_patterns(rng, dtype, size // 4, blo, bhi), _edge_values(dtype)]
-    if name in ("tanh", "log1p", "expm1", "sigmoid", "softplus"):
+    if name in ("tanh", "log1p", "expm1", "sigmoid", "softplus", "erf"):
         small = np.geomspace(1e-9, 1.0, 2000)
         parts += [small, -small]
     if name == "log1p":

@@ -9,9 +9,11 @@ Numerics, and why:
 - f16 and bf16 values are carried as f32 and rounded back after every operation (`round_to`),
   exactly as the reference rounds every node to its dtype. bf16 rounding is done on the bits
   (round to nearest even) because the Triton interpreter truncates in `.to(tl.bfloat16)`.
-- No libdevice: the interpreter does not implement it. tanh, log1p, pow, softplus and sigmoid are
-  small `@triton.jit` helpers (`HELPERS`) written with `tl.exp`/`tl.log` only, accurate to a few
-  ulp in f32 and f64.
+- No libdevice: the interpreter does not implement it. tanh, log1p, pow, softplus, sigmoid and
+  erf are small `@triton.jit` helpers (`HELPERS`) written with `tl.exp`/`tl.log` only, accurate
+  to a few ulp in f32 and f64. erf evaluates the LLVM mathlib's polynomials
+  (`math_coefficients`), with f64 ones for f64 (`_erf_f64`): x + x·S(x²) below 1,
+  1 − exp(P(|x|)) above.
 - maximum/minimum propagate NaN like numpy; relu keeps NaN (`where(x < 0, 0, x)`).
 - Integer division floors (numpy `floor_divide`), Triton's `//` truncates: `_floordiv_int`.
 """
@@ -26,6 +28,8 @@ import numpy as np
 from graphc.ir.errors import GraphError
 from graphc.ir.types import round_to_dtype
 
+from ..math_coefficients import ERF_BIG, ERF_CLAMP, ERF_SMALL, ERF_SPLIT
+
 TL_DTYPE = {"f32": "tl.float32", "f64": "tl.float64", "f16": "tl.float16",
             "bf16": "tl.bfloat16", "i32": "tl.int32", "i64": "tl.int64", "bool": "tl.int1"}
 # The Triton signature type of a pointer to each dtype (AOT compilation).
@@ -37,7 +41,7 @@ FLOATS = ("f32", "f64", "f16", "bf16")
 
 # Every primitive -> how it is lowered. Elementwise ones map to "elementwise" (see `emit_op`).
 UNARY = ("neg", "abs", "exp", "log", "log1p", "sqrt", "rsqrt", "reciprocal", "sigmoid", "tanh",
-         "relu", "softplus", "sign")
+         "relu", "softplus", "sign", "erf")
 BINARY = ("add", "sub", "mul", "div", "pow", "maximum", "minimum")
 COMPARE = {"eq": "==", "ne": "!=", "lt": "<", "le": "<=", "gt": ">", "ge": ">="}
 LOWERING: dict[str, str] = {
@@ -58,6 +62,32 @@ LOWERING: dict[str, str] = {
 }
 
 # -- helper functions placed in a generated module when a kernel uses them -----------------------
+
+
+def _horner(acc: str, var: str, coeffs: tuple[float, ...]) -> list[str]:
+    """Source lines evaluating the polynomial `coeffs` (highest degree first) at `var` into
+    `acc`. Every literal meets a tensor operand, so Triton makes it a constant of the tensor's
+    dtype straight from the Python float: f64 coefficients are not rounded to f32 first."""
+    def term(c: float) -> str:
+        return f"- {-c!r}" if c < 0 else f"+ {c!r}"
+
+    lines = [f"    {acc} = {coeffs[0]!r} * {var} {term(coeffs[1])}"]
+    lines += [f"    {acc} = {acc} * {var} {term(c)}" for c in coeffs[2:]]
+    return lines
+
+
+def _erf_helper(name: str, dtype: str) -> str:
+    return "\n".join([
+        "", "@triton.jit", f"def {name}(x):",
+        f"    # |x| < {ERF_SPLIT!r}: x + x*S(x^2); above, 1 - exp(P(|x|)) with P ~ log(erfc), |x|",
+        f"    # clamped to {ERF_CLAMP[dtype]!r}, where erf rounds to 1 (the LLVM mathlib's "
+        "polynomials)",
+        "    s = x * x", *_horner("p", "s", ERF_SMALL[dtype]), "    small = x + x * p",
+        "    ax = tl.abs(x)", f"    t = tl.minimum(ax, {ERF_CLAMP[dtype]!r})",
+        *_horner("q", "t", ERF_BIG[dtype]), "    big = 1.0 - tl.exp(q)",
+        "    # NaN fails the comparison and keeps the small branch's NaN; -0 stays -0 there",
+        f"    return tl.where(ax >= {ERF_SPLIT!r}, tl.where(x < 0.0, -big, big), small)", ""])
+
 
 HELPERS: dict[str, str] = {
     "_round_bf16": '''
@@ -105,6 +135,8 @@ def _softplus(x):
     # log(1 + exp(x)) = max(x, 0) + log1p(exp(-|x|))
     return tl.where(x > 0.0, x, 0.0) + _log1p(tl.exp(-tl.abs(x)))
 ''',
+    "_erf": _erf_helper("_erf", "f32"),
+    "_erf_f64": _erf_helper("_erf_f64", "f64"),
     "_pow": '''
 @triton.jit
 def _pow(a, b):
@@ -211,7 +243,7 @@ def _unary(op: str, x: str, dtype: str, use: Callable[[str], None]) -> str:
     if op in simple:
         return simple[op].format(x)
     helper = {"log1p": "_log1p", "tanh": "_tanh", "sigmoid": "_sigmoid",
-              "softplus": "_softplus"}[op]
+              "softplus": "_softplus", "erf": "_erf_f64" if dtype == "f64" else "_erf"}[op]
     use(helper)
     return f"{helper}({x})"
 

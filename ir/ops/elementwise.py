@@ -3,6 +3,8 @@ select and cast. Each op's type rule, numpy reference and VJP sit together in on
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from ..errors import DTypeError
@@ -67,11 +69,21 @@ def _rsqrt(x):
     return (1 / np.sqrt(x)).astype(x.dtype)
 
 
+_ERF_F64 = np.frompyfunc(math.erf, 1, 1)
+
+
+def _erf(x):
+    # numpy has no erf: libm's, through math.erf on float64 values (within about an ulp of
+    # float64, so exact to f32 and below once rounded). One Python call per element: slow, and
+    # the reference can afford it.
+    return np.asarray(_ERF_F64(np.asarray(x, np.float64)), np.float64).astype(x.dtype)
+
+
 UNARY_FNS = {
     "neg": np.negative, "abs": np.abs, "exp": np.exp, "log": np.log, "log1p": np.log1p,
     "sqrt": np.sqrt, "rsqrt": _rsqrt, "reciprocal": lambda x: (1 / x).astype(x.dtype),
     "sigmoid": _stable_sigmoid, "tanh": np.tanh, "relu": lambda x: np.maximum(x, 0).astype(
-        x.dtype), "softplus": _softplus, "sign": np.sign,
+        x.dtype), "softplus": _softplus, "sign": np.sign, "erf": _erf,
 }
 BINARY_FNS = {
     "add": np.add, "sub": np.subtract, "mul": np.multiply, "maximum": np.maximum,
@@ -149,6 +161,11 @@ def vjp_softplus(b, ins, outs, cts, attrs): return (cts[0] * b.sigmoid(ins[0]),)
 def vjp_sign(b, ins, outs, cts, attrs): return (None,)
 
 
+def vjp_erf(b, ins, outs, cts, attrs):
+    # d erf(x)/dx = 2/√π · exp(−x²)
+    return (cts[0] * ((-(ins[0] * ins[0])).exp() * (2.0 / math.sqrt(math.pi))),)
+
+
 def vjp_add(b, ins, outs, cts, attrs):
     return unbroadcast(b, cts[0], ins[0].shape), unbroadcast(b, cts[0], ins[1].shape)
 
@@ -214,7 +231,7 @@ def vjp_cast(b, ins, outs, cts, attrs):
 UNARY_VJPS = {"neg": vjp_neg, "abs": vjp_abs, "exp": vjp_exp, "log": vjp_log,
               "log1p": vjp_log1p, "sqrt": vjp_sqrt, "rsqrt": vjp_rsqrt,
               "reciprocal": vjp_reciprocal, "sigmoid": vjp_sigmoid, "tanh": vjp_tanh,
-              "relu": vjp_relu, "softplus": vjp_softplus, "sign": vjp_sign}
+              "relu": vjp_relu, "softplus": vjp_softplus, "sign": vjp_sign, "erf": vjp_erf}
 BINARY_VJPS = {"add": vjp_add, "sub": vjp_sub, "mul": vjp_mul, "div": vjp_div, "pow": vjp_pow,
                "maximum": vjp_maximum, "minimum": vjp_minimum}
 NUMERIC_UNARY = {"neg", "abs", "relu", "sign"}  # also defined on integers

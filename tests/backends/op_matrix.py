@@ -153,6 +153,11 @@ UNARY_CASES = [
 ]
 UNARY_CASES[4] = Case("unary.log1p", unary("log1p"),
                       lambda r: {"x": r.uniform(-0.9, 3.0, (3, 5)).astype(np.float32)})
+# Both of erf's branches (|x| below and above 1), the clamp (|x| >= 4: ±1) and zeros.
+_ERF_X = np.array([0.0, -0.0, 1e-30, -0.3, 0.999, 1.0, -1.5, 2.5, -3.9, 4.5, -12.0, 0.75],
+                  np.float64)
+UNARY_CASES.append(Case("unary.erf", unary("erf", shape=(5, 12)), lambda r: {
+    "x": np.concatenate([_ERF_X[None], r.uniform(-4.5, 4.5, (4, 12))]).astype(np.float32)}))
 
 BINARY_CASES = [Case(f"binary.{op}", binary(op)) for op in
                 ("add", "sub", "mul", "div", "maximum", "minimum")] + [
@@ -202,6 +207,9 @@ ELEMENTWISE_MORE = [
         "y": (x.tanh() * z).sigmoid() + x.softplus() * 0.1 + x.log1p().abs()})(
         b.input("x", (3, 5), "f64"), b.input("z", (3, 5), "f64"))),
         rtol=1e-7, atol=1e-9, tags=("f64",)),
+    Case("f64.erf", unary("erf", shape=(5, 12), dtype="f64"), lambda r: {
+        "x": np.concatenate([_ERF_X[None], r.uniform(-6.5, 6.5, (4, 12))])},
+        rtol=1e-15, atol=0.0, tags=("f64",)),
     Case("fused.chain8", _graph("chain", lambda b: (lambda x, z: {
         "y": ((x * 1.5 + 0.25).exp() - z).relu().sqrt() * x.sigmoid()})(
         b.input("x", (6, 7)), b.input("z", (7,)))), rtol=1e-5),
@@ -439,6 +447,17 @@ def _slice_join_grad() -> Graph:
     return autodiff(b.build(outputs={"loss": loss}), "loss")
 
 
+def _erf_grad() -> Graph:
+    """erf forward and its VJP, 2/√π·exp(−x²), through autodiff (grad.w)."""
+    from graphc.passes import autodiff
+
+    b = Builder("erf_grad", seed=0)
+    w = b.param("w", (4, 6), init="normal")
+    x = b.input("x", (4, 6))
+    y = (w * x * 2.0).erf()
+    return autodiff(b.build(outputs={"loss": (y * x).sum(), "y": y}), "loss")
+
+
 _cnn = _model("cnn", {"batch": 2, "channels": 4}, {"batch": 2})
 _cnn_eval = _model("cnn", {"batch": 2, "channels": 4, "training": False}, {"batch": 2})
 _lstm_model = _model("lstm", {"steps": 3, "batch": 2, "features": 4, "hidden": 6},
@@ -456,6 +475,7 @@ MODEL_CASES = [
          _lstm_model[1], rtol=1e-4, atol=1e-5, tags=("model",)),
     Case("model.lstm", _lstm_model[0], _lstm_model[1], rtol=1e-4, atol=1e-5, tags=("model",)),
     Case("grad.slice_join", _slice_join_grad),
+    Case("grad.erf", _erf_grad),
     Case("model.two_two_one", _221[0], _221[1], rtol=1e-5, atol=1e-6, tags=("model",)),
     Case("model.conv1d_seed", _seed[0], _seed[1], rtol=1e-5, atol=1e-6, tags=("model",)),
 ]

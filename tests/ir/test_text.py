@@ -25,7 +25,7 @@ from graphc.ir import (
 from graphc.ir.errors import AttributeSchemaError
 from graphc.ir.text import format_attr
 
-UNARY = ["neg", "abs", "exp", "tanh", "sigmoid", "relu", "softplus"]
+UNARY = ["neg", "abs", "exp", "tanh", "sigmoid", "relu", "softplus", "erf"]
 BINARY = ["add", "sub", "mul", "maximum", "minimum"]
 
 

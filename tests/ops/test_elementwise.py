@@ -17,6 +17,7 @@ UNARY_TORCH = {
     "log1p": torch.log1p, "sqrt": torch.sqrt, "rsqrt": torch.rsqrt,
     "reciprocal": torch.reciprocal, "sigmoid": torch.sigmoid, "tanh": torch.tanh,
     "relu": torch.relu, "softplus": torch.nn.functional.softplus, "sign": torch.sign,
+    "erf": torch.erf,
 }
 
 

@@ -20,7 +20,7 @@ from .conftest import check_llvm
 
 FUSE = [True, False]
 UNARY_FLOAT = ["neg", "abs", "exp", "log", "log1p", "sqrt", "rsqrt", "reciprocal", "sigmoid",
-               "tanh", "relu", "softplus", "sign"]
+               "tanh", "relu", "softplus", "sign", "erf"]
 BINARY = ["add", "sub", "mul", "div", "pow", "maximum", "minimum"]
 COMPARE = ["eq", "ne", "lt", "le", "gt", "ge"]
 
@@ -143,12 +143,13 @@ def test_bool_ops(rng):
 @pytest.mark.parametrize("fuse", FUSE)
 def test_nan_and_infinity_semantics(fuse):
     """NaN propagates through arithmetic, maximum/minimum, relu and sign (as np.maximum);
-    comparisons with NaN are false except ne; exp/log/tanh/sigmoid handle ±inf like numpy."""
+    comparisons with NaN are false except ne; exp/log/tanh/sigmoid/erf handle ±inf like
+    numpy (erf like math.erf)."""
     b = Builder("nan")
     x = b.input("x", (8,))
     y = b.input("y", (8,))
     for op in ("relu", "sign", "exp", "log", "tanh", "sigmoid", "softplus", "abs", "neg",
-               "sqrt", "log1p"):
+               "sqrt", "log1p", "erf"):
         b.output(op, getattr(x, op)())
     for op in ("maximum", "minimum", "add", "mul", "div", "pow") + tuple(COMPARE):
         b.output(op, b.op(op, x, y))
@@ -281,7 +282,7 @@ def test_parallel_kernels_share_one_launcher_per_function():
     assert launchers and len(set(calls)) == len(launchers) < len(calls)
     assert "GOMP_parallel" not in main and "pfor" not in main
 
-def test_exp_kernel_is_512_bit_vector_code_without_libm():
+def test_transcendental_kernel_is_512_bit_vector_code_without_libm():
     from llvmlite import binding as llvm
 
     from graphc.backends.llvm.program import optimized_ir
@@ -293,7 +294,7 @@ def test_exp_kernel_is_512_bit_vector_code_without_libm():
         pytest.skip("the host CPU has no AVX-512")
     b = Builder("expchain")
     x = b.input("x", (64, 4096))
-    b.output("y", (x * 0.5).exp() + (x.exp() * x).sigmoid() - (-x).exp().tanh())
+    b.output("y", (x * 0.5).exp() + (x.exp() * x).sigmoid() - (-x).exp().tanh() + x.erf())
     text = optimized_ir(run_pipeline(b.build()).schedule)
     start = re.search(r"define .*@\"?kernel\.", text)
     assert start, "no kernel function in the optimized IR"
@@ -302,7 +303,8 @@ def test_exp_kernel_is_512_bit_vector_code_without_libm():
     assert "<16 x float>" in kernel
     calls = [line for line in text.splitlines() if "call" in line and "@" in line]
     libm = [c for c in calls if any(f"@{f}" in c for f in ("exp", "expf", "tanhf", "logf",
-                                                            "llvm.exp", "llvm.tanh"))]
+                                                            "erf", "erff", "llvm.exp",
+                                                            "llvm.tanh"))]
     assert not libm, libm[:3]
 
 

@@ -1,9 +1,11 @@
-"""Vectorizable LLVM math functions vs numpy (float64 for f32, long double for f64): at most
-2 ulp over dense grids, random bit patterns and edge cases; vectorized with no libm call."""
+"""Vectorizable LLVM math functions vs numpy (float64 for f32, long double for f64; erf vs
+math.erf and a long-double series checked against mpmath): at most 2 ulp over dense grids,
+random bit patterns and edge cases; vectorized with no libm call."""
 
 from __future__ import annotations
 
 import ctypes
+import math
 import re
 
 import numpy as np
@@ -15,6 +17,7 @@ from graphc.backends.llvm.mathlib import MATH_FUNCTIONS, emit_math
 from graphc.backends.llvm.mathlib_accuracy import (
     compare,
     compile_apply,
+    erf_long_double,
     measure,
     reference,
     run_apply,
@@ -88,7 +91,7 @@ def test_special_values_exact(jits):
 def test_vector_variants_match_scalar(jits, dtype, lanes):
     if not TargetSpec.host().has_avx512:  # 512-bit variants use AVX-512 intrinsics
         pytest.skip("host lacks avx512f")
-    names = ("exp", "tanh", "log1p", "pow")
+    names = ("exp", "tanh", "log1p", "erf", "pow")
     jit_v = compile_apply(names, dtype, lanes=lanes)
     for name in names:
         inputs = [a[: a.size // lanes * lanes] for a in sample_points(name, dtype, 4096)]
@@ -114,7 +117,7 @@ def test_512_bit_variants_within_two_ulp(dtype, lanes):
     reciprocal that the quotient correction refines): same accuracy bound, same specials."""
     if not TargetSpec.host().has_avx512:
         pytest.skip("host lacks avx512f")
-    names = ("exp", "expm1", "tanh", "sigmoid", "softplus", "log1p")
+    names = ("exp", "expm1", "tanh", "sigmoid", "softplus", "log1p", "erf")
     jit_v = compile_apply(names, dtype, lanes=lanes)
     for name in names:
         x = sample_points(name, dtype, SIZE[dtype] // 4)[0]
@@ -131,7 +134,7 @@ def test_avx512_module_scalar_code_within_two_ulp(dtype):
     vectorized): still within 2 ulp, exact specials, no libm call."""
     if not TargetSpec.host().has_avx512:
         pytest.skip("host lacks avx512f")
-    names = ("exp", "expm1", "tanh", "sigmoid", "softplus")
+    names = ("exp", "expm1", "tanh", "sigmoid", "softplus", "erf")
     jit = compile_apply(names, dtype, avx512=True)
     assert "vscalef" in jit.assembly()
     for name in names:
@@ -154,20 +157,21 @@ def test_no_libm_calls(jits):
             assert not any(c.startswith(("llvm.exp", "llvm.log", "llvm.pow")) for c in callees)
 
 
-def test_exp_loop_vectorizes_to_512_bit(jits):
+@pytest.mark.parametrize("name", ["exp", "erf"])
+def test_loop_vectorizes_to_512_bit(jits, name):
     if not TargetSpec.host().has_avx512:
         pytest.skip("host lacks avx512f")
-    body = _function_bodies(jits["f32"].optimized_ir)["apply_exp"]
+    body = _function_bodies(jits["f32"].optimized_ir)[f"apply_{name}"]
     assert "<16 x float>" in body
-    assert "expf" not in body and "llvm.exp" not in body
+    assert not re.search(r"@(expf?|erff?|llvm\.exp)\b", body)
 
 
 def test_emit_math_declares_once_and_rejects_unknown():
     m = ir.Module()
     assert emit_math(m, "exp", "f32") is emit_math(m, "exp", "f32")
     assert emit_math(m, "exp", "f64") is not emit_math(m, "exp", "f32")
-    with pytest.raises(GraphError, match="erf"):
-        emit_math(m, "erf", "f32")
+    with pytest.raises(GraphError, match="lgamma"):
+        emit_math(m, "lgamma", "f32")
     with pytest.raises(GraphError, match="i32"):
         emit_math(m, "exp", "i32")
 
@@ -205,3 +209,74 @@ def test_sigmoid_and_tanh_of_one_x_share_one_exp():
     jit_v = compile_apply(("sigmoid", "tanh"), "f32", lanes=16)
     np.testing.assert_array_equal(s, run_apply(jit_v, "sigmoid", x))
     np.testing.assert_array_equal(t, run_apply(jit_v, "tanh", x))
+
+
+# -- erf: numpy has none, so the oracles are math.erf (float64) and mpmath -----------------------
+
+
+@pytest.mark.parametrize("dtype", ["f32", "f64"])
+def test_erf_special_values(jits, dtype):
+    ft = np.float32 if dtype == "f32" else np.float64
+    fi = np.finfo(ft)
+    clamp = 4.0 if dtype == "f32" else 5.95  # erfc below half an ulp of 1 from here on
+    x = np.array([0.0, -0.0, np.inf, -np.inf, np.nan, clamp, -clamp, 6.0, 1e30, -fi.max], ft)
+    got = run_apply(jits[dtype], "erf", x)
+    np.testing.assert_array_equal(got, [0, -0.0, 1, -1, np.nan, 1, -1, 1, 1, -1])
+    assert np.signbit(got[1]) and not np.signbit(got[0])
+    # Tiny and denormal inputs: erf(x) ≈ 2x/√π, neither flushed to zero nor off by more than
+    # one ulp (denormal spacing for denormal results).
+    tiny = np.array([fi.smallest_subnormal, 3 * fi.smallest_subnormal, fi.smallest_normal,
+                     1e-30, 1e-20], ft)
+    tiny = np.concatenate([tiny, -tiny])
+    got = run_apply(jits[dtype], "erf", tiny)
+    want = np.array([math.erf(float(v)) for v in tiny])
+    if dtype == "f64":
+        want = erf_long_double(tiny)
+    assert np.array_equal(np.sign(got), np.sign(tiny))
+    ulp_err, _, mismatch = compare(got, want, dtype)
+    assert not mismatch.any() and ulp_err.max() <= 1.0, ulp_err
+
+
+def test_erf_f32_dense_grid_within_one_and_a_half_ulp(jits):
+    """Every 2^-12 step over [-6, 6] (the branch point 1, the clamp 4, ±1 beyond) and every
+    f32 around the branch point against math.erf; odd symmetry holds exactly."""
+    grid = np.arange(-6.0, 6.0, 2.0 ** -12)
+    near_one = np.arange(1 << 16, dtype=np.uint32) + np.float32(1.0).view(np.uint32) - (1 << 15)
+    x = np.concatenate([grid.astype(np.float32), near_one.view(np.float32)])
+    got = run_apply(jits["f32"], "erf", x)
+    want = np.array([math.erf(float(v)) for v in x])
+    ulp_err, _, mismatch = compare(got, want, "f32")
+    assert not mismatch.any()
+    assert ulp_err.max() <= 1.5, (ulp_err.max(), x[np.argmax(ulp_err)])
+    np.testing.assert_array_equal(run_apply(jits["f32"], "erf", -x), -got)
+
+
+def test_erf_long_double_reference_matches_mpmath():
+    """The f64 accuracy tests measure against `erf_long_double`: it must be good to a small
+    fraction of an f64 ulp, checked here against mpmath at 40 digits."""
+    mp = pytest.importorskip("mpmath")
+    mp.mp.dps = 40
+    rng = np.random.default_rng(5)
+    x = np.concatenate([rng.uniform(-7, 7, 600), np.geomspace(1e-300, 7, 300),
+                        [5e-324, 1e-310, 1.0, 5.95, 6.5]])
+    got = erf_long_double(x)
+    for xv, g in zip(x, got, strict=True):
+        m, ex = np.frexp(g)  # the long double's exact value, as an mpf
+        g_mp = mp.mpf(int(m * np.longdouble(2.0) ** 64)) * mp.mpf(2) ** (int(ex) - 64)
+        want = mp.erf(mp.mpf(float(xv)))
+        assert abs(g_mp - want) <= abs(want) * mp.mpf(2.0) ** -58, xv  # 1/32 of an f64 ulp
+
+
+def test_erf_f64_against_mpmath():
+    """f64 erf directly against mpmath (not the long-double series): below one ulp on random
+    points, both sides of the branch point 1 and up to the clamp."""
+    mp = pytest.importorskip("mpmath")
+    mp.mp.dps = 40
+    rng = np.random.default_rng(6)
+    x = np.concatenate([rng.uniform(-6.5, 6.5, 1500), rng.uniform(0.99, 1.4, 500),
+                        np.geomspace(1e-300, 1.0, 200)])
+    got = run_apply(compile_apply(("erf",), "f64"), "erf", x)
+    for xv, g in zip(x, got, strict=True):
+        want = mp.erf(mp.mpf(float(xv)))
+        ulp = mp.mpf(2) ** (mp.floor(mp.log(abs(want), 2)) - 52)
+        assert abs(mp.mpf(float(g)) - want) <= ulp, (xv, g)
