@@ -43,7 +43,7 @@ from . import onnx_layers as layers
 _NAME = re.compile(r"[^A-Za-z0-9_.]")
 _UNARY = {"Relu": "relu", "Sigmoid": "sigmoid", "Tanh": "tanh", "Exp": "exp", "Log": "log",
           "Neg": "neg", "Sqrt": "sqrt", "Abs": "abs", "Reciprocal": "reciprocal",
-          "Softplus": "softplus"}
+          "Softplus": "softplus", "Erf": "erf"}
 _BINARY = {"Add": "add", "Sub": "sub", "Mul": "mul", "Div": "div", "Pow": "pow",
            "Max": "maximum", "Min": "minimum", "Greater": "gt", "Less": "lt", "Equal": "eq",
            "GreaterOrEqual": "ge", "LessOrEqual": "le"}
@@ -513,6 +513,14 @@ def _hard_sigmoid(imp, node, ins, attrs):
     return imp.b.op("maximum", imp.b.op("minimum", y, 1.0), 0.0)
 
 
+def _gelu(imp, node, ins, attrs):
+    approximate = attrs.get("approximate", b"none")
+    approximate = approximate.decode() if isinstance(approximate, bytes) else approximate
+    if approximate not in ("none", "tanh"):
+        raise imp.fail(node, f"approximate={approximate!r} (none or tanh)")
+    return imp.b.gelu(imp.t(ins[0]), approximate=approximate)
+
+
 def _elu(imp, node, ins, attrs):
     x = imp.t(ins[0])
     neg = (x.exp() - 1.0) * float(attrs.get("alpha", 1.0))
@@ -540,7 +548,7 @@ _HANDLERS: dict[str, Callable] = {
     "GRU": layers.recurrent,
     "Slice": _slice, "Split": _split, "Pad": _pad, "Expand": _expand,
     "ConvTranspose": layers.conv_transpose, "Where": _where, "Clip": _clip,
-    "HardSigmoid": _hard_sigmoid, "Elu": _elu, "Sum": _sum_mean, "Mean": _sum_mean,
+    "HardSigmoid": _hard_sigmoid, "Elu": _elu, "Gelu": _gelu, "Sum": _sum_mean, "Mean": _sum_mean,
 }
 
 

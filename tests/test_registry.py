@@ -17,7 +17,8 @@ REQUIRED_PRIMITIVES = {
 }
 REQUIRED_COMPOSITES = {
     "mean", "dense", "conv1d", "conv2d", "max_pool1d", "max_pool2d", "avg_pool1d", "avg_pool2d",
-    "global_avg_pool", "batch_norm", "layer_norm", "softmax", "log_softmax", "cross_entropy", "mse",
+    "global_avg_pool", "batch_norm", "layer_norm", "gelu", "softmax", "log_softmax",
+    "cross_entropy", "mse",
     "weight_decay", "dropout", "one_hot", "flatten", "residual_block", "rnn_cell", "lstm_cell",
     "rnn", "lstm", "gru_cell", "gru",
 }

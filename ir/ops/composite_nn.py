@@ -25,7 +25,8 @@ from ..registry import Attr, OpDef, check_attrs, get_op, register
 from ..types import DTYPES, FLOAT_DTYPES, INT_DTYPES, TensorType
 from .shapes import norm_axes, norm_axis, same_dtype
 
-ACTIVATIONS = ("none", "relu", "sigmoid", "tanh", "softplus")
+ACTIVATIONS = ("none", "relu", "sigmoid", "tanh", "softplus", "gelu")
+GELU_TANH_C = math.sqrt(2.0 / math.pi)  # tanh form: tanh(sqrt(2/pi) (x + 0.044715 x^3))
 
 # -- shared checks ---------------------------------------------------------------------------------
 
@@ -59,7 +60,37 @@ def act_reference(x: np.ndarray, activation: str) -> np.ndarray:
         return np.tanh(x)
     if activation == "softplus":
         return np.logaddexp(0, x)
+    if activation == "gelu":
+        return gelu_reference(x, "none")
     return x
+
+
+def gelu_reference(x: np.ndarray, approximate: str) -> np.ndarray:
+    x = np.asarray(x, np.float64)
+    if approximate == "tanh":  # x (1 + tanh u) / 2 = x sigmoid(2u), without the cancellation
+        z = 2.0 * GELU_TANH_C * (x + 0.044715 * x ** 3)
+        e = np.exp(-np.abs(z))
+        return x * np.where(z >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
+    from .elementwise import UNARY_FNS
+
+    return 0.5 * x * (1.0 + UNARY_FNS["erf"](x / math.sqrt(2.0)))
+
+
+def infer_gelu(types, attrs):
+    require_float(types[0], "gelu input")
+    return types[0]
+
+
+def ref_gelu(inputs, attrs):
+    return gelu_reference(inputs[0], attrs["approximate"]).astype(inputs[0].dtype)
+
+
+def decompose_gelu(b, inputs, attrs):
+    (x,) = inputs
+    if attrs["approximate"] == "tanh":
+        # (1 + tanh u) / 2 = sigmoid(2u): no cancellation where tanh u is near -1
+        return x * b.sigmoid((x + x * x * x * 0.044715) * (2.0 * GELU_TANH_C))
+    return x * 0.5 * (b.erf(x * (1.0 / math.sqrt(2.0))) + 1.0)
 
 
 def apply_activation(b, x, activation: str):
@@ -516,7 +547,12 @@ def register_ops() -> None:
         OpDef("dense", "composite_nn", (2, 3), infer_dense, ref_dense, attrs=_ACT_ATTR,
               decompose=decompose_dense,
               doc="dense(x, w[, b]){activation}: act(x @ w + b), x [..., in], w [in, out], "
-                  "b [out]; activation in none, relu, sigmoid, tanh, softplus."),
+                  "b [out]; activation in none, relu, sigmoid, tanh, softplus, gelu."),
+        OpDef("gelu", "composite_nn", 1, infer_gelu, ref_gelu,
+              attrs={"approximate": Attr("str", "none", ("none", "tanh"))},
+              decompose=decompose_gelu,
+              doc="gelu(x){approximate=none}: x Phi(x) = x/2 (1 + erf(x/sqrt 2)); 'tanh': "
+                  "x/2 (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))), as torch."),
         _conv_def(1), _conv_def(2), *_pool_defs(1), *_pool_defs(2),
         OpDef("global_avg_pool", "composite_nn", 1, infer_global_avg_pool, ref_global_avg_pool,
               decompose=decompose_global_avg_pool,

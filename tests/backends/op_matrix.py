@@ -402,6 +402,9 @@ COMPOSITE_CASES = [
     Case("dense_relu", _graph("dense", lambda b: {
         "y": b.dense(b.input("x", (5, 12)), b.param("w", (12, 8)),
                      b.param("c", (8,), init="normal"), activation="relu")})),
+    Case("gelu", _graph("gelu", lambda b: {"y": b.gelu(b.input("x", (5, 40)) * 3.0)})),
+    Case("gelu.tanh", _graph("gelu_t", lambda b: {
+        "y": b.gelu(b.input("x", (5, 40)) * 3.0, approximate="tanh")})),
     Case("layer_norm", _graph("ln", lambda b: {
         "y": b.layer_norm(b.input("x", (6, 4, 10)), b.param("g", (4, 10), init="normal"),
                           b.param("beta", (4, 10), init="normal"), axis=1)}), rtol=1e-4,

@@ -45,7 +45,7 @@ def test_mean_rejects_integers():
 # -- dense ---------------------------------------------------------------------------------------
 
 TORCH_ACTS = {"none": lambda t: t, "relu": torch.relu, "sigmoid": torch.sigmoid,
-              "tanh": torch.tanh, "softplus": F.softplus}
+              "tanh": torch.tanh, "softplus": F.softplus, "gelu": F.gelu}
 
 
 @pytest.mark.parametrize("activation", sorted(TORCH_ACTS))
@@ -60,6 +60,37 @@ def test_dense_matches_torch_linear(activation, x_shape, bias, rng):
     np.testing.assert_allclose(got, TORCH_ACTS[activation](lin).numpy(), rtol=1e-5, atol=1e-6)
 
 
+# -- gelu ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("approximate", ["none", "tanh"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_gelu_matches_torch(approximate, dtype, rng):
+    x = np.concatenate([randn(rng, 200) * 4, [0.0, -0.0, 1e-30, -1e-8, 8.0, -8.0, 40.0, -40.0]])
+    (got,) = run_op("gelu", [x.astype(dtype)], approximate=approximate)
+    want = F.gelu(T(x.astype(np.float64)), approximate=approximate).numpy()
+    # torch's float64 tanh form cancels in 1 + tanh near -1: off by up to ~1e-16 x there
+    tol = dict(rtol=2e-6, atol=1e-15) if dtype == np.float32 else dict(rtol=1e-13, atol=1e-15)
+    assert got.dtype == dtype
+    np.testing.assert_allclose(got, want.astype(dtype), **tol)
+
+
+@pytest.mark.parametrize("approximate", ["none", "tanh"])
+def test_gelu_gradient_matches_torch_autograd(approximate, rng):
+    from graphc.backends.reference import run_graph
+    from graphc.ir.builder import Builder
+    from graphc.passes.autodiff import autodiff
+
+    x = rng.standard_normal(64) * 3
+    b = Builder("gelu")
+    xi = b.input("x", x.shape, "f64")
+    graph = b.build(outputs={"loss": (b.gelu(xi, approximate=approximate) * xi).sum()})
+    got = run_graph(autodiff(graph, "loss", ["x"]), {"x": x})["grad.x"]
+    leaf = T(x.copy()).requires_grad_()
+    (F.gelu(leaf, approximate=approximate) * leaf).sum().backward()
+    np.testing.assert_allclose(got, leaf.grad.numpy(), rtol=1e-12, atol=1e-14)
+
+
 def test_dense_errors_name_the_shapes():
     with pytest.raises(ShapeError, match=r"f32\[4, 3\].*3 features.*f32\[2, 5\]"):
         op_graph("dense", [np.zeros((4, 3), np.float32), np.zeros((2, 5), np.float32)])
@@ -68,7 +99,7 @@ def test_dense_errors_name_the_shapes():
                            np.zeros((4,), np.float32)])
     with pytest.raises(AttributeSchemaError, match="activation"):
         op_graph("dense", [np.zeros((4, 3), np.float32), np.zeros((3, 5), np.float32)],
-                 {"activation": "gelu"})
+                 {"activation": "swish"})
 
 
 # -- conv1d / conv2d -----------------------------------------------------------------------------
