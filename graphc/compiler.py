@@ -178,6 +178,7 @@ def compile(graph: Graph, target: str = "llvm", **options: Any) -> Executable:
     opts = CompileOptions(target=target, extra=extra,
                           **{k: v for k, v in options.items() if k in known})
     backend = backend_module(target)
+    graph.check_defined()  # before the cache key prints it
     t0 = time.perf_counter()
     schedule, after, log, hit = _pipeline(graph, opts)
     t1 = time.perf_counter()

@@ -115,11 +115,18 @@ class _Importer:
                          for k in relayout[n.op_type] if len(n.input) > k and n.input[k]}
         self.taken: set[str] = set()
         self.inits: dict[str, np.ndarray] = {}
+        self.skipped: dict[str, object] = {}  # optional outputs left uncomputed -> their node
 
     def fresh(self, raw: str) -> str:
         name = _unique(_clean(raw), self.taken)
         self.taken.add(name)
         return name
+
+    def skipped_output(self, raw: str) -> OnnxImportError:
+        node = self.skipped[raw]
+        k = list(node.output).index(raw)
+        return self.fail(node, f"output {k} ({raw!r}) is not supported by the importer, and "
+                               "the model uses it")
 
     def fail(self, node, msg: str) -> OnnxImportError:
         label = node.name or (node.output[0] if node.output else "?")
@@ -143,11 +150,15 @@ class _Importer:
         for node in self.graph.node:
             outs = self._node(node)
             for raw, v in zip(node.output, outs, strict=False):
-                if raw:
+                if raw and v is None:  # an optional output the importer does not compute
+                    self.skipped[raw] = node
+                elif raw:
                     self.env[raw] = self._named(v, raw)
         outputs = {}
         for vi in self.graph.output:
             v = self.env.get(vi.name)
+            if vi.name in self.skipped:
+                raise self.skipped_output(vi.name)
             if v is None:
                 raise OnnxImportError(f"{self.where}: output {vi.name!r} is not computed")
             # outputs have a namespace of their own
@@ -195,6 +206,8 @@ class _Importer:
         attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
         ins = [self.env.get(x) if x else None for x in node.input]
         for raw, v in zip(node.input, ins, strict=True):
+            if raw in self.skipped:
+                raise self.skipped_output(raw)
             if raw and v is None:
                 raise self.fail(node, f"input {raw!r} is not defined before it")
         op = node.op_type
@@ -240,6 +253,17 @@ def _shape_of(imp: _Importer, node, ins, attrs):
 
 def _gather_const(imp, node, ins, attrs):
     return np.take(ins[0], ins[1].astype(np.int64), axis=attrs.get("axis", 0))
+
+
+def _gather(imp, node, ins, attrs):
+    """Gather of a tensor (an embedding lookup: a weight initializer indexed by token ids) as
+    `take`; constant indices become a constant."""
+    idx = ins[1]
+    if isinstance(idx, np.ndarray):
+        if idx.dtype.kind not in "iu":
+            raise imp.fail(node, f"indices must be integers, got {idx.dtype}")
+        idx = imp.b.const(idx.astype(np.int64), "i64")
+    return imp.b.take(imp.t(ins[0]), idx, axis=int(attrs.get("axis", 0)))
 
 
 def _unsqueeze_const(imp, node, ins, attrs):
@@ -548,7 +572,8 @@ _HANDLERS: dict[str, Callable] = {
     "GRU": layers.recurrent,
     "Slice": _slice, "Split": _split, "Pad": _pad, "Expand": _expand,
     "ConvTranspose": layers.conv_transpose, "Where": _where, "Clip": _clip,
-    "HardSigmoid": _hard_sigmoid, "Elu": _elu, "Gelu": _gelu, "Sum": _sum_mean, "Mean": _sum_mean,
+    "HardSigmoid": _hard_sigmoid, "Elu": _elu, "Gelu": _gelu, "Gather": _gather,
+    "Sum": _sum_mean, "Mean": _sum_mean,
 }
 
 

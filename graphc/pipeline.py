@@ -43,6 +43,7 @@ def run_pipeline(graph: Graph, ctx: PassContext | None = None, *, fuse: bool = T
     from .passes.memory import plan_memory
 
     ctx = ctx or PassContext(verify=False)
+    graph.check_defined()  # a dangling value would surface as a KeyError deep in a pass
     for p in graph_passes():
         t0 = time.perf_counter()
         before = len(graph.nodes)

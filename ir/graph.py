@@ -259,11 +259,12 @@ class Graph:
     def check_defined(self) -> None:
         """Raise DanglingValueError if a node reads a value not defined before it."""
         defined = {id(v.node) for v in self.inputs + self.params}
-        for n in self.nodes:
+        for i, n in enumerate(self.nodes):
             for v in n.inputs:
                 if id(v.node) not in defined:
+                    who = f"node %{n.name}" if n.name else f"node {i} of the body"
                     raise DanglingValueError(
-                        f"node %{n.name} ({n.op}) reads %{v.name} ({v.node.op}), which is not "
+                        f"{who} ({n.op}) reads %{v.name} ({v.node.op}), which is not "
                         f"defined before it in graph {self.name!r}")
             defined.add(id(n))
         for name, v in self.outputs:

@@ -77,3 +77,22 @@ def test_stats_report_kernels_and_memory():
     unfused = graphc.compile(g, target="reference", fuse=False).stats()
     assert fused["kernels"] < unfused["kernels"]
     assert fused["lower_bound_bytes"] <= fused["arena_bytes"] <= fused["naive_bytes"]
+
+
+def test_a_graph_reading_an_undefined_value_is_refused_by_every_entry_point():
+    """A builder made with `Builder.from_graph` holds the sources only: an output built on
+    the old graph's body without `copy_body` reads a value the new graph never defines."""
+    from graphc.ir.errors import DanglingValueError
+
+    b = graphc.Builder("g")
+    x = b.input("x", (3,))
+    g = b.build(outputs={"y": (x * 2.0).named("y")})
+    b2 = graphc.Builder.from_graph(g)
+    bad = b2.build(outputs={"loss": b2.tensor(g.output("y")).sum()})
+    pattern = r"reads %y \(mul\), which is not defined before it in graph 'g'"
+    calls = [lambda: graphc.autodiff(bad, "loss"),
+             lambda: graphc.run_reference(bad, {"x": np.ones(3, np.float32)})]
+    calls += [lambda t=t: graphc.compile(bad, target=t) for t in ("reference", "llvm")]
+    for call in calls:
+        with pytest.raises(DanglingValueError, match=pattern):
+            call()

@@ -318,6 +318,46 @@ def test_transformer_block_exported_by_torch(rng, tmp_path):
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5, err_msg=target)
 
 
+def test_embedding_exported_by_torch(rng, tmp_path):
+    """nn.Embedding (Gather of a weight by int64 token ids) into a GRU and a linear head, as
+    torch.onnx exports it: outputs against torch, and the embedding's gradient (take's VJP
+    scatters into the rows the tokens used)."""
+    torch = pytest.importorskip("torch")
+    nn = torch.nn
+
+    class Tagger(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.emb, self.rnn, self.head = nn.Embedding(11, 6), nn.GRU(6, 5), nn.Linear(5, 3)
+
+        def forward(self, tokens):
+            return self.head(self.rnn(self.emb(tokens))[0])
+
+    torch.manual_seed(0)
+    net = Tagger().eval()
+    tokens = torch.from_numpy(rng.integers(0, 11, (4, 2)))
+    path = tmp_path / "tagger.onnx"
+    torch.onnx.export(net, (tokens,), str(path), dynamo=False, input_names=["tokens"],
+                      output_names=["y"])
+    graph = graphc.from_onnx(str(path))
+    want = net(tokens).detach().numpy()
+    for target in ("reference", "llvm"):
+        got = graphc.compile(graph, target=target)({"tokens": tokens.numpy()})["y"]
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5, err_msg=target)
+    emb = [k for k, v in graph.param_values.items() if v.shape == (11, 6)]
+    assert len(emb) == 1
+    b = graphc.Builder.from_graph(graph)
+    b.copy_body(graph)
+    loss = b.tensor(graph.output("y")).sum()
+    g = graphc.autodiff(b.build(outputs={"loss": loss}), "loss", emb)
+    grad = graphc.compile(g, target="llvm")({"tokens": tokens.numpy()})[f"grad.{emb[0]}"]
+    net.zero_grad()
+    net(tokens).sum().backward()
+    np.testing.assert_allclose(grad, net.emb.weight.grad.numpy(), rtol=1e-4, atol=1e-6)
+    unused = sorted(set(range(11)) - set(tokens.numpy().ravel().tolist()))
+    assert np.all(grad[unused] == 0)
+
+
 def test_gru_with_other_activations_is_refused(rng):
     h = 3
     inits = {"W": _f32(rng, 1, 3 * h, 2), "R": _f32(rng, 1, 3 * h, h)}
@@ -549,6 +589,13 @@ def test_file_import_and_gradients_of_imported_parameters(tmp_path, rng):
      r"node 'y' \(Conv\): .*"),
     (lambda x: make_model("u", [node("Relu", ["nope"], ["y"])], {"x": x}, ["y"]),
      r"input 'nope' is not defined"),
+    (lambda x: make_model("u", [node("MaxPool", ["x"], ["y", "i"], kernel_shape=[2, 2]),
+                                node("Cast", ["i"], ["f"], to=1)], {"x": x}, ["y", "f"]),
+     r"node 'y' \(MaxPool\): output 1 \('i'\) is not supported by the importer, and the "
+     r"model uses it"),
+    (lambda x: make_model("u", [node("LayerNormalization", ["x", "s"], ["y", "m"])], {"x": x},
+                          ["y", "m"], {"s": np.ones(4, np.float32)}),
+     r"\(LayerNormalization\): output 1 \('m'\) is not supported"),
 ])
 def test_unsupported_input_is_a_clear_error(build, match, rng):
     with pytest.raises(OnnxImportError, match=match):

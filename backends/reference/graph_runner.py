@@ -42,6 +42,7 @@ def check_inputs(graph: Graph, inputs: Mapping[str, np.ndarray], what: str = "in
 def run_graph(graph: Graph, inputs: Mapping[str, np.ndarray] | None = None,
               params: Mapping[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
     """Evaluate every output of `graph`; `params` overrides the graph's parameter values."""
+    graph.check_defined()
     args = check_inputs(graph, inputs or {})
     env: dict[tuple[int, int], np.ndarray] = {}
 

@@ -281,6 +281,7 @@ def autodiff(graph: Graph, loss: LossSpec, wrt: Sequence[str] | None = None) -> 
     float and not frozen. Raises GradientError for a non-scalar/non-float loss, an unknown,
     integer or frozen `wrt` name.
     """
+    graph.check_defined()
     g = decompose(graph)
     weights = loss_weights(loss)
     loss_values = [(check_loss(g, name), w) for name, w in weights.items()]
