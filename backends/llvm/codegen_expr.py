@@ -501,8 +501,11 @@ class VectorEmitter(ExprEmitter):
                 off = b.sub(v, splat(ty, bd.lo))
                 cond = b.and_(cond, b.icmp_signed("==", b.srem(off, splat(ty, bd.step)),
                                                   splat(ty, 0)))
-            ok = b.and_(self.widen(ok), cond) if isinstance(cond.type, ir.VectorType) \
-                or isinstance(ok.type, ir.VectorType) else b.and_(ok, cond)
+            if isinstance(cond.type, ir.VectorType) or isinstance(ok.type, ir.VectorType):
+                # a bound on the vector variable and one on an outer variable, in either order
+                ok = b.and_(self.widen(ok), self.widen(cond))
+            else:
+                ok = b.and_(ok, cond)
         return ok
 
     def _compute(self, e: Expr) -> ir.Value:

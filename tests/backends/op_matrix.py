@@ -31,6 +31,8 @@ from graphc.ir.graph import Graph
 from graphc.ir.kernel import Schedule
 from graphc.ir.types import DTYPES, round_to_dtype
 
+from .random_graphs import random_graph
+
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 
@@ -483,8 +485,17 @@ MODEL_CASES = [
     Case("model.conv1d_seed", _seed[0], _seed[1], rtol=1e-5, atol=1e-6, tags=("model",)),
 ]
 
+def _random_case(seed: int) -> Case:
+    """A random op chain (`random_graphs.py`): combinations no hand-written case lists."""
+    return Case(f"fuzz.graph{seed}", lambda: random_graph(seed)[0],
+                lambda rng: random_graph(seed)[1], rtol=2e-4, atol=2e-5, tags=("fuzz",))
+
+
+FUZZ_CASES = [_random_case(seed) for seed in range(1000, 1012)]
+
 OP_MATRIX: list[Case] = (UNARY_CASES + BINARY_CASES + COMPARE_CASES + ELEMENTWISE_MORE
                          + REDUCTION_CASES + MOVEMENT_CASES + LINALG_CASES + WINDOW_CASES
-                         + INDEXING_CASES + RANDOM_CASES + COMPOSITE_CASES + MODEL_CASES)
+                         + INDEXING_CASES + RANDOM_CASES + COMPOSITE_CASES + MODEL_CASES
+                         + FUZZ_CASES)
 CASES_BY_NAME = {c.name: c for c in OP_MATRIX}
 assert len(CASES_BY_NAME) == len(OP_MATRIX), "duplicate case names"
