@@ -39,6 +39,7 @@ from graphc.ir.builder import Builder, Tensor
 from graphc.ir.errors import GraphError
 
 from . import onnx_layers as layers
+from . import onnx_more
 
 _NAME = re.compile(r"[^A-Za-z0-9_.]")
 _UNARY = {"Relu": "relu", "Sigmoid": "sigmoid", "Tanh": "tanh", "Exp": "exp", "Log": "log",
@@ -573,7 +574,7 @@ _HANDLERS: dict[str, Callable] = {
     "Slice": _slice, "Split": _split, "Pad": _pad, "Expand": _expand,
     "ConvTranspose": layers.conv_transpose, "Where": _where, "Clip": _clip,
     "HardSigmoid": _hard_sigmoid, "Elu": _elu, "Gelu": _gelu, "Gather": _gather,
-    "Sum": _sum_mean, "Mean": _sum_mean,
+    "Sum": _sum_mean, "Mean": _sum_mean, **onnx_more.HANDLERS,
 }
 
 

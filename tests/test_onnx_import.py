@@ -495,6 +495,11 @@ _TRITON = textwrap.dedent("""
 """)
 
 
+def _opset18(model):
+    model.opset_import[0].version = 18
+    return model
+
+
 def _triton_models(rng) -> dict:
     """Small models covering the importer's op families, for Triton's interpreter."""
     x2, x4, xs = _f32(rng, 4, 8), _f32(rng, 2, 3, 6, 6), _f32(rng, 3, 2, 4)
@@ -530,6 +535,14 @@ def _triton_models(rng) -> dict:
                                           "B": _f32(rng, 2, 8 * h) * 0.3, "s": i64(1),
                                           "e": i64(3), "a": i64(0),
                                           "pads": i64(0, 0, 1, 0, 0, 0, 0, 2)}), {"x": xs}),
+        "more": (_opset18(make_model("more", [
+            node("HardSwish", ["x"], ["hs"]), node("PRelu", ["hs", "sl"], ["pr"]),
+            node("Mish", ["pr"], ["mi"]),
+            node("InstanceNormalization", ["mi", "s", "b"], ["inn"]),
+            node("ReduceLogSumExp", ["inn", "ax"], ["lse"], keepdims=0),
+            node("Tile", ["lse", "reps"], ["y"]),
+        ], {"x": x4}, ["y"], {"sl": _f32(rng, 3, 1, 1), "s": _f32(rng, 3), "b": _f32(rng, 3),
+                              "ax": i64(1, 3), "reps": i64(2, 3)})), {"x": x4}),
         "gru": (make_model("gru", [
             node("GRU", ["x", "W", "R", "B"], ["y"], hidden_size=h, direction="reverse"),
             node("LayerNormalization", ["y", "s"], ["ln"], epsilon=1e-3),
