@@ -109,9 +109,11 @@ class _Importer:
         self.env: dict[str, Tensor | np.ndarray] = {}
         self.frozen = {n.input[k] for n in self.graph.node if n.op_type == "BatchNormalization"
                        for k in (3, 4) if len(n.input) > k}
-        # Weights that become parameters in graphc's layout when their node is imported: an
-        # LSTM's, GRU's or RNN's W, R and B, a ConvTranspose's W
-        relayout = {"LSTM": (1, 2, 3), "GRU": (1, 2, 3), "RNN": (1, 2, 3), "ConvTranspose": (1,)}
+        # Weights that become parameters in graphc's layout when their node is imported (an
+        # LSTM's, GRU's or RNN's W, R and B, a ConvTranspose's W), and float initializers a
+        # node reads as numbers at import (Resize's roi and scales, Upsample's scales)
+        relayout = {"LSTM": (1, 2, 3), "GRU": (1, 2, 3), "RNN": (1, 2, 3), "ConvTranspose": (1,),
+                    "Resize": (1, 2), "Upsample": (1,)}
         self.relayout = {n.input[k] for n in self.graph.node if n.op_type in relayout
                          for k in relayout[n.op_type] if len(n.input) > k and n.input[k]}
         self.taken: set[str] = set()

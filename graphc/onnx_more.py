@@ -5,6 +5,8 @@ every backend take them as they are. Handlers take the importer, the ONNX node, 
 
 from __future__ import annotations
 
+import numpy as np
+
 
 def _x(imp, ins):
     return imp.t(ins[0])
@@ -154,7 +156,123 @@ def group_norm(imp, node, ins, attrs):
     return y * scale.reshape(*per_channel) + bias.reshape(*per_channel)
 
 
+def _source_coord(o: int, n_in: int, n_out: int, scale: float, ctm: str) -> float:
+    """Where output o samples the input, in float32 as ONNX Runtime computes it (3 / 0.6f is
+    exactly 5 there, 4.9999998 in float64: a different nearest pixel)."""
+    f, o32, half = np.float32, np.float32(o), np.float32(0.5)
+    if ctm == "half_pixel":
+        c = (o32 + half) / f(scale) - half
+    elif ctm == "pytorch_half_pixel":
+        c = (o32 + half) / f(scale) - half if n_out > 1 else f(0.0)
+    elif ctm == "align_corners":
+        c = o32 * f(n_in - 1) / f(n_out - 1) if n_out > 1 else f(0.0)
+    elif ctm == "tf_half_pixel_for_nn":
+        c = (o32 + half) / f(scale)
+    else:  # asymmetric
+        c = o32 / f(scale)
+    return float(c)
+
+
+def _nearest(x: float, mode: str) -> int:
+    if mode == "floor":
+        return int(np.floor(x))
+    if mode == "ceil":
+        return int(np.ceil(x))
+    half = x - np.floor(x) == 0.5
+    if mode == "round_prefer_ceil":
+        return int(np.floor(x + 0.5))
+    return int(np.ceil(x - 0.5)) if half else int(np.round(x))  # round_prefer_floor
+
+
+def resize_matrix(n_in: int, n_out: int, scale: float, mode: str, ctm: str,
+                  nearest_mode: str) -> np.ndarray:
+    """[n_out, n_in] weights of one axis: output o = sum_i M[o, i] x[i] (ONNX's Resize for
+    nearest and linear modes, source coordinates clamped to the input)."""
+    m = np.zeros((n_out, n_in))
+    for o in range(n_out):
+        c = _source_coord(o, n_in, n_out, scale, ctm)
+        if mode == "nearest":
+            m[o, min(max(_nearest(c, nearest_mode), 0), n_in - 1)] = 1.0
+            continue
+        c = min(max(c, 0.0), n_in - 1.0)
+        i0 = int(np.floor(c))
+        i1, w = min(i0 + 1, n_in - 1), c - i0
+        m[o, i0] += 1.0 - w
+        m[o, i1] += w
+    return m
+
+
+def _along(imp, x, axis: int, m: np.ndarray):
+    """Apply the [out, in] matrix m along `axis` of x: a repeat where m is one (each input
+    element copied k times in a row: broadcast and reshape, exact and cheap), else a matmul
+    with the axis moved next to last."""
+    n_out, n_in = m.shape
+    k = n_out // n_in
+    if n_out == k * n_in and np.array_equal(m, np.repeat(np.eye(n_in), k, axis=0)):
+        grown = x.shape[:axis + 1] + (1,) + x.shape[axis + 1:]
+        wide = x.shape[:axis + 1] + (k,) + x.shape[axis + 1:]
+        y = imp.b.broadcast_to(x.reshape(*grown), wide)
+        return y.reshape(*x.shape[:axis], n_out, *x.shape[axis + 1:])
+    mat = imp.b.const(m.astype(np.float64 if x.dtype == "f64" else np.float32), x.dtype)
+    last = x.ndim - 1
+    if axis == last:
+        return imp.b.matmul(x, mat.transpose(1, 0))
+    perm = list(range(x.ndim))
+    perm[axis], perm[last - 1] = perm[last - 1], perm[axis]
+    moved = x if axis == last - 1 else x.transpose(*perm)
+    y = imp.b.matmul(mat, moved)
+    return y if axis == last - 1 else y.transpose(*perm)
+
+
+def resize(imp, node, ins, attrs):
+    """Resize (and the older Upsample), nearest and linear modes, by scales or sizes: one
+    [out, in] matrix per resized axis, computed here (`resize_matrix`)."""
+    x = _x(imp, ins)
+
+    def text(key: str, default: str) -> str:
+        v = attrs.get(key, default)
+        return v.decode() if isinstance(v, bytes) else v
+
+    mode = text("mode", "nearest")
+    ctm = text("coordinate_transformation_mode",
+               "asymmetric" if node.op_type == "Upsample" else "half_pixel")
+    nearest_mode = text("nearest_mode", "round_prefer_floor")
+    if mode not in ("nearest", "linear"):
+        raise imp.fail(node, f"mode {mode!r} (graphc imports nearest and linear)")
+    if ctm not in ("half_pixel", "pytorch_half_pixel", "align_corners", "asymmetric",
+                   "tf_half_pixel_for_nn"):
+        raise imp.fail(node, f"coordinate_transformation_mode {ctm!r}")
+    if attrs.get("antialias", 0) or text("keep_aspect_ratio_policy", "stretch") != "stretch":
+        raise imp.fail(node, "antialias and keep_aspect_ratio_policy are not supported")
+    if node.op_type == "Upsample":
+        scales_in = ins[1] if len(ins) > 1 else np.asarray(attrs.get("scales"), np.float32)
+        sizes_in = None
+    else:
+        scales_in = ins[2] if len(ins) > 2 else (ins[1] if len(ins) == 2 else None)
+        sizes_in = ins[3] if len(ins) > 3 else None
+    axes = [a + x.ndim if a < 0 else a for a in attrs.get("axes", range(x.ndim))]
+    for v in (scales_in, sizes_in):
+        if v is not None and not isinstance(v, np.ndarray):
+            raise imp.fail(node, "scales and sizes must be constants")
+    if sizes_in is not None and sizes_in.size:
+        sizes = [int(s) for s in sizes_in.reshape(-1)]
+        scales = [s / x.shape[a] for a, s in zip(axes, sizes, strict=True)]
+    elif scales_in is not None and scales_in.size:
+        scales = [float(s) for s in scales_in.reshape(-1)]
+        sizes = [int(np.floor(x.shape[a] * s)) for a, s in zip(axes, scales, strict=True)]
+    else:
+        raise imp.fail(node, "needs scales or sizes")
+    if len(sizes) != len(axes) or min(sizes) < 1:
+        raise imp.fail(node, f"sizes {sizes} for axes {axes} of an input of shape {x.shape}")
+    for a, n_out, scale in zip(axes, sizes, scales, strict=True):
+        m = resize_matrix(x.shape[a], n_out, scale, mode, ctm, nearest_mode)
+        if n_out != x.shape[a] or not np.array_equal(m, np.eye(n_out)):
+            x = _along(imp, x, a, m)
+    return x
+
+
 HANDLERS = {
+    "Resize": resize, "Upsample": resize,
     "PRelu": prelu, "Selu": selu, "Celu": celu, "HardSwish": hard_swish, "Softsign": softsign,
     "Mish": mish, "ThresholdedRelu": thresholded_relu, "Sign": sign,
     **{op: reduce for op in ("ReduceMin", "ReduceL1", "ReduceL2", "ReduceSumSquare",

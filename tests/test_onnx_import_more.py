@@ -98,3 +98,55 @@ def test_bad_group_counts_are_named(rng):
     with pytest.raises(OnnxImportError, match=r"\(GroupNormalization\): 4 groups for an input "
                                               r"of shape \(2, 6, 5\)"):
         graphc.from_onnx(model)
+
+
+@pytest.mark.parametrize("mode, ctm, nearest_mode", [
+    ("nearest", "asymmetric", "floor"), ("nearest", "half_pixel", "round_prefer_floor"),
+    ("nearest", "half_pixel", "round_prefer_ceil"), ("nearest", "align_corners", "ceil"),
+    ("linear", "half_pixel", "floor"), ("linear", "align_corners", "floor"),
+    ("linear", "asymmetric", "floor"), ("linear", "pytorch_half_pixel", "floor")])
+@pytest.mark.parametrize("scales", [[1, 1, 2, 2], [1, 1, 1.5, 0.6], [1, 2, 3, 1]])
+def test_resize_by_scales(rng, mode, ctm, nearest_mode, scales):
+    x = _f32(rng, 2, 3, 5, 7)
+    model = _opset(make_model("resize", [
+        node("Resize", ["x", "", "s"], ["y"], mode=mode, coordinate_transformation_mode=ctm,
+             nearest_mode=nearest_mode)], {"x": x}, ["y"],
+        {"s": np.asarray(scales, np.float32)}), 18)
+    _check(model, {"x": x})
+
+
+@pytest.mark.parametrize("mode", ["nearest", "linear"])
+def test_resize_by_sizes_and_axes(rng, mode):
+    x = _f32(rng, 2, 3, 6, 4)
+    model = _opset(make_model("resize", [
+        node("Resize", ["x", "", "", "sz"], ["y"], mode=mode),
+        node("Resize", ["x", "", "", "sz2"], ["y2"], mode=mode, axes=[-1, 2])],
+        {"x": x}, ["y", "y2"],
+        {"sz": np.asarray([2, 3, 9, 10], np.int64), "sz2": np.asarray([3, 4], np.int64)}), 18)
+    _check(model, {"x": x})
+
+
+def test_upsample_and_its_gradient(rng):
+    """A decoder's nearest x2 upsampling (broadcast, no matmul) then a conv: its gradient
+    reaches the input summed over each 2 x 2 block."""
+    x = _f32(rng, 1, 2, 3, 4)
+    model = _opset(make_model("up", [node("Upsample", ["x", "s"], ["y"], mode="nearest")],
+                              {"x": x}, ["y"], {"s": np.asarray([1, 1, 2, 2], np.float32)}), 9)
+    graph = _check(model, {"x": x})
+    assert "matmul" not in {n.op for n in graph.nodes}
+    b = graphc.Builder.from_graph(graph)
+    b.copy_body(graph)
+    w = rng.standard_normal((1, 2, 6, 8)).astype(np.float32)
+    loss = (b.tensor(graph.output("y")) * b.const(w)).sum()
+    g = graphc.autodiff(b.build(outputs={"loss": loss}), "loss", ["x"])
+    got = graphc.compile(g, target="llvm")({"x": x})["grad.x"]
+    want = w.reshape(1, 2, 3, 2, 4, 2).sum(axis=(3, 5))
+    np.testing.assert_allclose(got, want, rtol=1e-5)
+
+
+def test_cubic_resize_is_refused(rng):
+    x = _f32(rng, 1, 1, 4, 4)
+    model = _opset(make_model("resize", [node("Resize", ["x", "", "s"], ["y"], mode="cubic")],
+                              {"x": x}, ["y"], {"s": np.asarray([1, 1, 2, 2], np.float32)}), 18)
+    with pytest.raises(OnnxImportError, match=r"\(Resize\): mode 'cubic'"):
+        graphc.from_onnx(model)
