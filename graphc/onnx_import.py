@@ -37,6 +37,7 @@ import numpy as np
 
 from graphc.ir.builder import Builder, Tensor
 from graphc.ir.errors import GraphError
+from graphc.ir.types import DTYPES
 
 from . import onnx_layers as layers
 from . import onnx_more
@@ -235,6 +236,16 @@ class _Importer:
 
     def t(self, v) -> Tensor:
         return self._tensor(v)
+
+    def numbers(self, v) -> np.ndarray | None:
+        """The values of a constant input: an initializer or integer result kept as numpy, or
+        a float Constant node (the importer makes those graph constants); None otherwise."""
+        if isinstance(v, np.ndarray):
+            return v
+        if isinstance(v, Tensor) and v.node.op == "constant":
+            value = np.asarray(v.node.attrs["value"], dtype=DTYPES[v.dtype])
+            return np.broadcast_to(value, v.shape) if value.ndim == 0 else value.reshape(v.shape)
+        return None
 
     def ints(self, node, v, what: str) -> list[int]:
         if not isinstance(v, np.ndarray):

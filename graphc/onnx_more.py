@@ -251,9 +251,11 @@ def resize(imp, node, ins, attrs):
         scales_in = ins[2] if len(ins) > 2 else (ins[1] if len(ins) == 2 else None)
         sizes_in = ins[3] if len(ins) > 3 else None
     axes = [a + x.ndim if a < 0 else a for a in attrs.get("axes", range(x.ndim))]
-    for v in (scales_in, sizes_in):
-        if v is not None and not isinstance(v, np.ndarray):
-            raise imp.fail(node, "scales and sizes must be constants")
+    given = [v for v in (scales_in, sizes_in) if v is not None]
+    if any(imp.numbers(v) is None for v in given):
+        raise imp.fail(node, "scales and sizes must be constants")
+    scales_in, sizes_in = (imp.numbers(v) if v is not None else None
+                           for v in (scales_in, sizes_in))
     if sizes_in is not None and sizes_in.size:
         sizes = [int(s) for s in sizes_in.reshape(-1)]
         scales = [s / x.shape[a] for a, s in zip(axes, sizes, strict=True)]

@@ -150,3 +150,56 @@ def test_cubic_resize_is_refused(rng):
                               {"x": x}, ["y"], {"s": np.asarray([1, 1, 2, 2], np.float32)}), 18)
     with pytest.raises(OnnxImportError, match=r"\(Resize\): mode 'cubic'"):
         graphc.from_onnx(model)
+
+
+def test_mobilenet_style_net_exported_by_torch(rng, tmp_path):
+    """Depthwise convolution, squeeze-excitation (global pool, 1x1 convs, HardSigmoid gate),
+    HardSwish, inference batch norm, a residual and a bilinear upsampling whose scales come
+    from a Constant node, as torch.onnx exports them: against torch."""
+    torch = pytest.importorskip("torch")
+    nn = torch.nn
+
+    class Block(nn.Module):
+        def __init__(self, c: int = 8, e: int = 24) -> None:
+            super().__init__()
+            self.expand = nn.Sequential(nn.Conv2d(c, e, 1, bias=False), nn.BatchNorm2d(e),
+                                        nn.Hardswish())
+            self.dw = nn.Sequential(nn.Conv2d(e, e, 3, padding=1, groups=e, bias=False),
+                                    nn.BatchNorm2d(e), nn.Hardswish())
+            self.squeeze, self.excite = nn.Conv2d(e, e // 4, 1), nn.Conv2d(e // 4, e, 1)
+            self.project = nn.Sequential(nn.Conv2d(e, c, 1, bias=False), nn.BatchNorm2d(c))
+
+        def forward(self, x):
+            y = self.dw(self.expand(x))
+            gate = nn.functional.adaptive_avg_pool2d(y, 1)
+            gate = nn.functional.hardsigmoid(self.excite(torch.relu(self.squeeze(gate))))
+            return x + self.project(y * gate)
+
+    class Net(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.stem = nn.Sequential(nn.Conv2d(3, 8, 3, stride=2, padding=1), nn.Hardswish())
+            self.block = Block()
+            self.up = nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False)
+            self.head = nn.Linear(8, 5)
+
+        def forward(self, x):
+            y = self.up(self.block(self.stem(x)))
+            return self.head(y.mean((2, 3))), y
+
+    torch.manual_seed(0)
+    net = Net().eval()
+    for m in net.modules():
+        if isinstance(m, nn.BatchNorm2d):  # running statistics away from the identity
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
+    x = torch.from_numpy(_f32(rng, 2, 3, 16, 16))
+    path = tmp_path / "mbnet.onnx"
+    torch.onnx.export(net, (x,), str(path), dynamo=False, input_names=["x"],
+                      output_names=["logits", "features"])
+    graph = graphc.from_onnx(str(path))
+    want = [t.detach().numpy() for t in net(x)]
+    for target in ("reference", "llvm"):
+        got = graphc.compile(graph, target=target)({"x": x.numpy()})
+        for name, w in zip(("logits", "features"), want, strict=True):
+            np.testing.assert_allclose(got[name], w, rtol=1e-4, atol=1e-5, err_msg=target)
