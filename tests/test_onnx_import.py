@@ -198,44 +198,47 @@ def test_conv_transpose(rng, attrs, groups):
     _check(model, {"x": x})
 
 
-@pytest.mark.parametrize("with_state, with_bias, direction", [
-    (True, True, "forward"), (False, True, "forward"), (True, False, "forward"),
-    (True, True, "reverse"), (True, True, "bidirectional"), (False, False, "bidirectional")])
-def test_lstm(rng, with_state, with_bias, direction):
-    """ONNX's LSTM (gates i, o, f, c; W [dirs, 4H, D], B = W_b ++ R_b) as graphc's lstm, one
-    per direction."""
-    t, batch, d, h = 5, 3, 4, 6
+def _recurrent_model(rng, op: str, direction: str, with_bias: bool, with_state: bool,
+                     sizes=(5, 3, 4, 6), **attrs):
+    """A one-node model of ONNX's LSTM, GRU or RNN (W [dirs, G*H, D], R [dirs, G*H, H],
+    B = W_b ++ R_b), its initial states given or not; returns (model, xs)."""
+    t, batch, d, h = sizes
+    gates, states = {"LSTM": (4, ("h0", "c0")), "GRU": (3, ("h0",)), "RNN": (1, ("h0",))}[op]
     nd = 2 if direction == "bidirectional" else 1
     xs = _f32(rng, t, batch, d)
-    inits = {"W": _f32(rng, nd, 4 * h, d) * 0.4, "R": _f32(rng, nd, 4 * h, h) * 0.4,
-             "B": _f32(rng, nd, 8 * h) * 0.3}
+    inits = {"W": _f32(rng, nd, gates * h, d) * 0.4, "R": _f32(rng, nd, gates * h, h) * 0.4,
+             "B": _f32(rng, nd, 2 * gates * h) * 0.3}
     inputs = ["xs", "W", "R", "B"]
     if not with_bias:
         del inits["B"]
         inputs[3] = ""
     if with_state:
-        inits.update(h0=_f32(rng, nd, batch, h), c0=_f32(rng, nd, batch, h))
-        inputs += ["", "h0", "c0"]
-    model = make_model("lstm", [node("LSTM", inputs, ["y", "yh", "yc"], hidden_size=h,
-                                     direction=direction)],
-                       {"xs": xs}, ["y", "yh", "yc"], inits)
+        inits.update({s: _f32(rng, nd, batch, h) for s in states})
+        inputs += ["", *states]
+    outputs = ["y", "yh", "yc"][:2 + (op == "LSTM")]
+    model = make_model(op.lower(), [node(op, inputs, outputs, hidden_size=h,
+                                         direction=direction, **attrs)],
+                       {"xs": xs}, outputs, inits)
+    return model, xs
+
+
+@pytest.mark.parametrize("with_state, with_bias, direction", [
+    (True, True, "forward"), (False, True, "forward"), (True, False, "forward"),
+    (True, True, "reverse"), (True, True, "bidirectional"), (False, False, "bidirectional")])
+def test_lstm(rng, with_state, with_bias, direction):
+    """ONNX's LSTM (gates i, o, f, c) as graphc's lstm, one per direction."""
+    model, xs = _recurrent_model(rng, "LSTM", direction, with_bias, with_state)
     graph = _check(model, {"xs": xs}, rtol=1e-4, atol=1e-5)
-    assert graph.param_values["W"].shape == (d, 4 * h)  # graphc's layout
+    assert graph.param_values["W"].shape == (4, 4 * 6)  # graphc's layout: [D, 4H]
 
 
 @pytest.mark.parametrize("direction, activation", [("forward", None), ("reverse", "Relu"),
                                                    ("bidirectional", "Tanh")])
 def test_rnn(rng, direction, activation):
-    """ONNX's RNN (W [dirs, H, D], R [dirs, H, H], B = W_b ++ R_b) as graphc's rnn."""
-    t, batch, d, h = 4, 2, 3, 5
+    """ONNX's RNN as graphc's rnn, its activation carried over."""
     nd = 2 if direction == "bidirectional" else 1
-    xs = _f32(rng, t, batch, d)
-    inits = {"W": _f32(rng, nd, h, d) * 0.5, "R": _f32(rng, nd, h, h) * 0.5,
-             "B": _f32(rng, nd, 2 * h) * 0.3, "h0": _f32(rng, nd, batch, h)}
     kw = {"activations": [activation] * nd} if activation else {}
-    model = make_model("rnn", [node("RNN", ["xs", "W", "R", "B", "", "h0"], ["y", "yh"],
-                                    hidden_size=h, direction=direction, **kw)],
-                       {"xs": xs}, ["y", "yh"], inits)
+    model, xs = _recurrent_model(rng, "RNN", direction, True, True, (4, 2, 3, 5), **kw)
     _check(model, {"xs": xs})
 
 
@@ -244,25 +247,12 @@ def test_rnn(rng, direction, activation):
     ("reverse", 1, True, True), ("bidirectional", 0, True, True),
     ("bidirectional", 1, False, True)])
 def test_gru(rng, direction, lbr, with_bias, with_state):
-    """ONNX's GRU (gates z, r, h; B = W_b ++ R_b kept apart; linear_before_reset 0 is ONNX's
+    """ONNX's GRU (gates z, r, h; the two biases kept apart; linear_before_reset 0 is ONNX's
     default, 1 torch's) as graphc's gru, one per direction."""
-    t, batch, d, h = 5, 3, 4, 6
-    nd = 2 if direction == "bidirectional" else 1
-    xs = _f32(rng, t, batch, d)
-    inits = {"W": _f32(rng, nd, 3 * h, d) * 0.5, "R": _f32(rng, nd, 3 * h, h) * 0.5,
-             "B": _f32(rng, nd, 6 * h) * 0.5}
-    inputs = ["xs", "W", "R", "B"]
-    if not with_bias:
-        del inits["B"]
-        inputs[3] = ""
-    if with_state:
-        inits["h0"] = _f32(rng, nd, batch, h)
-        inputs += ["", "h0"]
-    model = make_model("gru", [node("GRU", inputs, ["y", "yh"], hidden_size=h,
-                                    direction=direction, linear_before_reset=lbr)],
-                       {"xs": xs}, ["y", "yh"], inits)
+    model, xs = _recurrent_model(rng, "GRU", direction, with_bias, with_state,
+                                 linear_before_reset=lbr)
     graph = _check(model, {"xs": xs})
-    assert graph.param_values["W"].shape == (d, 3 * h)
+    assert graph.param_values["W"].shape == (4, 3 * 6)
     assert ("B.hidden" in graph.param_values) == with_bias
 
 

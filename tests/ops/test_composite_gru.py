@@ -18,18 +18,7 @@ from graphc.passes.autodiff import autodiff
 from graphc.passes.decompose import decompose
 
 from .harness import op_graph, run_op
-
-SIZES = [(1, 1, 3, 5), (1, 3, 4, 2), (4, 1, 5, 3), (5, 3, 2, 6), (3, 2, 4, 4)]
-DTYPES = [np.float32, np.float64]
-TOL = {np.float32: dict(rtol=1e-5, atol=2e-6), np.float64: dict(rtol=1e-11, atol=1e-12)}
-
-
-def _np(t: torch.Tensor, dtype) -> np.ndarray:
-    return t.detach().numpy().astype(dtype)
-
-
-def _tt(a: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(a)
+from .test_composite_rnn import DTYPES, SIZES, TOL, _np, _tt
 
 
 def torch_weights(module: torch.nn.Module, dtype, bias: bool) -> list[np.ndarray]:
