@@ -102,6 +102,9 @@ from .mathlib import mark_avx512
 # Work (element operations) per parallel chunk, and below which a kernel runs serially.
 CHUNK_WORK = 1 << 15
 PARALLEL_WORK = 1 << 16
+# Below this much work a loop kernel is split over the threads only where its inputs were
+# written by a kernel that itself ran on every thread (see `codegen.Generator.build`).
+LOCAL_WORK = 1 << 20
 # A kernel that CHUNK_WORK points per chunk cut into fewer than FEW_CHUNKS chunks is cut by cost
 # instead, into equal chunks of about CHUNK_WORK points costing POINT_COST each. Ops weigh what
 # their vector code costs against an add (the inline exp, log and tanh are a dozen or more

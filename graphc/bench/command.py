@@ -19,6 +19,7 @@ their own (--isolate), so that no other runtime's idle thread pool competes for 
     graphc bench --quick --json run.json          # < 60 s smoke run at small sizes
     graphc bench --workload 'sgemm_*' --threads 1,2
     graphc bench --target reference --workload softmax --plot speedups.png
+    graphc bench --model model.onnx --threads 1,2   # your own model, against ONNX Runtime
     graphc bench --list
 
 --target auto (the default) uses the LLVM backend when it compiles and runs a probe graph here,
@@ -40,6 +41,9 @@ def add_bench_parser(sub: Any) -> None:
                         "works here, else reference)")
     p.add_argument("--workload", action="append", metavar="NAME",
                    help="only these workloads (glob patterns, repeatable or comma-separated)")
+    p.add_argument("--model", action="append", metavar="PATH",
+                   help="benchmark your own model (.py, .gir or .onnx; repeatable): against the "
+                        "reference, numpy op by op and, for .onnx, ONNX Runtime on the file")
     p.add_argument("--threads", default="1", metavar="N[,N...]",
                    help="thread counts to run every workload at (default 1)")
     p.add_argument("--quick", action="store_true",
@@ -130,6 +134,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if note:
         print(f"graphc bench: target {note}", file=sys.stderr)
     patterns = [p.strip() for arg in (args.workload or []) for p in arg.split(",") if p.strip()]
+    patterns += [f"model:{path}" for path in args.model or []]
     cfg = BenchConfig(target=target, threads=parse_threads(args.threads), quick=args.quick,
                       workloads=tuple(patterns), repeats=args.repeats, warmup=args.warmup,
                       budget_s=args.budget, compile_peers=not args.no_compile_peers,

@@ -154,10 +154,14 @@ def all_workloads() -> list[Workload]:
 
 def select_workloads(patterns: list[str] | None) -> list[Workload]:
     """Workloads whose name matches any glob pattern (all when none); unknown names raise."""
+    from .workloads_user import is_model_name, model_workload
+
     every = all_workloads()
     if not patterns:
         return every
-    chosen = [w for w in every if any(fnmatch.fnmatch(w.name, p) for p in patterns)]
+    models = [model_workload(p) for p in patterns if is_model_name(p)]
+    patterns = [p for p in patterns if not is_model_name(p)]
+    chosen = [w for w in every if any(fnmatch.fnmatch(w.name, p) for p in patterns)] + models
     if not chosen:
         raise GraphError(f"no workload matches {patterns}; workloads are "
                          f"{[w.name for w in every]}")
@@ -165,7 +169,12 @@ def select_workloads(patterns: list[str] | None) -> list[Workload]:
 
 
 def get_workload(name: str) -> Workload:
-    """The workload called `name` (for use from Python: `get_workload("softmax").make(True)`)."""
+    """The workload called `name` (for use from Python: `get_workload("softmax").make(True)`);
+    `model:<path>` is the user's model in that file."""
+    from .workloads_user import is_model_name, model_workload
+
+    if is_model_name(name):
+        return model_workload(name)
     for w in all_workloads():
         if w.name == name:
             return w

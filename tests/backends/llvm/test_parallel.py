@@ -107,3 +107,36 @@ def test_ir_text_compiles_in_a_process_without_libgomp_loaded(tmp_path):
     """)
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
+
+
+def _plans(graph, threads: int = 2) -> dict:
+    import graphc
+
+    return graphc.compile(graph, target="llvm", threads=threads).stats()["kernel_plans"]
+
+
+def test_small_loop_kernel_after_serial_work_stays_on_one_thread(rng):
+    """A pooling loop kernel (work between the parallel and the locality bound) reading the
+    output of a small serial convolution runs on the convolution's thread, with results equal
+    to one thread's; fed by a GEMM that ran on both threads, the same kind of kernel is split."""
+    import graphc
+    from graphc.backends.llvm.codegen_loop import LOCAL_WORK, PARALLEL_WORK
+
+    b = graphc.Builder("se", seed=0)
+    x = b.input("x", (4, 48, 16, 16))
+    y = b.conv2d(x, b.param("w", (48, 1, 3, 3), init="he"), padding=1, groups=48)
+    g = b.build(outputs={"s": (y * b.sigmoid(y)).mean((2, 3))})
+    plans = _plans(g)
+    pooled = [p for p in plans.values() if p["kind"] == "loop"]
+    assert len(pooled) == 1 and PARALLEL_WORK <= pooled[0]["work"] < LOCAL_WORK
+    assert pooled[0]["local"] and not pooled[0]["parallel"]
+    feed = {"x": rng.standard_normal((4, 48, 16, 16)).astype(np.float32)}
+    one = graphc.compile(g, target="llvm", threads=1)(feed)["s"]
+    np.testing.assert_array_equal(graphc.compile(g, target="llvm", threads=2)(feed)["s"], one)
+
+    b = graphc.Builder("gemm_then_softmax", seed=0)
+    z = b.matmul(b.input("a", (128, 512)), b.param("w", (512, 256), init="he"))
+    g = b.build(outputs={"h": b.softmax(z)})
+    (rows,) = [p for p in _plans(g).values() if p["kind"] == "loop"]
+    assert PARALLEL_WORK <= rows["work"] < LOCAL_WORK
+    assert rows["parallel"] and not rows.get("local")

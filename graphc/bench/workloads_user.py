@@ -1,0 +1,81 @@
+"""Workloads made from the user's own model files: `graphc bench --model PATH` benchmarks a
+`.py` (its `build()`, inputs from `example_inputs()` when it defines one), `.gir` or `.onnx`
+model like the built-in workloads: graphc fused and unfused, the reference, numpy op by op
+through the reference runner, and for an ONNX file ONNX Runtime on that very file.
+
+A model workload is named `model:<path>`, so that a worker process (`isolate.py`) rebuilds it
+from its name like any other. Inputs without an example are seeded: standard normal floats,
+zero integers (valid indices and labels), random booleans."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from graphc.ir.errors import GraphError
+from graphc.ir.graph import Graph
+from graphc.ir.types import DTYPES, FLOAT_DTYPES
+
+from .workloads import Instance, OnnxImpl, Workload
+
+PREFIX = "model:"
+
+
+def is_model_name(name: str) -> bool:
+    return name.startswith(PREFIX)
+
+
+def seeded_inputs(graph: Graph, seed: int = 0) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    out: dict[str, np.ndarray] = {}
+    for v in graph.inputs:
+        dt = DTYPES[v.dtype]
+        if v.dtype in FLOAT_DTYPES:
+            out[v.node.attrs["name"]] = rng.standard_normal(v.shape).astype(dt)
+        elif v.dtype == "bool":
+            out[v.node.attrs["name"]] = rng.random(v.shape) < 0.5
+        else:
+            out[v.node.attrs["name"]] = np.zeros(v.shape, dt)
+    return out
+
+
+def _onnx_impl(path: Path, graph: Graph, inputs: dict[str, np.ndarray]) -> OnnxImpl:
+    """ONNX Runtime on the file itself: the importer makes one graph input per ONNX input that
+    is not an initializer and one output per ONNX output, in order, so names pair up by
+    position."""
+    import onnx
+
+    model = onnx.load(str(path))
+    inits = {t.name for t in model.graph.initializer}
+    onnx_inputs = [vi.name for vi in model.graph.input if vi.name not in inits]
+    feeds = {o: inputs[g] for o, g in zip(onnx_inputs, graph.input_names, strict=True)}
+    outputs = {vi.name: g for vi, g in zip(model.graph.output, graph.output_names, strict=True)}
+    return OnnxImpl(model, feeds, outputs)
+
+
+def make_model_instance(path: str) -> Instance:
+    from graphc.io import load_example_inputs, load_graph
+
+    where = Path(path)
+    graph = load_graph(where)
+    inputs = load_example_inputs(where) or seeded_inputs(graph)
+    missing = set(graph.input_names) - set(inputs)
+    if missing:
+        raise GraphError(f"{path}: example_inputs() gives no value for inputs {sorted(missing)}")
+    onnx = None
+    if where.suffix == ".onnx":
+        def onnx(inst: Instance) -> OnnxImpl:
+            return _onnx_impl(where, inst.graph, inst.inputs)
+    return Instance(PREFIX + path, graph, {k: inputs[k] for k in graph.input_names},
+                    {"model": path}, "latency", onnx=onnx,
+                    notes="the user's model; peers: the reference, numpy op by op"
+                          + (" and ONNX Runtime on the same file" if onnx else ""))
+
+
+def model_workload(name: str) -> Workload:
+    """The workload `model:<path>` (the model is loaded when the instance is made)."""
+    path = name[len(PREFIX):]
+    if not Path(path).exists():
+        raise GraphError(f"model file {path!r} does not exist")
+    return Workload(name, f"the model in {path}", lambda quick: make_model_instance(path))

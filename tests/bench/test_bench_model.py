@@ -1,0 +1,72 @@
+"""`graphc bench --model`: the user's own model file benchmarked like a built-in workload (an
+ONNX file against ONNX Runtime on the same file, a Python model against numpy op by op), every
+contender checked against the reference, one and two threads (the second in worker processes,
+which rebuild the workload from its `model:<path>` name)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from graphc.bench.workloads import get_workload
+from graphc.cli import main
+from graphc.ir.errors import GraphError
+
+
+def _run(tmp_path, *args: str) -> dict:
+    out = tmp_path / "run.json"
+    assert main(["bench", *args, "--repeats", "3", "--warmup", "1", "--json", str(out),
+                 "--no-progress", "--no-compile-peers", "--keep-openblas-env"]) == 0
+    return json.loads(out.read_text())
+
+
+def _contenders(result: dict) -> dict:
+    return {c["name"]: c for c in result["contenders"]}
+
+
+def test_an_onnx_model_against_onnx_runtime(tmp_path, rng):
+    pytest.importorskip("onnxruntime")
+    from graphc.bench.onnx_models import make_model, node
+
+    x = rng.standard_normal((8, 12)).astype(np.float32)
+    model = make_model("user", [node("Gemm", ["x", "w", "b"], ["h"]), node("Relu", ["h"], ["y"])],
+                       {"x": x}, ["y"], {"w": rng.standard_normal((12, 5)).astype(np.float32),
+                                         "b": rng.standard_normal(5).astype(np.float32)})
+    import onnx
+
+    path = tmp_path / "user model.onnx"
+    onnx.save(model, str(path))
+    doc = _run(tmp_path, "--model", str(path), "--threads", "1,2")
+    assert [(r["workload"], r["threads"]) for r in doc["results"]] == [
+        (f"model:{path}", 1), (f"model:{path}", 2)]
+    for result in doc["results"]:
+        cs = _contenders(result)
+        for name in ("graphc fused", "graphc unfused", "numpy", "onnxruntime"):
+            assert cs[name]["status"] == "ok" and cs[name]["check"]["passed"], (name, cs[name])
+            assert len(cs[name]["samples_s"]) == 3
+
+
+def test_a_python_model_with_its_example_inputs(tmp_path):
+    path = tmp_path / "net.py"
+    path.write_text(
+        "import numpy as np\n"
+        "from graphc.ir.builder import Builder\n\n\n"
+        "def build():\n"
+        "    b = Builder('net', seed=0)\n"
+        "    x, t = b.input('x', (6, 4)), b.input('t', (6,), 'i64')\n"
+        "    logits = b.dense(x, b.param('w', (4, 3)), activation='tanh')\n"
+        "    return b.build(outputs={'loss': b.cross_entropy(logits, t)})\n\n\n"
+        "def example_inputs():\n"
+        "    return {'x': np.ones((6, 4), np.float32), 't': np.array([0, 1, 2, 2, 1, 0])}\n")
+    doc = _run(tmp_path, "--model", str(path))
+    (result,) = doc["results"]
+    cs = _contenders(result)
+    assert cs["graphc fused"]["check"]["passed"] and cs["numpy"]["check"]["passed"]
+    assert "onnxruntime" not in cs
+
+
+def test_a_missing_model_file_is_named(tmp_path):
+    with pytest.raises(GraphError, match=r"model file '.*nowhere.onnx' does not exist"):
+        get_workload(f"model:{tmp_path / 'nowhere.onnx'}")
