@@ -155,7 +155,7 @@ def conv_code(k: ConvKernel, plan: ConvPlan) -> KernelCode:
 
     def setup(env: KernelEnv) -> None:
         for st in plan.staged:
-            _emit_staging(st, plan.dtype, env, k.extents())
+            _emit_staging(st, plan.dtype, env, k.extents(), plan.lanes)
 
     esize = 4 if plan.dtype == "f32" else 8
     return KernelCode(names, tasks if math.prod(out) else 0, grain,

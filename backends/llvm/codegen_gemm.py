@@ -361,7 +361,7 @@ def emit_gemm_call(k: MatmulKernel, plan: GemmPlan, env: KernelEnv, base: GemmCo
         return b.gep(b.bitcast(ptr, t.as_pointer()), [off])
 
     for st in plan.staged:
-        _emit_staging(st, plan.dtype, env, extents)
+        _emit_staging(st, plan.dtype, env, extents, base.lanes)
 
     bpre, epoch, slot = ir.Constant(t.as_pointer(), None), None, None
     if env.persistent is not None:  # B prepacked once per parameter epoch (`_prepack_region`)
@@ -403,15 +403,20 @@ def emit_gemm_call(k: MatmulKernel, plan: GemmPlan, env: KernelEnv, base: GemmCo
     loops(0, {})
 
 
-def _emit_staging(st: Staged, dtype: str, env: KernelEnv, extents: dict[str, int]) -> None:
-    """scratch[offset + row-major(vars)] = operand value, converted to the GEMM's dtype (the
-    innermost loop is contiguous in the scratch: the loop vectorizer widens it). A large operand
-    is staged by all threads, in chunks of its outermost variable: serial, a cast of 1024 x 1024
-    bf16 weights added a quarter to a two-thread [256, 1024] x [1024, 1024] product."""
+def _emit_staging(st: Staged, dtype: str, env: KernelEnv, extents: dict[str, int],
+                  lanes: int = 0) -> None:
+    """scratch[offset + row-major(vars)] = operand value, converted to the GEMM's dtype, the
+    innermost variable `lanes` at a time in explicit vectors (contiguous in the scratch; left
+    to the loop vectorizer, a depthwise convolution's [4, 48, 16, 16] prologue came out as
+    gathers and scatters along an outer variable: 37 of a MobileNet block's 280 us). A large
+    operand is staged by all threads, in chunks of its outermost variable: serial, a cast of
+    1024 x 1024 bf16 weights added a quarter to a two-thread [256, 1024] x [1024, 1024]
+    product."""
     shape = dict(zip(st.operand.vars, st.operand.shape, strict=True))
     points = math.prod(shape[v] for v in st.vars)
     if env.nthreads is None or not st.vars or points < STAGE_PARALLEL_POINTS:
-        _stage_rows(st, dtype, env.builder, env.scratch, env.buffers, extents, shape, None)
+        _stage_rows(st, dtype, env.builder, env.scratch, env.buffers, extents, shape, None,
+                    lanes)
         return
     inner = max(1, points // shape[st.vars[0]])
     refs = [env.buffers[n] for n in sorted({e.buffer for e in walk([st.operand.value])
@@ -421,7 +426,7 @@ def _emit_staging(st: Staged, dtype: str, env: KernelEnv, extents: dict[str, int
         caps = list(p.captures)
         bufs = {**env.buffers, **{r.name: replace(r, ptr=c) for r, c in zip(refs, caps[1:],
                                                                             strict=True)}}
-        _stage_rows(st, dtype, p.builder, caps[0], bufs, extents, shape, (p.lo, p.hi))
+        _stage_rows(st, dtype, p.builder, caps[0], bufs, extents, shape, (p.lo, p.hi), lanes)
 
     emit_parallel_for(env.builder, body, ir.Constant(I64, shape[st.vars[0]]),
                       grain=max(1, -(-CHUNK_WORK // inner)), nthreads=env.nthreads,
@@ -431,12 +436,34 @@ def _emit_staging(st: Staged, dtype: str, env: KernelEnv, extents: dict[str, int
 
 def _stage_rows(st: Staged, dtype: str, b: ir.IRBuilder, scratch: ir.Value,
                 buffers: Mapping[str, BufferRef], extents: dict[str, int],
-                shape: dict[str, int], rows: tuple[ir.Value, ir.Value] | None) -> None:
-    """The staging loop nest, over all of the outermost variable or over `rows` of it."""
+                shape: dict[str, int], rows: tuple[ir.Value, ir.Value] | None,
+                lanes: int = 0) -> None:
+    """The staging loop nest, over all of the outermost variable or over `rows` of it; the
+    innermost variable in vectors of `lanes` (masked at its end) when `lanes` > 1."""
     t = llvm_type(dtype)
     base = b.gep(b.bitcast(scratch, t.as_pointer()), [ir.Constant(I64, st.offset)])
+    vector = lanes > 1 and len(st.vars) > (0 if rows is None else 1) and shape[st.vars[-1]] > 1
+
+    def vector_row(scope: ExprEmitter, pos: ir.Value) -> None:
+        v = st.vars[-1]
+        n = shape[v]
+        iota = ir.Constant(ir.VectorType(I64, lanes), list(range(lanes)))
+        vty = ir.VectorType(t, lanes)
+        with for_range(b, ir.Constant(I64, 0), ir.Constant(I64, -(-n // lanes)),
+                       name=f"stage.{v}") as blk:
+            col0 = b.mul(blk, ir.Constant(I64, lanes))
+            mask = b.icmp_signed("<", b.add(vsplat(b, col0, lanes), iota),
+                                 vsplat(b, ir.Constant(I64, n), lanes))
+            ev = VectorEmitter.within(scope, {v: col0}, v, lanes, mask)
+            value = cast_value(b, ev.widen(ev(st.operand.value)), st.operand.value.dtype,
+                               dtype)
+            at = b.add(b.mul(pos, ir.Constant(I64, n)), col0)
+            masked_store(b, value, b.bitcast(b.gep(base, [at]), vty.as_pointer()), mask)
 
     def nest(j: int, scope: ExprEmitter, pos: ir.Value) -> None:
+        if vector and j == len(st.vars) - 1:
+            vector_row(scope, pos)
+            return
         if j == len(st.vars):
             value = cast_value(b, scope(st.operand.value), st.operand.value.dtype, dtype)
             b.store(value, b.gep(base, [pos]))

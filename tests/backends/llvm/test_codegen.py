@@ -262,6 +262,32 @@ def test_large_staged_operands_are_staged_by_every_thread(operand, rng):
     np.testing.assert_array_equal(one, exe(ins)["y"])
 
 
+@pytest.mark.parametrize("width", [16, 19])
+def test_convolution_prologue_is_staged_in_vectors(width, rng):
+    """A depthwise convolution whose input is computed by a fused prologue (x * sigmoid(x))
+    stages it row by row in explicit vectors, the row's end masked: same results as the
+    reference and as one thread."""
+    import graphc
+    from graphc.backends.llvm.program import generated_ir
+
+    b = Builder("dw", seed=0)
+    x = b.input("x", (3, 8, 6, width))
+    h = b.conv2d(x, b.param("w0", (8, 1, 3, 3), init="he"), padding=1, groups=8)
+    act = h * b.sigmoid(h)
+    y = b.conv2d(act, b.param("w", (8, 1, 3, 3), init="he"), padding=1, groups=8)
+    g = b.build(outputs={"y": y, "h": h})
+    ins = {"x": rng.standard_normal((3, 8, 6, width)).astype(np.float32)}
+    exe = check_llvm(g, ins, threads=2, tol=dict(rtol=1e-4, atol=1e-5))
+    staged = [k for k, p in exe.info["kernel_plans"].items() if p.get("staged")]
+    assert staged, "the prologue was not staged"
+    text = generated_ir(exe.schedule)
+    head = r'define [^\n]*kernel\.' + re.escape(staged[0]) + r'\.setup"?\('
+    setup = re.search(head + r".*?\n}\n", text, re.S)
+    assert setup and "llvm.masked.store.v16f32" in setup.group(0)
+    one = graphc.compile(g, target="llvm", threads=1)(ins)["y"]
+    np.testing.assert_array_equal(one, exe(ins)["y"])
+
+
 def test_parallel_kernels_share_one_launcher_per_function():
     """Structurally identical kernels share a function, and their parallel launch is one
     launcher function too: an unrolled recurrence's call sites stay one call each in
