@@ -218,14 +218,19 @@ BLOCKED_CASES = [
     ("groups", (1, 6, 8, 17), (9, 2, 3, 3), dict(groups=3, padding=(1, 1, 1, 1))),
     ("crop", (1, 2, 8, 19), (3, 2, 3, 4), dict(padding=(-1, 0, -2, 1))),
     ("conv1d", (3, 4, 40), (5, 4, 7), dict(padding=(3, 3))),
+    ("row_stride2", (2, 3, 9, 33), (8, 3, 3, 3), dict(stride=(2, 2), padding=(1, 1, 1, 1))),
+    ("row_stride2_dilated", (1, 2, 4, 70), (4, 2, 2, 5),
+     dict(stride=(1, 2), padding=(0, 1, 2, 2), rhs_dilation=(1, 2))),
+    ("conv1d_stride2", (2, 3, 41), (5, 3, 4), dict(stride=(2,), padding=(1, 2))),
 ]
 
 
 @pytest.mark.parametrize("dtype", ["f32", "f64"])
 def test_register_blocked_convolution(dtype, rng):
-    """Stride-1-along-the-row convolutions take the register-blocked path: channel blocks
-    with a remainder, several column blocks per row, masked borders, row dilation, groups,
-    cropping, 1-D; epilogue with bias, residual and a second output."""
+    """Convolutions of stride 1 or 2 along the row take the register-blocked path: channel
+    blocks with a remainder, several column blocks per row, masked borders, row dilation,
+    groups, cropping, 1-D, stride 2 (two input vectors per output vector, even lanes kept);
+    epilogue with bias, residual and a second output."""
     np_dt = np.float32 if dtype == "f32" else np.float64
     b = Builder("blocked")
     ins = {}
