@@ -417,17 +417,6 @@ def _identity(imp, node, ins, attrs):
     return [out] if len(node.output) == 1 else [out, None]
 
 
-def _reduce(imp, node, ins, attrs):
-    x = imp.t(ins[0])
-    axes = attrs.get("axes")
-    if axes is None and len(ins) > 1 and ins[1] is not None:
-        axes = imp.ints(node, ins[1], "axes")
-    axes = tuple(range(x.ndim)) if not axes else tuple(_axis(a, x.ndim) for a in axes)
-    keep = bool(attrs.get("keepdims", 1))
-    method = {"ReduceMean": x.mean, "ReduceSum": x.sum, "ReduceMax": x.max}[node.op_type]
-    return method(axes, keepdims=keep)
-
-
 def _cast(imp, node, ins, attrs):
     from onnx import TensorProto
 
@@ -552,8 +541,7 @@ def _hard_sigmoid(imp, node, ins, attrs):
 
 
 def _gelu(imp, node, ins, attrs):
-    approximate = attrs.get("approximate", b"none")
-    approximate = approximate.decode() if isinstance(approximate, bytes) else approximate
+    approximate = layers.text(attrs, "approximate", "none")
     if approximate not in ("none", "tanh"):
         raise imp.fail(node, f"approximate={approximate!r} (none or tanh)")
     return imp.b.gelu(imp.t(ins[0]), approximate=approximate)
@@ -581,7 +569,7 @@ _HANDLERS: dict[str, Callable] = {
     "LayerNormalization": layers.layer_norm,
     "Reshape": _reshape, "Flatten": _flatten, "Transpose": _transpose, "Concat": _concat,
     "Squeeze": _squeeze, "Unsqueeze": _unsqueeze, "Identity": _identity, "Dropout": _identity,
-    "Constant": _constant, "ReduceMean": _reduce, "ReduceSum": _reduce, "ReduceMax": _reduce,
+    "Constant": _constant,
     "Shape": _shape_of, "Cast": _cast, "LSTM": layers.recurrent, "RNN": layers.recurrent,
     "GRU": layers.recurrent,
     "Slice": _slice, "Split": _split, "Pad": _pad, "Expand": _expand,

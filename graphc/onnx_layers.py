@@ -8,13 +8,18 @@ from __future__ import annotations
 import numpy as np
 
 
+def text(attrs, key: str, default: str) -> str:
+    """A string attribute (onnx gives bytes)."""
+    v = attrs.get(key, default)
+    return v.decode() if isinstance(v, bytes) else v
+
+
 def _pads(imp, node, attrs, spatial, kernel) -> list[int]:
     """ONNX pads [begin..., end...]: explicit, or from auto_pad and the static input size.
     SAME_* pads so that out = ceil(in / stride), the odd pixel at the end (UPPER) or the
     beginning (LOWER); VALID pads nothing."""
     rank = len(spatial)
-    mode = attrs.get("auto_pad", b"NOTSET")
-    mode = mode.decode() if isinstance(mode, bytes) else mode
+    mode = text(attrs, "auto_pad", "NOTSET")
     if mode in ("NOTSET", ""):
         return [int(p) for p in attrs.get("pads", [0] * 2 * rank)]
     if mode == "VALID":
@@ -132,7 +137,7 @@ def conv_transpose(imp, node, ins, attrs):
     rank = x.ndim - 2
     if rank not in (1, 2) or w.ndim != rank + 2:
         raise imp.fail(node, f"a {rank}-D transposed convolution (1-D and 2-D are imported)")
-    if attrs.get("auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET") or "output_shape" in attrs:
+    if text(attrs, "auto_pad", "NOTSET") != "NOTSET" or "output_shape" in attrs:
         raise imp.fail(node, "auto_pad and output_shape: give pads and output_padding")
     groups = int(attrs.get("group", 1))
     c_in, c_out_g, *kernel = w.shape
@@ -172,8 +177,7 @@ def recurrent(imp, node, ins, attrs):
     reverse order (a concatenation of the time slices), its outputs put back in time order."""
     kind = node.op_type
     n_gates = {"LSTM": 4, "GRU": 3, "RNN": 1}[kind]
-    direction = attrs.get("direction", b"forward")
-    direction = direction.decode() if isinstance(direction, bytes) else direction
+    direction = text(attrs, "direction", "forward")
     if direction not in ("forward", "reverse", "bidirectional"):
         raise imp.fail(node, f"direction {direction!r}")
     if attrs.get("layout", 0) or attrs.get("input_forget", 0) or "clip" in attrs:

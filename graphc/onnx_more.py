@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .onnx_layers import text
+
 
 def _x(imp, ins):
     return imp.t(ins[0])
@@ -73,15 +75,18 @@ def _axes(imp, node, ins, attrs, rank: int) -> tuple[int, ...]:
 
 
 def reduce(imp, node, ins, attrs):
-    """ReduceMin, ReduceL1, ReduceL2, ReduceSumSquare, ReduceLogSumExp (ReduceMean, ReduceSum
-    and ReduceMax are the importer's own): sums and maxima of transformed values; log-sum-exp
-    subtracts the maximum first, as softmax does."""
+    """Every Reduce op: means, sums and maxima, and of transformed values (ReduceMin through
+    the maximum of -x, L1, L2, SumSquare); log-sum-exp subtracts the maximum first, as softmax
+    does."""
     x = _x(imp, ins)
     axes = _axes(imp, node, ins, attrs, x.ndim)
     keep = bool(attrs.get("keepdims", 1))
     if not axes:
         return x
     op = node.op_type
+    plain = {"ReduceMean": x.mean, "ReduceSum": x.sum, "ReduceMax": x.max}.get(op)
+    if plain is not None:
+        return plain(axes, keepdims=keep)
     if op == "ReduceMin":
         return -((-x).max(axes, keepdims=keep))
     if op == "ReduceL1":
@@ -228,21 +233,17 @@ def resize(imp, node, ins, attrs):
     """Resize (and the older Upsample), nearest and linear modes, by scales or sizes: one
     [out, in] matrix per resized axis, computed here (`resize_matrix`)."""
     x = _x(imp, ins)
-
-    def text(key: str, default: str) -> str:
-        v = attrs.get(key, default)
-        return v.decode() if isinstance(v, bytes) else v
-
-    mode = text("mode", "nearest")
-    ctm = text("coordinate_transformation_mode",
+    mode = text(attrs, "mode", "nearest")
+    ctm = text(attrs, "coordinate_transformation_mode",
                "asymmetric" if node.op_type == "Upsample" else "half_pixel")
-    nearest_mode = text("nearest_mode", "round_prefer_floor")
+    nearest_mode = text(attrs, "nearest_mode", "round_prefer_floor")
     if mode not in ("nearest", "linear"):
         raise imp.fail(node, f"mode {mode!r} (graphc imports nearest and linear)")
     if ctm not in ("half_pixel", "pytorch_half_pixel", "align_corners", "asymmetric",
                    "tf_half_pixel_for_nn"):
         raise imp.fail(node, f"coordinate_transformation_mode {ctm!r}")
-    if attrs.get("antialias", 0) or text("keep_aspect_ratio_policy", "stretch") != "stretch":
+    if attrs.get("antialias", 0) or text(attrs, "keep_aspect_ratio_policy",
+                                          "stretch") != "stretch":
         raise imp.fail(node, "antialias and keep_aspect_ratio_policy are not supported")
     if node.op_type == "Upsample":
         scales_in = ins[1] if len(ins) > 1 else np.asarray(attrs.get("scales"), np.float32)
@@ -277,8 +278,8 @@ HANDLERS = {
     "Resize": resize, "Upsample": resize,
     "PRelu": prelu, "Selu": selu, "Celu": celu, "HardSwish": hard_swish, "Softsign": softsign,
     "Mish": mish, "ThresholdedRelu": thresholded_relu, "Sign": sign,
-    **{op: reduce for op in ("ReduceMin", "ReduceL1", "ReduceL2", "ReduceSumSquare",
-                             "ReduceLogSumExp")},
+    **{op: reduce for op in ("ReduceMean", "ReduceSum", "ReduceMax", "ReduceMin", "ReduceL1",
+                             "ReduceL2", "ReduceSumSquare", "ReduceLogSumExp")},
     "ArgMax": arg_extreme, "ArgMin": arg_extreme, "Tile": tile,
     "InstanceNormalization": instance_norm, "GroupNormalization": group_norm,
 }

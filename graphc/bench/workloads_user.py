@@ -15,7 +15,7 @@ import numpy as np
 
 from graphc.ir.errors import GraphError
 from graphc.ir.graph import Graph
-from graphc.ir.types import DTYPES, FLOAT_DTYPES
+from graphc.ir.types import DTYPES
 
 from .workloads import Instance, OnnxImpl, Workload
 
@@ -27,17 +27,11 @@ def is_model_name(name: str) -> bool:
 
 
 def seeded_inputs(graph: Graph, seed: int = 0) -> dict[str, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    out: dict[str, np.ndarray] = {}
-    for v in graph.inputs:
-        dt = DTYPES[v.dtype]
-        if v.dtype in FLOAT_DTYPES:
-            out[v.node.attrs["name"]] = rng.standard_normal(v.shape).astype(dt)
-        elif v.dtype == "bool":
-            out[v.node.attrs["name"]] = rng.random(v.shape) < 0.5
-        else:
-            out[v.node.attrs["name"]] = np.zeros(v.shape, dt)
-    return out
+    """`gradcheck.sample_inputs` in each input's own dtype."""
+    from graphc.gradcheck import sample_inputs
+
+    dtypes = {v.node.attrs["name"]: DTYPES[v.dtype] for v in graph.inputs}
+    return {k: np.asarray(v, dtypes[k]) for k, v in sample_inputs(graph, seed).items()}
 
 
 def _onnx_impl(path: Path, graph: Graph, inputs: dict[str, np.ndarray]) -> OnnxImpl:
