@@ -12,17 +12,10 @@ Shape -> Gather -> Concat chains exporters write around a flatten) are evaluated
 time with numpy: with static shapes they are constants, as they are to any ahead-of-time
 compiler.
 
-Supported: Add Sub Mul Div Pow Max Min Sum Mean, Relu Sigmoid Tanh Exp Log Neg Sqrt Abs
-Reciprocal Softplus LeakyRelu HardSigmoid Elu Clip, Greater Less Equal GreaterOrEqual
-LessOrEqual Where, MatMul Gemm, Softmax LogSoftmax (opset 13 semantics: one axis), Conv
-(1-D/2-D, strides, pads, dilations, groups), ConvTranspose (1-D/2-D, output_padding, groups:
-its weight becomes a parameter in `conv`'s layout, flipped), MaxPool AveragePool (symmetric
-pads) GlobalAveragePool, BatchNormalization (inference), Reshape Flatten Transpose Concat Squeeze
-Unsqueeze Slice (forward steps) Split Pad (constant) Expand Identity Dropout (inference)
-Constant ReduceMean ReduceSum ReduceMax, LSTM and RNN (forward, reverse, bidirectional;
-their weights become parameters in graphc's layout, LSTM gates reordered), and Shape
-Gather Slice Cast on constants. Anything else is a GraphError naming the node and its op.
-`onnx` is imported only here.
+The README lists the supported ops; the handlers live here (arithmetic, shapes, constants),
+in `onnx_layers` (convolutions, pooling, normalization, recurrent ops), `onnx_more` (further
+activations, reductions, resizing) and `onnx_tensor` (Einsum, scans, one-hot, layout).
+Anything else is a GraphError naming the node and its op. `onnx` is imported only here.
 """
 
 from __future__ import annotations
@@ -40,7 +33,7 @@ from graphc.ir.errors import GraphError
 from graphc.ir.types import DTYPES
 
 from . import onnx_layers as layers
-from . import onnx_more
+from . import onnx_more, onnx_tensor
 
 _NAME = re.compile(r"[^A-Za-z0-9_.]")
 _UNARY = {"Relu": "relu", "Sigmoid": "sigmoid", "Tanh": "tanh", "Exp": "exp", "Log": "log",
@@ -114,7 +107,7 @@ class _Importer:
         # LSTM's, GRU's or RNN's W, R and B, a ConvTranspose's W), and float initializers a
         # node reads as numbers at import (Resize's roi and scales, Upsample's scales)
         relayout = {"LSTM": (1, 2, 3), "GRU": (1, 2, 3), "RNN": (1, 2, 3), "ConvTranspose": (1,),
-                    "Resize": (1, 2), "Upsample": (1,)}
+                    "Resize": (1, 2), "Upsample": (1,), "OneHot": (1, 2), "Range": (0, 1, 2)}
         self.relayout = {n.input[k] for n in self.graph.node if n.op_type in relayout
                          for k in relayout[n.op_type] if len(n.input) > k and n.input[k]}
         self.taken: set[str] = set()
@@ -317,7 +310,7 @@ def _constant(imp: _Importer, node, ins, attrs):
 _CONST_OPS: dict[str, Callable] = {
     "Gather": _gather_const, "Unsqueeze": _unsqueeze_const, "Squeeze": _squeeze_const,
     "Concat": _concat_const, "Cast": _cast_const, "Constant": _constant,
-    **{op: _binary_const for op in _NUMPY_BINARY},
+    **{op: _binary_const for op in _NUMPY_BINARY}, **onnx_tensor.CONST_HANDLERS,
 }
 
 
@@ -575,7 +568,7 @@ _HANDLERS: dict[str, Callable] = {
     "Slice": _slice, "Split": _split, "Pad": _pad, "Expand": _expand,
     "ConvTranspose": layers.conv_transpose, "Where": _where, "Clip": _clip,
     "HardSigmoid": _hard_sigmoid, "Elu": _elu, "Gelu": _gelu, "Gather": _gather,
-    "Sum": _sum_mean, "Mean": _sum_mean, **onnx_more.HANDLERS,
+    "Sum": _sum_mean, "Mean": _sum_mean, **onnx_more.HANDLERS, **onnx_tensor.HANDLERS,
 }
 
 

@@ -40,14 +40,20 @@ def _pads(imp, node, attrs, spatial, kernel) -> list[int]:
 def conv(imp, node, ins, attrs):
     x, w = imp.t(ins[0]), imp.t(ins[1])
     rank = x.ndim - 2
-    if rank not in (1, 2):
-        raise imp.fail(node, f"a {rank}-D convolution (graphc imports 1-D and 2-D)")
+    if rank < 1:
+        raise imp.fail(node, f"input of shape {x.shape}: Conv needs [N, C, *spatial]")
     pads = _pads(imp, node, attrs, x.shape[2:], w.shape[2:])
     padding = tuple((pads[i], pads[i + rank]) for i in range(rank))
-    kw = {"stride": tuple(attrs.get("strides", [1] * rank)), "padding": padding,
-          "dilation": tuple(attrs.get("dilations", [1] * rank)),
-          "groups": int(attrs.get("group", 1))}
-    args = [x, w] + ([imp.t(ins[2])] if len(ins) > 2 and ins[2] is not None else [])
+    stride = tuple(attrs.get("strides", [1] * rank))
+    dilation = tuple(attrs.get("dilations", [1] * rank))
+    groups = int(attrs.get("group", 1))
+    bias = imp.t(ins[2]) if len(ins) > 2 and ins[2] is not None else None
+    if rank > 2:  # the N-d primitive; graphc's conv composites are 1-D and 2-D
+        y = imp.b.op("conv", x, w, stride=stride, padding=padding, rhs_dilation=dilation,
+                     groups=groups)
+        return y if bias is None else y + bias.reshape(1, w.shape[0], *([1] * rank))
+    kw = {"stride": stride, "padding": padding, "dilation": dilation, "groups": groups}
+    args = [x, w] + ([bias] if bias is not None else [])
     return imp.b.op("conv2d" if rank == 2 else "conv1d", *args, **kw)
 
 
@@ -59,8 +65,8 @@ def pool(imp, node, ins, attrs):
     also explicit pad elements) its window covers: a constant, computed here from the shapes."""
     x = imp.t(ins[0])
     rank = x.ndim - 2
-    if rank not in (1, 2):
-        raise imp.fail(node, f"{rank}-D pooling (graphc imports 1-D and 2-D)")
+    if rank < 1:
+        raise imp.fail(node, f"input of shape {x.shape}: pooling needs [N, C, *spatial]")
     if any(d != 1 for d in attrs.get("dilations", [1] * rank)):
         raise imp.fail(node, "dilated pooling is not supported")
     kernel = [int(k) for k in attrs["kernel_shape"]]
@@ -76,7 +82,7 @@ def pool(imp, node, ins, attrs):
             extra[i] = max((out - 1) * strides[i] + kernel[i] - spans[i], 0)
     kind = "max" if node.op_type == "MaxPool" else "avg"
     include_pad = bool(attrs.get("count_include_pad", 0))
-    if pads[:rank] == pads[rank:] and not any(extra):
+    if pads[:rank] == pads[rank:] and not any(extra) and rank <= 2:
         kw = {"kernel": tuple(kernel), "stride": tuple(strides), "padding": tuple(pads[:rank])}
         if kind == "avg":
             kw["count_include_pad"] = include_pad
@@ -104,12 +110,22 @@ def global_avg_pool(imp, node, ins, attrs):
 
 
 def batch_norm(imp, node, ins, attrs):
-    if attrs.get("training_mode", 0):
-        raise imp.fail(node, "training_mode=1 (graphc imports inference batch norm; "
-                             "train the imported graph with train_step instead)")
+    """Inference BatchNormalization from the running statistics; with training_mode=1 (opset
+    14) from the batch's, and the optional running-statistics outputs as ONNX defines them:
+    old · momentum + batch · (1 - momentum), with the biased batch variance."""
     x, gamma, beta, mean, var = (imp.t(v) for v in ins[:5])
-    return imp.b.op("batch_norm", x, gamma, beta, mean, var, training=False,
-                    eps=float(attrs.get("epsilon", 1e-5)))
+    eps = float(attrs.get("epsilon", 1e-5))
+    if not attrs.get("training_mode", 0):
+        return imp.b.op("batch_norm", x, gamma, beta, mean, var, training=False, eps=eps)
+    y = imp.b.op("batch_norm", x, gamma, beta, mean, var, training=True, eps=eps)[0]
+    momentum = float(attrs.get("momentum", 0.9))
+    axes = (0,) + tuple(range(2, x.ndim))
+    batch_mean = x.mean(axes)
+    centered = x - batch_mean.reshape(1, -1, *([1] * (x.ndim - 2)))
+    batch_var = (centered * centered).mean(axes)
+    running = [old * momentum + new * (1.0 - momentum)
+               for old, new in ((mean, batch_mean), (var, batch_var))]
+    return [y, *running][:len(node.output)]
 
 
 def layer_norm(imp, node, ins, attrs):
@@ -135,8 +151,9 @@ def conv_transpose(imp, node, ins, attrs):
     if not isinstance(w, np.ndarray):
         raise imp.fail(node, "the weight must be an initializer (graphc flips it at import)")
     rank = x.ndim - 2
-    if rank not in (1, 2) or w.ndim != rank + 2:
-        raise imp.fail(node, f"a {rank}-D transposed convolution (1-D and 2-D are imported)")
+    if rank < 1 or w.ndim != rank + 2:
+        raise imp.fail(node, f"input {x.shape} and weight {w.shape} do not make a transposed "
+                             "convolution")
     if text(attrs, "auto_pad", "NOTSET") != "NOTSET" or "output_shape" in attrs:
         raise imp.fail(node, "auto_pad and output_shape: give pads and output_padding")
     groups = int(attrs.get("group", 1))

@@ -495,6 +495,8 @@ def _triton_models(rng) -> dict:
     x2, x4, xs = _f32(rng, 4, 8), _f32(rng, 2, 3, 6, 6), _f32(rng, 3, 2, 4)
     h = 3
     i64 = lambda *v: np.asarray(v, np.int64)  # noqa: E731
+    tf = {"q": _f32(rng, 2, 2, 3, 4), "k": _f32(rng, 2, 2, 5, 4), "x": _f32(rng, 1, 8, 2, 3),
+          "v": _f32(rng, 1, 2, 3, 4, 3), "ids": i64(2, -1, 0)}
     return {
         "dense": (make_model("dense", [node("Gemm", ["x", "w", "b"], ["h"]),
                                        node("Tanh", ["h"], ["y"]),
@@ -533,6 +535,19 @@ def _triton_models(rng) -> dict:
             node("Tile", ["lse", "reps"], ["y"]),
         ], {"x": x4}, ["y"], {"sl": _f32(rng, 3, 1, 1), "s": _f32(rng, 3), "b": _f32(rng, 3),
                               "ax": i64(1, 3), "reps": i64(2, 3)})), {"x": x4}),
+        "tensor": (_opset18(make_model("tensor", [
+            node("Einsum", ["q", "k"], ["s"], equation="bhqd,bhkd->bhqk"),
+            node("CumSum", ["s", "ax"], ["cs"], reverse=1),
+            node("LpNormalization", ["cs"], ["lp"], axis=1),
+            node("Hardmax", ["s"], ["hm"]),
+            node("DepthToSpace", ["x"], ["d2s"], blocksize=2, mode="CRD"),
+            node("Conv", ["v", "w3", "b3"], ["c3"], pads=[1, 0, 1, 1, 0, 1]),
+            node("MaxPool", ["c3"], ["p3"], kernel_shape=[2, 2, 2], ceil_mode=1,
+                 strides=[2, 2, 2]),
+            node("OneHot", ["ids", "depth", "vals"], ["oh"], axis=1),
+        ], tf, ["lp", "hm", "d2s", "p3", "oh"],
+            {"ax": i64(2), "w3": _f32(rng, 3, 2, 2, 3, 2) * 0.4, "b3": _f32(rng, 3),
+             "depth": i64(3), "vals": np.asarray([0.5, -2.0], np.float32)})), tf),
         "gru": (make_model("gru", [
             node("GRU", ["x", "W", "R", "B"], ["y"], hidden_size=h, direction="reverse"),
             node("LayerNormalization", ["y", "s"], ["ln"], epsilon=1e-3),
@@ -577,9 +592,8 @@ def test_file_import_and_gradients_of_imported_parameters(tmp_path, rng):
 
 
 @pytest.mark.parametrize("build, match", [
-    (lambda x: make_model("u", [node("Einsum", ["x"], ["y"], equation="ij->ji")], {"x": x},
-                          ["y"]),
-     r"node 'y' \(Einsum\): op not supported"),
+    (lambda x: make_model("u", [node("NonZero", ["x"], ["y"])], {"x": x}, ["y"]),
+     r"node 'y' \(NonZero\): op not supported"),
     (lambda x: make_model("u", [node("MaxPool", ["x"], ["y"], kernel_shape=[2, 2],
                                      dilations=[2, 2])], {"x": x}, ["y"]),
      r"\(MaxPool\): dilated pooling is not supported"),

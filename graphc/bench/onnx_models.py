@@ -35,7 +35,7 @@ def make_model(name: str, nodes: Sequence[Any], inputs: Mapping[str, np.ndarray]
     graph = helper.make_graph(
         list(nodes), name, [info(n, a) for n, a in inputs.items()],
         [helper.make_tensor_value_info(n, onnx.TensorProto.FLOAT, None) for n in outputs],
-        [numpy_helper.from_array(np.ascontiguousarray(a), n)
+        [numpy_helper.from_array(np.ascontiguousarray(a).reshape(np.shape(a)), n)  # 0-d stays
          for n, a in (initializers or {}).items()])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
     model.ir_version = min(model.ir_version, 9)  # readable by older runtimes too

@@ -248,6 +248,9 @@ MOVEMENT_CASES = [
         "y": b.input("x", (3, 4, 5)).transpose((2, 0, 1)) + b.input("z", (5, 3, 4))})),
     Case("movement.broadcast_mul", _graph("bc", lambda b: {
         "y": b.broadcast_to(b.input("x", (4, 1)), (2, 4, 3)) * b.input("z", (3,))})),
+    Case("movement.depth_to_space_6d", _graph("d2s", lambda b: {
+        "y": b.input("x", (2, 12, 3, 4)).reshape((2, 2, 2, 3, 3, 4)).transpose(
+            (0, 3, 4, 1, 5, 2)).reshape((2, 3, 6, 8)).tanh()})),
     Case("movement.reshape_transpose", _graph("rt", lambda b: {
         "y": (b.input("x", (4, 6)).reshape((2, 12)).transpose((1, 0)) * 2.0).exp()})),
     Case("movement.slice_step", _graph("sl", lambda b: {
@@ -299,6 +302,10 @@ LINALG_CASES = [
     Case("conv2d.lhs_dilation", _graph("c3", lambda b: {
         "y": b.op("conv", b.input("x", (1, 2, 4, 4)), b.input("w", (3, 2, 3, 3)),
                   padding=((2, 2), (1, 1)), lhs_dilation=(2, 2))}), rtol=1e-5),
+    Case("conv3d.stride_pad_dilation_groups", _graph("c5", lambda b: {
+        "y": b.op("conv", b.input("x", (2, 4, 5, 6, 4)), b.input("w", (6, 2, 3, 2, 2)),
+                  stride=(1, 2, 1), padding=((1, 1), (0, 1), (1, 0)), rhs_dilation=(1, 1, 2),
+                  groups=2)}), rtol=1e-5),
     Case("conv2d.bias_relu_epilogue", _graph("c4", lambda b: {
         "y": b.conv2d(b.input("x", (2, 3, 6, 6)), b.input("w", (5, 3, 3, 3)),
                       b.input("c", (5,)), padding="same").relu()}), rtol=1e-5),
@@ -311,6 +318,10 @@ WINDOW_CASES = [
     Case("reduce_window.sum", _graph("sp", lambda b: {
         "y": b.op("reduce_window", b.input("x", (2, 6, 5)), kind="sum", window=(1, 2, 3),
                   strides=(1, 2, 1), padding=(0, 0, 0, 1, 1, 1))})),
+    Case("reduce_window.max_pool3d", _graph("mp3", lambda b: {
+        "y": b.op("reduce_window", b.input("x", (2, 3, 5, 4, 6)), kind="max",
+                  window=(1, 1, 2, 2, 3), strides=(1, 1, 2, 1, 2),
+                  padding=(0, 0, 0, 0, 0, 1, 0, 0, 1, 1))})),
     Case("select_scatter.overlap", _graph("ss", lambda b: {
         "y": b.op("select_scatter", b.input("x", (2, 5, 5)), b.input("s", (2, 3, 3)),
                   window=(1, 3, 3), strides=(1, 2, 2), padding=(0, 0, 1, 1, 1, 1))}),
