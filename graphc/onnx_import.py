@@ -38,7 +38,7 @@ from . import onnx_more, onnx_tensor
 _NAME = re.compile(r"[^A-Za-z0-9_.]")
 _UNARY = {"Relu": "relu", "Sigmoid": "sigmoid", "Tanh": "tanh", "Exp": "exp", "Log": "log",
           "Neg": "neg", "Sqrt": "sqrt", "Abs": "abs", "Reciprocal": "reciprocal",
-          "Softplus": "softplus", "Erf": "erf"}
+          "Softplus": "softplus", "Erf": "erf", "Floor": "floor", "Ceil": "ceil", "Round": "round"}
 _BINARY = {"Add": "add", "Sub": "sub", "Mul": "mul", "Div": "div", "Pow": "pow",
            "Max": "maximum", "Min": "minimum", "Greater": "gt", "Less": "lt", "Equal": "eq",
            "GreaterOrEqual": "ge", "LessOrEqual": "le"}

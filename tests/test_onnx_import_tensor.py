@@ -327,3 +327,11 @@ def test_video_net_with_einsum_attention_exported_by_torch(rng, tmp_path):
     folded_name = next(n for n in graph.param_names if graph.param_values[n].shape == folded.shape)
     want_w = folded - conv_w.grad.numpy() / scale[:, None, None, None, None]
     np.testing.assert_allclose(out[f"new.{folded_name}"], want_w, rtol=1e-4, atol=1e-5)
+
+
+def test_floor_ceil_round(rng):
+    x = np.concatenate([np.array([0.5, 1.5, 2.5, -0.5, -1.5, -2.5, 0.49999997, 8388609.0],
+                                 np.float32), (_f32(rng, 8) * 4)]).reshape(2, 8)
+    model = make_model("rnd", [node("Floor", ["x"], ["f"]), node("Ceil", ["x"], ["c"]),
+                               node("Round", ["x"], ["r"])], {"x": x}, ["f", "c", "r"])
+    _check(model, {"x": x}, rtol=0, atol=0)

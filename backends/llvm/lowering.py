@@ -130,6 +130,13 @@ def lower_sign(cx, args, attrs):
     return b.sub(pos, neg)
 
 
+def _rounding(intrinsic_name: str) -> ScalarEmit:
+    def emit(cx, args, attrs):
+        return _fcall(cx, intrinsic_name, args[0])
+    emit.__name__ = f"lower_{intrinsic_name.split('.')[1]}"
+    return emit
+
+
 # -- binary ----------------------------------------------------------------------------------------
 
 def _arith(fop: str, iop: str) -> ScalarEmit:
@@ -320,6 +327,8 @@ LOWERINGS: dict[str, Lowering] = {
     "softplus": Lowering("scalar", _lower_math("softplus")),
     "erf": Lowering("scalar", _lower_math("erf")),
     "sign": Lowering("scalar", lower_sign),
+    **{op: Lowering("scalar", _rounding(f"llvm.{fn}"), f"llvm.{fn} (vrndscale)")
+       for op, fn in (("floor", "floor"), ("ceil", "ceil"), ("round", "roundeven"))},
     "add": Lowering("scalar", _arith("fadd", "add")),
     "sub": Lowering("scalar", _arith("fsub", "sub")),
     "mul": Lowering("scalar", _arith("fmul", "mul")),

@@ -41,7 +41,7 @@ FLOATS = ("f32", "f64", "f16", "bf16")
 
 # Every primitive -> how it is lowered. Elementwise ones map to "elementwise" (see `emit_op`).
 UNARY = ("neg", "abs", "exp", "log", "log1p", "sqrt", "rsqrt", "reciprocal", "sigmoid", "tanh",
-         "relu", "softplus", "sign", "erf")
+         "relu", "softplus", "sign", "erf", "floor", "ceil", "round")
 BINARY = ("add", "sub", "mul", "div", "pow", "maximum", "minimum")
 COMPARE = {"eq": "==", "ne": "!=", "lt": "<", "le": "<=", "gt": ">", "ge": ">="}
 LOWERING: dict[str, str] = {
@@ -87,6 +87,20 @@ def _erf_helper(name: str, dtype: str) -> str:
         *_horner("q", "t", ERF_BIG[dtype]), "    big = 1.0 - tl.exp(q)",
         "    # NaN fails the comparison and keeps the small branch's NaN; -0 stays -0 there",
         f"    return tl.where(ax >= {ERF_SPLIT!r}, tl.where(x < 0.0, -big, big), small)", ""])
+
+
+def _rint_helper(name: str, mantissa_bits: int) -> str:
+    big = float(2 ** mantissa_bits)
+    return f'''
+@triton.jit
+def {name}(x):
+    # round half to even: below 2^{mantissa_bits}, adding and subtracting that power of two
+    # rounds |x| to an integer in the hardware's nearest-even arithmetic; larger floats (and
+    # inf, NaN) are integers already
+    a = tl.abs(x)
+    r = (a + {big!r}) - {big!r}
+    return tl.where(a < {big!r}, tl.where(x < 0.0, -r, r), x)
+'''
 
 
 HELPERS: dict[str, str] = {
@@ -137,6 +151,8 @@ def _softplus(x):
 ''',
     "_erf": _erf_helper("_erf", "f32"),
     "_erf_f64": _erf_helper("_erf_f64", "f64"),
+    "_rint": _rint_helper("_rint", 23),
+    "_rint_f64": _rint_helper("_rint_f64", 52),
     "_pow": '''
 @triton.jit
 def _pow(a, b):
@@ -239,11 +255,13 @@ def _unary(op: str, x: str, dtype: str, use: Callable[[str], None]) -> str:
     if not fl:
         raise GraphError(f"triton: {op} of an integer ({dtype}) operand is not supported")
     simple = {"exp": "tl.exp({})", "log": "tl.log({})", "sqrt": "tl.sqrt({})",
-              "rsqrt": "tl.rsqrt({})", "reciprocal": "1.0 / {}"}
+              "rsqrt": "tl.rsqrt({})", "reciprocal": "1.0 / {}", "floor": "tl.floor({})",
+              "ceil": "tl.ceil({})"}
     if op in simple:
         return simple[op].format(x)
     helper = {"log1p": "_log1p", "tanh": "_tanh", "sigmoid": "_sigmoid",
-              "softplus": "_softplus", "erf": "_erf_f64" if dtype == "f64" else "_erf"}[op]
+              "softplus": "_softplus", "erf": "_erf_f64" if dtype == "f64" else "_erf",
+              "round": "_rint_f64" if dtype == "f64" else "_rint"}[op]
     use(helper)
     return f"{helper}({x})"
 

@@ -84,6 +84,7 @@ UNARY_FNS = {
     "sqrt": np.sqrt, "rsqrt": _rsqrt, "reciprocal": lambda x: (1 / x).astype(x.dtype),
     "sigmoid": _stable_sigmoid, "tanh": np.tanh, "relu": lambda x: np.maximum(x, 0).astype(
         x.dtype), "softplus": _softplus, "sign": np.sign, "erf": _erf,
+    "floor": np.floor, "ceil": np.ceil, "round": np.rint,  # round: half to even, as ONNX/torch
 }
 BINARY_FNS = {
     "add": np.add, "sub": np.subtract, "mul": np.multiply, "maximum": np.maximum,
@@ -158,7 +159,10 @@ def vjp_sigmoid(b, ins, outs, cts, attrs): return (cts[0] * (outs[0] * (1.0 - ou
 def vjp_tanh(b, ins, outs, cts, attrs): return (cts[0] * (1.0 - outs[0] * outs[0]),)
 def vjp_relu(b, ins, outs, cts, attrs): return (b.select(ins[0] > 0.0, cts[0], _zero(b, cts[0])),)
 def vjp_softplus(b, ins, outs, cts, attrs): return (cts[0] * b.sigmoid(ins[0]),)
-def vjp_sign(b, ins, outs, cts, attrs): return (None,)
+def vjp_step(b, ins, outs, cts, attrs):
+    # sign, floor, ceil, round: piecewise constant, so the derivative is 0 wherever it exists
+    # (no cotangent flows back, as torch's)
+    return (None,)
 
 
 def vjp_erf(b, ins, outs, cts, attrs):
@@ -231,7 +235,8 @@ def vjp_cast(b, ins, outs, cts, attrs):
 UNARY_VJPS = {"neg": vjp_neg, "abs": vjp_abs, "exp": vjp_exp, "log": vjp_log,
               "log1p": vjp_log1p, "sqrt": vjp_sqrt, "rsqrt": vjp_rsqrt,
               "reciprocal": vjp_reciprocal, "sigmoid": vjp_sigmoid, "tanh": vjp_tanh,
-              "relu": vjp_relu, "softplus": vjp_softplus, "sign": vjp_sign, "erf": vjp_erf}
+              "relu": vjp_relu, "softplus": vjp_softplus, "sign": vjp_step, "erf": vjp_erf,
+              "floor": vjp_step, "ceil": vjp_step, "round": vjp_step}
 BINARY_VJPS = {"add": vjp_add, "sub": vjp_sub, "mul": vjp_mul, "div": vjp_div, "pow": vjp_pow,
                "maximum": vjp_maximum, "minimum": vjp_minimum}
 NUMERIC_UNARY = {"neg", "abs", "relu", "sign"}  # also defined on integers

@@ -158,6 +158,13 @@ UNARY_CASES[4] = Case("unary.log1p", unary("log1p"),
 # Both of erf's branches (|x| below and above 1), the clamp (|x| >= 4: ±1) and zeros.
 _ERF_X = np.array([0.0, -0.0, 1e-30, -0.3, 0.999, 1.0, -1.5, 2.5, -3.9, 4.5, -12.0, 0.75],
                   np.float64)
+# Rounding: ties to even for round, halves, values near 2^23 and past it, signed zeros.
+_ROUND_X = np.array([0.5, 1.5, 2.5, -0.5, -1.5, -2.5, 0.49999997, -0.49999997, 8388609.0,
+                     -8388607.5, 1e10, -0.0, 3.0, -7.25, 0.7, -0.2], np.float64)
+for _op in ("floor", "ceil", "round"):
+    UNARY_CASES.append(Case(f"unary.{_op}", unary(_op, shape=(4, 16)), lambda r: {
+        "x": np.concatenate([_ROUND_X[None], r.uniform(-6, 6, (3, 16))]).astype(np.float32)},
+        atol=0.0, rtol=0.0))
 UNARY_CASES.append(Case("unary.erf", unary("erf", shape=(5, 12)), lambda r: {
     "x": np.concatenate([_ERF_X[None], r.uniform(-4.5, 4.5, (4, 12))]).astype(np.float32)}))
 
@@ -212,6 +219,12 @@ ELEMENTWISE_MORE = [
     Case("f64.erf", unary("erf", shape=(5, 12), dtype="f64"), lambda r: {
         "x": np.concatenate([_ERF_X[None], r.uniform(-6.5, 6.5, (4, 12))])},
         rtol=1e-15, atol=0.0, tags=("f64",)),
+    # 2^52 + 1 and beyond are integers already; round's f64 path adds 2^52 below that
+    Case("f64.round", unary("round", shape=(2, 16), dtype="f64"), lambda r: {
+        "x": np.stack([_ROUND_X, np.array([2.0 ** 52 + 1, -(2.0 ** 52) + 0.5, 2.0 ** 51 + 0.5,
+                                           -(2.0 ** 51) - 1.5, 1e300, 4.5, -3.5, 1.0 - 2 ** -53,
+                                           0.5 + 2 ** -53, 7.5, -6.5, 1e-300, 2.5, 3.5, 0.0,
+                                           -1.0])])}, rtol=0.0, atol=0.0, tags=("f64",)),
     Case("fused.chain8", _graph("chain", lambda b: (lambda x, z: {
         "y": ((x * 1.5 + 0.25).exp() - z).relu().sqrt() * x.sigmoid()})(
         b.input("x", (6, 7)), b.input("z", (7,)))), rtol=1e-5),

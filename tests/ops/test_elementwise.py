@@ -17,7 +17,7 @@ UNARY_TORCH = {
     "log1p": torch.log1p, "sqrt": torch.sqrt, "rsqrt": torch.rsqrt,
     "reciprocal": torch.reciprocal, "sigmoid": torch.sigmoid, "tanh": torch.tanh,
     "relu": torch.relu, "softplus": torch.nn.functional.softplus, "sign": torch.sign,
-    "erf": torch.erf,
+    "erf": torch.erf, "floor": torch.floor, "ceil": torch.ceil, "round": torch.round,
 }
 
 
@@ -107,7 +107,21 @@ def test_unary_vjp_finite_differences(op, rng):
     x = _input(rng, (3, 4), op).astype(np.float64)
     if op in ("relu", "abs", "sign"):
         x = np.where(np.abs(x) < 0.05, 0.3, x)  # keep away from the kink
+    if op in ("floor", "ceil", "round"):
+        x = np.floor(x) + 0.3  # away from the steps (integers, and halves for round)
     check_vjp(op, [x])
+
+
+ROUNDING_EDGES = np.array([0.5, 1.5, 2.5, -0.5, -1.5, -2.5, 0.49999997, -0.49999997, 8388609.0,
+                           -8388607.5, 1e10, -0.0, 3.0, np.inf, -np.inf, np.nan], np.float32)
+
+
+@pytest.mark.parametrize("op", ["floor", "ceil", "round"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_rounding_at_ties_and_large_values_matches_torch(op, dtype):
+    x = ROUNDING_EDGES.astype(dtype)
+    (got,) = run_op(op, [x])
+    np.testing.assert_array_equal(got, UNARY_TORCH[op](T(x)).numpy())
 
 
 @pytest.mark.parametrize("op", sorted(BINARY_TORCH))

@@ -20,7 +20,7 @@ from .conftest import check_llvm
 
 FUSE = [True, False]
 UNARY_FLOAT = ["neg", "abs", "exp", "log", "log1p", "sqrt", "rsqrt", "reciprocal", "sigmoid",
-               "tanh", "relu", "softplus", "sign", "erf"]
+               "tanh", "relu", "softplus", "sign", "erf", "floor", "ceil", "round"]
 BINARY = ["add", "sub", "mul", "div", "pow", "maximum", "minimum"]
 COMPARE = ["eq", "ne", "lt", "le", "gt", "ge"]
 
@@ -332,6 +332,27 @@ def test_transcendental_kernel_is_512_bit_vector_code_without_libm():
                                                             "erf", "erff", "llvm.exp",
                                                             "llvm.tanh"))]
     assert not libm, libm[:3]
+
+
+def test_rounding_is_512_bit_vector_code_without_libm():
+    from llvmlite import binding as llvm
+
+    from graphc.backends.llvm.program import optimized_ir
+    from graphc.backends.llvm.target import init_llvm
+    from graphc.pipeline import run_pipeline
+
+    init_llvm()
+    if "+avx512f" not in llvm.get_host_cpu_features().flatten().split(","):
+        pytest.skip("the host CPU has no AVX-512")
+    b = Builder("rounding")
+    x = b.input("x", (64, 4096))
+    b.output("y", x.floor() + x.ceil() * x.round())
+    text = optimized_ir(run_pipeline(b.build()).schedule)
+    for fn in ("floor", "ceil", "roundeven"):
+        assert f"@llvm.{fn}.v16f32" in text, fn
+    calls = [line for line in text.splitlines() if "call" in line and "@" in line]
+    assert not [c for c in calls if re.search(r"@(floorf?|ceilf?|roundf?|rintf?|roundevenf?)\b",
+                                              c)]
 
 
 def test_kernels_differing_in_constant_offsets_share_a_function(rng):
