@@ -218,7 +218,10 @@ def plan_gemm(k: MatmulKernel, buffers: Mapping[str, Buffer],
     groups = groups or {}
     c_group = groups.get(c.buffer, c.buffer)
     reads_c = any(groups.get(n, n) == c_group for n in epi_loads)
-    if reads_c and k.k > GemmConfig().kc:
+    # the K block of this dtype's GEMM (f64's is shorter than f32's): with more than one, C
+    # holds partial sums before the epilogue runs (the memory planner never puts a matmul's
+    # output over its inputs; this keeps other schedules correct)
+    if reads_c and GemmConfig.for_vector_bits(512, dtype).k_block(k.k) < k.k:
         return None
     if any(buffers[n].type.dtype == "f16" for n in epi_loads | {s.buffer for s in k.stores}):
         return None

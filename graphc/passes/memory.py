@@ -6,7 +6,8 @@ Contract: `plan_memory(schedule)` returns the schedule with a `MemoryPlan`: an o
 bytes, such that no two temps live at the same kernel overlap, except an in-place pair: a kernel
 may write a temp over an input temp that dies at that kernel when the kernel reads that input
 only at the very index it writes (elementwise, or the last sweep of a persistent reduction), with
-the same shape and element size. `scatter_add` may also update its operand in place.
+the same shape and element size, unless the kernel is a matmul (see `inplace_ok`). `scatter_add`
+may also update its operand in place.
 
 Lifetimes are closed intervals of kernel positions [writer, last reader]. Offsets come from a
 greedy-by-size best-fit heap simulation (largest buffer first; each goes to the smallest gap
@@ -31,6 +32,7 @@ from graphc.ir.kernel import (
     LibraryKernel,
     Load,
     LoopKernel,
+    MatmulKernel,
     MemoryPlan,
     Schedule,
     Store,
@@ -80,9 +82,14 @@ def _sections(k: LoopKernel) -> list[tuple[int, list]]:
 
 
 def inplace_ok(k, out: str, src: str) -> bool:
-    """Can kernel `k` write buffer `out` over `src` (which dies at k)?"""
+    """Can kernel `k` write buffer `out` over `src` (which dies at k)? Never for a matmul: a
+    backend may keep partial sums in the output between blocks of the contraction (the LLVM
+    GEMM stores each K block's), which would overwrite a residual its epilogue has yet to
+    read."""
     if isinstance(k, LibraryKernel):
         return k.op == "scatter_add" and k.inputs[0] == src and src not in k.inputs[1:]
+    if isinstance(k, MatmulKernel):
+        return False
     stores = [st for st in k.all_stores() if st.buffer == out]
     if len(stores) != 1:
         return False
