@@ -17,7 +17,8 @@ of them run on the very same arrays:
 
 Peers return `{graph output name: array}`; only the names a peer returns are compared with the
 reference (`graphc.run_reference` of the graph). The definitions live in
-`workloads_pointwise.py`, `workloads_linalg.py` and `workloads_models.py`; `all_workloads()`
+`workloads_pointwise.py`, `workloads_linalg.py`, `workloads_models.py` and
+`workloads_transformer.py`; `all_workloads()`
 lists them in report order.
 """
 
@@ -146,10 +147,10 @@ def example_model(stem: str, **build_kwargs) -> Graph:
 
 def all_workloads() -> list[Workload]:
     """Every workload, in report order."""
-    from . import workloads_linalg, workloads_models, workloads_pointwise
+    from . import workloads_linalg, workloads_models, workloads_pointwise, workloads_transformer
 
     return [*workloads_pointwise.WORKLOADS, *workloads_linalg.WORKLOADS,
-            *workloads_models.WORKLOADS]
+            *workloads_models.WORKLOADS, *workloads_transformer.WORKLOADS]
 
 
 def select_workloads(patterns: list[str] | None) -> list[Workload]:
