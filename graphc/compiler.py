@@ -23,7 +23,6 @@ from graphc.ir.kernel import Schedule
 from graphc.ir.text import parse_graph
 from graphc.ir.types import DTYPES, round_to_dtype
 
-from .collector import fewer_collections
 from .passes.base import PassContext
 from .pipeline import run_pipeline
 
@@ -180,12 +179,11 @@ def compile(graph: Graph, target: str = "llvm", **options: Any) -> Executable:
                           **{k: v for k, v in options.items() if k in known})
     backend = backend_module(target)
     graph.check_defined()  # before the cache key prints it
-    with fewer_collections():
-        t0 = time.perf_counter()
-        schedule, after, log, hit = _pipeline(graph, opts)
-        t1 = time.perf_counter()
-        program = backend.build_program(schedule, opts)
-        t2 = time.perf_counter()
+    t0 = time.perf_counter()
+    schedule, after, log, hit = _pipeline(graph, opts)
+    t1 = time.perf_counter()
+    program = backend.build_program(schedule, opts)
+    t2 = time.perf_counter()
     info = {"pipeline_seconds": t1 - t0, "codegen_seconds": t2 - t1,
             "fused": opts.fuse, "passes": log}
     if hit is not None:

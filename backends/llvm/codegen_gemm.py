@@ -10,7 +10,9 @@ element strides. A matmul kernel qualifies (`plan_gemm`) when:
   0 for a broadcast; a fused reshape that splits an axis with `//` is not);
 * one epilogue store (the *primary*) writes the accumulator's dtype at a position with unit
   stride along n: that buffer is C. GEMM stores partial sums of earlier K blocks in C, so when
-  the epilogue reads C's storage (an in-place residual), K must fit one block;
+  the epilogue reads C's storage (the memory planner wrote C in place of a residual that dies
+  here) and K spans several blocks, the kernel first copies what the epilogue reads there
+  into scratch (`GemmPlan.copies`) and the epilogue reads the copy;
 * the product is big enough to amortize packing (`GEMM_MIN_FLOPS`).
 
 Batch axes whose strides are those of one flattened axis (for A, B and C alike) become GEMM's
@@ -62,11 +64,14 @@ from .codegen_loop import CHUNK_WORK
 from .gemm import GemmConfig, emit_gemm, gemm_function_type, prepacked_b_elements
 from .gemm_microkernel import TileContext, TileEpilogue
 from .llvm_ir import (
+    I1,
     I32,
     I64,
     PTR,
+    VOID,
     alloca_at_entry,
     ceil_div,
+    declare,
     decode_row_major,
     emit_loop,
     for_range,
@@ -133,6 +138,17 @@ class GemmPlan:
     staged: tuple[Staged, ...] = ()
     scratch_elements: int = 0
     fold_rows: bool = False           # GEMM's batch folded into its rows (`_foldable`)
+    copies: tuple[tuple[str, int], ...] = ()  # (epilogue buffer, bytes) copied before the GEMM
+
+    def copy_offsets(self, esize: int) -> tuple[dict[str, int], int]:
+        """Byte offsets into the scratch of each copy (after the staged operands, 64-byte
+        aligned), and where GEMM's packing workspace starts."""
+        at = -(-self.scratch_elements * esize // 64) * 64
+        out = {}
+        for name, nbytes in self.copies:
+            out[name] = at
+            at += -(-nbytes // 64) * 64
+        return out, at
 
 
 def _operand(value, dtype: str, shapes) -> Affine | None:
@@ -217,12 +233,12 @@ def plan_gemm(k: MatmulKernel, buffers: Mapping[str, Buffer],
     idx, c = primary
     groups = groups or {}
     c_group = groups.get(c.buffer, c.buffer)
-    reads_c = any(groups.get(n, n) == c_group for n in epi_loads)
-    # the K block of this dtype's GEMM (f64's is shorter than f32's): with more than one, C
-    # holds partial sums before the epilogue runs (the memory planner never puts a matmul's
-    # output over its inputs; this keeps other schedules correct)
-    if reads_c and GemmConfig.for_vector_bits(512, dtype).k_block(k.k) < k.k:
-        return None
+    shared_with_c = sorted(n for n in epi_loads if groups.get(n, n) == c_group)
+    copies = ()
+    # with more than one K block of this dtype's GEMM (f64's are shorter than f32's), C holds
+    # partial sums before the epilogue runs: what it reads from C's storage is copied first
+    if shared_with_c and GemmConfig.for_vector_bits(512, dtype).k_block(k.k) < k.k:
+        copies = tuple((n, buffers[n].nbytes) for n in shared_with_c)
     if any(buffers[n].type.dtype == "f16" for n in epi_loads | {s.buffer for s in k.stores}):
         return None
     dims = [(f"b{j}", n) for j, n in enumerate(k.batch)]
@@ -232,7 +248,8 @@ def plan_gemm(k: MatmulKernel, buffers: Mapping[str, Buffer],
     epi = tuple(dict.fromkeys(sorted(epi_loads) + [st.buffer for j, st in
                                                   enumerate(k.stores) if j != idx]))
     fold = _foldable(a, b, c, inner, k.m)
-    return GemmPlan(dtype, a, b, c, idx, outer, inner, epi, tuple(staged), scratch, fold)
+    return GemmPlan(dtype, a, b, c, idx, outer, inner, epi, tuple(staged), scratch, fold,
+                    copies)
 
 
 def gemm_code(k: MatmulKernel, plan: GemmPlan, buffers: Mapping[str, Buffer],
@@ -245,7 +262,7 @@ def gemm_code(k: MatmulKernel, plan: GemmPlan, buffers: Mapping[str, Buffer],
                        _workspace_threads(options))
 
     esize = 4 if plan.dtype == "f32" else 8
-    staged = -(-plan.scratch_elements * esize // 64) * 64
+    _, staged = plan.copy_offsets(esize)
     cfg = GemmConfig.for_vector_bits(bits, plan.dtype)
     workspace = cfg.workspace_bytes(_workspace_threads(options), k.n, k.k)
     persistent = _prepack_region(k, plan, buffers, cfg) if options.get("prepack", True) else None
@@ -254,6 +271,7 @@ def gemm_code(k: MatmulKernel, plan: GemmPlan, buffers: Mapping[str, Buffer],
                       notes={"matmul": "gemm", "outer_batch": len(plan.outer),
                              "fold_rows": plan.fold_rows,
                              "staged": [st.name for st in plan.staged],
+                             "copied": [name for name, _ in plan.copies],
                              "prepacked_b": persistent is not None})
 
 
@@ -334,8 +352,8 @@ def emit_gemm_call(k: MatmulKernel, plan: GemmPlan, env: KernelEnv, base: GemmCo
     # GEMM's packing scratch lives in the arena after the staged operands (no malloc per
     # call); the thread count is capped at the workers it has room for.
     esize = 4 if plan.dtype == "f32" else 8
-    workspace = b.gep(env.scratch, [ir.Constant(I64, -(-plan.scratch_elements * esize // 64)
-                                                * 64)])
+    copy_at, workspace_at = plan.copy_offsets(esize)
+    workspace = b.gep(env.scratch, [ir.Constant(I64, workspace_at)])
     few = b.icmp_signed("<", env.nthreads, ir.Constant(ir.IntType(32), ws_threads))
     nthreads = b.select(few, env.nthreads, ir.Constant(ir.IntType(32), ws_threads))
     t = llvm_type(plan.dtype)
@@ -350,8 +368,14 @@ def emit_gemm_call(k: MatmulKernel, plan: GemmPlan, env: KernelEnv, base: GemmCo
         epi_fn = _epilogue_function(k, plan, extents, epi_refs, b.module, vty, data_ty,
                                     f"{b.function.name}.epilogue", (base.mr, base.nv))
     data = alloca_at_entry(b, data_ty, name="epi.data")
+    sizes = dict(plan.copies)
     for i, r in enumerate(epi_refs):
-        b.store(r.ptr, _field(b, data, i))
+        ptr = r.ptr
+        if r.name in copy_at:  # C's partial sums will overwrite it: the epilogue reads a copy
+            ptr = b.gep(env.scratch, [ir.Constant(I64, copy_at[r.name])])
+            b.call(declare(b.module, "llvm.memcpy.p0.p0.i64", VOID, [PTR, PTR, I64, I1]),
+                   [ptr, r.ptr, ir.Constant(I64, sizes[r.name]), ir.Constant(I1, 0)])
+        b.store(ptr, _field(b, data, i))
     i64 = lambda v: ir.Constant(I64, v)  # noqa: E731
     inner_batch = math.prod(extents[v] for v in plan.inner)
     last = plan.inner[-1] if plan.inner else None

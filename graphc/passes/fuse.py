@@ -38,7 +38,7 @@ and fuse with nothing.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import networkx as nx
@@ -54,6 +54,15 @@ from graphc.ir.types import TensorType
 from .base import Pass, PassContext
 from .fuse_dag import OrderedDag
 from .fuse_lower import Lowering, Reject, is_splat, node_class, op_cost
+
+
+@dataclass(frozen=True)
+class Trial:
+    """A group that lowers to one kernel: the work it does twice, and its (domain, reduce
+    domain) when it is a loop kernel."""
+
+    cost: float
+    domain: tuple | None
 
 
 @dataclass(frozen=True)
@@ -112,7 +121,7 @@ class _Fusion:
         self.groups: dict[int, list[Node]] = {}
         self.member_ids: dict[int, set[int]] = {}
         self.domains: dict[tuple[int, int], Any] = {}
-        self.lowered: dict[tuple, tuple[Kernel, float] | Reject] = {}
+        self.trials: dict[tuple, Trial | Reject] = {}
         self.where: dict[int, set[int]] = {}
         self.next_gid = 0
         self.rejections: dict[tuple[str, str, str], Rejection] = {}
@@ -148,27 +157,35 @@ class _Fusion:
                 out.append(n.out)
         return out
 
-    def lower(self, name: str, members: list[Node], view: _View) -> tuple[Kernel, float]:
-        """The kernel of `members` storing what `view` says others read. A lowering depends on
-        nothing else, so each (members, stores) is lowered once: phase 1 retries a group for
-        every producer that joins some other group, `domain_of` and `schedule` lower accepted
-        groups again (an LSTM training step: 27 % of 6000 lowerings were repeats)."""
+    def lower(self, name: str, members: list[Node], view: _View) -> Kernel:
+        """The kernel of `members` storing what `view` says others read."""
+        stores = self.stores_of(members, view)
+        origin = tuple(self.name(n) for n in members)
+        return Lowering(name, members, stores, self.buffer_of, origin,
+                        self.opts.max_prologue_cost).lower()
+
+    def trial(self, members: list[Node], view: _View) -> Reject | Trial:
+        """Whether `members` lower to one kernel, its recompute cost and loop domain. A
+        lowering depends on nothing but the members and the values stored, so each pair is
+        tried once: phase 1 retries a group for every producer that joins another group, and
+        `domain_of` asks again for accepted groups (an LSTM training step: 27 % of 6000
+        lowerings were repeats). Only the verdict is kept, not the kernel: thousands of
+        kept kernel trees made every run of the garbage collector walk them, which cost more
+        than the repeats saved."""
         stores = self.stores_of(members, view)
         key = (tuple(id(n) for n in members), tuple(id(v) for v in stores))
-        done = self.lowered.get(key)
+        done = self.trials.get(key)
         if done is None:
-            origin = tuple(self.name(n) for n in members)
-            low = Lowering(name, members, stores, self.buffer_of, origin,
+            low = Lowering("k?", members, stores, self.buffer_of, (),
                            self.opts.max_prologue_cost)
             try:
-                done = (low.lower(), low.recompute_cost())
-            except Reject as r:
-                done = r
-            self.lowered[key] = done
-        if isinstance(done, Reject):
-            raise done
-        kernel, cost = done
-        return (kernel if kernel.name == name else replace(kernel, name=name)), cost
+                k = low.lower()
+                done = Trial(low.recompute_cost(), (k.domain, k.reduce_domain)
+                             if k.kind == "loop" else None)
+            except Reject as r:  # kept without its traceback, whose frames hold this pass
+                done = Reject(r.reason, r.detail)
+            self.trials[key] = done
+        return done
 
     def view(self, where: dict[int, set[int]] | None = None,
              members: dict[int, set[int]] | None = None) -> _View:
@@ -191,18 +208,18 @@ class _Fusion:
                 self.siblings()
         return self.schedule()
 
-    def try_lower(self, members: list[Node], view: _View) -> Reject | Kernel:
+    def try_lower(self, members: list[Node], view: _View) -> Reject | Trial:
         if len(members) > self.opts.max_members:
             return Reject("size cap", f"{len(members)} nodes > max_members="
                                       f"{self.opts.max_members}")
-        try:
-            kernel, cost = self.lower("k?", members, view)
-        except Reject as r:
-            return r
-        if cost > self.opts.max_recompute_cost:
-            return Reject("recompute cap", f"the kernel would recompute work of cost {cost:g} > "
-                                           f"max_recompute_cost={self.opts.max_recompute_cost:g}")
-        return kernel
+        res = self.trial(members, view)
+        if isinstance(res, Reject):
+            return res
+        if res.cost > self.opts.max_recompute_cost:
+            return Reject("recompute cap", f"the kernel would recompute work of cost "
+                                           f"{res.cost:g} > max_recompute_cost="
+                                           f"{self.opts.max_recompute_cost:g}")
+        return res
 
     def reject(self, producer: Node, consumer: Node, r: Reject) -> None:
         key = (self.name(producer), self.name(consumer), r.reason)
@@ -415,11 +432,8 @@ class _Fusion:
     def domain_of(self, g: int):
         key = (g, len(self.groups[g]))
         if key not in self.domains:
-            try:
-                k, _ = self.lower("k?", self.groups[g], self.view())
-                self.domains[key] = (k.domain, k.reduce_domain) if k.kind == "loop" else None
-            except Reject:
-                self.domains[key] = None
+            res = self.trial(self.groups[g], self.view())
+            self.domains[key] = None if isinstance(res, Reject) else res.domain
         return self.domains[key]
 
     # -- assembling the schedule ---------------------------------------------------------------
@@ -428,7 +442,7 @@ class _Fusion:
         kernels: list[Kernel] = []
         for i, g in enumerate(order):
             try:
-                k, _ = self.lower(f"k{i}", self.groups[g], self.view())
+                k = self.lower(f"k{i}", self.groups[g], self.view())
             except Reject as r:  # a bug in fusion: a group it accepted cannot be lowered
                 raise GraphError(f"fuse: group of %{self.name(self.groups[g][0])} cannot be "
                                  f"lowered: {r}") from None

@@ -71,44 +71,6 @@ def test_in_place_only_where_the_kernel_reads_its_input_at_the_written_index():
     assert moved.memory.arena_bytes == 2 * 256
 
 
-def _residual_after_layer_norm(dtype: str, k: int):
-    """c = relu(h @ w1) @ w2 + h with h = layer_norm(x): the residual h dies at the second
-    matmul, whose epilogue reads it at the very index it writes c."""
-    b = Builder("res")
-    x = b.input("x", (64, 48), dtype)
-    w1, w2 = b.input("w1", (48, k), dtype), b.input("w2", (k, 48), dtype)
-    h = b.op("layer_norm", x)
-    return b.build(outputs={"y": b.op("layer_norm", (h @ w1).relu() @ w2 + h)})
-
-
-def test_a_matmul_never_writes_over_its_epilogue_inputs():
-    from graphc.ir.kernel import MatmulKernel
-    from graphc.pipeline import run_pipeline
-
-    s = run_pipeline(_residual_after_layer_norm("f32", 300)).schedule
-    outs = {st.buffer for k in s.kernels if isinstance(k, MatmulKernel) for st in k.stores}
-    assert outs and not outs & set(s.memory.aliases)
-
-
-@pytest.mark.parametrize("dtype, k", [("f64", 300), ("f32", 1000), ("f64", 1000)])
-def test_residual_matmul_with_several_k_blocks_is_right_on_llvm(dtype, k):
-    """Once the residual shared the output's storage: f64's GEMM (K blocks of 256) stored
-    partial sums over it before the epilogue read it, and f32 fell back to a slow loop."""
-    pytest.importorskip("llvmlite")
-    import graphc
-
-    graph = _residual_after_layer_norm(dtype, k)
-    rng = np.random.default_rng(0)
-    ins = {"x": rng.standard_normal((64, 48)), "w1": rng.standard_normal((48, k)),
-           "w2": rng.standard_normal((k, 48)) * 0.1}
-    ins = {n: v.astype(dtype.replace("f", "float")) for n, v in ins.items()}
-    exe = graphc.compile(graph, target="llvm", cache=False)
-    np.testing.assert_allclose(exe(**ins)["y"], run_graph(graph, ins)["y"], rtol=1e-4,
-                               atol=1e-4)
-    plans = [p for p in exe.info["kernel_plans"].values() if p["kind"] == "matmul"]
-    assert [p["matmul"] for p in plans] == ["gemm", "gemm"]
-
-
 def _bad(s, **changes):
     return s.with_memory(dataclasses.replace(s.memory, **changes))
 
@@ -315,3 +277,27 @@ def test_vectorized_placement_matches_the_scan(seed):
         top = _place(order, life, best_fit)
         assert [b.offset for b in order] == _place_by_scan(order, best_fit)
         assert top == max(b.offset + b.size for b in order)
+
+
+def test_refinement_stops_an_order_that_stalls_at_the_same_arena(monkeypatch):
+    """Without in-place reuse, the benchmarks' LSTM training step misses the lower bound by
+    about 1 %: the full refinement (every order to its round limit) and the one that gives up
+    on a stalled order find the same arena, the latter in far fewer placements."""
+    from graphc.bench.workloads_models import make_lstm_train
+    from graphc.passes import memory
+    from graphc.pipeline import run_pipeline
+
+    s = run_pipeline(make_lstm_train(False).graph).schedule
+    life = temp_lifetimes(s)
+    blocks = memory._blocks(s, life, {}, 64)
+    lower = max(sum(b.size for b in blocks if b.first <= t <= b.last)
+                for t in range(len(s.kernels)))
+    calls = []
+    real = memory._place
+    monkeypatch.setattr(memory, "_place", lambda *a: calls.append(1) or real(*a))
+    full, _ = memory._search(blocks, lower, 24, patience=24)
+    n_full = len(calls)
+    calls.clear()
+    stopped, _ = memory._search(blocks, lower, 24)
+    assert full > lower  # the bound is not met, so both searches run their course
+    assert stopped == full and len(calls) < n_full / 2
