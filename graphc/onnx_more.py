@@ -189,15 +189,41 @@ def _nearest(x: float, mode: str) -> int:
     return int(np.ceil(x - 0.5)) if half else int(np.round(x))  # round_prefer_floor
 
 
+def cubic_weights(t: float, a: float) -> np.ndarray:
+    """Keys' cubic convolution weights of the pixels at -1, 0, 1, 2 from floor(c), for the
+    fraction t = c - floor(c) and the coefficient a (ONNX's cubic_coeff_a, -0.75 by default
+    as in OpenCV; -0.5 is the classic Catmull-Rom)."""
+    def near(d):  # |d| <= 1
+        return ((a + 2) * d - (a + 3)) * d * d + 1
+
+    def far(d):  # 1 < |d| < 2
+        return ((a * d - 5 * a) * d + 8 * a) * d - 4 * a
+
+    return np.array([far(t + 1), near(t), near(1 - t), far(2 - t)])
+
+
 def resize_matrix(n_in: int, n_out: int, scale: float, mode: str, ctm: str,
-                  nearest_mode: str) -> np.ndarray:
+                  nearest_mode: str, cubic_a: float = -0.75,
+                  exclude_outside: bool = False) -> np.ndarray:
     """[n_out, n_in] weights of one axis: output o = sum_i M[o, i] x[i] (ONNX's Resize for
-    nearest and linear modes, source coordinates clamped to the input)."""
+    nearest, linear and cubic modes). Linear clamps the source coordinate to the input; cubic
+    takes four pixels around it, those outside the input replaced by the edge pixel, or with
+    exclude_outside dropped and the remaining weights scaled to sum to 1."""
     m = np.zeros((n_out, n_in))
     for o in range(n_out):
         c = _source_coord(o, n_in, n_out, scale, ctm)
         if mode == "nearest":
             m[o, min(max(_nearest(c, nearest_mode), 0), n_in - 1)] = 1.0
+            continue
+        if mode == "cubic":
+            i0 = int(np.floor(c))
+            w = cubic_weights(c - i0, cubic_a)
+            idx = np.arange(i0 - 1, i0 + 3)
+            if exclude_outside:
+                w = np.where((idx >= 0) & (idx < n_in), w, 0.0)
+                w = w / w.sum()
+            for i, wi in zip(np.clip(idx, 0, n_in - 1), w, strict=True):
+                m[o, i] += wi
             continue
         c = min(max(c, 0.0), n_in - 1.0)
         i0 = int(np.floor(c))
@@ -230,15 +256,17 @@ def _along(imp, x, axis: int, m: np.ndarray):
 
 
 def resize(imp, node, ins, attrs):
-    """Resize (and the older Upsample), nearest and linear modes, by scales or sizes: one
-    [out, in] matrix per resized axis, computed here (`resize_matrix`)."""
+    """Resize (and the older Upsample), nearest, linear and cubic modes, by scales or sizes:
+    one [out, in] matrix per resized axis, computed here (`resize_matrix`)."""
     x = _x(imp, ins)
     mode = text(attrs, "mode", "nearest")
     ctm = text(attrs, "coordinate_transformation_mode",
                "asymmetric" if node.op_type == "Upsample" else "half_pixel")
     nearest_mode = text(attrs, "nearest_mode", "round_prefer_floor")
-    if mode not in ("nearest", "linear"):
-        raise imp.fail(node, f"mode {mode!r} (graphc imports nearest and linear)")
+    if mode not in ("nearest", "linear", "cubic"):
+        raise imp.fail(node, f"mode {mode!r} (nearest, linear or cubic)")
+    cubic = {"cubic_a": float(attrs.get("cubic_coeff_a", -0.75)),
+             "exclude_outside": bool(attrs.get("exclude_outside", 0))}
     if ctm not in ("half_pixel", "pytorch_half_pixel", "align_corners", "asymmetric",
                    "tf_half_pixel_for_nn"):
         raise imp.fail(node, f"coordinate_transformation_mode {ctm!r}")
@@ -268,7 +296,7 @@ def resize(imp, node, ins, attrs):
     if len(sizes) != len(axes) or min(sizes) < 1:
         raise imp.fail(node, f"sizes {sizes} for axes {axes} of an input of shape {x.shape}")
     for a, n_out, scale in zip(axes, sizes, scales, strict=True):
-        m = resize_matrix(x.shape[a], n_out, scale, mode, ctm, nearest_mode)
+        m = resize_matrix(x.shape[a], n_out, scale, mode, ctm, nearest_mode, **cubic)
         if n_out != x.shape[a] or not np.array_equal(m, np.eye(n_out)):
             x = _along(imp, x, a, m)
     return x

@@ -144,11 +144,40 @@ def test_upsample_and_its_gradient(rng):
     np.testing.assert_allclose(got, want, rtol=1e-5)
 
 
-def test_cubic_resize_is_refused(rng):
+@pytest.mark.parametrize("ctm", ["half_pixel", "align_corners", "asymmetric",
+                                 "pytorch_half_pixel"])
+@pytest.mark.parametrize("scales, extra", [
+    ([1, 1, 2, 2], {}), ([1, 1, 1.5, 0.6], {"exclude_outside": 1}),
+    ([1, 1, 3, 0.5], {"cubic_coeff_a": -0.5}), ([1, 1, 0.8, 2.5], {"exclude_outside": 1,
+                                                                   "cubic_coeff_a": -0.6})])
+def test_cubic_resize(rng, ctm, scales, extra):
+    x = _f32(rng, 2, 3, 5, 7)
+    model = _opset(make_model("resize", [
+        node("Resize", ["x", "", "s"], ["y"], mode="cubic", coordinate_transformation_mode=ctm,
+             **extra)], {"x": x}, ["y"], {"s": np.asarray(scales, np.float32)}), 18)
+    _check(model, {"x": x})
+
+
+def test_bicubic_upsampling_exported_by_torch(rng, tmp_path):
+    """nn.Upsample(mode="bicubic") as torch.onnx exports it (a = -0.75, the half-pixel
+    transform of align_corners=False), against torch itself."""
+    torch = pytest.importorskip("torch")
+    up = torch.nn.Upsample(scale_factor=2, mode="bicubic", align_corners=False)
+    x = torch.from_numpy(_f32(rng, 1, 2, 5, 6))
+    path = tmp_path / "bicubic.onnx"
+    torch.onnx.export(up, (x,), str(path), dynamo=False, input_names=["x"],
+                      output_names=["y"])
+    got = graphc.compile(graphc.from_onnx(str(path)), target="llvm")(x=x.numpy())["y"]
+    np.testing.assert_allclose(got, up(x).numpy(), rtol=1e-4, atol=1e-5)
+
+
+def test_antialiased_resize_is_refused(rng):
     x = _f32(rng, 1, 1, 4, 4)
-    model = _opset(make_model("resize", [node("Resize", ["x", "", "s"], ["y"], mode="cubic")],
-                              {"x": x}, ["y"], {"s": np.asarray([1, 1, 2, 2], np.float32)}), 18)
-    with pytest.raises(OnnxImportError, match=r"\(Resize\): mode 'cubic'"):
+    model = _opset(make_model("resize", [node("Resize", ["x", "", "s"], ["y"], mode="cubic",
+                                              antialias=1)],
+                              {"x": x}, ["y"], {"s": np.asarray([1, 1, 0.5, 0.5], np.float32)}),
+                   18)
+    with pytest.raises(OnnxImportError, match=r"\(Resize\): antialias"):
         graphc.from_onnx(model)
 
 
