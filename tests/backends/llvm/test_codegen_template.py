@@ -318,3 +318,25 @@ def test_convolution_with_a_fused_prologue_stages_its_operand(rng):
     exe = check_llvm(b.build(), ins, tol=dict(rtol=1e-4, atol=1e-4))
     convs = [p for p in exe.info["kernel_plans"].values() if p["kind"] == "conv"]
     assert [(p["conv"], p["staged"]) for p in convs] == [("blocked", ["x"])], convs
+
+
+@pytest.mark.parametrize("dtype", ["f32", "f64"])
+@pytest.mark.parametrize("shape", [(2, 16, 32, 2), (1, 24, 48, 4), (1, 5, 6, 3)])
+def test_small_attention_scores_take_the_dot_product_order(dtype, shape, rng):
+    """q @ k^T of heads sliced out of a fused qkv projection: below GEMM's size the simple
+    loops run with k innermost, both operands read contiguously along k."""
+    bsz, t, d, h = shape
+    b = Builder("scores")
+    x = b.input("x", (bsz, t, 3 * d), dtype)
+    bias = b.input("bias", (t,), dtype)
+
+    def heads(i: int):
+        part = b.op("slice", x, start=(0, 0, i * d), stop=(bsz, t, (i + 1) * d))
+        return part.reshape(bsz, t, h, d // h).transpose(0, 2, 1, 3)
+
+    b.output("s", (heads(0) @ heads(1).transpose(0, 1, 3, 2) + bias).tanh())
+    np_dtype = np.float64 if dtype == "f64" else np.float32
+    ins = {"x": _normal(rng, (bsz, t, 3 * d), np_dtype), "bias": _normal(rng, (t,), np_dtype)}
+    exe = check_llvm(b.build(), ins, tol=dict(rtol=1e-5, atol=1e-5))
+    (plan,) = [p for p in exe.info["kernel_plans"].values() if p["kind"] == "matmul"]
+    assert (plan["matmul"], plan["order"]) == ("simple", "dot")
