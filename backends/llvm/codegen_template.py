@@ -135,7 +135,7 @@ def _b_strided_along_n(k: MatmulKernel, buffers: Mapping[str, Buffer]) -> bool:
     from .codegen_gemm import affine_position
 
     v = k.b.value
-    if not isinstance(v, Load) or v.mask:
+    if not isinstance(v, Load) or v.mask or k.n < 2:  # one column: no stride to speak of
         return False
     aff = affine_position(v.buffer, v.index, buffers[v.buffer].type.shape)
     return aff is None or aff.stride("n") != 1
@@ -156,7 +156,7 @@ def _reads_b_along_k(k: MatmulKernel, buffers: Mapping[str, Buffer]) -> bool:
 
     a, bb = strides(k.a.value), strides(k.b.value)
     return (a is not None and bb is not None and a.stride("k") == 1 and bb.stride("k") == 1
-            and bb.stride("n") != 1 and k.k > 1)
+            and bb.stride("n") != 1 and k.k > 1 and k.n > 1)
 
 
 def emit_matmul_dot(k: MatmulKernel, env: KernelEnv, nb: int, nblk: int) -> None:
