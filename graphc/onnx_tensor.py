@@ -104,7 +104,7 @@ def _sum_out(x: Tensor, term: str, keep) -> tuple[Tensor, str]:
     return x.sum(axes), "".join(c for c in term if c in keep)
 
 
-def _sizes(imp, pairs) -> dict[str, int]:
+def _sizes(pairs) -> dict[str, int]:
     """Each letter's size over the operands that have it; 1 broadcasts against any size."""
     size: dict[str, int] = {}
     for x, term in pairs:
@@ -131,7 +131,7 @@ def _contract(imp, a: Tensor, ta: str, b: Tensor, tb: str, keep: set[str]
     shared letters that vanish, or a broadcast product where none does."""
     a, ta = _sum_out(a, ta, keep | set(tb))
     b, tb = _sum_out(b, tb, keep | set(ta))
-    size = _sizes(imp, [(a, ta), (b, tb)])
+    size = _sizes([(a, ta), (b, tb)])
     batch = [c for c in ta if c in tb and c in keep]
     contract = [c for c in ta if c in tb and c not in keep]
     left = [c for c in ta if c not in tb]
@@ -154,7 +154,7 @@ def einsum(imp, node, ins, attrs):
     xs = [imp.t(v) for v in ins]
     terms, out = einsum_terms(imp, node, text(attrs, "equation", ""), [x.ndim for x in xs])
     pairs = [_diagonal(imp, x, t) for x, t in zip(xs, terms, strict=True)]
-    _sizes(imp, pairs)
+    _sizes(pairs)  # letters of one size across all operands, checked before any node
     acc, term = pairs[0]
     for k in range(1, len(pairs)):
         keep = set(out).union(*(t for _, t in pairs[k + 1:]))
@@ -205,8 +205,8 @@ def one_hot(imp, node, ins, attrs):
     """OneHot(indices, depth, values): off + (on - off) * one_hot; negative indices count from
     depth (ONNX), others outside [-depth, depth) give all `off`."""
     idx, depth_v, values = ins
-    depth = int(np.asarray(imp.numbers(depth_v) if imp.numbers(depth_v) is not None
-                           else imp.ints(node, depth_v, "depth")).reshape(-1)[0])
+    nums = imp.numbers(depth_v)  # an int initializer or a float Constant
+    depth = int(nums.reshape(-1)[0]) if nums is not None else imp.ints(node, depth_v, "depth")[0]
     vals = imp.numbers(values)
     if vals is None or vals.size != 2:
         raise imp.fail(node, "values must be a constant [off, on] pair")

@@ -27,7 +27,8 @@ epilogue is a list of stores reading `Acc()` at the output point (bias, activati
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any
 
 from llvmlite import ir
@@ -122,41 +123,46 @@ def _simple_order(k: MatmulKernel, buffers: Mapping[str, Buffer], nblk: int) -> 
     attention head's keys through a fused transpose) would be gathered in the n-innermost
     loop; copying it per batch item into a contiguous stack array measured best (q @ k^T of
     2 x 16 and 2 x 32 tokens, 2 heads: 8.1 -> 5.4 us and 29.4 -> 13.8 us; unfused 5.0 and
-    11.4), except for short k (a 12-wide head: 14.8 us, 11.7 copied, 9.6 as dot products)."""
-    dot = _reads_b_along_k(k, buffers)
+    11.4), except for short k (a 12-wide head: 14.8 us, 11.7 copied, 9.6 as dot products):
+    there, with A and B plain float loads contiguous along k, k runs innermost."""
+    from .codegen_gemm import affine_position
+
+    def position(v):
+        return affine_position(v.buffer, v.index, buffers[v.buffer].type.shape)
+
+    bv = k.b.value
+    if not isinstance(bv, Load) or bv.mask or k.n < 2:  # one column: no stride to speak of
+        return "axpy"
+    b = position(bv)
+    if b is not None and b.stride("n") == 1:
+        return "axpy"
+    av = k.a.value
+    a = position(av) if isinstance(av, Load) and not av.mask else None
+    dot = (a is not None and b is not None and {av.dtype, bv.dtype} <= {"f32", "f64"}
+           and a.stride("k") == 1 and b.stride("k") == 1 and k.k > 1)
     esize = 8 if k.acc_dtype == "f64" else 4
-    if (_b_strided_along_n(k, buffers) and nblk == 1 and k.k * k.n * esize <= COPY_B_MAX_BYTES
-            and not (dot and k.k < 16)):
+    if nblk == 1 and k.k * k.n * esize <= COPY_B_MAX_BYTES and not (dot and k.k < 16):
         return "axpy, B copied"
     return "dot" if dot else "axpy"
 
 
-def _b_strided_along_n(k: MatmulKernel, buffers: Mapping[str, Buffer]) -> bool:
-    from .codegen_gemm import affine_position
-
-    v = k.b.value
-    if not isinstance(v, Load) or v.mask or k.n < 2:  # one column: no stride to speak of
-        return False
-    aff = affine_position(v.buffer, v.index, buffers[v.buffer].type.shape)
-    return aff is None or aff.stride("n") != 1
-
-
-def _reads_b_along_k(k: MatmulKernel, buffers: Mapping[str, Buffer]) -> bool:
-    """B and A are plain float loads with unit stride along k, and B is strided along n (a
-    transposed operand: an attention head's keys read through the fused transpose). The
-    k-innermost order then reads both contiguously, where the n-innermost one would gather B
-    (a tiny block's 16 x 16 x 16 score products: 2 x 2 heads, fused 26.6 against 22.5 us
-    unfused before)."""
-    from .codegen_gemm import affine_position
-
-    def strides(v):
-        if not isinstance(v, Load) or v.mask or v.dtype not in ("f32", "f64"):
-            return None
-        return affine_position(v.buffer, v.index, buffers[v.buffer].type.shape)
-
-    a, bb = strides(k.a.value), strides(k.b.value)
-    return (a is not None and bb is not None and a.stride("k") == 1 and bb.stride("k") == 1
-            and bb.stride("n") != 1 and k.k > 1 and k.n > 1)
+@contextmanager
+def _tasks(k: MatmulKernel, env: KernelEnv, nb: int, nblk: int) -> Iterator[tuple]:
+    """The simple matmul's task loop over (batch item, row m, block of n): per task yields the
+    row index, its expression scope, the block [n0, n1) and the block's accumulators, and
+    applies the epilogue to them after the body."""
+    b = env.builder
+    ty = compute_type(k.acc_dtype)
+    ev = ExprEmitter(b, env.buffers, k.extents())
+    acc = alloca_at_entry(b, ir.ArrayType(ty, nb), name="acc")
+    dims = [(f"b{j}", n) for j, n in enumerate(k.batch)] + [("m", k.m)]
+    with for_range(b, env.lo, env.hi, name="task") as t:
+        row = b.udiv(t, _i64(nblk))
+        tev = ev.child(decode_row_major(b, row, dims))
+        n0 = b.mul(b.urem(t, _i64(nblk)), _i64(nb))
+        n1 = smin(b, b.add(n0, _i64(nb)), _i64(k.n))
+        yield row, tev, n0, n1, acc
+        _epilogue_row(k.stores, tev, acc, "n", n0, n1)
 
 
 def emit_matmul_dot(k: MatmulKernel, env: KernelEnv, nb: int, nblk: int) -> None:
@@ -164,26 +170,17 @@ def emit_matmul_dot(k: MatmulKernel, env: KernelEnv, nb: int, nblk: int) -> None
     column of B, both contiguous in k, summed with reassociation (the kernel IR leaves the
     order unspecified) so that LLVM vectorizes it."""
     b = env.builder
-    acc_dtype = k.acc_dtype
-    ty = compute_type(acc_dtype)
-    ev = ExprEmitter(b, env.buffers, k.extents())
-    acc = alloca_at_entry(b, ir.ArrayType(ty, nb), name="acc")
-    dims = [(f"b{j}", n) for j, n in enumerate(k.batch)] + [("m", k.m)]
-    flags = ("reassoc", "contract")
-    with for_range(b, env.lo, env.hi, name="task") as t:
-        tev = ev.child(decode_row_major(b, b.udiv(t, _i64(nblk)), dims))
-        n0 = b.mul(b.urem(t, _i64(nblk)), _i64(nb))
-        n1 = smin(b, b.add(n0, _i64(nb)), _i64(k.n))
+    zero, flags = _zero(compute_type(k.acc_dtype)), ("reassoc", "contract")
+    with _tasks(k, env, nb, nblk) as (_, tev, n0, n1, acc):
         with for_range(b, n0, n1, name="n") as n:
             nev = tev.child({"n": n})
             p = _slot(b, acc, b.sub(n, n0))
-            b.store(_zero(ty), p)
+            b.store(zero, p)
             with for_range(b, _i64(0), _i64(k.k), name="k") as kk:
                 kev = nev.child({"k": kk})
-                a = cast_value(b, kev(k.a.value), k.a.value.dtype, acc_dtype)
-                bv = cast_value(b, kev(k.b.value), k.b.value.dtype, acc_dtype)
+                a = cast_value(b, kev(k.a.value), k.a.value.dtype, k.acc_dtype)
+                bv = cast_value(b, kev(k.b.value), k.b.value.dtype, k.acc_dtype)
                 b.store(b.fadd(b.load(p), b.fmul(a, bv, flags=flags), flags=flags), p)
-        _epilogue_row(k.stores, tev, acc, "n", n0, n1)
 
 
 def emit_matmul_simple(k: MatmulKernel, env: KernelEnv, nb: int, nblk: int,
@@ -194,18 +191,11 @@ def emit_matmul_simple(k: MatmulKernel, env: KernelEnv, nb: int, nblk: int,
     b = env.builder
     acc_dtype = k.acc_dtype
     ty = compute_type(acc_dtype)
-    ev = ExprEmitter(b, env.buffers, k.extents())
-    acc = alloca_at_entry(b, ir.ArrayType(ty, nb), name="acc")
-    dims = [(f"b{j}", n) for j, n in enumerate(k.batch)] + [("m", k.m)]
     if copy_b:
         panel = alloca_at_entry(b, ir.ArrayType(ty, k.k * k.n), name="bcopy")
         held = alloca_at_entry(b, I64, name="bcopy.batch")
         b.store(_i64(-1), held)
-    with for_range(b, env.lo, env.hi, name="task") as t:
-        row = b.udiv(t, _i64(nblk))
-        tev = ev.child(decode_row_major(b, row, dims))
-        n0 = b.mul(b.urem(t, _i64(nblk)), _i64(nb))
-        n1 = smin(b, b.add(n0, _i64(nb)), _i64(k.n))
+    with _tasks(k, env, nb, nblk) as (row, tev, n0, n1, acc):
         if copy_b:
             item = b.udiv(row, _i64(k.m))
             with b.if_then(b.icmp_signed("!=", b.load(held), item)):
@@ -228,7 +218,6 @@ def emit_matmul_simple(k: MatmulKernel, env: KernelEnv, nb: int, nblk: int,
                                     acc_dtype)
                 p = _slot(b, acc, b.sub(n, n0))
                 b.store(_madd(b, a, bv, b.load(p)), p)
-        _epilogue_row(k.stores, tev, acc, "n", n0, n1)
 
 
 def _epilogue_row(stores, ev: ExprEmitter, acc: ir.Value, var: str, j0: ir.Value,

@@ -308,7 +308,8 @@ def test_parallel_kernels_share_one_launcher_per_function():
     assert launchers and len(set(calls)) == len(launchers) < len(calls)
     assert "GOMP_parallel" not in main and "pfor" not in main
 
-def test_transcendental_kernel_is_512_bit_vector_code_without_libm():
+def _avx512_optimized_ir(graph) -> str:
+    """The optimized LLVM IR of `graph`'s program; skips without AVX-512 on the host."""
     from llvmlite import binding as llvm
 
     from graphc.backends.llvm.program import optimized_ir
@@ -318,41 +319,38 @@ def test_transcendental_kernel_is_512_bit_vector_code_without_libm():
     init_llvm()
     if "+avx512f" not in llvm.get_host_cpu_features().flatten().split(","):
         pytest.skip("the host CPU has no AVX-512")
+    return optimized_ir(run_pipeline(graph).schedule)
+
+
+def _calls(text: str) -> list[str]:
+    return [line for line in text.splitlines() if "call" in line and "@" in line]
+
+
+def test_transcendental_kernel_is_512_bit_vector_code_without_libm():
     b = Builder("expchain")
     x = b.input("x", (64, 4096))
     b.output("y", (x * 0.5).exp() + (x.exp() * x).sigmoid() - (-x).exp().tanh() + x.erf())
-    text = optimized_ir(run_pipeline(b.build()).schedule)
+    text = _avx512_optimized_ir(b.build())
     start = re.search(r"define .*@\"?kernel\.", text)
     assert start, "no kernel function in the optimized IR"
     kernel = text[start.start():]
     kernel = kernel[:kernel.index("\n}\n")]
     assert "<16 x float>" in kernel
-    calls = [line for line in text.splitlines() if "call" in line and "@" in line]
-    libm = [c for c in calls if any(f"@{f}" in c for f in ("exp", "expf", "tanhf", "logf",
+    libm = [c for c in _calls(text) if any(f"@{f}" in c for f in ("exp", "expf", "tanhf", "logf",
                                                             "erf", "erff", "llvm.exp",
                                                             "llvm.tanh"))]
     assert not libm, libm[:3]
 
 
 def test_rounding_is_512_bit_vector_code_without_libm():
-    from llvmlite import binding as llvm
-
-    from graphc.backends.llvm.program import optimized_ir
-    from graphc.backends.llvm.target import init_llvm
-    from graphc.pipeline import run_pipeline
-
-    init_llvm()
-    if "+avx512f" not in llvm.get_host_cpu_features().flatten().split(","):
-        pytest.skip("the host CPU has no AVX-512")
     b = Builder("rounding")
     x = b.input("x", (64, 4096))
     b.output("y", x.floor() + x.ceil() * x.round())
-    text = optimized_ir(run_pipeline(b.build()).schedule)
+    text = _avx512_optimized_ir(b.build())
     for fn in ("floor", "ceil", "roundeven"):
         assert f"@llvm.{fn}.v16f32" in text, fn
-    calls = [line for line in text.splitlines() if "call" in line and "@" in line]
-    assert not [c for c in calls if re.search(r"@(floorf?|ceilf?|roundf?|rintf?|roundevenf?)\b",
-                                              c)]
+    libm = re.compile(r"@(floorf?|ceilf?|roundf?|rintf?|roundevenf?)\b")
+    assert not [c for c in _calls(text) if libm.search(c)]
 
 
 def test_kernels_differing_in_constant_offsets_share_a_function(rng):
