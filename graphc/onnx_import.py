@@ -33,7 +33,7 @@ from graphc.ir.errors import GraphError
 from graphc.ir.types import DTYPES
 
 from . import onnx_layers as layers
-from . import onnx_more, onnx_tensor
+from . import onnx_math, onnx_more, onnx_tensor
 
 _NAME = re.compile(r"[^A-Za-z0-9_.]")
 _UNARY = {"Relu": "relu", "Sigmoid": "sigmoid", "Tanh": "tanh", "Exp": "exp", "Log": "log",
@@ -569,6 +569,7 @@ _HANDLERS: dict[str, Callable] = {
     "ConvTranspose": layers.conv_transpose, "Where": _where, "Clip": _clip,
     "HardSigmoid": _hard_sigmoid, "Elu": _elu, "Gelu": _gelu, "Gather": _gather,
     "Sum": _sum_mean, "Mean": _sum_mean, **onnx_more.HANDLERS, **onnx_tensor.HANDLERS,
+    **onnx_math.HANDLERS,
 }
 
 

@@ -548,6 +548,14 @@ def _triton_models(rng) -> dict:
         ], tf, ["lp", "hm", "d2s", "p3", "oh"],
             {"ax": i64(2), "w3": _f32(rng, 3, 2, 2, 3, 2) * 0.4, "b3": _f32(rng, 3),
              "depth": i64(3), "vals": np.asarray([0.5, -2.0], np.float32)})), tf),
+        "math": (_opset18(make_model("math", [
+            node("Sin", ["x"], ["s"]), node("Cos", ["s"], ["c"]), node("Sinh", ["c"], ["sh"]),
+            node("Asinh", ["sh"], ["ash"]), node("Trilu", ["ash", "k"], ["tr"], upper=0),
+            node("LRN", ["x"], ["lrn"], size=3), node("Mod", ["x", "d"], ["md"], fmod=1),
+            node("GatherElements", ["x", "gi"], ["ge"], axis=2),
+        ], {"x": x4}, ["tr", "lrn", "md", "ge"],
+            {"k": i64(1), "d": np.asarray(0.7, np.float32),
+             "gi": rng.integers(-6, 6, (2, 3, 2, 6))})), {"x": x4}),
         "gru": (make_model("gru", [
             node("GRU", ["x", "W", "R", "B"], ["y"], hidden_size=h, direction="reverse"),
             node("LayerNormalization", ["y", "s"], ["ln"], epsilon=1e-3),

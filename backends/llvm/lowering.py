@@ -326,6 +326,8 @@ LOWERINGS: dict[str, Lowering] = {
     "relu": Lowering("scalar", lower_relu, "NaN propagates, as np.maximum(x, 0)"),
     "softplus": Lowering("scalar", _lower_math("softplus")),
     "erf": Lowering("scalar", _lower_math("erf")),
+    "sin": Lowering("scalar", _lower_math("sin"), "mathlib: Payne-Hanek beyond 2^45"),
+    "cos": Lowering("scalar", _lower_math("cos"), "mathlib: Payne-Hanek beyond 2^45"),
     "sign": Lowering("scalar", lower_sign),
     **{op: Lowering("scalar", _rounding(f"llvm.{fn}"), f"llvm.{fn} (vrndscale)")
        for op, fn in (("floor", "floor"), ("ceil", "ceil"), ("round", "roundeven"))},

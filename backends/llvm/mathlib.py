@@ -79,6 +79,7 @@ from .llvm_ir import (
     type_suffix,
     vector,
 )
+from .mathlib_trig import build_sincos
 
 _AVX512_MARK = "graphc_avx512"
 
@@ -91,7 +92,7 @@ def mark_avx512(module: ir.Module) -> None:
 
 
 MATH_FUNCTIONS = ("exp", "expm1", "log", "log1p", "tanh", "sigmoid", "softplus", "erf", "pow",
-                  "rsqrt")
+                  "rsqrt", "sin", "cos")
 _ARITY = {"pow": 2}
 
 
@@ -582,6 +583,8 @@ _BUILDERS: dict[str, Callable[..., ir.Value]] = {
     "exp": build_exp, "expm1": build_expm1, "log": build_log, "log1p": build_log1p,
     "tanh": build_tanh, "sigmoid": build_sigmoid, "softplus": build_softplus, "erf": build_erf,
     "pow": build_pow, "rsqrt": build_rsqrt,
+    "sin": lambda e, x: build_sincos(e, x, cos=False),
+    "cos": lambda e, x: build_sincos(e, x, cos=True),
 }
 
 

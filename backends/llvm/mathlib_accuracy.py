@@ -152,6 +152,8 @@ _RANGES = {
     "tanh": ((-10.0, 10.0), (1e-30, 20.0)), "sigmoid": ((-110.0, 110.0), (1e-30, 120.0)),
     "softplus": ((-110.0, 110.0), (1e-30, 1e30)), "rsqrt": ((0.25, 4.0), (0.0, 3.4e38)),
     "erf": ((-4.5, 4.5), (1e-30, 10.0)), "pow": ((0.0, 4.0), (0.0, 1e10)),
+    # sin/cos: every magnitude up to the largest float (the table reduction beyond 2^51)
+    "sin": ((-10.0, 10.0), (1e-30, 3.4e38)), "cos": ((-10.0, 10.0), (1e-30, 3.4e38)),
 }
 _F64_SCALE = {"exp": 7.0, "expm1": 7.0, "sigmoid": 6.5, "softplus": 6.5, "erf": 1.5}
 

@@ -41,7 +41,7 @@ FLOATS = ("f32", "f64", "f16", "bf16")
 
 # Every primitive -> how it is lowered. Elementwise ones map to "elementwise" (see `emit_op`).
 UNARY = ("neg", "abs", "exp", "log", "log1p", "sqrt", "rsqrt", "reciprocal", "sigmoid", "tanh",
-         "relu", "softplus", "sign", "erf", "floor", "ceil", "round")
+         "relu", "softplus", "sign", "erf", "floor", "ceil", "round", "sin", "cos")
 BINARY = ("add", "sub", "mul", "div", "pow", "maximum", "minimum")
 COMPARE = {"eq": "==", "ne": "!=", "lt": "<", "le": "<=", "gt": ">", "ge": ">="}
 LOWERING: dict[str, str] = {
@@ -156,14 +156,23 @@ def _softplus(x):
     "_pow": '''
 @triton.jit
 def _pow(a, b):
-    # numpy power for floats: |a|**b, negated for a < 0 and odd integer b, NaN for a < 0 and
-    # fractional b, 1 for b == 0
+    # numpy (C99) power for floats: |a|**b, negated for a < 0 or -0 and odd integer b, NaN
+    # for finite a < 0 and fractional b (-inf to a fractional power is |a|**b), 1 for
+    # b == 0, for a == 1 and for a == -1 with b = ±inf
     mag = tl.exp(b * tl.log(tl.abs(a)))
     whole = tl.floor(b) == b
     odd = whole & (tl.floor(b * 0.5) * 2.0 != b)
-    r = tl.where((a < 0.0) & odd, -mag, mag)
-    r = tl.where((a < 0.0) & (b == b) & (tl.floor(b) != b), float("nan"), r)
+    r = tl.where(_sign_bit(a) & odd, -mag, mag)
+    finite_neg = (a < 0.0) & (a != float("-inf"))
+    r = tl.where(finite_neg & (b == b) & (tl.floor(b) != b), float("nan"), r)
+    r = tl.where((a == 1.0) | ((a == -1.0) & (tl.abs(b) == float("inf"))), 1.0, r)
     return tl.where(b == 0.0, 1.0, r)
+''',
+    "_sign_bit": '''
+@triton.jit
+def _sign_bit(a):
+    # a < 0, -0 included (1/-0 is -inf)
+    return (a < 0.0) | ((a == 0.0) & (1.0 / a < 0.0))
 ''',
     "_pow_int": '''
 @triton.jit
@@ -184,7 +193,7 @@ def _floordiv_int(a, b):
     return tl.where(((a % b) != 0) & ((a < 0) != (b < 0)), q - 1, q)
 ''',
 }
-HELPER_DEPS = {"_softplus": ("_log1p",)}
+HELPER_DEPS = {"_softplus": ("_log1p",), "_pow": ("_sign_bit",)}
 
 
 def _is_float(dtype: str) -> bool:
@@ -256,7 +265,7 @@ def _unary(op: str, x: str, dtype: str, use: Callable[[str], None]) -> str:
         raise GraphError(f"triton: {op} of an integer ({dtype}) operand is not supported")
     simple = {"exp": "tl.exp({})", "log": "tl.log({})", "sqrt": "tl.sqrt({})",
               "rsqrt": "tl.rsqrt({})", "reciprocal": "1.0 / {}", "floor": "tl.floor({})",
-              "ceil": "tl.ceil({})"}
+              "ceil": "tl.ceil({})", "sin": "tl.sin({})", "cos": "tl.cos({})"}
     if op in simple:
         return simple[op].format(x)
     helper = {"log1p": "_log1p", "tanh": "_tanh", "sigmoid": "_sigmoid",
@@ -287,6 +296,19 @@ def _binary(op: str, a: str, b: str, dtype: str, use: Callable[[str], None],
                 return f"{a} * {a}"
             if b_const == 0.5:
                 return f"tl.sqrt({a})"
+            if b_const == 0.0:  # numpy: x**0 is 1 for every x, NaN and inf included
+                return f"(tl.zeros_like({a}) + 1.0)"
+            if math.isfinite(b_const):
+                # The exponent's kind is known here: `_pow`'s tests on it would run on a
+                # Python float, which the interpreter cannot combine with `&`.
+                mag = f"tl.exp({float_literal(b_const)} * tl.log(tl.abs({a})))"
+                if not float(b_const).is_integer():
+                    return (f"tl.where(({a} < 0.0) & ({a} != float('-inf')), float('nan'), "
+                            f"{mag})")
+                if b_const % 2 == 1:
+                    use("_sign_bit")
+                    return f"tl.where(_sign_bit({a}), -{mag}, {mag})"
+                return mag
         if fl:
             use("_pow")
             return f"_pow({a}, {b})"

@@ -167,15 +167,45 @@ for _op in ("floor", "ceil", "round"):
         atol=0.0, rtol=0.0))
 UNARY_CASES.append(Case("unary.erf", unary("erf", shape=(5, 12)), lambda r: {
     "x": np.concatenate([_ERF_X[None], r.uniform(-4.5, 4.5, (4, 12))]).astype(np.float32)}))
+# sin/cos: signed zeros, multiples of π/2 and their neighbours, every magnitude up to the
+# largest float (the LLVM mathlib's table reduction starts at 2^45), ±inf (NaN) and NaN.
+_TRIG_X = np.array([0.0, -0.0, 1e-30, np.pi / 4, np.pi / 2, -np.pi, 3 * np.pi / 2, 1e4 * np.pi,
+                    -355.0, 2.0 ** 45 - 1, 2.0 ** 45, -3.0e7, 1e22, 3.4e38, -1e30, np.inf,
+                    -np.inf, np.nan], np.float64)
+
+
+def _trig_inputs(dtype):
+    def make(r):
+        big = np.exp(r.uniform(0, np.log(3e38 if dtype == np.float32 else 1e300), 18))
+        return {"x": np.stack([_TRIG_X, r.uniform(-8, 8, 18), big * r.choice([-1, 1], 18)]
+                              ).astype(dtype)}
+    return make
+
+
+for _op in ("sin", "cos"):
+    UNARY_CASES.append(Case(f"unary.{_op}", unary(_op, shape=(3, 18)), _trig_inputs(np.float32),
+                            rtol=2e-6, atol=1e-7))
 
 BINARY_CASES = [Case(f"binary.{op}", binary(op)) for op in
                 ("add", "sub", "mul", "div", "maximum", "minimum")] + [
     Case("binary.pow", binary("pow", (3, 5), (3, 5)),
          lambda r: {"a": (np.abs(r.standard_normal((3, 5))) + 0.2).astype(np.float32),
                     "b": r.uniform(-2, 3, (3, 5)).astype(np.float32)}, rtol=1e-5),
+    Case("binary.pow_specials", binary("pow", (2, 6), (2, 6)), lambda r: {
+        "a": np.array([[-np.inf, -np.inf, -np.inf, -2.0, 0.0, np.nan],
+                       [np.inf, -0.0, -1.0, -1.0, 1.0, 4.0]], np.float32),
+        "b": np.array([[0.5, 3.0, -1.5, 0.5, -1.0, 0.0],
+                       [-0.5, -3.0, np.inf, 2.0, np.nan, -0.5]], np.float32)}),
     Case("binary.pow_negative_base", _graph("powneg", lambda b: {
         "y": b.op("pow", b.input("a", (2, 4)), b.const(np.array([2.0, 3.0, -1.0, 0.0],
                                                                 np.float32)))})),
+    # scalar constant exponents (fractional, odd, even, negative, zero) on signed bases,
+    # zeros, infinities and NaN: the backends specialize them at compile time
+    Case("binary.pow_scalar_exponents", _graph("powc", lambda b: (lambda a: {
+        f"y{i}": b.op("pow", a, e) for i, e in enumerate((0.75, 3.0, -2.0, 0.0, -1.5, 1.0))})(
+        b.input("a", (2, 8)))), lambda r: {"a": np.concatenate([
+            np.array([[0.0, -0.0, np.inf, -np.inf, np.nan, -2.0, 1.5, -0.5]]),
+            r.uniform(-3, 3, (1, 8))]).astype(np.float32)}, rtol=1e-5, atol=1e-6),
 ]
 COMPARE_CASES = [Case(f"compare.{op}", _graph(op, lambda b, op=op: {
     "y": b.op(op, b.input("a", (3, 5)), b.input("b", (5,)))}),
@@ -219,6 +249,8 @@ ELEMENTWISE_MORE = [
     Case("f64.erf", unary("erf", shape=(5, 12), dtype="f64"), lambda r: {
         "x": np.concatenate([_ERF_X[None], r.uniform(-6.5, 6.5, (4, 12))])},
         rtol=1e-15, atol=0.0, tags=("f64",)),
+    *[Case(f"f64.{op}", unary(op, shape=(3, 18), dtype="f64"), _trig_inputs(np.float64),
+           rtol=1e-15, atol=1e-300, tags=("f64",)) for op in ("sin", "cos")],
     # 2^52 + 1 and beyond are integers already; round's f64 path adds 2^52 below that
     Case("f64.round", unary("round", shape=(2, 16), dtype="f64"), lambda r: {
         "x": np.stack([_ROUND_X, np.array([2.0 ** 52 + 1, -(2.0 ** 52) + 0.5, 2.0 ** 51 + 0.5,
@@ -487,6 +519,17 @@ def _erf_grad() -> Graph:
     return autodiff(b.build(outputs={"loss": (y * x).sum(), "y": y}), "loss")
 
 
+def _trig_grad() -> Graph:
+    """sin and cos with their VJPs (cos, −sin) through autodiff, a sinusoidal feature map."""
+    from graphc.passes import autodiff
+
+    b = Builder("trig_grad", seed=0)
+    w = b.param("w", (4, 6), init="normal")
+    x = b.input("x", (4, 6))
+    y = (w * x * 3.0).sin() * (w + x).cos()
+    return autodiff(b.build(outputs={"loss": (y * x).sum(), "y": y}), "loss")
+
+
 _cnn = _model("cnn", {"batch": 2, "channels": 4}, {"batch": 2})
 _cnn_eval = _model("cnn", {"batch": 2, "channels": 4, "training": False}, {"batch": 2})
 _lstm_model = _model("lstm", {"steps": 3, "batch": 2, "features": 4, "hidden": 6},
@@ -505,6 +548,7 @@ MODEL_CASES = [
     Case("model.lstm", _lstm_model[0], _lstm_model[1], rtol=1e-4, atol=1e-5, tags=("model",)),
     Case("grad.slice_join", _slice_join_grad),
     Case("grad.erf", _erf_grad),
+    Case("grad.sin_cos", _trig_grad),
     Case("model.two_two_one", _221[0], _221[1], rtol=1e-5, atol=1e-6, tags=("model",)),
     Case("model.conv1d_seed", _seed[0], _seed[1], rtol=1e-5, atol=1e-6, tags=("model",)),
 ]

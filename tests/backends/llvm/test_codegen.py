@@ -20,7 +20,7 @@ from .conftest import check_llvm
 
 FUSE = [True, False]
 UNARY_FLOAT = ["neg", "abs", "exp", "log", "log1p", "sqrt", "rsqrt", "reciprocal", "sigmoid",
-               "tanh", "relu", "softplus", "sign", "erf", "floor", "ceil", "round"]
+               "tanh", "relu", "softplus", "sign", "erf", "floor", "ceil", "round", "sin", "cos"]
 BINARY = ["add", "sub", "mul", "div", "pow", "maximum", "minimum"]
 COMPARE = ["eq", "ne", "lt", "le", "gt", "ge"]
 
@@ -149,7 +149,7 @@ def test_nan_and_infinity_semantics(fuse):
     x = b.input("x", (8,))
     y = b.input("y", (8,))
     for op in ("relu", "sign", "exp", "log", "tanh", "sigmoid", "softplus", "abs", "neg",
-               "sqrt", "log1p", "erf"):
+               "sqrt", "log1p", "erf", "sin", "cos"):
         b.output(op, getattr(x, op)())
     for op in ("maximum", "minimum", "add", "mul", "div", "pow") + tuple(COMPARE):
         b.output(op, b.op(op, x, y))
@@ -350,6 +350,20 @@ def test_rounding_is_512_bit_vector_code_without_libm():
     for fn in ("floor", "ceil", "roundeven"):
         assert f"@llvm.{fn}.v16f32" in text, fn
     libm = re.compile(r"@(floorf?|ceilf?|roundf?|rintf?|roundevenf?)\b")
+    assert not [c for c in _calls(text) if libm.search(c)]
+
+
+@pytest.mark.parametrize("dtype", ["f32", "f64"])
+def test_sin_cos_are_vector_code_without_libm(dtype):
+    """sin/cos vectorize (f32 computes in f64 lanes) and nothing calls libm or LLVM's sin/cos;
+    f32's huge-argument reduction cuts 2/π's bits out of constants, so it loads no table."""
+    b = Builder("trig")
+    x = b.input("x", (64, 4096), dtype)
+    b.output("y", x.sin() * x.cos())
+    text = _avx512_optimized_ir(b.build())
+    assert re.search(r"<(8|16) x double>", text)
+    assert ("two_over_pi" in text) == (dtype == "f64")
+    libm = re.compile(r"@(llvm\.)?(sinf?|cosf?|sincosf?)(\.[a-z0-9]+)?\b")
     assert not [c for c in _calls(text) if libm.search(c)]
 
 

@@ -280,3 +280,47 @@ def test_erf_f64_against_mpmath():
         want = mp.erf(mp.mpf(float(xv)))
         ulp = mp.mpf(2) ** (mp.floor(mp.log(abs(want), 2)) - 52)
         assert abs(mp.mpf(float(g)) - want) <= ulp, (xv, g)
+
+
+# -- sin/cos: argument reduction over the whole range ------------------------------------------
+
+
+def test_trig_constants_agree_with_mpmath():
+    """π (Machin's series), its three-double split and the Payne-Hanek pieces of 2/π."""
+    mp = pytest.importorskip("mpmath")
+    from graphc.backends.llvm.mathlib_trig import F64_TABLE, PIO2, pi_fraction, reduction_table
+
+    mp.mp.prec = 1300
+    pi = pi_fraction()
+    assert abs(mp.mpf(pi.numerator) / pi.denominator - mp.pi) < mp.mpf(2) ** -1190
+    assert abs(sum(mp.mpf(p) for p in PIO2) - mp.pi / 2) < mp.mpf(2) ** -158
+    k_lo = F64_TABLE[0]
+    pieces = reduction_table(*F64_TABLE)
+    for k in (k_lo, 0, 60, 500, F64_TABLE[1]):
+        want = mp.fmod(mp.mpf(2) ** k * 2 / mp.pi, 4)
+        got = sum(mp.mpf(p[k - k_lo]) for p in pieces)
+        assert abs(got - want) < mp.mpf(2) ** -150
+
+
+@pytest.mark.parametrize("dtype", ["f32", "f64"])
+def test_sin_cos_near_multiples_of_half_pi(jits, dtype):
+    """Floats next to k·π/2 (tiny reduced arguments) for k up to 10^30 / 10^300, through the
+    direct reduction and the table one: within one ulp of numpy's (glibc's) long-double sin."""
+    ft = {"f32": np.float32, "f64": np.float64}[dtype]
+    k = np.concatenate([np.arange(1, 5000), np.unique(np.geomspace(
+        1, 1e30 if dtype == "f32" else 1e300, 5000).round())])
+    x = (k * (np.pi / 2)).astype(ft)
+    x = np.concatenate([x, np.nextafter(x, ft(np.inf)), np.nextafter(x, ft(0)), -x])
+    for name in ("sin", "cos"):
+        ulp_err, _, mismatch = compare(run_apply(jits[dtype], name, x),
+                                       reference(name, dtype, x), dtype)
+        assert not mismatch.any()
+        assert ulp_err.max() <= 1.0, (name, x[np.argmax(ulp_err)])
+
+
+def test_sin_cos_special_values(jits):
+    x = np.array([0.0, -0.0, np.inf, -np.inf, np.nan, 1e-40, -1e-45], np.float32)
+    s, c = (run_apply(jits["f32"], n, x) for n in ("sin", "cos"))
+    np.testing.assert_array_equal(s, np.where(np.isfinite(x), x, np.nan))  # sin(x) = x when tiny
+    assert np.signbit(s[1]) and not np.signbit(s[0])
+    np.testing.assert_array_equal(c, [1.0, 1.0, np.nan, np.nan, np.nan, 1.0, 1.0])

@@ -1,0 +1,251 @@
+"""ONNX import of trigonometric and hyperbolic functions, logic and number tests, and small
+normalizations and index ops (`graphc.onnx_import` registers these handlers), each written with
+graphc primitives so autodiff and every backend take them as they are.
+
+The hyperbolic functions are written for accuracy near 0, where the textbook forms cancel:
+sinh through tanh(x/2), asinh/acosh/atanh through log1p."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .onnx_more import _axes
+
+
+def _x(imp, ins):
+    return imp.t(ins[0])
+
+
+def tan(imp, node, ins, attrs):
+    x = _x(imp, ins)
+    return x.sin() / x.cos()
+
+
+def sinh(imp, node, ins, attrs):
+    """2t/(1 − t²) with t = tanh(x/2) below |x| = 1 (relative accuracy near 0, where
+    (e^x − e^-x)/2 cancels), the exponentials above."""
+    x = _x(imp, ins)
+    t = (x * 0.5).tanh()
+    small = t * 2.0 / (1.0 - t * t)
+    big = (x.exp() - (-x).exp()) * 0.5
+    return imp.b.select(abs(x) < 1.0, small, big)
+
+
+def cosh(imp, node, ins, attrs):
+    x = _x(imp, ins)
+    return (x.exp() + (-x).exp()) * 0.5
+
+
+def asinh(imp, node, ins, attrs):
+    """sign(x)·log1p(|x| + x²/(1 + √(1 + x²))); from 2^28 on, where x² would lose the 1 (and
+    later overflow), sign(x)·(log|x| + ln 2)."""
+    x = _x(imp, ins)
+    a = abs(x)
+    small = (a + a * a / ((a * a + 1.0).sqrt() + 1.0)).log1p()
+    big = a.log() + math.log(2.0)
+    return imp.b.select(a < 2.0 ** 28, small, big) * x.sign()
+
+
+def acosh(imp, node, ins, attrs):
+    """log1p((x − 1) + √((x − 1)(x + 1))); from 2^28 on, log x + ln 2 (NaN below 1)."""
+    x = _x(imp, ins)
+    t = x - 1.0
+    small = (t + (t * (x + 1.0)).sqrt()).log1p()
+    return imp.b.select(x < 2.0 ** 28, small, x.log() + math.log(2.0))
+
+
+def atanh(imp, node, ins, attrs):
+    """½·log1p(2x/(1 − x)): no cancellation near 0."""
+    x = _x(imp, ins)
+    return (x * 2.0 / (1.0 - x)).log1p() * 0.5
+
+
+def _bool(imp, v):
+    t = imp.t(v)
+    return t if t.dtype == "bool" else t.astype("bool")
+
+
+def logic(imp, node, ins, attrs):
+    """Not/And/Or/Xor on bool tensors, as selects and comparisons."""
+    op = node.op_type
+    a = _bool(imp, ins[0])
+    if op == "Not":
+        return a.eq(imp.b.const(False, dtype="bool"))
+    c = _bool(imp, ins[1])
+    if op == "Xor":
+        return a.ne(c)
+    true, false = imp.b.const(True, dtype="bool"), imp.b.const(False, dtype="bool")
+    inner = imp.b.select(c, true, false)
+    return imp.b.select(a, inner, false) if op == "And" else imp.b.select(a, true, inner)
+
+
+def is_nan(imp, node, ins, attrs):
+    x = _x(imp, ins)
+    return x.ne(x)
+
+
+def is_inf(imp, node, ins, attrs):
+    x = _x(imp, ins)
+    pos, neg = int(attrs.get("detect_positive", 1)), int(attrs.get("detect_negative", 1))
+    if pos and neg:
+        return abs(x).eq(math.inf)
+    if pos:
+        return x.eq(math.inf)
+    if neg:
+        return x.eq(-math.inf)
+    return imp.b.op("lt", x, -math.inf)  # detects nothing: false everywhere
+
+
+def mod(imp, node, ins, attrs):
+    """fmod=0: the sign of the divisor (Python's %): a − floor(a/b)·b; fmod=1: the sign of
+    the dividend (C's fmod): a − trunc(a/b)·b. Integers use floor division."""
+    a, c = imp.t(ins[0]), imp.t(ins[1])
+    if a.dtype in ("i32", "i64"):
+        if int(attrs.get("fmod", 0)):
+            raise imp.fail(node, "fmod=1 on integers")
+        return a - imp.b.op("div", a, c) * c
+    q = a / c
+    if int(attrs.get("fmod", 0)):
+        whole = q.sign() * abs(q).floor()
+    else:
+        whole = q.floor()
+    return a - whole * c
+
+
+def swish(imp, node, ins, attrs):
+    x = _x(imp, ins)
+    return x * (x * float(attrs.get("alpha", 1.0))).sigmoid()
+
+
+def shrink(imp, node, ins, attrs):
+    x = _x(imp, ins)
+    lambd, bias = float(attrs.get("lambd", 0.5)), float(attrs.get("bias", 0.0))
+    zero = x * 0.0
+    return imp.b.select(x < -lambd, x + bias, imp.b.select(x > lambd, x - bias, zero))
+
+
+def rms_norm(imp, node, ins, attrs):
+    """x / √(mean(x²) + ε) · scale over the axes from `axis` on (opset 23)."""
+    x = _x(imp, ins)
+    axis = int(attrs.get("axis", -1))
+    axis = axis + x.ndim if axis < 0 else axis
+    eps = float(attrs.get("epsilon", 1e-5))
+    axes = tuple(range(axis, x.ndim))
+    y = x * ((x * x).mean(axes, keepdims=True) + eps).rsqrt()
+    return y * imp.t(ins[1])
+
+
+def mean_variance_norm(imp, node, ins, attrs):
+    """(x − mean) / √(variance + 1e-9) over `axes` (default: batch and spatial axes)."""
+    x = _x(imp, ins)
+    axes = tuple(a + x.ndim if a < 0 else a for a in attrs.get("axes", (0, 2, 3)))
+    centered = x - x.mean(axes, keepdims=True)
+    return centered * ((centered * centered).mean(axes, keepdims=True) + 1e-9).rsqrt()
+
+
+def global_lp_pool(imp, node, ins, attrs):
+    x = _x(imp, ins)
+    p = float(attrs.get("p", 2))
+    s = (abs(x) ** p).sum(tuple(range(2, x.ndim)), keepdims=True)
+    return s.sqrt() if p == 2 else s ** (1.0 / p)
+
+
+def reduce_log_sum(imp, node, ins, attrs):
+    x = _x(imp, ins)
+    axes = _axes(imp, node, ins, attrs, x.ndim)
+    if not axes:
+        return x.log()
+    return x.sum(axes, keepdims=bool(attrs.get("keepdims", 1))).log()
+
+
+def lrn(imp, node, ins, attrs):
+    """x / (bias + α/size·Σ x²)^β, the sum over `size` neighbouring channels (AlexNet's
+    local response normalization): a windowed sum along the channel axis."""
+    x = _x(imp, ins)
+    size = int(attrs["size"])
+    alpha, beta = float(attrs.get("alpha", 1e-4)), float(attrs.get("beta", 0.75))
+    bias = float(attrs.get("bias", 1.0))
+    rest = x.ndim - 2
+    lo, hi = (size - 1) // 2, size - 1 - (size - 1) // 2
+    s = imp.b.reduce_window(x * x, kind="sum", window=(1, size) + (1,) * rest,
+                            strides=(1,) * x.ndim, padding=(0, 0, lo, hi) + (0, 0) * rest)
+    return x / (s * (alpha / size) + bias) ** beta
+
+
+def trilu(imp, node, ins, attrs):
+    """The upper (default) or lower triangle from diagonal k of the last two axes: a select
+    with a constant mask (zeros where ONNX zeroes, NaN and all)."""
+    x = _x(imp, ins)
+    k = int(imp.ints(node, ins[1], "k")[0]) if len(ins) > 1 and ins[1] is not None else 0
+    n, m = x.shape[-2:]
+    rows, cols = np.arange(n)[:, None], np.arange(m)[None, :]
+    keep = cols - rows >= k if int(attrs.get("upper", 1)) else cols - rows <= k
+    return imp.b.select(imp.b.const(keep), x, imp.b.zeros_like(x))
+
+
+def size(imp, node, ins, attrs):
+    return np.asarray(int(np.prod(ins[0].shape)), np.int64)
+
+
+def cast_like(imp, node, ins, attrs):
+    """A cast to the second input's element type (a computed tensor's, or a constant's)."""
+    like = ins[1]
+    target = like.dtype if not isinstance(like, np.ndarray) else {
+        np.float32: "f32", np.float64: "f64", np.int32: "i32", np.int64: "i64",
+        np.bool_: "bool"}.get(like.dtype.type)
+    if target is None:
+        raise imp.fail(node, f"a cast like a {like.dtype} constant")
+    x = imp.t(ins[0])
+    return x if x.dtype == target else x.astype(target)
+
+
+def eye_like(imp, node, ins, attrs):
+    shape = ins[0].shape
+    if len(shape) != 2:
+        raise imp.fail(node, f"EyeLike of a rank-{len(shape)} input {tuple(shape)}")
+    eye = np.eye(*shape, k=int(attrs.get("k", 0)), dtype=np.float32)
+    return imp.b.const(eye)
+
+
+def gather_elements(imp, node, ins, attrs):
+    """out[i, j, ...] = x[..., idx[i, j, ...], ...] along `axis`: one `take` from the flattened
+    x at flat positions idx·stride(axis) + the other axes' constant offsets (negative indices
+    wrap first). Constant indices fold to constant positions."""
+    x = imp.t(ins[0])
+    axis = int(attrs.get("axis", 0))
+    axis = axis + x.ndim if axis < 0 else axis
+    idx_shape = tuple(ins[1].shape)
+    if len(idx_shape) != x.ndim:
+        raise imp.fail(node, f"indices of rank {len(idx_shape)} for data of rank {x.ndim}")
+    strides = np.cumprod((x.shape[1:] + (1,))[::-1])[::-1]
+    grid = np.indices(idx_shape)
+    base = sum(grid[a] * strides[a] for a in range(x.ndim) if a != axis).astype(np.int64)
+    n = x.shape[axis]
+    if isinstance(ins[1], np.ndarray):
+        idx = ins[1].astype(np.int64)
+        if idx.size and (idx.min() < -n or idx.max() >= n):
+            raise imp.fail(node, f"an index outside [-{n}, {n}) along axis {axis}")
+        flat = imp.b.const(np.where(idx < 0, idx + n, idx) * strides[axis] + base)
+    else:
+        idx = imp.t(ins[1])
+        if idx.dtype != "i64":
+            idx = idx.astype("i64")
+        idx = imp.b.select(idx < 0, idx + n, idx)
+        flat = idx * int(strides[axis]) + imp.b.const(base)
+    return imp.b.take(x.reshape(-1), flat, axis=0)
+
+
+HANDLERS = {
+    "Sin": lambda imp, node, ins, attrs: _x(imp, ins).sin(),
+    "Cos": lambda imp, node, ins, attrs: _x(imp, ins).cos(),
+    "Tan": tan, "Sinh": sinh, "Cosh": cosh, "Asinh": asinh, "Acosh": acosh, "Atanh": atanh,
+    "Not": logic, "And": logic, "Or": logic, "Xor": logic, "IsNaN": is_nan, "IsInf": is_inf,
+    "Mod": mod, "Swish": swish, "Shrink": shrink, "RMSNormalization": rms_norm,
+    "MeanVarianceNormalization": mean_variance_norm, "GlobalLpPool": global_lp_pool,
+    "ReduceLogSum": reduce_log_sum, "LRN": lrn, "Trilu": trilu, "Size": size,
+    "CastLike": cast_like, "EyeLike": eye_like, "GatherElements": gather_elements,
+}
+
+__all__ = ["HANDLERS"]

@@ -1,0 +1,175 @@
+"""ONNX import of trigonometric/hyperbolic functions, logic and number tests, small
+normalizations and GatherElements (`graphc/onnx_math.py`), against ONNX Runtime through the
+reference and LLVM backends; Sin/Cos gradients against torch autograd."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import graphc
+from graphc.optim import SGD
+from graphc.train import train_step
+
+onnx = pytest.importorskip("onnx")
+pytest.importorskip("onnxruntime")
+
+from graphc.bench.onnx_models import make_model, node  # noqa: E402
+
+from .test_onnx_import import _check, _f32  # noqa: E402
+
+
+def _opset(model, version: int):
+    model.opset_import[0].version = version
+    return model
+
+
+def _unary_model(op, x, **attrs):
+    return make_model(op.lower(), [node(op, ["x"], ["y"], **attrs)], {"x": x}, ["y"])
+
+
+UNARY = {
+    "Sin": lambda r: np.concatenate([r.uniform(-10, 10, 40), [0.0, -0.0, 1e4, -3e7, 1e22]]),
+    "Cos": lambda r: np.concatenate([r.uniform(-10, 10, 40), [0.0, 1e4, -3e7, 1e22, 3e38]]),
+    "Tan": lambda r: r.uniform(-1.5, 1.5, 45),
+    "Sinh": lambda r: np.concatenate([r.uniform(-8, 8, 40), [1e-7, -1e-4, 0.999, 1.0, -1.2]]),
+    "Cosh": lambda r: r.uniform(-8, 8, 45),
+    "Asinh": lambda r: np.concatenate([r.uniform(-8, 8, 40), [1e-7, -1e-4, 1e10, -3e30, 0.0]]),
+    "Acosh": lambda r: np.concatenate([r.uniform(1, 9, 40), [1.0, 1.0001, 1e10, 3e30, 2.0]]),
+    "Atanh": lambda r: np.concatenate([r.uniform(-0.99, 0.99, 40), [1e-7, -1e-4, 0.0, 0.5, .9]]),
+}
+
+
+@pytest.mark.parametrize("op", list(UNARY))
+def test_unary_functions_match_onnxruntime(rng, op):
+    x = UNARY[op](rng).astype(np.float32).reshape(5, 9)
+    _check(_unary_model(op, x), {"x": x}, rtol=2e-6, atol=1e-7)
+
+
+def test_logic_and_number_tests(rng):
+    x = np.array([[0.0, np.nan, np.inf, -np.inf, 1.0, -2.0]], np.float32)
+    a = rng.standard_normal((3, 6)).astype(np.float32)
+    model = make_model("logic", [
+        node("IsNaN", ["x"], ["n"]), node("IsInf", ["x"], ["i"]),
+        node("IsInf", ["x"], ["ip"], detect_negative=0),
+        node("IsInf", ["x"], ["in"], detect_positive=0),
+        node("Greater", ["a", "x"], ["g"]), node("Less", ["a", "x"], ["l"]),
+        node("And", ["g", "n"], ["and"]), node("Or", ["g", "i"], ["or"]),
+        node("Xor", ["g", "l"], ["xor"]), node("Not", ["g"], ["not"]),
+        *[node("Cast", [v], [v + "_f"], to=onnx.TensorProto.FLOAT)
+          for v in ("n", "i", "ip", "in", "and", "or", "xor", "not")],
+    ], {"x": x, "a": a}, [v + "_f" for v in ("n", "i", "ip", "in", "and", "or", "xor", "not")])
+    _check(model, {"x": x, "a": a}, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("fmod", [0, 1])
+def test_mod_takes_the_sign_onnx_asks_for(rng, fmod):
+    a = (rng.standard_normal((4, 6)) * 7).astype(np.float32)
+    b = np.where(rng.random((4, 6)) < 0.5, -1, 1) * rng.uniform(0.5, 3, (4, 6))
+    b = b.astype(np.float32)
+    model = make_model("mod", [node("Mod", ["a", "b"], ["y"], fmod=fmod)], {"a": a, "b": b},
+                       ["y"])
+    if fmod == 0:  # ONNX Runtime implements float Mod only with fmod=1: numpy is the oracle
+        graph = graphc.from_onnx(model)
+        for target in ("reference", "llvm"):
+            got = graphc.compile(graph, target=target)(a=a, b=b)["y"]
+            np.testing.assert_allclose(got, np.mod(a, b), rtol=1e-5, atol=1e-5)
+        return
+    _check(model, {"a": a, "b": b}, atol=1e-5)
+
+
+def test_integer_mod_is_pythons(rng):
+    a = rng.integers(-20, 20, (3, 5)).astype(np.int64)
+    b = rng.choice([-7, -3, 2, 5], (3, 5)).astype(np.int64)
+    model = make_model("imod", [node("Mod", ["a", "b"], ["m"]),
+                                node("Cast", ["m"], ["y"], to=onnx.TensorProto.FLOAT)],
+                       {"a": a, "b": b}, ["y"])
+    _check(model, {"a": a, "b": b}, rtol=0, atol=0)
+
+
+def test_normalizations_and_activations(rng):
+    x = _f32(rng, 2, 6, 5, 4)
+    scale = _f32(rng, 4)
+    model = _opset(make_model("norms", [
+        node("RMSNormalization", ["x", "scale"], ["rms"], axis=-1, epsilon=1e-3),
+        node("MeanVarianceNormalization", ["x"], ["mvn"]),
+        node("LRN", ["x"], ["lrn"], size=3, alpha=0.01, beta=0.75, bias=2.0),
+        node("LRN", ["x"], ["lrn5"], size=5),
+        node("Shrink", ["x"], ["sh"], lambd=0.7, bias=0.2),
+        node("Swish", ["x"], ["sw"], alpha=1.5),
+        node("Abs", ["x"], ["ax"]), node("ReduceLogSum", ["ax", "axes"], ["rls"]),
+    ], {"x": x}, ["rms", "mvn", "lrn", "lrn5", "sh", "sw", "rls"],
+        {"scale": scale, "axes": np.array([1, 3], np.int64)}), 24)
+    _check(model, {"x": x}, rtol=2e-4, atol=1e-5)
+
+
+def test_global_lp_pool(rng):
+    """ONNX Runtime has no GlobalLpPool kernel: numpy is the oracle."""
+    x = _f32(rng, 2, 3, 5, 4)
+    model = make_model("lp", [node("GlobalLpPool", ["x"], ["lp"], p=3),
+                              node("GlobalLpPool", ["x"], ["lp2"])], {"x": x}, ["lp", "lp2"])
+    graph = graphc.from_onnx(model)
+    for target in ("reference", "llvm"):
+        got = graphc.compile(graph, target=target)(x=x)
+        for name, p in (("lp", 3), ("lp2", 2)):
+            want = (np.abs(x.astype(np.float64)) ** p).sum((2, 3), keepdims=True) ** (1 / p)
+            np.testing.assert_allclose(got[name], want, rtol=1e-5)
+
+
+@pytest.mark.parametrize("upper", [0, 1])
+@pytest.mark.parametrize("k", [-1, 0, 2])
+def test_trilu(rng, upper, k):
+    x = _f32(rng, 2, 4, 5)
+    x[0, 0, 3] = np.nan  # zeroed where the mask drops it, kept where it keeps it
+    model = make_model("trilu", [node("Trilu", ["x", "k"], ["y"], upper=upper)], {"x": x}, ["y"],
+                       {"k": np.asarray(k, np.int64)})
+    _check(model, {"x": x}, rtol=0, atol=0)
+
+
+def test_shape_helpers(rng):
+    x, w = _f32(rng, 3, 4), _f32(rng, 4, 4)
+    model = make_model("helpers", [
+        node("Size", ["x"], ["n"]), node("CastLike", ["n", "x"], ["nf"]),
+        node("EyeLike", ["w"], ["eye"], k=1), node("Mul", ["x", "nf"], ["y"]),
+        node("MatMul", ["x", "eye"], ["z"]),
+    ], {"x": x, "w": w}, ["y", "z"])
+    _check(model, {"x": x, "w": w})
+
+
+@pytest.mark.parametrize("axis", [0, 1, -1])
+def test_gather_elements(rng, axis):
+    x = _f32(rng, 3, 4, 5)
+    n = x.shape[axis]
+    idx = rng.integers(-n, n, (3, 2, 5) if axis == 1 else (2, 4, 5) if axis == 0 else (3, 4, 3))
+    const = make_model("ge", [node("GatherElements", ["x", "i"], ["y"], axis=axis)], {"x": x},
+                       ["y"], {"i": idx.astype(np.int64)})
+    _check(const, {"x": x})
+    fed = make_model("ge", [node("GatherElements", ["x", "i"], ["y"], axis=axis)],
+                     {"x": x, "i": idx.astype(np.int64)}, ["y"])
+    _check(fed, {"x": x, "i": idx.astype(np.int64)})
+
+
+def test_bad_gather_elements_is_named(rng):
+    x = _f32(rng, 3, 4)
+    model = make_model("ge", [node("GatherElements", ["x", "i"], ["y"], axis=1)], {"x": x},
+                       ["y"], {"i": np.array([[0, 4]], np.int64)})
+    with pytest.raises(graphc.GraphError, match="GatherElements.*outside"):
+        graphc.from_onnx(model)
+
+
+def test_sinusoidal_features_train_like_torch(rng):
+    """A SIREN-style layer, sin(W x + b), and a cosine head: the gradients of the imported
+    model against torch autograd, through one SGD step."""
+    torch = pytest.importorskip("torch")
+    x, w, bias = _f32(rng, 8, 5), _f32(rng, 6, 5), _f32(rng, 6)
+    model = make_model("siren", [
+        node("Gemm", ["x", "w", "b"], ["z"], transB=1), node("Sin", ["z"], ["h"]),
+        node("Cos", ["h"], ["c"]), node("ReduceSum", ["c"], ["loss"], keepdims=0),
+    ], {"x": x}, ["loss"], {"w": w, "b": bias})
+    step = train_step(graphc.from_onnx(model), "loss", SGD(lr=1.0))
+    tw, tb = torch.tensor(w, requires_grad=True), torch.tensor(bias, requires_grad=True)
+    torch.cos(torch.sin(torch.tensor(x) @ tw.T + tb)).sum().backward()
+    for target in ("reference", "llvm"):
+        out = graphc.compile(step, target=target)(x=x, step=np.int64(0))
+        np.testing.assert_allclose(out["new.w"], w - tw.grad.numpy(), rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(out["new.b"], bias - tb.grad.numpy(), rtol=1e-5, atol=1e-5)
