@@ -32,8 +32,8 @@ from graphc.ir.builder import Builder, Tensor
 from graphc.ir.errors import GraphError
 from graphc.ir.types import DTYPES
 
+from . import onnx_index, onnx_math, onnx_more, onnx_tensor
 from . import onnx_layers as layers
-from . import onnx_math, onnx_more, onnx_tensor
 
 _NAME = re.compile(r"[^A-Za-z0-9_.]")
 _UNARY = {"Relu": "relu", "Sigmoid": "sigmoid", "Tanh": "tanh", "Exp": "exp", "Log": "log",
@@ -113,6 +113,7 @@ class _Importer:
         self.taken: set[str] = set()
         self.inits: dict[str, np.ndarray] = {}
         self.skipped: dict[str, object] = {}  # optional outputs left uncomputed -> their node
+        self.named_nodes: set[int] = set()  # ids of graph nodes named after an ONNX value
 
     def fresh(self, raw: str) -> str:
         name = _unique(_clean(raw), self.taken)
@@ -166,10 +167,17 @@ class _Importer:
         """A node made for ONNX value `raw` prints under its name (`%conv_Conv_output_0`)."""
         if not isinstance(v, Tensor) or v.node.op in ("input", "param", "constant"):
             return v
+        if id(v.node) in self.named_nodes:
+            # Two ONNX nodes computing the same value share one graph node (the builder
+            # merges equal nodes): it keeps the first one's name, so the tensor the first
+            # value holds stays valid.
+            return v
         try:
-            return v.named(self.fresh(raw))
+            v = v.named(self.fresh(raw))
         except GraphError:  # already used (an op returned an existing tensor): keep its name
             return v
+        self.named_nodes.add(id(v.node))
+        return v
 
     def _input_shape(self, vi) -> tuple[int, ...]:
         if vi.name in self.shapes:
@@ -413,7 +421,9 @@ def _identity(imp, node, ins, attrs):
 def _cast(imp, node, ins, attrs):
     from onnx import TensorProto
 
-    to = {TensorProto.FLOAT: "f32", TensorProto.DOUBLE: "f64"}.get(attrs["to"])
+    to = {TensorProto.FLOAT: "f32", TensorProto.DOUBLE: "f64", TensorProto.FLOAT16: "f16",
+          TensorProto.BFLOAT16: "bf16", TensorProto.INT32: "i32", TensorProto.INT64: "i64",
+          TensorProto.BOOL: "bool"}.get(attrs["to"])
     if to is None:
         raise imp.fail(node, f"a cast to element type {attrs['to']} of a computed tensor")
     x = imp.t(ins[0])
@@ -569,7 +579,7 @@ _HANDLERS: dict[str, Callable] = {
     "ConvTranspose": layers.conv_transpose, "Where": _where, "Clip": _clip,
     "HardSigmoid": _hard_sigmoid, "Elu": _elu, "Gelu": _gelu, "Gather": _gather,
     "Sum": _sum_mean, "Mean": _sum_mean, **onnx_more.HANDLERS, **onnx_tensor.HANDLERS,
-    **onnx_math.HANDLERS,
+    **onnx_math.HANDLERS, **onnx_index.HANDLERS,
 }
 
 

@@ -1,5 +1,5 @@
 """ONNX import of trigonometric and hyperbolic functions, logic and number tests, and small
-normalizations and index ops (`graphc.onnx_import` registers these handlers), each written with
+normalizations and shape helpers (`graphc.onnx_import` registers these handlers), each written with
 graphc primitives so autodiff and every backend take them as they are.
 
 The hyperbolic functions are written for accuracy near 0, where the textbook forms cancel:
@@ -209,34 +209,6 @@ def eye_like(imp, node, ins, attrs):
     return imp.b.const(eye)
 
 
-def gather_elements(imp, node, ins, attrs):
-    """out[i, j, ...] = x[..., idx[i, j, ...], ...] along `axis`: one `take` from the flattened
-    x at flat positions idx·stride(axis) + the other axes' constant offsets (negative indices
-    wrap first). Constant indices fold to constant positions."""
-    x = imp.t(ins[0])
-    axis = int(attrs.get("axis", 0))
-    axis = axis + x.ndim if axis < 0 else axis
-    idx_shape = tuple(ins[1].shape)
-    if len(idx_shape) != x.ndim:
-        raise imp.fail(node, f"indices of rank {len(idx_shape)} for data of rank {x.ndim}")
-    strides = np.cumprod((x.shape[1:] + (1,))[::-1])[::-1]
-    grid = np.indices(idx_shape)
-    base = sum(grid[a] * strides[a] for a in range(x.ndim) if a != axis).astype(np.int64)
-    n = x.shape[axis]
-    if isinstance(ins[1], np.ndarray):
-        idx = ins[1].astype(np.int64)
-        if idx.size and (idx.min() < -n or idx.max() >= n):
-            raise imp.fail(node, f"an index outside [-{n}, {n}) along axis {axis}")
-        flat = imp.b.const(np.where(idx < 0, idx + n, idx) * strides[axis] + base)
-    else:
-        idx = imp.t(ins[1])
-        if idx.dtype != "i64":
-            idx = idx.astype("i64")
-        idx = imp.b.select(idx < 0, idx + n, idx)
-        flat = idx * int(strides[axis]) + imp.b.const(base)
-    return imp.b.take(x.reshape(-1), flat, axis=0)
-
-
 HANDLERS = {
     "Sin": lambda imp, node, ins, attrs: _x(imp, ins).sin(),
     "Cos": lambda imp, node, ins, attrs: _x(imp, ins).cos(),
@@ -245,7 +217,7 @@ HANDLERS = {
     "Mod": mod, "Swish": swish, "Shrink": shrink, "RMSNormalization": rms_norm,
     "MeanVarianceNormalization": mean_variance_norm, "GlobalLpPool": global_lp_pool,
     "ReduceLogSum": reduce_log_sum, "LRN": lrn, "Trilu": trilu, "Size": size,
-    "CastLike": cast_like, "EyeLike": eye_like, "GatherElements": gather_elements,
+    "CastLike": cast_like, "EyeLike": eye_like,
 }
 
 __all__ = ["HANDLERS"]

@@ -61,6 +61,14 @@ def test_mlp_with_gemm_and_softmax(rng):
     assert "%hr = relu(%" in str(graph)  # values print under their ONNX names
 
 
+def test_two_nodes_computing_the_same_value_are_both_outputs(rng):
+    """The builder merges equal nodes; naming the second must not orphan the first."""
+    x = _f32(rng, 3, 4)
+    model = make_model("twins", [node("Relu", ["x"], ["a"]), node("Relu", ["x"], ["b"]),
+                                 node("Tanh", ["a"], ["c"])], {"x": x}, ["a", "b", "c"])
+    _check(model, {"x": x})
+
+
 def test_cnn_conv_batchnorm_pool_flatten(rng):
     x = _f32(rng, 2, 3, 12, 12)
     inits = {"w": _f32(rng, 8, 3, 3, 3) * 0.3, "cb": _f32(rng, 8),
@@ -556,6 +564,14 @@ def _triton_models(rng) -> dict:
         ], {"x": x4}, ["tr", "lrn", "md", "ge"],
             {"k": i64(1), "d": np.asarray(0.7, np.float32),
              "gi": rng.integers(-6, 6, (2, 3, 2, 6))})), {"x": x4}),
+        "index": (make_model("index", [
+            node("GatherND", ["x", "gi"], ["gnd"]),
+            node("ScatterElements", ["x", "si", "su"], ["sc"], axis=1, reduction="add"),
+            node("TopK", ["sc", "k"], ["tv", "ti"], axis=1),
+            node("SoftmaxCrossEntropyLoss", ["x", "lab"], ["ce"], ignore_index=1),
+        ], {"x": x2, "lab": i64(0, 1, 7, 3)}, ["gnd", "tv", "ce"],
+            {"gi": rng.integers(0, 4, (3, 2)), "si": rng.integers(-8, 8, (4, 3)),
+             "su": _f32(rng, 4, 3), "k": i64(3)}), {"x": x2, "lab": i64(0, 1, 7, 3)}),
         "gru": (make_model("gru", [
             node("GRU", ["x", "W", "R", "B"], ["y"], hidden_size=h, direction="reverse"),
             node("LayerNormalization", ["y", "s"], ["ln"], epsilon=1e-3),

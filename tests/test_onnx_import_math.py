@@ -1,5 +1,5 @@
 """ONNX import of trigonometric/hyperbolic functions, logic and number tests, small
-normalizations and GatherElements (`graphc/onnx_math.py`), against ONNX Runtime through the
+normalizations and shape helpers (`graphc/onnx_math.py`), against ONNX Runtime through the
 reference and LLVM backends; Sin/Cos gradients against torch autograd."""
 
 from __future__ import annotations
@@ -136,27 +136,6 @@ def test_shape_helpers(rng):
     _check(model, {"x": x, "w": w})
 
 
-@pytest.mark.parametrize("axis", [0, 1, -1])
-def test_gather_elements(rng, axis):
-    x = _f32(rng, 3, 4, 5)
-    n = x.shape[axis]
-    idx = rng.integers(-n, n, (3, 2, 5) if axis == 1 else (2, 4, 5) if axis == 0 else (3, 4, 3))
-    const = make_model("ge", [node("GatherElements", ["x", "i"], ["y"], axis=axis)], {"x": x},
-                       ["y"], {"i": idx.astype(np.int64)})
-    _check(const, {"x": x})
-    fed = make_model("ge", [node("GatherElements", ["x", "i"], ["y"], axis=axis)],
-                     {"x": x, "i": idx.astype(np.int64)}, ["y"])
-    _check(fed, {"x": x, "i": idx.astype(np.int64)})
-
-
-def test_bad_gather_elements_is_named(rng):
-    x = _f32(rng, 3, 4)
-    model = make_model("ge", [node("GatherElements", ["x", "i"], ["y"], axis=1)], {"x": x},
-                       ["y"], {"i": np.array([[0, 4]], np.int64)})
-    with pytest.raises(graphc.GraphError, match="GatherElements.*outside"):
-        graphc.from_onnx(model)
-
-
 def test_sinusoidal_features_train_like_torch(rng):
     """A SIREN-style layer, sin(W x + b), and a cosine head: the gradients of the imported
     model against torch autograd, through one SGD step."""
@@ -173,3 +152,80 @@ def test_sinusoidal_features_train_like_torch(rng):
         out = graphc.compile(step, target=target)(x=x, step=np.int64(0))
         np.testing.assert_allclose(out["new.w"], w - tw.grad.numpy(), rtol=1e-5, atol=1e-5)
         np.testing.assert_allclose(out["new.b"], bias - tb.grad.numpy(), rtol=1e-5, atol=1e-5)
+
+
+def test_llama_style_block_exported_by_torch(rng, tmp_path):
+    """RMSNorm, rotary position embeddings computed in the graph (Sin/Cos of positions times
+    inverse frequencies), a causal mask (Trilu, a cast to bool, Where) and a SwiGLU
+    feed-forward, as torch.onnx exports them: forward and gradients against torch."""
+    torch = pytest.importorskip("torch")
+    nn = torch.nn
+
+    class RMSNorm(nn.Module):
+        def __init__(self, d: int) -> None:
+            super().__init__()
+            self.w = nn.Parameter(1.0 + 0.1 * torch.randn(d))
+
+        def forward(self, x):
+            return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + 1e-6) * self.w
+
+    def rotate_half(x):
+        half = x.shape[-1] // 2
+        return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+
+    class Block(nn.Module):
+        def __init__(self, d: int = 32, heads: int = 4) -> None:
+            super().__init__()
+            self.h, self.dh = heads, d // heads
+            self.n1, self.n2 = RMSNorm(d), RMSNorm(d)
+            self.q, self.k, self.v, self.o = (nn.Linear(d, d, bias=False) for _ in range(4))
+            self.gate, self.up = nn.Linear(d, 64, bias=False), nn.Linear(d, 64, bias=False)
+            self.down = nn.Linear(64, d, bias=False)
+            inv = 1.0 / (10000 ** (torch.arange(0, self.dh, 2).float() / self.dh))
+            self.register_buffer("inv_freq", inv)
+
+        def forward(self, x):
+            b, t, d = x.shape
+            freqs = torch.outer(torch.arange(t, dtype=torch.float32), self.inv_freq)
+            emb = torch.cat((freqs, freqs), dim=-1)
+            cos, sin = emb.cos(), emb.sin()
+            h = self.n1(x)
+            q, k, v = (m(h).view(b, t, self.h, self.dh).transpose(1, 2)
+                       for m in (self.q, self.k, self.v))
+            q = q * cos + rotate_half(q) * sin
+            k = k * cos + rotate_half(k) * sin
+            s = q @ k.transpose(-1, -2) / self.dh ** 0.5
+            s = s.masked_fill(torch.triu(torch.ones(t, t, dtype=torch.bool), 1), float("-inf"))
+            x = x + self.o((torch.softmax(s, -1) @ v).transpose(1, 2).reshape(b, t, d))
+            h = self.n2(x)
+            return x + self.down(nn.functional.silu(self.gate(h)) * self.up(h))
+
+    torch.manual_seed(0)
+    net = Block().eval()
+    x = _f32(rng, 2, 7, 32)
+    path = tmp_path / "llama.onnx"
+    torch.onnx.export(net, (torch.from_numpy(x),), str(path), dynamo=False, input_names=["x"],
+                      output_names=["y"])
+    ops = {n.op_type for n in onnx.load(str(path)).graph.node}
+    assert {"Sin", "Cos", "Trilu", "Where", "Cast"} <= ops, ops
+    graph = graphc.from_onnx(str(path))
+    with torch.no_grad():
+        want = net(torch.from_numpy(x)).numpy()
+    for target in ("reference", "llvm"):
+        got = graphc.compile(graph, target=target)(x=x)["y"]
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5, err_msg=target)
+    loss_model = graphc.Builder.from_graph(graph)
+    loss_model.copy_body(graph)
+    loss = (loss_model.tensor(graph.output("y")) ** 2.0).sum()
+    step = train_step(loss_model.build(outputs={"loss": loss}), "loss", SGD(lr=1.0))
+    out = graphc.compile(step, target="llvm")(x=x, step=np.int64(0))
+    (net(torch.from_numpy(x)) ** 2).sum().backward()
+    for name, p in (("n1.w", net.n1.w), ("n2.w", net.n2.w)):
+        np.testing.assert_allclose(out[f"new.{name}"], (p - p.grad).detach().numpy(),
+                                   rtol=1e-4, atol=1e-4, err_msg=name)
+    # the exporter stores Linear weights transposed, under generated names
+    q_t = net.q.weight.detach().numpy().T
+    q_name = next(n for n in graph.param_names
+                  if np.array_equal(graph.param_values[n], q_t))
+    np.testing.assert_allclose(out[f"new.{q_name}"], q_t - net.q.weight.grad.numpy().T,
+                               rtol=1e-4, atol=1e-4)
