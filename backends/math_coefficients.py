@@ -1,6 +1,6 @@
-"""Polynomial coefficients shared by the LLVM mathlib and the Triton helpers, so both backends
-evaluate the same approximation. Plain floats, highest degree first (Horner order); importing
-this module imports nothing.
+"""Polynomial coefficients shared by the LLVM mathlib and the Triton helpers, so both
+backends evaluate the same approximation (erf's and atan's). Plain floats, highest degree
+first (Horner order); importing this module imports nothing.
 
 erf, for f32 and f64 (`scripts/fit_erf.py` recomputes them: weighted Remez exchange against
 mpmath, then rounded to the dtype):
@@ -40,4 +40,15 @@ ERF_BIG = {
             -6.975320406141694e-05, -4.5951162606789796e-05, 0.0006428270763172984,
             -0.001770918107078032, 0.00028222225157837044, 0.019076959698514587,
             -0.10274664482264224, -0.6366287029414385, -1.1283772825699396, -1.843676850702662e-07),
+}
+
+# atan after the reduction to |t| <= tan(π/16): atan(t) = t + t·z·Q(z), z = t², Q minimax for
+# the relative error of atan (`scripts/fit_atan.py`): 2e-11 (f32, evaluated in f64 by the
+# LLVM mathlib, in f32 by the Triton helper) and below 0.001 eps (f64).
+ATAN_Q = {
+    "f32": (0.10280031317114266, -0.14258584674191774, 0.19999647846482363,
+            -0.33333331907506447),
+    "f64": (0.05027239367380327, -0.0660528408641454, 0.07689901277083734,
+            -0.09090854022867345, 0.1111111037449144, -0.14285714280253659,
+            0.19999999999980403, -0.3333333333333331),
 }

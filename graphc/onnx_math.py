@@ -2,8 +2,9 @@
 normalizations and shape helpers (`graphc.onnx_import` registers these handlers), each written with
 graphc primitives so autodiff and every backend take them as they are.
 
-The hyperbolic functions are written for accuracy near 0, where the textbook forms cancel:
-sinh through tanh(x/2), asinh/acosh/atanh through log1p."""
+The inverse and hyperbolic functions are written for accuracy where the textbook forms
+cancel: asin and acos through atan of well-conditioned ratios, sinh through tanh(x/2),
+asinh/acosh/atanh through log1p."""
 
 from __future__ import annotations
 
@@ -23,19 +24,40 @@ def tan(imp, node, ins, attrs):
     return x.sin() / x.cos()
 
 
+def asin(imp, node, ins, attrs):
+    """atan(x / √((1 − x)(1 + x))): the product keeps its accuracy near ±1 (±π/2 at ±1, NaN
+    beyond)."""
+    x = _x(imp, ins)
+    return (x / ((1.0 - x) * (x + 1.0)).sqrt()).atan()
+
+
+def acos(imp, node, ins, attrs):
+    """2·atan(√((1 − x)/(1 + x))): accurate near 1, where acos is small (π at −1)."""
+    x = _x(imp, ins)
+    return ((1.0 - x) / (x + 1.0)).sqrt().atan() * 2.0
+
+
+def _half_exp_squared(x):
+    """(h·h/2, 1/(2·h·h)) with h = e^{|x|/2}: e^{|x|}/2 stays finite up to where sinh and
+    cosh themselves overflow, past e^{|x|}'s own overflow."""
+    h = (abs(x) * 0.5).exp()
+    return h * (h * 0.5), (0.5 / h) / h
+
+
 def sinh(imp, node, ins, attrs):
     """2t/(1 − t²) with t = tanh(x/2) below |x| = 1 (relative accuracy near 0, where
     (e^x − e^-x)/2 cancels), the exponentials above."""
     x = _x(imp, ins)
     t = (x * 0.5).tanh()
     small = t * 2.0 / (1.0 - t * t)
-    big = (x.exp() - (-x).exp()) * 0.5
+    up, down = _half_exp_squared(x)
+    big = (up - down) * x.sign()
     return imp.b.select(abs(x) < 1.0, small, big)
 
 
 def cosh(imp, node, ins, attrs):
-    x = _x(imp, ins)
-    return (x.exp() + (-x).exp()) * 0.5
+    up, down = _half_exp_squared(_x(imp, ins))
+    return up + down
 
 
 def asinh(imp, node, ins, attrs):
@@ -99,19 +121,32 @@ def is_inf(imp, node, ins, attrs):
 
 
 def mod(imp, node, ins, attrs):
-    """fmod=0: the sign of the divisor (Python's %): a − floor(a/b)·b; fmod=1: the sign of
-    the dividend (C's fmod): a − trunc(a/b)·b. Integers use floor division."""
+    """fmod=1: the sign of the dividend (C's fmod); fmod=0: the sign of the divisor (Python's
+    %, numpy's mod). Integers: from floor division. Floats: |a| − q·|b| with q = floor(|a|/|b|)
+    in f64, corrected by one |b| where the quotient's rounding left it out of [0, |b|): exact
+    for f32 while |a/b| < 2^29 (q·|b| is then exact), for f64 within an ulp of |a|·2^-53."""
     a, c = imp.t(ins[0]), imp.t(ins[1])
+    fmod = int(attrs.get("fmod", 0))
+    sel = imp.b.select
+
+    def both(p, q):
+        return sel(p, q, p)
+
     if a.dtype in ("i32", "i64"):
-        if int(attrs.get("fmod", 0)):
-            raise imp.fail(node, "fmod=1 on integers")
-        return a - imp.b.op("div", a, c) * c
-    q = a / c
-    if int(attrs.get("fmod", 0)):
-        whole = q.sign() * abs(q).floor()
-    else:
-        whole = q.floor()
-    return a - whole * c
+        r = a - imp.b.op("div", a, c) * c
+        if fmod:  # C's sign: where floor and truncation differ (a nonzero remainder)
+            r = sel(both(r.ne(0), (a < 0).ne(c < 0)), r - c, r)
+        return r
+    dt = a.dtype
+    wa, wc = (a.astype("f64"), c.astype("f64")) if dt == "f32" else (a, c)
+    aa, ac = abs(wa), abs(wc)
+    r = aa - (aa / ac).floor() * ac
+    r = sel(r < 0.0, r + ac, sel(r >= ac, r - ac, r))
+    r = sel(both(ac.eq(math.inf), aa < math.inf), aa, r)  # fmod(a, ±inf) = a
+    r = sel(wa < 0.0, -r, r)
+    if not fmod:
+        r = sel(both(r.ne(0.0), (r < 0.0).ne(wc < 0.0)), r + wc, r)
+    return r.astype(dt) if dt == "f32" else r
 
 
 def swish(imp, node, ins, attrs):
@@ -212,7 +247,9 @@ def eye_like(imp, node, ins, attrs):
 HANDLERS = {
     "Sin": lambda imp, node, ins, attrs: _x(imp, ins).sin(),
     "Cos": lambda imp, node, ins, attrs: _x(imp, ins).cos(),
-    "Tan": tan, "Sinh": sinh, "Cosh": cosh, "Asinh": asinh, "Acosh": acosh, "Atanh": atanh,
+    "Atan": lambda imp, node, ins, attrs: _x(imp, ins).atan(),
+    "Asin": asin, "Acos": acos, "Tan": tan, "Sinh": sinh, "Cosh": cosh, "Asinh": asinh,
+    "Acosh": acosh, "Atanh": atanh,
     "Not": logic, "And": logic, "Or": logic, "Xor": logic, "IsNaN": is_nan, "IsInf": is_inf,
     "Mod": mod, "Swish": swish, "Shrink": shrink, "RMSNormalization": rms_norm,
     "MeanVarianceNormalization": mean_variance_norm, "GlobalLpPool": global_lp_pool,

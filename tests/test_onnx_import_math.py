@@ -32,8 +32,12 @@ UNARY = {
     "Sin": lambda r: np.concatenate([r.uniform(-10, 10, 40), [0.0, -0.0, 1e4, -3e7, 1e22]]),
     "Cos": lambda r: np.concatenate([r.uniform(-10, 10, 40), [0.0, 1e4, -3e7, 1e22, 3e38]]),
     "Tan": lambda r: r.uniform(-1.5, 1.5, 45),
-    "Sinh": lambda r: np.concatenate([r.uniform(-8, 8, 40), [1e-7, -1e-4, 0.999, 1.0, -1.2]]),
-    "Cosh": lambda r: r.uniform(-8, 8, 45),
+    "Atan": lambda r: np.concatenate([r.uniform(-8, 8, 40), [0.0, -1e-30, 1e30, -3e38, 1.0]]),
+    "Asin": lambda r: np.concatenate([r.uniform(-1, 1, 40), [1.0, -1.0, 0.0, 0.9999, 1e-20]]),
+    "Acos": lambda r: np.concatenate([r.uniform(-1, 1, 40), [1.0, -1.0, 0.0, 0.9999, -0.999]]),
+    # sinh and cosh stay finite past exp's overflow (88.7 in f32) up to 89.4
+    "Sinh": lambda r: np.concatenate([r.uniform(-8, 8, 40), [1e-7, -1e-4, 0.999, 89.0, -89.3]]),
+    "Cosh": lambda r: np.concatenate([r.uniform(-8, 8, 42), [0.0, 89.0, -89.3]]),
     "Asinh": lambda r: np.concatenate([r.uniform(-8, 8, 40), [1e-7, -1e-4, 1e10, -3e30, 0.0]]),
     "Acosh": lambda r: np.concatenate([r.uniform(1, 9, 40), [1.0, 1.0001, 1e10, 3e30, 2.0]]),
     "Atanh": lambda r: np.concatenate([r.uniform(-0.99, 0.99, 40), [1e-7, -1e-4, 0.0, 0.5, .9]]),
@@ -63,25 +67,32 @@ def test_logic_and_number_tests(rng):
 
 
 @pytest.mark.parametrize("fmod", [0, 1])
-def test_mod_takes_the_sign_onnx_asks_for(rng, fmod):
-    a = (rng.standard_normal((4, 6)) * 7).astype(np.float32)
-    b = np.where(rng.random((4, 6)) < 0.5, -1, 1) * rng.uniform(0.5, 3, (4, 6))
-    b = b.astype(np.float32)
+def test_mod_is_exact_with_the_sign_onnx_asks_for(rng, fmod):
+    """Quotients up to 4·10^8, within the exact range of 2^29 (where a − trunc(a/b)·b in f32
+    is off by whole units), zeros, an infinite dividend or divisor and a zero divisor: exactly
+    C's fmod or numpy's mod."""
+    a = np.clip(rng.standard_normal((4, 40)), -4, 4) * rng.choice([1, 1e3, 1e6, 1e7], (4, 40))
+    b = rng.uniform(0.1, 3, (4, 40)) * rng.choice([-1, 1], (4, 40))
+    a[0, :6], b[0, :6] = [0.0, 3.0, np.inf, 5.0, -5.0, 7.0], [1.0, -2.0, 1.0, np.inf, np.inf, 0.0]
+    a, b = a.astype(np.float32), b.astype(np.float32)
     model = make_model("mod", [node("Mod", ["a", "b"], ["y"], fmod=fmod)], {"a": a, "b": b},
                        ["y"])
-    if fmod == 0:  # ONNX Runtime implements float Mod only with fmod=1: numpy is the oracle
-        graph = graphc.from_onnx(model)
-        for target in ("reference", "llvm"):
-            got = graphc.compile(graph, target=target)(a=a, b=b)["y"]
-            np.testing.assert_allclose(got, np.mod(a, b), rtol=1e-5, atol=1e-5)
+    if fmod == 1:
+        _check(model, {"a": a, "b": b}, rtol=0, atol=0)
         return
-    _check(model, {"a": a, "b": b}, atol=1e-5)
+    # ONNX Runtime implements float Mod only with fmod=1: numpy is the oracle
+    graph = graphc.from_onnx(model)
+    for target in ("reference", "llvm"):
+        got = graphc.compile(graph, target=target)(a=a, b=b)["y"]
+        with np.errstate(all="ignore"):
+            np.testing.assert_array_equal(got, np.mod(a, b))
 
 
-def test_integer_mod_is_pythons(rng):
+@pytest.mark.parametrize("fmod", [0, 1])
+def test_integer_mod(rng, fmod):
     a = rng.integers(-20, 20, (3, 5)).astype(np.int64)
     b = rng.choice([-7, -3, 2, 5], (3, 5)).astype(np.int64)
-    model = make_model("imod", [node("Mod", ["a", "b"], ["m"]),
+    model = make_model("imod", [node("Mod", ["a", "b"], ["m"], fmod=fmod),
                                 node("Cast", ["m"], ["y"], to=onnx.TensorProto.FLOAT)],
                        {"a": a, "b": b}, ["y"])
     _check(model, {"a": a, "b": b}, rtol=0, atol=0)

@@ -9,7 +9,7 @@ from graphc.ir.registry import OPS, composites, primitives
 # The op set graphc promises (see the README's op table). A missing one fails here.
 REQUIRED_PRIMITIVES = {
     "neg", "abs", "exp", "log", "log1p", "sqrt", "rsqrt", "reciprocal", "sigmoid", "tanh",
-    "relu", "softplus", "sign", "erf", "floor", "ceil", "round", "sin", "cos",
+    "relu", "softplus", "sign", "erf", "floor", "ceil", "round", "sin", "cos", "atan",
     "add", "sub", "mul", "div",
     "pow", "maximum", "minimum",
     "eq", "ne", "lt", "le", "gt", "ge", "select", "cast", "reduce_sum", "reduce_max", "argmax",

@@ -115,7 +115,8 @@ LOCAL_WORK = 1 << 20
 FEW_CHUNKS = 8
 POINT_COST = 8
 OP_WEIGHT = {"exp": 8, "log": 8, "log1p": 8, "tanh": 8, "sigmoid": 8, "erf": 8, "softplus": 12,
-             "pow": 12, "sin": 12, "cos": 12, "div": 2, "sqrt": 2, "rsqrt": 2, "reciprocal": 2}
+             "pow": 12, "sin": 12, "cos": 12, "atan": 12, "div": 2, "sqrt": 2, "rsqrt": 2,
+             "reciprocal": 2}
 # The same bound for kernels whose work is counted in flops (convolutions, small matmuls): a
 # flop costs far less than a loop kernel's element, and a parallel region's wake-up and join
 # cost microseconds. Measured on the demo CNN's training step (convolutions of 0.1-2.4 MFLOP):

@@ -280,7 +280,8 @@ def ev_inner(ev: ExprEmitter) -> list[tuple[str, int]]:
 STASH_LIMIT = 16384   # reduce-domain points of a row whose values may be stashed
 STASH_MIN_COST = 4    # only values at least this expensive (OP_COST units) are worth it
 _EXPENSIVE = {"exp": 4, "log": 4, "log1p": 4, "sigmoid": 4, "tanh": 4, "softplus": 4, "erf": 4,
-              "pow": 4, "sin": 4, "cos": 4, "div": 2, "sqrt": 2, "rsqrt": 2, "reciprocal": 2}
+              "pow": 4, "sin": 4, "cos": 4, "atan": 4, "div": 2, "sqrt": 2, "rsqrt": 2,
+              "reciprocal": 2}
 
 
 @dataclass

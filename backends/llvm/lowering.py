@@ -153,6 +153,11 @@ def lower_div(cx, args, attrs):
     if cx.is_float:
         # arcp: a divisor invariant in a loop becomes one reciprocal and a multiply per
         # element (LICM): within an ulp of the quotient (softmax's division by the row sum).
+        # Not by a square root: there arcp lets the x86 backend use a reciprocal square root
+        # estimate refined by one Newton step, which gives NaN for sqrt(0) and sqrt(inf).
+        callee = getattr(getattr(d, "callee", None), "name", "")
+        if callee.startswith("llvm.sqrt"):
+            return b.fdiv(a, d)
         return b.fdiv(a, d, flags=("arcp",))
     # numpy floor_divide: floor toward -inf; x // 0 is 0 and MIN // -1 wraps (no CPU trap).
     zero, one, m1 = _const(a, 0), _const(a, 1), _const(a, -1)
@@ -328,6 +333,7 @@ LOWERINGS: dict[str, Lowering] = {
     "erf": Lowering("scalar", _lower_math("erf")),
     "sin": Lowering("scalar", _lower_math("sin"), "mathlib: Payne-Hanek beyond 2^45"),
     "cos": Lowering("scalar", _lower_math("cos"), "mathlib: Payne-Hanek beyond 2^45"),
+    "atan": Lowering("scalar", _lower_math("atan")),
     "sign": Lowering("scalar", lower_sign),
     **{op: Lowering("scalar", _rounding(f"llvm.{fn}"), f"llvm.{fn} (vrndscale)")
        for op, fn in (("floor", "floor"), ("ceil", "ceil"), ("round", "roundeven"))},

@@ -79,7 +79,7 @@ from .llvm_ir import (
     type_suffix,
     vector,
 )
-from .mathlib_trig import build_sincos
+from .mathlib_trig import build_atan, build_sincos
 
 _AVX512_MARK = "graphc_avx512"
 
@@ -92,7 +92,7 @@ def mark_avx512(module: ir.Module) -> None:
 
 
 MATH_FUNCTIONS = ("exp", "expm1", "log", "log1p", "tanh", "sigmoid", "softplus", "erf", "pow",
-                  "rsqrt", "sin", "cos")
+                  "rsqrt", "sin", "cos", "atan")
 _ARITY = {"pow": 2}
 
 
@@ -584,7 +584,7 @@ _BUILDERS: dict[str, Callable[..., ir.Value]] = {
     "tanh": build_tanh, "sigmoid": build_sigmoid, "softplus": build_softplus, "erf": build_erf,
     "pow": build_pow, "rsqrt": build_rsqrt,
     "sin": lambda e, x: build_sincos(e, x, cos=False),
-    "cos": lambda e, x: build_sincos(e, x, cos=True),
+    "cos": lambda e, x: build_sincos(e, x, cos=True), "atan": build_atan,
 }
 
 

@@ -124,7 +124,7 @@ def reference(name: str, dtype: str, *inputs: np.ndarray) -> np.ndarray:
             return 1 / np.sqrt(x)
         if name == "pow":
             return np.power(x, xs[1])
-        return getattr(np, name)(x)
+        return getattr(np, {"atan": "arctan"}.get(name, name))(x)
 
 
 def _edge_values(dtype: str) -> np.ndarray:
@@ -154,6 +154,7 @@ _RANGES = {
     "erf": ((-4.5, 4.5), (1e-30, 10.0)), "pow": ((0.0, 4.0), (0.0, 1e10)),
     # sin/cos: every magnitude up to the largest float (the table reduction beyond 2^51)
     "sin": ((-10.0, 10.0), (1e-30, 3.4e38)), "cos": ((-10.0, 10.0), (1e-30, 3.4e38)),
+    "atan": ((-8.0, 8.0), (1e-30, 3.4e38)),
 }
 _F64_SCALE = {"exp": 7.0, "expm1": 7.0, "sigmoid": 6.5, "softplus": 6.5, "erf": 1.5}
 

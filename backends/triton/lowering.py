@@ -28,7 +28,8 @@ import numpy as np
 from graphc.ir.errors import GraphError
 from graphc.ir.types import round_to_dtype
 
-from ..math_coefficients import ERF_BIG, ERF_CLAMP, ERF_SMALL, ERF_SPLIT
+from ..math_coefficients import ATAN_Q, ERF_BIG, ERF_CLAMP, ERF_SMALL, ERF_SPLIT
+from ..math_constants import ATAN_BREAKS, ATAN_CENTRES, atan_bases
 
 TL_DTYPE = {"f32": "tl.float32", "f64": "tl.float64", "f16": "tl.float16",
             "bf16": "tl.bfloat16", "i32": "tl.int32", "i64": "tl.int64", "bool": "tl.int1"}
@@ -41,7 +42,7 @@ FLOATS = ("f32", "f64", "f16", "bf16")
 
 # Every primitive -> how it is lowered. Elementwise ones map to "elementwise" (see `emit_op`).
 UNARY = ("neg", "abs", "exp", "log", "log1p", "sqrt", "rsqrt", "reciprocal", "sigmoid", "tanh",
-         "relu", "softplus", "sign", "erf", "floor", "ceil", "round", "sin", "cos")
+         "relu", "softplus", "sign", "erf", "floor", "ceil", "round", "sin", "cos", "atan")
 BINARY = ("add", "sub", "mul", "div", "pow", "maximum", "minimum")
 COMPARE = {"eq": "==", "ne": "!=", "lt": "<", "le": "<=", "gt": ">", "ge": ">="}
 LOWERING: dict[str, str] = {
@@ -87,6 +88,31 @@ def _erf_helper(name: str, dtype: str) -> str:
         *_horner("q", "t", ERF_BIG[dtype]), "    big = 1.0 - tl.exp(q)",
         "    # NaN fails the comparison and keeps the small branch's NaN; -0 stays -0 there",
         f"    return tl.where(ax >= {ERF_SPLIT!r}, tl.where(x < 0.0, -big, big), small)", ""])
+
+
+def _atan_helper(name: str, dtype: str) -> str:
+    def pick(values) -> str:
+        # constants added to a zero tensor take its dtype (a bare Python float in tl.where
+        # would be an f32 constant, also in the f64 helper)
+        out = f"zero + {values[-1]!r}"
+        for brk, v in zip(ATAN_BREAKS[::-1], values[-2::-1], strict=True):
+            out = f"tl.where(a <= {brk!r}, zero + {v!r}, {out})"
+        return out
+
+    bases = atan_bases()
+    return "\n".join([
+        "", "@triton.jit", f"def {name}(x):",
+        "    # |x| reduced to |t| <= tan(pi/16) around the nearest tan(k pi/8), or t = -1/|x|",
+        "    # beyond tan(7 pi/16); atan(t) = t + t z Q(z) (the LLVM mathlib's reduction and",
+        "    # polynomial); odd: the sign bit put back",
+        "    a = tl.abs(x)", "    zero = tl.zeros_like(a)",
+        f"    c = {pick(ATAN_CENTRES + (0.0,))}",
+        f"    hi = {pick(tuple(h for h, _ in bases))}",
+        f"    lo = {pick(tuple(lo for _, lo in bases))}",
+        f"    t = tl.where(a <= {ATAN_BREAKS[-1]!r}, (a - c) / (a * c + 1.0), -1.0 / a)",
+        "    z = t * t", *_horner("q", "z", ATAN_Q[dtype]),
+        "    r = hi + (t + (lo + t * z * q))",
+        "    return tl.where(_sign_bit(x), -r, r)", ""])
 
 
 def _rint_helper(name: str, mantissa_bits: int) -> str:
@@ -151,6 +177,8 @@ def _softplus(x):
 ''',
     "_erf": _erf_helper("_erf", "f32"),
     "_erf_f64": _erf_helper("_erf_f64", "f64"),
+    "_atan": _atan_helper("_atan", "f32"),
+    "_atan_f64": _atan_helper("_atan_f64", "f64"),
     "_rint": _rint_helper("_rint", 23),
     "_rint_f64": _rint_helper("_rint_f64", 52),
     "_pow": '''
@@ -193,7 +221,8 @@ def _floordiv_int(a, b):
     return tl.where(((a % b) != 0) & ((a < 0) != (b < 0)), q - 1, q)
 ''',
 }
-HELPER_DEPS = {"_softplus": ("_log1p",), "_pow": ("_sign_bit",)}
+HELPER_DEPS = {"_softplus": ("_log1p",), "_pow": ("_sign_bit",), "_atan": ("_sign_bit",),
+               "_atan_f64": ("_sign_bit",)}
 
 
 def _is_float(dtype: str) -> bool:
@@ -270,7 +299,8 @@ def _unary(op: str, x: str, dtype: str, use: Callable[[str], None]) -> str:
         return simple[op].format(x)
     helper = {"log1p": "_log1p", "tanh": "_tanh", "sigmoid": "_sigmoid",
               "softplus": "_softplus", "erf": "_erf_f64" if dtype == "f64" else "_erf",
-              "round": "_rint_f64" if dtype == "f64" else "_rint"}[op]
+              "round": "_rint_f64" if dtype == "f64" else "_rint",
+              "atan": "_atan_f64" if dtype == "f64" else "_atan"}[op]
     use(helper)
     return f"{helper}({x})"
 

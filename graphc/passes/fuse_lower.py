@@ -56,7 +56,7 @@ from graphc.ir.registry import get_op
 # Relative cost of computing one element, for the recomputation bound (movement is free).
 OP_COST = {"div": 2, "reciprocal": 2, "sqrt": 2, "rsqrt": 2, "exp": 4, "log": 4, "log1p": 4,
            "sigmoid": 4, "tanh": 4, "softplus": 4, "erf": 4, "pow": 4, "sin": 4,
-           "cos": 4, "random_uniform": 10}
+           "cos": 4, "atan": 4, "random_uniform": 10}
 # Largest index (terms written out, `ix_size`) through which a kernel reads a reshaped value;
 # past it the reshape's input is stored and read back (reason "index cap").
 MAX_INDEX_SIZE = 64

@@ -85,7 +85,7 @@ UNARY_FNS = {
     "sigmoid": _stable_sigmoid, "tanh": np.tanh, "relu": lambda x: np.maximum(x, 0).astype(
         x.dtype), "softplus": _softplus, "sign": np.sign, "erf": _erf,
     "floor": np.floor, "ceil": np.ceil, "round": np.rint,  # round: half to even, as ONNX/torch
-    "sin": np.sin, "cos": np.cos,
+    "sin": np.sin, "cos": np.cos, "atan": np.arctan,
 }
 BINARY_FNS = {
     "add": np.add, "sub": np.subtract, "mul": np.multiply, "maximum": np.maximum,
@@ -168,6 +168,7 @@ def vjp_step(b, ins, outs, cts, attrs):
 
 def vjp_sin(b, ins, outs, cts, attrs): return (cts[0] * ins[0].cos(),)
 def vjp_cos(b, ins, outs, cts, attrs): return (-(cts[0] * ins[0].sin()),)
+def vjp_atan(b, ins, outs, cts, attrs): return (cts[0] / (ins[0] * ins[0] + 1.0),)
 
 
 def vjp_erf(b, ins, outs, cts, attrs):
@@ -242,7 +243,7 @@ UNARY_VJPS = {"neg": vjp_neg, "abs": vjp_abs, "exp": vjp_exp, "log": vjp_log,
               "reciprocal": vjp_reciprocal, "sigmoid": vjp_sigmoid, "tanh": vjp_tanh,
               "relu": vjp_relu, "softplus": vjp_softplus, "sign": vjp_step, "erf": vjp_erf,
               "floor": vjp_step, "ceil": vjp_step, "round": vjp_step, "sin": vjp_sin,
-              "cos": vjp_cos}
+              "cos": vjp_cos, "atan": vjp_atan}
 BINARY_VJPS = {"add": vjp_add, "sub": vjp_sub, "mul": vjp_mul, "div": vjp_div, "pow": vjp_pow,
                "maximum": vjp_maximum, "minimum": vjp_minimum}
 NUMERIC_UNARY = {"neg", "abs", "relu", "sign"}  # also defined on integers

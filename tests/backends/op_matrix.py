@@ -182,6 +182,8 @@ def _trig_inputs(dtype):
     return make
 
 
+UNARY_CASES.append(Case("unary.atan", unary("atan", shape=(3, 18)), _trig_inputs(np.float32),
+                        rtol=2e-6, atol=1e-7))
 for _op in ("sin", "cos"):
     UNARY_CASES.append(Case(f"unary.{_op}", unary(_op, shape=(3, 18)), _trig_inputs(np.float32),
                             rtol=2e-6, atol=1e-7))
@@ -250,7 +252,7 @@ ELEMENTWISE_MORE = [
         "x": np.concatenate([_ERF_X[None], r.uniform(-6.5, 6.5, (4, 12))])},
         rtol=1e-15, atol=0.0, tags=("f64",)),
     *[Case(f"f64.{op}", unary(op, shape=(3, 18), dtype="f64"), _trig_inputs(np.float64),
-           rtol=1e-15, atol=1e-300, tags=("f64",)) for op in ("sin", "cos")],
+           rtol=1e-15, atol=1e-300, tags=("f64",)) for op in ("sin", "cos", "atan")],
     # 2^52 + 1 and beyond are integers already; round's f64 path adds 2^52 below that
     Case("f64.round", unary("round", shape=(2, 16), dtype="f64"), lambda r: {
         "x": np.stack([_ROUND_X, np.array([2.0 ** 52 + 1, -(2.0 ** 52) + 0.5, 2.0 ** 51 + 0.5,
@@ -260,6 +262,13 @@ ELEMENTWISE_MORE = [
     Case("fused.chain8", _graph("chain", lambda b: (lambda x, z: {
         "y": ((x * 1.5 + 0.25).exp() - z).relu().sqrt() * x.sigmoid()})(
         b.input("x", (6, 7)), b.input("z", (7,)))), rtol=1e-5),
+    # a quotient by a square root of 0 or inf: ±inf and 0, as numpy (no estimate's NaN)
+    Case("fused.div_by_sqrt", _graph("divsqrt", lambda b: {
+        "y": b.input("x", (2, 16)) / b.input("v", (2, 16)).sqrt()}), lambda r: {
+        "x": r.uniform(-2, 2, (2, 16)).astype(np.float32),
+        "v": np.where(r.random((2, 16)) < 0.3, 0.0, np.where(r.random((2, 16)) < 0.2, np.inf,
+                                                              r.uniform(0, 4, (2, 16))))
+        .astype(np.float32)}),
     Case("fused.multi_output", _graph("multi", lambda b: (lambda x: {
         "a": x.exp(), "b": x.exp() * 2.0 + x})(b.input("x", (5, 3))))),
 ]
@@ -520,13 +529,13 @@ def _erf_grad() -> Graph:
 
 
 def _trig_grad() -> Graph:
-    """sin and cos with their VJPs (cos, −sin) through autodiff, a sinusoidal feature map."""
+    """sin, cos and atan with their VJPs (cos, −sin, 1/(1 + x²)) through autodiff."""
     from graphc.passes import autodiff
 
     b = Builder("trig_grad", seed=0)
     w = b.param("w", (4, 6), init="normal")
     x = b.input("x", (4, 6))
-    y = (w * x * 3.0).sin() * (w + x).cos()
+    y = (w * x * 3.0).sin() * (w + x).cos() + (w * 2.0 - x).atan()
     return autodiff(b.build(outputs={"loss": (y * x).sum(), "y": y}), "loss")
 
 

@@ -18,7 +18,7 @@ UNARY_TORCH = {
     "reciprocal": torch.reciprocal, "sigmoid": torch.sigmoid, "tanh": torch.tanh,
     "relu": torch.relu, "softplus": torch.nn.functional.softplus, "sign": torch.sign,
     "erf": torch.erf, "floor": torch.floor, "ceil": torch.ceil, "round": torch.round,
-    "sin": torch.sin, "cos": torch.cos,
+    "sin": torch.sin, "cos": torch.cos, "atan": torch.atan,
 }
 
 

@@ -38,6 +38,7 @@ CASES: dict[str, tuple[list, dict, list | None]] = {
     "relu": ([away(3, 2)], {}, None), "softplus": ([f(3, 2)], {}, None),
     "sign": ([away(3, 2)], {}, None), "erf": ([f(3, 2) * 1.5], {}, None),
     "sin": ([f(3, 2) * 4.0], {}, None), "cos": ([f(3, 2) * 4.0], {}, None),
+    "atan": ([f(3, 2) * 3.0], {}, None),
     **{op: ([np.floor(f(3, 2) * 3) + 0.3], {}, None) for op in ("floor", "ceil", "round")},
     "add": ([f(3, 1), f(4)], {}, None), "sub": ([f(2, 3), f(3)], {}, None),
     "mul": ([f(1, 3), f(2, 1)], {}, None), "div": ([f(2, 3), pos(3)], {}, None),

@@ -20,7 +20,8 @@ from .conftest import check_llvm
 
 FUSE = [True, False]
 UNARY_FLOAT = ["neg", "abs", "exp", "log", "log1p", "sqrt", "rsqrt", "reciprocal", "sigmoid",
-               "tanh", "relu", "softplus", "sign", "erf", "floor", "ceil", "round", "sin", "cos"]
+               "tanh", "relu", "softplus", "sign", "erf", "floor", "ceil", "round", "sin", "cos",
+               "atan"]
 BINARY = ["add", "sub", "mul", "div", "pow", "maximum", "minimum"]
 COMPARE = ["eq", "ne", "lt", "le", "gt", "ge"]
 
@@ -149,7 +150,7 @@ def test_nan_and_infinity_semantics(fuse):
     x = b.input("x", (8,))
     y = b.input("y", (8,))
     for op in ("relu", "sign", "exp", "log", "tanh", "sigmoid", "softplus", "abs", "neg",
-               "sqrt", "log1p", "erf", "sin", "cos"):
+               "sqrt", "log1p", "erf", "sin", "cos", "atan"):
         b.output(op, getattr(x, op)())
     for op in ("maximum", "minimum", "add", "mul", "div", "pow") + tuple(COMPARE):
         b.output(op, b.op(op, x, y))

@@ -288,7 +288,8 @@ def test_erf_f64_against_mpmath():
 def test_trig_constants_agree_with_mpmath():
     """π (Machin's series), its three-double split and the Payne-Hanek pieces of 2/π."""
     mp = pytest.importorskip("mpmath")
-    from graphc.backends.llvm.mathlib_trig import F64_TABLE, PIO2, pi_fraction, reduction_table
+    from graphc.backends.llvm.mathlib_trig import F64_TABLE
+    from graphc.backends.math_constants import PIO2, pi_fraction, reduction_table
 
     mp.mp.prec = 1300
     pi = pi_fraction()
