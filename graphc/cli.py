@@ -103,24 +103,35 @@ def cmd_viz(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_run(args: argparse.Namespace) -> int:
-    from graphc.backends.reference import run_graph
-
-    graph = _load(args.model)
-    inputs: dict[str, np.ndarray] = {}
+def _inputs(args: argparse.Namespace, graph, seeded: bool) -> dict[str, np.ndarray]:
+    """--inputs FILE.npz, else the model file's example_inputs(), else (with `seeded`) random
+    ones: standard normal floats, zero integers, random booleans."""
     if args.inputs:
         path = Path(args.inputs)
         if not path.exists():
             raise GraphError(f"inputs file {args.inputs!r} does not exist")
         with np.load(path, allow_pickle=False) as data:
-            inputs = {k: data[k] for k in data.files}
-    elif graph.inputs:
-        from graphc.io import load_example_inputs
+            return {k: data[k] for k in data.files}
+    if not graph.inputs:
+        return {}
+    from graphc.io import load_example_inputs
 
-        inputs = load_example_inputs(args.model) or {}
-        if not inputs:
-            raise GraphError(f"model {args.model!r} has inputs {graph.input_names}: give them "
-                             "with --inputs FILE.npz")
+    inputs = load_example_inputs(args.model) or {}
+    if not inputs and seeded:
+        from graphc.bench.workloads_user import seeded_inputs
+
+        inputs = seeded_inputs(graph)
+    if not inputs:
+        raise GraphError(f"model {args.model!r} has inputs {graph.input_names}: give them "
+                         "with --inputs FILE.npz")
+    return inputs
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from graphc.backends.reference import run_graph
+
+    graph = _load(args.model)
+    inputs = _inputs(args, graph, seeded=False)
     outputs = run_graph(graph, inputs)
     if args.output:
         np.savez(args.output, **outputs)
@@ -128,6 +139,27 @@ def cmd_run(args: argparse.Namespace) -> int:
     for name, arr in outputs.items():
         summary = np.array2string(arr, precision=5, threshold=12, edgeitems=2)
         print(f"{name}: {arr.dtype}{list(arr.shape)} = {summary}")
+    return 0
+
+
+def cmd_profile(args: argparse.Namespace) -> int:
+    import json
+
+    from graphc.compiler import compile as compile_graph
+
+    graph = _load(args.model)
+    inputs = _inputs(args, graph, seeded=True)
+    exe = compile_graph(graph, target=args.target, fuse=not args.no_fuse, threads=args.threads,
+                        profile=True)
+    exe(inputs)  # the first call also fills caches (prepacked weights): not counted
+    exe.profile(reset=True)
+    for _ in range(max(args.runs, 1)):
+        exe(inputs)
+    prof = exe.profile()
+    print(prof.table(top=args.top))
+    if args.json:
+        Path(args.json).write_text(json.dumps(prof.to_json(), indent=1))
+        print(f"wrote {args.json}")
     return 0
 
 
@@ -262,6 +294,17 @@ def build_parser() -> argparse.ArgumentParser:
                    "file's example_inputs(), if it has one)")
     r.add_argument("-o", "--output", help="write outputs to this .npz")
     r.set_defaults(fn=cmd_run)
+    pr = sub.add_parser("profile", help="time every kernel of a compiled model")
+    pr.add_argument("model")
+    pr.add_argument("--target", default="llvm", choices=["llvm", "reference"])
+    pr.add_argument("--inputs", help=".npz with one array per graph input (default: the model "
+                    "file's example_inputs(), else seeded random inputs)")
+    pr.add_argument("--runs", type=int, default=10, help="profiled calls after a warm-up call")
+    pr.add_argument("--threads", type=int, default=None)
+    pr.add_argument("--no-fuse", action="store_true", help="one kernel per primitive")
+    pr.add_argument("--top", type=int, default=None, help="show only the N slowest kernels")
+    pr.add_argument("--json", help="also write the profile to this JSON file")
+    pr.set_defaults(fn=cmd_profile)
     gc = sub.add_parser("gradcheck", help="compare autodiff with float64 finite differences")
     gc.add_argument("model")
     gc.add_argument("--loss", help="the scalar output to differentiate (default: 'loss')")

@@ -48,6 +48,7 @@ class CompileOptions:
     precision: str = "ieee"         # triton fp32 dot: "ieee" or "tf32"
     cache: bool = True
     verify: bool = False
+    profile: bool = False           # time each kernel (llvm, reference): Executable.profile()
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -159,6 +160,18 @@ class Executable:
                 out.update(arena_bytes=plan.arena_bytes, naive_bytes=plan.naive_bytes,
                            lower_bound_bytes=plan.lower_bound)
         return out
+
+    def profile(self, reset: bool = False):
+        """Time per kernel over the calls since compiling (or the last `reset`): a
+        `graphc.profile.Profile`, printable as a table. Needs `compile(..., profile=True)`
+        (targets llvm and reference)."""
+        from .profile import Profile
+
+        data = getattr(self.program, "profile_data", None)
+        if data is None:
+            raise GraphError(f"target {self.target!r} does not profile kernels (llvm and "
+                             "reference do)")
+        return Profile.from_data(self.target, data(reset=reset))
 
     def save(self, path) -> None:
         """Write an AOT package folder (see `graphc.package`)."""

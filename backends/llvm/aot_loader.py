@@ -44,6 +44,14 @@ class AotLibrary:
         return fn
 
 
+    def global_address(self, name: str) -> int:
+        """The address of the exported global variable `name`."""
+        try:
+            return ctypes.addressof(ctypes.c_char.in_dll(self._lib, name))
+        except ValueError:
+            raise AotLoadError(f"compiled library {self.path!r} has no global {name!r}") from None
+
+
 def load_library(path: str | os.PathLike) -> AotLibrary:
     """Load a library produced by `emit_shared_library` (no llvmlite needed)."""
     return AotLibrary(path)

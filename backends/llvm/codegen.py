@@ -23,7 +23,12 @@ For a schedule with kernels k0..kn the module holds:
   without a plan every temp gets its own block), and calls the kernels in order, each either
   directly on all its tasks or through `emit_parallel_for` (GOMP_parallel) when its estimated
   work pays for threads. Outputs that are not written by a kernel (an input or constant
-  returned as is, one buffer under two output names) are copied at the end.
+  returned as is, one buffer under two output names) are copied at the end;
+* compiled with `profile`, a global `graphc_profile` of one 64-bit counter per kernel plus one
+  for the whole call, to which `graphc_main` adds the time stamp counter's ticks
+  (`llvm.readcyclecounter`, rdtsc) around each kernel call and around the call itself, and
+  `graphc_ticks()`, which returns the counter (the runtime calibrates ticks to seconds with
+  it). Without `profile` neither exists: profiling costs nothing unless asked for.
 
 Kernels that are the same code up to buffer names (and constant positions along some axes,
 passed as shifted pointers: the steps of an unrolled sequence) share one function. The IR text
@@ -68,7 +73,7 @@ from graphc.ir.types import DTYPES
 from .codegen_expr import BufferRef, storage_type, sty_bytes
 from .llvm_ir import I8, I32, I64, PTR, VOID, declare
 from .parallel import emit_parallel_for
-from .runtime import ARENA_ALIGNMENT, ENTRY, ArgSlot, Layout
+from .runtime import ARENA_ALIGNMENT, ENTRY, PROFILE_SYMBOL, TICKS_SYMBOL, ArgSlot, Layout
 
 
 @dataclass
@@ -346,6 +351,8 @@ class ModuleBuilder:
         b = ir.IRBuilder(main.append_basic_block("entry"))
         self._main_ptrs: dict[tuple[str, Any], ir.Value] = {}
         self._main = (b, args_p, arena, status, nthreads)
+        ticks = self._profile_counters(len(self.s.kernels))
+        start = ticks(None, None)
         kernels_meta = []
         self.functions: dict[str, tuple[ir.Function, KernelCode]] = {}
         self.launchers: dict[str, ir.Function] = {}
@@ -358,10 +365,13 @@ class ModuleBuilder:
             kernels_meta.append({"name": k.name, "kind": k.kind, "origin": list(k.origin),
                                  "parallel": code.parallel, "function": fn.name})
             if code.tasks > 0:
+                before = ticks(None, None)
                 self._call_kernel(fn, keys, code, groups_of)
+                ticks(len(kernels_meta) - 1, before)
         for slot, key, nbytes in self.storage.copies:
             if nbytes:
                 self._memcpy(b, self._main_ptr(("arg", slot)), self._main_ptr(key), nbytes)
+        ticks(len(self.s.kernels), start)
         b.ret_void()
         scratch_end = self._scratch_offset() + -(-self.scratch_bytes // ARENA_ALIGNMENT) \
             * ARENA_ALIGNMENT
@@ -369,11 +379,34 @@ class ModuleBuilder:
             self.persistent_base.initializer = ir.Constant(I64, scratch_end)
         arena_bytes = scratch_end + self.persistent_bytes
         layout = Layout(self.storage.layout.args, arena_bytes, tuple(self.errors),
-                        tuple(kernels_meta))
+                        tuple(kernels_meta), profiled=bool(self.options.get("profile")))
         runtime = tuple(sorted(getattr(self.module, "graphc_runtime", ())))
         return GeneratedModule(self.module, layout, self._text(), self.notes, runtime)
 
     # -- pieces --------------------------------------------------------------------------------
+    def _profile_counters(self, n: int) -> Callable[[int | None, ir.Value | None],
+                                                    ir.Value | None]:
+        """`ticks(slot, since)`: with `profile`, read the time stamp counter and, given a slot,
+        add the ticks since `since` to that counter (module note); without, do nothing."""
+        if not self.options.get("profile"):
+            return lambda slot, since: None
+        counters = ir.GlobalVariable(self.module, ir.ArrayType(I64, n + 1), name=PROFILE_SYMBOL)
+        counters.initializer = ir.Constant(ir.ArrayType(I64, n + 1), None)
+        read = declare(self.module, "llvm.readcyclecounter", I64, [])
+        clock = ir.Function(self.module, ir.FunctionType(I64, []), name=TICKS_SYMBOL)
+        cb = ir.IRBuilder(clock.append_basic_block("entry"))
+        cb.ret(cb.call(read, []))
+        b = self._main[0]
+
+        def ticks(slot: int | None, since: ir.Value | None) -> ir.Value | None:
+            now = b.call(read, [])
+            if slot is not None:
+                ptr = b.gep(counters, [ir.Constant(I64, 0), ir.Constant(I64, slot)])
+                b.store(b.add(b.load(ptr), b.sub(now, since)), ptr)
+            return now
+
+        return ticks
+
     @staticmethod
     def _locality(k: Kernel, code: KernelCode, spread: set[str]) -> KernelCode:
         """A small loop kernel whose inputs all come from kernels that ran on one thread (or

@@ -170,8 +170,31 @@ def lower_div(cx, args, attrs):
     return b.select(is0, zero, q)
 
 
+def _splat_constant(v: ir.Value) -> float | None:
+    """The value of a scalar constant or a constant vector whose lanes are all equal."""
+    if not isinstance(v, ir.Constant):
+        return None
+    c = v.constant
+    if isinstance(c, list):
+        values = {getattr(e, "constant", None) for e in c}
+        return values.pop() if len(values) == 1 and None not in values else None
+    return c if isinstance(c, (int, float)) else None
+
+
 def lower_pow(cx, args, attrs):
     if cx.is_float:
+        # x**3 and x**4 by multiplication (an ulp or two from the correctly rounded power,
+        # where the general pow costs an exp and a log in f64): GELU's tanh form as exporters
+        # write it (0.044715·x³) and a fourth moment
+        n = _splat_constant(args[1])
+        b, x = cx.builder, args[0]
+        if n == 3.0:
+            return b.fmul(b.fmul(x, x), x)
+        if n == 4.0:
+            sq = b.fmul(x, x)
+            return b.fmul(sq, sq)
+        if n == 2.0:
+            return b.fmul(x, x)
         return _math(cx, "pow", *args)
     if isinstance(args[0].type, ir.VectorType):
         raise GraphError("integer pow has no vector lowering")

@@ -83,7 +83,8 @@ def build_program(schedule: Schedule, options: Any = None) -> NativeProgram:
     threads = resolve_threads(_option(options, "threads"))
     codegen_opts = {"use_gomp": _option(options, "use_gomp"), "vector_bits": spec.vector_bits,
                     "vector_loops": bool(_option(options, "vector_loops", True)),
-                    "max_threads": max(threads, os.cpu_count() or 1)}
+                    "max_threads": max(threads, os.cpu_count() or 1),
+                    "profile": bool(_option(options, "profile", False))}
     target = {"cpu": spec.cpu, "features": spec.features, "opt": spec.opt_level,
               "codegen": codegen_opts}
     use_cache = bool(_option(options, "cache", True)) and _linker_available()

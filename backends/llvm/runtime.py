@@ -30,6 +30,7 @@ import mmap
 import os
 import sys
 import threading
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,6 +43,8 @@ from graphc.ir.errors import GraphError
 from graphc.ir.types import DTYPES
 
 ENTRY = "graphc_main"
+PROFILE_SYMBOL = "graphc_profile"  # per-kernel tick counters, with `profile` (codegen's note)
+TICKS_SYMBOL = "graphc_ticks"
 ABI_VERSION = 1
 ARENA_ALIGNMENT = 64
 THREADS_ENV = "GRAPHC_NUM_THREADS"
@@ -69,9 +72,11 @@ class Layout:
     kernels: tuple[dict[str, Any], ...] = ()
     entry: str = ENTRY
     abi: int = ABI_VERSION
+    profiled: bool = False  # compiled with per-kernel tick counters (`codegen`'s note)
 
     def to_json(self) -> dict[str, Any]:
         return {"entry": self.entry, "abi": self.abi, "arena_bytes": self.arena_bytes,
+                "profiled": self.profiled,
                 "args": [{"name": a.name, "role": a.role, "shape": list(a.shape),
                           "dtype": a.dtype} for a in self.args],
                 "errors": list(self.errors), "kernels": list(self.kernels),
@@ -86,7 +91,8 @@ class Layout:
         args = tuple(ArgSlot(a["name"], a["role"], tuple(a["shape"]), a["dtype"])
                      for a in d["args"])
         return Layout(args, int(d["arena_bytes"]), tuple(d.get("errors", ())),
-                      tuple(d.get("kernels", ())), d.get("entry", ENTRY), d["abi"])
+                      tuple(d.get("kernels", ())), d.get("entry", ENTRY), d["abi"],
+                      bool(d.get("profiled", False)))
 
 
 def aligned_empty(shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
@@ -172,6 +178,13 @@ class NativeProgram:
         self._outputs = [(k, a.name, a.shape, DTYPES[a.dtype])
                          for k, a in enumerate(self.layout.args) if a.role == "output"]
         self._bound: dict[int, Any] = {}
+        self.runs = 0
+        self._ticks_per_second: float | None = None
+        if self.layout.profiled:
+            n = len(self.layout.kernels) + 1
+            addr = self.keepalive.global_address(PROFILE_SYMBOL)
+            self._counters = np.ctypeslib.as_array((ctypes.c_int64 * n).from_address(addr))
+            self._clock = self.keepalive.function(TICKS_SYMBOL, ctypes.c_int64)
         self._recycle: dict[int, np.ndarray] = {}
 
     def run(self, arrays: Mapping[str, np.ndarray], *, frozen_params: bool = False
@@ -207,9 +220,30 @@ class NativeProgram:
             self._status[0] = 0
             self._status[3] = self._epoch if frozen_params else 0
             self.function(ptrs, self._arena_ptr, self._status_ptr, self.threads)
+            self.runs += 1
             if self._status[0]:
                 self._raise(*(int(v) for v in self._status[:3]))
         return outs
+
+    def profile_data(self, reset: bool = False) -> dict[str, Any]:
+        """Seconds spent in each kernel (layout order) and in whole calls since the last reset,
+        over `runs` calls; only for code compiled with `profile`."""
+        if not self.layout.profiled:
+            raise GraphError(f"{self.signature.name!r} was compiled without profiling; compile "
+                             "with profile=True")
+        if self._ticks_per_second is None:
+            # the time stamp counter ticks at a constant rate: calibrate it against the clock
+            t0, c0 = time.perf_counter(), self._clock()
+            time.sleep(0.02)
+            self._ticks_per_second = (self._clock() - c0) / (time.perf_counter() - t0)
+        with self._lock:
+            seconds = self._counters.astype(np.float64) / self._ticks_per_second
+            runs = self.runs
+            if reset:
+                self._counters[:] = 0
+                self.runs = 0
+        return {"kernels": list(self.layout.kernels), "seconds": seconds[:-1].tolist(),
+                "total_seconds": float(seconds[-1]), "runs": runs}
 
     def _raise(self, code: int, value: int, position: int) -> None:
         errors = self.layout.errors

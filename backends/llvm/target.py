@@ -198,6 +198,17 @@ class JitModule:
             raise LLVMBackendError(f"compiled module {self.module.name!r} has no function {name!r}")
         return addr
 
+    def global_address(self, name: str) -> int:
+        """The address of global variable `name` (valid while this module lives)."""
+        addr = self.engine.get_global_value_address(name)
+        if not addr:
+            raise LLVMBackendError(f"compiled module {self.module.name!r} has no global {name!r}")
+        return addr
+
+    def function(self, name: str, restype, *argtypes):
+        """`cfunc`, under the name `AotLibrary` gives it."""
+        return self.cfunc(name, restype, *argtypes)
+
     def cfunc(self, name: str, restype, *argtypes):
         """A ctypes callable for function `name` with the given C signature."""
         key = (name, restype, argtypes)

@@ -15,6 +15,7 @@ writes each element of each of its output buffers exactly once.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 
 import numpy as np
@@ -50,16 +51,21 @@ from graphc.ir.types import DTYPES, round_to_dtype
 
 def run_schedule(schedule: Schedule, inputs: Mapping[str, np.ndarray] | None = None,
                  params: Mapping[str, np.ndarray] | None = None, *, use_plan: bool = True,
-                 check_writes: bool = True) -> dict[str, np.ndarray]:
-    """Execute every kernel in order; returns the graph outputs by name."""
+                 check_writes: bool = True, seconds: np.ndarray | None = None
+                 ) -> dict[str, np.ndarray]:
+    """Execute every kernel in order; returns the graph outputs by name. `seconds` (one slot
+    per kernel) accumulates the time each kernel took."""
     store = _Storage(schedule, inputs or {}, params or {}, use_plan)
-    for k in schedule.kernels:
+    for i, k in enumerate(schedule.kernels):
+        t0 = time.perf_counter() if seconds is not None else 0.0
         try:
             run_kernel(k, store, check_writes)
         except GraphError:
             raise
         except Exception as e:  # an interpreter failure names the kernel it happened in
             raise GraphError(f"kernel {k.name} ({k.kind}) failed: {type(e).__name__}: {e}") from e
+        if seconds is not None:
+            seconds[i] += time.perf_counter() - t0
     return {name: np.array(store.read(buf)) for name, buf in schedule.outputs}
 
 

@@ -43,6 +43,7 @@ from graphc.ir.kernel import (
     Reduction,
     Store,
     Sweep,
+    Var,
     delinearize,
     floordiv,
     ix,
@@ -55,8 +56,8 @@ from graphc.ir.registry import get_op
 
 # Relative cost of computing one element, for the recomputation bound (movement is free).
 OP_COST = {"div": 2, "reciprocal": 2, "sqrt": 2, "rsqrt": 2, "exp": 4, "log": 4, "log1p": 4,
-           "sigmoid": 4, "tanh": 4, "softplus": 4, "erf": 4, "pow": 4, "sin": 4,
-           "cos": 4, "atan": 4, "random_uniform": 10}
+           "sigmoid": 4, "tanh": 4, "softplus": 4, "erf": 4, "pow": 4, "sin": 16,
+           "cos": 16, "atan": 8, "random_uniform": 10}
 # Largest index (terms written out, `ix_size`) through which a kernel reads a reshaped value;
 # past it the reshape's input is stored and read back (reason "index cap").
 MAX_INDEX_SIZE = 64
@@ -99,6 +100,20 @@ def node_class(n: Node) -> str:
     if n.op in ("matmul", "conv"):
         return "template"
     return "library"
+
+
+def _index_vars(idx: tuple[Ix, ...]) -> set[str]:
+    """Names of the variables an index mentions, inside floor divisions and moduli too."""
+    out: set[str] = set()
+    stack = list(idx)
+    while stack:
+        e = stack.pop()
+        for atom, _ in e.terms:
+            if isinstance(atom, Var):
+                out.add(atom.name)
+            else:
+                stack.append(atom.arg)
+    return out
 
 
 def op_cost(n: Node) -> int:
@@ -185,6 +200,7 @@ class Lowering:
         self.template: Node | None = None
         self.template_out: tuple[Ix, ...] = ()
         self.window_cost = 0.0
+        self.spans: dict[int, frozenset[str]] = {}  # member -> loop variables it varies with
 
     # -- entry point ---------------------------------------------------------------------------
     def lower(self) -> Kernel:
@@ -209,10 +225,33 @@ class Lowering:
         return self.lower_loop(reductions)
 
     def recompute_cost(self) -> float:
-        """Work done twice inside this kernel: members pulled at several indices, and producers
-        of an overlapping window reduction (each input element read by several windows)."""
+        """Work done twice inside this kernel: members pulled at several indices, producers of
+        an overlapping window reduction (each input element read by several windows), and
+        members broadcast along outer loops while varying along the innermost one (sin and
+        cos of positions under every batch item and head of a rotary embedding), computed at
+        every point of the loop nest where their own points would do; a member constant along
+        the innermost loop is hoisted out of it (LLVM's LICM) and costs nothing extra."""
         extra = sum(op_cost(n) * (self.pulls.get(id(n), 1) - 1) for n in self.members)
-        return extra + self.window_cost
+        return extra + self.window_cost + self.broadcast_cost()
+
+    def broadcast_cost(self) -> float:
+        if self.mode != "loop" or not self.extents:
+            return 0.0
+        loops = [v for v in self.extents if v[0] in "ir"]
+        if not loops:
+            return 0.0
+        innermost = max(loops, key=lambda v: (v[0] == "r", int(v[1:] or 0)))
+        points = math.prod(self.extents[v] for v in loops)
+        if not points:  # an empty domain computes nothing
+            return 0.0
+        cost = 0.0
+        for n in self.members:
+            span = self.spans.get(id(n))
+            if span is None or innermost not in span or op_cost(n) == 0:
+                continue
+            own = math.prod(self.extents[v] for v in span if v in self.extents)
+            cost += op_cost(n) * max(0.0, 1.0 - own / points)
+        return cost
 
     # -- variables -----------------------------------------------------------------------------
     def var(self, name: str, extent: int) -> Ix:
@@ -235,6 +274,8 @@ class Lowering:
             e = Load(self.buffer_of(v), idx, mask, v.dtype)
         else:
             self.pulls[id(n)] = self.pulls.get(id(n), 0) + 1
+            used = frozenset(_index_vars(idx))
+            self.spans[id(n)] = self.spans.get(id(n), frozenset()) | used
             e = self.pull_member(n, idx, mask)
         self.memo[key] = e
         return e

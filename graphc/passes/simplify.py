@@ -2,7 +2,8 @@
 
 Contract: the result has the same signature (inputs, parameters, outputs and their types) and
 computes the same values as the input on the reference backend: bit for bit, except that
-`x + 0.0` may turn a -0.0 into x's own -0.0 (or vice versa). It never grows the graph, keeps the
+`x + 0.0` may turn a -0.0 into x's own -0.0 (or vice versa) and x**2 becomes the correctly
+rounded x·x (libm's pow may be an ulp off it). It never grows the graph, keeps the
 name hints of the nodes it rewrites, and stops when a sweep changes nothing (or after
 `max_iterations` sweeps).
 
@@ -12,6 +13,7 @@ One sweep re-emits every node through a fresh Builder, trying in order:
    every element is the same (a splat prints as one scalar whatever its shape); elementwise and
    movement ops of splat constants fold without evaluating the full array;
 2. algebraic identities (`IDENTITIES`, one small function per op): x+0, 0+x, x-0, x*1, 1*x, x/1,
+   x**1, x**2 -> x*x,
    neg(neg x), transpose of transpose, reshape of reshape, broadcast of broadcast, reshape /
    broadcast / transpose / cast that change nothing, select with a constant condition or equal
    branches, and x*0 for integer dtypes only (for floats it is not exact: inf*0 and nan*0 are
@@ -177,6 +179,17 @@ def simplify_div(b: Builder, n: Node) -> Tensor | None:
     return _as_result(b, x, n) if is_const(y, 1) else None
 
 
+def simplify_pow(b: Builder, n: Node) -> Tensor | None:
+    """x**1 is x and x**2 is x·x, the correctly rounded square (libm's pow may differ from it
+    by an ulp): exported models square through Pow (a variance, an RMS norm)."""
+    x, y = n.inputs
+    if is_const(y, 1):
+        return _as_result(b, x, n)
+    if is_const(y, 2) and x.shape == n.outputs[0].shape:
+        return b.op("mul", b.tensor(x), b.tensor(x), name=n.name)
+    return None
+
+
 def simplify_neg(b: Builder, n: Node) -> Tensor | None:
     (x,) = n.inputs
     return b.tensor(x.node.inputs[0]) if x.node.op == "neg" else None
@@ -238,6 +251,7 @@ def simplify_select(b: Builder, n: Node) -> Tensor | None:
 
 IDENTITIES: dict[str, Rewrite] = {
     "add": simplify_add, "sub": simplify_sub, "mul": simplify_mul, "div": simplify_div,
+    "pow": simplify_pow,
     "neg": simplify_neg, "transpose": simplify_transpose, "reshape": simplify_reshape,
     "broadcast": simplify_broadcast, "cast": simplify_cast, "select": simplify_select,
 }

@@ -204,7 +204,8 @@ BINARY_CASES = [Case(f"binary.{op}", binary(op)) for op in
     # scalar constant exponents (fractional, odd, even, negative, zero) on signed bases,
     # zeros, infinities and NaN: the backends specialize them at compile time
     Case("binary.pow_scalar_exponents", _graph("powc", lambda b: (lambda a: {
-        f"y{i}": b.op("pow", a, e) for i, e in enumerate((0.75, 3.0, -2.0, 0.0, -1.5, 1.0))})(
+        f"y{i}": b.op("pow", a, e) for i, e in enumerate((0.75, 3.0, -2.0, 0.0, -1.5, 1.0, 2.0,
+                                                            4.0))})(
         b.input("a", (2, 8)))), lambda r: {"a": np.concatenate([
             np.array([[0.0, -0.0, np.inf, -np.inf, np.nan, -2.0, 1.5, -0.5]]),
             r.uniform(-3, 3, (1, 8))]).astype(np.float32)}, rtol=1e-5, atol=1e-6),
@@ -462,6 +463,13 @@ COMPOSITE_CASES = [
     Case("softmax.long_rows", _graph("sml", lambda b: {"y": b.softmax(b.input("x", (2, 500)))}),
          tags=("long-row",)),
     Case("log_softmax", _graph("lsm", lambda b: {"y": b.log_softmax(b.input("x", (4, 9)) * 10.0)})),
+    # a causal mask (-inf above the diagonal) and scores 90-100 below the row's maximum, whose
+    # exps are denormals (flushed to zero in 512-bit rows: within atol), in rows of 48
+    Case("softmax.causal", _graph("smc", lambda b: (lambda s: {
+        "y": b.softmax(s), "z": b.log_softmax(s)})(b.input("x", (2, 48, 48)))), lambda r: {
+        "x": np.where(np.triu(np.ones((48, 48), bool), 1), -np.inf,
+                      r.standard_normal((2, 48, 48)) - 95.0 * (r.random((2, 48, 48)) < 0.3)
+                      ).astype(np.float32)}),
     Case("cross_entropy", _graph("ce", lambda b: {
         "y": b.cross_entropy(b.input("x", (6, 10)), b.input("t", (6,), "i64"))}), _labels),
     Case("batch_norm.train", _graph("bnt", _bn(True)), rtol=1e-4, atol=1e-4),

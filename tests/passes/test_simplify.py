@@ -124,6 +124,26 @@ graph g(%x: f32[3], %y: f32[2, 3], %c: bool[2, 3]) {
   return s=%s, s2=%y, same=%y, a=%s
 }
 """),
+    "pow_by_one_and_two": ("""
+graph g(%x: f32[2, 3], %v: f32[3]) {
+  %two = constant() {value=2.0} : f32[]
+  %sq = pow(%x, %two) : f32[2, 3]
+  %one = constant() {shape=(3,), value=1.0} : f32[3]
+  %id = pow(%x, %one) : f32[2, 3]
+  %up = pow(%v, %two) : f32[3]
+  %three = constant() {value=3.0} : f32[]
+  %cube = pow(%x, %three) : f32[2, 3]
+  return sq=%sq, id=%id, up=%up, cube=%cube
+}
+""", """
+graph g(%x: f32[2, 3], %v: f32[3]) {
+  %sq = mul(%x, %x) : f32[2, 3]
+  %up = mul(%v, %v) : f32[3]
+  %three = constant() {value=3.0} : f32[]
+  %cube = pow(%x, %three) : f32[2, 3]
+  return sq=%sq, id=%x, up=%up, cube=%cube
+}
+"""),
     "fold_limit_keeps_big_constants": ("""
 graph g(%x: f32[100]) {
   %i = iota() {axis=0, dtype="f32", shape=(100,)} : f32[100]

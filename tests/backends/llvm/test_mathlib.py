@@ -103,6 +103,10 @@ def test_vector_variants_match_scalar(jits, dtype, lanes):
             # 16 f32 lanes take the table form (module note), within one ulp of the other.
             nan = np.isnan(want)
             assert np.array_equal(np.isnan(got), nan)
+            if name == "exp":  # 16 lanes flush denormal results to zero (module note)
+                tiny = want < np.finfo(np.float32).smallest_normal
+                assert not got[tiny].any()
+                nan |= tiny
             ulps = np.abs(got[~nan].view(np.int32).astype(np.int64) - want[~nan].view(np.int32))
             share = 1000 if name == "tanh" else 5
             assert ulps.max() <= 1 and np.count_nonzero(ulps) <= got.size // share, ulps.max()
@@ -122,8 +126,12 @@ def test_512_bit_variants_within_two_ulp(dtype, lanes):
     for name in names:
         x = sample_points(name, dtype, SIZE[dtype] // 4)[0]
         x = x[: x.size // lanes * lanes]
-        ulp_err, rel, mismatch = compare(run_apply(jit_v, name, x), reference(name, dtype, x),
-                                         dtype)
+        got, want = run_apply(jit_v, name, x), reference(name, dtype, x)
+        if dtype == "f32" and name == "exp":  # denormal results flush to zero (module note)
+            tiny = want < np.finfo(np.float32).smallest_normal
+            assert not got[tiny].any()
+            got, want, x = got[~tiny], want[~tiny], x[~tiny]
+        ulp_err, rel, mismatch = compare(got, want, dtype)
         assert not mismatch.any(), (name, x[mismatch][:5])
         assert ulp_err.max() <= 2.0 and rel.max() <= 2.0, (name, ulp_err.max(), rel.max())
 
