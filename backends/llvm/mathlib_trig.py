@@ -109,7 +109,8 @@ def _table(module: ir.Module, name: str, values: tuple[float, ...]) -> ir.Global
 
 
 def _gather(e, table: ir.GlobalVariable, idx: ir.Value) -> ir.Value:
-    """table[idx] lane by lane (LLVM turns the vectorized form into a gather)."""
+    """table[idx] lane by lane (what the loop vectorizer makes of the scalar form too: it
+    judges a gather slower than separate loads)."""
     b = e.b
     zero = ir.Constant(I64, 0)
     lanes = lanes_of(e.ty)
