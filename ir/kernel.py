@@ -228,7 +228,8 @@ def ix_size(e: Ix, memo: dict[int, int] | None = None) -> int:
 
 
 def ix_range(e: Ix, extents: Extents) -> tuple[int, int]:
-    """Inclusive bounds of `e` given each variable's extent (variable v ranges over [0, n))."""
+    """Inclusive bounds of `e` given each variable's extent (variable v ranges over [0, n)), or
+    its range where one is given instead."""
     lo = hi = e.const
     for a, c in e.terms:
         alo, ahi = _atom_range(a, extents)
@@ -241,6 +242,8 @@ def _atom_range(a: Atom, extents: Extents) -> tuple[int, int]:
         n = extents.get(a.name)
         if n is None:
             raise GraphError(f"index variable {a.name!r} has no extent")
+        if isinstance(n, range):  # a narrower range known where the value is used (a mask)
+            return n.start, max(n.stop - 1, n.start)
         return 0, max(n - 1, 0)
     lo, hi = ix_range(a.arg, extents)
     if isinstance(a, FloorDiv):

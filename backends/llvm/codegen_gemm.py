@@ -157,18 +157,39 @@ def _operand(value, dtype: str, shapes) -> Affine | None:
     return affine_position(value.buffer, value.index, shapes[value.buffer])
 
 
+def _unit_stride_var(load: Load) -> str | None:
+    """The variable along which `load` reads consecutive elements (coefficient 1 in its last
+    index), if any."""
+    if not load.index:
+        return None
+    for atom, coef in load.index[-1].terms:
+        if isinstance(atom, Var) and coef == 1:
+            return atom.name
+    return None
+
+
 def _stage(name: str, opnd: Operand, offset: int) -> tuple[Affine, Staged, int]:
     """Scratch layout of an operand that is not a plain load: its matrix axes and the batch
-    axes it depends on, row-major."""
+    axes it depends on, row-major, the two matrix axes in the order its loads read them
+    contiguously (GEMM takes either layout through strides; a staging loop whose innermost
+    variable strides through its sources gathers: q @ k^T's rotated keys, [n, k] in memory
+    staged as [k, n], took half of a 32 x 128 x 128 x 64 product)."""
     deps = set()
+    unit: dict[str, int] = {}
     for e in walk([opnd.value]):
         if isinstance(e, Load):
             for x in e.index:
                 deps |= x.var_names()
             for m in e.mask:
                 deps |= m.e.var_names()
+            u = _unit_stride_var(e)
+            if u is not None:
+                unit[u] = unit.get(u, 0) + 1
     nb = len(opnd.vars) - 2
     kept = [i for i, v in enumerate(opnd.vars) if i >= nb or v in deps]
+    row, col = opnd.vars[nb], opnd.vars[nb + 1]
+    if unit.get(row, 0) > unit.get(col, 0):
+        kept[-2:] = kept[-1], kept[-2]
     coef, stride = {}, 1
     for i in reversed(kept):
         coef[opnd.vars[i]] = stride

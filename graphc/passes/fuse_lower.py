@@ -18,7 +18,7 @@ reduction's input shape are stored in a sweep, values of its output shape after 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from graphc.ir.graph import Node, Value
@@ -201,6 +201,7 @@ class Lowering:
         self.template_out: tuple[Ix, ...] = ()
         self.window_cost = 0.0
         self.spans: dict[int, frozenset[str]] = {}  # member -> loop variables it varies with
+        self.narrow: dict[str, range] = {}  # variable ranges the current pull's mask implies
 
     # -- entry point ---------------------------------------------------------------------------
     def lower(self) -> Kernel:
@@ -261,6 +262,26 @@ class Lowering:
     def vars(self, prefix: str, shape: tuple[int, ...]) -> tuple[Ix, ...]:
         return tuple(self.var(f"{prefix}{k}", d) for k, d in enumerate(shape))
 
+    @property
+    def ranges(self) -> Mapping[str, int | range]:
+        """The variables' extents, narrowed where the current pull's mask bounds a variable:
+        index arithmetic simplified with them holds wherever the masked value is used (a
+        rotate-half's second piece, 32 <= d < 64, reads d - 32 without divisions)."""
+        return {**self.extents, **self.narrow} if self.narrow else self.extents
+
+    def _narrowed(self, mask: tuple[Bound, ...]) -> dict[str, range]:
+        out: dict[str, range] = {}
+        for b in mask:
+            if b.step != 1 or len(b.e.terms) != 1:
+                continue
+            (atom, coef), = b.e.terms
+            if not isinstance(atom, Var) or coef != 1 or atom.name not in self.extents:
+                continue
+            lo, hi = b.lo - b.e.const, b.hi - b.e.const
+            cur = out.get(atom.name, range(self.extents[atom.name]))
+            out[atom.name] = range(max(cur.start, lo), max(min(cur.stop, hi), max(cur.start, lo)))
+        return out
+
     # -- pulling values ------------------------------------------------------------------------
     def pull(self, v: Value, idx: tuple[Ix, ...], mask: tuple[Bound, ...] = ()) -> Expr:
         key = (id(v.node), v.index, idx, mask, self.mode)
@@ -276,7 +297,12 @@ class Lowering:
             self.pulls[id(n)] = self.pulls.get(id(n), 0) + 1
             used = frozenset(_index_vars(idx))
             self.spans[id(n)] = self.spans.get(id(n), frozenset()) | used
-            e = self.pull_member(n, idx, mask)
+            saved = self.narrow
+            self.narrow = self._narrowed(mask) if mask else {}
+            try:
+                e = self.pull_member(n, idx, mask)
+            finally:
+                self.narrow = saved
         self.memo[key] = e
         return e
 
@@ -335,7 +361,7 @@ class Lowering:
             if x.shape == n.out.shape:
                 return self.pull(x, idx, mask)
             flat = linearize(idx, n.out.shape)
-            xi = delinearize(flat, x.shape, self.extents)
+            xi = delinearize(flat, x.shape, self.ranges)
             # Reshapes and transposes in turn nest divisions of divisions: the index doubles in
             # size with each, and everything that prints, compares or emits it with it.
             memo: dict[int, int] = {}
@@ -359,8 +385,8 @@ class Lowering:
         for e, d, lo, step in zip(idx, x.shape, n.attrs["low"],
                                   (s + 1 for s in n.attrs["interior"]), strict=True):
             shifted = e - lo
-            xi.append(floordiv(shifted, step, self.extents))
-            b = make_bound(shifted, 0, (d - 1) * step + 1, step, self.extents) if d else False
+            xi.append(floordiv(shifted, step, self.ranges))
+            b = make_bound(shifted, 0, (d - 1) * step + 1, step, self.ranges) if d else False
             if b is False:
                 return Const(n.attrs["value"], n.out.dtype)
             if b is not True:
@@ -382,7 +408,7 @@ class Lowering:
         offset = 0
         for v in n.inputs:
             size = v.shape[axis]
-            b = make_bound(idx[axis], offset, offset + size, 1, self.extents)
+            b = make_bound(idx[axis], offset, offset + size, 1, self.ranges)
             if b is not False:
                 sub = idx[:axis] + (idx[axis] - offset,) + idx[axis + 1:]
                 extra = () if b is True else (b,)
@@ -395,7 +421,7 @@ class Lowering:
             mid = (lo + hi) // 2
             left, right = tree(lo, mid), tree(mid, hi)
             # Within pieces[lo:hi], idx < the first index of pieces[mid] picks the left half.
-            b = make_bound(idx[axis], pieces[lo][0], pieces[mid][0], 1, self.extents)
+            b = make_bound(idx[axis], pieces[lo][0], pieces[mid][0], 1, self.ranges)
             if b is True:
                 return left
             if b is False:

@@ -333,3 +333,28 @@ def test_cli_show_kernels_and_explain(tmp_path, capsys):
     assert "// members: %m = reduce_max, %d = sub" in capsys.readouterr().out
     assert main(["show", str(path), "--kernels", "--no-fuse"]) == 0
     assert capsys.readouterr().out.count("  kernel k") == 5
+
+
+def test_masked_pieces_read_through_reshapes_without_divisions(rng):
+    """rotate-half of heads split out of a [B, T, H*D] tensor: under each concatenated piece's
+    mask (d < D/2, d >= D/2) the reshape's division by the row length folds away, so every
+    load's index is affine (no // or %), and the values stay the reference's."""
+    from graphc.ir.kernel import FloorDiv, Load, Mod, walk
+
+    B, T, H, D = 2, 5, 3, 8
+
+    def build(b):
+        x = b.input("x", (B, T, H * D))
+        heads = b.transpose(b.reshape(x, (B, T, H, D)), perm=(0, 2, 1, 3))
+        lo = b.op("slice", heads, start=(0, 0, 0, 0), stop=(B, H, T, D // 2), step=(1, 1, 1, 1))
+        hi = b.op("slice", heads, start=(0, 0, 0, D // 2), stop=(B, H, T, D), step=(1, 1, 1, 1))
+        return {"y": heads * 0.5 + b.concat(-hi, lo, axis=3)}
+
+    _, _, fused = _fused(build, lambda r: {"x": r.standard_normal((B, T, H * D)).astype(
+        np.float32)}, rng)
+    loads = [e for k in fused.kernels for e in walk([s.value for s in k.stores])
+             if isinstance(e, Load)]
+    assert loads
+    for load in loads:
+        atoms = [a for ix in load.index for a, _ in ix.terms]
+        assert not any(isinstance(a, (FloorDiv, Mod)) for a in atoms), str(load)

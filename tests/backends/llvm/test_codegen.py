@@ -263,6 +263,28 @@ def test_large_staged_operands_are_staged_by_every_thread(operand, rng):
     np.testing.assert_array_equal(one, exe(ins)["y"])
 
 
+def test_staged_operand_keeps_the_layout_its_sources_are_read_in(rng):
+    """q @ k^T with k computed by a prologue from [n, k]-ordered sources: the staging loop
+    runs along k (contiguous reads), and GEMM reads the staged [n, k] through its strides."""
+    import graphc
+    from graphc.backends.llvm.codegen_gemm import _stage
+    from graphc.ir.kernel import MatmulKernel
+
+    b = Builder("qk", seed=0)
+    q, k1, k2 = (b.input(n, (4, 128, 64)) for n in ("q", "k1", "k2"))
+    b.output("s", q @ b.transpose(k1 + k2 * 0.5, perm=(0, 2, 1)))
+    g = b.build()
+    ins = {n: rng.standard_normal((4, 128, 64)).astype(np.float32) for n in ("q", "k1", "k2")}
+    exe = check_llvm(g, ins)
+    (mk,) = [k for k in exe.schedule.kernels if isinstance(k, MatmulKernel)]
+    affine, staged, _ = _stage("b", mk.b, 0)
+    assert staged.vars[-1] == mk.b.vars[-2]  # k innermost: the sources' contiguous axis
+    assert affine.stride(mk.b.vars[-2]) == 1 and affine.stride(mk.b.vars[-1]) == 64
+    assert exe.info["kernel_plans"][mk.name]["staged"] == ["b"]
+    np.testing.assert_allclose(exe(ins)["s"], graphc.compile(g, target="reference")(ins)["s"],
+                               rtol=1e-4, atol=1e-4)
+
+
 @pytest.mark.parametrize("width", [16, 19])
 def test_convolution_prologue_is_staged_in_vectors(width, rng):
     """A depthwise convolution whose input is computed by a fused prologue (x * sigmoid(x))
