@@ -494,7 +494,11 @@ _TRITON = textwrap.dedent("""
 
 
 def _opset18(model):
-    model.opset_import[0].version = 18
+    return _opset(model, 18)
+
+
+def _opset(model, version: int):
+    model.opset_import[0].version = version
     return model
 
 
@@ -572,6 +576,13 @@ def _triton_models(rng) -> dict:
         ], {"x": x2, "lab": i64(0, 1, 7, 3)}, ["gnd", "tv", "ce"],
             {"gi": rng.integers(0, 4, (3, 2)), "si": rng.integers(-8, 8, (4, 3)),
              "su": _f32(rng, 4, 3), "k": i64(3)}), {"x": x2, "lab": i64(0, 1, 7, 3)}),
+        "attention": (_opset(make_model("attention", [
+            node("RotaryEmbedding", ["q", "cos", "sin", "pos"], ["qr"]),
+            node("Attention", ["qr", "k", "k"], ["y"], is_causal=1),
+        ], {"q": tf["q"], "k": tf["k"][:, :1, :2], "pos": i64(0, 2, 1, 3, 4, 0).reshape(2, 3)},
+            ["y"], {"cos": _f32(rng, 5, 2), "sin": _f32(rng, 5, 2)}), 23),
+            {"q": tf["q"], "k": tf["k"][:, :1, :2],
+             "pos": i64(0, 2, 1, 3, 4, 0).reshape(2, 3)}),
         "gru": (make_model("gru", [
             node("GRU", ["x", "W", "R", "B"], ["y"], hidden_size=h, direction="reverse"),
             node("LayerNormalization", ["y", "s"], ["ln"], epsilon=1e-3),

@@ -1,0 +1,111 @@
+"""ONNX import of opset 23's Attention and RotaryEmbedding (`graphc/onnx_attention.py`) against
+ONNX Runtime through the reference and LLVM backends, and Attention's gradient against torch's
+scaled_dot_product_attention."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import graphc
+from graphc.optim import SGD
+from graphc.train import train_step
+
+onnx = pytest.importorskip("onnx")
+pytest.importorskip("onnxruntime")
+
+from graphc.bench.onnx_models import make_model, node  # noqa: E402
+
+from .test_onnx_import import _check, _f32  # noqa: E402
+
+
+def _opset23(model):
+    model.opset_import[0].version = 23
+    return model
+
+
+ATTENTION = {
+    "plain": ({}, (2, 4, 6, 8), (2, 4, 6, 8), None),
+    "causal": ({"is_causal": 1}, (2, 4, 6, 8), (2, 4, 6, 8), None),
+    "grouped heads": ({"is_causal": 1}, (2, 6, 5, 8), (2, 2, 5, 8), None),
+    "causal, more queries than keys": ({"is_causal": 1}, (1, 2, 5, 4), (1, 2, 3, 4), None),
+    "causal, fewer queries than keys": ({"is_causal": 1}, (1, 2, 3, 4), (1, 2, 6, 4), None),
+    "cross, scaled, softcap": ({"scale": 0.3, "softcap": 2.5}, (1, 2, 3, 4), (1, 2, 7, 4), None),
+    "bool mask": ({}, (2, 2, 5, 4), (2, 2, 5, 4), "bool"),
+    "additive mask": ({}, (2, 2, 5, 4), (2, 2, 5, 4), "float"),
+    "3-d": ({"q_num_heads": 4, "kv_num_heads": 2}, (2, 5, 32), (2, 5, 16), None),
+}
+
+
+@pytest.mark.parametrize("case", list(ATTENTION))
+def test_attention(rng, case):
+    attrs, qs, ks, mask = ATTENTION[case]
+    feeds = {"q": _f32(rng, *qs), "k": _f32(rng, *ks), "v": _f32(rng, *ks)}
+    ins = ["q", "k", "v"]
+    if mask:
+        sq, skv = (qs[2], ks[2]) if len(qs) == 4 else (qs[1], ks[1])
+        m = rng.random((sq, skv)) < 0.7
+        m[:, 0] = True  # every query attends to something
+        feeds["m"] = m if mask == "bool" else np.where(m, 0.0, -3.0).astype(np.float32)
+        ins.append("m")
+    model = _opset23(make_model("att", [node("Attention", ins, ["y"], **attrs)], feeds, ["y"]))
+    _check(model, feeds, rtol=1e-4, atol=1e-5)
+
+
+def test_attention_with_a_key_value_cache(rng):
+    """Two new tokens against a cache of five: the present key/value outputs are the cache
+    with the new ones appended, and the causal mask is offset by the cache length."""
+    q, k, v = _f32(rng, 1, 2, 2, 8), _f32(rng, 1, 2, 2, 8), _f32(rng, 1, 2, 2, 8)
+    pk, pv = _f32(rng, 1, 2, 5, 8), _f32(rng, 1, 2, 5, 8)
+    feeds = {"q": q, "k": k, "v": v, "pk": pk, "pv": pv}
+    model = _opset23(make_model("kv", [node("Attention", ["q", "k", "v", "", "pk", "pv"],
+                                            ["y", "kk", "vv"], is_causal=1)],
+                                feeds, ["y", "kk", "vv"]))
+    _check(model, feeds, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("interleaved", [0, 1])
+@pytest.mark.parametrize("rot_dim", [0, 4])
+@pytest.mark.parametrize("layout", ["4-d", "3-d"])
+def test_rotary_embedding(rng, interleaved, rot_dim, layout):
+    b, h, s, d = 2, 3, 5, 8
+    half = (rot_dim or d) // 2
+    cos, sin = _f32(rng, 16, half), _f32(rng, 16, half)
+    pos = rng.integers(0, 16, (b, s)).astype(np.int64)
+    x = _f32(rng, b, h, s, d) if layout == "4-d" else _f32(rng, b, s, h * d)
+    attrs = {"interleaved": interleaved, "rotary_embedding_dim": rot_dim}
+    if layout == "3-d":
+        attrs["num_heads"] = h
+    model = _opset23(make_model("rot", [node("RotaryEmbedding", ["x", "cos", "sin", "pos"],
+                                             ["y"], **attrs)],
+                                {"x": x, "pos": pos}, ["y"], {"cos": cos, "sin": sin}))
+    _check(model, {"x": x, "pos": pos}, rtol=1e-5, atol=1e-6)
+
+
+def test_attention_gradient_matches_torch(rng):
+    """Causal grouped-query attention after a projection: one SGD step against torch."""
+    torch = pytest.importorskip("torch")
+    x, w = _f32(rng, 2, 4, 5, 8), _f32(rng, 8, 8) * 0.5
+    kv = _f32(rng, 2, 2, 5, 8)
+    model = _opset23(make_model("attg", [
+        node("MatMul", ["x", "w"], ["q"]),
+        node("Attention", ["q", "kv", "kv"], ["y"], is_causal=1),
+        node("ReduceSum", ["y"], ["loss"], keepdims=0)],
+        {"x": x, "kv": kv}, ["loss"], {"w": w}))
+    step = train_step(graphc.from_onnx(model), "loss", SGD(lr=1.0))
+    tw = torch.tensor(w, requires_grad=True)
+    tq = torch.tensor(x) @ tw
+    tkv = torch.tensor(kv).repeat_interleave(2, dim=1)
+    torch.nn.functional.scaled_dot_product_attention(tq, tkv, tkv,
+                                                     is_causal=True).sum().backward()
+    for target in ("reference", "llvm"):
+        out = graphc.compile(step, target=target)(x=x, kv=kv, step=np.int64(0))
+        np.testing.assert_allclose(out["new.w"], w - tw.grad.numpy(), rtol=1e-4, atol=1e-5)
+
+
+def test_bad_attention_shapes_are_named(rng):
+    feeds = {"q": _f32(rng, 1, 3, 4, 8), "k": _f32(rng, 1, 2, 4, 8), "v": _f32(rng, 1, 2, 4, 8)}
+    model = _opset23(make_model("bad", [node("Attention", ["q", "k", "v"], ["y"])], feeds,
+                                ["y"]))
+    with pytest.raises(graphc.GraphError, match="Attention.*do not fit together"):
+        graphc.from_onnx(model)
