@@ -15,7 +15,7 @@ from graphc.ir.builder import Builder, Tensor
 from graphc.ir.errors import GraphError
 from graphc.ir.graph import Graph
 
-UNARY = ("neg", "abs", "sigmoid", "tanh", "relu", "softplus", "erf")
+UNARY = ("neg", "abs", "sigmoid", "tanh", "relu", "softplus", "erf", "sin", "cos", "atan")
 BINARY = ("add", "sub", "mul", "maximum", "minimum")
 GUARDED = {
     "exp": lambda b, t: b.exp(b.tanh(t) * 3.0),
