@@ -91,8 +91,11 @@ def check_array(name: str, arr: Any, shape: tuple[int, ...], dtype: str, what: s
 
 
 def check_arrays(sig: Signature, inputs: Mapping[str, Any],
-                 params: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Every input and parameter of `sig`, checked; InputError names the culprit."""
+                 params: Mapping[str, np.ndarray], checked_params: bool = False
+                 ) -> dict[str, np.ndarray]:
+    """Every input and parameter of `sig`, checked; InputError names the culprit.
+    `checked_params`: `params` holds exactly the signature's parameters, each already checked
+    and read-only (an Executable's own store): they are taken as they are."""
     names = [n for n, _ in sig.inputs]
     extra = set(inputs) - set(names)
     if extra:
@@ -102,6 +105,9 @@ def check_arrays(sig: Signature, inputs: Mapping[str, Any],
         if name not in inputs:
             raise InputError(f"{sig.name!r}: missing input {name!r} ({t})")
         out[name] = check_array(name, inputs[name], t.shape, t.dtype)
+    if checked_params:
+        out.update(params)
+        return out
     for name, t in sig.params:
         if name not in params:
             raise InputError(f"{sig.name!r}: no value for parameter {name!r}")

@@ -90,6 +90,10 @@ class ParamStore(MutableMapping):
         arr.setflags(write=False)
         self._values[name] = arr
 
+    def arrays(self) -> Mapping[str, np.ndarray]:
+        """The stored arrays themselves (checked, read-only), for the call path."""
+        return self._values
+
     def __delitem__(self, name: str) -> None:
         raise InputError("parameters cannot be deleted")
 
@@ -136,8 +140,11 @@ class Executable:
     def run(self, inputs: Mapping[str, Any] | None = None,
             params: Mapping[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
         """Run once. `params` (optional) overrides stored parameter values for this call."""
-        values = self.params if params is None else {**self.params, **params}
-        arrays = check_arrays(self.signature, inputs or {}, values)
+        if params is None:  # the store's arrays were checked when assigned and are read-only
+            arrays = check_arrays(self.signature, inputs or {}, self.params.arrays(),
+                                  checked_params=True)
+        else:
+            arrays = check_arrays(self.signature, inputs or {}, {**self.params, **params})
         return self.program.run(arrays, frozen_params=params is None)
 
     def __call__(self, inputs: Mapping[str, Any] | None = None, /, **named: Any

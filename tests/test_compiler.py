@@ -61,6 +61,21 @@ def test_parameters_can_be_read_and_replaced():
         exe.params["nope"] = 1.0
 
 
+def test_parameters_for_one_call_are_checked_and_stored_ones_trusted():
+    """A call takes the store's arrays as they are (checked when assigned, read-only, so they
+    cannot have changed since); parameters passed for one call are checked like inputs."""
+    g = load_graph("examples/two_two_one.py")
+    exe = graphc.compile(g, target="llvm")
+    inputs = load_example_inputs("examples/two_two_one.py")
+    assert set(exe.params.arrays()) == {n for n, _ in exe.signature.params}
+    assert not any(a.flags.writeable for a in exe.params.arrays().values())
+    with pytest.raises(InputError, match="parameter 'w05': expected shape"):
+        exe.run(inputs, params={"w05": np.zeros(3, np.float32)})
+    with pytest.raises(InputError, match="parameter 'w05': expected dtype"):
+        exe.run(inputs, params={"w05": np.zeros((), np.float64)})
+    np.testing.assert_allclose(exe(inputs)["yhat"], run_graph(g, inputs)["yhat"], rtol=1e-5)
+
+
 def test_unknown_target_and_reference_save_are_clear_errors(tmp_path):
     g = load_graph("examples/two_two_one.py")
     with pytest.raises(GraphError, match="unknown target 'tpu'"):

@@ -583,6 +583,11 @@ def _triton_models(rng) -> dict:
             ["y"], {"cos": _f32(rng, 5, 2), "sin": _f32(rng, 5, 2)}), 23),
             {"q": tf["q"], "k": tf["k"][:, :1, :2],
              "pos": i64(0, 2, 1, 3, 4, 0).reshape(2, 3)}),
+        "spatial": (_opset(make_model("spatial", [
+            node("AffineGrid", ["theta", "size"], ["grid"]),
+            node("GridSample", ["x", "grid"], ["y"], padding_mode="reflection"),
+        ], {"x": x4}, ["y"], {"theta": _f32(rng, 2, 2, 3),
+                              "size": i64(2, 3, 4, 5)}), 20), {"x": x4}),
         "gru": (make_model("gru", [
             node("GRU", ["x", "W", "R", "B"], ["y"], hidden_size=h, direction="reverse"),
             node("LayerNormalization", ["y", "s"], ["ln"], epsilon=1e-3),
