@@ -32,7 +32,15 @@ from graphc.ir.builder import Builder, Tensor
 from graphc.ir.errors import GraphError
 from graphc.ir.types import DTYPES
 
-from . import onnx_attention, onnx_index, onnx_math, onnx_more, onnx_spatial, onnx_tensor
+from . import (
+    onnx_attention,
+    onnx_index,
+    onnx_math,
+    onnx_more,
+    onnx_quant,
+    onnx_spatial,
+    onnx_tensor,
+)
 from . import onnx_layers as layers
 
 _NAME = re.compile(r"[^A-Za-z0-9_.]")
@@ -580,7 +588,7 @@ _HANDLERS: dict[str, Callable] = {
     "HardSigmoid": _hard_sigmoid, "Elu": _elu, "Gelu": _gelu, "Gather": _gather,
     "Sum": _sum_mean, "Mean": _sum_mean, **onnx_more.HANDLERS, **onnx_tensor.HANDLERS,
     **onnx_math.HANDLERS, **onnx_index.HANDLERS, **onnx_attention.HANDLERS,
-    **onnx_spatial.HANDLERS,
+    **onnx_spatial.HANDLERS, **onnx_quant.HANDLERS,
 }
 
 
