@@ -58,6 +58,9 @@ def attention(imp, node, ins, attrs):
     kr, vr = _repeat_heads(k, hq // hkv), _repeat_heads(v, hq // hkv)
     scale = float(attrs.get("scale", 1.0 / math.sqrt(d)))
     s = (q @ kr.transpose(0, 1, 3, 2)) * scale
+    softcap = float(attrs.get("softcap", 0.0))
+    if softcap > 0:  # before the masks, so that masked scores stay -inf
+        s = (s * (1.0 / softcap)).tanh() * softcap
     neg = imp.b.const(-math.inf, dtype=s.dtype)
     if mask is not None:  # boolean: True attends; otherwise added to the scores
         is_bool = isinstance(mask, np.ndarray) and mask.dtype == np.bool_
@@ -68,9 +71,6 @@ def attention(imp, node, ins, attrs):
         # aligned with a cache, top-left without one, as ONNX's reference does)
         keep = np.arange(skv)[None, :] <= np.arange(sq)[:, None] + past
         s = imp.b.select(imp.b.const(keep), s, neg)
-    softcap = float(attrs.get("softcap", 0.0))
-    if softcap > 0:
-        s = (s * (1.0 / softcap)).tanh() * softcap
     if int(attrs.get("qk_matmul_output_mode", 0)):
         raise imp.fail(node, "qk_matmul_output_mode other than 0 is not supported")
     y = imp.b.softmax(s, axis=-1) @ vr

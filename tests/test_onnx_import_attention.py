@@ -30,6 +30,7 @@ ATTENTION = {
     "grouped heads": ({"is_causal": 1}, (2, 6, 5, 8), (2, 2, 5, 8), None),
     "causal, more queries than keys": ({"is_causal": 1}, (1, 2, 5, 4), (1, 2, 3, 4), None),
     "causal, fewer queries than keys": ({"is_causal": 1}, (1, 2, 3, 4), (1, 2, 6, 4), None),
+    "causal with softcap": ({"is_causal": 1, "softcap": 1.5}, (1, 2, 4, 4), (1, 2, 5, 4), None),
     "cross, scaled, softcap": ({"scale": 0.3, "softcap": 2.5}, (1, 2, 3, 4), (1, 2, 7, 4), None),
     "bool mask": ({}, (2, 2, 5, 4), (2, 2, 5, 4), "bool"),
     "additive mask": ({}, (2, 2, 5, 4), (2, 2, 5, 4), "float"),
@@ -109,3 +110,22 @@ def test_bad_attention_shapes_are_named(rng):
                                 ["y"]))
     with pytest.raises(graphc.GraphError, match="Attention.*do not fit together"):
         graphc.from_onnx(model)
+
+
+def test_causal_cache_with_fewer_queries_than_new_keys_follows_the_onnx_reference(rng):
+    """One query, three new keys, a cache of two: ONNX's reference offsets the causal mask by
+    the cache length (the query sees keys 0..2), ONNX Runtime by all keys but the queries; the
+    reference evaluator of the `onnx` package is the oracle here."""
+    from onnx.reference import ReferenceEvaluator
+
+    feeds = {"q": _f32(rng, 1, 2, 1, 4), "k": _f32(rng, 1, 2, 3, 4), "v": _f32(rng, 1, 2, 3, 4),
+             "pk": _f32(rng, 1, 2, 2, 4), "pv": _f32(rng, 1, 2, 2, 4)}
+    model = _opset23(make_model("kv", [node("Attention", ["q", "k", "v", "", "pk", "pv"],
+                                            ["y", "kk", "vv"], is_causal=1, softcap=2.0)],
+                                feeds, ["y", "kk", "vv"]))
+    want = ReferenceEvaluator(model).run(None, feeds)
+    graph = graphc.from_onnx(model)
+    for target in ("reference", "llvm"):
+        got = graphc.compile(graph, target=target)(feeds)
+        for name, w in zip(("y", "kk", "vv"), want, strict=True):
+            np.testing.assert_allclose(got[name], w, rtol=1e-5, atol=1e-6, err_msg=name)
