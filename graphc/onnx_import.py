@@ -38,6 +38,7 @@ from . import (
     onnx_math,
     onnx_more,
     onnx_quant,
+    onnx_signal,
     onnx_spatial,
     onnx_tensor,
 )
@@ -588,7 +589,7 @@ _HANDLERS: dict[str, Callable] = {
     "HardSigmoid": _hard_sigmoid, "Elu": _elu, "Gelu": _gelu, "Gather": _gather,
     "Sum": _sum_mean, "Mean": _sum_mean, **onnx_more.HANDLERS, **onnx_tensor.HANDLERS,
     **onnx_math.HANDLERS, **onnx_index.HANDLERS, **onnx_attention.HANDLERS,
-    **onnx_spatial.HANDLERS, **onnx_quant.HANDLERS,
+    **onnx_spatial.HANDLERS, **onnx_quant.HANDLERS, **onnx_signal.HANDLERS,
 }
 
 
