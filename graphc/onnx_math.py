@@ -12,6 +12,7 @@ import math
 
 import numpy as np
 
+from . import onnx_tensor
 from .onnx_more import _axes
 
 
@@ -154,6 +155,32 @@ def swish(imp, node, ins, attrs):
     return x * (x * float(attrs.get("alpha", 1.0))).sigmoid()
 
 
+def swiglu(imp, node, ins, attrs):
+    """Swish(A)·B (opset 28): the gated feed-forward of Llama-style models."""
+    a, b = imp.t(ins[0]), imp.t(ins[1])
+    if a.shape != b.shape:
+        raise imp.fail(node, f"gate {a.shape} and value {b.shape} must have one shape")
+    return a * (a * float(attrs.get("alpha", 1.0))).sigmoid() * b
+
+
+def cumprod(imp, node, ins, attrs):
+    """sign · exp(CumSum(log|x|)), 0 from the first zero on: three CumSums (of the logs, of
+    the negative factors, of the zeros) with the same axis, exclusive and reverse."""
+    x = imp.t(ins[0])
+    a = abs(x)
+    zero = a.eq(0.0)
+    logs = imp.b.select(zero, a * 0.0 + 1.0, a).log()
+
+    def scan(t):
+        return onnx_tensor.cumsum(imp, node, [t, ins[1]], attrs)
+
+    mag = scan(logs).exp()
+    neg = scan((x < 0.0).astype(x.dtype))
+    odd = (neg * 0.5).floor().ne(neg * 0.5)
+    signed = imp.b.select(odd, -mag, mag)
+    return imp.b.select(scan(zero.astype(x.dtype)) > 0.5, signed * 0.0, signed)
+
+
 def shrink(imp, node, ins, attrs):
     x = _x(imp, ins)
     lambd, bias = float(attrs.get("lambd", 0.5)), float(attrs.get("bias", 0.0))
@@ -251,7 +278,8 @@ HANDLERS = {
     "Asin": asin, "Acos": acos, "Tan": tan, "Sinh": sinh, "Cosh": cosh, "Asinh": asinh,
     "Acosh": acosh, "Atanh": atanh,
     "Not": logic, "And": logic, "Or": logic, "Xor": logic, "IsNaN": is_nan, "IsInf": is_inf,
-    "Mod": mod, "Swish": swish, "Shrink": shrink, "RMSNormalization": rms_norm,
+    "Mod": mod, "Swish": swish, "SwiGLU": swiglu, "CumProd": cumprod, "Shrink": shrink,
+    "RMSNormalization": rms_norm,
     "MeanVarianceNormalization": mean_variance_norm, "GlobalLpPool": global_lp_pool,
     "ReduceLogSum": reduce_log_sum, "LRN": lrn, "Trilu": trilu, "Size": size,
     "CastLike": cast_like, "EyeLike": eye_like,

@@ -240,3 +240,28 @@ def test_llama_style_block_exported_by_torch(rng, tmp_path):
                   if np.array_equal(graph.param_values[n], q_t))
     np.testing.assert_allclose(out[f"new.{q_name}"], q_t - net.q.weight.grad.numpy().T,
                                rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("exclusive", [0, 1])
+@pytest.mark.parametrize("reverse", [0, 1])
+def test_cumprod(rng, exclusive, reverse):
+    """Signs, a zero part-way along the axis (everything after it is 0), on both axes."""
+    x = (rng.uniform(0.5, 1.5, (3, 6)) * rng.choice([-1, 1], (3, 6))).astype(np.float32)
+    x[1, 2] = 0.0
+    for axis in (0, 1):
+        model = _opset(make_model("cp", [node("CumProd", ["x", "ax"], ["y"], exclusive=exclusive,
+                                              reverse=reverse)], {"x": x}, ["y"],
+                                  {"ax": np.array(axis, np.int64)}), 26)
+        _check(model, {"x": x}, rtol=1e-5, atol=1e-7)
+
+
+def test_swiglu(rng):
+    """ONNX Runtime has no SwiGLU (opset 28) kernel: numpy is the oracle."""
+    a, b = _f32(rng, 4, 6), _f32(rng, 4, 6)
+    model = _opset(make_model("sg", [node("SwiGLU", ["a", "b"], ["y"], alpha=1.5)],
+                              {"a": a, "b": b}, ["y"]), 28)
+    graph = graphc.from_onnx(model)
+    want = a / (1.0 + np.exp(-1.5 * a.astype(np.float64))) * b
+    for target in ("reference", "llvm"):
+        got = graphc.compile(graph, target=target)(a=a, b=b)["y"]
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
