@@ -178,6 +178,9 @@ class Executable:
         if data is None:
             raise GraphError(f"target {self.target!r} does not profile kernels (llvm and "
                              "reference do)")
+        if not self.program.profiled:
+            raise GraphError(f"{self.signature.name!r} was compiled without profiling; compile "
+                             "with profile=True")
         return Profile.from_data(self.target, data(reset=reset))
 
     def save(self, path) -> None:

@@ -57,7 +57,7 @@ def conv(imp, node, ins, attrs):
     return imp.b.op("conv2d" if rank == 2 else "conv1d", *args, **kw)
 
 
-def pool(imp, node, ins, attrs):
+def pool(imp, node, ins, attrs, kind: str | None = None):
     """MaxPool and AveragePool: graphc's pooling composite where the pads are the same on both
     sides and ceil_mode is off, else `reduce_window` with its own (begin, end) pads, ceil_mode's
     last partial window padded on at the end (never one that would start in the end padding,
@@ -80,7 +80,7 @@ def pool(imp, node, ins, attrs):
             if (out - 1) * strides[i] >= n + pads[i]:
                 out -= 1
             extra[i] = max((out - 1) * strides[i] + kernel[i] - spans[i], 0)
-    kind = "max" if node.op_type == "MaxPool" else "avg"
+    kind = kind or ("max" if node.op_type == "MaxPool" else "avg")
     include_pad = bool(attrs.get("count_include_pad", 0))
     if pads[:rank] == pads[rank:] and not any(extra) and rank <= 2:
         kw = {"kernel": tuple(kernel), "stride": tuple(strides), "padding": tuple(pads[:rank])}

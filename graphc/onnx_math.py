@@ -13,11 +13,16 @@ import math
 import numpy as np
 
 from . import onnx_tensor
-from .onnx_more import _axes
+from .onnx_more import _axes, _x
 
 
-def _x(imp, ins):
-    return imp.t(ins[0])
+def both(imp, p, q):
+    """p and q, for bool tensors (a select: graphc has no logical ops)."""
+    return imp.b.select(p, q, p)
+
+
+def either(imp, p, q):
+    return imp.b.select(p, p, q)
 
 
 def tan(imp, node, ins, attrs):
@@ -99,9 +104,7 @@ def logic(imp, node, ins, attrs):
     c = _bool(imp, ins[1])
     if op == "Xor":
         return a.ne(c)
-    true, false = imp.b.const(True, dtype="bool"), imp.b.const(False, dtype="bool")
-    inner = imp.b.select(c, true, false)
-    return imp.b.select(a, inner, false) if op == "And" else imp.b.select(a, true, inner)
+    return both(imp, a, c) if op == "And" else either(imp, a, c)
 
 
 def is_nan(imp, node, ins, attrs):
@@ -129,24 +132,20 @@ def mod(imp, node, ins, attrs):
     a, c = imp.t(ins[0]), imp.t(ins[1])
     fmod = int(attrs.get("fmod", 0))
     sel = imp.b.select
-
-    def both(p, q):
-        return sel(p, q, p)
-
     if a.dtype in ("i32", "i64"):
         r = a - imp.b.op("div", a, c) * c
         if fmod:  # C's sign: where floor and truncation differ (a nonzero remainder)
-            r = sel(both(r.ne(0), (a < 0).ne(c < 0)), r - c, r)
+            r = sel(both(imp, r.ne(0), (a < 0).ne(c < 0)), r - c, r)
         return r
     dt = a.dtype
     wa, wc = (a.astype("f64"), c.astype("f64")) if dt == "f32" else (a, c)
     aa, ac = abs(wa), abs(wc)
     r = aa - (aa / ac).floor() * ac
     r = sel(r < 0.0, r + ac, sel(r >= ac, r - ac, r))
-    r = sel(both(ac.eq(math.inf), aa < math.inf), aa, r)  # fmod(a, ±inf) = a
+    r = sel(both(imp, ac.eq(math.inf), aa < math.inf), aa, r)  # fmod(a, ±inf) = a
     r = sel(wa < 0.0, -r, r)
     if not fmod:
-        r = sel(both(r.ne(0.0), (r < 0.0).ne(wc < 0.0)), r + wc, r)
+        r = sel(both(imp, r.ne(0.0), (r < 0.0).ne(wc < 0.0)), r + wc, r)
     return r.astype(dt) if dt == "f32" else r
 
 
@@ -163,22 +162,33 @@ def swiglu(imp, node, ins, attrs):
     return a * (a * float(attrs.get("alpha", 1.0))).sigmoid() * b
 
 
-def cumprod(imp, node, ins, attrs):
-    """sign · exp(CumSum(log|x|)), 0 from the first zero on: three CumSums (of the logs, of
-    the negative factors, of the zeros) with the same axis, exclusive and reverse."""
-    x = imp.t(ins[0])
+def _product(imp, x, total):
+    """Products of x's elements as sign · exp(Σ log|x|), 0 where a factor is 0, with `total`
+    the summation (a reduction or a scan) applied alike to the logs, the negative factors
+    and the zeros. Within a few ulp for moderate counts; the gradient is prod/x except at
+    zeros (where it is 0)."""
     a = abs(x)
     zero = a.eq(0.0)
-    logs = imp.b.select(zero, a * 0.0 + 1.0, a).log()
+    mag = total(imp.b.select(zero, imp.b.ones_like(a), a).log()).exp()
+    neg = total((x < 0.0).astype(x.dtype))
+    signed = imp.b.select((neg * 0.5).floor().ne(neg * 0.5), -mag, mag)
+    return imp.b.select(total(zero.astype(x.dtype)) > 0.5, signed * 0.0, signed)
 
-    def scan(t):
-        return onnx_tensor.cumsum(imp, node, [t, ins[1]], attrs)
 
-    mag = scan(logs).exp()
-    neg = scan((x < 0.0).astype(x.dtype))
-    odd = (neg * 0.5).floor().ne(neg * 0.5)
-    signed = imp.b.select(odd, -mag, mag)
-    return imp.b.select(scan(zero.astype(x.dtype)) > 0.5, signed * 0.0, signed)
+def reduce_prod(imp, node, ins, attrs):
+    x = _x(imp, ins)
+    axes = _axes(imp, node, ins, attrs, x.ndim)
+    if not axes:
+        return x
+    keep = bool(attrs.get("keepdims", 1))
+    return _product(imp, x, lambda t: t.sum(axes, keepdims=keep))
+
+
+def cumprod(imp, node, ins, attrs):
+    """Three CumSums (of the logs, the negative factors and the zeros) with CumProd's axis,
+    exclusive and reverse."""
+    return _product(imp, _x(imp, ins),
+                    lambda t: onnx_tensor.cumsum(imp, node, [t, ins[1]], attrs))
 
 
 def shrink(imp, node, ins, attrs):
@@ -278,7 +288,8 @@ HANDLERS = {
     "Asin": asin, "Acos": acos, "Tan": tan, "Sinh": sinh, "Cosh": cosh, "Asinh": asinh,
     "Acosh": acosh, "Atanh": atanh,
     "Not": logic, "And": logic, "Or": logic, "Xor": logic, "IsNaN": is_nan, "IsInf": is_inf,
-    "Mod": mod, "Swish": swish, "SwiGLU": swiglu, "CumProd": cumprod, "Shrink": shrink,
+    "Mod": mod, "Swish": swish, "SwiGLU": swiglu, "CumProd": cumprod,
+    "ReduceProd": reduce_prod, "Shrink": shrink,
     "RMSNormalization": rms_norm,
     "MeanVarianceNormalization": mean_variance_norm, "GlobalLpPool": global_lp_pool,
     "ReduceLogSum": reduce_log_sum, "LRN": lrn, "Trilu": trilu, "Size": size,

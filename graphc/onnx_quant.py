@@ -1,6 +1,6 @@
 """ONNX import of quantize/dequantize pairs (QDQ models) as simulated quantization in floats,
 and of a few ops made of constants or pooling: the signal windows, CenterCropPad,
-ReverseSequence, ReduceProd and LpPool. `graphc.onnx_import` registers these handlers.
+ReverseSequence and LpPool. `graphc.onnx_import` registers these handlers.
 
 QDQ: QuantizeLinear's output is kept as a float tensor holding the integers it would store
 (round half to even, saturated to the zero point's type), and DequantizeLinear maps such values,
@@ -15,8 +15,8 @@ import math
 
 import numpy as np
 
+from .onnx_index import along_axis_positions
 from .onnx_layers import pool
-from .onnx_more import _axes
 
 _QRANGE = {np.dtype(t): (np.iinfo(t).min, np.iinfo(t).max)
            for t in (np.int8, np.uint8, np.int16, np.uint16, np.int32)}
@@ -106,47 +106,24 @@ def center_crop_pad(imp, node, ins, attrs):
 
 
 def reverse_sequence(imp, node, ins, attrs):
-    """Each batch item's first len[b] steps in reverse: one `take` from the flattened input at
-    positions computed from the (constant or fed) lengths."""
+    """Each batch item's first len[b] steps in reverse: a take along the time axis at source
+    steps computed from the (constant or fed) lengths."""
     x = imp.t(ins[0])
     b_ax, t_ax = int(attrs.get("batch_axis", 1)), int(attrs.get("time_axis", 0))
     if {b_ax, t_ax} != {0, 1}:
         raise imp.fail(node, f"batch_axis {b_ax} and time_axis {t_ax}")
-    nb = x.shape[b_ax]
     lens = ins[1]
-    shape2 = [1] * x.ndim
-    shape2[b_ax] = nb
-    t = imp.b.op("iota", shape=x.shape, axis=t_ax, dtype="i64")
+    per_batch = [1] * x.ndim
+    per_batch[b_ax] = x.shape[b_ax]
     if isinstance(lens, np.ndarray):
-        ln = imp.b.const(lens.astype(np.int64).reshape(shape2))
+        ln = imp.b.const(lens.astype(np.int64).reshape(per_batch))
     else:
         ln = imp.t(lens)
-        ln = (ln if ln.dtype == "i64" else ln.astype("i64")).reshape(*shape2)
-    src_t = imp.b.select(t < ln, ln - 1 - t, t)
-    strides = np.cumprod((x.shape[1:] + (1,))[::-1])[::-1]
-    grid = np.indices(x.shape, dtype=np.int64)
-    base = sum(grid[a] * int(strides[a]) for a in range(x.ndim) if a != t_ax)
-    flat = src_t * int(strides[t_ax]) + imp.b.const(base.astype(np.int64))
+        ln = (ln if ln.dtype == "i64" else ln.astype("i64")).reshape(*per_batch)
+    t = imp.b.op("iota", shape=x.shape, axis=t_ax, dtype="i64")
+    src = imp.b.select(t < ln, ln - 1 - t, t)
+    flat = along_axis_positions(imp, node, x.shape, src, t_ax)
     return imp.b.take(x.reshape(-1), flat, axis=0)
-
-
-def reduce_prod(imp, node, ins, attrs):
-    """sign · exp(Σ log|x|), 0 where a factor is 0: within a few ulp of the product for
-    moderate counts. Its gradient is prod/x, except at zeros (where it is 0)."""
-    x = imp.t(ins[0])
-    axes = _axes(imp, node, ins, attrs, x.ndim)
-    if not axes:
-        return x
-    keep = bool(attrs.get("keepdims", 1))
-    a = abs(x)
-    zero = a.eq(0.0)
-    logs = imp.b.select(zero, a * 0.0 + 1.0, a).log()
-    mag = logs.sum(axes, keepdims=keep).exp()
-    neg = (x < 0.0).astype(x.dtype).sum(axes, keepdims=keep)
-    odd = (neg * 0.5).floor().ne(neg * 0.5)
-    signed = imp.b.select(odd, -mag, mag)
-    zeros = zero.astype(x.dtype).sum(axes, keepdims=keep)
-    return imp.b.select(zeros > 0.0, signed * 0.0, signed)
 
 
 def lp_pool(imp, node, ins, attrs):
@@ -155,28 +132,16 @@ def lp_pool(imp, node, ins, attrs):
     x = imp.t(ins[0])
     p = float(attrs.get("p", 2))
     powered = x * x if p == 2 else abs(x) ** p
-    proxy = _Renamed(node, "AveragePool")
-    avg = pool(imp, proxy, [powered], {**attrs, "count_include_pad": 1})
+    avg = pool(imp, node, [powered], {**attrs, "count_include_pad": 1}, kind="avg")
     avg = avg[0] if isinstance(avg, list) else avg
     total = avg * float(np.prod(attrs["kernel_shape"]))
     return total.sqrt() if p == 2 else total ** (1.0 / p)
 
 
-class _Renamed:
-    """`node` seen as another op type (LpPool reuses AveragePool's window handling)."""
-
-    def __init__(self, node, op_type: str) -> None:
-        self._node, self.op_type = node, op_type
-
-    def __getattr__(self, name):
-        return getattr(self._node, name)
-
-
 HANDLERS = {
     "QuantizeLinear": quantize, "DequantizeLinear": dequantize,
     "HannWindow": window, "HammingWindow": window, "BlackmanWindow": window,
-    "CenterCropPad": center_crop_pad, "ReverseSequence": reverse_sequence,
-    "ReduceProd": reduce_prod, "LpPool": lp_pool,
+    "CenterCropPad": center_crop_pad, "ReverseSequence": reverse_sequence, "LpPool": lp_pool,
 }
 
 __all__ = ["HANDLERS"]

@@ -8,25 +8,20 @@ from __future__ import annotations
 
 import numpy as np
 
+from .onnx_tensor import _opset
+
 
 def _signal_axis(imp, node, ins, attrs, rank: int) -> int:
     """The signal axis: an input from opset 20 on (default -2), an attribute before (1)."""
     if len(ins) > 2 and ins[2] is not None:
         axis = int(imp.ints(node, ins[2], "axis")[0])
     else:
-        axis = int(attrs.get("axis", -2 if imp_opset(imp) >= 20 else 1))
+        axis = int(attrs.get("axis", -2 if _opset(imp) >= 20 else 1))
     axis = axis + rank if axis < 0 else axis
     if not 0 <= axis < rank - 1:
         raise imp.fail(node, f"axis {axis} of a rank-{rank} input (the last axis holds the "
                              "real and imaginary parts)")
     return axis
-
-
-def imp_opset(imp) -> int:
-    for o in imp.model.opset_import:
-        if o.domain in ("", "ai.onnx"):
-            return int(o.version)
-    return 0
 
 
 def _matrices(n_in: int, n: int, k: int, inverse: bool) -> tuple[np.ndarray, np.ndarray]:

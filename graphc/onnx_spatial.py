@@ -13,6 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from .onnx_layers import text
+from .onnx_math import both
 
 
 def affine_grid(imp, node, ins, attrs):
@@ -90,9 +91,8 @@ def grid_sample(imp, node, ins, attrs):
     def corner(cx, cy):
         """The pixel rows at integer positions (cx, cy) (floats), and whether they lie in the
         image; outside, a clamped row is read and weighted 0."""
-        inside = imp.b.select(cx >= 0.0, cx <= w - 1.0, cx >= 0.0)
-        inside = imp.b.select(inside, cy >= 0.0, inside)
-        inside = imp.b.select(inside, cy <= h - 1.0, inside)
+        inside = both(imp, both(imp, cx >= 0.0, cx <= w - 1.0),
+                      both(imp, cy >= 0.0, cy <= h - 1.0))
         ix = cx.maximum(0.0).minimum(w - 1.0).astype("i64")
         iy = cy.maximum(0.0).minimum(h - 1.0).astype("i64")
         got = imp.b.take(rows, batch + iy * w + ix, axis=0)  # [N, Ho, Wo, C]

@@ -16,12 +16,11 @@ pytest.importorskip("onnxruntime")
 
 from graphc.bench.onnx_models import make_model, node  # noqa: E402
 
-from .test_onnx_import import _check, _f32  # noqa: E402
+from .test_onnx_import import _check, _f32, _opset  # noqa: E402
 
 
 def _opset23(model):
-    model.opset_import[0].version = 23
-    return model
+    return _opset(model, 23)
 
 
 ATTENTION = {

@@ -14,12 +14,7 @@ ort = pytest.importorskip("onnxruntime")
 
 from graphc.bench.onnx_models import make_model, node  # noqa: E402
 
-from .test_onnx_import import _check, _f32  # noqa: E402
-
-
-def _opset(model, version):
-    model.opset_import[0].version = version
-    return model
+from .test_onnx_import import _check, _f32, _opset  # noqa: E402
 
 
 def _check_unoptimized(model, feeds, **tol):

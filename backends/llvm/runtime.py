@@ -225,12 +225,13 @@ class NativeProgram:
                 self._raise(*(int(v) for v in self._status[:3]))
         return outs
 
+    @property
+    def profiled(self) -> bool:
+        return self.layout.profiled
+
     def profile_data(self, reset: bool = False) -> dict[str, Any]:
         """Seconds spent in each kernel (layout order) and in whole calls since the last reset,
-        over `runs` calls; only for code compiled with `profile`."""
-        if not self.layout.profiled:
-            raise GraphError(f"{self.signature.name!r} was compiled without profiling; compile "
-                             "with profile=True")
+        over `runs` calls; only for code compiled with `profile` (`profiled`)."""
         if self._ticks_per_second is None:
             # the time stamp counter ticks at a constant rate: calibrate it against the clock
             t0, c0 = time.perf_counter(), self._clock()

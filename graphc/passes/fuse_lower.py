@@ -102,20 +102,6 @@ def node_class(n: Node) -> str:
     return "library"
 
 
-def _index_vars(idx: tuple[Ix, ...]) -> set[str]:
-    """Names of the variables an index mentions, inside floor divisions and moduli too."""
-    out: set[str] = set()
-    stack = list(idx)
-    while stack:
-        e = stack.pop()
-        for atom, _ in e.terms:
-            if isinstance(atom, Var):
-                out.add(atom.name)
-            else:
-                stack.append(atom.arg)
-    return out
-
-
 def op_cost(n: Node) -> int:
     if n.op in MOVEMENT_OPS or n.op in ("iota", "constant") or node_class(n) != "pointwise":
         return 0
@@ -295,7 +281,7 @@ class Lowering:
             e = Load(self.buffer_of(v), idx, mask, v.dtype)
         else:
             self.pulls[id(n)] = self.pulls.get(id(n), 0) + 1
-            used = frozenset(_index_vars(idx))
+            used = frozenset(v for e in idx for v in e.var_names())
             self.spans[id(n)] = self.spans.get(id(n), frozenset()) | used
             saved = self.narrow
             self.narrow = self._narrowed(mask) if mask else {}
