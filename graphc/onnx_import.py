@@ -30,7 +30,8 @@ import numpy as np
 
 from graphc.ir.builder import Builder, Tensor
 from graphc.ir.errors import GraphError
-from graphc.ir.types import DTYPES
+from graphc.ir.registry import get_op
+from graphc.ir.types import FLOAT_DTYPES, round_to_dtype
 
 from . import (
     onnx_attention,
@@ -123,6 +124,9 @@ class _Importer:
         self.inits: dict[str, np.ndarray] = {}
         self.skipped: dict[str, object] = {}  # optional outputs left uncomputed -> their node
         self.named_nodes: set[int] = set()  # ids of graph nodes named after an ONNX value
+        # id of a node computed from constants -> (the node, kept alive so that its id stays
+        # its own; its output values)
+        self.folded: dict[int, tuple[Any, tuple[np.ndarray, ...]]] = {}
 
     def fresh(self, raw: str) -> str:
         name = _unique(_clean(raw), self.taken)
@@ -225,6 +229,8 @@ class _Importer:
             if raw and v is None:
                 raise self.fail(node, f"input {raw!r} is not defined before it")
         op = node.op_type
+        if op in _CONST_OPS and any(isinstance(v, Tensor) for v in ins):
+            ins = self._fold_integers(ins)
         folding = all(isinstance(v, np.ndarray) or v is None for v in ins) and op in _CONST_OPS
         handler = _CONST_OPS[op] if folding else _HANDLERS.get(op)
         if handler is None:
@@ -249,18 +255,55 @@ class _Importer:
 
     def numbers(self, v) -> np.ndarray | None:
         """The values of a constant input: an initializer or integer result kept as numpy, or
-        a float Constant node (the importer makes those graph constants); None otherwise."""
+        a graph tensor computed from constants alone (a float Constant node, or a shape
+        calculation through ops the numpy folding above does not cover, such as Mod or Where);
+        None when it depends on a graph input or parameter."""
         if isinstance(v, np.ndarray):
             return v
-        if isinstance(v, Tensor) and v.node.op == "constant":
-            value = np.asarray(v.node.attrs["value"], dtype=DTYPES[v.dtype])
-            return np.broadcast_to(value, v.shape) if value.ndim == 0 else value.reshape(v.shape)
+        if isinstance(v, Tensor):
+            return self._fold(v)
         return None
 
+    def _fold_integers(self, ins: list) -> list:
+        """`ins` with every integer or bool graph tensor computed from constants alone as
+        numbers, when that leaves no graph tensor: shape arithmetic that went through graph ops
+        (a Cast back from a float division) joins the numpy folding again."""
+        folded = [self._fold(v) if isinstance(v, Tensor) and v.dtype not in FLOAT_DTYPES
+                  else v for v in ins]
+        return folded if not any(v is None and x is not None or isinstance(v, Tensor)
+                                 for v, x in zip(folded, ins, strict=True)) else ins
+
+    def _fold(self, v: Tensor) -> np.ndarray | None:
+        """Evaluate the constant-only subgraph under `v` with each op's numpy reference."""
+        order: list = []
+        seen: set[int] = set()
+        stack = [(v.node, False)]
+        while stack:  # post-order walk without recursion (exported chains can be long)
+            node, done = stack.pop()
+            if done:
+                order.append(node)
+                continue
+            if id(node) in seen or id(node) in self.folded:
+                continue
+            if node.op in ("input", "param"):
+                return None
+            seen.add(id(node))
+            stack.append((node, True))
+            stack.extend((x.node, False) for x in node.inputs)
+        for node in order:
+            args = [self.folded[id(x.node)][1][x.index] for x in node.inputs]
+            result = get_op(node.op).reference(args, dict(node.attrs))
+            results = result if isinstance(result, tuple) else (result,)
+            self.folded[id(node)] = (node, tuple(
+                round_to_dtype(np.asarray(r), out.dtype).reshape(out.shape)
+                for r, out in zip(results, node.outputs, strict=True)))
+        return self.folded[id(v.node)][1][v.value.index]
+
     def ints(self, node, v, what: str) -> list[int]:
-        if not isinstance(v, np.ndarray):
+        values = self.numbers(v)
+        if values is None:
             raise self.fail(node, f"{what} must be a constant (computed from static shapes)")
-        return [int(x) for x in v.reshape(-1)]
+        return [int(x) for x in values.reshape(-1)]
 
 
 def _axis(axis: int, rank: int) -> int:

@@ -126,6 +126,34 @@ def test_shape_arithmetic_reshape_transpose_concat(rng):
     _check(model, {"x": x})
 
 
+def test_shape_arithmetic_through_graph_ops_folds_at_import(rng):
+    """Shape numbers computed by ops the importer keeps as graph nodes (a float Constant, Div,
+    Floor, Cast; Mod, as torch's exporter writes for attention heads) are still constants:
+    the importer evaluates such constant-only subgraphs when a Reshape or Slice needs them."""
+    x = _f32(rng, 2, 12, 5)
+    half = onnx.numpy_helper.from_array(np.asarray([2.0], np.float32))
+    model = make_model("shapes_graph", [
+        node("Constant", [], ["half"], value=half),
+        node("Shape", ["x"], ["s"]),
+        node("Slice", ["s", "one", "two"], ["c"]),
+        node("Cast", ["c"], ["cf"], to=onnx.TensorProto.FLOAT),
+        node("Div", ["cf", "half"], ["hf"]),
+        node("Floor", ["hf"], ["hfl"]),
+        node("Cast", ["hfl"], ["h"], to=onnx.TensorProto.INT64),
+        node("Concat", ["zero", "two", "h", "minus1"], ["target"], axis=0),
+        node("Reshape", ["x", "target"], ["r"]),
+        node("Mod", ["seven", "four"], ["end"]),
+        node("Slice", ["x", "one", "end", "one"], ["sl"]),
+    ], {"x": x}, ["r", "sl"],
+        {"zero": np.asarray([0], np.int64), "one": np.asarray([1], np.int64),
+         "two": np.asarray([2], np.int64), "minus1": np.asarray([-1], np.int64),
+         "seven": np.asarray([7], np.int64), "four": np.asarray([4], np.int64)})
+    model.opset_import[0].version = 17
+    graph = _check(model, {"x": x})
+    assert dict(graph.outputs)["r"].shape == (2, 2, 6, 5)
+    assert dict(graph.outputs)["sl"].shape == (2, 2, 5)
+
+
 def test_elementwise_ops_and_constants(rng):
     x = _f32(rng, 4, 6)
     y = np.abs(_f32(rng, 4, 6)) + 0.5
@@ -319,6 +347,38 @@ def test_transformer_block_exported_by_torch(rng, tmp_path):
     assert {n.op for n in graph.nodes} >= {"layer_norm", "gelu", "softmax", "matmul"}
     want = net(x).detach().numpy()
     _check_outputs(graph, {"x": x.numpy()}, {"y": want})
+
+
+def test_torch_encoder_layer_and_pointwise_convs_exported_by_torch(rng, tmp_path):
+    """nn.TransformerEncoderLayer (its attention splits heads through shape arithmetic with
+    Mod, folded at import) after a patch embedding, and a MobileNet-style inverted residual
+    (1x1 convolutions, lowered as matmuls, around a depthwise one), against torch."""
+    torch = pytest.importorskip("torch")
+    nn = torch.nn
+
+    class Net(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.embed = nn.Conv2d(3, 32, 4, stride=4)
+            self.inverted = nn.Sequential(
+                nn.Conv2d(32, 96, 1), nn.BatchNorm2d(96), nn.ReLU6(),
+                nn.Conv2d(96, 96, 3, padding=1, groups=96), nn.ReLU6(), nn.Conv2d(96, 32, 1))
+            self.encoder = nn.TransformerEncoderLayer(32, 4, 64, dropout=0.0, batch_first=True)
+
+        def forward(self, x):
+            y = self.embed(x)
+            y = y + self.inverted(y)
+            return self.encoder(y.flatten(2).transpose(1, 2))
+
+    torch.manual_seed(0)
+    net = Net().eval()
+    x = torch.from_numpy(_f32(rng, 2, 3, 16, 16))
+    path = tmp_path / "net.onnx"
+    torch.onnx.export(net, (x,), str(path), dynamo=False, input_names=["x"], output_names=["y"])
+    graph = graphc.from_onnx(str(path))
+    with torch.no_grad():
+        want = net(x).numpy()
+    _check_outputs(graph, {"x": x.numpy()}, {"y": want}, rtol=1e-4, atol=1e-4)
 
 
 def test_embedding_exported_by_torch(rng, tmp_path):
