@@ -156,8 +156,9 @@ class Ix:
         acc: dict[Atom, int] = {}
         for a, c in terms:
             acc[a] = acc.get(a, 0) + c
+        const = _recombine(acc, int(const))
         items = sorted(((a, c) for a, c in acc.items() if c), key=lambda t: str(t[0]))
-        return Ix(tuple(items), int(const))
+        return Ix(tuple(items), const)
 
     @property
     def is_const(self) -> bool:
@@ -195,6 +196,33 @@ class Ix:
         for sign, p in parts[1:]:
             text += f" {sign} {p}"
         return text
+
+
+def _recombine(acc: dict[Atom, int], const: int) -> int:
+    """Fold c·d·(X // d) + c·(X % d) into c·X in `acc` (in place; returns the new constant):
+    an index split by one reshape and joined again by another (a 1x1 convolution's output
+    plane read as a matmul's columns) becomes the plain, affine index it was."""
+    while True:
+        pair = next(((a, c, q) for a, c in acc.items() if isinstance(a, Mod) and c
+                     for q in _quotients(a) if acc.get(q, 0) == c * a.d), None)
+        if pair is None:
+            return const
+        m, c, q = pair
+        del acc[m], acc[q]
+        for a, k in m.arg.terms:
+            acc[a] = acc.get(a, 0) + k * c
+        const += m.arg.const * c
+
+
+def _quotients(m: Mod) -> tuple[FloorDiv, ...]:
+    """The spellings of X // d for `m` = X % d: with X = Y // e, `floordiv` writes the
+    quotient as Y // (e·d) (a plane split into rows and columns: (n // 16) % 16 pairs with
+    n // 256)."""
+    out = (FloorDiv(m.arg, m.d),)
+    (inner, c), = m.arg.terms if len(m.arg.terms) == 1 else ((None, 0),)
+    if isinstance(inner, FloorDiv) and c == 1 and m.arg.const == 0:
+        out += (FloorDiv(inner.arg, inner.d * m.d),)
+    return out
 
 
 def _paren(e: Ix) -> str:

@@ -364,6 +364,15 @@ LINALG_CASES = [
     Case("conv2d.bias_relu_epilogue", _graph("c4", lambda b: {
         "y": b.conv2d(b.input("x", (2, 3, 6, 6)), b.input("w", (5, 3, 3, 3)),
                       b.input("c", (5,)), padding="same").relu()}), rtol=1e-5),
+    # 1x1 convolutions over enough channels lower as matmuls: a plane that is no multiple of
+    # the vector width, a residual in the epilogue, a recomputed relu in front, 1-D
+    Case("conv2d.pointwise_residual", _graph("c6", lambda b: {
+        "y": (b.conv2d(b.input("x", (2, 40, 5, 7)).relu(), b.input("w", (12, 40, 1, 1)),
+                       b.input("c", (12,))) + b.input("r", (2, 12, 5, 7))).relu()}),
+        rtol=1e-5, atol=1e-5),
+    Case("conv1d.pointwise", _graph("c7", lambda b: {
+        "y": b.op("conv", b.input("x", (3, 32, 9)), b.input("w", (8, 32, 1)))}),
+        rtol=1e-5, atol=1e-5),
 ]
 
 WINDOW_CASES = [
@@ -547,6 +556,19 @@ def _trig_grad() -> Graph:
     return autodiff(b.build(outputs={"loss": (y * x).sum(), "y": y}), "loss")
 
 
+def _pointwise_conv_grad() -> Graph:
+    """A 1x1 convolution lowered as a matmul, and its gradients: the input's is a 1x1
+    convolution over the output's 32 channels (a matmul too), the weight's a convolution."""
+    from graphc.passes import autodiff
+
+    b = Builder("pw_grad", seed=0)
+    w = b.param("w", (32, 48, 1, 1), init="normal")
+    c = b.param("c", (32,), init="normal")
+    x = b.param("x", (2, 48, 6, 5), init="normal")
+    y = b.conv2d(x, w, c).tanh()
+    return autodiff(b.build(outputs={"loss": (y * y).sum(), "y": y}), "loss")
+
+
 _cnn = _model("cnn", {"batch": 2, "channels": 4}, {"batch": 2})
 _cnn_eval = _model("cnn", {"batch": 2, "channels": 4, "training": False}, {"batch": 2})
 _lstm_model = _model("lstm", {"steps": 3, "batch": 2, "features": 4, "hidden": 6},
@@ -566,6 +588,7 @@ MODEL_CASES = [
     Case("grad.slice_join", _slice_join_grad),
     Case("grad.erf", _erf_grad),
     Case("grad.sin_cos", _trig_grad),
+    Case("grad.pointwise_conv", _pointwise_conv_grad, rtol=1e-4, atol=1e-4),
     Case("model.two_two_one", _221[0], _221[1], rtol=1e-5, atol=1e-6, tags=("model",)),
     Case("model.conv1d_seed", _seed[0], _seed[1], rtol=1e-5, atol=1e-6, tags=("model",)),
 ]

@@ -16,7 +16,7 @@ from graphc.backends.reference import run_graph
 from graphc.backends.reference.kernel_interp import run_schedule
 from graphc.ir.builder import Builder
 from graphc.ir.errors import GraphError
-from graphc.ir.kernel import ConvKernel, LoopKernel, MatmulKernel
+from graphc.ir.kernel import ConvKernel, Load, LoopKernel, MatmulKernel, Var, linearize, walk
 from graphc.ir.kernel_text import print_schedule
 from graphc.ir.text import parse_graph
 from graphc.passes import decompose
@@ -222,6 +222,37 @@ def test_conv_batch_norm_inference_relu_is_one_conv_with_epilogue(rng):
         np.float32)}, rng)
     assert len(fused.kernels) == 1 and isinstance(fused.kernels[0], ConvKernel)
     assert len(unfused.kernels) > 5
+
+
+@pytest.mark.parametrize("chans", [16, 48])
+def test_pointwise_conv_over_enough_channels_is_a_matmul_with_affine_operands(chans, rng):
+    """A 1x1 convolution over >= 32 channels lowers as a batched matmul, w[O, C] @ x[n][C, HW]
+    (bias, batch norm and relu in its epilogue): its split output plane joins back into the
+    plain column index wherever it is linearized, so every load and store is affine. Over 16
+    channels it stays a convolution."""
+    def build(b):
+        x = b.input("x", (2, chans, 5, 7))
+        c = b.conv2d(x, b.param("w", (24, chans, 1, 1)), b.param("cb", (24,), init="normal"))
+        y = b.batch_norm(c, b.param("g", (24,), init="normal"), b.param("b", (24,),
+                                                                         init="normal"),
+                         b.param("rm", (24,), init="normal", frozen=True),
+                         b.param("rv", (24,), init="ones", frozen=True), training=False)
+        return {"y": y.relu()}
+
+    _, _, fused = _fused(build, lambda r: {"x": r.standard_normal((2, chans, 5, 7)).astype(
+        np.float32)}, rng)
+    (k,) = fused.kernels
+    if chans < 32:
+        assert isinstance(k, ConvKernel)
+        return
+    assert isinstance(k, MatmulKernel) and (k.batch, k.m, k.n, k.k) == ((2,), 24, 35, chans)
+    shapes = {name: buf.type.shape for name, buf in fused.buffers.items()}
+    loads = [e for e in walk(k.expr_roots()) if isinstance(e, Load)]
+    stores = list(k.stores)
+    assert any(e.buffer == "x" for e in loads) and stores
+    for buf, index in [(e.buffer, e.index) for e in loads] + [(s.buffer, s.index) for s in stores]:
+        flat = linearize(index, shapes[buf])
+        assert all(isinstance(a, Var) for a, _ in flat.terms), (buf, str(flat))
 
 
 def test_unfused_baseline_is_one_kernel_per_primitive():

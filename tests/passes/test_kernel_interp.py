@@ -129,6 +129,23 @@ def test_a_small_remainder_splits_off_a_division():
     assert str(floordiv(e, 32768, ext)) == "r0 // 32"
     assert str(mod(e, 32768, ext)) == "i0 + (r0 % 32)*1024"
 
+def test_a_split_index_joined_again_is_the_plain_index():
+    """(X // d)·d + X % d is X: a flat plane index split into rows and columns (a 1x1
+    convolution's output as a matmul's columns) and linearized back is affine again, scaled,
+    shifted or nested; a split that does not join (coefficients that differ) stays split."""
+    ext = {"n": 1024, "b": 8, "m": 32}
+    n = ix("n")
+    rows, cols = floordiv(n, 32, ext), mod(n, 32, ext)
+    assert str(linearize((ix("b"), ix("m"), rows, cols), (8, 32, 32, 32))) \
+        == "b*32768 + m*1024 + n"
+    assert str(floordiv(n + 3, 32, ext) * 64 + mod(n + 3, 32, ext) * 2 + 1) == "n*2 + 7"
+    h, w = delinearize(n, (4, 16, 16), ext)[1:]
+    assert str(linearize((floordiv(n, 256, ext), h, w), (4, 16, 16))) == "n"
+    assert "%" in str(rows * 31 + cols)
+    for v in range(1024):
+        assert eval_ix(rows * 31 + cols, {"n": v}) == (v // 32) * 31 + v % 32
+
+
 def test_index_simplification_reads_like_the_layout():
     ext = {"i0": 4, "i1": 96}
     # flatten [4, 6, 4, 4] -> [4, 96] read back in the 4-d layout

@@ -140,6 +140,18 @@ def test_gemm_prepacked_b_is_filled_once_then_used(gemm_default, m, n, k, tb, ba
         np.testing.assert_array_equal(c, want)
 
 
+@pytest.mark.parametrize("batch,shared", [(1, False), (3, False), (3, True)])
+def test_gemm_few_rows_and_a_large_b(gemm_default, batch, shared, rng):
+    """Tasks of few rows read B in place while all of B fits DIRECT_B_MAX_BYTES, and pack it
+    beyond (one B of 1.5 MiB, three of 0.5 MiB; one shared 0.5 MiB B stays in place): the
+    same products either way, for one and two threads."""
+    k, n = (384, 1024) if batch == 1 else (128, 1024)
+    a, b = _operands(rng, batch, 40, n, k)
+    if shared:
+        b = np.broadcast_to(b[:1], b.shape)
+    np.testing.assert_array_equal(_check(gemm_default, a, b, 2), _check(gemm_default, a, b, 1))
+
+
 @pytest.mark.parametrize("ta,tb", [(False, True), (True, False), (True, True)])
 def test_gemm_default_transposed(gemm_default, ta, tb, rng):
     a, b = _operands(rng, 2, 45, 70, 83, ta, tb)
