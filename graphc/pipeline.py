@@ -1,6 +1,7 @@
 """The pass pipeline, as one ordered list anyone can read in a minute.
 
-    graph --decompose--> primitives --simplify--> smaller graph --fuse--> Schedule
+    graph --decompose--> primitives --conv_phases--> no dilated-input convolutions
+          --simplify--> smaller graph --fuse--> Schedule
           --plan_memory--> Schedule + MemoryPlan --(backend codegen)--> Program
 
 `autodiff` and the optimizer are not in this list: they are graph-to-graph constructions the
@@ -20,13 +21,14 @@ from graphc.ir.kernel import Schedule
 from graphc.ir.verify import verify
 
 from .passes.base import Pass, PassContext
+from .passes.conv_phases import ConvPhasesPass
 from .passes.decompose import DecomposePass
 from .passes.simplify import SimplifyPass
 
 
 def graph_passes() -> list[Pass]:
     """The graph-level passes, in order."""
-    return [DecomposePass(), SimplifyPass()]
+    return [DecomposePass(), ConvPhasesPass(), SimplifyPass()]
 
 
 @dataclass

@@ -569,6 +569,18 @@ def _pointwise_conv_grad() -> Graph:
     return autodiff(b.build(outputs={"loss": (y * y).sum(), "y": y}), "loss")
 
 
+def _strided_conv_grad() -> Graph:
+    """A stride-2 convolution and its gradients: the input's is a convolution over the
+    output gradient dilated by 2, which runs in phase form (`conv_phases`)."""
+    from graphc.passes import autodiff
+
+    b = Builder("strided_grad", seed=0)
+    w = b.param("w", (5, 3, 3, 3), init="normal")
+    x = b.param("x", (2, 3, 9, 8), init="normal")
+    y = b.op("conv", x, w, stride=(2, 2), padding=((1, 1), (1, 0))).tanh()
+    return autodiff(b.build(outputs={"loss": (y * y).sum(), "y": y}), "loss")
+
+
 _cnn = _model("cnn", {"batch": 2, "channels": 4}, {"batch": 2})
 _cnn_eval = _model("cnn", {"batch": 2, "channels": 4, "training": False}, {"batch": 2})
 _lstm_model = _model("lstm", {"steps": 3, "batch": 2, "features": 4, "hidden": 6},
@@ -589,6 +601,7 @@ MODEL_CASES = [
     Case("grad.erf", _erf_grad),
     Case("grad.sin_cos", _trig_grad),
     Case("grad.pointwise_conv", _pointwise_conv_grad, rtol=1e-4, atol=1e-4),
+    Case("grad.strided_conv", _strided_conv_grad, rtol=1e-4, atol=1e-4),
     Case("model.two_two_one", _221[0], _221[1], rtol=1e-5, atol=1e-6, tags=("model",)),
     Case("model.conv1d_seed", _seed[0], _seed[1], rtol=1e-5, atol=1e-6, tags=("model",)),
 ]

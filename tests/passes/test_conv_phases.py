@@ -1,0 +1,80 @@
+"""`conv_phases`: convolutions over dilated inputs become one convolution per output phase."""
+
+from __future__ import annotations
+
+import numpy as np
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from graphc.backends.reference import run_graph
+from graphc.ir.builder import Builder
+from graphc.ir.errors import GraphError
+from graphc.passes import autodiff
+from graphc.passes.conv_phases import split_dilated_convs
+from graphc.pipeline import run_pipeline
+
+
+def _conv_graph(x_shape, w_shape, **attrs):
+    b = Builder("c")
+    y = b.op("conv", b.input("x", x_shape), b.input("w", w_shape), **attrs)
+    return b.build(outputs={"y": y})
+
+
+@st.composite
+def dilated_convs(draw):
+    rank = draw(st.integers(1, 2))
+    groups = draw(st.sampled_from([1, 1, 2]))
+    per = st.lists(st.integers(1, 3), min_size=rank, max_size=rank)
+    size = draw(st.lists(st.integers(1, 6), min_size=rank, max_size=rank))
+    kernel = draw(st.lists(st.integers(1, 4), min_size=rank, max_size=rank))
+    lhs = draw(st.lists(st.integers(1, 3), min_size=rank, max_size=rank).filter(
+        lambda v: max(v) > 1))
+    pads = draw(st.lists(st.tuples(st.integers(-1, 3), st.integers(-1, 3)), min_size=rank,
+                         max_size=rank))
+    return (rank, groups, tuple(size), tuple(kernel), tuple(draw(per)), tuple(pads),
+            tuple(lhs), tuple(draw(per)[:rank]))
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(dilated_convs(), st.integers(0, 2**16))
+def test_phases_compute_the_dilated_convolution(spec, seed):
+    """Any strides, kernel dilations, paddings (crops too) and groups, 1-D and 2-D: the phase
+    form equals the convolution over the dilated input (graph reference, float64 sums of the
+    same nonzero terms), and holds no dilated-input convolution."""
+    rank, groups, size, kernel, stride, pads, lhs, rhs = spec
+    c_in, c_out = 2 * groups, 3 * groups
+    try:
+        g = _conv_graph((2, c_in) + size, (c_out, c_in // groups) + kernel, stride=stride,
+                        padding=pads, lhs_dilation=lhs, rhs_dilation=rhs, groups=groups)
+    except GraphError:  # no output fits (the crop or the kernel is larger than the input)
+        return
+    rng = np.random.default_rng(seed)
+    feeds = {"x": rng.standard_normal((2, c_in) + size).astype(np.float32),
+             "w": rng.standard_normal((c_out, c_in // groups) + kernel).astype(np.float32)}
+    split = split_dilated_convs(g)
+    assert not any(n.op == "conv" and max(n.attrs["lhs_dilation"]) > 1 for n in split.nodes)
+    np.testing.assert_allclose(run_graph(split, feeds)["y"], run_graph(g, feeds)["y"],
+                               rtol=1e-5, atol=1e-5)
+
+
+def test_transposed_convolution_with_kernel_equal_to_stride_is_four_matmuls():
+    """A 2x2 stride-2 up-convolution over 64 channels (as ONNX ConvTranspose imports it): four
+    1x1 phases, each a matmul kernel after fusion; no convolution kernel is left."""
+    g = _conv_graph((2, 64, 8, 8), (32, 64, 2, 2), stride=(1, 1), padding=((1, 1), (1, 1)),
+                    lhs_dilation=(2, 2))
+    schedule = run_pipeline(g).schedule
+    kinds = [k.kind for k in schedule.kernels]
+    assert kinds.count("matmul") == 4 and "conv" not in kinds, kinds
+
+
+def test_strided_convolution_gradient_has_no_dilated_input():
+    """The input gradient of a stride-2 convolution is a convolution over the output gradient
+    dilated by 2; after the pipeline's graph passes it is in phase form."""
+    b = Builder("g", seed=0)
+    x = b.param("x", (2, 3, 9, 9), init="normal")
+    w = b.param("w", (4, 3, 3, 3), init="normal")
+    y = b.op("conv", x, w, stride=(2, 2), padding=((1, 1), (1, 1)))
+    g = autodiff(b.build(outputs={"loss": (y * y).sum()}), "loss")
+    assert any(n.op == "conv" and max(n.attrs["lhs_dilation"]) > 1 for n in g.nodes)
+    after = run_pipeline(g).graph
+    assert not any(n.op == "conv" and max(n.attrs["lhs_dilation"]) > 1 for n in after.nodes)
