@@ -283,6 +283,50 @@ def test_register_blocked_convolution(dtype, rng):
     assert paths.count("blocked") == len(BLOCKED_CASES) + 1, paths
 
 
+@pytest.mark.parametrize("dtype", ["f32", "f64"])
+def test_plane_tiles_for_short_rows(dtype, rng):
+    """Output rows of at most half a vector: each vector spans several whole rows (plane
+    tiles), masked per lane at the left and right borders and at the top and bottom rows,
+    the last vector partly past the plane; channel blocks with a remainder, row dilation,
+    groups, stride 2 along the row (two output rows per vector, from one load of an input
+    row each) with any row stride, a residual and batch-norm-style epilogue. An epilogue that reads a value per
+    column (not through the plane's flat position) keeps row tiles."""
+    np_dt = np.float32 if dtype == "f32" else np.float64
+    lanes = 16 if dtype == "f32" else 8
+    b = Builder("plane")
+    ins = {}
+    cases = [("p8", (2, 12, 8, 8), (20, 12, 3, 3), dict(padding=(1, 1, 1, 1))),
+             ("p5", (3, 5, 5, 5), (7, 5, 3, 3), dict(padding=(2, 2, 2, 2), rhs_dilation=(2, 2))),
+             ("p4", (2, 4, 7, 4), (6, 4, 1, 3), dict(padding=(0, 0, 1, 1))),
+             ("g", (2, 8, 6, 6), (8, 4, 3, 3), dict(padding=(1, 1, 1, 1), groups=2)),
+             ("s2", (2, 5, 11, 9), (7, 5, 3, 3), dict(stride=(2, 2), padding=(1, 1, 1, 1))),
+             ("s12", (3, 3, 9, 7), (5, 3, 3, 3), dict(stride=(1, 2), padding=(1, 1, 1, 1))),
+             ("s2k1", (2, 4, 10, 8), (6, 4, 1, 1), dict(stride=(2, 2))),
+             ("s2k5", (2, 3, 8, 10), (4, 3, 5, 5), dict(stride=(2, 2), padding=(2, 2, 2, 2)))]
+    planes = 0
+    for name, xs, ws, attrs in cases:
+        x, w = b.input(f"{name}.x", xs, dtype), b.input(f"{name}.w", ws, dtype)
+        ins[f"{name}.x"], ins[f"{name}.w"] = _normal(rng, xs, np_dt), _normal(rng, ws, np_dt)
+        y = b.op("conv", x, w, **attrs)
+        planes += 2 * y.shape[3] <= lanes
+        scale = b.input(f"{name}.s", (ws[0], 1, 1), dtype)
+        res = b.input(f"{name}.r", y.shape, dtype)
+        ins[f"{name}.s"] = _normal(rng, (ws[0], 1, 1), np_dt)
+        ins[f"{name}.r"] = _normal(rng, y.shape, np_dt)
+        b.output(name, (y * scale + res).relu())
+        b.output(f"{name}.raw", y)
+    x, w = b.input("col.x", (2, 3, 4, 4), dtype), b.input("col.w", (5, 3, 3, 3), dtype)
+    per_col = b.input("col.c", (4,), dtype)
+    b.output("col", b.op("conv", x, w, padding=(1, 1, 1, 1)) + per_col)
+    ins.update({"col.x": _normal(rng, (2, 3, 4, 4), np_dt),
+                "col.w": _normal(rng, (5, 3, 3, 3), np_dt), "col.c": _normal(rng, (4,), np_dt)})
+    tol = dict(rtol=1e-4, atol=1e-4) if dtype == "f32" else dict(rtol=1e-11, atol=1e-11)
+    exe = check_llvm(b.build(), ins, tol=tol)
+    rows = sorted(p["plane_rows"] for p in exe.info["kernel_plans"].values()
+                  if p.get("conv") == "blocked")
+    assert len(rows) - rows.count(0) == planes and len(rows) == len(cases) + 1, rows
+
+
 def test_templates_for_the_portable_avx2_target(rng):
     """The x86-64-v3 build: 256-bit vectors (8 lanes) in the GEMM and the blocked conv."""
     from graphc.backends.llvm.aot_loader import host_cpu_flags
