@@ -95,7 +95,7 @@ def pipeline_stages(graph: Graph, *, train: bool = False, lr: float = DEFAULT_LR
     instead of plain gradients; `schedule=False` skips fusion and memory planning,
     `codegen=False` the code generators.
     """
-    from graphc.passes import autodiff, decompose, simplify
+    from graphc.passes import autodiff, decompose, simplify, split_dilated_convs
 
     stages = [Stage("as built", "build", graph, 0.0)]
     g, dt = _timed(lambda: decompose(graph))
@@ -110,6 +110,10 @@ def pipeline_stages(graph: Graph, *, train: bool = False, lr: float = DEFAULT_LR
     elif loss is not None:
         g, dt = _timed(lambda: autodiff(graph, loss))
         stages.append(Stage("with gradients", "autodiff", g, dt))
+    split, dt = _timed(lambda: split_dilated_convs(g))
+    if split is not g:  # shown only where a convolution over a dilated input was split
+        g = split
+        stages.append(Stage("phase-split convolutions", "conv_phases", g, dt))
     g, dt = _timed(lambda: simplify(g))
     stages.append(Stage("simplified", "simplify", g, dt))
     if schedule:

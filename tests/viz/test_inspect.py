@@ -195,6 +195,19 @@ def test_train_needs_a_loss_it_can_find():
         "as built", "decomposed", "simplified"]
 
 
+def test_a_dilated_input_convolution_shows_its_phase_split():
+    """A transposed convolution's stage list includes conv_phases, whose graph has four
+    stride-1 convolutions over the undilated input in place of the dilated one."""
+    b = Builder("up")
+    y = b.op("conv", b.input("x", (1, 4, 5, 5)), b.input("w", (3, 4, 2, 2)),
+             padding=((1, 1), (1, 1)), lhs_dilation=(2, 2))
+    stages = inspect.pipeline_stages(b.build(outputs={"y": y}), schedule=False)
+    assert [s.name for s in stages] == ["as built", "decomposed", "phase-split convolutions",
+                                        "simplified"]
+    convs = [n for n in stages[2].graph.nodes if n.op == "conv"]
+    assert len(convs) == 4 and all(n.attrs["lhs_dilation"] == (1, 1) for n in convs)
+
+
 def test_dump_dir_writes_one_file_per_stage(tmp_path, capsys):
     path = write(tmp_path, DENSE, "tiny")
     out_dir = tmp_path / "dump"
