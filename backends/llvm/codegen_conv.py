@@ -346,8 +346,8 @@ class _Tile:
         # where load j starts, past the tile's first input row and column
         self.load_at = ([j * plan.lanes for j in range(plan.nv * sw)] if not plan.plane_rows
                         else [j * self.step for j in range(plan.nv)] if sw == 1
-                        else [(j // 2 * plan.plane_rows + j % 2) * sh * width
-                              for j in range(2 * plan.nv)])
+                        else [(j // 2 * plan.plane_rows + j % 2) * sh
+                              * plan.x.stride(k.x.vars[2]) for j in range(2 * plan.nv)])
         for kw in range(kw_n):
             per_kw = []
             for j in range(plan.nv * sw):
