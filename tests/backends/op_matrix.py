@@ -370,6 +370,10 @@ LINALG_CASES = [
         "y": (b.conv2d(b.input("x", (2, 40, 5, 7)).relu(), b.input("w", (12, 40, 1, 1)),
                        b.input("c", (12,))) + b.input("r", (2, 12, 5, 7))).relu()}),
         rtol=1e-5, atol=1e-5),
+    # a one-point input: a matmul against the taps each output position reads
+    Case("conv2d.one_point_input", _graph("c8", lambda b: {
+        "y": b.op("conv", b.input("x", (3, 5, 1, 1)), b.input("w", (4, 5, 4, 4)),
+                  padding=3, stride=(2, 1)).tanh()}), rtol=1e-5, atol=1e-5),
     Case("conv1d.pointwise", _graph("c7", lambda b: {
         "y": b.op("conv", b.input("x", (3, 32, 9)), b.input("w", (8, 32, 1)))}),
         rtol=1e-5, atol=1e-5),

@@ -1,8 +1,10 @@
-"""`conv_phases`: convolutions over dilated inputs become one convolution per output phase."""
+"""`conv_phases`: convolutions over dilated inputs become one convolution per output phase,
+convolutions over a one-point input a matmul."""
 
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -78,3 +80,24 @@ def test_strided_convolution_gradient_has_no_dilated_input():
     assert any(n.op == "conv" and max(n.attrs["lhs_dilation"]) > 1 for n in g.nodes)
     after = run_pipeline(g).graph
     assert not any(n.op == "conv" and max(n.attrs["lhs_dilation"]) > 1 for n in after.nodes)
+
+
+@pytest.mark.parametrize("x_shape, w_shape, attrs", [
+    ((3, 5, 1, 1), (4, 5, 4, 4), dict(padding=((3, 3), (3, 3)))),      # DCGAN's first layer
+    ((2, 3, 1, 1), (6, 3, 3, 5), dict(padding=((2, 1), (4, 4)), stride=(2, 1),
+                                      rhs_dilation=(1, 2))),
+    ((2, 3, 1), (4, 3, 5), dict(padding=((8, 6),), stride=(2,), rhs_dilation=(3,))),
+    ((2, 3, 1, 1), (4, 3, 3, 3), dict(padding=((1, 1), (1, 1)), lhs_dilation=(2, 2))),
+])
+def test_one_point_input_is_a_matmul(x_shape, w_shape, attrs, rng):
+    """A convolution of a 1x1 input (a generator's first transposed convolution from the
+    latent vector) is x[N, C] @ the taps each output position reads (zero where none): any
+    padding, stride and kernel dilation, 1-D and 2-D; no convolution is left."""
+    g = _conv_graph(x_shape, w_shape, **attrs)
+    feeds = {"x": rng.standard_normal(x_shape).astype(np.float32),
+             "w": rng.standard_normal(w_shape).astype(np.float32)}
+    split = split_dilated_convs(g)
+    ops = {n.op for n in split.nodes}
+    assert "conv" not in ops and "matmul" in ops
+    np.testing.assert_allclose(run_graph(split, feeds)["y"], run_graph(g, feeds)["y"],
+                               rtol=1e-5, atol=1e-5)

@@ -337,6 +337,20 @@ def test_plane_tiles_for_short_rows(dtype, rng):
     assert len(rows) - rows.count(0) == planes and len(rows) == len(cases) + 2, rows
 
 
+def test_transposed_convolution_phases_stage_their_weights_by_channel(rng):
+    """A 4x4 stride-2 transposed convolution runs as four phase convolutions, each reading
+    every other tap of the kernel: their weights are staged output channel innermost before
+    the tiles (`_weights_by_channel`), and the result is the dilated-input convolution's."""
+    b = Builder("up")
+    x = b.input("x", (2, 8, 8, 8))
+    w = b.input("w", (6, 8, 4, 4))
+    b.output("y", b.op("conv", x, w, padding=(2, 2, 2, 2), lhs_dilation=(2, 2)).relu())
+    ins = {"x": _normal(rng, (2, 8, 8, 8)), "w": _normal(rng, (6, 8, 4, 4))}
+    exe = check_llvm(b.build(), ins, tol=dict(rtol=1e-4, atol=1e-4))
+    convs = [p for p in exe.info["kernel_plans"].values() if p["kind"] == "conv"]
+    assert len(convs) == 4 and all(p["staged"] == ["w"] for p in convs), convs
+
+
 def test_templates_for_the_portable_avx2_target(rng):
     """The x86-64-v3 build: 256-bit vectors (8 lanes) in the GEMM and the blocked conv."""
     from graphc.backends.llvm.aot_loader import host_cpu_flags
