@@ -50,7 +50,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from llvmlite import ir
@@ -87,6 +87,7 @@ from .llvm_ir import (
     splat,
 )
 
+PERSISTENT = "$persistent"  # the kernel's persistent region, past its 64-byte epoch slot
 MAX_ACCUMULATORS = 28
 MAX_VECTORS = 4
 MAX_KERNEL_WIDTH = 8
@@ -111,6 +112,9 @@ class ConvPlan:
     staged: tuple[Staged, ...] = ()  # operands computed into scratch before the tiles
     scratch_elements: int = 0
     plane_rows: int = 0  # > 0: plane tiles, each vector this many whole output rows (note)
+    # (parameter, layout tag, bytes): the weights staged by channel once per parameter epoch
+    persistent: tuple[str, str, int] | None = None
+    by_channel: Staged | None = None  # how they are staged (into the persistent region)
 
     @property
     def block_width(self) -> int:
@@ -164,35 +168,48 @@ def plan_conv(k: ConvKernel, buffers: Mapping[str, Buffer], vector_bits: int
     else:
         nv, ob = tile_shape(k.out_shape[-1], opg, lanes, steps, registers)
         w_blocks = -(-k.out_shape[-1] // (nv * lanes))
-    if w.buffer != SCRATCH and _weights_by_channel(k, w):
-        # staged with the output channel innermost: a step's broadcasts read adjacent weights
+    persistent, by_channel = None, None
+    kept = w.buffer != SCRATCH and buffers[w.buffer].kind == "param"
+    if w.buffer != SCRATCH and _weights_by_channel(k, w, kept):
+        # staged with the output channel innermost: a step's broadcasts read adjacent weights;
+        # a parameter's copy is kept from one call to the next (`_weights_by_channel`)
         order = k.w.vars[1:] + k.w.vars[:1]
         extent = dict(zip(k.w.vars, k.w.shape, strict=True))
         coef, stride = {}, 1
         for var in reversed(order):
             coef[var], stride = stride, stride * extent[var]
-        w = Affine(SCRATCH, scratch, coef)
-        staged.append(Staged("w", k.w, order, scratch))
-        scratch += -(-stride // 16) * 16
+        if kept:
+            esize = 4 if dtype == "f32" else 8
+            tag = (f"conv.{dtype}.by_channel.{k.w.shape}.at{w.offset}."
+                   + ".".join(str(w.stride(v)) for v in k.w.vars))
+            persistent = (w.buffer, tag, 64 + stride * esize)
+            by_channel = Staged("w", k.w, order, 0)
+            w = Affine(PERSISTENT, 0, coef)
+        else:
+            w = Affine(SCRATCH, scratch, coef)
+            staged.append(Staged("w", k.w, order, scratch))
+            scratch += -(-stride // 16) * 16
     return ConvPlan(dtype, lanes, x, w, rank, nv, ob, -(-opg // ob), w_blocks, a,
-                    tuple(staged), scratch, rows)
+                    tuple(staged), scratch, rows, persistent, by_channel)
 
 
-def _weights_by_channel(k: ConvKernel, w: Affine) -> bool:
-    """Whether to stage the weights as [C, *kernel, O] before the tiles. A step broadcasts one
+def _weights_by_channel(k: ConvKernel, w: Affine, kept: bool) -> bool:
+    """Whether to stage the weights as [C, *kernel, O] before the tiles (`kept`: a parameter
+    read in place, whose staged copy lasts while the parameters do). A step broadcasts one
     weight per output channel of the tile; laid out [O, C, *kernel] those lie a whole filter
     apart, one cache line each, reused only across the filter's taps, all of them when the
     filter is contiguous. Where it is not (a transposed convolution's phase reads every other
     tap of the flipped kernel) each line serves a quarter of the steps: staged, the DCGAN
     generator's 4x4 stride-2 layers took 5.5 ms for the net instead of 6.8 (one thread).
-    For contiguous filters the staging pass (a gather per weight, every call) did not pay:
-    from +7 % (64 channels at 16x16) to -14 % (32 channels at 12x12), -4 to -7 % on 64x64
-    planes and plane tiles. Only over enough output points to repay the pass."""
+    Contiguous filters, one thread, 8 images: staged once and kept, 64 channels at 16x16
+    0.98 -> 0.87 ms, 128 at 14x14 3.2 -> 3.0 ms, the rest level; staged on every call (the
+    parameters change every training step) from +7 % to -14 % (32 channels at 12x12), so a
+    kept copy is made only over enough output points to repay a pass per call too."""
     points = k.out_shape[0] * math.prod(k.out_shape[2:])
     kernel = k.w.shape[2:]
     compact = all(n == 1 or w.stride(k.w.vars[2 + i]) == math.prod(kernel[i + 1:])
                   for i, n in enumerate(kernel))
-    return points >= 128 and not compact
+    return (points >= 128 and not compact) or (kept and points >= 2048)
 
 
 def _plane_rows(k: ConvKernel, x: Affine, lanes: int,
@@ -281,6 +298,17 @@ def conv_code(k: ConvKernel, plan: ConvPlan) -> KernelCode:
     def setup(env: KernelEnv) -> None:
         for st in plan.staged:
             _emit_staging(st, plan.dtype, env, k.extents(), plan.lanes)
+        if plan.by_channel is not None:  # restaged when the parameters changed since
+            b = env.builder
+            epoch = b.load(b.gep(b.bitcast(env.status, I64.as_pointer()), [_i64(3)]))
+            slot = b.bitcast(env.persistent, I64.as_pointer())
+            stale = b.or_(b.icmp_signed("<=", epoch, _i64(0)),
+                          b.icmp_signed("!=", b.load(slot), epoch))
+            with b.if_then(stale):
+                _emit_staging(plan.by_channel, plan.dtype,
+                              replace(env, scratch=b.gep(env.persistent, [_i64(64)])),
+                              k.extents(), plan.lanes)
+                b.store(epoch, slot)
 
     esize = 4 if plan.dtype == "f32" else 8
     return KernelCode(names, tasks if math.prod(out) else 0, grain,
@@ -288,9 +316,11 @@ def conv_code(k: ConvKernel, plan: ConvPlan) -> KernelCode:
                       lambda env: emit_conv_tiles(k, plan, env),
                       notes={"conv": "blocked", "tile": [plan.ob, plan.block_width],
                              "plane_rows": plan.plane_rows,
+                             "weights_by_channel": plan.persistent is not None,
                              "staged": [st.name for st in plan.staged]},
                       scratch_bytes=plan.scratch_elements * esize,
-                      setup=setup if plan.staged else None)
+                      setup=setup if plan.staged or plan.by_channel else None,
+                      persistent=plan.persistent)
 
 
 def _i64(v: int) -> ir.Constant:
@@ -473,7 +503,12 @@ class _Tile:
         return env
 
     def _operand_ref(self, aff: Affine) -> BufferRef:
-        """The buffer an operand is read from: its own, or the scratch it was staged into."""
+        """The buffer an operand is read from: its own, the scratch it was staged into, or
+        the persistent copy of the weights."""
+        if aff.buffer == PERSISTENT:
+            b = self.env.builder
+            return BufferRef(PERSISTENT, self.plan.dtype, (), False,
+                             b.gep(self.env.persistent, [_i64(64)]))
         if aff.buffer != SCRATCH:
             return self.env.buffers[aff.buffer]
         return BufferRef(SCRATCH, self.plan.dtype, (), False, self.env.scratch)
