@@ -270,8 +270,10 @@ class _Importer:
         (a Cast back from a float division) joins the numpy folding again."""
         folded = [self._fold(v) if isinstance(v, Tensor) and v.dtype not in FLOAT_DTYPES
                   else v for v in ins]
-        return folded if not any(v is None and x is not None or isinstance(v, Tensor)
-                                 for v, x in zip(folded, ins, strict=True)) else ins
+        if any(isinstance(v, Tensor) or (v is None and x is not None)
+               for v, x in zip(folded, ins, strict=True)):
+            return ins  # a graph tensor stays (a float, or one that depends on an input)
+        return folded
 
     def _fold(self, v: Tensor) -> np.ndarray | None:
         """Evaluate the constant-only subgraph under `v` with each op's numpy reference."""

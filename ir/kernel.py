@@ -219,9 +219,10 @@ def _quotients(m: Mod) -> tuple[FloorDiv, ...]:
     quotient as Y // (e·d) (a plane split into rows and columns: (n // 16) % 16 pairs with
     n // 256)."""
     out = (FloorDiv(m.arg, m.d),)
-    (inner, c), = m.arg.terms if len(m.arg.terms) == 1 else ((None, 0),)
-    if isinstance(inner, FloorDiv) and c == 1 and m.arg.const == 0:
-        out += (FloorDiv(inner.arg, inner.d * m.d),)
+    if len(m.arg.terms) == 1 and m.arg.const == 0:
+        inner, c = m.arg.terms[0]
+        if isinstance(inner, FloorDiv) and c == 1:
+            out += (FloorDiv(inner.arg, inner.d * m.d),)
     return out
 
 
