@@ -759,6 +759,22 @@ class Schedule:
     def temps(self) -> list[Buffer]:
         return [b for b in self.buffers.values() if b.kind == "temp"]
 
+    def param_derived(self) -> frozenset[str]:
+        """Kernels that read only parameters, constants and what such kernels wrote, and write
+        only temps (a weight picked or transposed for a matmul): their results stay the same
+        until a parameter changes. The memory planner keeps what they write alive over the
+        whole schedule, so a backend may skip them on a call whose parameters are those of
+        the call before."""
+        derived: set[str] = set()
+        names: set[str] = set()
+        for k in self.kernels:
+            if all(self.buffers[b].kind in ("param", "constant") or b in derived
+                   for b in kernel_reads(k)) \
+                    and all(self.buffers[b].kind == "temp" for b in kernel_writes(k)):
+                derived.update(kernel_writes(k))
+                names.add(k.name)
+        return frozenset(names)
+
     def with_memory(self, plan: MemoryPlan | None) -> Schedule:
         return Schedule(self.name, self.kernels, self.buffers, self.inputs, self.params,
                         self.outputs, self.constants, self.param_values, self.rejections, plan,

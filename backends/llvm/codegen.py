@@ -357,17 +357,32 @@ class ModuleBuilder:
         self.functions: dict[str, tuple[ir.Function, KernelCode]] = {}
         self.launchers: dict[str, ir.Function] = {}
         spread: set[str] = set()  # buffers written by kernels that ran on every thread
-        for k in self.s.kernels:
+        derived = self.s.param_derived()
+        stale, epoch_slot = self._parameters_changed() if derived else (None, None)
+        last_derived = max((i for i, k in enumerate(self.s.kernels) if k.name in derived),
+                           default=-1)
+        for i, k in enumerate(self.s.kernels):
             fn, code, keys, groups_of = self._kernel_function(k)
             code = self._locality(k, code, spread)
             self.notes[k.name] = {"kind": k.kind, "tasks": code.tasks, "grain": code.grain,
-                                  "parallel": code.parallel, "function": fn.name, **code.notes}
+                                  "parallel": code.parallel, "function": fn.name,
+                                  "param_derived": k.name in derived, **code.notes}
             kernels_meta.append({"name": k.name, "kind": k.kind, "origin": list(k.origin),
                                  "parallel": code.parallel, "function": fn.name})
             if code.tasks > 0:
                 before = ticks(None, None)
-                self._call_kernel(fn, keys, code, groups_of)
+                if k.name in derived:  # kept from the last call while the parameters are
+                    known = dict(self._main_ptrs)  # pointers made inside the branch stay there
+                    with b.if_then(stale):
+                        self._call_kernel(fn, keys, code, groups_of)
+                    self._main_ptrs = known
+                else:
+                    self._call_kernel(fn, keys, code, groups_of)
                 ticks(len(kernels_meta) - 1, before)
+            if i == last_derived:  # every parameter-derived result is computed: note the epoch
+                with b.if_then(stale):
+                    b.store(b.load(b.gep(b.bitcast(status, I64.as_pointer()),
+                                         [ir.Constant(I64, 3)])), epoch_slot)
         for slot, key, nbytes in self.storage.copies:
             if nbytes:
                 self._memcpy(b, self._main_ptr(("arg", slot)), self._main_ptr(key), nbytes)
@@ -384,6 +399,17 @@ class ModuleBuilder:
         return GeneratedModule(self.module, layout, self._text(), self.notes, runtime)
 
     # -- pieces --------------------------------------------------------------------------------
+    def _parameters_changed(self) -> tuple[ir.Value, ir.Value]:
+        """(i1: the parameter-derived kernels must run, the arena slot of the epoch they last
+        ran at): they run when the epoch (status slot 3, `runtime.NativeProgram.run`) is 0 (the
+        parameters are not known to be unchanged) or differs from the slot's."""
+        b, _, _, status = self._main[:4]
+        slot = b.bitcast(self._persistent_ptr(("param_derived",), ("", "param_derived", 64)),
+                         I64.as_pointer())
+        epoch = b.load(b.gep(b.bitcast(status, I64.as_pointer()), [ir.Constant(I64, 3)]))
+        return b.or_(b.icmp_signed("<=", epoch, ir.Constant(I64, 0)),
+                     b.icmp_signed("!=", b.load(slot), epoch)), slot
+
     def _profile_counters(self, n: int) -> Callable[[int | None, ir.Value | None],
                                                     ir.Value | None]:
         """`ticks(slot, since)`: with `profile`, read the time stamp counter and, given a slot,

@@ -66,7 +66,16 @@ def temp_lifetimes(s: Schedule) -> dict[str, tuple[int, int]]:
     missing = temps - set(life)
     if missing:
         raise GraphError(f"temp buffer(s) {sorted(missing)} are never written")
-    return {b: (lo, hi) for b, (lo, hi) in life.items()}
+    # What parameter-derived kernels write lives over the whole schedule: a backend may keep
+    # it from one call to the next (`Schedule.param_derived`), so nothing may share its bytes.
+    kept = _param_derived_temps(s)
+    last = len(s.kernels) - 1
+    return {b: ((0, last) if b in kept else (lo, hi)) for b, (lo, hi) in life.items()}
+
+
+def _param_derived_temps(s: Schedule) -> set[str]:
+    derived = s.param_derived()
+    return {b for k in s.kernels if k.name in derived for b in kernel_writes(k)}
 
 
 # -- in place ------------------------------------------------------------------------------------
@@ -112,10 +121,12 @@ def find_aliases(s: Schedule, life: dict[str, tuple[int, int]]) -> dict[str, str
     """out temp -> input temp it overwrites in place (at most one each way)."""
     aliases: dict[str, str] = {}
     taken: set[str] = set()
+    kept = _param_derived_temps(s)
     for i, k in enumerate(s.kernels):
-        dying = [b for b in kernel_reads(k) if b in life and life[b][1] == i and life[b][0] < i]
+        dying = [b for b in kernel_reads(k) if b in life and life[b][1] == i and life[b][0] < i
+                 and b not in kept]
         for out in kernel_writes(k):
-            if out not in life:
+            if out not in life or out in kept:
                 continue
             ot = s.buffers[out].type
             for src in dying:

@@ -16,6 +16,7 @@ from graphc.backends.reference import run_graph
 from graphc.backends.reference.kernel_interp import run_schedule
 from graphc.ir.builder import Builder
 from graphc.ir.errors import GraphError
+from graphc.ir.kernel import kernel_writes
 from graphc.ir.text import parse_graph
 from graphc.optim import SGD, Adam
 from graphc.passes.fuse import fuse
@@ -53,6 +54,32 @@ def test_chain_arena_closed_form():
     x = np.random.default_rng(0).standard_normal((16, 16)).astype(np.float32)
     np.testing.assert_allclose(run_schedule(planned, {"x": x})["y"],
                                run_graph(chain(6), {"x": x})["y"], rtol=1e-6)
+
+
+def _weight_picking_graph():
+    """y = relu(x @ take(w, idx)): the picked weight depends on the parameter alone."""
+    b = Builder("picked", seed=0)
+    x = b.input("x", (8, 6))
+    w = b.param("w", (9, 5), init="normal")
+    picked = b.take(w * 2.0, b.const(np.asarray([8, 0, 3, 3, 1, 7], np.int64), dtype="i64"),
+                    axis=0)
+    return b.build(outputs={"y": (x @ picked).relu()})
+
+
+def test_parameter_derived_results_live_over_the_whole_schedule():
+    """Kernels that read only parameters (and what such kernels wrote) are parameter-derived;
+    the temps they write live from the first kernel to the last, so a backend can keep them
+    across calls, and nothing is placed over them or written in place of them."""
+    s = fuse(_weight_picking_graph(), fuse=False)
+    derived = s.param_derived()
+    assert len(derived) == 2 and len(s.kernels) == 4, [k.name for k in s.kernels]
+    planned = plan_memory(s)
+    check_memory_plan(planned)
+    last = len(s.kernels) - 1
+    kept = [b for k in s.kernels if k.name in derived for b in kernel_writes(k)]
+    assert kept and all(planned.memory.lifetimes[b] == (0, last) for b in kept)
+    assert not set(planned.memory.aliases) & set(kept)
+    assert not set(planned.memory.aliases.values()) & set(kept)
 
 
 def test_in_place_only_where_the_kernel_reads_its_input_at_the_written_index():
