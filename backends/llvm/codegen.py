@@ -104,6 +104,30 @@ class KernelEnv:
                 b.store_atomic(v, b.gep(st, [ir.Constant(I64, k)]), "monotonic", 8)
 
 
+@dataclass(frozen=True)
+class ParamEpoch:
+    """The parameters' epoch in this call (status slot 3, `runtime.NativeProgram.run`) and the
+    slot (the first 8 bytes of a persistent region) holding the epoch its contents were derived
+    at: they are stale when the epoch is 0 (the parameters are not known to be unchanged) or
+    differs from the slot's."""
+
+    epoch: ir.Value
+    slot: ir.Value
+
+    @staticmethod
+    def of(b: ir.IRBuilder, status: ir.Value, region: ir.Value) -> ParamEpoch:
+        epoch = b.load(b.gep(b.bitcast(status, I64.as_pointer()), [ir.Constant(I64, 3)]))
+        return ParamEpoch(epoch, b.bitcast(region, I64.as_pointer()))
+
+    def stale(self, b: ir.IRBuilder) -> ir.Value:
+        return b.or_(b.icmp_signed("<=", self.epoch, ir.Constant(I64, 0)),
+                     b.icmp_signed("!=", b.load(self.slot), self.epoch))
+
+    def derived(self, b: ir.IRBuilder) -> None:
+        """Note that the region now holds what this call's parameters give."""
+        b.store(self.epoch, self.slot)
+
+
 @dataclass
 class KernelCode:
     """A kernel ready to emit: its buffers, its task space and the body for tasks [lo, hi)."""
@@ -358,7 +382,10 @@ class ModuleBuilder:
         self.launchers: dict[str, ir.Function] = {}
         spread: set[str] = set()  # buffers written by kernels that ran on every thread
         derived = self.s.param_derived()
-        stale, epoch_slot = self._parameters_changed() if derived else (None, None)
+        if derived:  # one epoch slot for every parameter-derived kernel of the schedule
+            params = ParamEpoch.of(b, status, self._persistent_ptr(
+                ("param_derived",), ("", "param_derived", 64)))
+            stale = params.stale(b)
         last_derived = max((i for i, k in enumerate(self.s.kernels) if k.name in derived),
                            default=-1)
         for i, k in enumerate(self.s.kernels):
@@ -381,8 +408,7 @@ class ModuleBuilder:
                 ticks(len(kernels_meta) - 1, before)
             if i == last_derived:  # every parameter-derived result is computed: note the epoch
                 with b.if_then(stale):
-                    b.store(b.load(b.gep(b.bitcast(status, I64.as_pointer()),
-                                         [ir.Constant(I64, 3)])), epoch_slot)
+                    params.derived(b)
         for slot, key, nbytes in self.storage.copies:
             if nbytes:
                 self._memcpy(b, self._main_ptr(("arg", slot)), self._main_ptr(key), nbytes)
@@ -399,17 +425,6 @@ class ModuleBuilder:
         return GeneratedModule(self.module, layout, self._text(), self.notes, runtime)
 
     # -- pieces --------------------------------------------------------------------------------
-    def _parameters_changed(self) -> tuple[ir.Value, ir.Value]:
-        """(i1: the parameter-derived kernels must run, the arena slot of the epoch they last
-        ran at): they run when the epoch (status slot 3, `runtime.NativeProgram.run`) is 0 (the
-        parameters are not known to be unchanged) or differs from the slot's."""
-        b, _, _, status = self._main[:4]
-        slot = b.bitcast(self._persistent_ptr(("param_derived",), ("", "param_derived", 64)),
-                         I64.as_pointer())
-        epoch = b.load(b.gep(b.bitcast(status, I64.as_pointer()), [ir.Constant(I64, 3)]))
-        return b.or_(b.icmp_signed("<=", epoch, ir.Constant(I64, 0)),
-                     b.icmp_signed("!=", b.load(slot), epoch)), slot
-
     def _profile_counters(self, n: int) -> Callable[[int | None, ir.Value | None],
                                                     ir.Value | None]:
         """`ticks(slot, since)`: with `profile`, read the time stamp counter and, given a slot,

@@ -70,9 +70,16 @@ from graphc.ir.kernel import (
     walk,
 )
 
-from .codegen import KernelCode, KernelEnv
+from .codegen import KernelCode, KernelEnv, ParamEpoch
 from .codegen_expr import BufferRef, ExprEmitter, VectorEmitter, element_ptr
-from .codegen_gemm import SCRATCH, Affine, Staged, _emit_staging, affine_position
+from .codegen_gemm import (
+    SCRATCH,
+    Affine,
+    Staged,
+    _emit_staging,
+    affine_position,
+    staged_layout,
+)
 from .codegen_loop import CHUNK_WORK, PARALLEL_FLOPS
 from .llvm_ir import (
     I32,
@@ -144,13 +151,9 @@ def plan_conv(k: ConvKernel, buffers: Mapping[str, Buffer], vector_bits: int
         if aff is None:  # a fused prologue (a recomputed relu, a pad): stage it first
             if any(isinstance(e, (Acc, ReduceRef, RandomUniform)) for e in walk([v])):
                 return None
-            coef, stride = {}, 1
-            for i in range(len(opnd.vars) - 1, -1, -1):
-                coef[opnd.vars[i]] = stride
-                stride *= opnd.shape[i]
-            aff = Affine(SCRATCH, scratch, coef)
-            staged.append(Staged(name, opnd, opnd.vars, scratch))
-            scratch += -(-stride // 16) * 16
+            aff, st, size = staged_layout(name, opnd, opnd.vars, SCRATCH, scratch)
+            staged.append(st)
+            scratch += -(-size // 16) * 16
         ops.append(aff)
     x, w = ops
     if x.stride(k.x.vars[-1]) != 1:
@@ -174,21 +177,17 @@ def plan_conv(k: ConvKernel, buffers: Mapping[str, Buffer], vector_bits: int
         # staged with the output channel innermost: a step's broadcasts read adjacent weights;
         # a parameter's copy is kept from one call to the next (`_weights_by_channel`)
         order = k.w.vars[1:] + k.w.vars[:1]
-        extent = dict(zip(k.w.vars, k.w.shape, strict=True))
-        coef, stride = {}, 1
-        for var in reversed(order):
-            coef[var], stride = stride, stride * extent[var]
         if kept:
             esize = 4 if dtype == "f32" else 8
             tag = (f"conv.{dtype}.by_channel.{k.w.shape}.at{w.offset}."
                    + ".".join(str(w.stride(v)) for v in k.w.vars))
-            persistent = (w.buffer, tag, 64 + stride * esize)
-            by_channel = Staged("w", k.w, order, 0)
-            w = Affine(PERSISTENT, 0, coef)
+            place, by_channel, size = staged_layout("w", k.w, order, PERSISTENT, 0)
+            persistent = (w.buffer, tag, 64 + size * esize)
+            w = place
         else:
-            w = Affine(SCRATCH, scratch, coef)
-            staged.append(Staged("w", k.w, order, scratch))
-            scratch += -(-stride // 16) * 16
+            w, st, size = staged_layout("w", k.w, order, SCRATCH, scratch)
+            staged.append(st)
+            scratch += -(-size // 16) * 16
     return ConvPlan(dtype, lanes, x, w, rank, nv, ob, -(-opg // ob), w_blocks, a,
                     tuple(staged), scratch, rows, persistent, by_channel)
 
@@ -300,15 +299,12 @@ def conv_code(k: ConvKernel, plan: ConvPlan) -> KernelCode:
             _emit_staging(st, plan.dtype, env, k.extents(), plan.lanes)
         if plan.by_channel is not None:  # restaged when the parameters changed since
             b = env.builder
-            epoch = b.load(b.gep(b.bitcast(env.status, I64.as_pointer()), [_i64(3)]))
-            slot = b.bitcast(env.persistent, I64.as_pointer())
-            stale = b.or_(b.icmp_signed("<=", epoch, _i64(0)),
-                          b.icmp_signed("!=", b.load(slot), epoch))
-            with b.if_then(stale):
+            params = ParamEpoch.of(b, env.status, env.persistent)
+            with b.if_then(params.stale(b)):
                 _emit_staging(plan.by_channel, plan.dtype,
                               replace(env, scratch=b.gep(env.persistent, [_i64(64)])),
                               k.extents(), plan.lanes)
-                b.store(epoch, slot)
+                params.derived(b)
 
     esize = 4 if plan.dtype == "f32" else 8
     return KernelCode(names, tasks if math.prod(out) else 0, grain,

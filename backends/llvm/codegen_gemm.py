@@ -58,7 +58,7 @@ from graphc.ir.kernel import (
     walk,
 )
 
-from .codegen import KernelCode, KernelEnv
+from .codegen import KernelCode, KernelEnv, ParamEpoch
 from .codegen_expr import BufferRef, ExprEmitter, VectorEmitter
 from .codegen_loop import CHUNK_WORK
 from .gemm import GemmConfig, emit_gemm, gemm_function_type, prepacked_b_elements
@@ -190,12 +190,18 @@ def _stage(name: str, opnd: Operand, offset: int) -> tuple[Affine, Staged, int]:
     row, col = opnd.vars[nb], opnd.vars[nb + 1]
     if unit.get(row, 0) > unit.get(col, 0):
         kept[-2:] = kept[-1], kept[-2]
-    coef, stride = {}, 1
-    for i in reversed(kept):
-        coef[opnd.vars[i]] = stride
-        stride *= opnd.shape[i]
-    return (Affine(SCRATCH, offset, coef),
-            Staged(name, opnd, tuple(opnd.vars[i] for i in kept), offset), stride)
+    return staged_layout(name, opnd, tuple(opnd.vars[i] for i in kept), SCRATCH, offset)
+
+
+def staged_layout(name: str, opnd: Operand, order: tuple[str, ...], buffer: str, offset: int
+                  ) -> tuple[Affine, Staged, int]:
+    """`opnd` staged row-major over `order` (some of its variables, in any order) at `offset`
+    elements into `buffer`: where a kernel reads it, how it is written, how many elements."""
+    extent = dict(zip(opnd.vars, opnd.shape, strict=True))
+    coef, size = {}, 1
+    for var in reversed(order):
+        coef[var], size = size, size * extent[var]
+    return Affine(buffer, offset, coef), Staged(name, opnd, order, offset), size
 
 
 def _collapsible(affines: list[Affine], dims: list[tuple[str, int]]) -> int:
@@ -411,20 +417,17 @@ def emit_gemm_call(k: MatmulKernel, plan: GemmPlan, env: KernelEnv, base: GemmCo
     for st in plan.staged:
         _emit_staging(st, plan.dtype, env, extents, base.lanes)
 
-    bpre, epoch, slot = ir.Constant(t.as_pointer(), None), None, None
+    bpre, params = ir.Constant(t.as_pointer(), None), None
     if env.persistent is not None:  # B prepacked once per parameter epoch (`_prepack_region`)
-        epoch = b.load(b.gep(b.bitcast(env.status, I64.as_pointer()), [i64(3)]))
-        slot = b.bitcast(env.persistent, I64.as_pointer())
+        params = ParamEpoch.of(b, env.status, env.persistent)
         bpre = b.bitcast(b.gep(env.persistent, [i64(64)]), t.as_pointer())
 
     def call(outer_env: dict[str, ir.Value]) -> None:
         for j, v in enumerate(plan.outer):
             b.store(outer_env[v], _field(b, data, len(epi_refs) + j))
         fill = ir.Constant(I32, 0)
-        if slot is not None:
-            stale = b.or_(b.icmp_signed("<=", epoch, i64(0)),
-                          b.icmp_signed("!=", b.load(slot), epoch))
-            fill = b.zext(stale, I32)
+        if params is not None:
+            fill = b.zext(params.stale(b), I32)
         bs = [i64(aff.stride(last) if last else 0) for aff in (plan.a, plan.b, plan.c)]
         batch, rows = (1, inner_batch * k.m) if plan.fold_rows else (inner_batch, k.m)
         args = [i64(batch), i64(rows), i64(k.n), i64(k.k),
@@ -437,8 +440,8 @@ def emit_gemm_call(k: MatmulKernel, plan: GemmPlan, env: KernelEnv, base: GemmCo
                 b.bitcast(epi_fn, PTR) if epi_fn is not None else ir.Constant(PTR, None),
                 b.bitcast(data, PTR)]
         b.call(gemm, args)
-        if slot is not None:
-            b.store(epoch, slot)
+        if params is not None:
+            params.derived(b)
 
     def loops(j: int, outer_env: dict[str, ir.Value]) -> None:
         if j == len(plan.outer):

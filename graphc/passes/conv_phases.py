@@ -37,9 +37,10 @@ from typing import ClassVar
 import numpy as np
 
 from graphc.ir.builder import Builder, Tensor
-from graphc.ir.graph import Graph, Node, Value
+from graphc.ir.graph import Graph, Node
 
 from .base import Pass, PassContext
+from .decompose import rebuild
 
 
 @dataclass(frozen=True)
@@ -137,11 +138,17 @@ def _interleave(b: Builder, pieces: dict[tuple[int, ...], Tensor], axes: list[_A
     return y
 
 
+def _dilated_input(n: Node) -> bool:
+    return n.op == "conv" and any(d > 1 for d in n.attrs["lhs_dilation"])
+
+
 def _point_input(n: Node) -> bool:
     """A convolution of a one-point input (every spatial size 1) by a larger kernel."""
+    if n.op != "conv":
+        return False
     x, w = n.inputs
-    return (n.op == "conv" and all(d == 1 for d in x.shape[2:])
-            and math.prod(w.shape[2:]) > 1 and n.attrs["groups"] == 1)
+    return (all(d == 1 for d in x.shape[2:]) and math.prod(w.shape[2:]) > 1
+            and n.attrs["groups"] == 1)
 
 
 def point_conv(b: Builder, n: Node, x: Tensor, w: Tensor) -> Tensor:
@@ -170,27 +177,15 @@ def point_conv(b: Builder, n: Node, x: Tensor, w: Tensor) -> Tensor:
 def split_dilated_convs(graph: Graph) -> Graph:
     """Return `graph` with every convolution over a dilated input in phase form, and every
     convolution over a one-point input a matmul."""
-    if not any(n.op == "conv" and (any(d > 1 for d in n.attrs["lhs_dilation"])
-                                   or _point_input(n)) for n in graph.nodes):
+    if not any(_point_input(n) or _dilated_input(n) for n in graph.nodes):
         return graph
-    b = Builder.from_graph(graph)
-    vmap: dict[tuple[int, int], Value] = {}
 
-    def m(v: Value) -> Tensor:
-        return b.tensor(vmap.get((id(v.node), v.index), v))
+    def rewrite(b: Builder, n: Node, ins: list[Tensor]) -> Tensor | None:
+        if _point_input(n):
+            return point_conv(b, n, *ins)
+        return split_conv(b, n, *ins) if _dilated_input(n) else None
 
-    for n in graph.nodes:
-        ins = [m(v) for v in n.inputs]
-        if n.op == "conv" and _point_input(n):
-            outs: tuple = (point_conv(b, n, *ins),)
-        elif n.op == "conv" and any(d > 1 for d in n.attrs["lhs_dilation"]):
-            outs = (split_conv(b, n, *ins),)
-        else:
-            result = b.op(n.op, *ins, name=n.name, **dict(n.attrs))
-            outs = result if isinstance(result, tuple) else (result,)
-        for old, new in zip(n.outputs, outs, strict=True):
-            vmap[(id(n), old.index)] = new.value
-    return b.build(outputs={k: m(v) for k, v in graph.outputs})
+    return rebuild(graph, Builder.from_graph(graph), rewrite)
 
 
 @dataclass

@@ -9,24 +9,32 @@ composite they came from (`lstm0.t3.c`), so the unrolled structure stays visible
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import ClassVar
 
-from graphc.ir.builder import Builder
-from graphc.ir.graph import Graph, Value
+from graphc.ir.builder import Builder, Tensor
+from graphc.ir.graph import Graph, Node, Value
 
 from .base import Pass, PassContext
 
 
-def rebuild(graph: Graph, b: Builder) -> Graph:
-    """Re-emit `graph`'s body through builder `b` (which may expand composites)."""
+def rebuild(graph: Graph, b: Builder,
+            rewrite: Callable[[Builder, Node, list[Tensor]], Tensor | None] | None = None
+            ) -> Graph:
+    """Re-emit `graph`'s body through builder `b` (which may expand composites); `rewrite`,
+    given a node and its re-emitted inputs, may return what replaces the node's one output
+    (None: the node as it is)."""
     vmap: dict[tuple[int, int], Value] = {}
 
     def m(v: Value) -> Value:
         return vmap.get((id(v.node), v.index), v)
 
     for n in graph.nodes:
-        result = b.op(n.op, *(b.tensor(m(v)) for v in n.inputs), name=n.name, **dict(n.attrs))
+        ins = [b.tensor(m(v)) for v in n.inputs]
+        result = rewrite(b, n, ins) if rewrite is not None else None
+        if result is None:
+            result = b.op(n.op, *ins, name=n.name, **dict(n.attrs))
         outs = result if isinstance(result, tuple) else (result,)
         for old, new in zip(n.outputs, outs, strict=True):
             vmap[(id(n), old.index)] = new.value
