@@ -7,10 +7,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import graphc
 from graphc.ir.builder import Builder
 from graphc.ir.errors import GraphError
+from graphc.ir.ops.window import window_out_shape
 
 from .conftest import check_llvm
 
@@ -72,6 +75,40 @@ def test_select_scatter_and_pool_gradients(fuse, rng):
     ins = {"x": xs, "src": rng.standard_normal((2, 3, 3, 4)).astype(np.float32),
            "src2": rng.standard_normal((2, 3, 4, 4)).astype(np.float32)}
     check_llvm(b.build(), ins, fuse=fuse)
+
+
+@settings(max_examples=40, deadline=None)
+@given(data=st.data())
+def test_select_scatter_matches_reference(data):
+    """Random geometries (exact tilings, padding, overlap, crops; rows shorter and longer than
+    a vector), ties and NaN, f32/f64/i32, 1 and 2 threads: the same elements as the reference."""
+    nd = data.draw(st.integers(1, 3))
+    lead = data.draw(st.integers(0, 2))
+    shape = tuple(data.draw(st.lists(st.integers(1, 3), min_size=lead, max_size=lead))) + \
+        tuple(data.draw(st.lists(st.integers(2, 40), min_size=nd, max_size=nd)))
+    window = (1,) * lead + tuple(data.draw(st.integers(1, min(3, n))) for n in shape[lead:])
+    strides = (1,) * lead + tuple(data.draw(st.integers(1, 3)) for _ in range(nd))
+    padding = (0, 0) * lead + tuple(data.draw(st.integers(0, w - 1)) for w in window[lead:]
+                                    for _ in range(2))
+    attrs = {"window": window, "strides": strides, "padding": padding}
+    out_shape = window_out_shape(shape, attrs)
+    dtype = data.draw(st.sampled_from(["f32", "f64", "i32"]))
+    b = Builder("select_scatter_random")
+    x, src = b.input("x", shape, dtype), b.input("src", out_shape, dtype)
+    b.output("y", b.op("select_scatter", x, src, **attrs))
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1)))
+    xs = rng.integers(-2, 3, shape).astype(dtype_np(dtype))  # many ties
+    if dtype != "i32" and data.draw(st.booleans()):
+        xs[rng.random(shape) < 0.1] = np.nan
+    ins = {"x": xs, "src": rng.integers(-5, 6, out_shape).astype(dtype_np(dtype))}
+    ref = graphc.compile(b.build(), target="reference")(**ins)["y"]
+    for threads in (1, 2):
+        got = graphc.compile(b.build(), target="llvm", threads=threads)(**ins)["y"]
+        np.testing.assert_array_equal(got, ref)
+
+
+def dtype_np(dtype: str) -> type:
+    return {"f32": np.float32, "f64": np.float64, "i32": np.int32}[dtype]
 
 
 def test_embedding_gradient(rng):
