@@ -116,6 +116,7 @@ def matmul_code(k: MatmulKernel, buffers: Mapping[str, Buffer] | None = None) ->
 
 
 COPY_B_MAX_BYTES = 32 << 10  # a stack copy of B per batch item, up to this size
+DOT_MAX_N = 64  # the widest product whose short-k outputs are computed as dot products
 
 
 def _simple_order(k: MatmulKernel, buffers: Mapping[str, Buffer], nblk: int) -> str:
@@ -124,7 +125,10 @@ def _simple_order(k: MatmulKernel, buffers: Mapping[str, Buffer], nblk: int) -> 
     loop; copying it per batch item into a contiguous stack array measured best (q @ k^T of
     2 x 16 and 2 x 32 tokens, 2 heads: 8.1 -> 5.4 us and 29.4 -> 13.8 us; unfused 5.0 and
     11.4), except for short k (a 12-wide head: 14.8 us, 11.7 copied, 9.6 as dot products):
-    there, with A and B plain float loads contiguous along k, k runs innermost."""
+    there, with A and B plain float loads contiguous along k, k runs innermost. Only for
+    narrow products, though: at 128 columns the dot products lose to the copy (a dense layer's
+    input gradient, 32 x 128 x 10: 20.5 against 6.0 us; 16 x 64 x 12 and 64 x 32 x 10 still
+    favour them)."""
     from .codegen_gemm import affine_position
 
     def position(v):
@@ -141,7 +145,8 @@ def _simple_order(k: MatmulKernel, buffers: Mapping[str, Buffer], nblk: int) -> 
     dot = (a is not None and b is not None and {av.dtype, bv.dtype} <= {"f32", "f64"}
            and a.stride("k") == 1 and b.stride("k") == 1 and k.k > 1)
     esize = 8 if k.acc_dtype == "f64" else 4
-    if nblk == 1 and k.k * k.n * esize <= COPY_B_MAX_BYTES and not (dot and k.k < 16):
+    short_dots = dot and k.k < 16 and k.n <= DOT_MAX_N
+    if nblk == 1 and k.k * k.n * esize <= COPY_B_MAX_BYTES and not short_dots:
         return "axpy, B copied"
     return "dot" if dot else "axpy"
 
