@@ -10,6 +10,7 @@ digits, and writes the inference model's AOT package and the IR after every stag
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -54,17 +55,24 @@ def load_digits_split(seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np
     return x[train], y[train], x[test], y[test]
 
 
-def time_steps(exe: Executable, trainer_params: dict[str, np.ndarray], feed: dict[str, Any],
-               repeats: int = 20) -> float:
-    """Median seconds of one training step (parameters are not updated)."""
-    params = {k: v for k, v in trainer_params.items() if k in exe.params}
-    exe.run(feed, params)
-    samples = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
+def time_steps(exes: Sequence[Executable], trainer_params: dict[str, np.ndarray],
+               feed: dict[str, Any], rounds: int = 15, calls: int = 20) -> list[float]:
+    """Median seconds of one training step of each executable (parameters are not updated),
+    timed in alternating rounds so that a noisy neighbour or a clock change hits all alike."""
+    args = []
+    for exe in exes:
+        params = {k: v for k, v in trainer_params.items() if k in exe.params}
         exe.run(feed, params)
-        samples.append(time.perf_counter() - t0)
-    return float(np.median(samples))
+        args.append(params)
+    samples: list[list[float]] = [[] for _ in exes]
+    for r in range(rounds):
+        order = range(len(exes)) if r % 2 == 0 else reversed(range(len(exes)))
+        for i in order:
+            t0 = time.perf_counter()
+            for _ in range(calls):
+                exes[i].run(feed, args[i])
+            samples[i].append((time.perf_counter() - t0) / calls)
+    return [float(np.median(s)) for s in samples]
 
 
 def run_demo(cfg: DemoConfig) -> dict[str, Any]:
@@ -113,8 +121,7 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
     accuracy = float((logits.argmax(axis=1) == yte).mean())
 
     feed = {"x": xtr[:cfg.batch], "labels": ytr[:cfg.batch], "step": np.asarray(1, np.int64)}
-    t_step_fused = time_steps(fused, trainer.params, feed)
-    t_step_unfused = time_steps(unfused, trainer.params, feed)
+    t_step_fused, t_step_unfused = time_steps([fused, unfused], trainer.params, feed)
     fs, us = fused.stats(), unfused.stats()
 
     cfg.out.mkdir(parents=True, exist_ok=True)
