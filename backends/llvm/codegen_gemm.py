@@ -264,6 +264,7 @@ def plan_gemm(k: MatmulKernel, buffers: Mapping[str, Buffer],
     copies = ()
     # with more than one K block of this dtype's GEMM (f64's are shorter than f32's), C holds
     # partial sums before the epilogue runs: what it reads from C's storage is copied first
+    # (judged by the shortest K block of any CPU's config: a longer one only copies needlessly)
     if shared_with_c and GemmConfig.for_vector_bits(512, dtype).k_block(k.k) < k.k:
         copies = tuple((n, buffers[n].nbytes) for n in shared_with_c)
     if any(buffers[n].type.dtype == "f16" for n in epi_loads | {s.buffer for s in k.stores}):
@@ -283,14 +284,13 @@ def gemm_code(k: MatmulKernel, plan: GemmPlan, buffers: Mapping[str, Buffer],
               options: Mapping[str, Any]) -> KernelCode:
     names = tuple(dict.fromkeys(kernel_reads(k) + kernel_writes(k)))
     bits = int(options.get("vector_bits") or 512)
+    cfg = GemmConfig.for_vector_bits(bits, plan.dtype, str(options.get("cpu") or ""))
 
     def emit(env: KernelEnv) -> None:
-        emit_gemm_call(k, plan, env, GemmConfig.for_vector_bits(bits, plan.dtype),
-                       _workspace_threads(options))
+        emit_gemm_call(k, plan, env, cfg, _workspace_threads(options))
 
     esize = 4 if plan.dtype == "f32" else 8
     _, staged = plan.copy_offsets(esize)
-    cfg = GemmConfig.for_vector_bits(bits, plan.dtype)
     workspace = cfg.workspace_bytes(_workspace_threads(options), k.n, k.k)
     persistent = _prepack_region(k, plan, buffers, cfg) if options.get("prepack", True) else None
     return KernelCode(names, 1, 1, False, emit, own_threads=True,

@@ -204,6 +204,11 @@ def emit_microkernel(module: ir.Module, cfg: GemmConfig, variant: Variant,
     fn = ir.Function(module, ir.FunctionType(VOID, args), name=name)
     fn.linkage = "internal"
     fn.attributes.add("noinline")
+    if variant.packs_a:
+        # The SLP vectorizer would turn the strided A loads, stored side by side into the
+        # packed panel, into gathers (where the cost model rates them cheap, as for AMD Zen 4),
+        # and the extra vectors spill the accumulators. The explicit vector code is unaffected.
+        fn.attributes.add("noimplicitfloat")
     (kb, a, a_si, a_sk, bp, ldb, c, sc_m, row0, col0, n_valid, first, last,
      batch) = fn.args[:14]
     epi_args = tuple(fn.args[14:14 + len(cfg.epilogue_args)])

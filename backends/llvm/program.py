@@ -82,6 +82,7 @@ def build_program(schedule: Schedule, options: Any = None) -> NativeProgram:
     spec = target_spec(options)
     threads = resolve_threads(_option(options, "threads"))
     codegen_opts = {"use_gomp": _option(options, "use_gomp"), "vector_bits": spec.vector_bits,
+                    "cpu": spec.cpu,
                     "vector_loops": bool(_option(options, "vector_loops", True)),
                     "max_threads": max(threads, os.cpu_count() or 1),
                     "profile": bool(_option(options, "profile", False))}
@@ -169,7 +170,7 @@ def generated_ir(schedule: Schedule, options: Any = None) -> str:
     """The unoptimized LLVM IR text of `schedule` (for inspection and tests)."""
     spec = target_spec(options)
     return generate_module(schedule, {"use_gomp": _option(options, "use_gomp"),
-                                      "vector_bits": spec.vector_bits,
+                                      "vector_bits": spec.vector_bits, "cpu": spec.cpu,
                                       "max_threads": os.cpu_count() or 1}).text
 
 

@@ -53,19 +53,19 @@ def runtime_key(dtype: str, spec: TargetSpec, vector_bits: int) -> str:
     return h.hexdigest()
 
 
-def runtime_module(dtype: str, vector_bits: int) -> ir.Module:
-    """The runtime library's IR for `dtype`: the shared GEMM."""
+def runtime_module(dtype: str, vector_bits: int, cpu: str = "") -> ir.Module:
+    """The runtime library's IR for `dtype`: the shared GEMM (blocked for `cpu`)."""
     from .codegen_gemm import define_shared_gemm
     from .gemm import GemmConfig
 
     module = ir.Module(name=f"graphc_runtime_{dtype}")
-    define_shared_gemm(module, GemmConfig.for_vector_bits(vector_bits, dtype))
+    define_shared_gemm(module, GemmConfig.for_vector_bits(vector_bits, dtype, cpu))
     return module
 
 
 def build_runtime_object(dtype: str, spec: TargetSpec, vector_bits: int) -> bytes:
     """Compile the GEMM of `dtype` for `spec` into position-independent object code."""
-    return emit_object(runtime_module(dtype, vector_bits), spec,
+    return emit_object(runtime_module(dtype, vector_bits, spec.cpu), spec,
                        name=f"graphc_runtime_{dtype}")
 
 

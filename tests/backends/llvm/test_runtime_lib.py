@@ -69,7 +69,7 @@ def test_microkernel_loops_keep_accumulators_in_registers(dtype):
     from graphc.backends.llvm.target import optimize_module, parse_module
 
     spec = TargetSpec.host()
-    ref = parse_module(runtime_lib.runtime_module(dtype, spec.vector_bits), spec)
+    ref = parse_module(runtime_lib.runtime_module(dtype, spec.vector_bits, spec.cpu), spec)
     optimize_module(ref, spec)
     lines = spec.target_machine(reloc="pic").emit_assembly(ref).splitlines()
     labels = {m.group(1): i for i, line in enumerate(lines)
@@ -98,7 +98,7 @@ def test_packed_microkernel_prefetches_the_next_panel_once_per_iteration():
     spec = TargetSpec.host()
     if spec.vector_bits < 512:
         pytest.skip("the 6 x 64 tile is the AVX-512 one")
-    ref = parse_module(runtime_lib.runtime_module("f32", spec.vector_bits), spec)
+    ref = parse_module(runtime_lib.runtime_module("f32", spec.vector_bits, spec.cpu), spec)
     optimize_module(ref, spec)
     asm = spec.target_machine(reloc="pic").emit_assembly(ref)
     body = asm.split("graphc.gemm.shared.f32.ukernel6.pa.full:", 1)[1].split(".cfi_endproc")[0]
