@@ -377,6 +377,14 @@ LINALG_CASES = [
     Case("conv1d.pointwise", _graph("c7", lambda b: {
         "y": b.op("conv", b.input("x", (3, 32, 9)), b.input("w", (8, 32, 1)))}),
         rtol=1e-5, atol=1e-5),
+    # output planes smaller than a vector: tiles whose rows fill few lanes, padding masked
+    Case("conv2d.small_plane", _graph("c9", lambda b: {
+        "y": b.conv2d(b.input("x", (3, 8, 5, 6)).relu(), b.input("w", (4, 8, 3, 3)),
+                      b.input("c", (4,)), stride=(2, 2), padding=((1, 0), (0, 1))).relu()}),
+        rtol=1e-5, atol=1e-5),
+    Case("conv1d.small_plane_dilated", _graph("c10", lambda b: {
+        "y": b.op("conv", b.input("x", (2, 16, 11)), b.input("w", (3, 16, 5)),
+                  rhs_dilation=2, padding=(1, 0))}), rtol=1e-5, atol=1e-5),
 ]
 
 WINDOW_CASES = [
@@ -585,6 +593,18 @@ def _strided_conv_grad() -> Graph:
     return autodiff(b.build(outputs={"loss": (y * y).sum(), "y": y}), "loss")
 
 
+def _conv_weight_grad() -> Graph:
+    """A padded 3x3 convolution's gradients: the weights' is a convolution with a 3 x 3
+    output plane, each point a sum over batch x rows x columns products."""
+    from graphc.passes import autodiff
+
+    b = Builder("weight_grad", seed=0)
+    w = b.param("w", (5, 3, 3, 3), init="normal")
+    x = b.param("x", (4, 3, 6, 7), init="normal")
+    y = b.op("conv", x, w, padding=1).tanh()
+    return autodiff(b.build(outputs={"loss": (y * y).sum(), "y": y}), "loss")
+
+
 _cnn = _model("cnn", {"batch": 2, "channels": 4}, {"batch": 2})
 _cnn_eval = _model("cnn", {"batch": 2, "channels": 4, "training": False}, {"batch": 2})
 _lstm_model = _model("lstm", {"steps": 3, "batch": 2, "features": 4, "hidden": 6},
@@ -606,6 +626,7 @@ MODEL_CASES = [
     Case("grad.sin_cos", _trig_grad),
     Case("grad.pointwise_conv", _pointwise_conv_grad, rtol=1e-4, atol=1e-4),
     Case("grad.strided_conv", _strided_conv_grad, rtol=1e-4, atol=1e-4),
+    Case("grad.conv_weight", _conv_weight_grad, rtol=1e-4, atol=1e-4),
     Case("model.two_two_one", _221[0], _221[1], rtol=1e-5, atol=1e-6, tags=("model",)),
     Case("model.conv1d_seed", _seed[0], _seed[1], rtol=1e-5, atol=1e-6, tags=("model",)),
 ]
