@@ -396,8 +396,11 @@ def _emit_tasks(p: ParallelBody, cfg: GemmConfig, kernels: MicroKernels,
             # A fully prepacked B (`bpre`) is used as is: K block pc starts at row pc of it,
             # this task's panels at column n0.
             direct = b.and_(direct, b.not_(prepacked))
+            # Packing as it reads needs a full row tile to do it: a task of fewer than mr
+            # rows whose B is too large to read in place packs B up front.
             fused = b.and_(b.and_(b.icmp_signed("==", sb_n, c1), b.not_(direct)),
-                           b.not_(prepacked))
+                           b.and_(b.not_(prepacked), b.icmp_signed(
+                               ">=", b.sub(m1, m0), ir.Constant(I64, cfg.mr))))
             with b.if_then(b.not_(b.or_(b.or_(direct, fused), prepacked))):
                 b.call(packs[1], [kb, nb, b_pc, sb_k, sb_n, bp])
             pre = b.gep(bpre, [b.add(b.mul(pc, npad), b.mul(n0, kb))])
@@ -553,8 +556,8 @@ def _emit_row_blocks(b: ir.IRBuilder, cfg: GemmConfig, kernels: MicroKernels,
                     call(b, cfg.mr, ir_, False, packs_a)
                     return []
 
-                # A fused-packing task has more than DIRECT_B_MAX_ROWS >= mr rows: its first
-                # row block starts with a full row tile, which packs this panel of B.
+                # A fused-packing task has at least mr rows: its first row block starts with
+                # a full row tile, which packs this panel of B.
                 packs_here = b.and_(t.fused_pack, b.icmp_signed("==", ic, m0))
                 with b.if_then(packs_here):
                     call(b, cfg.mr, ic, True, packs_a)

@@ -47,6 +47,21 @@ def test_matmul_shapes_and_epilogues(fuse, rng):
     check_llvm(b.build(), ins, fuse=fuse, tol=dict(rtol=1e-4, atol=1e-4))
 
 
+@pytest.mark.parametrize("rows", [1, 5, 7])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_matmul_few_rows_with_a_large_weight(rows, threads, rng):
+    """A dense layer for a handful of rows whose weight (1.6 MiB) is too large to read in
+    place: fewer rows than a register tile once made the GEMM write past its output."""
+    b = Builder("few_rows")
+    x = b.input("x", (rows, 1024))
+    w = b.input("w", (1024, 400))
+    bias = b.input("bias", (400,))
+    b.output("y", (x @ w + bias).relu())
+    ins = {"x": _normal(rng, (rows, 1024)), "w": _normal(rng, (1024, 400)),
+           "bias": _normal(rng, (400,))}
+    check_llvm(b.build(), ins, threads=threads, tol=dict(rtol=1e-4, atol=1e-4))
+
+
 @pytest.mark.parametrize("dtype", ["f64", "i32"])
 def test_matmul_other_dtypes(dtype, rng):
     b = Builder("mm_dt")

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from llvmlite import ir
 
 from graphc.backends.llvm.gemm import (
+    ZEN_F32_BLOCKS,
     GemmConfig,
     emit_gemm,
     gemm_ctypes_signature,
@@ -110,6 +111,28 @@ def test_gemm_default_blocks_odd_sizes(gemm_default, m, n, k, rng):
     np.testing.assert_array_equal(c1, c2)  # thread count never changes the summation order
 
 
+def test_zen_blocks_are_chosen_by_cpu_name():
+    assert GemmConfig.for_vector_bits(512, cpu="znver4").kc == ZEN_F32_BLOCKS["kc"]
+    assert GemmConfig.for_vector_bits(512, cpu="sapphirerapids").kc == GemmConfig().kc
+    assert GemmConfig.for_vector_bits(512, "f64", cpu="znver4").kc == 256  # f64 keeps its own
+    assert GemmConfig.for_vector_bits(256, cpu="znver3").kc == GemmConfig().kc
+
+
+@pytest.fixture(scope="module")
+def gemm_zen_blocks():
+    return _compile(GemmConfig.for_vector_bits(32 * LANES, **ZEN_F32_BLOCKS))
+
+
+# Whatever CPU runs the tests: the AMD Zen blocks (K blocks up to 768, A blocks of 48 rows)
+# across their edges, at one and two threads.
+@pytest.mark.parametrize("m,n,k", [(49, 70, 769), (97, 130, 1600), (48, 64, 768),
+                                   (130, 33, 900), (5, 200, 1537)])
+def test_gemm_zen_blocks(gemm_zen_blocks, m, n, k, rng):
+    a, b = _operands(rng, 1, m, n, k)
+    np.testing.assert_array_equal(_check(gemm_zen_blocks, a, b, 1),
+                                  _check(gemm_zen_blocks, a, b, 2))
+
+
 @pytest.mark.parametrize("m,n,k", [(600, 130, 100), (513, 512, 40), (150, 1030, 64),
                                    (97, 2100, 30)])
 @pytest.mark.parametrize("threads", [2, 3])
@@ -140,13 +163,16 @@ def test_gemm_prepacked_b_is_filled_once_then_used(gemm_default, m, n, k, tb, ba
         np.testing.assert_array_equal(c, want)
 
 
-@pytest.mark.parametrize("batch,shared", [(1, False), (3, False), (3, True)])
-def test_gemm_few_rows_and_a_large_b(gemm_default, batch, shared, rng):
+@pytest.mark.parametrize("batch,shared,m", [(1, False, 40), (3, False, 40), (3, True, 40),
+                                            (1, False, 5), (1, False, 1), (3, False, 3)])
+def test_gemm_few_rows_and_a_large_b(gemm_default, batch, shared, m, rng):
     """Tasks of few rows read B in place while all of B fits DIRECT_B_MAX_BYTES, and pack it
     beyond (one B of 1.5 MiB, three of 0.5 MiB; one shared 0.5 MiB B stays in place): the
-    same products either way, for one and two threads."""
+    same products either way, for one and two threads. Fewer rows than a register tile pack
+    B up front (packing as it reads needs a full tile: a 6-row tile over 5 rows once wrote
+    past C)."""
     k, n = (384, 1024) if batch == 1 else (128, 1024)
-    a, b = _operands(rng, batch, 40, n, k)
+    a, b = _operands(rng, batch, m, n, k)
     if shared:
         b = np.broadcast_to(b[:1], b.shape)
     np.testing.assert_array_equal(_check(gemm_default, a, b, 2), _check(gemm_default, a, b, 1))
