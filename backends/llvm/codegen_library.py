@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from llvmlite import ir
@@ -176,38 +176,18 @@ def _select_scatter_code(k: LibraryKernel, attrs: dict[str, Any], shapes, buffer
         X, S, OUT = env.buffers[x], env.buffers[src], env.buffers[k.output]
         ty = compute_type(X.dtype)
         zero = ir.Constant(ty, 0.0) if _is_float_type(ty) else ir.Constant(ty, 0)
-        if wsize <= UNROLL_WINDOW:
-            if geometry.short_rows:
-                b.function.attributes.add("noimplicitfloat")  # no SLP: see _WindowPlane
-            with for_range(b, env.lo, env.hi, name="plane") as t:
-                xbase, sbase = b.mul(t, _i64(plane_x)), b.mul(t, _i64(plane_s))
-                if not geometry.exact_cover:
-                    with for_range(b, _i64(0), _i64(plane_x), name="zero") as e:
-                        store_element(b, OUT, b.add(xbase, e), zero)
-                geometry.emit_windows(b, X, S, OUT, xbase, sbase, ty, zero)
-            return
+        unrolled = wsize <= UNROLL_WINDOW
+        if unrolled and geometry.short_rows:
+            b.function.attributes.add("noimplicitfloat")  # no SLP: see _WindowPlane
         with for_range(b, env.lo, env.hi, name="plane") as t:
             xbase, sbase = b.mul(t, _i64(plane_x)), b.mul(t, _i64(plane_s))
-            with for_range(b, _i64(0), _i64(plane_x), name="zero") as e:
-                store_element(b, OUT, b.add(xbase, e), zero)
-            with for_range(b, _i64(0), _i64(plane_s), name="win") as w:
-                wpos = _unravel(b, w, ss[lead:])
-
-                def element(off: ir.Value) -> tuple[ir.Value, ir.Value]:
-                    """(valid, linear position in the plane) of window offset `off`."""
-                    opos = _unravel(b, off, window[lead:])
-                    ok: ir.Value = ir.Constant(I1, 1)
-                    lin: ir.Value = _i64(0)
-                    for a, (wp, op) in enumerate(zip(wpos, opos, strict=True)):
-                        ax = lead + a
-                        c = b.sub(b.add(b.mul(wp, _i64(strides[ax])), op), _i64(pads[ax][0]))
-                        ok = b.and_(ok, b.and_(b.icmp_signed(">=", c, _i64(0)),
-                                               b.icmp_signed("<", c, _i64(xs[ax]))))
-                        lin = b.add(b.mul(lin, _i64(xs[ax])), b.select(ok, c, _i64(0)))
-                    return ok, lin
-
-                best = _window_max(b, X, xbase, wsize, element, ty)
-                _add_at_first_max(b, X, S, OUT, xbase, b.add(sbase, w), wsize, element, best)
+            if not (unrolled and geometry.exact_cover):
+                with for_range(b, _i64(0), _i64(plane_x), name="zero") as e:
+                    store_element(b, OUT, b.add(xbase, e), zero)
+            if unrolled:
+                geometry.emit_windows(b, X, S, OUT, xbase, sbase, ty, zero)
+            else:
+                geometry.emit_window_loop(b, X, S, OUT, xbase, sbase, ty)
 
     work = tasks * (plane_x + plane_s * wsize * 2)
     grain = max(1, -(-CHUNK_WORK // max(1, plane_x + plane_s * wsize * 2)))
@@ -221,8 +201,9 @@ VECTOR_ROW = 16
 
 
 class _WindowPlane:
-    """One plane of a select_scatter (the axes with a window), emitted window by window with
-    the window's offsets unrolled into constants and no branch on the data: which element
+    """One plane of a select_scatter (the axes with a window), emitted window by window. Windows
+    of up to UNROLL_WINDOW elements have their offsets unrolled into constants and no branch on
+    the data (larger ones loop over their offsets, `emit_window_loop`): which element
     is a window's maximum is data, and the loop form's branches on it mispredicted about
     once per window (a 2x2 max-pool gradient of 32 x 8 x 8 x 8: 40 us, now a few). The
     innermost loop runs along the last output axis, so windows that tile the plane exactly
@@ -253,15 +234,30 @@ class _WindowPlane:
 
         loops(0, [])
 
-    def _element(self, b: ir.IRBuilder, pos: list[ir.Value], off: tuple[int, ...]
-                 ) -> tuple[ir.Value | None, ir.Value]:
+    def emit_window_loop(self, b: ir.IRBuilder, X, S, OUT, xbase: ir.Value, sbase: ir.Value,
+                         ty: ir.Type) -> None:
+        """Windows too large to unroll: a loop over each window's offsets (branching)."""
+        wsize = math.prod(self.window)
+        with for_range(b, _i64(0), _i64(math.prod(self.ss)), name="win") as w:
+            pos = _unravel(b, w, self.ss)
+
+            def element(off: ir.Value) -> tuple[ir.Value, ir.Value]:
+                ok, lin = self.element(b, pos, _unravel(b, off, self.window))
+                return (ir.Constant(I1, 1) if ok is None else ok), lin
+
+            best = _window_max(b, X, xbase, wsize, element, ty)
+            _add_at_first_max(b, X, S, OUT, xbase, b.add(sbase, w), wsize, element, best)
+
+    def element(self, b: ir.IRBuilder, pos: list[ir.Value], off: Sequence[ir.Value | int]
+                ) -> tuple[ir.Value | None, ir.Value]:
         """(valid or None when always valid, linear position in the plane, clamped to 0
         outside) of window offset `off` of the window at output position `pos`."""
         ok: ir.Value | None = None
         lin: ir.Value = _i64(0)
         for o, d, n, st, (lo, hi) in zip(pos, off, self.xs, self.strides, self.pads,
                                          strict=True):
-            c = b.add(b.mul(o, _i64(st)), _i64(d - lo))
+            d = _i64(d) if isinstance(d, int) else d
+            c = b.sub(b.add(b.mul(o, _i64(st)), d), _i64(lo))
             if lo or hi:
                 inside = b.and_(b.icmp_signed(">=", c, _i64(0)), b.icmp_signed("<", c, _i64(n)))
                 ok = inside if ok is None else b.and_(ok, inside)
@@ -272,7 +268,7 @@ class _WindowPlane:
         is_float = _is_float_type(ty)
         lowest = ir.Constant(ty, float("-inf")) if is_float else \
             ir.Constant(ty, -(1 << (ty.width - 1)))
-        elems = [self._element(b, pos, off) for off in self.offsets]
+        elems = [self.element(b, pos, off) for off in self.offsets]
         vals = []
         best: ir.Value = lowest
         for ok, lin in elems:
@@ -286,7 +282,7 @@ class _WindowPlane:
             more = b.or_(b.fcmp_ordered(">", v, best), b.fcmp_unordered("!=", v, v)) \
                 if is_float else b.icmp_signed(">", v, best)
             best = b.select(more, v, best)
-        s = load_element(b, S, b.add(sbase, linear_of(b, pos, self.ss)))
+        s = load_element(b, S, b.add(sbase, _linear_of(b, pos, self.ss)))
         done: ir.Value = ir.Constant(I1, 0)
         for (ok, lin), v in zip(elems, vals, strict=True):
             hit = b.fcmp_ordered("==", v, best) if is_float else b.icmp_signed("==", v, best)
@@ -303,7 +299,7 @@ class _WindowPlane:
             store_element(b, OUT, at, b.select(hit, new, cur))
 
 
-def linear_of(b: ir.IRBuilder, pos: list[ir.Value], shape) -> ir.Value:
+def _linear_of(b: ir.IRBuilder, pos: list[ir.Value], shape) -> ir.Value:
     """Row-major linear index of position `pos` in `shape`."""
     lin: ir.Value = _i64(0)
     for p, n in zip(pos, shape, strict=True):
