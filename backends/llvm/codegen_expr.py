@@ -189,6 +189,9 @@ def expr_deps(e: Expr, memo: dict[int, frozenset[str]]) -> frozenset[str]:
 class ExprEmitter:
     """Evaluates index and scalar expressions at one point of a kernel's loop nest."""
 
+    # operands whose sigmoid the kernel computes: their tanh takes the form sharing its exp
+    sigmoid_operands: frozenset[Expr] = frozenset()
+
     def __init__(self, builder: ir.IRBuilder, buffers: Mapping[str, BufferRef],
                  extents: Mapping[str, int], env: Mapping[str, ir.Value] | None = None,
                  rewrite: Mapping[Ix, Ix] | None = None,
@@ -220,6 +223,7 @@ class ExprEmitter:
         c._ix = dict(self._ix)
         c._expr = dict(self._expr)
         c._deps = self._deps
+        c.sigmoid_operands = self.sigmoid_operands
         return c
 
     # -- indices ---------------------------------------------------------------------------------
@@ -297,6 +301,12 @@ class ExprEmitter:
             got = self._expr[id(e)] = self._compute(e)
         return got
 
+    def _attrs(self, e: Op) -> dict:
+        attrs = dict(e.attrs)
+        if e.op == "tanh" and e.args[0] in self.sigmoid_operands:
+            attrs["share_exp"] = True
+        return attrs
+
     def deps(self, e: Expr) -> frozenset[str]:
         """Variables `e` reads, named as in the (rewritten) loop nest."""
         d = expr_deps(e, self._deps)
@@ -313,7 +323,7 @@ class ExprEmitter:
         if isinstance(e, Op):
             args = [self(a) for a in e.args]
             arg_dtype = e.args[-1].dtype if e.op == "select" else e.args[0].dtype
-            return emit_elementwise(b, e.op, args, dict(e.attrs), arg_dtype, e.dtype)
+            return emit_elementwise(b, e.op, args, self._attrs(e), arg_dtype, e.dtype)
         if isinstance(e, IndexValue):
             return cast_value(b, self.index(e.index), "i64", e.dtype)
         if isinstance(e, InBounds):
@@ -442,6 +452,7 @@ class VectorEmitter(ExprEmitter):
         v.rewrite, v.var_map = scope.rewrite, scope.var_map
         v.refs = dict(scope.refs)
         v._ix, v._expr, v._deps = dict(scope._ix), dict(scope._expr), scope._deps
+        v.sigmoid_operands = scope.sigmoid_operands
         return v
 
     def widen(self, v: ir.Value) -> ir.Value:
@@ -522,7 +533,7 @@ class VectorEmitter(ExprEmitter):
             if any(isinstance(a.type, ir.VectorType) for a in args):
                 args = [self.widen(a) for a in args]
             arg_dtype = e.args[-1].dtype if e.op == "select" else e.args[0].dtype
-            return emit_elementwise(b, e.op, args, dict(e.attrs), arg_dtype, e.dtype)
+            return emit_elementwise(b, e.op, args, self._attrs(e), arg_dtype, e.dtype)
         if isinstance(e, IndexValue):
             return cast_value(b, self.vindex(e.index), "i64", e.dtype)
         if isinstance(e, InBounds):

@@ -383,6 +383,8 @@ def emit_loop_kernel(k: LoopKernel, plan: LoopPlan, b: ir.IRBuilder,
     if plan.lanes * 32 >= 512:  # explicit 512-bit vectors: the target has AVX-512
         mark_avx512(b.module)
     ev = ExprEmitter(b, buffers, nest.extents, rewrite=nest.rewrite, var_map=nest.var_map)
+    ev.sigmoid_operands = frozenset(e.args[0] for e in walk(k.expr_roots())
+                                    if isinstance(e, Op) and e.op == "sigmoid")
     if not nest.outer:
         _emit_point(k, ev, [])
         return

@@ -69,7 +69,15 @@ from llvmlite import ir
 
 from graphc.ir.errors import GraphError
 
-from ..math_coefficients import ERF_BIG, ERF_CLAMP, ERF_SMALL, ERF_SPLIT
+from ..math_coefficients import (
+    ERF_BIG,
+    ERF_CLAMP,
+    ERF_SMALL,
+    ERF_SPLIT,
+    TANH_TABLE_CLAMP,
+    TANH_TABLE_MID,
+    TANH_TABLE_P,
+)
 from .llvm_ir import (
     F64,
     I32,
@@ -489,7 +497,47 @@ def _tanh_big_f32(e: _Emit, x: ir.Value) -> ir.Value:
     return e.fma(q, e.c(-2.0), e.c(1.0))
 
 
+# bits(2^-4) >> 21 less one: (bits(|x|) >> 21) minus it is the table interval of |x| (module
+# `math_coefficients`): 0 below 2^-4, then one per quarter binade.
+_TANH_TABLE_BASE = (123 << 2) - 1
+
+
+def _tanh_table_f32x16(e: _Emit, x: ir.Value) -> ir.Value:
+    """tanh of 16 f32 lanes (AVX-512) by table: |x| (clamped where tanh rounds to 1) picks one
+    of 30 intervals from its exponent and top two mantissa bits, and tanh(|x|) = P(|x| − m)
+    there, P of degree 6 (`math_coefficients`). Each coefficient comes from a two-register table
+    by vpermi2ps, which reads the low five bits of the index. No exp, no division: 21 vector
+    instructions where the exp form takes about 35, and fewer than half on the FMA pipes.
+
+    NaN passes (the clamp keeps it; its interval is arbitrary, the arithmetic NaN); ±0 and
+    denormals come back as they are (interval 0 has P(0) = 0 and P'(0) = 1)."""
+    a = _clamp(e, e.abs(x), None, TANH_TABLE_CLAMP, keep_nan=True)
+    idx = e.b.sub(e.b.lshr(e.to_bits(a), e.ic(21)), e.ic(_TANH_TABLE_BASE))
+    idx = e.b.select(e.b.icmp_signed("<", idx, e.ic(0)), e.ic(0), idx)
+    perm = declare(e.b.module, "llvm.x86.avx512.vpermi2var.ps.512", e.ty,
+                   [e.ty, e.ity, e.ty])
+
+    def table(values: Sequence[float]) -> ir.Value:
+        lo, hi = (ir.Constant(e.ty, [ir.Constant(ir.FloatType(), v) for v in half])
+                  for half in (values[:16], values[16:]))
+        return e.b.call(perm, [lo, idx, hi])
+
+    t = e.sub(a, table(TANH_TABLE_MID))
+    y = table(TANH_TABLE_P[0])
+    for coeffs in TANH_TABLE_P[1:]:
+        y = e.fma(y, t, table(coeffs))
+    return e.call("llvm.copysign", y, x)
+
+
 def build_tanh(e: _Emit, x: ir.Value) -> ir.Value:
+    if e.wide and not e.is64:
+        return _tanh_table_f32x16(e, x)
+    return build_tanh_exp(e, x)
+
+
+def build_tanh_exp(e: _Emit, x: ir.Value) -> ir.Value:
+    """tanh from e^{−|x|}: f32 builds it from the same instructions as sigmoid, so a kernel
+    computing both of one x evaluates one exp (the lowering picks this form there)."""
     ax = e.abs(x)
     if not e.is64:
         # Both branches on |x|, the sign put back once: copysign keeps −0 and NaN (the small
@@ -592,7 +640,8 @@ def build_rsqrt(e: _Emit, x: ir.Value) -> ir.Value:
 
 _BUILDERS: dict[str, Callable[..., ir.Value]] = {
     "exp": build_exp, "expm1": build_expm1, "log": build_log, "log1p": build_log1p,
-    "tanh": build_tanh, "sigmoid": build_sigmoid, "softplus": build_softplus, "erf": build_erf,
+    "tanh": build_tanh, "tanh_exp": build_tanh_exp, "sigmoid": build_sigmoid,
+    "softplus": build_softplus, "erf": build_erf,
     "pow": build_pow, "rsqrt": build_rsqrt,
     "sin": lambda e, x: build_sincos(e, x, cos=False),
     "cos": lambda e, x: build_sincos(e, x, cos=True), "atan": build_atan,

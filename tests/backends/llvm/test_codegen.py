@@ -365,6 +365,25 @@ def test_transcendental_kernel_is_512_bit_vector_code_without_libm():
     assert not libm, libm[:3]
 
 
+def test_tanh_form_follows_a_sigmoid_of_the_same_operand(rng):
+    """16-lane f32 tanh takes the table form (vpermi2ps / vpermt2ps) unless the kernel also
+    takes the sigmoid of the same operand, where the exp form reuses sigmoid's exp; both agree
+    with the reference."""
+    def graph(with_sigmoid: bool):
+        b = Builder("tanh_form")
+        x, w = b.input("x", (64, 1024)), b.input("w", (64, 1024))
+        y = b.tanh(x) * w + b.sigmoid(w)
+        b.output("y", y + b.sigmoid(x) if with_sigmoid else y)
+        return b.build()
+
+    for with_sigmoid in (False, True):
+        g = graph(with_sigmoid)
+        assert bool(re.search(r"vpermi2var|vpermt2var", _avx512_optimized_ir(g))) \
+            != with_sigmoid
+        inputs = {k: rng.standard_normal((64, 1024)).astype(np.float32) * 4 for k in "xw"}
+        check_llvm(g, inputs)
+
+
 def test_rounding_is_512_bit_vector_code_without_libm():
     b = Builder("rounding")
     x = b.input("x", (64, 4096))
