@@ -43,7 +43,9 @@ the generic template, now a tile like any other; the net 0.28 -> 0.24 ms, one th
 Operands that are plain loads with affine positions (x contiguous along its last
 axis) are read in place; any other operand (a fused prologue: a recomputed activation, a
 cast) is first staged into scratch memory by a setup function that runs once, before the
-parallel tiles. Everything else uses `codegen_template.emit_conv_direct`.
+parallel tiles. A tiny output plane under a kernel as wide as the input (a "same"
+convolution's weight gradient) takes the tap tiles of `codegen_conv_taps` instead; everything
+else uses `codegen_template.emit_conv_direct`.
 """
 
 from __future__ import annotations
@@ -142,24 +144,10 @@ def plan_conv(k: ConvKernel, buffers: Mapping[str, Buffer], vector_bits: int
     if rank == 2 and a["lhs_dilation"][0] != 1:
         return None
     shapes = {n: b.type.shape for n, b in buffers.items()}
-    ops, staged, scratch = [], [], 0
-    for name, opnd in (("x", k.x), ("w", k.w)):
-        v = opnd.value
-        aff = None
-        if isinstance(v, Load) and not v.mask and v.dtype == dtype:
-            aff = affine_position(v.buffer, v.index, shapes[v.buffer])
-        if aff is None:  # a fused prologue (a recomputed relu, a pad): stage it first
-            if any(isinstance(e, (Acc, ReduceRef, RandomUniform)) for e in walk([v])):
-                return None
-            aff, st, size = staged_layout(name, opnd, opnd.vars, SCRATCH, scratch)
-            staged.append(st)
-            scratch += -(-size // 16) * 16
-        ops.append(aff)
-    x, w = ops
-    if x.stride(k.x.vars[-1]) != 1:
+    operands = conv_operands(k, buffers)
+    if operands is None:
         return None
-    if any(buffers[s.buffer].type.dtype == "f16" for s in k.stores):
-        return None
+    x, w, staged, scratch = operands
     lanes = vector_bits // (32 if dtype == "f32" else 64)
     opg = k.out_shape[1] // a["groups"]
     steps = math.prod(k.w.shape[1:])
@@ -190,6 +178,35 @@ def plan_conv(k: ConvKernel, buffers: Mapping[str, Buffer], vector_bits: int
             scratch += -(-size // 16) * 16
     return ConvPlan(dtype, lanes, x, w, rank, nv, ob, -(-opg // ob), w_blocks, a,
                     tuple(staged), scratch, rows, persistent, by_channel)
+
+
+def conv_operands(k: ConvKernel, buffers: Mapping[str, Buffer]
+                  ) -> tuple[Affine, Affine, list[Staged], int] | None:
+    """(x, w, staged, scratch elements): where the tiles read each operand. Plain loads with
+    affine positions are read in place; any other operand (a fused prologue: a recomputed
+    relu, a pad) is staged into scratch first. None where the tiles do not apply (x not
+    contiguous along its row, an f16 output, a prologue that reads a reduction)."""
+    dtype = k.acc_dtype
+    shapes = {n: b.type.shape for n, b in buffers.items()}
+    ops, staged, scratch = [], [], 0
+    for name, opnd in (("x", k.x), ("w", k.w)):
+        v = opnd.value
+        aff = None
+        if isinstance(v, Load) and not v.mask and v.dtype == dtype:
+            aff = affine_position(v.buffer, v.index, shapes[v.buffer])
+        if aff is None:
+            if any(isinstance(e, (Acc, ReduceRef, RandomUniform)) for e in walk([v])):
+                return None
+            aff, st, size = staged_layout(name, opnd, opnd.vars, SCRATCH, scratch)
+            staged.append(st)
+            scratch += -(-size // 16) * 16
+        ops.append(aff)
+    x, w = ops
+    if x.stride(k.x.vars[-1]) != 1:
+        return None
+    if any(buffers[s.buffer].type.dtype == "f16" for s in k.stores):
+        return None
+    return x, w, staged, scratch
 
 
 def _weights_by_channel(k: ConvKernel, w: Affine, kept: bool) -> bool:

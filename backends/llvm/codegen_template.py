@@ -86,11 +86,16 @@ def template_code(k: MatmulKernel | ConvKernel, buffers: Mapping[str, Buffer],
         return matmul_code(k, buffers)
     from .codegen_conv import conv_code as blocked_conv_code
     from .codegen_conv import plan_conv
+    from .codegen_conv_taps import plan_taps, taps_code
 
-    plan = plan_conv(k, buffers, int(options.get("vector_bits") or 512))
-    if plan is not None and not options.get("simple_conv"):
-        return blocked_conv_code(k, plan)
-    return conv_code(k)
+    if options.get("simple_conv"):
+        return conv_code(k)
+    bits = int(options.get("vector_bits") or 512)
+    taps = plan_taps(k, buffers, bits)
+    if taps is not None:
+        return taps_code(k, taps)
+    plan = plan_conv(k, buffers, bits)
+    return blocked_conv_code(k, plan) if plan is not None else conv_code(k)
 
 
 # -- matmul ---------------------------------------------------------------------------------------
