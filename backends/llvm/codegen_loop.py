@@ -444,9 +444,8 @@ def _emit_reduce_loops(ev: ExprEmitter, loops: list[tuple[str, int]], stores, re
         vector_loop(ev, loops[0][0], _i64(0), _i64(loops[0][1]), plan, stores, stash)
         return []
     if plan is not None and plan.lanes and vector_row(ev, loops, stores, reductions,
-                                                      plan.lanes):
-        return vector_reduce_loop(ev, loops[0][0], loops[0][1], plan, stores, reductions,
-                                  accs, stash)
+                                                      plan.lanes, nested=True):
+        return vector_reduce_loop(ev, loops, plan, stores, reductions, accs, stash)
     if not loops:
         if stash is not None:
             stash.bind(ev)

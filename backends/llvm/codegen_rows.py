@@ -10,7 +10,11 @@ vectorizer:
 * float sum / max sweeps (`vector_reduce_loop`): `VREDUCE_UNROLL` vector accumulators (one
   dependency chain each), a masked tail whose inactive lanes hold the identity, a shuffle tree
   at the end. Summation order is unspecified in the kernel IR (as for LLVM's `reassoc`), and
-  it never depends on the thread count: a row is one task.
+  it never depends on the thread count: a row is one task. Where outer loops enclose the
+  contiguous one (a batch norm's statistics over batch x plane per channel), they carry the
+  vector accumulators and the row ends in one shuffle tree: per-channel sums over 32 planes of
+  4x4 (the demo CNN's bias and batch-norm gradients) 5.4 -> 0.6 µs, where a plane shorter than
+  two vectors had made the whole sweep a scalar loop.
 
 Being explicit is what lets a sweep prefetch: while one row is computed, the loads of the
 next row's first sweep are prefetched from the costliest later sweep (`prefetch_sweep`), so
@@ -167,17 +171,24 @@ def prefetch_sweep(k: LoopKernel, stash: list[_Stash], ev: ExprEmitter, lanes: i
 
 
 def vector_row(ev: ExprEmitter, loops: list[tuple[str, int]], stores, reductions,
-               lanes: int) -> bool:
+               lanes: int, nested: bool = False) -> bool:
     """Whether a reduction sweep runs as an explicit vector loop: float sums and maxima over
     one loop of at least two vectors, every load and store contiguous along it. (A pooling
     window of four elements or a strided row would be a masked tail vector or gathers: the
-    scalar loop is faster there.)"""
-    if len(loops) != 1 or loops[0][1] < 2 * lanes or not reductions or not all(
+    scalar loop is faster there.) With `nested`, outer loops may enclose it, each of their
+    iterations running it over at least one vector (a batch norm's (batch, rows x columns)
+    per channel): the accumulators then live across the outer loops."""
+    if not reductions or not all(
             r.kind in ("sum", "max") and isinstance(compute_type(r.value.dtype),
                                                     (ir.FloatType, ir.DoubleType))
             for r in reductions):
         return False
-    var = loops[0][0]
+    if len(loops) == 1:
+        if loops[0][1] < 2 * lanes:
+            return False
+    elif not nested or not loops or loops[-1][1] < lanes:
+        return False
+    var = loops[-1][0]
     roots = [r.value for r in reductions] + [s.value for s in stores]
     indexed = [(e.buffer, e.index) for e in walk(roots) if isinstance(e, Load)]
     indexed += [(s.buffer, s.index) for s in stores]
@@ -191,13 +202,16 @@ def vector_row(ev: ExprEmitter, loops: list[tuple[str, int]], stores, reductions
 VREDUCE_UNROLL = 4  # vectors per iteration of a vector reduction loop (independent chains)
 
 
-def vector_reduce_loop(ev: ExprEmitter, var: str, n: int, plan: LoopPlan, stores,
+def vector_reduce_loop(ev: ExprEmitter, loops: list[tuple[str, int]], plan: LoopPlan, stores,
                        reductions, accs: list[list[ir.Value]], stash: StashUse | None
                        ) -> list[list[ir.Value]]:
-    """`for var in [0, n)` with float sum / max reductions as an explicit vector loop:
-    VREDUCE_UNROLL vector accumulators per reduction, one masked vector for the tail (its
-    inactive lanes hold the identity), then a shuffle tree to one value."""
+    """The innermost of `loops`, `for var in [0, n)`, with float sum / max reductions as an
+    explicit vector loop: VREDUCE_UNROLL vector accumulators per reduction, one masked vector
+    for the tail (its inactive lanes hold the identity), then a shuffle tree to one value.
+    Outer loops (`vector_row`'s `nested`) carry the vector accumulators: one shuffle tree at
+    the very end."""
     b = ev.b
+    *outer, (var, n) = loops
     lanes = plan.lanes
     true = ir.Constant(ir.VectorType(I1, lanes), [1] * lanes)
     iota = ir.Constant(ir.VectorType(I64, lanes), list(range(lanes)))
@@ -212,8 +226,9 @@ def vector_reduce_loop(ev: ExprEmitter, var: str, n: int, plan: LoopPlan, stores
         return b.call(intrinsic(b.module, "llvm.maximum", acc.type), [acc, v],
                       fastmath=("nsz",))
 
-    def vector(j: ir.Value, mask: ir.Value | None, part: list[ir.Value]) -> list[ir.Value]:
-        vev = VectorEmitter.within(ev, {var: j}, var, lanes, true, plan.streaming)
+    def vector(scope: ExprEmitter, j: ir.Value, mask: ir.Value | None, part: list[ir.Value]
+               ) -> list[ir.Value]:
+        vev = VectorEmitter.within(scope, {var: j}, var, lanes, true, plan.streaming)
         vev.full = ir.Constant(I1, 1)
         if mask is not None:
             vev.lane_mask, vev.full = mask, ir.Constant(I1, 0)
@@ -233,29 +248,46 @@ def vector_reduce_loop(ev: ExprEmitter, var: str, n: int, plan: LoopPlan, stores
                 _prefetch(stash.prefetch, var, j, PREFETCH_LOCALITY)
         return out
 
-    u = VREDUCE_UNROLL
+    u = VREDUCE_UNROLL if n >= VREDUCE_UNROLL * lanes else 1
     nred = len(reductions)
     step = u * lanes
     main = n // step * step
 
-    def body(bb: ir.IRBuilder, j: ir.Value, carried: list[ir.Value]) -> list[ir.Value]:
-        out = []
-        for k in range(u):
-            out += vector(b.add(j, _i64(k * lanes)), None, carried[k * nred:(k + 1) * nred])
-        return out
+    def row(scope: ExprEmitter, flat: list[ir.Value]) -> list[ir.Value]:
+        """One pass of the vector loop from the accumulators `flat` (u parts of nred)."""
+        def body(bb: ir.IRBuilder, j: ir.Value, carried: list[ir.Value]) -> list[ir.Value]:
+            out = []
+            for k in range(u):
+                out += vector(scope, b.add(j, _i64(k * lanes)), None,
+                              carried[k * nred:(k + 1) * nred])
+            return out
 
-    flat = emit_loop(b, _i64(0), _i64(main), body, idents * u, step=step, name=f"vred{var}")
+        if main:
+            flat = emit_loop(b, _i64(0), _i64(main), body, flat, step=step,
+                             name=f"vred{var}")
+        last = flat[(u - 1) * nred:]
+        for j in range(main, n - n % lanes, lanes):  # what is left of full vectors (unrolled)
+            last = vector(scope, _i64(j), None, last)
+        if n % lanes:
+            j = n - n % lanes
+            mask = b.icmp_signed("<", b.add(vsplat(b, _i64(j), lanes), iota),
+                                 vsplat(b, _i64(n), lanes))
+            last = vector(scope, _i64(j), mask, last)
+        return flat[:(u - 1) * nred] + last
+
+    def nest(scope: ExprEmitter, depth: int, flat: list[ir.Value]) -> list[ir.Value]:
+        if depth == len(outer):
+            return row(scope, flat)
+        name, extent = outer[depth]
+        return emit_loop(b, _i64(0), _i64(extent),
+                         lambda bb, i, carried: nest(scope.child({name: i}), depth + 1, carried),
+                         flat, name=f"vrow{name}")
+
+    flat = nest(ev, 0, idents * u)
     parts = [flat[k * nred:(k + 1) * nred] for k in range(u)]
     total = parts[0]
     for p in parts[1:]:
         total = [combine(r, a, c) for r, a, c in zip(reductions, total, p, strict=True)]
-    for j in range(main, n - n % lanes, lanes):  # what is left of full vectors (unrolled)
-        total = vector(_i64(j), None, total)
-    if n % lanes:
-        j = n - n % lanes
-        mask = b.icmp_signed("<", b.add(vsplat(b, _i64(j), lanes), iota),
-                             vsplat(b, _i64(n), lanes))
-        total = vector(_i64(j), mask, total)
     out = []
     for r, acc, v in zip(reductions, accs, total, strict=True):
         width = lanes

@@ -60,6 +60,33 @@ def test_row_sums_and_maxima_are_vector_loops(dtype, rng):
     assert "vred" in generated_ir(exe.schedule)
 
 
+@pytest.mark.parametrize("dtype", ["f32", "f64"])
+def test_reductions_over_outer_loops_carry_vector_accumulators(dtype, rng):
+    """Per-channel sums and maxima over (batch, rows x columns), a batch norm's statistics:
+    the contiguous plane is the vector loop, the batch loop around it carries the vector
+    accumulators and one shuffle tree ends the row. Planes of one vector, of a masked tail
+    and of several vectors; a NaN, a channel of -inf, all-negative values, a second sweep
+    reading the first's result."""
+    b = Builder("nested_red")
+    ins = {}
+    np_dt = np.float32 if dtype == "f32" else np.float64
+    for h, w in ((4, 4), (4, 5), (8, 8), (3, 30)):
+        x = b.input(f"x{h}_{w}", (6, 5, h, w), dtype)
+        b.output(f"sum{h}_{w}", x.sum((0, 2, 3)))
+        b.output(f"max{h}_{w}", x.max((0, 2, 3)))
+        centered = x - x.mean((0, 2, 3), keepdims=True)
+        b.output(f"var{h}_{w}", (centered * centered).mean((0, 2, 3)))
+        xs = rng.standard_normal((6, 5, h, w)).astype(np_dt)
+        xs[2, 1, h - 1, w // 2] = np.nan
+        xs[:, 2] = -np.inf
+        xs[:, 3] -= 50.0
+        ins[f"x{h}_{w}"] = xs
+    exe = check_llvm(b.build(), ins, tol=dict(rtol=1e-5, atol=1e-6))
+    from graphc.backends.llvm.program import generated_ir
+
+    assert "vrow" in generated_ir(exe.schedule)
+
+
 @pytest.mark.parametrize("case", ["pool", "short"])
 def test_windows_and_short_rows_stay_scalar_loops(case, rng):
     """A 2x2 pooling window and a row shorter than two vectors keep the scalar reduction loop
