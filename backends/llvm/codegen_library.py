@@ -30,6 +30,7 @@ from graphc.ir.kernel import Buffer, LibraryKernel
 from .codegen import KernelCode, KernelEnv
 from .codegen_expr import load_element, store_element
 from .codegen_loop import CHUNK_WORK, PARALLEL_WORK
+from .codegen_pool_grad import emit_pair_windows, pair_windows_apply
 from .llvm_ir import I1, I64, alloca_at_entry, for_range, intrinsic, smin
 from .lowering import cast_value, compute_type
 
@@ -49,7 +50,7 @@ def library_code(k: LibraryKernel, buffers: Mapping[str, Buffer]) -> KernelCode:
     if k.op == "scatter_add":
         return _scatter_add_code(k, attrs, shapes, names)
     if k.op == "select_scatter":
-        return _select_scatter_code(k, attrs, shapes, names)
+        return _select_scatter_code(k, attrs, shapes, names, buffers[k.inputs[0]].type.dtype)
     raise GraphError(f"the LLVM backend has no library kernel for op {k.op!r} ({k.name})")
 
 
@@ -155,8 +156,8 @@ def _is_float(v: ir.Value) -> bool:
 # -- select_scatter -------------------------------------------------------------------------------
 
 
-def _select_scatter_code(k: LibraryKernel, attrs: dict[str, Any], shapes, buffers
-                         ) -> KernelCode:
+def _select_scatter_code(k: LibraryKernel, attrs: dict[str, Any], shapes, buffers,
+                         dtype: str) -> KernelCode:
     x, src = k.inputs
     xs, ss = shapes[x], shapes[src]
     window, strides = attrs["window"], attrs["strides"]
@@ -177,22 +178,37 @@ def _select_scatter_code(k: LibraryKernel, attrs: dict[str, Any], shapes, buffer
         ty = compute_type(X.dtype)
         zero = ir.Constant(ty, 0.0) if _is_float_type(ty) else ir.Constant(ty, 0)
         unrolled = wsize <= UNROLL_WINDOW
-        if unrolled and geometry.short_rows:
+        pairs = pair_windows_apply(xs[lead:], ss[lead:], window[lead:], strides[lead:],
+                                   pads[lead:], ty)
+        if unrolled and geometry.short_rows and not pairs:
             b.function.attributes.add("noimplicitfloat")  # no SLP: see _WindowPlane
         with for_range(b, env.lo, env.hi, name="plane") as t:
             xbase, sbase = b.mul(t, _i64(plane_x)), b.mul(t, _i64(plane_s))
-            if not (unrolled and geometry.exact_cover):
-                with for_range(b, _i64(0), _i64(plane_x), name="zero") as e:
-                    store_element(b, OUT, b.add(xbase, e), zero)
-            if unrolled:
+            if pairs:  # windows two columns wide tiling the plane: vector bands
+                emit_pair_windows(b, X, S, OUT, xbase, sbase, xs[lead:], ss[lead:],
+                                  window[lead:], ty)
+            elif unrolled:
+                if not geometry.exact_cover:
+                    _zero_plane(b, OUT, xbase, plane_x, zero)
                 geometry.emit_windows(b, X, S, OUT, xbase, sbase, ty, zero)
             else:
+                _zero_plane(b, OUT, xbase, plane_x, zero)
                 geometry.emit_window_loop(b, X, S, OUT, xbase, sbase, ty)
 
     work = tasks * (plane_x + plane_s * wsize * 2)
     grain = max(1, -(-CHUNK_WORK // max(1, plane_x + plane_s * wsize * 2)))
+    pairs = dtype in ("f32", "f64") and pair_windows_apply(
+        xs[lead:], ss[lead:], window[lead:], strides[lead:], pads[lead:],
+        ir.FloatType() if dtype == "f32" else ir.DoubleType())
+    form = "pairs" if pairs else "unrolled" if wsize <= UNROLL_WINDOW else "loop"
     return KernelCode(buffers, tasks if plane_s or plane_x else 0, grain,
-                      work >= PARALLEL_WORK and tasks > grain, emit)
+                      work >= PARALLEL_WORK and tasks > grain, emit,
+                      notes={"windows": form})
+
+
+def _zero_plane(b: ir.IRBuilder, OUT, xbase: ir.Value, size: int, zero: ir.Value) -> None:
+    with for_range(b, _i64(0), _i64(size), name="zero") as e:
+        store_element(b, OUT, b.add(xbase, e), zero)
 
 
 # Windows of at most this many elements take `_WindowPlane`'s unrolled, branch-free code.
@@ -214,6 +230,8 @@ class _WindowPlane:
     loads as shuffles: 32 x 16 x 32 x 32, 2x2 windows: 660 -> 82 us); shorter loops it unrolls
     whole and the SLP vectorizer turns them into gathers and scatters, slower than scalar code
     (32 x 8 x 8 x 8: 28 against 18 us; even at 8 windows per row), so those kernels get none.
+    Float windows two columns wide that tile the plane take the vector bands of
+    `codegen_pool_grad` instead.
     """
 
     def __init__(self, xs, ss, window, strides, pads) -> None:

@@ -77,6 +77,36 @@ def test_select_scatter_and_pool_gradients(fuse, rng):
     check_llvm(b.build(), ins, fuse=fuse)
 
 
+@pytest.mark.parametrize("dtype", ["f32", "f64"])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_pool_gradients_of_two_column_windows_are_vector_bands(dtype, threads, rng):
+    """Windows two columns wide tiling the plane (a 2x2 max pool's gradient, 1-D and taller
+    windows) take the vector band form: rows shorter than, equal to and longer than a vector,
+    with a masked tail; ties pick the first maximum in row-major order, a NaN window gets
+    nothing, a window of -inf its first element."""
+    np_dt = np.float32 if dtype == "f32" else np.float64
+    cases = [((3, 2, 8, 8), (2, 2)), ((2, 3, 6, 10), (2, 2)), ((1, 2, 4, 36), (2, 2)),
+             ((2, 2, 9, 4), (3, 2)), ((2, 2, 8, 2), (4, 2)), ((3, 4, 34), (2,))]
+    b = Builder("pairs")
+    ins = {}
+    for i, (shape, win) in enumerate(cases):
+        lead = len(shape) - len(win)
+        window = (1,) * lead + win
+        attrs = {"window": window, "strides": window, "padding": (0, 0) * len(shape)}
+        out_shape = window_out_shape(shape, attrs)
+        x, src = b.input(f"x{i}", shape, dtype), b.input(f"s{i}", out_shape, dtype)
+        b.output(f"y{i}", b.op("select_scatter", x, src, **attrs))
+        xs = np.round(rng.standard_normal(shape) * 1.5).astype(np_dt)  # many ties
+        flat = xs.reshape(-1)
+        flat[rng.integers(0, flat.size, 3)] = np.nan
+        xs[(0,) * lead][tuple(slice(0, w) for w in win)] = -np.inf  # the first window
+        ins[f"x{i}"], ins[f"s{i}"] = xs, rng.standard_normal(out_shape).astype(np_dt)
+    exe = check_llvm(b.build(), ins, threads=threads)
+    forms = [p.get("windows") for p in exe.info["kernel_plans"].values()
+             if p["kind"] == "library"]
+    assert forms == ["pairs"] * len(cases), forms
+
+
 @settings(max_examples=40, deadline=None)
 @given(data=st.data())
 def test_select_scatter_matches_reference(data):
