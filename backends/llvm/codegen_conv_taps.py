@@ -13,8 +13,10 @@ Here the lanes run over the kernel's taps instead. When the kernel is as wide as
 (KW == W: a "same" convolution's maps) and both are stored row after row, output position
 (oh, ow) reads the input at flat index s + t for tap t = kh·KW + kw, s = (oh − ph)·W + (ow − pw):
 one masked load per vector of taps, masked per lane where the tap falls in the padding (a
-constant mask per position and vector). A tile holds OB output channels x every output
-position as accumulators and, for each input channel c and vector of taps,
+constant mask per position and vector). Otherwise (a "valid" convolution's gradient: the
+kernel narrower than the input) each kernel row is cut into vectors of its own, its taps
+contiguous in the input row, lanes past the row's end masked. A tile holds OB output channels
+x every output position as accumulators and, for each input channel c and vector of taps,
 
     wv[r]   = w[o0 + r, c, taps]                      (OB loads, lanes past the taps zero)
     xv      = x[n, c, s(p) + taps]   (masked)         (one load per position p)
@@ -38,14 +40,14 @@ from llvmlite import ir
 from graphc.ir.kernel import Buffer, ConvKernel, kernel_reads, kernel_writes
 
 from .codegen import KernelCode, KernelEnv
-from .codegen_conv import conv_operands
+from .codegen_conv import MAX_KERNEL_WIDTH, conv_operands
 from .codegen_expr import BufferRef, ExprEmitter, element_ptr, store_element
 from .codegen_gemm import SCRATCH, Affine, Staged, _emit_staging
 from .codegen_loop import CHUNK_WORK, PARALLEL_FLOPS
 from .llvm_ir import I1, I32, I64, emit_loop, for_range, intrinsic, llvm_type, masked_load
 
-MAX_POSITIONS = 16     # output planes of at most this many points
-MAX_ACCUMULATORS = 24  # OB x positions, with the OB weight vectors and one input vector beside
+MAX_POSITIONS = 25     # output planes of at most this many points (a 5x5 filter)
+MAX_ACCUMULATORS = 25  # OB x positions, with the OB weight vectors and one input vector beside
 
 
 @dataclass(frozen=True)
@@ -57,6 +59,7 @@ class TapPlan:
     ob: int                 # output channels per tile
     o_blocks: int
     vectors: int            # vectors of taps per kernel plane
+    flat: bool              # the kernel as wide as the input: taps run on across its rows
     staged: tuple[Staged, ...] = ()
     scratch_elements: int = 0
 
@@ -64,7 +67,8 @@ class TapPlan:
 def plan_taps(k: ConvKernel, buffers: Mapping[str, Buffer], vector_bits: int
               ) -> TapPlan | None:
     """A TapPlan where the tap tiles apply and fill at least twice the lanes a row tile would
-    (module note), else None."""
+    (module note), or where no row tile applies (kernels wider than the row tiles take),
+    else None."""
     a = dict(k.attrs)
     dtype = k.acc_dtype
     if dtype not in ("f32", "f64") or len(k.out_shape) != 4 or a["groups"] != 1:
@@ -73,22 +77,47 @@ def plan_taps(k: ConvKernel, buffers: Mapping[str, Buffer], vector_bits: int
         return None
     _, o, oh, ow = k.out_shape
     kh, kw = k.w.shape[2:]
-    width = k.x.shape[3]
     lanes = vector_bits // (32 if dtype == "f32" else 64)
     positions = oh * ow
-    vectors = -(-kh * kw // lanes)
-    if kw != width or positions > MAX_POSITIONS or kh * kw < 2 * ow * vectors:
+    # against the row tiles (when they apply: else the scalar direct loops, always slower)
+    rivals = kw <= MAX_KERNEL_WIDTH
+    if positions > MAX_POSITIONS or (rivals and kh * kw < 2 * ow * -(-kh * kw // lanes)):
         return None
     operands = conv_operands(k, buffers)
     if operands is None:
         return None
     x, w, staged, scratch = operands
     xv, wv = k.x.vars, k.w.vars
-    if x.stride(xv[2]) != width or w.stride(wv[3]) != 1 or w.stride(wv[2]) != kw:
+    if w.stride(wv[3]) != 1:
+        return None
+    flat = kw == k.x.shape[3] == x.stride(xv[2]) and w.stride(wv[2]) == kw
+    vectors = -(-kh * kw // lanes) if flat else kh * -(-kw // lanes)
+    if rivals and kh * kw < 2 * ow * vectors:  # kernel rows much shorter than a vector
         return None
     blocks = -(-o // max(1, MAX_ACCUMULATORS // positions))
-    return TapPlan(dtype, lanes, x, w, -(-o // blocks), blocks, vectors, tuple(staged),
+    return TapPlan(dtype, lanes, x, w, -(-o // blocks), blocks, vectors, flat, tuple(staged),
                    scratch)
+
+
+def tap_vectors(k: ConvKernel, plan: TapPlan) -> list[tuple[int, int, list]]:
+    """(input offset, filter offset, the (kernel row, column) of each lane or None) of every
+    vector of taps: consecutive taps across kernel rows where the kernel is as wide as the
+    input, else each kernel row in vectors of its own."""
+    kh_n, kw_n = k.w.shape[2:]
+    x_row, w_row = plan.x.stride(k.x.vars[2]), plan.w.stride(k.w.vars[2])
+    lanes = plan.lanes
+    out = []
+    if plan.flat:
+        for j in range(plan.vectors):
+            taps = [divmod(t, kw_n) if t < kh_n * kw_n else None
+                    for t in range(j * lanes, (j + 1) * lanes)]
+            out.append((j * lanes, j * lanes, taps))
+        return out
+    for kh in range(kh_n):
+        for kw0 in range(0, kw_n, lanes):
+            taps = [(kh, kw) if kw < kw_n else None for kw in range(kw0, kw0 + lanes)]
+            out.append((kh * x_row + kw0, kh * w_row + kw0, taps))
+    return out
 
 
 def taps_code(k: ConvKernel, plan: TapPlan) -> KernelCode:
@@ -144,6 +173,7 @@ class _Tile:
         self.k, self.plan, self.env, self.n, self.o0 = k, plan, env, n, o0
         self.vty = ir.VectorType(llvm_type(plan.dtype), plan.lanes)
         self.mty = ir.VectorType(I1, plan.lanes)
+        self.vectors = tap_vectors(k, plan)
 
     def _ref(self, aff: Affine) -> BufferRef:
         if aff.buffer != SCRATCH:
@@ -162,25 +192,19 @@ class _Tile:
                            align=4 if self.plan.dtype == "f32" else 8)
 
     def _positions(self) -> list[tuple[int, int, int, list[list[bool]]]]:
-        """(oh, ow, input shift, lane masks per tap vector) of every output position whose
-        window meets the input."""
+        """(oh, ow, input shift, lane masks per tap vector) of every output position."""
         k, plan = self.k, self.plan
         a = dict(k.attrs)
         ph, pw = a["padding"][0], a["padding"][2]
         height, width = k.x.shape[2:]
-        kh_n, kw_n = k.w.shape[2:]
+        x_row = plan.x.stride(k.x.vars[2])
         out = []
         for oh in range(k.out_shape[2]):
             for ow in range(k.out_shape[3]):
-                masks = []
-                for j in range(plan.vectors):
-                    lane = []
-                    for t in range(j * plan.lanes, (j + 1) * plan.lanes):
-                        kh, kw = divmod(t, kw_n)
-                        lane.append(t < kh_n * kw_n and 0 <= oh - ph + kh < height
-                                    and 0 <= ow - pw + kw < width)
-                    masks.append(lane)
-                out.append((oh, ow, (oh - ph) * width + (ow - pw), masks))
+                masks = [[tap is not None and 0 <= oh - ph + tap[0] < height
+                          and 0 <= ow - pw + tap[1] < width for tap in taps]
+                         for _, _, taps in self.vectors]
+                out.append((oh, ow, (oh - ph) * x_row + (ow - pw), masks))
         return out
 
     def emit(self, rows: int) -> None:
@@ -190,7 +214,6 @@ class _Tile:
         x_base = b.add(_i64(plan.x.offset), b.mul(self.n, _i64(plan.x.stride(xv[0]))))
         w_base = b.add(_i64(plan.w.offset), b.mul(self.o0, _i64(plan.w.stride(wv[0]))))
         positions = self._positions()
-        taps = k.w.shape[2] * k.w.shape[3]
         fma = intrinsic(b.module, "llvm.fma", self.vty)
         zero = ir.Constant(self.vty, [0.0] * plan.lanes)
 
@@ -198,16 +221,15 @@ class _Tile:
             accs = list(accs)
             xc = b.add(x_base, b.mul(c, _i64(plan.x.stride(xv[1]))))
             wc = b.add(w_base, b.mul(c, _i64(plan.w.stride(wv[1]))))
-            for j in range(plan.vectors):
-                in_kernel = [j * plan.lanes + i < taps for i in range(plan.lanes)]
-                weights = [self._load(w_ref, b.add(wc, _i64(r * plan.w.stride(wv[0])
-                                                         + j * plan.lanes)), in_kernel)
+            for j, (x_off, w_off, taps) in enumerate(self.vectors):
+                in_kernel = [tap is not None for tap in taps]
+                weights = [self._load(w_ref, b.add(wc, _i64(r * plan.w.stride(wv[0]) + w_off)),
+                                      in_kernel)
                            for r in range(rows)]
                 for p, (_, _, shift, masks) in enumerate(positions):
                     if not any(masks[j]):
                         continue
-                    xvec = self._load(x_ref, b.add(xc, _i64(shift + j * plan.lanes)),
-                                      masks[j])
+                    xvec = self._load(x_ref, b.add(xc, _i64(shift + x_off)), masks[j])
                     for r in range(rows):
                         i = r * len(positions) + p
                         accs[i] = b.call(fma, [weights[r], xvec, accs[i]])

@@ -1,8 +1,8 @@
-"""Tap tiles (`codegen_conv_taps`): convolutions with a tiny output plane whose kernel is as
-wide as the input, the weight gradients of "same" convolutions, against the reference
-backend: taps in one or several vectors with a partial last one, every padding side,
-channel blocks with a remainder, fused epilogues, f32 and f64, 1 and 2 threads, and the
-gradient through autodiff."""
+"""Tap tiles (`codegen_conv_taps`): convolutions with a tiny output plane and a large kernel,
+the weight gradients of "same" and "valid" convolutions, against the reference backend: taps
+running across kernel rows (the kernel as wide as the input) or in vectors per kernel row, a
+partial last vector, every padding side, channel blocks with a remainder, fused epilogues, f32
+and f64, 1 and 2 threads, and the gradient through autodiff."""
 
 from __future__ import annotations
 
@@ -29,6 +29,9 @@ TAP_CASES = [
     ("uneven_padding", (2, 3, 5, 5), (3, 3, 5, 5), (0, 2, 1, 0)),
     ("four_vectors", (1, 6, 8, 8), (8, 6, 8, 8), (1, 1, 1, 1)),
     ("tall_kernel", (2, 2, 9, 3), (3, 2, 7, 3), (1, 0, 1, 1)),
+    ("valid_rows", (2, 3, 10, 12), (4, 3, 8, 10), (0, 0, 0, 0)),
+    ("long_rows", (1, 2, 6, 40), (3, 2, 4, 38), (0, 0, 0, 0)),
+    ("rows_padded", (2, 2, 7, 20), (5, 2, 6, 18), (1, 0, 0, 1)),
 ]
 
 
@@ -81,21 +84,22 @@ def test_weight_gradient_of_a_same_convolution_takes_tap_tiles(rng):
     assert "taps" in _paths(exe)
 
 
-@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=16, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(n=st.integers(1, 3), c=st.integers(1, 5), o=st.integers(1, 9),
-       h=st.integers(2, 7), w=st.integers(2, 9), kh_less=st.integers(0, 2),
-       pads=st.tuples(*[st.integers(0, 2)] * 4), seed=st.integers(0, 2 ** 16))
-def test_tap_tiles_on_random_geometries(n, c, o, h, w, kh_less, pads, seed):
-    """Kernels as wide as the input, any height up to it, padding on each side: whatever path
-    the compiler takes, the values match the reference."""
-    kh = max(1, h - kh_less)
+       h=st.integers(2, 7), w=st.integers(2, 24), kh_less=st.integers(0, 2),
+       kw_less=st.sampled_from([0, 0, 1, 2, 3]), pads=st.tuples(*[st.integers(0, 2)] * 4),
+       seed=st.integers(0, 2 ** 16))
+def test_tap_tiles_on_random_geometries(n, c, o, h, w, kh_less, kw_less, pads, seed):
+    """Kernels as wide as the input or a little narrower, any height up to it, padding on each
+    side: whatever path the compiler takes, the values match the reference."""
+    kh, kw = max(1, h - kh_less), max(1, w - kw_less)
     ph0, ph1, pw0, pw1 = pads
-    if h + ph0 + ph1 < kh or w + pw0 + pw1 < w:
+    if h + ph0 + ph1 < kh or w + pw0 + pw1 < kw:
         return
     rng = np.random.default_rng(seed)
     b = Builder("taps_random")
-    x, k = b.input("x", (n, c, h, w)), b.input("k", (o, c, kh, w))
+    x, k = b.input("x", (n, c, h, w)), b.input("k", (o, c, kh, kw))
     b.output("y", b.op("conv", x, k, padding=pads))
     check_llvm(b.build(), {"x": rng.standard_normal((n, c, h, w)).astype(np.float32),
-                           "k": rng.standard_normal((o, c, kh, w)).astype(np.float32)},
+                           "k": rng.standard_normal((o, c, kh, kw)).astype(np.float32)},
                tol=dict(rtol=1e-4, atol=1e-4))
