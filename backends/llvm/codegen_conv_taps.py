@@ -15,7 +15,10 @@ Here the lanes run over the kernel's taps instead. When the kernel is as wide as
 one masked load per vector of taps, masked per lane where the tap falls in the padding (a
 constant mask per position and vector). Otherwise (a "valid" convolution's gradient: the
 kernel narrower than the input) each kernel row is cut into vectors of its own, its taps
-contiguous in the input row, lanes past the row's end masked. A tile holds OB output channels
+contiguous in the input row, lanes past the row's end masked. A kernel of many vectors (a
+large feature map: more than MAX_UNROLLED tap vectors x positions) takes its rows in a loop,
+each row's vectors unrolled, the row's existence a run-time lane mask; unrolled whole, a
+224 x 224 map would be tens of thousands of instructions. A tile holds OB output channels
 x every output position as accumulators and, for each input channel c and vector of taps,
 
     wv[r]   = w[o0 + r, c, taps]                      (OB loads, lanes past the taps zero)
@@ -48,6 +51,8 @@ from .llvm_ir import I1, I32, I64, emit_loop, for_range, intrinsic, llvm_type, m
 
 MAX_POSITIONS = 25     # output planes of at most this many points (a 5x5 filter)
 MAX_ACCUMULATORS = 25  # OB x positions, with the OB weight vectors and one input vector beside
+# tap vectors x positions unrolled in a channel's step; beyond, a loop over the kernel rows
+MAX_UNROLLED = 512
 
 
 @dataclass(frozen=True)
@@ -60,6 +65,7 @@ class TapPlan:
     o_blocks: int
     vectors: int            # vectors of taps per kernel plane
     flat: bool              # the kernel as wide as the input: taps run on across its rows
+    looped: bool            # kernel rows in a loop (each row's vectors unrolled), not all
     staged: tuple[Staged, ...] = ()
     scratch_elements: int = 0
 
@@ -92,11 +98,14 @@ def plan_taps(k: ConvKernel, buffers: Mapping[str, Buffer], vector_bits: int
         return None
     flat = kw == k.x.shape[3] == x.stride(xv[2]) and w.stride(wv[2]) == kw
     vectors = -(-kh * kw // lanes) if flat else kh * -(-kw // lanes)
+    looped = vectors * positions > MAX_UNROLLED
+    if looped:  # a large feature map as the kernel: a loop over its rows
+        flat, vectors = False, kh * -(-kw // lanes)
     if rivals and kh * kw < 2 * ow * vectors:  # kernel rows much shorter than a vector
         return None
     blocks = -(-o // max(1, MAX_ACCUMULATORS // positions))
-    return TapPlan(dtype, lanes, x, w, -(-o // blocks), blocks, vectors, flat, tuple(staged),
-                   scratch)
+    return TapPlan(dtype, lanes, x, w, -(-o // blocks), blocks, vectors, flat, looped,
+                   tuple(staged), scratch)
 
 
 def tap_vectors(k: ConvKernel, plan: TapPlan) -> list[tuple[int, int, list]]:
@@ -113,7 +122,7 @@ def tap_vectors(k: ConvKernel, plan: TapPlan) -> list[tuple[int, int, list]]:
                     for t in range(j * lanes, (j + 1) * lanes)]
             out.append((j * lanes, j * lanes, taps))
         return out
-    for kh in range(kh_n):
+    for kh in range(1 if plan.looped else kh_n):  # looped: row 0's, offset per row
         for kw0 in range(0, kw_n, lanes):
             taps = [(kh, kw) if kw < kw_n else None for kw in range(kw0, kw0 + lanes)]
             out.append((kh * x_row + kw0, kh * w_row + kw0, taps))
@@ -138,6 +147,7 @@ def taps_code(k: ConvKernel, plan: TapPlan) -> KernelCode:
                       work >= PARALLEL_FLOPS and tasks > grain,
                       lambda env: _emit_tiles(k, plan, env),
                       notes={"conv": "taps", "tile": [plan.ob, k.out_shape[2] * k.out_shape[3]],
+                             "kernel_rows_looped": plan.looped,
                              "staged": [st.name for st in plan.staged]},
                       scratch_bytes=plan.scratch_elements * esize,
                       setup=setup if plan.staged else None)
@@ -183,13 +193,20 @@ class _Tile:
     def _mask(self, bits: list[bool]) -> ir.Constant:
         return ir.Constant(self.mty, [int(v) for v in bits])
 
-    def _load(self, ref: BufferRef, pos: ir.Value, mask: list[bool]) -> ir.Value:
+    def _load(self, ref: BufferRef, pos: ir.Value, mask: list[bool],
+              also: ir.Value | None = None) -> ir.Value:
+        """A vector at pos, the lanes outside `mask` (and all lanes unless `also`, an i1
+        known at run time) zero."""
         b = self.env.builder
         ptr = b.bitcast(element_ptr(b, ref, pos, inbounds=False), self.vty.as_pointer())
-        if all(mask):
-            return b.load(ptr, align=4 if self.plan.dtype == "f32" else 8)
-        return masked_load(b, ptr, self._mask(mask), self.vty,
-                           align=4 if self.plan.dtype == "f32" else 8)
+        align = 4 if self.plan.dtype == "f32" else 8
+        if also is None and all(mask):
+            return b.load(ptr, align=align)
+        lanes = self._mask(mask)
+        if also is not None:
+            lanes = b.and_(lanes, b.select(also, ir.Constant(self.mty, [1] * self.plan.lanes),
+                                           ir.Constant(self.mty, [0] * self.plan.lanes)))
+        return masked_load(b, ptr, lanes, self.vty, align=align)
 
     def _positions(self) -> list[tuple[int, int, int, list[list[bool]]]]:
         """(oh, ow, input shift, lane masks per tap vector) of every output position."""
@@ -201,7 +218,7 @@ class _Tile:
         out = []
         for oh in range(k.out_shape[2]):
             for ow in range(k.out_shape[3]):
-                masks = [[tap is not None and 0 <= oh - ph + tap[0] < height
+                masks = [[tap is not None and (plan.looped or 0 <= oh - ph + tap[0] < height)
                           and 0 <= ow - pw + tap[1] < width for tap in taps]
                          for _, _, taps in self.vectors]
                 out.append((oh, ow, (oh - ph) * x_row + (ow - pw), masks))
@@ -217,23 +234,43 @@ class _Tile:
         fma = intrinsic(b.module, "llvm.fma", self.vty)
         zero = ir.Constant(self.vty, [0.0] * plan.lanes)
 
-        def channel(bb: ir.IRBuilder, c: ir.Value, accs: list) -> list:
+        ph, height = dict(k.attrs)["padding"][0], k.x.shape[2]
+
+        def taps(xc: ir.Value, wc: ir.Value, accs: list, kh: ir.Value | None) -> list:
+            """Every tap vector (kh None) or those of kernel row kh (looped plans)."""
             accs = list(accs)
-            xc = b.add(x_base, b.mul(c, _i64(plan.x.stride(xv[1]))))
-            wc = b.add(w_base, b.mul(c, _i64(plan.w.stride(wv[1]))))
-            for j, (x_off, w_off, taps) in enumerate(self.vectors):
-                in_kernel = [tap is not None for tap in taps]
+            for j, (x_off, w_off, lane_taps) in enumerate(self.vectors):
+                in_kernel = [tap is not None for tap in lane_taps]
                 weights = [self._load(w_ref, b.add(wc, _i64(r * plan.w.stride(wv[0]) + w_off)),
                                       in_kernel)
                            for r in range(rows)]
-                for p, (_, _, shift, masks) in enumerate(positions):
+                for p, (oh, _, shift, masks) in enumerate(positions):
                     if not any(masks[j]):
                         continue
-                    xvec = self._load(x_ref, b.add(xc, _i64(shift + x_off)), masks[j])
+                    at = b.add(xc, _i64(shift + x_off))
+                    if kh is None:
+                        xvec = self._load(x_ref, at, masks[j])
+                    else:  # the input row oh - ph + kh must exist: a run-time lane mask
+                        ih = b.add(kh, _i64(oh - ph))
+                        ok = b.and_(b.icmp_signed(">=", ih, _i64(0)),
+                                    b.icmp_signed("<", ih, _i64(height)))
+                        xvec = self._load(x_ref, at, masks[j], ok)
                     for r in range(rows):
                         i = r * len(positions) + p
                         accs[i] = b.call(fma, [weights[r], xvec, accs[i]])
             return accs
+
+        def channel(bb: ir.IRBuilder, c: ir.Value, accs: list) -> list:
+            xc = b.add(x_base, b.mul(c, _i64(plan.x.stride(xv[1]))))
+            wc = b.add(w_base, b.mul(c, _i64(plan.w.stride(wv[1]))))
+            if not plan.looped:
+                return taps(xc, wc, accs, None)
+
+            def krow(bb: ir.IRBuilder, kh: ir.Value, accs: list) -> list:
+                return taps(b.add(xc, b.mul(kh, _i64(plan.x.stride(xv[2])))),
+                            b.add(wc, b.mul(kh, _i64(plan.w.stride(wv[2])))), accs, kh)
+
+            return emit_loop(b, _i64(0), _i64(k.w.shape[2]), krow, list(accs), name="kh")
 
         accs = emit_loop(b, _i64(0), _i64(k.w.shape[1]), channel,
                          [zero] * (rows * len(positions)), name="cin")

@@ -171,16 +171,17 @@ def _select_scatter_code(k: LibraryKernel, attrs: dict[str, Any], shapes, buffer
     wsize = math.prod(window[lead:])
 
     geometry = _WindowPlane(xs[lead:], ss[lead:], window[lead:], strides[lead:], pads[lead:])
+    pairs = pair_windows_apply(xs[lead:], ss[lead:], window[lead:], strides[lead:], pads[lead:],
+                               dtype)
+    form = "pairs" if pairs else "unrolled" if wsize <= UNROLL_WINDOW else "loop"
 
     def emit(env: KernelEnv) -> None:
         b = env.builder
         X, S, OUT = env.buffers[x], env.buffers[src], env.buffers[k.output]
         ty = compute_type(X.dtype)
         zero = ir.Constant(ty, 0.0) if _is_float_type(ty) else ir.Constant(ty, 0)
-        unrolled = wsize <= UNROLL_WINDOW
-        pairs = pair_windows_apply(xs[lead:], ss[lead:], window[lead:], strides[lead:],
-                                   pads[lead:], ty)
-        if unrolled and geometry.short_rows and not pairs:
+        unrolled = form == "unrolled"
+        if unrolled and geometry.short_rows:
             b.function.attributes.add("noimplicitfloat")  # no SLP: see _WindowPlane
         with for_range(b, env.lo, env.hi, name="plane") as t:
             xbase, sbase = b.mul(t, _i64(plane_x)), b.mul(t, _i64(plane_s))
@@ -197,10 +198,6 @@ def _select_scatter_code(k: LibraryKernel, attrs: dict[str, Any], shapes, buffer
 
     work = tasks * (plane_x + plane_s * wsize * 2)
     grain = max(1, -(-CHUNK_WORK // max(1, plane_x + plane_s * wsize * 2)))
-    pairs = dtype in ("f32", "f64") and pair_windows_apply(
-        xs[lead:], ss[lead:], window[lead:], strides[lead:], pads[lead:],
-        ir.FloatType() if dtype == "f32" else ir.DoubleType())
-    form = "pairs" if pairs else "unrolled" if wsize <= UNROLL_WINDOW else "loop"
     return KernelCode(buffers, tasks if plane_s or plane_x else 0, grain,
                       work >= PARALLEL_WORK and tasks > grain, emit,
                       notes={"windows": form})

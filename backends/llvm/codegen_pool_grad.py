@@ -33,9 +33,10 @@ from .llvm_ir import I1, I32, I64, for_range, masked_load, masked_store
 MAX_BAND = 4  # window heights handled (rows per band)
 
 
-def pair_windows_apply(xs, ss, window, strides, pads, ty: ir.Type) -> bool:
-    """Whether the plane (the axes with a window: one or two) takes the vector form."""
-    if not isinstance(ty, (ir.FloatType, ir.DoubleType)) or len(xs) not in (1, 2):
+def pair_windows_apply(xs, ss, window, strides, pads, dtype: str) -> bool:
+    """Whether the plane (the axes with a window: one or two) of a `dtype` select_scatter
+    takes the vector form."""
+    if dtype not in ("f32", "f64") or len(xs) not in (1, 2):
         return False
     if window[-1] != 2 or (len(xs) == 2 and window[0] > MAX_BAND):
         return False

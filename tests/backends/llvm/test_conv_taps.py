@@ -1,8 +1,9 @@
 """Tap tiles (`codegen_conv_taps`): convolutions with a tiny output plane and a large kernel,
 the weight gradients of "same" and "valid" convolutions, against the reference backend: taps
 running across kernel rows (the kernel as wide as the input) or in vectors per kernel row, a
-partial last vector, every padding side, channel blocks with a remainder, fused epilogues, f32
-and f64, 1 and 2 threads, and the gradient through autodiff."""
+partial last vector, kernels of many vectors in a loop over their rows, every padding side,
+channel blocks with a remainder, fused epilogues, f32 and f64, 1 and 2 threads, and the
+gradient through autodiff."""
 
 from __future__ import annotations
 
@@ -32,6 +33,9 @@ TAP_CASES = [
     ("valid_rows", (2, 3, 10, 12), (4, 3, 8, 10), (0, 0, 0, 0)),
     ("long_rows", (1, 2, 6, 40), (3, 2, 4, 38), (0, 0, 0, 0)),
     ("rows_padded", (2, 2, 7, 20), (5, 2, 6, 18), (1, 0, 0, 1)),
+    # kernels of many vectors: a loop over the kernel rows
+    ("big_map", (2, 3, 32, 32), (4, 3, 32, 32), (1, 1, 1, 1)),
+    ("big_map_rows", (1, 2, 40, 24), (3, 2, 38, 22), (1, 0, 0, 1)),
 ]
 
 
