@@ -43,9 +43,20 @@ from graphc.ir.kernel import (
 )
 
 from .codegen import KernelCode, KernelEnv
-from .codegen_expr import ExprEmitter, store_element
+from .codegen_expr import ExprEmitter, element_ptr, store_element
 from .codegen_loop import CHUNK_WORK, PARALLEL_FLOPS
-from .llvm_ir import I32, I64, alloca_at_entry, decode_row_major, for_range, intrinsic, smin
+from .llvm_ir import (
+    I32,
+    I64,
+    alloca_at_entry,
+    decode_row_major,
+    emit_loop,
+    for_range,
+    intrinsic,
+    masked_load,
+    masked_store,
+    smin,
+)
 from .lowering import cast_value, compute_type
 
 MATMUL_NBLOCK = 512
@@ -109,18 +120,37 @@ def matmul_code(k: MatmulKernel, buffers: Mapping[str, Buffer] | None = None) ->
     work = 2 * rows * k.n * max(k.k, 1)
     grain = max(1, -(-CHUNK_WORK // max(1, nb * k.k * 2)))
     order = _simple_order(k, buffers, nblk) if buffers is not None else "axpy"
+    lanes = AXPY_VECTOR_BITS // (64 if k.acc_dtype == "f64" else 32)
+    vectors = (order != "dot" and k.acc_dtype in ("f32", "f64") and nb <= AXPY_VECTORS * lanes
+               and (order == "axpy, B copied" or _b_runs_along_n(k, buffers)))
 
     def emit(env: KernelEnv) -> None:
         if order == "dot":
             emit_matmul_dot(k, env, nb, nblk)
         else:
-            emit_matmul_simple(k, env, nb, nblk, copy_b=order == "axpy, B copied")
+            emit_matmul_simple(k, env, nb, nblk, copy_b=order == "axpy, B copied",
+                               lanes=lanes if vectors else 0)
 
     return KernelCode(_buffers(k), tasks, grain, work >= PARALLEL_FLOPS and tasks > grain, emit,
-                      notes={"matmul": "simple", "nblock": nb, "order": order})
+                      notes={"matmul": "simple", "nblock": nb, "order": order,
+                             "vector_accumulators": vectors})
+
+
+def _b_runs_along_n(k: MatmulKernel, buffers: Mapping[str, Buffer] | None) -> bool:
+    """B is a plain load of the accumulator's dtype, contiguous along n."""
+    from .codegen_gemm import affine_position
+
+    bv = k.b.value
+    if buffers is None or not isinstance(bv, Load) or bv.mask or bv.dtype != k.acc_dtype:
+        return False
+    pos = affine_position(bv.buffer, bv.index, buffers[bv.buffer].type.shape)
+    return pos is not None and pos.stride("n") == 1
 
 
 COPY_B_MAX_BYTES = 32 << 10  # a stack copy of B per batch item, up to this size
+# Explicit vector accumulators for blocks of n up to AXPY_VECTORS vectors (module note)
+AXPY_VECTOR_BITS = 512
+AXPY_VECTORS = 4
 DOT_MAX_N = 64  # the widest product whose short-k outputs are computed as dot products
 
 
@@ -164,7 +194,8 @@ def _tasks(k: MatmulKernel, env: KernelEnv, nb: int, nblk: int) -> Iterator[tupl
     b = env.builder
     ty = compute_type(k.acc_dtype)
     ev = ExprEmitter(b, env.buffers, k.extents())
-    acc = alloca_at_entry(b, ir.ArrayType(ty, nb), name="acc")
+    # whole vectors of room: `_axpy_vectors` stores its accumulators with masked vector stores
+    acc = alloca_at_entry(b, ir.ArrayType(ty, -(-nb // 16) * 16), name="acc")
     dims = [(f"b{j}", n) for j, n in enumerate(k.batch)] + [("m", k.m)]
     with for_range(b, env.lo, env.hi, name="task") as t:
         row = b.udiv(t, _i64(nblk))
@@ -194,10 +225,11 @@ def emit_matmul_dot(k: MatmulKernel, env: KernelEnv, nb: int, nblk: int) -> None
 
 
 def emit_matmul_simple(k: MatmulKernel, env: KernelEnv, nb: int, nblk: int,
-                       copy_b: bool = False) -> None:
+                       copy_b: bool = False, lanes: int = 0) -> None:
     """`copy_b` (one n block): B of the current batch item is first written into a stack
     array [K, N], contiguous along n, once per batch item a thread reaches (its tasks are
-    consecutive rows), and the n loop reads that copy instead of B's strided layout."""
+    consecutive rows), and the n loop reads that copy instead of B's strided layout. `lanes`:
+    the block's accumulators are explicit vectors of that many lanes (`_axpy_vectors`)."""
     b = env.builder
     acc_dtype = k.acc_dtype
     ty = compute_type(acc_dtype)
@@ -215,6 +247,16 @@ def emit_matmul_simple(k: MatmulKernel, env: KernelEnv, nb: int, nblk: int,
                                        k.b.value.dtype, acc_dtype)
                         b.store(v, _slot(b, panel, b.add(b.mul(kk, _i64(k.n)), n)))
                 b.store(item, held)
+        if lanes:
+            def b_at(kev: ExprEmitter, kk: ir.Value, n: ir.Value) -> ir.Value:
+                if copy_b:
+                    return _slot(b, panel, b.add(b.mul(kk, _i64(k.n)), n))
+                nev = kev.child({"n": n})
+                return element_ptr(b, nev.buffers[k.b.value.buffer],
+                                   nev.linear(k.b.value.buffer, k.b.value.index), inbounds=False)
+
+            _axpy_vectors(k, tev, n0, n1, acc, lanes, b_at)
+            return
         with for_range(b, n0, n1, name="zero") as n:
             b.store(_zero(ty), _slot(b, acc, b.sub(n, n0)))
         with for_range(b, _i64(0), _i64(k.k), name="k") as kk:
@@ -228,6 +270,64 @@ def emit_matmul_simple(k: MatmulKernel, env: KernelEnv, nb: int, nblk: int,
                                     acc_dtype)
                 p = _slot(b, acc, b.sub(n, n0))
                 b.store(_madd(b, a, bv, b.load(p)), p)
+
+
+AXPY_CHAINS = 4  # independent accumulators along k: one FMA's latency each, not k of them
+
+
+def _axpy_vectors(k: MatmulKernel, tev: ExprEmitter, n0: ir.Value, n1: ir.Value,
+                  acc: ir.Value, lanes: int, b_at) -> None:
+    """One row's block [n0, n1) of outputs as vector accumulators: for every k, A's element
+    broadcast times B's row (masked past n1), into AXPY_CHAINS interleaved sets of
+    accumulators summed at the end, then stored to `acc` for the epilogue. With one set per
+    row, each k step waited on the previous FMA: a dense layer's 32 x 128 x 10 took 3.8 us."""
+    b = tev.b
+    ty = compute_type(k.acc_dtype)
+    vty = ir.VectorType(ty, lanes)
+    nv = -(-min(k.n, AXPY_VECTORS * lanes) // lanes)
+    iota = ir.Constant(ir.VectorType(I64, lanes), list(range(lanes)))
+    width = b.sub(n1, n0)
+    masks = [b.icmp_signed("<", b.add(iota, _splat(b, _i64(j * lanes), lanes)),
+                           _splat(b, width, lanes)) for j in range(nv)]
+    fma = intrinsic(b.module, "llvm.fma", vty)
+    chains = max(1, min(AXPY_CHAINS, k.k))
+    align = 4 if k.acc_dtype == "f32" else 8
+
+    def step(kk: ir.Value, accs: list) -> list:
+        kev = tev.child({"k": kk})
+        a = _splat(b, cast_value(b, kev(k.a.value), k.a.value.dtype, k.acc_dtype), lanes)
+        out = []
+        for j, (v, mask) in enumerate(zip(accs, masks, strict=True)):
+            ptr = b.bitcast(b_at(kev, kk, b.add(n0, _i64(j * lanes))), vty.as_pointer())
+            out.append(b.call(fma, [a, masked_load(b, ptr, mask, vty, align=align), v]))
+        return out
+
+    def body(bb: ir.IRBuilder, kk: ir.Value, carried: list) -> list:
+        out = []
+        for c in range(chains):
+            out += step(b.add(kk, _i64(c)), carried[c * nv:(c + 1) * nv])
+        return out
+
+    zero = ir.Constant(vty, [0.0] * lanes)
+    main = k.k // chains * chains
+    flat = emit_loop(b, _i64(0), _i64(main), body, [zero] * (chains * nv), step=chains,
+                     name="kv")
+    parts = [flat[c * nv:(c + 1) * nv] for c in range(chains)]
+    for kk in range(main, k.k):  # what is left of k, into the first set
+        parts[0] = step(_i64(kk), parts[0])
+    total = parts[0]
+    for p in parts[1:]:
+        total = [b.fadd(x, y) for x, y in zip(total, p, strict=True)]
+    for j, (v, mask) in enumerate(zip(total, masks, strict=True)):
+        ptr = b.bitcast(_slot(b, acc, _i64(j * lanes)), vty.as_pointer())
+        masked_store(b, v, ptr, mask, align=align)
+
+
+def _splat(b: ir.IRBuilder, v: ir.Value, lanes: int) -> ir.Value:
+    vty = ir.VectorType(v.type, lanes)
+    one = b.insert_element(ir.Constant(vty, None), v, ir.Constant(I32, 0))
+    return b.shuffle_vector(one, ir.Constant(vty, None),
+                            ir.Constant(ir.VectorType(I32, lanes), [0] * lanes))
 
 
 def _epilogue_row(stores, ev: ExprEmitter, acc: ir.Value, var: str, j0: ir.Value,

@@ -455,3 +455,29 @@ def test_small_attention_scores_read_keys_contiguously(dtype, shape, order, rng)
     exe = check_llvm(b.build(), ins, tol=dict(rtol=1e-5, atol=1e-5))
     (plan,) = [p for p in exe.info["kernel_plans"].values() if p["kind"] == "matmul"]
     assert (plan["matmul"], plan["order"]) == ("simple", order)
+
+
+@pytest.mark.parametrize("dtype", ["f32", "f64"])
+@pytest.mark.parametrize("n, k", [(1, 7), (10, 128), (16, 3), (23, 33), (64, 5), (40, 1)])
+def test_narrow_matmuls_use_vector_accumulators(dtype, n, k, rng):
+    """Products too small for the GEMM with two columns to four vectors of them: explicit vector
+    accumulators, four chains along k (k not a multiple of four: the rest into the first),
+    the last vector masked; with a relu prologue on A, a bias epilogue, B read in place and B
+    read transposed (copied first)."""
+    np_dt = np.float32 if dtype == "f32" else np.float64
+    b = Builder("narrow")
+    a = b.input("a", (5, k), dtype)
+    w = b.input("w", (k, n), dtype)
+    wt = b.input("wt", (n, k), dtype)
+    bias = b.input("bias", (n,), dtype)
+    b.output("y", a.relu() @ w + bias)
+    b.output("yt", a @ wt.T)
+    ins = {"a": _normal(rng, (5, k), np_dt), "w": _normal(rng, (k, n), np_dt),
+           "wt": _normal(rng, (n, k), np_dt), "bias": _normal(rng, (n,), np_dt)}
+    tol = dict(rtol=1e-5, atol=1e-5) if dtype == "f32" else dict(rtol=1e-12, atol=1e-12)
+    exe = check_llvm(b.build(), ins, tol=tol)
+    plans = [p for p in exe.info["kernel_plans"].values() if p["kind"] == "matmul"]
+    assert plans and all(p["matmul"] == "simple" for p in plans), plans
+    lanes = 16 if dtype == "f32" else 8
+    if 2 <= n <= 4 * lanes:  # wider rows keep the scalar loops
+        assert any(p["vector_accumulators"] for p in plans), plans
