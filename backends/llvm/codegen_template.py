@@ -56,6 +56,7 @@ from .llvm_ir import (
     masked_load,
     masked_store,
     smin,
+    vsplat,
 )
 from .lowering import cast_value, compute_type
 
@@ -287,15 +288,15 @@ def _axpy_vectors(k: MatmulKernel, tev: ExprEmitter, n0: ir.Value, n1: ir.Value,
     nv = -(-min(k.n, AXPY_VECTORS * lanes) // lanes)
     iota = ir.Constant(ir.VectorType(I64, lanes), list(range(lanes)))
     width = b.sub(n1, n0)
-    masks = [b.icmp_signed("<", b.add(iota, _splat(b, _i64(j * lanes), lanes)),
-                           _splat(b, width, lanes)) for j in range(nv)]
+    masks = [b.icmp_signed("<", b.add(iota, vsplat(b, _i64(j * lanes), lanes)),
+                           vsplat(b, width, lanes)) for j in range(nv)]
     fma = intrinsic(b.module, "llvm.fma", vty)
     chains = max(1, min(AXPY_CHAINS, k.k))
     align = 4 if k.acc_dtype == "f32" else 8
 
     def step(kk: ir.Value, accs: list) -> list:
         kev = tev.child({"k": kk})
-        a = _splat(b, cast_value(b, kev(k.a.value), k.a.value.dtype, k.acc_dtype), lanes)
+        a = vsplat(b, cast_value(b, kev(k.a.value), k.a.value.dtype, k.acc_dtype), lanes)
         out = []
         for j, (v, mask) in enumerate(zip(accs, masks, strict=True)):
             ptr = b.bitcast(b_at(kev, kk, b.add(n0, _i64(j * lanes))), vty.as_pointer())
@@ -321,13 +322,6 @@ def _axpy_vectors(k: MatmulKernel, tev: ExprEmitter, n0: ir.Value, n1: ir.Value,
     for j, (v, mask) in enumerate(zip(total, masks, strict=True)):
         ptr = b.bitcast(_slot(b, acc, _i64(j * lanes)), vty.as_pointer())
         masked_store(b, v, ptr, mask, align=align)
-
-
-def _splat(b: ir.IRBuilder, v: ir.Value, lanes: int) -> ir.Value:
-    vty = ir.VectorType(v.type, lanes)
-    one = b.insert_element(ir.Constant(vty, None), v, ir.Constant(I32, 0))
-    return b.shuffle_vector(one, ir.Constant(vty, None),
-                            ir.Constant(ir.VectorType(I32, lanes), [0] * lanes))
 
 
 def _epilogue_row(stores, ev: ExprEmitter, acc: ir.Value, var: str, j0: ir.Value,
