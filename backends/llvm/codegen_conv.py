@@ -378,6 +378,17 @@ def emit_conv_tiles(k: ConvKernel, plan: ConvPlan, env: KernelEnv) -> None:
                     tile.emit(rem)
 
 
+def operand_ref(aff: Affine, env: KernelEnv, dtype: str) -> BufferRef:
+    """The buffer a tile reads an operand from: its own, the scratch it was staged into, or
+    the persistent copy of the weights."""
+    if aff.buffer == PERSISTENT:
+        return BufferRef(PERSISTENT, dtype, (), False,
+                         env.builder.gep(env.persistent, [_i64(64)]))
+    if aff.buffer != SCRATCH:
+        return env.buffers[aff.buffer]
+    return BufferRef(SCRATCH, dtype, (), False, env.scratch)
+
+
 class _Tile:
     """Emits one tile of `rows` output channels at (n, o0, oh, ow0)."""
 
@@ -425,7 +436,7 @@ class _Tile:
                 per_kw.append(b.and_(b.icmp_signed(">=", cols, splat(self.iota.type, 0)),
                                      b.icmp_signed("<", cols, splat(self.iota.type, width))))
             masks.append(per_kw)
-        x_ref, w_ref = (self._operand_ref(aff) for aff in (plan.x, plan.w))
+        x_ref, w_ref = (operand_ref(aff, self.env, plan.dtype) for aff in (plan.x, plan.w))
         xv, wv = k.x.vars, k.w.vars
         x_base = b.add(_i64(plan.x.offset), b.mul(self.n, _i64(plan.x.stride(xv[0]))))
         w_base = b.add(_i64(plan.w.offset), b.mul(self.o0, _i64(plan.w.stride(wv[0]))))
@@ -514,17 +525,6 @@ class _Tile:
         if self.plan.rank == 2:
             env["p0"] = self.oh
         return env
-
-    def _operand_ref(self, aff: Affine) -> BufferRef:
-        """The buffer an operand is read from: its own, the scratch it was staged into, or
-        the persistent copy of the weights."""
-        if aff.buffer == PERSISTENT:
-            b = self.env.builder
-            return BufferRef(PERSISTENT, self.plan.dtype, (), False,
-                             b.gep(self.env.persistent, [_i64(64)]))
-        if aff.buffer != SCRATCH:
-            return self.env.buffers[aff.buffer]
-        return BufferRef(SCRATCH, self.plan.dtype, (), False, self.env.scratch)
 
     def _taps(self, xrow, wrow, accs, rows, masks, x_ref, w_ref, fma) -> list:
         """The kernel columns of one (channel, kernel row): nv vector loads and rows

@@ -43,11 +43,21 @@ from llvmlite import ir
 from graphc.ir.kernel import Buffer, ConvKernel, kernel_reads, kernel_writes
 
 from .codegen import KernelCode, KernelEnv
-from .codegen_conv import MAX_KERNEL_WIDTH, conv_operands
+from .codegen_conv import MAX_KERNEL_WIDTH, conv_operands, operand_ref
 from .codegen_expr import BufferRef, ExprEmitter, element_ptr, store_element
-from .codegen_gemm import SCRATCH, Affine, Staged, _emit_staging
+from .codegen_gemm import Affine, Staged, _emit_staging
 from .codegen_loop import CHUNK_WORK, PARALLEL_FLOPS
-from .llvm_ir import I1, I32, I64, emit_loop, for_range, intrinsic, llvm_type, masked_load
+from .llvm_ir import (
+    I1,
+    I64,
+    emit_loop,
+    for_range,
+    intrinsic,
+    lane_tree,
+    llvm_type,
+    masked_load,
+    vsplat,
+)
 
 MAX_POSITIONS = 25     # output planes of at most this many points (a 5x5 filter)
 MAX_ACCUMULATORS = 25  # OB x positions, with the OB weight vectors and one input vector beside
@@ -185,11 +195,6 @@ class _Tile:
         self.mty = ir.VectorType(I1, plan.lanes)
         self.vectors = tap_vectors(k, plan)
 
-    def _ref(self, aff: Affine) -> BufferRef:
-        if aff.buffer != SCRATCH:
-            return self.env.buffers[aff.buffer]
-        return BufferRef(SCRATCH, self.plan.dtype, (), False, self.env.scratch)
-
     def _mask(self, bits: list[bool]) -> ir.Constant:
         return ir.Constant(self.mty, [int(v) for v in bits])
 
@@ -204,8 +209,7 @@ class _Tile:
             return b.load(ptr, align=align)
         lanes = self._mask(mask)
         if also is not None:
-            lanes = b.and_(lanes, b.select(also, ir.Constant(self.mty, [1] * self.plan.lanes),
-                                           ir.Constant(self.mty, [0] * self.plan.lanes)))
+            lanes = b.and_(lanes, vsplat(b, also, self.plan.lanes))
         return masked_load(b, ptr, lanes, self.vty, align=align)
 
     def _positions(self) -> list[tuple[int, int, int, list[list[bool]]]]:
@@ -227,7 +231,7 @@ class _Tile:
     def emit(self, rows: int) -> None:
         b, plan, k = self.env.builder, self.plan, self.k
         xv, wv = k.x.vars, k.w.vars
-        x_ref, w_ref = self._ref(plan.x), self._ref(plan.w)
+        x_ref, w_ref = (operand_ref(aff, self.env, plan.dtype) for aff in (plan.x, plan.w))
         x_base = b.add(_i64(plan.x.offset), b.mul(self.n, _i64(plan.x.stride(xv[0]))))
         w_base = b.add(_i64(plan.w.offset), b.mul(self.o0, _i64(plan.w.stride(wv[0]))))
         positions = self._positions()
@@ -279,18 +283,7 @@ class _Tile:
                 env = {"n": self.n, "o": b.add(self.o0, _i64(r)), "p0": _i64(oh),
                        k.out_vars[-1]: _i64(ow)}
                 ev = ExprEmitter(b, self.env.buffers, k.extents(), env)
-                ev.acc = _lane_sum(b, accs[r * len(positions) + p])
+                ev.acc = lane_tree(b, accs[r * len(positions) + p], b.fadd)
                 for st in k.stores:
                     store_element(b, ev.buffers[st.buffer], ev.linear(st.buffer, st.index),
                                   ev(st.value))
-
-
-def _lane_sum(b: ir.IRBuilder, v: ir.Value) -> ir.Value:
-    """The sum of v's lanes by halves (a fixed order: the same result on any thread count)."""
-    n = v.type.count
-    while n > 1:
-        n //= 2
-        lo = b.shuffle_vector(v, v, ir.Constant(ir.VectorType(I32, n), list(range(n))))
-        hi = b.shuffle_vector(v, v, ir.Constant(ir.VectorType(I32, n), list(range(n, 2 * n))))
-        v = b.fadd(lo, hi)
-    return b.extract_element(v, ir.Constant(I32, 0))

@@ -41,12 +41,12 @@ from graphc.ir.kernel import Expr, Load, LoopKernel, Op, Reduction, linearize, w
 from .codegen_expr import ExprEmitter, VectorEmitter, element_ptr, top_coefficient
 from .llvm_ir import (
     I1,
-    I32,
     I64,
     alloca_at_entry,
     emit_loop,
     for_range,
     intrinsic,
+    lane_tree,
     masked_load,
     masked_store,
     prefetch,
@@ -290,16 +290,8 @@ def vector_reduce_loop(ev: ExprEmitter, loops: list[tuple[str, int]], plan: Loop
         total = [combine(r, a, c) for r, a, c in zip(reductions, total, p, strict=True)]
     out = []
     for r, acc, v in zip(reductions, accs, total, strict=True):
-        width = lanes
-        while width > 1:
-            half = width // 2
-            lo = b.shuffle_vector(v, ir.Constant(v.type, None),
-                                  ir.Constant(ir.VectorType(I32, half), list(range(half))))
-            hi = b.shuffle_vector(v, ir.Constant(v.type, None),
-                                  ir.Constant(ir.VectorType(I32, half),
-                                              list(range(half, width))))
-            v, width = combine(r, lo, hi), half
-        out.append([combine(r, acc[0], b.extract_element(v, _i64(0)))])
+        one = lane_tree(b, v, lambda lo, hi, r=r: combine(r, lo, hi))
+        out.append([combine(r, acc[0], one)])
     return out
 
 

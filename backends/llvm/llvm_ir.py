@@ -74,6 +74,20 @@ def vsplat(b: ir.IRBuilder, x: ir.Value, lanes: int) -> ir.Value:
                             ir.Constant(ir.VectorType(I32, lanes), [0] * lanes))
 
 
+def lane_tree(b: ir.IRBuilder, v: ir.Value, combine) -> ir.Value:
+    """v's lanes combined by halves (`combine(lo, hi)` on the two halves until one lane is
+    left): a fixed order, so the same result on any thread count."""
+    width = v.type.count
+    while width > 1:
+        half = width // 2
+        lo = b.shuffle_vector(v, ir.Constant(v.type, None),
+                              ir.Constant(ir.VectorType(I32, half), list(range(half))))
+        hi = b.shuffle_vector(v, ir.Constant(v.type, None),
+                              ir.Constant(ir.VectorType(I32, half), list(range(half, width))))
+        v, width = combine(lo, hi), half
+    return b.extract_element(v, ir.Constant(I32, 0))
+
+
 def splat(ty: ir.Type, value) -> ir.Constant:
     """A constant of `ty` (scalar or vector) with every lane equal to `value`."""
     if isinstance(ty, ir.VectorType):
