@@ -167,6 +167,50 @@ def test_arena_buffer_is_zeroed_aligned_and_large_ones_ask_for_huge_pages(nbytes
     assert flags is not None and "hg" in flags  # MADV_HUGEPAGE was applied
 
 
+def _circular(a: int, b: int) -> int:
+    d = (a - b) % 4096
+    return min(d, 4096 - d)
+
+
+def test_page_offset_apart_is_aligned_and_farthest_from_every_stream():
+    from graphc.backends.llvm.runtime import page_offset_apart
+
+    assert page_offset_apart([]) == 0
+    rng = np.random.default_rng(5)
+    cases = ([0x7F0010], [0x10, 0x3010, 0x9010], [0x0, 0x800], list(rng.integers(0, 1 << 40, 5)))
+    for streams in cases:
+        best = page_offset_apart([int(a) for a in streams])
+        assert best % 64 == 0 and 0 <= best < 4096
+        nearest = min(_circular(best, a) for a in streams)
+        # no 64-byte aligned offset lies farther from its nearest stream (brute force)
+        assert nearest == max(min(_circular(c, a) for a in streams) for c in range(0, 4096, 64))
+
+
+def test_large_outputs_are_placed_apart_from_the_inputs_within_their_pages(rng):
+    """Outputs of 64 KiB and more start as far as can be (in their low 12 address bits) from
+    the large inputs and from each other; small ones are only 64-byte aligned."""
+    n = 1 << 15
+    b = Builder("apart")
+    x, w = b.input("x", (n,)), b.input("w", (n,))
+    s = b.input("s", (8,))
+    g = b.build(outputs={"y": (x * w).relu(), "z": x + w, "t": s * 2.0})
+    exe = graphc.compile(g, target="llvm")
+    feeds = {"x": rng.standard_normal(n).astype(np.float32),
+             "w": rng.standard_normal(n).astype(np.float32),
+             "s": rng.standard_normal(8).astype(np.float32)}
+    outs = exe(feeds)
+    assert_outputs_match(outs, run_graph(g, feeds))
+    big = [feeds["x"].ctypes.data, feeds["w"].ctypes.data]
+    for name in ("y", "z"):
+        assert outs[name].ctypes.data % 64 == 0
+    # k streams leave a gap of at least 4096 / k bytes on the page's circle; the output sits
+    # in the middle of the widest, rounded to 64 bytes
+    assert min(_circular(outs["y"].ctypes.data, a) for a in big) >= 4096 // 4 - 32
+    assert min(_circular(outs["z"].ctypes.data, a)
+               for a in big + [outs["y"].ctypes.data]) >= 4096 // 6 - 32
+    assert outs["t"].ctypes.data % 64 == 0
+
+
 def test_thread_count_option_and_environment(dense, monkeypatch):
     assert graphc.compile(dense, target="llvm", threads=1).program.threads == 1
     monkeypatch.setenv("GRAPHC_NUM_THREADS", "3")
