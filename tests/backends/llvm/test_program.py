@@ -167,6 +167,43 @@ def test_arena_buffer_is_zeroed_aligned_and_large_ones_ask_for_huge_pages(nbytes
     assert flags is not None and "hg" in flags  # MADV_HUGEPAGE was applied
 
 
+def _scale_exe():
+    b = Builder("scale")
+    x = b.input("x", (1000,))
+    return graphc.compile(b.build(outputs={"y": x * 2.0}), target="llvm")
+
+
+def test_an_output_the_caller_still_holds_is_never_written_again():
+    """Whole arrays and views of them (a view links to the memory's owner, not to the array)
+    keep their values through later calls."""
+    exe = _scale_exe()
+    ones, sevens = np.ones(1000, np.float32), np.full(1000, 7, np.float32)
+    whole = exe(x=ones)["y"]
+    view = exe(x=ones)["y"][:5]
+    exe(x=sevens)
+    exe(x=sevens)
+    np.testing.assert_array_equal(whole, 2.0)
+    np.testing.assert_array_equal(view, 2.0)
+
+
+def test_outputs_alternate_between_two_arrays_when_the_caller_keeps_the_last_one():
+    """`y = exe(x)` in a loop: the array of the call before last is free again and is reused
+    (no fresh allocation, whose first touch would fault every page); dropped results are
+    reused at once."""
+    exe = _scale_exe()
+    x = np.arange(1000, dtype=np.float32)
+    addresses = []
+    y = None
+    for i in range(6):
+        y = exe(x=x + i)["y"]
+        addresses.append(y.ctypes.data)
+        np.testing.assert_array_equal(y, (x + i) * 2.0)
+    assert len(set(addresses)) == 2 and addresses[0::2] == [addresses[0]] * 3
+    del y
+    first = exe(x=x)["y"].ctypes.data
+    assert exe(x=x)["y"].ctypes.data == first
+
+
 def _circular(a: int, b: int) -> int:
     d = (a - b) % 4096
     return min(d, 4096 - d)
