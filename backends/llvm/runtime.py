@@ -190,16 +190,17 @@ def resolve_threads(threads: int | None = None) -> int:
 OUTPUT_POOL = 2
 
 
-def _unheld(pool: list[np.ndarray]) -> np.ndarray | None:
-    """An array of `pool` that nobody else holds any more, so that this call may write it
-    again. The array itself: references from the pool's list, the loop variable and
-    getrefcount's argument. Its memory's owner (`aligned_empty` returns a view): the array's
-    base link, the local name and the argument; every view the caller took of the array
-    (y[:5]) links to that owner too, not to the array."""
-    for out in pool:
+def _unheld(pool: list[tuple[np.ndarray, int]]) -> tuple[np.ndarray, int] | None:
+    """An (array, data address) of `pool` whose array nobody else holds any more, so that
+    this call may write it again. The array itself: references from its pool entry, the local
+    name and getrefcount's argument. Its memory's owner (`aligned_empty` returns a view): the
+    array's base link, the local name and the argument; every view the caller took of the
+    array (y[:5]) links to that owner too, not to the array."""
+    for entry in pool:
+        out = entry[0]
         base = out.base
         if sys.getrefcount(out) <= 3 and (base is None or sys.getrefcount(base) <= 3):
-            return out
+            return entry
     return None
 
 
@@ -244,7 +245,8 @@ class NativeProgram:
             addr = self.keepalive.global_address(PROFILE_SYMBOL)
             self._counters = np.ctypeslib.as_array((ctypes.c_int64 * n).from_address(addr))
             self._clock = self.keepalive.function(TICKS_SYMBOL, ctypes.c_int64)
-        self._recycle: dict[int, list[np.ndarray]] = {}  # output slot -> its last arrays
+        # output slot -> its last arrays, with their data addresses
+        self._recycle: dict[int, list[tuple[np.ndarray, int]]] = {}
 
     def run(self, arrays: Mapping[str, np.ndarray], *, frozen_params: bool = False
             ) -> dict[str, np.ndarray]:
@@ -267,16 +269,16 @@ class NativeProgram:
                     self._epoch += param
             for k, name, shape, dt, large in self._outputs:
                 pool = self._recycle.setdefault(k, [])
-                out = _unheld(pool)
-                if out is None:
+                entry = _unheld(pool)
+                if entry is None:
                     offset = page_offset_apart(self._large_streams(arrays, k)) if large \
                         else None
-                    out = aligned_empty(shape, dt, offset)
-                    pool.append(out)
+                    fresh = aligned_empty(shape, dt, offset)
+                    entry = (fresh, fresh.__array_interface__["data"][0])
+                    pool.append(entry)
                     if len(pool) > OUTPUT_POOL:
                         del pool[0]  # the caller still holds it; it is theirs now
-                ptrs[k] = out.__array_interface__["data"][0]
-                outs[name] = out
+                outs[name], ptrs[k] = entry
             self._status[0] = 0
             self._status[3] = self._epoch if frozen_params else 0
             self.function(ptrs, self._arena_ptr, self._status_ptr, self.threads)
@@ -288,8 +290,8 @@ class NativeProgram:
     def _large_streams(self, arrays: Mapping[str, np.ndarray], slot: int) -> list[int]:
         """Data addresses of this call's large inputs and of the other large outputs (as
         allocated so far): what a new output for `slot` is placed apart from."""
-        others = [out.__array_interface__["data"][0] for (k, *_, large) in self._outputs
-                  if large and k != slot for out in self._recycle.get(k, ())]
+        others = [address for (k, *_, large) in self._outputs
+                  if large and k != slot for _, address in self._recycle.get(k, ())]
         return [arrays[n].__array_interface__["data"][0] for n in self._large_inputs] + others
 
     @property
