@@ -68,6 +68,16 @@ class Program(Protocol):
         ...
 
 
+_MISSING = object()
+
+
+def _no_extra(sig: Signature, inputs: Mapping[str, Any]) -> None:
+    names = [n for n, _ in sig.inputs]
+    extra = set(inputs) - set(names)
+    if extra:
+        raise InputError(f"{sig.name!r} has no input(s) {sorted(extra)}; inputs are {names}")
+
+
 def check_array(name: str, arr: Any, shape: tuple[int, ...], dtype: str, what: str = "input"
                 ) -> np.ndarray:
     """Return `arr` if it is a C-contiguous ndarray of `shape` and `dtype`; else InputError."""
@@ -82,10 +92,11 @@ def check_array(name: str, arr: Any, shape: tuple[int, ...], dtype: str, what: s
     if arr.dtype != DTYPES[dtype]:
         raise InputError(f"{what} {name!r}: expected dtype {dtype} ({DTYPES[dtype]}), got "
                          f"{arr.dtype}")
-    if not arr.flags.c_contiguous:
+    flags = arr.flags
+    if not flags.c_contiguous:
         raise InputError(f"{what} {name!r}: array is not C-contiguous (strides {arr.strides}); "
                          f"pass np.ascontiguousarray(...)")
-    if not arr.flags.aligned:
+    if not flags.aligned:
         raise InputError(f"{what} {name!r}: array data is not aligned")
     return arr
 
@@ -96,15 +107,15 @@ def check_arrays(sig: Signature, inputs: Mapping[str, Any],
     """Every input and parameter of `sig`, checked; InputError names the culprit.
     `checked_params`: `params` holds exactly the signature's parameters, each already checked
     and read-only (an Executable's own store): they are taken as they are."""
-    names = [n for n, _ in sig.inputs]
-    extra = set(inputs) - set(names)
-    if extra:
-        raise InputError(f"{sig.name!r} has no input(s) {sorted(extra)}; inputs are {names}")
     out: dict[str, np.ndarray] = {}
     for name, t in sig.inputs:
-        if name not in inputs:
+        arr = inputs.get(name, _MISSING)
+        if arr is _MISSING:
+            _no_extra(sig, inputs)  # a misspelt name is reported as such
             raise InputError(f"{sig.name!r}: missing input {name!r} ({t})")
-        out[name] = check_array(name, inputs[name], t.shape, t.dtype)
+        out[name] = check_array(name, arr, t.shape, t.dtype)
+    if len(inputs) != len(out):  # every expected name is there: the rest are extra
+        _no_extra(sig, inputs)
     if checked_params:
         out.update(params)
         return out
