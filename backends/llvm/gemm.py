@@ -84,6 +84,8 @@ from .llvm_ir import (
 from .parallel import ParallelBody, emit_parallel_for
 
 _ELEM_BYTES = {"f32": 4, "f64": 8}
+# Fewer tasks than this many per thread are split until every thread gets as many (`_emit_grid`).
+FEW_TASKS = 8
 DIRECT_B_MAX_ROWS = 48  # tasks of at most this many rows read B in place (module note) ...
 DIRECT_B_MAX_BYTES = 1 << 20  # ... when all of B the call reads fits in this many bytes
 # Whether the first column panel may pack A (below), by dtype: the f64 variants' stores of A
@@ -276,6 +278,9 @@ def _emit_grid(b: ir.IRBuilder, cfg: GemmConfig, batch: ir.Value, m: ir.Value, n
                       ir.Constant(I64, max(cfg.nc // 2 // cfg.nr, 1) * cfg.nr),
                       ir.Constant(I64, cfg.nc))
     nt = smin(b, widest, _round_up(b, n, cfg.nr))
+    # Equal column blocks: N = 768 at two threads is 384 + 384, not 512 + 256 (one thread
+    # doing two thirds of the work).
+    nt = _round_up(b, ceil_div(b, n, ceil_div(b, n, nt)), cfg.nr)
     bn = ceil_div(b, n, nt)
     # Not enough column blocks for the threads: narrower ones (multiples of nr).
     want_bn = smin(b, ceil_div(b, threads, batch), ceil_div(b, n, cfg.nr))
@@ -284,9 +289,14 @@ def _emit_grid(b: ir.IRBuilder, cfg: GemmConfig, batch: ir.Value, m: ir.Value, n
     few = b.and_(few, b.not_(rows_first))
     nt = b.select(few, _round_up(b, ceil_div(b, n, want_bn), cfg.nr), nt)
     bn = ceil_div(b, n, nt)
-    # Still not enough: split rows too.
-    want_bm = smin(b, ceil_div(b, threads, b.mul(batch, bn)), ceil_div(b, m, cfg.mr))
-    want_bm = smax(b, want_bm, one)
+    # Still not enough: split rows too. Few tasks that the threads cannot share evenly
+    # (3 column blocks on 2 threads) are split into `threads` row blocks each.
+    blocks = b.mul(batch, bn)
+    want_bm = ceil_div(b, threads, blocks)
+    uneven = b.and_(b.icmp_signed("!=", b.srem(blocks, threads), ir.Constant(I64, 0)),
+                    b.icmp_signed("<", blocks, b.mul(threads, ir.Constant(I64, FEW_TASKS))))
+    want_bm = b.select(uneven, smax(b, want_bm, threads), want_bm)
+    want_bm = smax(b, smin(b, want_bm, ceil_div(b, m, cfg.mr)), one)
     mt = _round_up(b, ceil_div(b, m, want_bm), cfg.mr)
     bm = ceil_div(b, m, mt)
     ntasks = b.mul(batch, b.mul(bm, bn))

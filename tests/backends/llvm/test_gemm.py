@@ -134,12 +134,15 @@ def test_gemm_zen_blocks(gemm_zen_blocks, m, n, k, rng):
 
 
 @pytest.mark.parametrize("m,n,k", [(600, 130, 100), (513, 512, 40), (150, 1030, 64),
-                                   (97, 2100, 30)])
+                                   (97, 2100, 30), (800, 768, 20), (100, 1280, 30),
+                                   (13, 1100, 20)])
 @pytest.mark.parametrize("threads", [2, 3])
 def test_gemm_splits_rows_or_columns_for_threads(gemm_default, m, n, k, threads, rng):
     """Too few column blocks for the threads: rows are split when N <= M (each task repacks
-    its columns of B), columns otherwise (each task repacks A); either way the result is the
-    one-thread result, bit for bit."""
+    its columns of B), columns otherwise (each task repacks A); column blocks of equal width
+    (N = 768: 384 + 384), and blocks the threads cannot share evenly (N = 1280: three) split
+    into row blocks too, as far as M allows. Whatever the grid, the result is the one-thread
+    result, bit for bit."""
     a, b = _operands(rng, 1, m, n, k)
     np.testing.assert_array_equal(_check(gemm_default, a, b, threads),
                                   _check(gemm_default, a, b, 1))
