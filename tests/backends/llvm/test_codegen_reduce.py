@@ -66,7 +66,7 @@ def test_reductions_over_outer_loops_carry_vector_accumulators(dtype, rng):
     the contiguous plane is the vector loop, the batch loop around it carries the vector
     accumulators and one shuffle tree ends the row. Planes of one vector, of a masked tail
     and of several vectors; a NaN, a channel of -inf, all-negative values, a second sweep
-    reading the first's result."""
+    reading the first's result. Each plane's loop fetches the next plane of the batch."""
     b = Builder("nested_red")
     ins = {}
     np_dt = np.float32 if dtype == "f32" else np.float64
@@ -84,7 +84,8 @@ def test_reductions_over_outer_loops_carry_vector_accumulators(dtype, rng):
     exe = check_llvm(b.build(), ins, tol=dict(rtol=1e-5, atol=1e-6))
     from graphc.backends.llvm.program import generated_ir
 
-    assert "vrow" in generated_ir(exe.schedule)
+    text = generated_ir(exe.schedule)
+    assert "vrow" in text and "llvm.prefetch" in text
 
 
 @pytest.mark.parametrize("case", ["pool", "short"])
