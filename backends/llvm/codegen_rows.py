@@ -232,12 +232,11 @@ def vector_reduce_loop(ev: ExprEmitter, loops: list[tuple[str, int]], plan: Loop
     # nothing to run ahead on (statistics over (64, 64, 32, 32) f32, one thread: 1.80 ->
     # 1.56 ms with the whole forward).
     nxt_rows = _row_streams(ev, var, outer[-1][0], reductions, stores) if outer else []
-    ahead: dict[int, ExprEmitter] = {}   # id(row scope) -> the next outer iteration's scope
 
-    def vector(scope: ExprEmitter, j: ir.Value, mask: ir.Value | None, part: list[ir.Value]
-               ) -> list[ir.Value]:
-        nxt = ahead.get(id(scope))
-        if nxt is not None and mask is None and nxt_rows:
+    def vector(scope: ExprEmitter, j: ir.Value, mask: ir.Value | None, part: list[ir.Value],
+               nxt: ExprEmitter | None = None) -> list[ir.Value]:
+        """One vector at j; `nxt`: the scope of the next outer iteration, whose rows to fetch."""
+        if nxt is not None and mask is None:
             _prefetch((nxt, nxt_rows), var, j, PREFETCH_LOCALITY)
         vev = VectorEmitter.within(scope, {var: j}, var, lanes, true, plan.streaming)
         vev.full = ir.Constant(I1, 1)
@@ -264,13 +263,14 @@ def vector_reduce_loop(ev: ExprEmitter, loops: list[tuple[str, int]], plan: Loop
     step = u * lanes
     main = n // step * step
 
-    def row(scope: ExprEmitter, flat: list[ir.Value]) -> list[ir.Value]:
+    def row(scope: ExprEmitter, flat: list[ir.Value], nxt: ExprEmitter | None
+            ) -> list[ir.Value]:
         """One pass of the vector loop from the accumulators `flat` (u parts of nred)."""
         def body(bb: ir.IRBuilder, j: ir.Value, carried: list[ir.Value]) -> list[ir.Value]:
             out = []
             for k in range(u):
                 out += vector(scope, b.add(j, _i64(k * lanes)), None,
-                              carried[k * nred:(k + 1) * nred])
+                              carried[k * nred:(k + 1) * nred], nxt)
             return out
 
         if main:
@@ -278,7 +278,7 @@ def vector_reduce_loop(ev: ExprEmitter, loops: list[tuple[str, int]], plan: Loop
                              name=f"vred{var}")
         last = flat[(u - 1) * nred:]
         for j in range(main, n - n % lanes, lanes):  # what is left of full vectors (unrolled)
-            last = vector(scope, _i64(j), None, last)
+            last = vector(scope, _i64(j), None, last, nxt)
         if n % lanes:
             j = n - n % lanes
             mask = b.icmp_signed("<", b.add(vsplat(b, _i64(j), lanes), iota),
@@ -286,18 +286,19 @@ def vector_reduce_loop(ev: ExprEmitter, loops: list[tuple[str, int]], plan: Loop
             last = vector(scope, _i64(j), mask, last)
         return flat[:(u - 1) * nred] + last
 
-    def nest(scope: ExprEmitter, depth: int, flat: list[ir.Value]) -> list[ir.Value]:
+    def nest(scope: ExprEmitter, depth: int, flat: list[ir.Value],
+             nxt: ExprEmitter | None = None) -> list[ir.Value]:
         if depth == len(outer):
-            return row(scope, flat)
+            return row(scope, flat, nxt)
         name, extent = outer[depth]
 
-        def step(bb: ir.IRBuilder, i: ir.Value, carried: list[ir.Value]) -> list[ir.Value]:
-            inner = scope.child({name: i})
-            if depth == len(outer) - 1 and nxt_rows:
-                ahead[id(inner)] = scope.child({name: b.add(i, _i64(1))})
-            return nest(inner, depth + 1, carried)
+        def iteration(bb: ir.IRBuilder, i: ir.Value, carried: list[ir.Value]
+                      ) -> list[ir.Value]:
+            ahead = scope.child({name: b.add(i, _i64(1))}) \
+                if depth == len(outer) - 1 and nxt_rows else None
+            return nest(scope.child({name: i}), depth + 1, carried, ahead)
 
-        return emit_loop(b, _i64(0), _i64(extent), step, flat, name=f"vrow{name}")
+        return emit_loop(b, _i64(0), _i64(extent), iteration, flat, name=f"vrow{name}")
 
     flat = nest(ev, 0, idents * u)
     parts = [flat[k * nred:(k + 1) * nred] for k in range(u)]

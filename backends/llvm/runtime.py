@@ -47,6 +47,9 @@ PROFILE_SYMBOL = "graphc_profile"  # per-kernel tick counters, with `profile` (c
 TICKS_SYMBOL = "graphc_ticks"
 ABI_VERSION = 1
 ARENA_ALIGNMENT = 64
+PAGE = 4096
+# Outputs and inputs from this size on are placed apart within their pages (`page_offset_apart`).
+ALIAS_MIN_BYTES = 1 << 16
 THREADS_ENV = "GRAPHC_NUM_THREADS"
 
 ENTRY_ARGTYPES = (ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int32)
@@ -60,6 +63,10 @@ class ArgSlot:
     role: str  # input | param | output
     shape: tuple[int, ...]
     dtype: str
+
+
+def _nbytes(a: ArgSlot) -> int:
+    return int(np.prod(a.shape, dtype=np.int64)) * DTYPES[a.dtype].itemsize
 
 
 @dataclass(frozen=True)
@@ -108,16 +115,6 @@ def aligned_empty(shape: tuple[int, ...], dtype: np.dtype, page_offset: int | No
         raw = np.empty(nbytes + PAGE, np.uint8)
         off = (page_offset - raw.ctypes.data) % PAGE
     return raw[off:off + nbytes].view(dtype).reshape(shape)
-
-
-PAGE = 4096
-
-
-def _nbytes(a: ArgSlot) -> int:
-    return int(np.prod(a.shape, dtype=np.int64)) * DTYPES[a.dtype].itemsize
-
-# Outputs and inputs from this size on are placed apart within their pages (`page_offset_apart`).
-ALIAS_MIN_BYTES = 1 << 16
 
 
 def page_offset_apart(addresses: list[int]) -> int:
