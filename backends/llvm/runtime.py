@@ -187,16 +187,26 @@ def resolve_threads(threads: int | None = None) -> int:
 OUTPUT_POOL = 2
 
 
+def _references(entry: tuple[np.ndarray, int]) -> tuple[int, int]:
+    """Reference counts of a pool entry's array and of its memory's owner (`aligned_empty`
+    returns a view; every view a caller takes of the array, y[:5], links to that owner too,
+    not to the array)."""
+    out = entry[0]
+    base = out.base
+    return sys.getrefcount(out), 0 if base is None else sys.getrefcount(base)
+
+
+# The counts of an entry that only its pool holds, measured rather than assumed (what
+# getrefcount includes differs between Python versions).
+_UNHELD = _references((aligned_empty((1,), np.dtype(np.float32)), 0))
+
+
 def _unheld(pool: list[tuple[np.ndarray, int]]) -> tuple[np.ndarray, int] | None:
     """An (array, data address) of `pool` whose array nobody else holds any more, so that
-    this call may write it again. The array itself: references from its pool entry, the local
-    name and getrefcount's argument. Its memory's owner (`aligned_empty` returns a view): the
-    array's base link, the local name and the argument; every view the caller took of the
-    array (y[:5]) links to that owner too, not to the array."""
+    this call may write it again."""
     for entry in pool:
-        out = entry[0]
-        base = out.base
-        if sys.getrefcount(out) <= 3 and (base is None or sys.getrefcount(base) <= 3):
+        own, base = _references(entry)
+        if own <= _UNHELD[0] and base <= _UNHELD[1]:
             return entry
     return None
 
