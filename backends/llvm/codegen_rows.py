@@ -237,7 +237,10 @@ def vector_reduce_loop(ev: ExprEmitter, loops: list[tuple[str, int]], plan: Loop
                nxt: ExprEmitter | None = None) -> list[ir.Value]:
         """One vector at j; `nxt`: the scope of the next outer iteration, whose rows to fetch."""
         if nxt is not None and mask is None:
-            _prefetch((nxt, nxt_rows), var, j, PREFETCH_LOCALITY)
+            # the line of the vector's last element: a plane that starts past a line boundary
+            # (numpy's large arrays start 16 bytes into a page) ends one line further, in the
+            # next page, where the hardware prefetcher has not been (1.47 -> 1.36 ms there)
+            _prefetch((nxt, nxt_rows), var, b.add(j, _i64(lanes - 1)), PREFETCH_LOCALITY)
         vev = VectorEmitter.within(scope, {var: j}, var, lanes, true, plan.streaming)
         vev.full = ir.Constant(I1, 1)
         if mask is not None:
