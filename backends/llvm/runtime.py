@@ -242,7 +242,7 @@ class NativeProgram:
                         if a.role != "output"]
         self._outputs = [(k, a.name, a.shape, DTYPES[a.dtype], _nbytes(a) >= ALIAS_MIN_BYTES)
                          for k, a in enumerate(self.layout.args) if a.role == "output"]
-        self._large_inputs = [a.name for a in self.layout.args
+        self._large_inputs = [k for k, a in enumerate(self.layout.args)
                               if a.role != "output" and _nbytes(a) >= ALIAS_MIN_BYTES]
         self._bound: dict[int, Any] = {}
         self.runs = 0
@@ -278,7 +278,7 @@ class NativeProgram:
                 pool = self._recycle.setdefault(k, [])
                 entry = _unheld(pool)
                 if entry is None:
-                    offset = page_offset_apart(self._large_streams(arrays, k)) if large \
+                    offset = page_offset_apart(self._large_streams(k)) if large \
                         else None
                     fresh = aligned_empty(shape, dt, offset)
                     entry = (fresh, fresh.__array_interface__["data"][0])
@@ -294,12 +294,13 @@ class NativeProgram:
                 self._raise(*(int(v) for v in self._status[:3]))
         return outs
 
-    def _large_streams(self, arrays: Mapping[str, np.ndarray], slot: int) -> list[int]:
-        """Data addresses of this call's large inputs and of the other large outputs (as
-        allocated so far): what a new output for `slot` is placed apart from."""
+    def _large_streams(self, slot: int) -> list[int]:
+        """Data addresses of this call's large inputs (bound in the pointer table already) and
+        of the other large outputs (as allocated so far): what a new output for `slot` is
+        placed apart from."""
         others = [address for (k, *_, large) in self._outputs
                   if large and k != slot for _, address in self._recycle.get(k, ())]
-        return [arrays[n].__array_interface__["data"][0] for n in self._large_inputs] + others
+        return [self._ptrs[k] for k in self._large_inputs] + others
 
     @property
     def profiled(self) -> bool:
