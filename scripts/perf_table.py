@@ -9,8 +9,9 @@ those markers it is appended at the end. The section states machine, date and ve
 anchors (copy bandwidth, numpy sgemm, the FMA peak where measured) and how contenders were
 isolated, the fused-vs-unfused and vs-peer speedups (compute-bound rates also as % of the FMA
 peak), the targets beside the measured values (with a note where one is unattainable even at
-peak), kernel counts and memory-plan numbers, compile times and allocator effects. Runs of the
-older schema "graphc-bench/1" (no peak, no isolation fields) render too.
+peak, or below the time of its memory traffic alone), kernel counts and memory-plan numbers,
+compile times and allocator effects. Runs of the older schema "graphc-bench/1" (no peak, no
+isolation fields) render too.
 """
 
 from __future__ import annotations

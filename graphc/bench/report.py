@@ -35,7 +35,9 @@ The JSON document (schema "graphc-bench/2", produced by `runner.run_bench`; docu
     targets[]   id, text, workload, threads, metric, bound, target, measured, interval
                 ([lo, hi], 90 % bootstrap; speedup and bandwidth targets), met, note,
                 at_peak (2, speedup targets that declare FLOPs){flops, peer_s, peak_gflops,
-                    needed_gflops, max_speedup, attainable}
+                    needed_gflops, max_speedup, attainable},
+                memory_floor (2, speedup targets that name a floor workload){workload,
+                    floor_s, by, peer_s, needed_s, max_speedup, attainable}
     elapsed_s
 
 Speedups are peer median / graphc fused median: above 1, graphc is faster.
@@ -349,7 +351,8 @@ def markdown_report(doc: dict[str, Any], source: str = "") -> str:
             "measured value (samples resampled, medians recomputed); where it contains the "
             "bound, the note says the verdict is within this run's noise. Where a target "
             "declares its FLOPs, the note says when it is unattainable even at the measured FMA "
-            "peak.", "",
+            "peak; where it names a workload with the same memory traffic and no arithmetic, "
+            "when the bound is below the time of that traffic alone.", "",
             md_table(TARGET_HEADERS, target_rows(doc, ("✓", "✗", "not measured"))), ""]
     out += ["### Kernels and memory plan", "",
             "Arena: the planned buffer; naive: every intermediate in its own buffer; lower "

@@ -22,6 +22,13 @@ Where that is below the bound, the target is unattainable even at peak, and its 
 with the numbers: the GFLOP/s the bound would need against the measured peak. Where graphc or
 the peer itself ran faster than flops / peak, the peak anchor was measured low (foreign load
 on a shared machine) and no verdict is given.
+
+A speedup target may also name a memory floor (`floor`): a workload of the same run that moves
+the same bytes with (almost) no arithmetic, such as the elementwise chain's affine twin, which
+reads the same three arrays and writes one. No implementation of the target's workload can run
+faster than the fastest contender of its floor at the same thread count, so peer_time / that
+time is the largest attainable speedup even if the arithmetic were free. Where it is below the
+bound, the row says so with both times.
 """
 
 from __future__ import annotations
@@ -48,6 +55,7 @@ class Target:
     peer: str | None = None
     threads: int = 1
     flops: Callable[[dict[str, Any]], float] | None = None   # of the workload, from its sizes
+    floor: str | None = None   # a workload moving the same bytes without the arithmetic
 
     @property
     def at_least(self) -> bool:
@@ -73,7 +81,7 @@ EPILOGUE = ("sgemm_bias_relu_512", "sgemm_bias_relu_1024", "sgemm_bias_relu_2048
 
 TARGETS: tuple[Target, ...] = (
     Target("elementwise-numpy", "fused elementwise chain vs numpy op by op (preallocated)",
-           ("elementwise",), "speedup", 6.0, "numpy"),
+           ("elementwise",), "speedup", 6.0, "numpy", floor="elementwise_affine"),
     Target("elementwise-compile", "fused elementwise chain vs torch.compile",
            ("elementwise",), "speedup", 2.0, "torch.compile"),
     Target("elementwise-bandwidth", "memory-bound chain relu(x*w + b), share of copy bandwidth",
@@ -222,6 +230,41 @@ def peak_note(t: Target, a: dict[str, Any]) -> str:
             f"{a['peak_gflops']:.0f} GFLOP/s (at most {a['max_speedup']:.2f}x)")
 
 
+def memory_floor(t: Target, doc: dict[str, Any], result: dict[str, Any]
+                 ) -> dict[str, Any] | None:
+    """For a speedup target that names a memory floor: the fastest time of any checked
+    contender on the floor workload at the same thread count, and the largest speedup over the
+    peer that time allows. None where the target names no floor or the run lacks it."""
+    if t.metric != "speedup" or t.floor is None:
+        return None
+    peer = _row(result, t.peer or "")
+    twin = next((r for r in doc["results"]
+                 if r["workload"] == t.floor and r["threads"] == result["threads"]), None)
+    if peer is None or not peer.get("median_s") or twin is None:
+        return None
+    times = [(r["median_s"], r["name"]) for r in twin["contenders"]
+             if r.get("status") == "ok" and r.get("median_s") and r.get("role") != "anchor"]
+    if not times:
+        return None
+    floor_s, by = min(times)
+    best = peer["median_s"] / floor_s
+    return {"workload": t.floor, "floor_s": floor_s, "by": by, "peer_s": peer["median_s"],
+            "needed_s": peer["median_s"] / t.bound, "max_speedup": best,
+            "attainable": best >= t.bound}
+
+
+def floor_note(t: Target, f: dict[str, Any]) -> str:
+    """The targets table's note on the memory floor ("" when the bound is above it)."""
+    from .report import fmt_time
+
+    if f["attainable"]:
+        return ""
+    return (f"unattainable even with free arithmetic: {t.bound:g}x {t.peer} "
+            f"({fmt_time(f['peer_s'])}) needs {fmt_time(f['needed_s'])}, less than the same "
+            f"memory traffic alone takes ({f['workload']}, {f['by']}: "
+            f"{fmt_time(f['floor_s'])}; at most {f['max_speedup']:.2f}x)")
+
+
 def evaluate_targets(doc: dict[str, Any]) -> list[dict[str, Any]]:
     """One row per (target, workload): measured value, bound, met (None: not measured), and
     for targets that declare their FLOPs, what is attainable at the measured peak."""
@@ -231,12 +274,13 @@ def evaluate_targets(doc: dict[str, Any]) -> list[dict[str, Any]]:
         for wl in t.workloads:
             result = next((r for r in doc["results"]
                            if r["workload"] == wl and r["threads"] == t.threads), None)
-            bound, spread = None, None
+            bound, spread, floor = None, None, None
             if result is None:
                 value, note = None, f"not in this run ({wl}, {t.threads} thread(s))"
             else:
                 value, note = measure(t, result)
                 bound = attainable(t, result, peak_gflops(doc, t.threads))
+                floor = memory_floor(t, doc, result)
                 spread = interval(t, result) if value is not None else None
             met = None if value is None else (value >= t.bound if t.at_least
                                               else value < t.bound)
@@ -246,9 +290,10 @@ def evaluate_targets(doc: dict[str, Any]) -> list[dict[str, Any]]:
                 noisy = spread is not None and spread[0] <= t.bound <= spread[1]
                 note = "; ".join(n for n in (
                     note, "within this run's noise: the 90 % interval contains the bound"
-                    if noisy else "", peak_note(t, bound) if bound is not None else "") if n)
+                    if noisy else "", peak_note(t, bound) if bound is not None else "",
+                    floor_note(t, floor) if floor is not None else "") if n)
             rows.append({"id": t.id, "text": t.text, "workload": wl, "threads": t.threads,
                          "metric": t.metric, "bound": t.bound, "target": t.bound_text(),
                          "measured": value, "interval": spread, "met": met, "note": note,
-                         "at_peak": bound})
+                         "at_peak": bound, "memory_floor": floor})
     return rows

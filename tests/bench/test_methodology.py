@@ -14,7 +14,12 @@ import pytest
 from graphc.backends.reference import run_graph
 from graphc.bench import targets as targets_mod
 from graphc.bench.command import resolve_target
-from graphc.bench.contenders import RUNTIME_GROUPS, build_contenders, check_outputs
+from graphc.bench.contenders import (
+    COPY_ANCHOR,
+    RUNTIME_GROUPS,
+    build_contenders,
+    check_outputs,
+)
 from graphc.bench.isolate import instance_digest, isolated_anchors, run_isolated
 from graphc.bench.report import anchor_line, fmt_rate, validate_document
 from graphc.bench.runner import SCHEMA, BenchConfig, bench_workload
@@ -214,6 +219,50 @@ def test_peak_anchor_below_a_measured_rate_gives_no_verdict():
     assert row["at_peak"]["attainable"] is None
     assert row["at_peak"]["fastest_gflops"] == pytest.approx(2.0 * 512 ** 3 / 2.9e-3 / 1e9)
     assert "no verdict at peak" in row["note"] and "unattainable" not in row["note"]
+
+
+def chain_doc(numpy_s: float, floor_s: list[tuple[str, float, str]]) -> dict:
+    chain = [{"name": "graphc fused", "status": "ok", "median_s": 14e-3, "compile": {}},
+             {"name": "numpy", "status": "ok", "median_s": numpy_s, "compile": {}}]
+    twin = [{"name": n, "status": st, "median_s": m, "compile": {}, "role": "main",
+             "rate": {"gbps": 1.0}} for n, m, st in floor_s]
+    twin.append({"name": COPY_ANCHOR, "status": "ok", "median_s": 1e-3, "compile": {},
+                 "role": "anchor", "stats": {"bytes": 1e6}})
+    return {"config": {"quick": False}, "anchors": [],
+            "results": [{"workload": "elementwise", "threads": 1, "sizes": {},
+                         "contenders": chain},
+                        {"workload": "elementwise_affine", "threads": 1, "sizes": {},
+                         "contenders": twin},
+                        {"workload": "elementwise_affine", "threads": 2, "sizes": {},
+                         "contenders": [{"name": "graphc fused", "status": "ok",
+                                         "median_s": 1e-3, "compile": {}, "role": "main",
+                                         "rate": {"gbps": 1.0}}]}]}
+
+
+def chain_row(doc: dict) -> dict:
+    return next(t for t in evaluate_targets(doc) if t["id"] == "elementwise-numpy")
+
+
+def test_target_below_its_memory_floor_says_so_with_both_times():
+    """The chain's bound against the fastest checked contender of the same traffic at the same
+    thread count: the copy anchor, wrong results and other thread counts do not count."""
+    row = chain_row(chain_doc(54e-3, [("graphc fused", 9.5e-3, "ok"), ("numpy", 20e-3, "ok"),
+                                      ("torch eager", 5e-3, "wrong")]))
+    f = row["memory_floor"]
+    assert f["floor_s"] == 9.5e-3 and f["by"] == "graphc fused"
+    assert f["needed_s"] == pytest.approx(9e-3) and f["max_speedup"] == pytest.approx(54 / 9.5)
+    assert not f["attainable"] and row["met"] is False
+    assert "unattainable even with free arithmetic" in row["note"]
+    assert "9 ms" in row["note"] and "9.5 ms" in row["note"]
+
+
+def test_target_above_its_memory_floor_has_no_note():
+    row = chain_row(chain_doc(54e-3, [("graphc fused", 8.5e-3, "ok")]))
+    assert row["memory_floor"]["attainable"] and row["note"] == ""
+    assert chain_row(chain_doc(54e-3, []))["memory_floor"] is None
+    sgemm = next(t for t in evaluate_targets(epilogue_doc(peak=100.0, numpy_s=2.9e-3))
+                 if t["workload"] == "sgemm_bias_relu_512")
+    assert sgemm["memory_floor"] is None
 
 
 def sampled_doc(fused: list[float], peer: list[float]) -> dict:
