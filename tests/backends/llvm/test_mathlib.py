@@ -132,7 +132,8 @@ def test_512_bit_variants_within_two_ulp(dtype, lanes):
     reciprocal that the quotient correction refines): same accuracy bound, same specials."""
     if not TargetSpec.host().has_avx512:
         pytest.skip("host lacks avx512f")
-    names = ("exp", "expm1", "tanh", "tanh_exp", "sigmoid", "softplus", "log1p", "erf")
+    names = ("exp", "expm1", "tanh", "tanh_exp", "sigmoid", "softplus", "log1p", "erf", "sin",
+             "cos")
     jit_v = compile_apply(names, dtype, lanes=lanes)
     for name in names:
         x = sample_points(name, dtype, SIZE[dtype] // 4)[0]
@@ -145,6 +146,11 @@ def test_512_bit_variants_within_two_ulp(dtype, lanes):
         ulp_err, rel, mismatch = compare(got, want, dtype)
         assert not mismatch.any(), (name, x[mismatch][:5])
         assert ulp_err.max() <= 2.0 and rel.max() <= 2.0, (name, ulp_err.max(), rel.max())
+
+
+# Calls a math loop may make: LLVM intrinsics, and sin/cos's table reduction (a function of the
+# same module, its body checked like the others).
+OWN_CALLEES = ("llvm.", "graphc.math.sin_huge.", "graphc.math.cos_huge.")
 
 
 @pytest.mark.parametrize("dtype", ["f32", "f64"])
@@ -160,7 +166,7 @@ def test_avx512_module_scalar_code_within_two_ulp(dtype):
         acc = measure(name, dtype, SIZE[dtype] // 4, jit)
         assert acc.mismatches == 0 and acc.max_ulp <= 2.0 and acc.max_rel_eps <= 2.0, acc
     for body in _function_bodies(jit.optimized_ir).values():
-        assert all(c.startswith("llvm.") for c in re.findall(r"call [^@]*@\"?([\w.]+)", body))
+        assert all(c.startswith(OWN_CALLEES) for c in re.findall(r"call [^@]*@\"?([\w.]+)", body))
 
 
 def _function_bodies(optimized_ir: str) -> dict[str, str]:
@@ -170,9 +176,11 @@ def _function_bodies(optimized_ir: str) -> dict[str, str]:
 
 def test_no_libm_calls(jits):
     for jit in jits.values():
-        for name, body in _function_bodies(jit.optimized_ir).items():
+        bodies = _function_bodies(jit.optimized_ir)
+        for name, body in bodies.items():
             callees = set(re.findall(r"call [^@]*@\"?([\w.]+)", body))
-            assert all(c.startswith("llvm.") for c in callees), (name, callees)
+            assert all(c.startswith(OWN_CALLEES) for c in callees), (name, callees)
+            assert all(c in bodies for c in callees if c.startswith("graphc.")), callees
             assert not any(c.startswith(("llvm.exp", "llvm.log", "llvm.pow")) for c in callees)
 
 
@@ -354,6 +362,30 @@ def test_sin_cos_near_multiples_of_half_pi(jits, dtype):
                                        reference(name, dtype, x), dtype)
         assert not mismatch.any()
         assert ulp_err.max() <= 1.0, (name, x[np.argmax(ulp_err)])
+
+
+@pytest.mark.parametrize("dtype", ["f32", "f64"])
+def test_sin_cos_table_reduction_runs_only_for_lanes_that_need_it(jits, dtype):
+    """The vectorized loop calls the masked vector variant of the table reduction (LLVM's
+    vector function ABI), which branches on its mask; the results do not depend on which
+    other values share a vector with a huge one."""
+    body = _function_bodies(jits[dtype].optimized_ir)["apply_sin"]
+    calls = re.findall(rf"call [^@]*@\"?graphc\.math\.sin_huge\.{dtype}\.v(\d+)\"?\("
+                       r"<(\d+) x \w+> %[\w.]+, <(\d+) x i1>", body)
+    assert calls and all(a == b == c for a, b, c in calls), calls
+    variant = _function_bodies(jits[dtype].optimized_ir)[f"graphc.math.sin_huge.{dtype}.v"
+                                                          f"{calls[0][0]}"]
+    assert re.search(r"bitcast <\d+ x i1> %\S+ to i\d+", variant) and "br i1" in variant
+    ft = {"f32": np.float32, "f64": np.float64}[dtype]
+    rng = np.random.default_rng(3)
+    x = rng.uniform(-100, 100, 4096).astype(ft)
+    x[rng.choice(x.size, 40, replace=False)] = rng.uniform(1e20, 1e30, 40).astype(ft)
+    for name in ("sin", "cos"):
+        order = np.argsort(np.abs(x), kind="stable")  # the huge ones together at the end
+        mixed, grouped = (run_apply(jits[dtype], name, v) for v in (x, x[order]))
+        np.testing.assert_array_equal(mixed[order], grouped)
+        ulp_err, _, mismatch = compare(mixed, reference(name, dtype, x), dtype)
+        assert not mismatch.any() and ulp_err.max() <= 1.0
 
 
 def test_sin_cos_special_values(jits):
