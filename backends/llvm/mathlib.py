@@ -95,7 +95,7 @@ from .llvm_ir import (
     type_suffix,
     vector,
 )
-from .mathlib_trig import build_atan, build_sincos
+from .mathlib_trig import _fma, _two_sum, build_atan, build_sincos
 
 _AVX512_MARK = "graphc_avx512"
 
@@ -267,13 +267,28 @@ def _clamp(e: _Emit, x: ir.Value, lo: float | None, hi: float | None,
     return x
 
 
+def _two_prod(e: _Emit, a: ir.Value, b: ir.Value) -> tuple[ir.Value, ir.Value]:
+    """a·b as hi + lo exactly (a fused multiply-add, never split, gives the rounding error)."""
+    p = e.mul(a, b)
+    return p, _fma(e, a, b, e.b.fneg(p))
+
+
+def _fast_two_sum(e: _Emit, a: ir.Value, b: ir.Value) -> tuple[ir.Value, ir.Value]:
+    """a + b as hi + lo exactly, for |a| >= |b|."""
+    s = e.add(a, b)
+    return s, e.add(e.sub(a, s), b)
+
+
 def _exp_reduce(e: _Emit, x: ir.Value, lo: float | None, hi: float | None = _EXP_HI,
-                keep_nan: bool = False, coeffs: Sequence[float] | None = None
+                keep_nan: bool = False, coeffs: Sequence[float] | None = None,
+                x_lo: ir.Value | None = None
                 ) -> tuple[ir.Value, ir.Value, tuple[ir.Value, ir.Value]]:
     """Clamp x to [lo, hi] (None: the caller's x is known to be within it), then
     n = rint(x·log2 e) and r = x − n·ln2 with |r| ≤ ln2/2. Returns (r, e^r − 1, n) with n as
     (float, integer). With `keep_nan` the clamps let NaN through (one vmaxps/vminps each on
-    x86, NaN the operand passed on), and so does the rest: exp needs no NaN select."""
+    x86, NaN the operand passed on), and so does the rest: exp needs no NaN select. `x_lo`, a
+    tiny low part of the argument (f64 pow's), joins r, and r's rounding error is folded into
+    e^r − 1; it is dropped where x was clamped (the result is 0 or inf there anyway)."""
     xc = _clamp(e, x, lo, None if hi is None else hi[e.is64], keep_nan)
     # rint(x·log2 e) by the round-to-integer constant 1.5·2^mant: one fused multiply-add and
     # one subtraction instead of a multiply and a (two-uop) round instruction. The integer
@@ -283,9 +298,15 @@ def _exp_reduce(e: _Emit, x: ir.Value, lo: float | None, hi: float | None = _EXP
     n = e.sub(t, magic)
     ni = e.b.sub(e.to_bits(t), e.to_bits(magic))
     r = e.fma(n, e.c(-_LN2_HI[e.is64]), xc)
-    r = e.fma(n, e.c(-_LN2_LO[e.is64]), r)
+    if x_lo is None:
+        r = e.fma(n, e.c(-_LN2_LO[e.is64]), r)
+    else:  # r − n·ln2_hi is exact, the rest small: r + r_err holds the sum exactly
+        x_lo = e.select(e.cmp("==", x, xc), x_lo, e.c(0.0))  # clamped, infinite or NaN
+        r, r_err = _fast_two_sum(e, r, e.fma(n, e.c(-_LN2_LO[e.is64]), x_lo))
     q = e.poly(r, coeffs or (_EXP_P64 if e.is64 else _EXP_P32))
     em1 = e.fma(q, e.mul(r, r), r)
+    if x_lo is not None:  # e^(r + r_err) − 1 = em1 + r_err·(1 + em1) to first order
+        em1 = e.fma(r_err, e.add(em1, e.c(1.0)), em1)
     return r, em1, (n, ni)
 
 
@@ -620,18 +641,6 @@ _TWO_THIRDS = 2.0 / 3.0
 _TWO_THIRDS_LO = float(Fraction(2, 3) - Fraction(_TWO_THIRDS))
 
 
-def _two_prod(e: _Emit, a: ir.Value, b: ir.Value) -> tuple[ir.Value, ir.Value]:
-    """a·b as hi + lo exactly (the fused multiply-add gives the product's rounding error)."""
-    p = e.mul(a, b)
-    return p, e.fma(a, b, e.b.fneg(p))
-
-
-def _fast_two_sum(e: _Emit, a: ir.Value, b: ir.Value) -> tuple[ir.Value, ir.Value]:
-    """a + b as hi + lo exactly, for |a| >= |b|."""
-    s = e.add(a, b)
-    return s, e.add(e.sub(a, s), b)
-
-
 def _log_dd_f64(e: _Emit, ax: ir.Value) -> tuple[ir.Value, ir.Value]:
     """log(ax) as hi + lo for finite ax > 0, with over ten bits beyond f64's 53 (f64 pow's
     argument: y·log x reaches ±745, and every bit the log loses there is an ulp of the result;
@@ -646,7 +655,7 @@ def _log_dd_f64(e: _Emit, ax: ir.Value) -> tuple[ir.Value, ir.Value]:
     s = e.div(f, u)
     two_s = e.add(s, s)
     # f − s·(2 + f) = (f − 2s) − s·f: f − 2s is exact (Sterbenz), the fma rounds once.
-    s_lo = e.div(e.fma(e.b.fneg(s), f, e.sub(f, two_s)), u)
+    s_lo = e.div(_fma(e, e.b.fneg(s), f, e.sub(f, two_s)), u)
     z, z_lo = _two_prod(e, s, s)
     w, w_lo = _two_prod(e, s, z)
     w_lo = e.fma(s, z_lo, w_lo)
@@ -659,12 +668,9 @@ def _log_dd_f64(e: _Emit, ax: ir.Value) -> tuple[ir.Value, ir.Value]:
     two_s_lo = e.add(s_lo, s_lo)
     lo = e.add(e.add(a_lo, t_lo), e.fma(two_s_lo, z, two_s_lo))
     lo = e.fma(k, e.c(_LN2_LO[True]), lo)
-    # k·ln2_hi + a: either may be the larger, so the full two-sum.
-    kl = e.mul(k, e.c(_LN2_HI[True]))
-    hi = e.add(kl, a)
-    bb = e.sub(hi, kl)
-    lo = e.add(lo, e.add(e.sub(kl, e.sub(hi, bb)), e.sub(a, bb)))
-    return _fast_two_sum(e, hi, lo)
+    # k·ln2_hi (exact) + a: either may be the larger, so the full two-sum.
+    hi, err = _two_sum(e, e.mul(k, e.c(_LN2_HI[True])), a)
+    return _fast_two_sum(e, hi, e.add(lo, err))
 
 
 def _pow_abs_f64(e: _Emit, x: ir.Value, y: ir.Value) -> ir.Value:
@@ -675,19 +681,8 @@ def _pow_abs_f64(e: _Emit, x: ir.Value, y: ir.Value) -> ir.Value:
     lh, ll = _log_dd_f64(e, ax)
     lh = _log_specials(e, ax, lh)  # ±inf and NaN: the low parts are dropped below
     p, p_lo = _two_prod(e, y, lh)
-    p_lo = e.fma(y, ll, p_lo)
-    pc = _clamp(e, p, _EXP_LO[True], _EXP_HI[True], keep_nan=True)
-    p_lo = e.select(e.cmp("==", p, pc), p_lo, e.c(0.0))  # clamped, infinite or NaN
-    magic = e.c(1.5 * 2.0 ** e.mant)
-    tt = e.fma(pc, e.c(_LOG2E), magic)
-    n = e.sub(tt, magic)
-    ni = e.b.sub(e.to_bits(tt), e.to_bits(magic))
-    r_hi = e.fma(n, e.c(-_LN2_HI[True]), pc)  # exact
-    r, r_err = _fast_two_sum(e, r_hi, e.fma(n, e.c(-_LN2_LO[True]), p_lo))
-    em1 = e.fma(e.poly(r, _EXP_P64), e.mul(r, r), r)
-    # e^(r + r_err) − 1 = em1 + r_err·(1 + em1) to first order.
-    em1 = e.fma(r_err, e.add(em1, e.c(1.0)), em1)
-    return e.ldexp(e.add(em1, e.c(1.0)), (n, ni))
+    _, em1, n = _exp_reduce(e, p, _EXP_LO[True], keep_nan=True, x_lo=e.fma(y, ll, p_lo))
+    return e.ldexp(e.add(em1, e.c(1.0)), n)
 
 
 def _log_for_f32_pow(e: _Emit, ax: ir.Value) -> ir.Value:

@@ -271,7 +271,6 @@ def _sincos(e, x: ir.Value, cos: bool, huge: bool) -> ir.Value:
     lanes = lanes_of(e.ty)
     e64 = e if e.is64 else type(e)(b, vector(F64, lanes))
     ax = e.abs(x)
-    bits = e.to_bits(ax)
     coeffs = (_SIN64, _COS64) if e.is64 else (_SIN32, _COS32)
     if not huge and not e.is64:
         # f32: the reduction in f64 (module note), then r as an f32 pair (r − hi is exact in
@@ -284,6 +283,7 @@ def _sincos(e, x: ir.Value, cos: bool, huge: bool) -> ir.Value:
     if not huge:
         r, r_lo, quad = _direct_reduce(e64, ax, double_double=True)
     elif e.is64:
+        bits = e.to_bits(ax)
         expo = b.lshr(bits, e.ic(52))
         mant = b.or_(b.and_(bits, e.ic((1 << 52) - 1)), e.ic(1 << 52))
         k = b.sub(expo, e.ic(1075))
@@ -292,7 +292,7 @@ def _sincos(e, x: ir.Value, cos: bool, huge: bool) -> ir.Value:
         r, r_lo, quad = _table_reduce(e, mparts, _table_pieces(e, k, F64_TABLE, "f64"),
                                       F64_TABLE[2])
     else:
-        r, r_lo, quad = _reduce_f32_huge(e64, bits)
+        r, r_lo, quad = _reduce_f32_huge(e64, e.to_bits(ax))
     v = _kernel(e64, r, r_lo, quad, cos, coeffs)
     if not e.is64:
         v = b.fptrunc(v, e.ty)
