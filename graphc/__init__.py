@@ -47,11 +47,12 @@ from .train import ParamGroup, Trainer, train_step
 parse = parse_graph
 
 
-def from_onnx(model, *, shapes=None, name=None, frozen=()) -> Graph:
-    """A Graph from an ONNX model (a ModelProto or a `.onnx` path); see `graphc.onnx_import`."""
+def from_onnx(model, *, shapes=None, dims=None, name=None, frozen=()) -> Graph:
+    """A Graph from an ONNX model (a ModelProto or a `.onnx` path); `dims` binds symbolic
+    dimensions by name, `shapes` gives whole input shapes (see `graphc.onnx_import`)."""
     from .onnx_import import from_onnx as _from_onnx
 
-    return _from_onnx(model, shapes=shapes, name=name, frozen=frozen)
+    return _from_onnx(model, shapes=shapes, dims=dims, name=name, frozen=frozen)
 
 
 def load(path) -> Executable:

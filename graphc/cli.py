@@ -12,17 +12,27 @@ import numpy as np
 from graphc.ir.errors import GraphError
 
 
-def _load(path: str):
-    from graphc.io import load_graph
+def _load(args: argparse.Namespace):
+    """The model file, with the symbolic dimensions --dim and --shape bind (.onnx only)."""
+    from graphc.io import load_bound, parse_bindings
 
-    return load_graph(path)
+    return load_bound(args.model, *parse_bindings(args.dim, args.shape))
+
+
+def _model_argument(parser: argparse.ArgumentParser, **kwargs) -> None:
+    """The MODEL positional, with --dim/--shape for the symbolic dimensions of ONNX models."""
+    parser.add_argument("model", **kwargs)
+    parser.add_argument("--dim", action="append", metavar="NAME=N",
+                        help=".onnx: bind a symbolic input dimension by name (repeatable)")
+    parser.add_argument("--shape", action="append", metavar="INPUT=AxBxC",
+                        help=".onnx: give an input's whole shape (repeatable)")
 
 
 def cmd_show(args: argparse.Namespace) -> int:
     from graphc.ir.text import print_graph
     from graphc.passes import decompose
 
-    graph = _load(args.model)
+    graph = _load(args)
     if args.print_after_all or args.after or args.diff or args.dump_dir:
         return _show_stages(graph, args)
     if args.kernels or args.explain or args.memory or args.code:
@@ -93,7 +103,7 @@ def cmd_viz(args: argparse.Namespace) -> int:
     from graphc import inspect
     from graphc.viz import write_dot, write_html
 
-    graph = _load(args.model)
+    graph = _load(args)
     stages = inspect.pipeline_stages(graph, train=args.train)
     if args.format == "dot":
         write_dot(stages, args.output)
@@ -130,7 +140,7 @@ def _inputs(args: argparse.Namespace, graph, seeded: bool) -> dict[str, np.ndarr
 def cmd_run(args: argparse.Namespace) -> int:
     from graphc.backends.reference import run_graph
 
-    graph = _load(args.model)
+    graph = _load(args)
     inputs = _inputs(args, graph, seeded=False)
     outputs = run_graph(graph, inputs)
     if args.output:
@@ -147,7 +157,7 @@ def cmd_profile(args: argparse.Namespace) -> int:
 
     from graphc.compiler import compile as compile_graph
 
-    graph = _load(args.model)
+    graph = _load(args)
     inputs = _inputs(args, graph, seeded=True)
     exe = compile_graph(graph, target=args.target, fuse=not args.no_fuse, threads=args.threads,
                         profile=True)
@@ -176,7 +186,7 @@ def cmd_compile(args: argparse.Namespace) -> int:
 
     from graphc.compiler import compile as compile_graph
 
-    graph = _load(args.model)
+    graph = _load(args)
     options = {"fuse": not args.no_fuse, "threads": args.threads, "portable": args.portable}
     if args.arch:
         options["arch"] = tuple(a for spec in args.arch for a in spec.split(","))
@@ -202,7 +212,7 @@ def cmd_compile(args: argparse.Namespace) -> int:
 def cmd_gradcheck(args: argparse.Namespace) -> int:
     from graphc.gradcheck import GradcheckFailure, gradcheck
 
-    graph = _load(args.model)
+    graph = _load(args)
     loss = args.loss
     if loss is None:
         scalars = [n for n, v in graph.outputs if v.shape == () and v.type.is_float]
@@ -235,7 +245,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     s = sub.add_parser("show", help="print a model's IR")
-    s.add_argument("model", help="a .gir file, or a .py file with build() returning a Graph")
+    _model_argument(s, help="a .gir file, a .py file with build() returning a Graph, or an "
+                    ".onnx file")
     s.add_argument("--decompose", action="store_true", help="after decomposition into primitives")
     s.add_argument("--print-after-all", action="store_true",
                    help="print the IR after every pass, each with a header (pass, nodes, time)")
@@ -258,7 +269,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(fn=cmd_show)
 
     v = sub.add_parser("viz", help="draw a model at every stage as one offline HTML file")
-    v.add_argument("model")
+    _model_argument(v)
     v.add_argument("-o", "--output", required=True, help="the file to write (model.html)")
     v.add_argument("--format", choices=("html", "dot"), default="html")
     v.add_argument("--train", action="store_true",
@@ -277,7 +288,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.set_defaults(fn=cmd_demo)
 
     c = sub.add_parser("compile", help="compile a model ahead of time into a package folder")
-    c.add_argument("model")
+    _model_argument(c)
     c.add_argument("--target", default="llvm", choices=["llvm", "triton", "reference"])
     c.add_argument("-o", "--output", help="package folder to write (e.g. model.gcpkg)")
     c.add_argument("--arch", action="append", help="triton: GPU arch(s), e.g. sm_90 or "
@@ -289,13 +300,13 @@ def build_parser() -> argparse.ArgumentParser:
     c.set_defaults(fn=cmd_compile)
 
     r = sub.add_parser("run", help="run a model on the reference backend")
-    r.add_argument("model")
+    _model_argument(r)
     r.add_argument("--inputs", help=".npz with one array per graph input (default: the model "
                    "file's example_inputs(), if it has one)")
     r.add_argument("-o", "--output", help="write outputs to this .npz")
     r.set_defaults(fn=cmd_run)
     pr = sub.add_parser("profile", help="time every kernel of a compiled model")
-    pr.add_argument("model")
+    _model_argument(pr)
     pr.add_argument("--target", default="llvm", choices=["llvm", "reference"])
     pr.add_argument("--inputs", help=".npz with one array per graph input (default: the model "
                     "file's example_inputs(), else seeded random inputs)")
@@ -306,7 +317,7 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--json", help="also write the profile to this JSON file")
     pr.set_defaults(fn=cmd_profile)
     gc = sub.add_parser("gradcheck", help="compare autodiff with float64 finite differences")
-    gc.add_argument("model")
+    _model_argument(gc)
     gc.add_argument("--loss", help="the scalar output to differentiate (default: 'loss')")
     gc.add_argument("--wrt", nargs="+", help="parameters/inputs to check (default: trainable)")
     gc.add_argument("--inputs", help=".npz with inputs (default: seeded random)")

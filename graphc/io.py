@@ -1,9 +1,11 @@
 """Graphs on disk: `.gir` text with parameter values in a `.npz` beside it, and model files
-(`.gir`, or `.py` with a `build()` that returns a Graph)."""
+(`.gir`, `.py` with a `build()` that returns a Graph, or `.onnx` with its symbolic dimensions
+bound)."""
 
 from __future__ import annotations
 
 import importlib.util
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -43,9 +45,38 @@ def load_example_inputs(path: str | Path) -> dict[str, np.ndarray] | None:
     return dict(fn()) if fn is not None else None
 
 
+def parse_bindings(dims: Sequence[str] | None, shapes: Sequence[str] | None
+                   ) -> tuple[dict[str, int], dict[str, tuple[int, ...]]]:
+    """The command line's `--dim NAME=N` and `--shape INPUT=AxBxC` (or A,B,C; nothing after
+    the `=` for a scalar) as `from_onnx`'s `dims` and `shapes`."""
+    def one(spec: str, flag: str, form: str) -> tuple[str, tuple[int, ...]]:
+        name, eq, value = spec.partition("=")
+        parts = [p.strip() for p in value.replace(",", "x").split("x")] if value.strip() else []
+        if not eq or not name.strip() or not all(p.isdigit() for p in parts) \
+                or (flag == "--dim" and len(parts) != 1):
+            raise GraphError(f"{flag} {spec!r}: expected {form}")
+        return name.strip(), tuple(int(p) for p in parts)
+
+    bound = {n: v[0] for n, v in (one(s, "--dim", "NAME=N") for s in dims or ())}
+    return bound, dict(one(s, "--shape", "INPUT=AxBxC") for s in shapes or ())
+
+
+def load_bound(path: str | Path, dims: Mapping[str, int] | None = None,
+               shapes: Mapping[str, Sequence[int]] | None = None) -> Graph:
+    """`load_graph`, binding the symbolic dimensions of an `.onnx` model (`from_onnx`'s `dims`
+    and `shapes`); bindings for any other kind of model file are an error."""
+    if not dims and not shapes:
+        return load_graph(path)
+    if Path(path).suffix != ".onnx":
+        raise GraphError(f"--dim and --shape bind symbolic dimensions of .onnx models; "
+                         f"{str(path)!r} is not one")
+    return load_graph(path, dims=dict(dims or {}), shapes=dict(shapes or {}))
+
+
 def load_graph(path: str | Path, **build_kwargs) -> Graph:
     """Load a model: a `.gir` file (plus its `.npz`), a `.py` file defining `build()`, or an
-    `.onnx` file (`build_kwargs` then go to `from_onnx`: `shapes=` for symbolic dimensions)."""
+    `.onnx` file (`build_kwargs` then go to `from_onnx`: `dims=` and `shapes=` for symbolic
+    dimensions)."""
     path = Path(path)
     if not path.exists():
         raise GraphError(f"model file {str(path)!r} does not exist")

@@ -3,7 +3,8 @@ files wherever the CLI takes a model.
 
 Note: what an import makes
 --------------------------
-Graph inputs become graph inputs (static shapes: a symbolic dimension needs `shapes=`), float
+Graph inputs become graph inputs with static shapes: a symbolic dimension is bound by name with
+`dims=` ({"batch": 8}: every input that names it) or per input with `shapes=`, float
 initializers become parameters with their values (trainable, except a BatchNormalization's
 running mean and variance, which are frozen), and every node becomes the graphc ops it means,
 so the result is an ordinary graph: it prints as text, trains through `train_step`, compiles
@@ -14,8 +15,9 @@ compiler.
 
 The README lists the supported ops; the handlers live here (arithmetic, shapes, constants),
 in `onnx_layers` (convolutions, pooling, normalization, recurrent ops), `onnx_more` (further
-activations, reductions, resizing) and `onnx_tensor` (Einsum, scans, one-hot, layout).
-Anything else is a GraphError naming the node and its op. `onnx` is imported only here.
+activations, reductions, resizing), `onnx_tensor` (Einsum, scans, one-hot, layout) and
+`onnx_control` (If, Loop, Scan, sequences and optionals, resolved at import). Anything else
+is a GraphError naming the node and its op. `onnx` is imported only here.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from graphc.ir.types import FLOAT_DTYPES, round_to_dtype
 
 from . import (
     onnx_attention,
+    onnx_control,
     onnx_index,
     onnx_math,
     onnx_more,
@@ -61,11 +64,17 @@ class OnnxImportError(GraphError):
 
 
 def from_onnx(model: Any, *, shapes: Mapping[str, Sequence[int]] | None = None,
-              name: str | None = None, frozen: bool | Iterable[str] = ()) -> Any:
-    """A Graph from an ONNX ModelProto or the path of a `.onnx` file. `shapes` fixes the
-    shape of inputs whose ONNX shape has symbolic dimensions (a batch size, say). `frozen`
-    marks imported parameters that training leaves alone: True for all of them (a pretrained
-    backbone under a new head), or the ONNX names of some."""
+              dims: Mapping[str, int] | None = None, name: str | None = None,
+              frozen: bool | Iterable[str] = ()) -> Any:
+    """A Graph from an ONNX ModelProto or the path of a `.onnx` file.
+
+    Symbolic input dimensions (an exporter's dynamic batch axis) are fixed at import: `dims`
+    binds them by name (`{"batch": 8}` for every input whose shape names "batch"), `shapes`
+    gives whole input shapes (needed for unnamed dimensions and inputs of unknown rank). A
+    name bound by `shapes` binds it for the other inputs too; a shape that contradicts the
+    model's fixed dimensions, or two bindings of one name that disagree, are errors naming
+    the input. `frozen` marks imported parameters that training leaves alone: True for all of
+    them (a pretrained backbone under a new head), or the ONNX names of some."""
     try:
         import onnx
         from onnx import numpy_helper
@@ -80,6 +89,7 @@ def from_onnx(model: Any, *, shapes: Mapping[str, Sequence[int]] | None = None,
             raise OnnxImportError(f"{where!r} is not a readable ONNX model "
                                   f"({type(e).__name__}: {e})") from None
     imp = _Importer(model, numpy_helper, dict(shapes or {}), where)
+    imp.bind_dims(dict(dims or {}))
     if frozen is True:
         imp.frozen |= {t.name for t in model.graph.initializer}
     elif frozen:
@@ -90,6 +100,15 @@ def from_onnx(model: Any, *, shapes: Mapping[str, Sequence[int]] | None = None,
                                   f"of the model")
         imp.frozen |= names
     return imp.run(name)
+
+
+def _all_nodes(graph):
+    """The nodes of `graph` and of the subgraphs in their attributes (If, Loop, Scan bodies)."""
+    for n in graph.node:
+        yield n
+        for a in n.attribute:
+            for g in [a.g] * a.HasField("g") + list(a.graphs):
+                yield from _all_nodes(g)
 
 
 def _unique(base: str, taken) -> str:
@@ -111,14 +130,15 @@ class _Importer:
         self.graph = model.graph
         self.b = Builder(_clean(self.graph.name or "onnx"))
         self.env: dict[str, Tensor | np.ndarray] = {}
-        self.frozen = {n.input[k] for n in self.graph.node if n.op_type == "BatchNormalization"
+        nodes = list(_all_nodes(self.graph))  # with those of If/Loop/Scan bodies
+        self.frozen = {n.input[k] for n in nodes if n.op_type == "BatchNormalization"
                        for k in (3, 4) if len(n.input) > k}
         # Weights that become parameters in graphc's layout when their node is imported (an
         # LSTM's, GRU's or RNN's W, R and B, a ConvTranspose's W), and float initializers a
         # node reads as numbers at import (Resize's roi and scales, Upsample's scales)
         relayout = {"LSTM": (1, 2, 3), "GRU": (1, 2, 3), "RNN": (1, 2, 3), "ConvTranspose": (1,),
                     "Resize": (1, 2), "Upsample": (1,), "OneHot": (1, 2), "Range": (0, 1, 2)}
-        self.relayout = {n.input[k] for n in self.graph.node if n.op_type in relayout
+        self.relayout = {n.input[k] for n in nodes if n.op_type in relayout
                          for k in relayout[n.op_type] if len(n.input) > k and n.input[k]}
         self.taken: set[str] = set()
         self.inits: dict[str, np.ndarray] = {}
@@ -170,8 +190,13 @@ class _Importer:
             v = self.env.get(vi.name)
             if vi.name in self.skipped:
                 raise self.skipped_output(vi.name)
+            if isinstance(v, onnx_control.Optional) and v.value is not None:
+                v = v.value
             if v is None:
                 raise OnnxImportError(f"{self.where}: output {vi.name!r} is not computed")
+            if isinstance(v, (onnx_control.Sequence, onnx_control.Optional)):
+                raise OnnxImportError(f"{self.where}: output {vi.name!r} is a "
+                                      f"{type(v).__name__.lower()}; graph outputs are tensors")
             # outputs have a namespace of their own
             outputs[_unique(_clean(vi.name), outputs)] = self._tensor(v)
         return self.b.build(name, outputs=outputs)
@@ -192,16 +217,89 @@ class _Importer:
         self.named_nodes.add(id(v.node))
         return v
 
+    # -- input shapes: symbolic dimensions bound by name or by whole shapes ------------------
+
+    def _declared(self, vi) -> list[int | str | None] | None:
+        """The input's dimensions as the model declares them (an int, a symbolic name, None
+        for an unnamed one), or None when the model gives no shape at all."""
+        tt = vi.type.tensor_type
+        if not tt.HasField("shape"):
+            return None
+        return [d.dim_value if d.HasField("dim_value") else (d.dim_param or None)
+                for d in tt.shape.dim]
+
+    def bind_dims(self, dims: dict[str, int]) -> None:
+        """Check `dims` and the `shapes` against the model's inputs; then bind every symbolic
+        name the given shapes fix, so that other inputs naming it agree with them."""
+        inputs = {vi.name: vi for vi in self.graph.input
+                  if vi.name not in {t.name for t in self.graph.initializer}}
+        unknown = sorted(set(self.shapes) - set(inputs))
+        if unknown:
+            raise OnnxImportError(f"{self.where}: shapes given for {unknown}, which are not "
+                                  f"inputs of the model (inputs: {sorted(inputs)})")
+        named = {d for vi in inputs.values() for d in (self._declared(vi) or [])
+                 if isinstance(d, str)}
+        unknown = sorted(set(dims) - named)
+        if unknown:
+            raise OnnxImportError(f"{self.where}: dims given for {unknown}, which no input's "
+                                  f"shape names (symbolic dimensions: {sorted(named) or 'none'})")
+        for dim, value in dims.items():
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+                raise OnnxImportError(f"{self.where}: dimension {dim!r} must be bound to a "
+                                      f"non-negative integer, got {value!r}")
+        self.dims: dict[str, int] = {k: int(v) for k, v in dims.items()}
+        self.dim_source = {k: "dims=" for k in dims}
+        for raw, shape in self.shapes.items():
+            self.shapes[raw] = self._given_shape(inputs[raw], shape)
+
+    def _given_shape(self, vi, shape) -> tuple[int, ...]:
+        try:
+            given = tuple(int(d) for d in shape)
+        except (TypeError, ValueError):
+            given = None
+        if given is None or any(d < 0 for d in given):
+            raise OnnxImportError(f"{self.where}: shapes[{vi.name!r}] must be a sequence of "
+                                  f"non-negative integers, got {shape!r}")
+        declared = self._declared(vi)
+        if declared is None:
+            return given
+        if len(given) != len(declared):
+            raise OnnxImportError(f"{self.where}: shapes[{vi.name!r}] = {list(given)} has rank "
+                                  f"{len(given)}; the model declares {self._shown(declared)}")
+        for axis, (want, got) in enumerate(zip(declared, given, strict=True)):
+            if isinstance(want, int) and want != got:
+                raise OnnxImportError(f"{self.where}: shapes[{vi.name!r}] = {list(given)} "
+                                      f"contradicts the model's {self._shown(declared)} at "
+                                      f"axis {axis}")
+            if isinstance(want, str):
+                bound = self.dims.setdefault(want, got)
+                source = self.dim_source.setdefault(want, f"shapes[{vi.name!r}]")
+                if bound != got:
+                    raise OnnxImportError(f"{self.where}: shapes[{vi.name!r}] gives dimension "
+                                          f"{want!r} = {got}, but {source} gives {bound}")
+        return given
+
+    @staticmethod
+    def _shown(declared: list) -> list:
+        return [d if d is not None else "?" for d in declared]
+
     def _input_shape(self, vi) -> tuple[int, ...]:
         if vi.name in self.shapes:
-            return tuple(int(d) for d in self.shapes[vi.name])
-        dims = vi.type.tensor_type.shape.dim
-        if not all(d.HasField("dim_value") for d in dims):
-            shown = [d.dim_value if d.HasField("dim_value") else (d.dim_param or "?")
-                     for d in dims]
-            raise OnnxImportError(f"{self.where}: input {vi.name!r} has shape {shown} with "
-                                  f"symbolic dimensions; give shapes={{{vi.name!r}: (...)}}")
-        return tuple(int(d.dim_value) for d in dims)
+            return self.shapes[vi.name]
+        declared = self._declared(vi)
+        hint = f"give shapes={{{vi.name!r}: (...)}} (command line: --shape {vi.name}=AxB...)"
+        if declared is None:
+            raise OnnxImportError(f"{self.where}: input {vi.name!r} has no declared shape; "
+                                  + hint)
+        free = [d for d in declared if d is None or (isinstance(d, str) and d not in self.dims)]
+        if free:
+            names = sorted({d for d in free if d is not None})
+            bind = (f"bind {names} with dims={{{names[0]!r}: N}} (command line: --dim "
+                    f"{names[0]}=N), or " if names else "")
+            raise OnnxImportError(f"{self.where}: input {vi.name!r} has shape "
+                                  f"{self._shown(declared)} with symbolic dimensions; "
+                                  f"{bind}{hint}")
+        return tuple(self.dims[d] if isinstance(d, str) else d for d in declared)
 
     def _dtype(self, vi) -> str:
         from onnx import TensorProto
@@ -359,7 +457,21 @@ def _cast_const(imp, node, ins, attrs):
 
 
 def _binary_const(imp, node, ins, attrs):
-    return _NUMPY_BINARY[node.op_type](ins[0], ins[1])
+    a, c = ins
+    if node.op_type == "Div" and a.dtype.kind in "iu" and c.dtype.kind in "iu":
+        q = np.floor_divide(a, c)  # ONNX's integer division truncates toward zero
+        return q + ((q < 0) & (q * c != a))
+    return _NUMPY_BINARY[node.op_type](a, c)
+
+
+def _logic_const(imp, node, ins, attrs):
+    """Comparisons and logic on numbers known at import (a condition on a shape)."""
+    return np.asarray(_NUMPY_LOGIC[node.op_type](*ins))
+
+
+_NUMPY_LOGIC = {"Equal": np.equal, "Greater": np.greater, "GreaterOrEqual": np.greater_equal,
+                "Less": np.less, "LessOrEqual": np.less_equal, "And": np.logical_and,
+                "Or": np.logical_or, "Xor": np.logical_xor, "Not": np.logical_not}
 
 
 def _constant(imp: _Importer, node, ins, attrs):
@@ -372,7 +484,8 @@ def _constant(imp: _Importer, node, ins, attrs):
 _CONST_OPS: dict[str, Callable] = {
     "Gather": _gather_const, "Unsqueeze": _unsqueeze_const, "Squeeze": _squeeze_const,
     "Concat": _concat_const, "Cast": _cast_const, "Constant": _constant,
-    **{op: _binary_const for op in _NUMPY_BINARY}, **onnx_tensor.CONST_HANDLERS,
+    **{op: _binary_const for op in _NUMPY_BINARY}, **{op: _logic_const for op in _NUMPY_LOGIC},
+    **onnx_tensor.CONST_HANDLERS,
 }
 
 
@@ -383,6 +496,8 @@ def _unary(imp, node, ins, attrs):
 
 def _binary(imp, node, ins, attrs):
     a, c = ins
+    if not isinstance(a, Tensor) and not isinstance(c, Tensor):  # numbers numpy did not fold
+        a = imp.b.const(a) if np.asarray(a).dtype.kind in "biu" else imp.t(a)
     like = a if isinstance(a, Tensor) else c
     lift = (lambda v: v if isinstance(v, Tensor) else imp.b.const(
         np.asarray(v, np.float32), dtype=like.dtype))
@@ -635,6 +750,7 @@ _HANDLERS: dict[str, Callable] = {
     "Sum": _sum_mean, "Mean": _sum_mean, **onnx_more.HANDLERS, **onnx_tensor.HANDLERS,
     **onnx_math.HANDLERS, **onnx_index.HANDLERS, **onnx_attention.HANDLERS,
     **onnx_spatial.HANDLERS, **onnx_quant.HANDLERS, **onnx_signal.HANDLERS,
+    **onnx_control.HANDLERS,
 }
 
 

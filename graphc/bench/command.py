@@ -44,6 +44,10 @@ def add_bench_parser(sub: Any) -> None:
     p.add_argument("--model", action="append", metavar="PATH",
                    help="benchmark your own model (.py, .gir or .onnx; repeatable): against the "
                         "reference, numpy op by op and, for .onnx, ONNX Runtime on the file")
+    p.add_argument("--dim", action="append", metavar="NAME=N",
+                   help="with --model: bind a symbolic dimension of the .onnx models by name")
+    p.add_argument("--shape", action="append", metavar="INPUT=AxBxC",
+                   help="with --model: give an input's whole shape in the .onnx models")
     p.add_argument("--threads", default="1", metavar="N[,N...]",
                    help="thread counts to run every workload at (default 1)")
     p.add_argument("--quick", action="store_true",
@@ -129,12 +133,13 @@ def cmd_bench(args: argparse.Namespace) -> int:
         return 0
     from . import report
     from .runner import BenchConfig, run_bench
+    from .workloads_user import model_name
 
     target, note = resolve_target(args.target)
     if note:
         print(f"graphc bench: target {note}", file=sys.stderr)
     patterns = [p.strip() for arg in (args.workload or []) for p in arg.split(",") if p.strip()]
-    patterns += [f"model:{path}" for path in args.model or []]
+    patterns += [model_name(path, args.dim, args.shape) for path in args.model or []]
     cfg = BenchConfig(target=target, threads=parse_threads(args.threads), quick=args.quick,
                       workloads=tuple(patterns), repeats=args.repeats, warmup=args.warmup,
                       budget_s=args.budget, compile_peers=not args.no_compile_peers,

@@ -3,9 +3,10 @@
 model like the built-in workloads: graphc fused and unfused, the reference, numpy op by op
 through the reference runner, and for an ONNX file ONNX Runtime on that very file.
 
-A model workload is named `model:<path>`, so that a worker process (`isolate.py`) rebuilds it
-from its name like any other. Inputs without an example are seeded: standard normal floats,
-zero integers (valid indices and labels), random booleans."""
+A model workload is named `model:<path>`, followed by the bindings of an ONNX model's symbolic
+dimensions (`#dim:batch=8`, `#shape:x=8x3x32x32`), so that a worker process (`isolate.py`)
+rebuilds it from its name like any other. Inputs without an example are seeded: standard normal
+floats, zero integers (valid indices and labels), random booleans."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from graphc.ir.types import DTYPES
 from .workloads import Instance, OnnxImpl, Workload
 
 PREFIX = "model:"
+BINDING = {"dim": "#dim:", "shape": "#shape:"}
 
 
 def is_model_name(name: str) -> bool:
@@ -48,11 +50,40 @@ def _onnx_impl(path: Path, graph: Graph, inputs: dict[str, np.ndarray]) -> OnnxI
     return OnnxImpl(model, feeds, outputs)
 
 
-def make_model_instance(path: str) -> Instance:
-    from graphc.io import load_example_inputs, load_graph
+def model_name(path: str, dims: list[str] | None = None,
+               shapes: list[str] | None = None) -> str:
+    """The workload name of the model at `path` with the command line's --dim and --shape
+    (checked here, so that a malformed one fails before any benchmark runs)."""
+    from graphc.io import parse_bindings
 
+    parse_bindings(dims, shapes)
+    return PREFIX + path + "".join(BINDING["dim"] + d for d in dims or ()) \
+        + "".join(BINDING["shape"] + s for s in shapes or ())
+
+
+def _split_name(name: str) -> tuple[str, list[str], list[str]]:
+    """`model_name`'s inverse: (path, --dim specs, --shape specs)."""
+    rest = name[len(PREFIX):]
+    cut = min((i for i in (rest.find(m) for m in BINDING.values()) if i >= 0),
+              default=len(rest))
+    path, specs = rest[:cut], rest[cut:]
+    found: dict[str, list[str]] = {k: [] for k in BINDING}
+    while specs:
+        kind = next(k for k, m in BINDING.items() if specs.startswith(m))
+        specs = specs[len(BINDING[kind]):]
+        nxt = min((i for i in (specs.find(m) for m in BINDING.values()) if i >= 0),
+                  default=len(specs))
+        found[kind].append(specs[:nxt])
+        specs = specs[nxt:]
+    return path, found["dim"], found["shape"]
+
+
+def make_model_instance(name: str) -> Instance:
+    from graphc.io import load_bound, load_example_inputs, parse_bindings
+
+    path, dims, shapes = _split_name(name)
     where = Path(path)
-    graph = load_graph(where)
+    graph = load_bound(where, *parse_bindings(dims, shapes))
     inputs = load_example_inputs(where) or seeded_inputs(graph)
     missing = set(graph.input_names) - set(inputs)
     if missing:
@@ -61,15 +92,16 @@ def make_model_instance(path: str) -> Instance:
     if where.suffix == ".onnx":
         def onnx(inst: Instance) -> OnnxImpl:
             return _onnx_impl(where, inst.graph, inst.inputs)
-    return Instance(PREFIX + path, graph, {k: inputs[k] for k in graph.input_names},
+    return Instance(name, graph, {k: inputs[k] for k in graph.input_names},
                     {"model": path}, "latency", onnx=onnx,
                     notes="the user's model; peers: the reference, numpy op by op"
                           + (" and ONNX Runtime on the same file" if onnx else ""))
 
 
 def model_workload(name: str) -> Workload:
-    """The workload `model:<path>` (the model is loaded when the instance is made)."""
-    path = name[len(PREFIX):]
+    """The workload `model:<path>[#dim:...][#shape:...]` (the model is loaded when the
+    instance is made)."""
+    path = _split_name(name)[0]
     if not Path(path).exists():
         raise GraphError(f"model file {path!r} does not exist")
-    return Workload(name, f"the model in {path}", lambda quick: make_model_instance(path))
+    return Workload(name, f"the model in {path}", lambda quick: make_model_instance(name))

@@ -70,3 +70,29 @@ def test_a_python_model_with_its_example_inputs(tmp_path):
 def test_a_missing_model_file_is_named(tmp_path):
     with pytest.raises(GraphError, match=r"model file '.*nowhere.onnx' does not exist"):
         get_workload(f"model:{tmp_path / 'nowhere.onnx'}")
+
+
+def test_an_onnx_model_with_a_dynamic_batch_bound_on_the_command_line(tmp_path, rng,
+                                                                          capsys):
+    pytest.importorskip("onnxruntime")
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    w = numpy_helper.from_array(rng.standard_normal((12, 5)).astype(np.float32), "w")
+    g = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["h"]),
+                           helper.make_node("Tanh", ["h"], ["y"])], "dyn",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 12])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 5])],
+                          [w])
+    path = tmp_path / "dyn.onnx"
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    doc = _run(tmp_path, "--model", str(path), "--dim", "n=7", "--threads", "1,2")
+    name = f"model:{path}#dim:n=7"
+    assert [(r["workload"], r["threads"]) for r in doc["results"]] == [(name, 1), (name, 2)]
+    assert get_workload(name).make(True).inputs["x"].shape == (7, 12)
+    for result in doc["results"]:
+        cs = _contenders(result)
+        for c in ("graphc fused", "onnxruntime"):
+            assert cs[c]["status"] == "ok" and cs[c]["check"]["passed"], (c, cs[c])
+    assert main(["bench", "--model", str(path), "--dim", "n"]) == 2
+    assert "--dim 'n': expected NAME=N" in capsys.readouterr().err
