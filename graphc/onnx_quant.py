@@ -1,12 +1,21 @@
 """ONNX import of quantize/dequantize pairs (QDQ models) as simulated quantization in floats,
-and of a few ops made of constants or pooling: the signal windows, CenterCropPad,
-ReverseSequence and LpPool. `graphc.onnx_import` registers these handlers.
+of the integer ops of dynamically quantized and QOperator models, and of a few ops made of
+constants or pooling: the signal windows, CenterCropPad, ReverseSequence and LpPool.
+`graphc.onnx_import` registers these handlers.
 
 QDQ: QuantizeLinear's output is kept as a float tensor holding the integers it would store
 (round half to even, saturated to the zero point's type), and DequantizeLinear maps such values,
 or an integer initializer (folded at import), back to floats. A model in QDQ format then runs
 with the rounding and clipping its quantization implies, in float kernels; a quantized value
 cannot be a graph output (graphc has no 8-bit dtypes).
+
+Integer products (MatMulInteger, ConvInteger, and the accumulators of QLinearMatMul and
+QLinearConv) are computed on (x - zero point) in float64, where every sum of 8-bit products
+is exact (below 2^53), and cast to int32. DynamicQuantizeLinear and the requantization of the
+QLinear ops follow ONNX Runtime's order of float operations: the scale (max - min) / 255 (1
+where max = min), the zero point rounded half to even after clamping; the multiplier
+a_scale * b_scale / y_scale in float32 applied to the accumulator converted to float32, then
+rounded half to even, offset and saturated.
 """
 
 from __future__ import annotations
@@ -138,8 +147,103 @@ def lp_pool(imp, node, ins, attrs):
     return total.sqrt() if p == 2 else total ** (1.0 / p)
 
 
+def _centered(imp, node, v, zp, axis_shape: list[int] | None = None):
+    """v - zp in float64: v an integer initializer, or a float tensor holding the integers a
+    quantization stored; zp a constant or computed zero point, per tensor or (reshaped to
+    `axis_shape`) per row or channel."""
+    if isinstance(v, np.ndarray) and (zp is None or isinstance(zp, np.ndarray)):
+        z = 0.0 if zp is None else np.asarray(zp, np.float64)
+        if axis_shape is not None and np.size(z) > 1:
+            z = z.reshape(axis_shape)
+        return imp.b.const(v.astype(np.float64) - z, "f64")
+    t = imp.b.const(np.asarray(v, np.float64), "f64") if isinstance(v, np.ndarray) \
+        else imp.t(v).astype("f64")
+    if zp is None:
+        return t
+    z = imp.b.const(np.asarray(zp, np.float64), "f64") if isinstance(zp, np.ndarray) \
+        else imp.t(zp).astype("f64")
+    if axis_shape is not None and int(np.prod(z.shape)) > 1:
+        z = z.reshape(*axis_shape)
+    return t - z
+
+
+def _opt(ins, k):
+    return ins[k] if len(ins) > k and ins[k] is not None else None
+
+
+def _int_matmul(imp, node, a, b, a_zp, b_zp):
+    """The exact integer product (a - a_zp) @ (b - b_zp) in float64; a's zero point may be per
+    row of a, b's per column of b."""
+    a_rows = np.shape(a)[-2] if isinstance(a, np.ndarray) else imp.t(a).shape[-2]
+    return imp.b.op("matmul", _centered(imp, node, a, a_zp, [a_rows, 1]),
+                    _centered(imp, node, b, b_zp))
+
+
+def _int_conv(imp, node, x, w, x_zp, w_zp, attrs):
+    from .onnx_layers import conv
+
+    w_shape = np.shape(w) if isinstance(w, np.ndarray) else imp.t(w).shape
+    per_channel = [w_shape[0]] + [1] * (len(w_shape) - 1)
+    return conv(imp, node, [_centered(imp, node, x, x_zp), _centered(imp, node, w, w_zp,
+                                                                      per_channel)], attrs)
+
+
+def matmul_integer(imp, node, ins, attrs):
+    return _int_matmul(imp, node, ins[0], ins[1], _opt(ins, 2), _opt(ins, 3)).astype("i32")
+
+
+def conv_integer(imp, node, ins, attrs):
+    return _int_conv(imp, node, ins[0], ins[1], _opt(ins, 2), _opt(ins, 3), attrs).astype("i32")
+
+
+def dynamic_quantize(imp, node, ins, attrs):
+    """(y, scale, zero point) of uint8 quantization over x's whole range, zero included."""
+    x = imp.t(ins[0])
+    lo = (-(-x).max()).minimum(0.0)
+    hi = x.max().maximum(0.0)
+    scale = imp.b.select(hi.eq(lo), imp.b.const(1.0), (hi - lo) / 255.0)
+    zp = (-(lo / scale)).maximum(0.0).minimum(255.0).round()
+    y = ((x / scale).round() + zp).maximum(0.0).minimum(255.0)
+    return [y, scale, zp]
+
+
+def _requantize(imp, node, acc, a_scale, b_scale, y_scale, y_zp, channel_shape):
+    """An int32 accumulator (as float64) back to y's quantized integers, in ONNX Runtime's
+    order: float32(acc) * (a_scale * b_scale / y_scale), rounded, offset, saturated."""
+    if y_zp is not None and not isinstance(y_zp, np.ndarray):
+        raise imp.fail(node, "the output zero point must be a constant (it fixes the type)")
+    zp = np.zeros((), np.uint8) if y_zp is None else y_zp
+    if zp.dtype not in _QRANGE:
+        raise imp.fail(node, f"quantization to {zp.dtype} is not supported")
+    lo, hi = _QRANGE[zp.dtype]
+    b_scale = imp.t(b_scale)
+    if int(np.prod(b_scale.shape)) > 1:
+        b_scale = b_scale.reshape(*channel_shape)
+    mult = imp.t(a_scale) * b_scale / imp.t(y_scale)
+    q = (acc.astype("f32") * mult).round() + imp.b.const(zp.astype(np.float32))
+    return q.maximum(float(lo)).minimum(float(hi))
+
+
+def qlinear_matmul(imp, node, ins, attrs):
+    a, a_s, a_zp, b, b_s, b_zp, y_s, y_zp = (list(ins) + [None] * 8)[:8]
+    acc = _int_matmul(imp, node, a, b, a_zp, b_zp)
+    return _requantize(imp, node, acc, a_s, b_s, y_s, y_zp, [acc.shape[-1]])
+
+
+def qlinear_conv(imp, node, ins, attrs):
+    x, x_s, x_zp, w, w_s, w_zp, y_s, y_zp, bias = (list(ins) + [None] * 9)[:9]
+    acc = _int_conv(imp, node, x, w, x_zp, w_zp, attrs)
+    channels = [acc.shape[1]] + [1] * (acc.ndim - 2)
+    if bias is not None:  # int32, added to the accumulator before requantization
+        acc = acc + _centered(imp, node, bias, None).reshape(*channels)
+    return _requantize(imp, node, acc, x_s, w_s, y_s, y_zp, channels)
+
+
 HANDLERS = {
     "QuantizeLinear": quantize, "DequantizeLinear": dequantize,
+    "MatMulInteger": matmul_integer, "ConvInteger": conv_integer,
+    "DynamicQuantizeLinear": dynamic_quantize, "QLinearMatMul": qlinear_matmul,
+    "QLinearConv": qlinear_conv,
     "HannWindow": window, "HammingWindow": window, "BlackmanWindow": window,
     "CenterCropPad": center_crop_pad, "ReverseSequence": reverse_sequence, "LpPool": lp_pool,
 }

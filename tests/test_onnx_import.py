@@ -653,6 +653,12 @@ def _triton_models(rng) -> dict:
             node("GridSample", ["x", "grid"], ["y"], padding_mode="reflection"),
         ], {"x": x4}, ["y"], {"theta": _f32(rng, 2, 2, 3),
                               "size": i64(2, 3, 4, 5)}), 20), {"x": x4}),
+        "quant": (make_model("quant", [
+            node("DynamicQuantizeLinear", ["x"], ["q", "s", "z"]),
+            node("MatMulInteger", ["q", "b", "z", "bz"], ["acc"]),
+            node("Cast", ["acc"], ["accf"], to=1), node("Mul", ["accf", "s"], ["y"]),
+        ], {"x": x2}, ["y"], {"b": rng.integers(-128, 128, (8, 3)).astype(np.int8),
+                              "bz": np.int8(3)}), {"x": x2}),
         "gru": (make_model("gru", [
             node("GRU", ["x", "W", "R", "B"], ["y"], hidden_size=h, direction="reverse"),
             node("LayerNormalization", ["y", "s"], ["ln"], epsilon=1e-3),

@@ -120,3 +120,86 @@ def test_blocked_quantization_is_refused(rng):
                                                 "z": np.zeros((2, 2), np.int8)}), 21)
     with pytest.raises(graphc.GraphError, match="QuantizeLinear.*block_size"):
         graphc.from_onnx(model)
+
+
+def _float_model(nodes, x_shape, y_shape, inits):
+    from onnx import TensorProto, helper, numpy_helper
+
+    g = helper.make_graph(nodes, "float",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, x_shape)],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, y_shape)],
+                          [numpy_helper.from_array(v, k) for k, v in inits.items()])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    m.ir_version = 9
+    return m
+
+
+def _cnn(rng):
+    """conv 3x3 -> relu -> max-pool -> flatten -> matmul, in floats (to be quantized)."""
+    return _float_model(
+        [node("Conv", ["x", "W", "B"], ["c"], pads=[1, 1, 1, 1]), node("Relu", ["c"], ["r"]),
+         node("MaxPool", ["r"], ["p"], kernel_shape=[2, 2], strides=[2, 2]),
+         node("Flatten", ["p"], ["f"]), node("MatMul", ["f", "w2"], ["y"])],
+        [2, 3, 8, 8], [2, 10], {"W": _f32(rng, 4, 3, 3, 3) * 0.3, "B": _f32(rng, 4) * 0.1,
+                                "w2": _f32(rng, 64, 10) * 0.3})
+
+
+@pytest.mark.parametrize("weight_type,per_channel", [("QInt8", False), ("QInt8", True),
+                                                     ("QUInt8", False), ("QUInt8", True)])
+def test_dynamically_quantized_model_is_exact(rng, tmp_path, weight_type, per_channel):
+    """ONNX Runtime's quantize_dynamic: DynamicQuantizeLinear on the activations, MatMulInteger
+    and ConvInteger on int8/uint8 weights, scales applied in floats. The integer sums are exact
+    and the float steps follow ONNX Runtime's order, so the reference matches bit for bit."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    onnx.save(_cnn(rng), str(tmp_path / "f.onnx"))
+    quantize_dynamic(str(tmp_path / "f.onnx"), str(tmp_path / "q.onnx"),
+                     weight_type=getattr(QuantType, weight_type), per_channel=per_channel,
+                     op_types_to_quantize=["Conv", "MatMul"])
+    model = onnx.load(str(tmp_path / "q.onnx"))
+    assert {n.op_type for n in model.graph.node} >= {"DynamicQuantizeLinear", "MatMulInteger",
+                                                     "ConvInteger"}
+    _check_unoptimized(model, {"x": _f32(rng, 2, 3, 8, 8)}, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("activations,weights,per_channel", [
+    ("QUInt8", "QInt8", False), ("QInt8", "QInt8", True), ("QUInt8", "QUInt8", False)])
+def test_statically_quantized_operator_model_is_exact(rng, tmp_path, activations, weights,
+                                                      per_channel):
+    """quantize_static in QOperator format: QLinearConv (int32 bias) and QLinearMatMul between
+    QuantizeLinear and DequantizeLinear, requantized in ONNX Runtime's order of float steps."""
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.batches = iter([{"x": _f32(rng, 2, 3, 8, 8)} for _ in range(4)])
+
+        def get_next(self):
+            return next(self.batches, None)
+
+    onnx.save(_cnn(rng), str(tmp_path / "f.onnx"))
+    quantize_static(str(tmp_path / "f.onnx"), str(tmp_path / "q.onnx"), Reader(),
+                    quant_format=QuantFormat.QOperator,
+                    activation_type=getattr(QuantType, activations),
+                    weight_type=getattr(QuantType, weights), per_channel=per_channel)
+    model = onnx.load(str(tmp_path / "q.onnx"))
+    assert {n.op_type for n in model.graph.node} >= {"QLinearConv", "QLinearMatMul"}
+    _check_unoptimized(model, {"x": _f32(rng, 2, 3, 8, 8)}, rtol=0, atol=0)
+
+
+def test_integer_matmul_output_with_per_column_zero_points(rng):
+    """MatMulInteger's int32 result as a graph output, B's zero point per column, A quantized
+    from a fed tensor."""
+    from onnx import TensorProto, helper
+
+    model = _float_model([node("DynamicQuantizeLinear", ["x"], ["q", "s", "z"]),
+                          node("MatMulInteger", ["q", "b", "z", "bz"], ["y"])], [5, 7], [5, 3],
+                         {"b": rng.integers(-128, 128, (7, 3)).astype(np.int8),
+                          "bz": rng.integers(-128, 128, 3).astype(np.int8)})
+    model.graph.output[0].CopyFrom(helper.make_tensor_value_info("y", TensorProto.INT32, [5, 3]))
+    _check_unoptimized(model, {"x": _f32(rng, 5, 7) * 4}, rtol=0, atol=0)
