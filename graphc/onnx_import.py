@@ -44,6 +44,7 @@ from . import (
     onnx_quant,
     onnx_signal,
     onnx_spatial,
+    onnx_static,
     onnx_tensor,
 )
 from . import onnx_layers as layers
@@ -137,7 +138,8 @@ class _Importer:
         # LSTM's, GRU's or RNN's W, R and B, a ConvTranspose's W), and float initializers a
         # node reads as numbers at import (Resize's roi and scales, Upsample's scales)
         relayout = {"LSTM": (1, 2, 3), "GRU": (1, 2, 3), "RNN": (1, 2, 3), "ConvTranspose": (1,),
-                    "Resize": (1, 2), "Upsample": (1,), "OneHot": (1, 2), "Range": (0, 1, 2)}
+                    "Resize": (1, 2), "Upsample": (1,), "OneHot": (1, 2), "Range": (0, 1, 2),
+                    "MelWeightMatrix": (3, 4)}
         self.relayout = {n.input[k] for n in nodes if n.op_type in relayout
                          for k in relayout[n.op_type] if len(n.input) > k and n.input[k]}
         self.taken: set[str] = set()
@@ -344,8 +346,9 @@ class _Importer:
             # a missing attribute or input (None), or numbers numpy cannot fold (its AxisError
             # is a ValueError and an IndexError)
             raise self.fail(node, f"malformed node ({type(e).__name__}: {e})") from None
-        if folding:
-            return [out if isinstance(out, Tensor) else np.asarray(out)]
+        if folding:  # one value, or a list of them (Unique's four outputs)
+            return [o if isinstance(o, Tensor) else np.asarray(o)
+                    for o in (out if isinstance(out, list) else [out])]
         return out if isinstance(out, list) else [out]
 
     def t(self, v) -> Tensor:
@@ -485,7 +488,7 @@ _CONST_OPS: dict[str, Callable] = {
     "Gather": _gather_const, "Unsqueeze": _unsqueeze_const, "Squeeze": _squeeze_const,
     "Concat": _concat_const, "Cast": _cast_const, "Constant": _constant,
     **{op: _binary_const for op in _NUMPY_BINARY}, **{op: _logic_const for op in _NUMPY_LOGIC},
-    **onnx_tensor.CONST_HANDLERS,
+    **onnx_tensor.CONST_HANDLERS, **onnx_static.CONST_HANDLERS,
 }
 
 
@@ -750,7 +753,7 @@ _HANDLERS: dict[str, Callable] = {
     "Sum": _sum_mean, "Mean": _sum_mean, **onnx_more.HANDLERS, **onnx_tensor.HANDLERS,
     **onnx_math.HANDLERS, **onnx_index.HANDLERS, **onnx_attention.HANDLERS,
     **onnx_spatial.HANDLERS, **onnx_quant.HANDLERS, **onnx_signal.HANDLERS,
-    **onnx_control.HANDLERS,
+    **onnx_control.HANDLERS, **onnx_static.HANDLERS,
 }
 
 
