@@ -1,4 +1,5 @@
-"""Model builders that ship with graphc (the demo and the benchmarks use them).
+"""Model builders that ship with graphc (the demo and the benchmarks use them; `digits_vae` is a
+variational autoencoder over the same digits).
 
 `digits_cnn` is the seed's small convolutional net (sections 5-7) for 8x8 single-channel digits,
 10 classes:
@@ -76,3 +77,42 @@ def digits_example_inputs(batch: int = 16, seed: int = 1) -> dict[str, np.ndarra
     rng = np.random.default_rng(seed)
     return {"x": rng.random((batch, 1, IMAGE, IMAGE), dtype=np.float32),
             "labels": rng.integers(0, CLASSES, batch).astype(np.int64)}
+
+
+def digits_vae(batch: int = 32, latent: int = 2, hidden: int = 64, seed: int = 0,
+               dtype: str = "f32") -> Graph:
+    """A variational autoencoder for 8x8 digits flattened to 64 pixels in [0, 1]:
+
+        h = tanh(x W1 + b1),   mu = h Wm + bm,   log σ² = h Wv + bv
+        z = mu + exp(log σ² / 2) · ε,   ε = random_normal(seed)
+        logits = tanh(z D1 + c1) D2 + c2
+        loss = mean over the batch of  Σ_pixels (softplus(logits) - x · logits)
+                                       - ½ Σ_latent (1 + log σ² - mu² - σ²)
+
+    The first sum is the Bernoulli reconstruction loss, the second the KL divergence from the
+    standard normal prior; z is reparameterized, so gradients reach mu and σ through it.
+    Inputs: `x` [batch, 64] and `seed` (an i64 scalar: a new one each step draws new noise).
+    Outputs: `loss` (the negative evidence lower bound per image), `recon` (the decoded pixel
+    probabilities), `mu` and `logvar`."""
+    b = Builder("digits_vae", seed=seed)
+    pixels = IMAGE * IMAGE
+    x = b.input("x", (batch, pixels), dtype)
+    noise_seed = b.input("seed", (), "i64")
+
+    def dense(name: str, a: Tensor, n_in: int, n_out: int, act: str | None) -> Tensor:
+        w = b.param(f"{name}.w", (n_in, n_out), init="glorot", dtype=dtype)
+        bias = b.param(f"{name}.b", (n_out,), init="zeros", dtype=dtype)
+        y = a @ w + bias
+        return y.tanh() if act == "tanh" else y
+
+    h = dense("enc", x, pixels, hidden, "tanh")
+    mu = dense("mu", h, hidden, latent, None).named("mu")
+    logvar = dense("logvar", h, hidden, latent, None).named("logvar")
+    eps = b.random_normal(noise_seed, shape=(batch, latent), dtype=dtype)
+    z = (mu + (logvar * 0.5).exp() * eps).named("z")
+    logits = dense("dec2", dense("dec1", z, latent, hidden, "tanh"), hidden, pixels, None)
+    recon_loss = (logits.softplus() - x * logits).sum(axes=1)
+    kl = ((logvar + 1.0) - mu * mu - logvar.exp()).sum(axes=1) * -0.5
+    loss = (recon_loss + kl).mean().named("loss")
+    return b.build(outputs={"loss": loss, "recon": logits.sigmoid(), "mu": mu,
+                            "logvar": logvar})

@@ -16,7 +16,8 @@ compiler.
 The README lists the supported ops; the handlers live here (arithmetic, shapes, constants),
 in `onnx_layers` (convolutions, pooling, normalization, recurrent ops), `onnx_more` (further
 activations, reductions, resizing), `onnx_tensor` (Einsum, scans, one-hot, layout) and
-`onnx_control` (If, Loop, Scan, sequences and optionals, resolved at import). Anything else
+`onnx_control` (If, Loop, Scan, sequences and optionals, resolved at import), `onnx_static`
+(value-shaped ops of constants), `onnx_quant` (quantization) and `onnx_random`. Anything else
 is a GraphError naming the node and its op. `onnx` is imported only here.
 """
 
@@ -42,6 +43,7 @@ from . import (
     onnx_math,
     onnx_more,
     onnx_quant,
+    onnx_random,
     onnx_signal,
     onnx_spatial,
     onnx_static,
@@ -753,7 +755,7 @@ _HANDLERS: dict[str, Callable] = {
     "Sum": _sum_mean, "Mean": _sum_mean, **onnx_more.HANDLERS, **onnx_tensor.HANDLERS,
     **onnx_math.HANDLERS, **onnx_index.HANDLERS, **onnx_attention.HANDLERS,
     **onnx_spatial.HANDLERS, **onnx_quant.HANDLERS, **onnx_signal.HANDLERS,
-    **onnx_control.HANDLERS, **onnx_static.HANDLERS,
+    **onnx_control.HANDLERS, **onnx_static.HANDLERS, **onnx_random.HANDLERS,
 }
 
 

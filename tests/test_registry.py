@@ -22,7 +22,7 @@ REQUIRED_COMPOSITES = {
     "global_avg_pool", "batch_norm", "layer_norm", "gelu", "softmax", "log_softmax",
     "cross_entropy", "mse",
     "weight_decay", "dropout", "one_hot", "flatten", "residual_block", "rnn_cell", "lstm_cell",
-    "rnn", "lstm", "gru_cell", "gru",
+    "rnn", "lstm", "gru_cell", "gru", "random_normal",
 }
 NON_DIFFERENTIABLE = {"eq", "ne", "lt", "le", "gt", "ge", "argmax", "iota", "random_uniform",
                       "constant", "input", "param"}

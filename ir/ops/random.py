@@ -113,10 +113,60 @@ def ref_random_uniform(inputs, attrs):
     return ((w0 >> np.uint32(8)).astype(np.float32) * np.float32(2.0**-24)).reshape(shape)
 
 
+# -- random_normal: Box-Muller on two halves of one uniform draw ----------------------------------
+#
+# random_normal(seed){shape, stream, mean, std} draws u = random_uniform(seed){[2, *shape],
+# stream} and pairs element i of the first half (u1) with element i of the second (u2):
+#
+#     z = sqrt(-2 ln(1 - u1)) * cos(2 pi u2),     out = mean + std * z
+#
+# 1 - u1 is exact in f32 and lies in [2^-24, 1], so the logarithm is finite and |z| is at most
+# sqrt(48 ln 2) = 5.77: the tails beyond 5.77 standard deviations (probability 8e-9) are cut.
+# It is a composite: backends run its decomposition, so every backend draws the same numbers up
+# to the rounding of log, sqrt and cos.
+
+
+def infer_random_normal(types, attrs):
+    if attrs["std"] < 0:
+        raise AttributeSchemaError(f"random_normal std must be >= 0, got {attrs['std']}")
+    return TensorType(infer_random_uniform(types, attrs).shape, attrs["dtype"])
+
+
+def ref_random_normal(inputs, attrs):
+    shape = tuple(attrs["shape"])
+    u = ref_random_uniform(inputs, {"shape": (2, *shape), "stream": attrs["stream"]})
+    u1, u2 = u.astype(np.float64)
+    z = np.sqrt(-2.0 * np.log(1.0 - u1)) * np.cos(2.0 * np.pi * u2)
+    return (attrs["mean"] + attrs["std"] * z).astype({"f32": np.float32,
+                                                      "f64": np.float64}[attrs["dtype"]])
+
+
+def decompose_random_normal(b, inputs, attrs):
+    (seed,) = inputs
+    shape = tuple(attrs["shape"])
+    u = b.random_uniform(seed, shape=(2, *shape), stream=attrs["stream"])
+    if attrs["dtype"] != "f32":  # the uniforms are exact in f64: the transform runs there
+        u = u.astype(attrs["dtype"])
+    u1, u2 = (b.slice(u, start=(k,) + (0,) * len(shape), stop=(k + 1, *shape)).reshape(shape)
+              for k in (0, 1))
+    z = ((1.0 - u1).log() * -2.0).sqrt() * (u2 * (2.0 * np.pi)).cos()
+    if attrs["std"] != 1.0:
+        z = z * float(attrs["std"])
+    return z + float(attrs["mean"]) if attrs["mean"] != 0.0 else z
+
+
 def register_ops() -> None:
     register(
         OpDef("random_uniform", "random", 1, infer_random_uniform, ref_random_uniform,
               attrs={"shape": Attr("ints"), "stream": Attr("int", 0)}, differentiable=False,
               doc="random_uniform(seed){shape, stream}: f32 uniform in [0, 1) from "
                   "Philox4x32-10, the same bits on every backend."),
+        OpDef("random_normal", "random", 1, infer_random_normal, ref_random_normal,
+              attrs={"shape": Attr("ints"), "stream": Attr("int", 0),
+                     "mean": Attr("float", 0.0), "std": Attr("float", 1.0),
+                     "dtype": Attr("str", "f32", choices=("f32", "f64"))},
+              differentiable=False, decompose=decompose_random_normal,
+              doc="random_normal(seed){shape, stream, mean=0, std=1, dtype=f32}: normal "
+                  "samples, Box-Muller on random_uniform(seed){[2, *shape], stream} (tails cut "
+                  "at 5.77 std)."),
     )

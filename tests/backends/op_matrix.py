@@ -435,6 +435,12 @@ RANDOM_CASES = [
     Case("random_uniform.i32_negative_seed", _graph("ru32", lambda b: {
         "y": b.op("random_uniform", b.input("seed", (), "i32"), shape=(50,)) * 2.0}),
         lambda r: {"seed": np.array(-7, np.int32)}, tags=("random", "exact")),
+    Case("random_normal", _graph("rn", lambda b: {
+        "y": b.random_normal(b.input("seed", (), "i64"), shape=(6, 40), stream=2) * 0.5,
+        "z": b.random_normal(b.input("s32", (), "i32"), shape=(33,), mean=1.0, std=3.0,
+                             dtype="f64")}),
+        lambda r: {"seed": np.array(1234567, np.int64), "s32": np.array(-3, np.int32)},
+        rtol=1e-5, atol=1e-5, tags=("random",)),
     Case("dropout", _graph("drop", lambda b: {
         "y": b.dropout(b.input("x", (8, 16)), b.input("seed", (), "i64"), rate=0.25, stream=1)}),
         lambda r: {"x": r.standard_normal((8, 16)).astype(np.float32),

@@ -111,3 +111,72 @@ def test_random_uniform_is_not_differentiable():
 
     assert not get_op("random_uniform").differentiable
     assert not get_op("iota").differentiable
+
+
+# -- random_normal ---------------------------------------------------------------------------------
+
+
+def _normal(seed, shape, **attrs):
+    (out,) = run_op("random_normal", [np.array(seed, np.int64)], shape=shape, **attrs)
+    return out
+
+
+def test_normal_statistics_against_the_normal_distribution():
+    """Kolmogorov-Smirnov distance to N(0, 1) over 2^17 samples (p = 0.001 at 1.95/sqrt(n)),
+    and the first four moments."""
+    from math import erf, sqrt
+
+    z = np.sort(_normal(3, (256, 512)).ravel().astype(np.float64))
+    n = z.size
+    cdf = 0.5 * (1.0 + np.vectorize(erf)(z / sqrt(2.0)))
+    ks = max(np.max(np.arange(1, n + 1) / n - cdf), np.max(cdf - np.arange(n) / n))
+    assert ks < 1.95 / np.sqrt(n), ks
+    assert abs(z.mean()) < 4 / np.sqrt(n) and abs(z.var() - 1.0) < 0.02
+    assert abs(np.mean(z ** 3)) < 0.05 and abs(np.mean(z ** 4) - 3.0) < 0.1
+    assert np.abs(z).max() <= np.sqrt(48 * np.log(2)) + 1e-6  # the documented tail cut
+
+
+def test_normal_is_box_muller_on_the_uniform_halves():
+    """Element i pairs the uniforms at i and size + i of one random_uniform draw."""
+    u = uniform(9, (2, 3, 4), stream=5).astype(np.float64)
+    want = np.sqrt(-2.0 * np.log(1.0 - u[0])) * np.cos(2.0 * np.pi * u[1])
+    got = _normal(9, (3, 4), stream=5, mean=0.5, std=2.0, dtype="f64")
+    assert got.dtype == np.float64
+    np.testing.assert_allclose(got, 0.5 + 2.0 * want, rtol=1e-15)
+    np.testing.assert_allclose(_normal(9, (3, 4), stream=5), want, rtol=1e-6)
+
+
+def test_random_normal_type_rule_and_errors():
+    b = Builder()
+    s = b.input("s", (), "i64")
+    assert str(b.random_normal(s, shape=(2, 3)).type) == "f32[2, 3]"
+    assert str(b.random_normal(s, shape=(), dtype="f64").type) == "f64[]"
+    with pytest.raises(AttributeSchemaError, match="random_normal std must be >= 0"):
+        b.random_normal(s, shape=(2,), std=-1.0)
+    with pytest.raises(DTypeError, match="seed must be i32 or i64"):
+        b.random_normal(b.input("f", (), "f32"), shape=(2,))
+    with pytest.raises(AttributeSchemaError, match="random_normal"):
+        b.random_normal(s, shape=(2,), dtype="i64")
+
+
+def test_random_normal_is_not_differentiable():
+    from graphc.ir.registry import get_op
+
+    assert not get_op("random_normal").differentiable
+
+
+def test_random_normal_decomposes_into_primitives_that_match_its_reference():
+    from graphc.backends.reference import run_graph
+    from graphc.ir.registry import get_op
+    from graphc.passes import decompose
+
+    b = Builder("rn")
+    s = b.input("s", (), "i64")
+    g = b.build(outputs={"y": b.random_normal(s, shape=(4, 9), stream=7, mean=-1.0, std=0.3),
+                         "z": b.random_normal(s, shape=(5,), dtype="f64")})
+    flat = decompose(g)
+    assert all(get_op(n.op).primitive for n in flat.nodes)
+    feed = {"s": np.array(77, np.int64)}
+    want, got = run_graph(g, feed), run_graph(flat, feed)
+    np.testing.assert_allclose(got["y"], want["y"], rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(got["z"], want["z"], rtol=1e-14)
