@@ -138,11 +138,29 @@ def _inputs(args: argparse.Namespace, graph, seeded: bool) -> dict[str, np.ndarr
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from graphc.backends.reference import run_graph
+    """Run a model file on a target (the reference by default), or an AOT package as it is."""
+    if Path(args.model).is_dir():  # a package written by `graphc compile -o`
+        import graphc
 
-    graph = _load(args)
-    inputs = _inputs(args, graph, seeded=False)
-    outputs = run_graph(graph, inputs)
+        if args.dim or args.shape:
+            raise GraphError("--dim and --shape bind a model file's dimensions; a package's "
+                             "shapes were fixed when it was compiled")
+        exe = graphc.load(args.model)
+        if not args.inputs and exe.input_names:
+            raise GraphError(f"package {args.model!r} has inputs {exe.input_names}: give them "
+                             "with --inputs FILE.npz")
+        outputs = exe(_inputs(args, None, seeded=False) if args.inputs else {})
+    else:
+        graph = _load(args)
+        inputs = _inputs(args, graph, seeded=False)
+        if args.target == "reference":
+            from graphc.backends.reference import run_graph
+
+            outputs = run_graph(graph, inputs)
+        else:
+            from graphc.compiler import compile as compile_graph
+
+            outputs = compile_graph(graph, target=args.target)(inputs)
     if args.output:
         np.savez(args.output, **outputs)
         print(f"wrote {len(outputs)} outputs to {args.output}")
@@ -299,8 +317,10 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--no-fuse", action="store_true", help="one kernel per primitive")
     c.set_defaults(fn=cmd_compile)
 
-    r = sub.add_parser("run", help="run a model on the reference backend")
-    _model_argument(r)
+    r = sub.add_parser("run", help="run a model (on the reference backend unless --target says "
+                                   "otherwise) or a compiled package")
+    _model_argument(r, help="a model file, or a package folder from `graphc compile -o`")
+    r.add_argument("--target", default="reference", choices=["reference", "llvm", "triton"])
     r.add_argument("--inputs", help=".npz with one array per graph input (default: the model "
                    "file's example_inputs(), if it has one)")
     r.add_argument("-o", "--output", help="write outputs to this .npz")

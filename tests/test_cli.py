@@ -69,3 +69,21 @@ def test_import_graphc_stays_light():
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True)
     assert res.stdout.strip() == "[]"
+
+
+def test_run_on_a_compiled_target_and_from_a_package(tmp_path, capsys):
+    """`graphc run --target llvm` and `graphc run PACKAGE` give the reference's outputs."""
+    path = write_model(tmp_path)
+    x = np.array([1.0, 2.0, 3.0], np.float32)
+    np.savez(tmp_path / "in.npz", x=x)
+    want = 1 / (1 + np.exp(-(x * np.array([1.0, -2.0, 0.5]))))
+    pkg = tmp_path / "m.gcpkg"
+    assert main(["compile", str(path), "-o", str(pkg)]) == 0
+    for argv in (["run", str(path), "--target", "llvm"], ["run", str(pkg)]):
+        out = tmp_path / "out.npz"
+        assert main([*argv, "--inputs", str(tmp_path / "in.npz"), "-o", str(out)]) == 0, argv
+        with np.load(out) as data:
+            np.testing.assert_allclose(data["y"], want, rtol=1e-6, err_msg=str(argv))
+    capsys.readouterr()
+    assert main(["run", str(pkg)]) == 2
+    assert "has inputs ['x']: give them with --inputs" in capsys.readouterr().err
