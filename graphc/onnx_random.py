@@ -1,5 +1,5 @@
-"""ONNX random ops as graphc's counter-based generators: RandomUniform(Like), RandomNormal(Like)
-and Bernoulli.
+"""ONNX random ops as graphc's counter-based generators: RandomUniform(Like), RandomNormal(Like),
+Bernoulli and Multinomial.
 
 Note: where the seed comes from
 -------------------------------
@@ -85,8 +85,33 @@ def bernoulli(imp, node, ins, attrs):
     return hit.astype(_dtype(imp, node, attrs, p, integers=True))
 
 
+def multinomial(imp, node, ins, attrs):
+    """`sample_size` class indices per row of unnormalized log-probabilities, by inverse CDF:
+    the number of classes whose cumulative probability a uniform draw reaches (the last class
+    when rounding leaves the total just below the draw)."""
+    from onnx import TensorProto
+
+    logits = imp.t(ins[0])
+    if logits.ndim != 2:
+        raise imp.fail(node, f"input of shape {list(logits.shape)}: [batch, classes] expected")
+    batch, classes = logits.shape
+    samples = int(attrs.get("sample_size", 1))
+    seed, stream = _seed(imp, node, attrs)
+    p = imp.b.softmax(logits if logits.dtype == "f32" else logits.astype("f32"), axis=1)
+    upper = np.triu(np.ones((classes, classes), np.float32))  # cdf[j] = sum of p[i], i <= j
+    cdf = (p @ imp.b.const(upper)).reshape(batch, 1, classes)
+    u = imp.b.random_uniform(seed, shape=(batch, samples, 1), stream=stream)
+    index = (u >= cdf).astype("i32").sum(axes=2)
+    index = index.minimum(imp.b.const(classes - 1, dtype="i32"))
+    kinds = {TensorProto.INT32: "i32", TensorProto.INT64: "i64"}
+    dtype = kinds.get(int(attrs.get("dtype", TensorProto.INT32)))
+    if dtype is None:
+        raise imp.fail(node, f"samples of element type {attrs['dtype']} (int32 or int64 only)")
+    return index if dtype == "i32" else index.astype(dtype)
+
+
 HANDLERS = {"RandomUniform": random_uniform, "RandomUniformLike": random_uniform,
             "RandomNormal": random_normal, "RandomNormalLike": random_normal,
-            "Bernoulli": bernoulli}
+            "Bernoulli": bernoulli, "Multinomial": multinomial}
 
 __all__ = ["HANDLERS", "SEED_INPUT"]

@@ -101,3 +101,32 @@ def test_a_seed_name_taken_by_the_model_is_refused():
                    ["y"])
     with pytest.raises(OnnxImportError, match=r"already names a value 'seed'"):
         graphc.from_onnx(model)
+
+
+@pytest.mark.parametrize("target", ["reference", "llvm"])
+def test_multinomial_samples_follow_the_softmax(target):
+    """Class frequencies over 20,000 samples per row against softmax(logits): a chi-square
+    test per row (p = 0.001), an impossible class never drawn, int64 indices on request."""
+    logits = np.log(np.array([[0.1, 0.2, 0.3, 0.4], [0.7, 0.0, 0.2, 0.1]], np.float32) + 1e-30)
+    logits[1, 1] = -np.inf
+    g = helper.make_graph([helper.make_node("Multinomial", ["x"], ["s"], sample_size=20000,
+                                            dtype=TensorProto.INT64)], "mn",
+                          [helper.make_tensor_value_info("x", F, [2, 4])],
+                          [helper.make_tensor_value_info("s", TensorProto.INT64, None)])
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 9
+    got = graphc.compile(graphc.from_onnx(model), target=target)(x=logits,
+                                                                   seed=np.array(5, np.int64))
+    s = got["s"]
+    want = ort.InferenceSession(model.SerializeToString(),
+                                providers=["CPUExecutionProvider"]).run(None, {"x": logits})[0]
+    assert s.shape == want.shape == (2, 20000) and s.dtype == want.dtype == np.int64
+    p = np.exp(logits - logits.max(1, keepdims=True))
+    p /= p.sum(1, keepdims=True)
+    for row in range(2):
+        counts = np.bincount(s[row], minlength=4)
+        expected = p[row] * s.shape[1]
+        seen = expected > 0
+        chi2 = float(np.sum((counts[seen] - expected[seen]) ** 2 / expected[seen]))
+        assert chi2 < 16.3, (row, counts, expected)  # 3 degrees of freedom at p = 0.001
+        assert np.all(counts[~seen] == 0)
