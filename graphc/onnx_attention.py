@@ -122,6 +122,45 @@ def rotary_embedding(imp, node, ins, attrs):
     return y
 
 
-HANDLERS = {"Attention": attention, "RotaryEmbedding": rotary_embedding}
+def tensor_scatter(imp, node, ins, attrs):
+    """A KV-cache update (opset 24): `update`'s steps written into `past_cache` along `axis`
+    from each batch item's write index (fed at run time; 0 without one), modulo the cache
+    length in circular mode. Each cache position picks its update step, if any, by a `take`
+    at positions computed from the write indices, and a `select` keeps the rest."""
+    from .onnx_index import along_axis_positions
+    from .onnx_math import both
+
+    past, upd = imp.t(ins[0]), imp.t(ins[1])
+    rank = past.ndim
+    axis = int(attrs.get("axis", -2))
+    axis = axis + rank if axis < 0 else axis
+    if not 1 <= axis < rank:
+        raise imp.fail(node, f"axis {attrs.get('axis', -2)} of a rank-{rank} cache: the "
+                             "sequence axis cannot be the batch axis")
+    s_max, s_new = past.shape[axis], upd.shape[axis]
+    others = [d for a, d in enumerate(past.shape) if a != axis]
+    if upd.ndim != rank or s_new > s_max or \
+            [d for a, d in enumerate(upd.shape) if a != axis] != others:
+        raise imp.fail(node, f"update of shape {list(upd.shape)} for a cache of shape "
+                             f"{list(past.shape)} along axis {axis}")
+    mode = attrs.get("mode", b"linear")
+    mode = mode.decode() if isinstance(mode, bytes) else mode
+    if mode not in ("linear", "circular"):
+        raise imp.fail(node, f"mode {mode!r}")
+    i64 = lambda v: imp.b.const(v, dtype="i64")  # noqa: E731
+    w = ins[2] if len(ins) > 2 and ins[2] is not None else np.zeros(past.shape[0], np.int64)
+    w = imp.b.const(np.asarray(w, np.int64)) if isinstance(w, np.ndarray) else imp.t(w)
+    w = (w if w.dtype == "i64" else w.astype("i64")).reshape(past.shape[0], *[1] * (rank - 1))
+    k = imp.b.op("iota", shape=past.shape, axis=axis, dtype="i64") - w
+    if mode == "circular":  # graphc's integer division floors: k mod s_max lands in [0, s_max)
+        k = k - imp.b.op("div", k, i64(s_max)) * s_max
+    inside = both(imp, k >= i64(0), k < i64(s_new))
+    src = k.maximum(i64(0)).minimum(i64(s_new - 1))
+    flat = along_axis_positions(imp, node, upd.shape, src, axis)
+    return imp.b.select(inside, imp.b.take(upd.reshape(-1), flat, axis=0), past)
+
+
+HANDLERS = {"Attention": attention, "RotaryEmbedding": rotary_embedding,
+            "TensorScatter": tensor_scatter}
 
 __all__ = ["HANDLERS"]

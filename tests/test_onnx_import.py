@@ -653,6 +653,10 @@ def _triton_models(rng) -> dict:
             node("GridSample", ["x", "grid"], ["y"], padding_mode="reflection"),
         ], {"x": x4}, ["y"], {"theta": _f32(rng, 2, 2, 3),
                               "size": i64(2, 3, 4, 5)}), 20), {"x": x4}),
+        "kvcache": (_opset(make_model("kvcache", [
+            node("TensorScatter", ["past", "upd", "w"], ["y"], mode="circular"),
+        ], {"past": tf["q"], "upd": tf["k"][:, :, :2], "w": i64(3, 0)}, ["y"]), 24),
+            {"past": tf["q"], "upd": tf["k"][:, :, :2], "w": i64(3, 0)}),
         "quant": (make_model("quant", [
             node("DynamicQuantizeLinear", ["x"], ["q", "s", "z"]),
             node("MatMulInteger", ["q", "b", "z", "bz"], ["acc"]),

@@ -128,3 +128,44 @@ def test_causal_cache_with_fewer_queries_than_new_keys_follows_the_onnx_referenc
         got = graphc.compile(graph, target=target)(feeds)
         for name, w in zip(("y", "kk", "vv"), want, strict=True):
             np.testing.assert_allclose(got[name], w, rtol=1e-5, atol=1e-6, err_msg=name)
+
+
+@pytest.mark.parametrize("mode,axis,shape,steps,write", [
+    ("linear", -2, (2, 3, 8, 4), 3, [0, 5]),
+    ("circular", -2, (2, 3, 8, 4), 3, [6, 7]),
+    ("linear", 1, (3, 6, 5), 2, None),
+    ("circular", 2, (2, 4, 5, 3), 5, [9, 3]),
+], ids=["linear", "circular-wraps", "no-write-indices", "circular-whole-cache"])
+def test_tensor_scatter_updates_a_kv_cache(rng, mode, axis, shape, steps, write):
+    """Opset 24's TensorScatter against ONNX Runtime: write indices fed at run time, per batch
+    item, wrapping around the cache in circular mode."""
+    from onnx import TensorProto, helper
+
+    upd = list(shape)
+    upd[axis] = steps
+    names = ["past", "upd"] + (["w"] if write is not None else [])
+    ins = [helper.make_tensor_value_info("past", TensorProto.FLOAT, list(shape)),
+           helper.make_tensor_value_info("upd", TensorProto.FLOAT, upd)]
+    if write is not None:
+        ins.append(helper.make_tensor_value_info("w", TensorProto.INT64, [shape[0]]))
+    g = helper.make_graph([helper.make_node("TensorScatter", names, ["y"], mode=mode, axis=axis)],
+                          "ts", ins, [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)])
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 24)])
+    model.ir_version = 10
+    feeds = {"past": _f32(rng, *shape), "upd": _f32(rng, *upd)}
+    if write is not None:
+        feeds["w"] = np.array(write, np.int64)
+    _check(model, feeds, rtol=0, atol=0)
+
+
+def test_tensor_scatter_refuses_a_mismatched_update(rng):
+    from onnx import TensorProto, helper
+
+    g = helper.make_graph([helper.make_node("TensorScatter", ["past", "upd"], ["y"])], "ts",
+                          [helper.make_tensor_value_info("past", TensorProto.FLOAT, [2, 4, 3]),
+                           helper.make_tensor_value_info("upd", TensorProto.FLOAT, [2, 5, 3])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)])
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 24)])
+    with pytest.raises(graphc.GraphError, match=r"\(TensorScatter\): update of shape \[2, 5, 3\] "
+                                                r"for a cache of shape \[2, 4, 3\]"):
+        graphc.from_onnx(model)
