@@ -389,3 +389,22 @@ def test_masked_pieces_read_through_reshapes_without_divisions(rng):
     for load in loads:
         atoms = [a for ix in load.index for a, _ in ix.terms]
         assert not any(isinstance(a, (FloorDiv, Mod)) for a in atoms), str(load)
+
+
+@pytest.mark.parametrize("pieces,leaf,fused", [(4, "load", True), (5, "load", False),
+                                               (2, "tanh", False), (64, "load", False)])
+def test_a_reduction_reads_only_small_cheap_concatenations(pieces, leaf, fused, rng):
+    """A reduction's sweep evaluates a concatenation's whole select tree for every element: it
+    may read at most 4 pieces, and pieces computing next to nothing; otherwise the
+    concatenation is stored first and the reduction reads the buffer."""
+    b = Builder("t", seed=0)
+    xs = [b.input(f"x{t}", (1, 6, 8)) for t in range(pieces)]
+    hs = b.concat(*[x.tanh() if leaf == "tanh" else x for x in xs], axis=0)
+    g = decompose(b.build(outputs={"loss": (hs * hs).mean()}))
+    _, sched = check_schedule(g, {f"x{t}": rng.standard_normal((1, 6, 8)).astype(np.float32)
+                                  for t in range(pieces)})
+    (red,) = [k for k in sched.kernels if isinstance(k, LoopKernel) and k.reduce_domain]
+    reads = {e.buffer for e in walk(red.expr_roots()) if isinstance(e, Load)}
+    assert (reads == {f"x{t}" for t in range(pieces)}) == fused, reads
+    why = "recompute cap" if leaf == "tanh" else "size cap"
+    assert fused or any(r.reason == why for r in sched.rejections)
