@@ -110,7 +110,7 @@ def _all_nodes(graph):
     for n in graph.node:
         yield n
         for a in n.attribute:
-            for g in [a.g] * a.HasField("g") + list(a.graphs):
+            for g in ([a.g] if a.HasField("g") else []) + list(a.graphs):
                 yield from _all_nodes(g)
 
 
