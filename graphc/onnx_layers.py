@@ -5,6 +5,8 @@ Tensors, or numpy arrays for constants) and its attributes."""
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 
@@ -101,7 +103,76 @@ def pool(imp, node, ins, attrs, kind: str | None = None):
             counts = views[tuple(slice(None, None, s) for s in strides)].sum(
                 axis=tuple(range(rank, 2 * rank)))
             out = out / imp.b.const(counts.reshape((1, 1) + counts.shape).astype(np.float32))
+    if kind == "max" and len(node.output) > 1 and node.output[1]:
+        pad_end = [pads[i + rank] + extra[i] for i in range(rank)]
+        return [out, max_pool_indices(imp, x, kernel, strides, pads[:rank], pad_end,
+                                      int(attrs.get("storage_order", 0)))]
     return [out] if len(node.output) == 1 else [out, None]
+
+
+def max_pool_indices(imp, x, kernel, strides, pad_begin, pad_end, storage_order: int):
+    """MaxPool's Indices: where in x (flattened, N and C included; spatial axes row-major, or
+    column-major with storage_order=1) each window's maximum is, the first one on ties. One
+    strided slice of the -inf-padded input per kernel offset, kept where it is larger."""
+    import itertools
+
+    rank = len(kernel)
+    n, c, *dims = x.shape
+    xp = imp.b.op("pad", x, low=(0, 0, *pad_begin), high=(0, 0, *pad_end), value=-math.inf)
+    out = [(d + lo + hi - k) // st + 1
+           for d, lo, hi, k, st in zip(dims, pad_begin, pad_end, kernel, strides, strict=True)]
+    shape = (n, c, *out)
+    iota = lambda axis: imp.b.op("iota", shape=shape, axis=axis, dtype="i64")  # noqa: E731
+    order = list(range(rank))[::-1] if storage_order else list(range(rank))
+    base = (iota(0) * c + iota(1)) * int(np.prod(dims))
+    best_v = best_i = None
+    for offset in itertools.product(*(range(k) for k in kernel)):
+        stop = [o + (m - 1) * st + 1 for o, m, st in zip(offset, out, strides, strict=True)]
+        cand = imp.b.op("slice", xp, start=(0, 0, *offset), stop=(n, c, *stop),
+                        step=(1, 1, *strides))
+        flat = base
+        stride = 1
+        for a in reversed(order):  # the last axis in `order` varies fastest
+            coord = iota(2 + a) * strides[a] + (offset[a] - pad_begin[a])
+            flat = flat + coord * stride
+            stride *= dims[a]
+        if best_v is None:
+            best_v, best_i = cand, flat
+        else:
+            better = cand > best_v
+            best_v, best_i = imp.b.select(better, cand, best_v), imp.b.select(better, flat,
+                                                                                 best_i)
+    return best_i
+
+
+def max_unpool(imp, node, ins, attrs):
+    """Each value put back where its index says in a zero tensor of the unpooled shape (or the
+    `output_shape` given). Indices from a MaxPool of overlapping windows repeat one element's
+    position, with its value each time: the sums are divided by how often each position came."""
+    x = imp.t(ins[0])
+    idx = ins[1]
+    idx = imp.b.const(np.asarray(idx, np.int64)) if isinstance(idx, np.ndarray) else imp.t(idx)
+    idx = idx if idx.dtype == "i64" else idx.astype("i64")
+    rank = x.ndim - 2
+    kernel = [int(k) for k in attrs["kernel_shape"]]
+    strides = [int(s) for s in attrs.get("strides", [1] * rank)]
+    pads = [int(p) for p in attrs.get("pads", [0] * (2 * rank))]
+    if len(ins) > 2 and ins[2] is not None:
+        shape = imp.ints(node, ins[2], "output_shape")
+    else:
+        shape = [x.shape[0], x.shape[1]] + [
+            (d - 1) * st - pads[i] - pads[i + rank] + k
+            for i, (d, st, k) in enumerate(zip(x.shape[2:], strides, kernel, strict=True))]
+    if list(shape[:2]) != list(x.shape[:2]):
+        raise imp.fail(node, f"output_shape {list(shape)} for input {list(x.shape)}")
+    total = int(np.prod(shape))
+    zeros = imp.b.const(0.0, dtype=x.dtype, shape=(total,))
+    flat_idx = idx.reshape(-1)
+    sums = imp.b.scatter_add(zeros, flat_idx, x.reshape(-1), axis=0)
+    counts = imp.b.scatter_add(zeros, flat_idx, imp.b.const(1.0, dtype=x.dtype,
+                                                            shape=(int(np.prod(x.shape)),)),
+                               axis=0)
+    return (sums / counts.maximum(1.0)).reshape(*shape)
 
 
 def global_avg_pool(imp, node, ins, attrs):

@@ -653,6 +653,12 @@ def _triton_models(rng) -> dict:
             node("GridSample", ["x", "grid"], ["y"], padding_mode="reflection"),
         ], {"x": x4}, ["y"], {"theta": _f32(rng, 2, 2, 3),
                               "size": i64(2, 3, 4, 5)}), 20), {"x": x4}),
+        "unpool": (_opset(make_model("unpool", [
+            node("MaxPool", ["x"], ["y", "i"], kernel_shape=[3, 3], strides=[2, 2],
+                 pads=[1, 1, 1, 1]),
+            node("MaxUnpool", ["y", "i", "xs"], ["u"], kernel_shape=[3, 3], strides=[2, 2],
+                 pads=[1, 1, 1, 1]),
+        ], {"x": x4}, ["u"], {"xs": i64(*x4.shape)}), 12), {"x": x4}),
         "kvcache": (_opset(make_model("kvcache", [
             node("TensorScatter", ["past", "upd", "w"], ["y"], mode="circular"),
         ], {"past": tf["q"], "upd": tf["k"][:, :, :2], "w": i64(3, 0)}, ["y"]), 24),
