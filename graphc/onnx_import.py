@@ -743,6 +743,7 @@ _HANDLERS: dict[str, Callable] = {
     "LeakyRelu": _leaky_relu, "MatMul": _matmul, "Gemm": _gemm, "Softmax": _softmax,
     "LogSoftmax": _softmax, "Conv": layers.conv, "MaxPool": layers.pool, "AveragePool": layers.pool,
     "GlobalAveragePool": layers.global_avg_pool, "MaxUnpool": layers.max_unpool,
+    "Col2Im": layers.col2im,
     "BatchNormalization": layers.batch_norm,
     "LayerNormalization": layers.layer_norm,
     "Reshape": _reshape, "Flatten": _flatten, "Transpose": _transpose, "Concat": _concat,

@@ -175,6 +175,41 @@ def max_unpool(imp, node, ins, attrs):
     return (sums / counts.maximum(1.0)).reshape(*shape)
 
 
+def col2im(imp, node, ins, attrs):
+    """Col2Im: every column of blocks added back into the image, the adjoint of im2col. Block
+    offset k's row of the input, laid out over the block positions, is spread by the strides
+    (interior padding) and shifted to its offset (edge padding, negative where the pads crop);
+    the image is the sum over the offsets."""
+    import itertools
+
+    x = imp.t(ins[0])
+    image = imp.ints(node, ins[1], "image_shape")
+    block = imp.ints(node, ins[2], "block_shape")
+    rank = len(image)
+    dil = [int(d) for d in attrs.get("dilations", [1] * rank)]
+    strides = [int(st) for st in attrs.get("strides", [1] * rank)]
+    pads = [int(q) for q in attrs.get("pads", [0] * (2 * rank))]
+    n, ck, length = x.shape
+    k = int(np.prod(block))
+    positions = [(image[i] + pads[i] + pads[i + rank] - dil[i] * (block[i] - 1) - 1)
+                 // strides[i] + 1 for i in range(rank)]
+    if ck % k or int(np.prod(positions)) != length:
+        raise imp.fail(node, f"input of shape {list(x.shape)} for blocks {block} over an image "
+                             f"{image} ({int(np.prod(positions))} block positions)")
+    c = ck // k
+    cols = x.reshape(n, c, k, *positions)
+    out = None
+    for j, offset in enumerate(itertools.product(*(range(b) for b in block))):
+        col = imp.b.op("slice", cols, start=(0, 0, j) + (0,) * rank,
+                       stop=(n, c, j + 1, *positions)).reshape(n, c, *positions)
+        low = [o * d - pads[i] for i, (o, d) in enumerate(zip(offset, dil, strict=True))]
+        high = [image[i] - low[i] - ((positions[i] - 1) * strides[i] + 1) for i in range(rank)]
+        part = imp.b.op("pad", col, low=(0, 0, *low), high=(0, 0, *high),
+                        interior=(0, 0, *[st - 1 for st in strides]))
+        out = part if out is None else out + part
+    return out
+
+
 def global_avg_pool(imp, node, ins, attrs):
     x = imp.t(ins[0])
     return x.mean(tuple(range(2, x.ndim)), keepdims=True)

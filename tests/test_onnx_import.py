@@ -658,7 +658,10 @@ def _triton_models(rng) -> dict:
                  pads=[1, 1, 1, 1]),
             node("MaxUnpool", ["y", "i", "xs"], ["u"], kernel_shape=[3, 3], strides=[2, 2],
                  pads=[1, 1, 1, 1]),
-        ], {"x": x4}, ["u"], {"xs": i64(*x4.shape)}), 12), {"x": x4}),
+            node("Col2Im", ["cols", "im", "bl"], ["c2i"], strides=[2, 1], pads=[1, 0, 1, 1]),
+        ], {"x": x4, "cols": _f32(rng, 2, 12, 15)}, ["u", "c2i"],
+            {"xs": i64(*x4.shape), "im": i64(6, 5), "bl": i64(3, 2)}), 18),
+            {"x": x4, "cols": _f32(rng, 2, 12, 15)}),
         "kvcache": (_opset(make_model("kvcache", [
             node("TensorScatter", ["past", "upd", "w"], ["y"], mode="circular"),
         ], {"past": tf["q"], "upd": tf["k"][:, :, :2], "w": i64(3, 0)}, ["y"]), 24),
