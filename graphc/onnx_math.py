@@ -281,7 +281,46 @@ def eye_like(imp, node, ins, attrs):
     return imp.b.const(eye)
 
 
+def det(imp, node, ins, attrs):
+    """The determinant of each [n, n] matrix of x [..., n, n]: LU elimination with partial
+    pivoting unrolled over the n columns. Each step picks the row of largest magnitude in the
+    column (argmax), swaps it up by selects on row indices (exact: no arithmetic touches the
+    moved values), and subtracts multiples of it from the rows below; the determinant is the
+    product of the pivots, negated per swap. A zero pivot (a singular matrix) gives 0."""
+    x = imp.t(ins[0])
+    if x.ndim < 2 or x.shape[-1] != x.shape[-2]:
+        raise imp.fail(node, f"input of shape {list(x.shape)}: [..., n, n] expected")
+    n = x.shape[-1]
+    batch = x.shape[:-2]
+    sel = imp.b.select
+    rows = imp.b.op("iota", shape=(*batch, n, 1), axis=len(batch), dtype="i64")
+    a, result = x, None
+    for k in range(n):
+        col = imp.b.op("slice", a, start=(0,) * len(batch) + (k, k),
+                       stop=(*batch, n, k + 1)).reshape(*batch, n - k)
+        p = imp.b.op("argmax", abs(col), axis=len(batch), keepdims=False) + k  # [...]
+        p = p.reshape(*batch, 1, 1)
+        row_k = imp.b.op("slice", a, start=(0,) * len(batch) + (k, 0),
+                         stop=(*batch, k + 1, n))
+        row_p = (sel(rows.eq(p), a, imp.b.const(0.0, dtype=a.dtype))).sum(
+            axes=len(batch), keepdims=True)  # exact: one nonzero term per column
+        a = sel(rows.eq(k), row_p, sel(rows.eq(p), row_k, a))
+        pivot = imp.b.op("slice", a, start=(0,) * len(batch) + (k, k),
+                         stop=(*batch, k + 1, k + 1))
+        signed = sel(p.ne(k), -pivot, pivot)  # [..., 1, 1]
+        result = signed if result is None else result * signed
+        if k + 1 < n:
+            safe = sel(pivot.eq(0.0), imp.b.const(1.0, dtype=a.dtype), pivot)
+            below = (rows > k).astype(a.dtype)
+            m = imp.b.op("slice", a, start=(0,) * len(batch) + (0, k),
+                         stop=(*batch, n, k + 1)) / safe * below
+            a = a - m * sel(rows.eq(k), a, imp.b.const(0.0, dtype=a.dtype)).sum(
+                axes=len(batch), keepdims=True)
+    return result.reshape(*batch)
+
+
 HANDLERS = {
+    "Det": det,
     "Sin": lambda imp, node, ins, attrs: _x(imp, ins).sin(),
     "Cos": lambda imp, node, ins, attrs: _x(imp, ins).cos(),
     "Atan": lambda imp, node, ins, attrs: _x(imp, ins).atan(),

@@ -629,8 +629,8 @@ def _triton_models(rng) -> dict:
             node("Sin", ["x"], ["s"]), node("Cos", ["s"], ["c"]), node("Sinh", ["c"], ["sh"]),
             node("Asinh", ["sh"], ["ash"]), node("Trilu", ["ash", "k"], ["tr"], upper=0),
             node("LRN", ["x"], ["lrn"], size=3), node("Mod", ["x", "d"], ["md"], fmod=1),
-            node("GatherElements", ["x", "gi"], ["ge"], axis=2),
-        ], {"x": x4}, ["tr", "lrn", "md", "ge"],
+            node("GatherElements", ["x", "gi"], ["ge"], axis=2), node("Det", ["x"], ["dt"]),
+        ], {"x": x4}, ["tr", "lrn", "md", "ge", "dt"],
             {"k": i64(1), "d": np.asarray(0.7, np.float32),
              "gi": rng.integers(-6, 6, (2, 3, 2, 6))})), {"x": x4}),
         "index": (make_model("index", [

@@ -258,3 +258,34 @@ def test_swiglu(rng):
     for target in ("reference", "llvm"):
         got = graphc.compile(graph, target=target)(a=a, b=b)["y"]
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (2, 2), (3, 3), (4, 5, 5), (2, 3, 8, 8)])
+def test_det_by_pivoted_elimination(rng, shape):
+    """Det against ONNX Runtime and float64 numpy; a singular matrix (two proportional rows)
+    gives zero to rounding."""
+    x = _f32(rng, *shape)
+    if len(shape) == 3:
+        x[1, 2] = 2.0 * x[1, 0]
+    model = make_model("det", [node("Det", ["x"], ["y"])], {"x": x}, ["y"])
+    graph = _check(model, {"x": x}, rtol=1e-4, atol=1e-5)
+    want = np.linalg.det(x.astype(np.float64))
+    got = graphc.compile(graph, target="llvm")(x=x)["y"]
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5 * max(1.0, np.abs(want).max()))
+    if len(shape) == 3:
+        assert abs(got[1]) < 1e-5 * np.abs(x[1]).max() ** 5
+
+
+def test_det_gradient_against_torch(rng):
+    """d det(A) / dA = det(A) A^-T: through the selects of the row swaps and the eliminations,
+    against torch.linalg.det's autograd."""
+    torch = pytest.importorskip("torch")
+    x = _f32(rng, 3, 4, 4)
+    model = make_model("det", [node("Det", ["x"], ["d"]),
+                               node("ReduceSum", ["d"], ["loss"], keepdims=0)], {"x": x},
+                       ["loss"])
+    g = graphc.autodiff(graphc.from_onnx(model), "loss", ["x"])
+    got = graphc.compile(g, target="llvm")(x=x)["grad.x"]
+    tx = torch.tensor(x.astype(np.float64), requires_grad=True)
+    torch.linalg.det(tx).sum().backward()
+    np.testing.assert_allclose(got, tx.grad.numpy(), rtol=2e-4, atol=2e-5)
