@@ -67,12 +67,7 @@ def run_subgraph(imp, node, graph, bindings: list) -> list:
             imp.env[t.name] = imp.nh.to_array(t)
         for vi, v in zip(graph.input, bindings, strict=True):
             imp.env[vi.name] = v
-        for n in graph.node:
-            for raw, v in zip(n.output, imp._node(n), strict=False):
-                if raw and v is None:
-                    imp.skipped[raw] = n
-                elif raw:
-                    imp.env[raw] = imp._named(v, raw)
+        imp.import_nodes(graph.node)
         outs = []
         for vi in graph.output:
             if vi.name in imp.skipped:

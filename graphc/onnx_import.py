@@ -182,13 +182,7 @@ class _Importer:
                 continue
             self.env[vi.name] = self.b.input(self.fresh(vi.name), self._input_shape(vi),
                                              self._dtype(vi))
-        for node in self.graph.node:
-            outs = self._node(node)
-            for raw, v in zip(node.output, outs, strict=False):
-                if raw and v is None:  # an optional output the importer does not compute
-                    self.skipped[raw] = node
-                elif raw:
-                    self.env[raw] = self._named(v, raw)
+        self.import_nodes(self.graph.node)
         outputs = {}
         for vi in self.graph.output:
             v = self.env.get(vi.name)
@@ -204,6 +198,15 @@ class _Importer:
             # outputs have a namespace of their own
             outputs[_unique(_clean(vi.name), outputs)] = self._tensor(v)
         return self.b.build(name, outputs=outputs)
+
+    def import_nodes(self, nodes) -> None:
+        """Import `nodes` in order, each output into `env` under its ONNX name."""
+        for node in nodes:
+            for raw, v in zip(node.output, self._node(node), strict=False):
+                if raw and v is None:  # an optional output the importer does not compute
+                    self.skipped[raw] = node
+                elif raw:
+                    self.env[raw] = self._named(v, raw)
 
     def _named(self, v, raw: str):
         """A node made for ONNX value `raw` prints under its name (`%conv_Conv_output_0`)."""
@@ -235,8 +238,8 @@ class _Importer:
     def bind_dims(self, dims: dict[str, int]) -> None:
         """Check `dims` and the `shapes` against the model's inputs; then bind every symbolic
         name the given shapes fix, so that other inputs naming it agree with them."""
-        inputs = {vi.name: vi for vi in self.graph.input
-                  if vi.name not in {t.name for t in self.graph.initializer}}
+        inits = {t.name for t in self.graph.initializer}
+        inputs = {vi.name: vi for vi in self.graph.input if vi.name not in inits}
         unknown = sorted(set(self.shapes) - set(inputs))
         if unknown:
             raise OnnxImportError(f"{self.where}: shapes given for {unknown}, which are not "

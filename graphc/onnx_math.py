@@ -314,8 +314,7 @@ def det(imp, node, ins, attrs):
             below = (rows > k).astype(a.dtype)
             m = imp.b.op("slice", a, start=(0,) * len(batch) + (0, k),
                          stop=(*batch, n, k + 1)) / safe * below
-            a = a - m * sel(rows.eq(k), a, imp.b.const(0.0, dtype=a.dtype)).sum(
-                axes=len(batch), keepdims=True)
+            a = a - m * row_p  # row k is row_p since the swap
     return result.reshape(*batch)
 
 

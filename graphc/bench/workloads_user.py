@@ -10,6 +10,7 @@ floats, zero integers (valid indices and labels), random booleans."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -63,18 +64,10 @@ def model_name(path: str, dims: list[str] | None = None,
 
 def _split_name(name: str) -> tuple[str, list[str], list[str]]:
     """`model_name`'s inverse: (path, --dim specs, --shape specs)."""
-    rest = name[len(PREFIX):]
-    cut = min((i for i in (rest.find(m) for m in BINDING.values()) if i >= 0),
-              default=len(rest))
-    path, specs = rest[:cut], rest[cut:]
+    path, *parts = re.split(r"#(dim|shape):", name[len(PREFIX):])
     found: dict[str, list[str]] = {k: [] for k in BINDING}
-    while specs:
-        kind = next(k for k, m in BINDING.items() if specs.startswith(m))
-        specs = specs[len(BINDING[kind]):]
-        nxt = min((i for i in (specs.find(m) for m in BINDING.values()) if i >= 0),
-                  default=len(specs))
-        found[kind].append(specs[:nxt])
-        specs = specs[nxt:]
+    for kind, spec in zip(parts[::2], parts[1::2], strict=True):
+        found[kind].append(spec)
     return path, found["dim"], found["shape"]
 
 

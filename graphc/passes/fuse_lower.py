@@ -411,7 +411,7 @@ class Lowering:
             raise Reject("size cap", f"%{self.nm(n)} concatenates {len(n.inputs)} pieces (> "
                                      f"{MAX_SWEEP_PIECES}): a reduction's sweep would evaluate "
                                      "every piece for every element")
-        before = dict(self.pulls)
+        before = dict(self.pulls) if self.sweeping else None  # only a sweep counts the cost
         pieces: list[tuple[int, int, Expr]] = []  # (first, end) along axis, the piece's value
         offset = 0
         for v in n.inputs:
@@ -422,9 +422,9 @@ class Lowering:
                 extra = () if b is True else (b,)
                 pieces.append((offset, offset + size, self.pull(v, sub, mask + extra)))
             offset += size
-        cost = sum(op_cost(m) * (self.pulls.get(id(m), 0) - before.get(id(m), 0))
-                   for m in self.members)
-        if self.sweeping and len(pieces) > 1 and cost > MAX_SWEEP_PIECE_COST:
+        cost = 0 if before is None else sum(
+            op_cost(m) * (self.pulls.get(id(m), 0) - before.get(id(m), 0)) for m in self.members)
+        if len(pieces) > 1 and cost > MAX_SWEEP_PIECE_COST:
             raise Reject("recompute cap", f"the pieces of %{self.nm(n)} cost {cost:g} per "
                                           f"element (> {MAX_SWEEP_PIECE_COST}), and a "
                                           "reduction's sweep would compute them all for every "
