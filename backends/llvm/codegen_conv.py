@@ -159,25 +159,34 @@ def plan_conv(k: ConvKernel, buffers: Mapping[str, Buffer], vector_bits: int
     else:
         nv, ob = tile_shape(k.out_shape[-1], opg, lanes, steps, registers)
         w_blocks = -(-k.out_shape[-1] // (nv * lanes))
-    persistent, by_channel = None, None
-    kept = w.buffer != SCRATCH and buffers[w.buffer].kind == "param"
-    if w.buffer != SCRATCH and _weights_by_channel(k, w, kept):
-        # staged with the output channel innermost: a step's broadcasts read adjacent weights;
-        # a parameter's copy is kept from one call to the next (`_weights_by_channel`)
-        order = k.w.vars[1:] + k.w.vars[:1]
-        if kept:
-            esize = 4 if dtype == "f32" else 8
-            tag = (f"conv.{dtype}.by_channel.{k.w.shape}.at{w.offset}."
-                   + ".".join(str(w.stride(v)) for v in k.w.vars))
-            place, by_channel, size = staged_layout("w", k.w, order, PERSISTENT, 0)
-            persistent = (w.buffer, tag, 64 + size * esize)
-            w = place
-        else:
-            w, st, size = staged_layout("w", k.w, order, SCRATCH, scratch)
-            staged.append(st)
-            scratch += -(-size // 16) * 16
+    w, persistent, by_channel, scratch = stage_weights_by_channel(k, w, buffers, staged,
+                                                                  scratch, dtype)
     return ConvPlan(dtype, lanes, x, w, rank, nv, ob, -(-opg // ob), w_blocks, a,
                     tuple(staged), scratch, rows, persistent, by_channel)
+
+
+def stage_weights_by_channel(k: ConvKernel, w: Affine, buffers: Mapping[str, Buffer],
+                             staged: list[Staged], scratch: int, dtype: str, force: bool = False
+                             ) -> tuple[Affine, tuple[str, str, int] | None, Staged | None, int]:
+    """Where the tiles read the weights: staged as [C, *kernel, O] (the output channel
+    innermost: a step's weights are adjacent) where `_weights_by_channel` says it pays or
+    `force` asks, a parameter's copy kept from one call to the next in the kernel's persistent
+    region. Returns (weights, persistent region, its staging, scratch elements)."""
+    kept = w.buffer != SCRATCH and buffers[w.buffer].kind == "param"
+    if not force and (w.buffer == SCRATCH or not _weights_by_channel(k, w, kept)):
+        return w, None, None, scratch
+    if force and w.stride(k.w.vars[0]) == 1:
+        return w, None, None, scratch
+    order = k.w.vars[1:] + k.w.vars[:1]
+    if kept:
+        esize = 4 if dtype == "f32" else 8
+        tag = (f"conv.{dtype}.by_channel.{k.w.shape}.at{w.offset}."
+               + ".".join(str(w.stride(v)) for v in k.w.vars))
+        place, by_channel, size = staged_layout("w", k.w, order, PERSISTENT, 0)
+        return place, (w.buffer, tag, 64 + size * esize), by_channel, scratch
+    place, st, size = staged_layout("w", k.w, order, SCRATCH, scratch)
+    staged.append(st)
+    return place, None, None, scratch + -(-size // 16) * 16
 
 
 def conv_operands(k: ConvKernel, buffers: Mapping[str, Buffer]
@@ -311,18 +320,7 @@ def conv_code(k: ConvKernel, plan: ConvPlan) -> KernelCode:
     grain = max(1, -(-CHUNK_WORK // max(tile_work, 1)), min(plane, tasks // MIN_CHUNKS))
     names = tuple(dict.fromkeys(kernel_reads(k) + kernel_writes(k)))
 
-    def setup(env: KernelEnv) -> None:
-        for st in plan.staged:
-            _emit_staging(st, plan.dtype, env, k.extents(), plan.lanes)
-        if plan.by_channel is not None:  # restaged when the parameters changed since
-            b = env.builder
-            params = ParamEpoch.of(b, env.status, env.persistent)
-            with b.if_then(params.stale(b)):
-                _emit_staging(plan.by_channel, plan.dtype,
-                              replace(env, scratch=b.gep(env.persistent, [_i64(64)])),
-                              k.extents(), plan.lanes)
-                params.derived(b)
-
+    setup = staging_setup(k, plan)
     esize = 4 if plan.dtype == "f32" else 8
     return KernelCode(names, tasks if math.prod(out) else 0, grain,
                       work >= PARALLEL_FLOPS and tasks > grain,
@@ -332,8 +330,30 @@ def conv_code(k: ConvKernel, plan: ConvPlan) -> KernelCode:
                              "weights_by_channel": plan.persistent is not None,
                              "staged": [st.name for st in plan.staged]},
                       scratch_bytes=plan.scratch_elements * esize,
-                      setup=setup if plan.staged or plan.by_channel else None,
+                      setup=setup,
                       persistent=plan.persistent)
+
+
+def staging_setup(k: ConvKernel, plan: ConvPlan):
+    """The function that stages the plan's operands before the tiles (None when none is):
+    prologues into scratch on every call, the weights by channel when the parameters changed
+    since they were last staged."""
+    if not (plan.staged or plan.by_channel):
+        return None
+
+    def setup(env: KernelEnv) -> None:
+        for st in plan.staged:
+            _emit_staging(st, plan.dtype, env, k.extents(), plan.lanes)
+        if plan.by_channel is not None:
+            b = env.builder
+            params = ParamEpoch.of(b, env.status, env.persistent)
+            with b.if_then(params.stale(b)):
+                _emit_staging(plan.by_channel, plan.dtype,
+                              replace(env, scratch=b.gep(env.persistent, [_i64(64)])),
+                              k.extents(), plan.lanes)
+                params.derived(b)
+
+    return setup
 
 
 def _i64(v: int) -> ir.Constant:

@@ -106,6 +106,11 @@ def template_code(k: MatmulKernel | ConvKernel, buffers: Mapping[str, Buffer],
     taps = plan_taps(k, buffers, bits)
     if taps is not None:
         return taps_code(k, taps)
+    from .codegen_conv_lanes import lanes_code, plan_lanes
+
+    lanes = plan_lanes(k, buffers, bits)
+    if lanes is not None:
+        return lanes_code(k, lanes)
     plan = plan_conv(k, buffers, bits)
     return blocked_conv_code(k, plan) if plan is not None else conv_code(k)
 

@@ -385,6 +385,14 @@ LINALG_CASES = [
     Case("conv1d.small_plane_dilated", _graph("c10", lambda b: {
         "y": b.op("conv", b.input("x", (2, 16, 11)), b.input("w", (3, 16, 5)),
                   rhs_dilation=2, padding=(1, 0))}), rtol=1e-5, atol=1e-5),
+    # few output positions over many channels: output channels in the vector lanes
+    Case("conv2d.channel_lanes_residual", _graph("c12", lambda b: {
+        "y": (b.conv2d(b.input("x", (2, 32, 5, 6)).relu(), b.input("w", (40, 32, 3, 3)),
+                       b.input("c", (40,)), stride=(1, 1), padding=((1, 2), (0, 1)))
+              + b.input("r", (2, 40, 6, 5))).relu()}), rtol=1e-5, atol=1e-5),
+    Case("conv1d.channel_lanes_strided", _graph("c13", lambda b: {
+        "y": b.op("conv", b.input("x", (3, 128, 13)), b.input("w", (72, 64, 5)), stride=2,
+                  rhs_dilation=2, padding=(3, 2), groups=2)}), rtol=1e-5, atol=1e-5),
 ]
 
 WINDOW_CASES = [

@@ -1,0 +1,335 @@
+"""Channel-lane tiles: convolutions whose output plane is small next to their channel count, in
+explicit vector IR, with the kernel-IR epilogue fused.
+
+Note: where they apply and why
+------------------------------
+The row and plane tiles of `codegen_conv` put output positions in the vector lanes and
+broadcast one weight per output channel. A ResNet's last stages have few positions and many
+channels (512 channels at 4x4 or 7x7): a plane is one or a few vectors, so every broadcast
+weight feeds a single FMA and the tile runs at about half the FMA rate (one thread, 8 images:
+512 -> 512 channels 3x3 at 4x4 64 GFLOP/s, at 7x7 50; the stride-2 256 -> 512 at 8x8 46).
+
+Here the lanes run over output channels instead, as in a GEMM over the implicit im2col
+matrix: a tile is MR output positions x NV vectors of output channels, MR·NV accumulators.
+For every input channel c and kernel tap (kh, kw) it loads NV weight vectors
+w[c, kh, kw, o0 : o0 + NV·lanes] (the weights are staged with the output channel innermost,
+kept across calls for parameters) and broadcasts one input element per position:
+
+    acc[p][j] = fma(broadcast(x[n, c, oh_p·sh + kh·dh, ow_p·sw + kw·dw]), w_j, acc[p][j])
+
+so every weight vector feeds MR FMAs and every broadcast NV: the ratio of a GEMM
+microkernel, whatever the plane's shape. Padding costs no mask: the input is first copied
+into scratch with a zero border (a small pass: the input is small where these tiles apply),
+where every tap of every position is a plain load. A tile's positions run on across output
+rows (flat p = oh·OW + ow); the epilogue stores each accumulator as NV·lanes channels of one
+position (a scatter along the channel axis, once per tile).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from llvmlite import ir
+
+from graphc.ir.kernel import Buffer, ConvKernel, kernel_reads, kernel_writes
+
+from .codegen import KernelCode, KernelEnv
+from .codegen_conv import (
+    ConvPlan,
+    conv_operands,
+    operand_ref,
+    stage_weights_by_channel,
+    staging_setup,
+)
+from .codegen_expr import VectorEmitter, element_ptr
+from .codegen_loop import CHUNK_WORK, PARALLEL_FLOPS
+from .llvm_ir import (
+    I1,
+    I64,
+    emit_loop,
+    for_range,
+    intrinsic,
+    llvm_type,
+    masked_load,
+    masked_store,
+    splat,
+    vsplat,
+)
+
+REGISTERS = 32
+MAX_VECTORS = 4
+MAX_PLANE = 64
+MIN_STEPS = 256
+
+
+@dataclass(frozen=True)
+class LanePlan:
+    conv: ConvPlan      # operands, staging and the weights by channel (nv, ob unused)
+    mr: int             # output positions per tile
+    nv: int             # vectors of output channels per tile
+    o_blocks: int       # channel blocks per group
+    p_blocks: int       # position blocks per image
+    pad_offset: int     # scratch elements before the zero-bordered input copy
+    padded: tuple[int, ...]  # the copy's spatial shape
+
+    @property
+    def ob(self) -> int:
+        return self.nv * self.conv.lanes
+
+
+def plan_lanes(k: ConvKernel, buffers: Mapping[str, Buffer], vector_bits: int
+               ) -> LanePlan | None:
+    """A LanePlan where channel-lane tiles apply and beat the row and plane tiles (module
+    note), else None."""
+    a = dict(k.attrs)
+    dtype = k.acc_dtype
+    rank = len(k.out_shape) - 2
+    if dtype not in ("f32", "f64") or rank not in (1, 2) or vector_bits < 512:
+        return None
+    if any(d != 1 for d in a["lhs_dilation"]) or any(p < 0 for p in a["padding"]):
+        return None
+    lanes = vector_bits // (32 if dtype == "f32" else 64)
+    opg = k.out_shape[1] // a["groups"]
+    plane = math.prod(k.out_shape[2:])
+    if not prefer_lanes(plane, opg, math.prod(k.w.shape[1:]), lanes):
+        return None
+    operands = conv_operands(k, buffers)
+    if operands is None:
+        return None
+    x, w, staged, scratch = operands
+    w, persistent, by_channel, scratch = stage_weights_by_channel(k, w, buffers, staged,
+                                                                  scratch, dtype, force=True)
+    nv = min(MAX_VECTORS, -(-opg // lanes))
+    blocks = -(-opg // (nv * lanes))
+    nv = -(-opg // (blocks * lanes))  # balanced: 80 channels as 3 + 2 vectors, not 4 + 1
+    mr = min(plane, (REGISTERS - 1 - nv) // nv, 28 // nv)
+    pads = a["padding"]
+    padded = tuple(k.x.shape[2 + i] + pads[2 * i] + pads[2 * i + 1] for i in range(rank))
+    pad_offset = scratch
+    scratch += -(-(k.x.shape[0] * k.x.shape[1] * math.prod(padded)) // 16) * 16
+    conv = ConvPlan(dtype, lanes, x, w, rank, nv, nv * lanes, blocks, 1, a, tuple(staged),
+                    scratch, 0, persistent, by_channel)
+    return LanePlan(conv, mr, nv, blocks, -(-plane // mr), pad_offset, padded)
+
+
+def prefer_lanes(plane: int, opg: int, steps: int, lanes: int) -> bool:
+    """Channel lanes for planes of at most MAX_PLANE positions, at least two vectors of output
+    channels per group and MIN_STEPS products per output (input channels of the group x
+    kernel taps): there the row and plane tiles leave lanes or broadcasts idle, while a short
+    sum (16 channels x 3x3) leaves too few FMAs to pay for the epilogue's channel scatters."""
+    return plane <= MAX_PLANE and opg >= 2 * lanes and steps >= MIN_STEPS
+
+
+def lanes_code(k: ConvKernel, plan: LanePlan) -> KernelCode:
+    out = k.out_shape
+    groups = plan.conv.attrs["groups"]
+    tasks = out[0] * groups * plan.o_blocks * plan.p_blocks
+    steps = math.prod(k.w.shape[1:])
+    tile_work = 2 * plan.mr * plan.ob * steps
+    work = 2 * math.prod(out) * steps
+    grain = max(1, -(-CHUNK_WORK // max(tile_work, 1)))
+    names = tuple(dict.fromkeys(kernel_reads(k) + kernel_writes(k)))
+    esize = 4 if plan.conv.dtype == "f32" else 8
+    conv_setup = staging_setup(k, plan.conv)
+
+    def setup(env: KernelEnv) -> None:
+        if conv_setup is not None:
+            conv_setup(env)
+        _emit_padded_copy(k, plan, env)
+
+    return KernelCode(names, tasks if math.prod(out) else 0, grain,
+                      work >= PARALLEL_FLOPS and tasks > grain,
+                      lambda env: emit_lane_tiles(k, plan, env),
+                      notes={"conv": "channel lanes", "tile": [plan.mr, plan.ob],
+                             "weights_by_channel": plan.conv.persistent is not None,
+                             "staged": [st.name for st in plan.conv.staged]},
+                      scratch_bytes=plan.conv.scratch_elements * esize,
+                      setup=setup, persistent=plan.conv.persistent)
+
+
+def _i64(v: int) -> ir.Constant:
+    return ir.Constant(I64, v)
+
+
+def _emit_padded_copy(k: ConvKernel, plan: LanePlan, env: KernelEnv) -> None:
+    """scratch[pad_offset + (n, c, *padded)] = x at the position less the low padding, 0 in the
+    border: one vector loop per padded input row."""
+    b = env.builder
+    cp = plan.conv
+    rank, lanes = cp.rank, cp.lanes
+    xs, xv = k.x.shape, k.x.vars
+    pads = cp.attrs["padding"]
+    t = llvm_type(cp.dtype)
+    vty = ir.VectorType(t, lanes)
+    ity = ir.VectorType(I64, lanes)
+    iota = ir.Constant(ity, list(range(lanes)))
+    src = operand_ref(cp.x, env, cp.dtype)
+    dst = b.gep(b.bitcast(env.scratch, t.as_pointer()), [_i64(plan.pad_offset)])
+    wp, w_in, pw = plan.padded[-1], xs[-1], pads[2 * (rank - 1)]
+    outer = [xs[0], xs[1]] + list(plan.padded[:-1])
+    with for_range(b, _i64(0), _i64(math.prod(outer)), name="padrow") as row:
+        rest, idx = row, []
+        for n in reversed(outer):
+            idx.append(b.urem(rest, _i64(n)))
+            rest = b.udiv(rest, _i64(n))
+        idx.reverse()
+        pos = b.add(_i64(cp.x.offset), b.add(b.mul(idx[0], _i64(cp.x.stride(xv[0]))),
+                                             b.mul(idx[1], _i64(cp.x.stride(xv[1])))))
+        row_ok: ir.Value = ir.Constant(I1, 1)
+        if rank == 2:
+            ih = b.sub(idx[2], _i64(pads[0]))
+            row_ok = b.and_(b.icmp_signed(">=", ih, _i64(0)), b.icmp_signed("<", ih, _i64(xs[2])))
+            pos = b.add(pos, b.mul(ih, _i64(cp.x.stride(xv[2]))))
+        row_lanes = vsplat(b, row_ok, lanes)
+        for c0 in range(0, wp, lanes):
+            cols = b.add(splat(ity, c0 - pw), iota)
+            inside = b.and_(b.icmp_signed(">=", cols, splat(ity, 0)),
+                            b.icmp_signed("<", cols, splat(ity, w_in)))
+            inside = b.and_(inside, row_lanes)
+            ptr = element_ptr(b, src, b.add(pos, _i64(c0 - pw)), inbounds=False)
+            v = masked_load(b, b.bitcast(ptr, vty.as_pointer()), inside, vty,
+                            align=4 if cp.dtype == "f32" else 8)
+            out = b.gep(dst, [b.add(b.mul(row, _i64(wp)), _i64(c0))])
+            store_ok = b.icmp_signed("<", iota, splat(ity, wp - c0))
+            masked_store(b, v, b.bitcast(out, vty.as_pointer()), store_ok,
+                         align=4 if cp.dtype == "f32" else 8)
+
+
+def emit_lane_tiles(k: ConvKernel, plan: LanePlan, env: KernelEnv) -> None:
+    b = env.builder
+    out = k.out_shape
+    groups = plan.conv.attrs["groups"]
+    opg = out[1] // groups
+    # Consecutive tasks share a channel block: its weights (C·KH·KW x NV·lanes) are read by
+    # every tile, the input image only by the tiles of its positions.
+    dims = [("g", groups), ("ob", plan.o_blocks), ("n", out[0]), ("pb", plan.p_blocks)]
+    rem = opg - (plan.o_blocks - 1) * plan.ob
+    with for_range(b, env.lo, env.hi, name="tile") as t:
+        idx, rest = {}, t
+        for name, n in reversed(dims):
+            idx[name] = b.urem(rest, _i64(n)) if name != "g" else rest
+            rest = b.udiv(rest, _i64(n)) if name != "g" else rest
+        o_lo = b.mul(idx["g"], _i64(opg))
+        o0 = b.add(o_lo, b.mul(idx["ob"], _i64(plan.ob)))
+        o_end = b.add(o0, _i64(plan.ob))
+        if rem != plan.ob:
+            last = b.icmp_unsigned("==", idx["ob"], _i64(plan.o_blocks - 1))
+            o_end = b.select(last, b.add(o0, _i64(rem)), o_end)
+        c0 = b.mul(idx["g"], _i64(k.w.shape[1]))
+        p0 = b.mul(idx["pb"], _i64(plan.mr))
+        _LaneTile(k, plan, env, idx["n"], o0, o_end, c0, p0).emit()
+
+
+class _LaneTile:
+    """One tile: MR positions from flat position p0 of image n, channels o0 .. o_end."""
+
+    def __init__(self, k: ConvKernel, plan: LanePlan, env: KernelEnv, n, o0, o_end, c0, p0):
+        self.k, self.plan, self.env = k, plan, env
+        self.n, self.o0, self.o_end, self.c0, self.p0 = n, o0, o_end, c0, p0
+        cp = plan.conv
+        self.t = llvm_type(cp.dtype)
+        self.vty = ir.VectorType(self.t, cp.lanes)
+        self.iota = ir.Constant(ir.VectorType(I64, cp.lanes), list(range(cp.lanes)))
+
+    def _positions(self) -> list[tuple[ir.Value, list[ir.Value]]]:
+        """(valid, output coordinates) of each of the tile's positions; one past the plane
+        repeats the last position (computed, not stored)."""
+        b, out = self.env.builder, self.k.out_shape
+        plane = math.prod(out[2:])
+        res = []
+        for p in range(self.plan.mr):
+            flat = b.add(self.p0, _i64(p))
+            valid = b.icmp_unsigned("<", flat, _i64(plane))
+            flat = b.select(valid, flat, _i64(plane - 1))
+            coords = [flat] if len(out) == 3 else [b.udiv(flat, _i64(out[3])),
+                                                   b.urem(flat, _i64(out[3]))]
+            res.append((valid, coords))
+        return res
+
+    def emit(self) -> None:
+        b, plan, k = self.env.builder, self.plan, self.k
+        cp = plan.conv
+        a = cp.attrs
+        rank = cp.rank
+        padded = plan.padded
+        xs = k.x.shape
+        plane_in = math.prod(padded)
+        strides = a["stride"]
+        dil = a["rhs_dilation"]
+        positions = self._positions()
+        row_len = padded[-1]
+        # the padded copy's flat index of each position's first tap in channel c0
+        x_img = b.add(_i64(plan.pad_offset),
+                      b.mul(b.add(b.mul(self.n, _i64(xs[1])), self.c0), _i64(plane_in)))
+        bases = []
+        for _, coords in positions:
+            off = b.mul(coords[-1], _i64(strides[-1]))
+            if rank == 2:
+                off = b.add(off, b.mul(b.mul(coords[0], _i64(strides[0])), _i64(row_len)))
+            bases.append(b.add(x_img, off))
+        scratch = b.bitcast(self.env.scratch, self.t.as_pointer())
+        w_ref = operand_ref(cp.w, self.env, cp.dtype)
+        wv = k.w.vars
+        w_o = cp.w.stride(wv[0])
+        assert w_o == 1, "weights are staged with the output channel innermost"
+        o_mask = [b.icmp_signed("<", b.add(vsplat(b, b.add(self.o0, _i64(j * cp.lanes)), cp.lanes),
+                                          self.iota), vsplat(b, self.o_end, cp.lanes))
+                  for j in range(plan.nv)]
+        fma = intrinsic(b.module, "llvm.fma", self.vty)
+        zero = splat(self.vty, 0.0)
+        kw_n = k.w.shape[-1]
+        align = 4 if cp.dtype == "f32" else 8
+
+        def taps(wrow: ir.Value, xrow: ir.Value, accs: list) -> list:
+            accs = list(accs)
+            for kw in range(kw_n):
+                wk = b.add(b.add(wrow, _i64(kw * cp.w.stride(wv[-1]))), self.o0)
+                wvecs = []
+                for j in range(plan.nv):
+                    ptr = element_ptr(b, w_ref, b.add(wk, _i64(j * cp.lanes)), inbounds=False)
+                    wvecs.append(masked_load(b, b.bitcast(ptr, self.vty.as_pointer()),
+                                             o_mask[j], self.vty, align=align))
+                xk = b.add(xrow, _i64(kw * dil[-1]))
+                for p, base in enumerate(bases):
+                    xval = b.load(b.gep(scratch, [b.add(base, xk)]))
+                    bx = vsplat(b, xval, cp.lanes)
+                    for j in range(plan.nv):
+                        i = p * plan.nv + j
+                        accs[i] = b.call(fma, [bx, wvecs[j], accs[i]])
+            return accs
+
+        def channel(bb: ir.IRBuilder, c: ir.Value, accs: list) -> list:
+            wc = b.add(_i64(cp.w.offset), b.mul(c, _i64(cp.w.stride(wv[1]))))
+            xc = b.mul(c, _i64(plane_in))
+            if rank == 1:
+                return taps(wc, xc, accs)
+
+            def krow(bb: ir.IRBuilder, kh: ir.Value, accs: list) -> list:
+                wr = b.add(wc, b.mul(kh, _i64(cp.w.stride(wv[2]))))
+                xr = b.add(xc, b.mul(kh, _i64(dil[0] * row_len)))
+                return taps(wr, xr, accs)
+
+            return emit_loop(b, _i64(0), _i64(k.w.shape[2]), krow, accs, name="kh")
+
+        accs = emit_loop(b, _i64(0), _i64(k.w.shape[1]), channel,
+                         [zero] * (plan.mr * plan.nv), name="cin")
+        self._epilogue(positions, o_mask, accs)
+
+    def _epilogue(self, positions, o_mask, accs: list) -> None:
+        """Each accumulator as the channels o0 + j·lanes ... of its position: the epilogue in
+        vector mode over the channel variable."""
+        b, plan, k = self.env.builder, self.plan, self.k
+        lanes = plan.conv.lanes
+        spatial = k.out_vars[2:]
+        for p, (valid, coords) in enumerate(positions):
+            ok = vsplat(b, valid, lanes)
+            for j in range(plan.nv):
+                env = {"n": self.n, **dict(zip(spatial, coords, strict=True))}
+                env["o"] = b.add(self.o0, _i64(j * lanes))
+                ev = VectorEmitter(b, self.env.buffers, k.extents(), env, "o", lanes,
+                                   b.and_(o_mask[j], ok))
+                ev.acc = accs[p * plan.nv + j]
+                for st in k.stores:
+                    ev.vstore(st.buffer, st.index, ev(st.value))
