@@ -10,19 +10,28 @@ weight feeds a single FMA and the tile runs at about half the FMA rate (one thre
 512 -> 512 channels 3x3 at 4x4 64 GFLOP/s, at 7x7 50; the stride-2 256 -> 512 at 8x8 46).
 
 Here the lanes run over output channels instead, as in a GEMM over the implicit im2col
-matrix: a tile is MR output positions x NV vectors of output channels, MR·NV accumulators.
-For every input channel c and kernel tap (kh, kw) it loads NV weight vectors
-w[c, kh, kw, o0 : o0 + NV·lanes] (the weights are staged with the output channel innermost,
-kept across calls for parameters) and broadcasts one input element per position:
+matrix: a tile is MR output positions (at most 28, balanced over the plane: 64 as 22 + 22 +
+20) x one vector of output channels, MR accumulators. For every input channel c and kernel
+tap (kh, kw) it loads the weight vector w[c, kh, kw, o0 : o0 + lanes] (the weights are staged
+with the output channel innermost, kept across calls for parameters) and broadcasts one input
+element per position:
 
-    acc[p][j] = fma(broadcast(x[n, c, oh_p·sh + kh·dh, ow_p·sw + kw·dw]), w_j, acc[p][j])
+    acc[p] = fma(broadcast(x[n, c, oh_p·sh + kh·dh, ow_p·sw + kw·dw]), w, acc[p])
 
-so every weight vector feeds MR FMAs and every broadcast NV: the ratio of a GEMM
-microkernel, whatever the plane's shape. Padding costs no mask: the input is first copied
-into scratch with a zero border (a small pass: the input is small where these tiles apply),
-where every tap of every position is a plain load. A tile's positions run on across output
-rows (flat p = oh·OW + ow); the epilogue stores each accumulator as NV·lanes channels of one
-position (a scatter along the channel axis, once per tile).
+so every weight vector feeds MR FMAs, whatever the plane's shape. The weights one tile reads,
+a vector per step (295 KB for 512 channels 3x3), stay in L2 for the tiles after it: tasks run
+channel block by channel block. Wider tiles (2, 3 or 4 vectors of channels x 12, 8 or 6
+positions) read a wider panel for the same FMAs and measured slower or level at every shape
+tried (512 channels at 4x4, 8 images, one thread: 103 GFLOP/s against 96, 93 and 78).
+Padding costs no mask: the input is first copied into scratch with a zero border (a small
+pass: the input is small where these tiles apply), where every tap of every position is a
+plain load. A tile's positions run on across output rows (flat p = oh·OW + ow); the epilogue
+stores each accumulator as the lanes channels of one position (a scatter along the channel
+axis, once per tile).
+
+One thread, 8 images, against the plane tiles: 512 -> 512 channels 3x3 at 4x4 64 -> 107
+GFLOP/s, at 7x7 72 -> 107, the stride-2 256 -> 512 from 8x8 44 -> 102, 256 channels at 8x8
+98 -> 105, 64 channels at 8x8 (32 images) level, hence the bounds of `prefer_lanes`.
 """
 
 from __future__ import annotations
@@ -58,9 +67,10 @@ from .llvm_ir import (
     vsplat,
 )
 
-REGISTERS = 32
-MAX_VECTORS = 4
+VECTORS = 1         # vectors of output channels per tile (module note)
+MAX_POSITIONS = 28  # accumulators, with the weight vector and a broadcast in 32 registers
 MAX_PLANE = 64
+MIN_VECTORS = 4
 MIN_STEPS = 256
 
 
@@ -101,10 +111,10 @@ def plan_lanes(k: ConvKernel, buffers: Mapping[str, Buffer], vector_bits: int
     x, w, staged, scratch = operands
     w, persistent, by_channel, scratch = stage_weights_by_channel(k, w, buffers, staged,
                                                                   scratch, dtype, force=True)
-    nv = min(MAX_VECTORS, -(-opg // lanes))
+    nv = VECTORS
     blocks = -(-opg // (nv * lanes))
-    nv = -(-opg // (blocks * lanes))  # balanced: 80 channels as 3 + 2 vectors, not 4 + 1
-    mr = min(plane, (REGISTERS - 1 - nv) // nv, 28 // nv)
+    mr = min(plane, MAX_POSITIONS)
+    mr = -(-plane // -(-plane // mr))  # balanced: 64 positions as 22 + 22 + 20, not 28 + 28 + 8
     pads = a["padding"]
     padded = tuple(k.x.shape[2 + i] + pads[2 * i] + pads[2 * i + 1] for i in range(rank))
     pad_offset = scratch
@@ -115,11 +125,12 @@ def plan_lanes(k: ConvKernel, buffers: Mapping[str, Buffer], vector_bits: int
 
 
 def prefer_lanes(plane: int, opg: int, steps: int, lanes: int) -> bool:
-    """Channel lanes for planes of at most MAX_PLANE positions, at least two vectors of output
-    channels per group and MIN_STEPS products per output (input channels of the group x
-    kernel taps): there the row and plane tiles leave lanes or broadcasts idle, while a short
-    sum (16 channels x 3x3) leaves too few FMAs to pay for the epilogue's channel scatters."""
-    return plane <= MAX_PLANE and opg >= 2 * lanes and steps >= MIN_STEPS
+    """Channel lanes for planes of at most MAX_PLANE positions, at least MIN_VECTORS vectors of
+    output channels per group and MIN_STEPS products per output (input channels of the group x
+    kernel taps). Outside, the row and plane tiles measured level or faster: 64 channels at 8x8
+    level, 32 at 8x8 58 against 50 GFLOP/s, 128 at 16x16 106 against 101, 64 at 32x32 109
+    against 84, a 3-channel 7x7 stem (147 products) 64-88 against 46."""
+    return plane <= MAX_PLANE and opg >= MIN_VECTORS * lanes and steps >= MIN_STEPS
 
 
 def lanes_code(k: ConvKernel, plan: LanePlan) -> KernelCode:

@@ -387,11 +387,11 @@ LINALG_CASES = [
                   rhs_dilation=2, padding=(1, 0))}), rtol=1e-5, atol=1e-5),
     # few output positions over many channels: output channels in the vector lanes
     Case("conv2d.channel_lanes_residual", _graph("c12", lambda b: {
-        "y": (b.conv2d(b.input("x", (2, 32, 5, 6)).relu(), b.input("w", (40, 32, 3, 3)),
-                       b.input("c", (40,)), stride=(1, 1), padding=((1, 2), (0, 1)))
-              + b.input("r", (2, 40, 6, 5))).relu()}), rtol=1e-5, atol=1e-5),
+        "y": (b.conv2d(b.input("x", (2, 32, 5, 6)).relu(), b.input("w", (72, 32, 3, 3)),
+                       b.input("c", (72,)), stride=(1, 1), padding=((1, 2), (0, 1)))
+              + b.input("r", (2, 72, 6, 5))).relu()}), rtol=1e-5, atol=1e-5),
     Case("conv1d.channel_lanes_strided", _graph("c13", lambda b: {
-        "y": b.op("conv", b.input("x", (3, 128, 13)), b.input("w", (72, 64, 5)), stride=2,
+        "y": b.op("conv", b.input("x", (3, 128, 13)), b.input("w", (144, 64, 5)), stride=2,
                   rhs_dilation=2, padding=(3, 2), groups=2)}), rtol=1e-5, atol=1e-5),
 ]
 

@@ -23,13 +23,13 @@ def _paths(exe) -> list[str]:
 LANE_CASES = [
     # name, x shape, w shape, stride, padding (lo, hi per axis), rhs dilation, groups
     ("resnet_stage", (2, 64, 4, 4), (64, 64, 3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 1),
-    ("downsample", (2, 32, 8, 8), (48, 32, 3, 3), (2, 2), (1, 1, 1, 1), (1, 1), 1),
-    ("partial_vector", (3, 40, 5, 6), (33, 40, 3, 3), (1, 1), (0, 2, 1, 0), (1, 1), 1),
+    ("downsample", (2, 32, 8, 8), (72, 32, 3, 3), (2, 2), (1, 1, 1, 1), (1, 1), 1),
+    ("partial_vector", (3, 40, 5, 6), (67, 40, 3, 3), (1, 1), (0, 2, 1, 0), (1, 1), 1),
     ("five_blocks", (1, 32, 2, 7), (80, 32, 3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 1),
-    ("dilated", (2, 32, 7, 7), (32, 32, 3, 3), (1, 1), (2, 2, 2, 2), (2, 2), 1),
-    ("grouped", (2, 96, 4, 4), (99, 32, 3, 3), (1, 2), (1, 1, 1, 1), (1, 1), 3),
-    ("wide_kernel", (2, 16, 6, 6), (32, 16, 5, 5), (1, 1), (2, 2, 2, 2), (1, 1), 1),
-    ("unpadded", (2, 64, 6, 6), (40, 64, 3, 3), (1, 1), (0, 0, 0, 0), (1, 1), 1),
+    ("dilated", (2, 32, 7, 7), (64, 32, 3, 3), (1, 1), (2, 2, 2, 2), (2, 2), 1),
+    ("grouped", (2, 96, 4, 4), (192, 32, 3, 3), (1, 2), (1, 1, 1, 1), (1, 1), 3),
+    ("wide_kernel", (2, 16, 6, 6), (64, 16, 5, 5), (1, 1), (2, 2, 2, 2), (1, 1), 1),
+    ("unpadded", (2, 64, 6, 6), (70, 64, 3, 3), (1, 1), (0, 0, 0, 0), (1, 1), 1),
 ]
 
 
@@ -45,15 +45,15 @@ def test_channel_lane_tiles_match_the_reference(dtype, rng):
         b.output(name, b.op("conv", x, w, stride=stride, padding=pad, rhs_dilation=dil,
                             groups=groups))
     # 1-D, and an epilogue with a bias, a residual and two outputs over a recomputed input
-    x1, w1 = b.input("d1.x", (2, 48, 20), dtype), b.input("d1.w", (36, 48, 7), dtype)
+    x1, w1 = b.input("d1.x", (2, 48, 20), dtype), b.input("d1.w", (68, 48, 7), dtype)
     b.output("d1", b.op("conv", x1, w1, stride=3, padding=(3, 1)))
-    xe, we = b.input("e.x", (2, 32, 6, 6), dtype), b.input("e.w", (48, 32, 3, 3), dtype)
-    bias, res = b.input("e.b", (48,), dtype), b.input("e.r", (2, 48, 6, 6), dtype)
+    xe, we = b.input("e.x", (2, 32, 6, 6), dtype), b.input("e.w", (64, 32, 3, 3), dtype)
+    bias, res = b.input("e.b", (64,), dtype), b.input("e.r", (2, 64, 6, 6), dtype)
     pre = b.conv2d(xe.relu(), we, bias, padding=1) + res
     b.output("epi_pre", pre)
     b.output("epi_post", (pre * 0.5).tanh())
-    for k, s in (("d1.x", (2, 48, 20)), ("d1.w", (36, 48, 7)), ("e.x", (2, 32, 6, 6)),
-                 ("e.w", (48, 32, 3, 3)), ("e.b", (48,)), ("e.r", (2, 48, 6, 6))):
+    for k, s in (("d1.x", (2, 48, 20)), ("d1.w", (68, 48, 7)), ("e.x", (2, 32, 6, 6)),
+                 ("e.w", (64, 32, 3, 3)), ("e.b", (64,)), ("e.r", (2, 64, 6, 6))):
         ins[k] = rng.standard_normal(s).astype(np_dt)
     tol = dict(rtol=1e-4, atol=1e-4) if dtype == "f32" else dict(rtol=1e-11, atol=1e-11)
     exe = check_llvm(b.build(), ins, tol=tol)
@@ -98,12 +98,12 @@ def test_training_step_convolutions_match_the_reference(rng):
     gradient's (a convolution of the output gradient with the flipped weights) take channel
     lanes; loss and every gradient against the reference."""
     b = Builder("lanes_train", seed=0)
-    w1 = b.param("w1", (64, 32, 3, 3), init="he")
-    w2 = b.param("w2", (32, 64, 3, 3), init="he")
-    x = b.input("x", (4, 32, 4, 4))
+    w1 = b.param("w1", (64, 64, 3, 3), init="he")
+    w2 = b.param("w2", (64, 64, 3, 3), init="he")
+    x = b.input("x", (4, 64, 4, 4))
     h = b.op("conv", x, w1, padding=1).relu()
     y = b.op("conv", h, w2, padding=1).tanh() + x
     g = autodiff(b.build(outputs={"loss": (y * y).mean()}), "loss")
-    exe = check_llvm(g, {"x": rng.standard_normal((4, 32, 4, 4)).astype(np.float32)},
+    exe = check_llvm(g, {"x": rng.standard_normal((4, 64, 4, 4)).astype(np.float32)},
                      tol=dict(rtol=1e-4, atol=1e-5))
     assert _paths(exe).count("channel lanes") >= 3, _paths(exe)
