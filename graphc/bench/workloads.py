@@ -147,10 +147,17 @@ def example_model(stem: str, **build_kwargs) -> Graph:
 
 def all_workloads() -> list[Workload]:
     """Every workload, in report order."""
-    from . import workloads_linalg, workloads_models, workloads_pointwise, workloads_transformer
+    from . import (
+        workloads_cnn,
+        workloads_linalg,
+        workloads_models,
+        workloads_pointwise,
+        workloads_transformer,
+    )
 
     return [*workloads_pointwise.WORKLOADS, *workloads_linalg.WORKLOADS,
-            *workloads_models.WORKLOADS, *workloads_transformer.WORKLOADS]
+            *workloads_cnn.WORKLOADS, *workloads_models.WORKLOADS,
+            *workloads_transformer.WORKLOADS]
 
 
 def select_workloads(patterns: list[str] | None) -> list[Workload]:
