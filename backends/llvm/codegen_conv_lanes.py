@@ -47,6 +47,7 @@ from graphc.ir.kernel import Buffer, ConvKernel, kernel_reads, kernel_writes
 from .codegen import KernelCode, KernelEnv
 from .codegen_conv import (
     ConvPlan,
+    _plane_rows,
     conv_operands,
     operand_ref,
     stage_weights_by_channel,
@@ -70,6 +71,8 @@ from .llvm_ir import (
 VECTORS = 1         # vectors of output channels per tile (module note)
 MAX_POSITIONS = 28  # accumulators, with the weight vector and a broadcast in 32 registers
 MAX_PLANE = 64
+MIN_PLANE = 8
+MAX_FILL = 0.5
 MIN_VECTORS = 4
 MIN_STEPS = 256
 
@@ -103,12 +106,14 @@ def plan_lanes(k: ConvKernel, buffers: Mapping[str, Buffer], vector_bits: int
     lanes = vector_bits // (32 if dtype == "f32" else 64)
     opg = k.out_shape[1] // a["groups"]
     plane = math.prod(k.out_shape[2:])
-    if not prefer_lanes(plane, opg, math.prod(k.w.shape[1:]), lanes):
-        return None
     operands = conv_operands(k, buffers)
     if operands is None:
         return None
     x, w, staged, scratch = operands
+    shapes = {n: b.type.shape for n, b in buffers.items()}
+    if not prefer_lanes(plane, opg, math.prod(k.w.shape[1:]), lanes,
+                        blocked_fill(k, x, lanes, shapes)):
+        return None
     w, persistent, by_channel, scratch = stage_weights_by_channel(k, w, buffers, staged,
                                                                   scratch, dtype, force=True)
     nv = VECTORS
@@ -124,13 +129,26 @@ def plan_lanes(k: ConvKernel, buffers: Mapping[str, Buffer], vector_bits: int
     return LanePlan(conv, mr, nv, blocks, -(-plane // mr), pad_offset, padded)
 
 
-def prefer_lanes(plane: int, opg: int, steps: int, lanes: int) -> bool:
-    """Channel lanes for planes of at most MAX_PLANE positions, at least MIN_VECTORS vectors of
-    output channels per group and MIN_STEPS products per output (input channels of the group x
-    kernel taps). Outside, the row and plane tiles measured level or faster: 64 channels at 8x8
-    level, 32 at 8x8 58 against 50 GFLOP/s, 128 at 16x16 106 against 101, 64 at 32x32 109
-    against 84, a 3-channel 7x7 stem (147 products) 64-88 against 46."""
-    return plane <= MAX_PLANE and opg >= MIN_VECTORS * lanes and steps >= MIN_STEPS
+def blocked_fill(k: ConvKernel, x, lanes: int, shapes) -> float:
+    """The share of vector lanes a row or plane tile of `codegen_conv` fills: a plane tile's
+    vector spans whole output rows, a row tile's one row (3 of 16 lanes for a weight gradient's
+    3x3 plane)."""
+    rows = _plane_rows(k, x, lanes, shapes)
+    return min(1.0, (rows or 1) * k.out_shape[-1] / lanes)
+
+
+def prefer_lanes(plane: int, opg: int, steps: int, lanes: int, fill: float) -> bool:
+    """Channel lanes for planes of MIN_PLANE to MAX_PLANE positions and at least MIN_VECTORS
+    vectors of output channels per group, where the sum per output is long (MIN_STEPS
+    products: input channels of the group x kernel taps) or the row and plane tiles would fill
+    at most MAX_FILL of their lanes (a weight gradient's 3x3 plane, 256 -> 512 channels at 8x8
+    with stride 2, one thread: 13.5 -> 4.7 ms). Outside, the row and plane tiles measured level
+    or faster (one thread): 64 channels at 8x8 level, 128 at 16x16 106 against 101 GFLOP/s, 64
+    at 32x32 109 against 84, a 3-channel 7x7 stem (147 products) 64-88 against 46, 16 -> 64
+    channels at 8x8 106 against 116 us, 3 -> 64 at 16x16 75 against 161 us. Below MIN_PLANE
+    positions a tile's few accumulators wait on each other's FMAs."""
+    return (MIN_PLANE <= plane <= MAX_PLANE and opg >= MIN_VECTORS * lanes
+            and (steps >= MIN_STEPS or fill <= MAX_FILL))
 
 
 def lanes_code(k: ConvKernel, plan: LanePlan) -> KernelCode:

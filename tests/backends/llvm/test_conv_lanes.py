@@ -1,5 +1,6 @@
 """Channel-lane tiles (`codegen_conv_lanes`): convolutions with few output positions over many
-channels, against the reference backend: strides, dilation, groups, uneven padding, channel
+channels (or with short sums where row tiles would leave most lanes idle), against the
+reference backend: strides, dilation, groups, uneven padding, channel
 counts that leave a partial vector or block, position counts that leave a partial tile,
 1-D and 2-D, f32 and f64, fused prologues and epilogues, weights replaced between calls, 1 and
 2 threads, and the convolutions of a training step through autodiff."""
@@ -30,6 +31,8 @@ LANE_CASES = [
     ("grouped", (2, 96, 4, 4), (192, 32, 3, 3), (1, 2), (1, 1, 1, 1), (1, 1), 3),
     ("wide_kernel", (2, 16, 6, 6), (64, 16, 5, 5), (1, 1), (2, 2, 2, 2), (1, 1), 1),
     ("unpadded", (2, 64, 6, 6), (70, 64, 3, 3), (1, 1), (0, 0, 0, 0), (1, 1), 1),
+    # a stride-2 convolution's weight gradient: a short sum (128 products) over a 3x3 plane
+    ("weight_gradient", (3, 8, 8, 8), (64, 8, 4, 4), (1, 1), (1, 0, 1, 0), (2, 2), 1),
 ]
 
 
@@ -45,14 +48,14 @@ def test_channel_lane_tiles_match_the_reference(dtype, rng):
         b.output(name, b.op("conv", x, w, stride=stride, padding=pad, rhs_dilation=dil,
                             groups=groups))
     # 1-D, and an epilogue with a bias, a residual and two outputs over a recomputed input
-    x1, w1 = b.input("d1.x", (2, 48, 20), dtype), b.input("d1.w", (68, 48, 7), dtype)
+    x1, w1 = b.input("d1.x", (2, 48, 30), dtype), b.input("d1.w", (68, 48, 7), dtype)
     b.output("d1", b.op("conv", x1, w1, stride=3, padding=(3, 1)))
     xe, we = b.input("e.x", (2, 32, 6, 6), dtype), b.input("e.w", (64, 32, 3, 3), dtype)
     bias, res = b.input("e.b", (64,), dtype), b.input("e.r", (2, 64, 6, 6), dtype)
     pre = b.conv2d(xe.relu(), we, bias, padding=1) + res
     b.output("epi_pre", pre)
     b.output("epi_post", (pre * 0.5).tanh())
-    for k, s in (("d1.x", (2, 48, 20)), ("d1.w", (68, 48, 7)), ("e.x", (2, 32, 6, 6)),
+    for k, s in (("d1.x", (2, 48, 30)), ("d1.w", (68, 48, 7)), ("e.x", (2, 32, 6, 6)),
                  ("e.w", (64, 32, 3, 3)), ("e.b", (64,)), ("e.r", (2, 64, 6, 6))):
         ins[k] = rng.standard_normal(s).astype(np_dt)
     tol = dict(rtol=1e-4, atol=1e-4) if dtype == "f32" else dict(rtol=1e-11, atol=1e-11)
