@@ -10,28 +10,34 @@ weight feeds a single FMA and the tile runs at about half the FMA rate (one thre
 512 -> 512 channels 3x3 at 4x4 64 GFLOP/s, at 7x7 50; the stride-2 256 -> 512 at 8x8 46).
 
 Here the lanes run over output channels instead, as in a GEMM over the implicit im2col
-matrix: a tile is MR output positions (at most 28, balanced over the plane: 64 as 22 + 22 +
-20) x one vector of output channels, MR accumulators. For every input channel c and kernel
-tap (kh, kw) it loads the weight vector w[c, kh, kw, o0 : o0 + lanes] (the weights are staged
-with the output channel innermost, kept across calls for parameters) and broadcasts one input
-element per position:
+matrix: a tile is up to 28 output positions (part of one image's plane, balanced: 49 as 25 +
+24; or, for planes of at most 14 positions, the whole planes of several images: a 3x3 plane
+x 3 images, a 1x1 plane x 28) x one vector of output channels, one accumulator per position.
+For every input channel c and kernel tap (kh, kw) it loads the weight vector
+w[c, kh, kw, o0 : o0 + lanes] (the weights are staged with the output channel innermost,
+kept across calls for parameters) and broadcasts one input element per position:
 
-    acc[p] = fma(broadcast(x[n, c, oh_p·sh + kh·dh, ow_p·sw + kw·dw]), w, acc[p])
+    acc[p] = fma(broadcast(x[n_p, c, oh_p·sh + kh·dh, ow_p·sw + kw·dw]), w, acc[p])
 
-so every weight vector feeds MR FMAs, whatever the plane's shape. The weights one tile reads,
-a vector per step (295 KB for 512 channels 3x3), stay in L2 for the tiles after it: tasks run
-channel block by channel block. Wider tiles (2, 3 or 4 vectors of channels x 12, 8 or 6
-positions) read a wider panel for the same FMAs and measured slower or level at every shape
-tried (512 channels at 4x4, 8 images, one thread: 103 GFLOP/s against 96, 93 and 78).
-Padding costs no mask: the input is first copied into scratch with a zero border (a small
-pass: the input is small where these tiles apply), where every tap of every position is a
-plain load. A tile's positions run on across output rows (flat p = oh·OW + ow); the epilogue
-stores each accumulator as the lanes channels of one position (a scatter along the channel
-axis, once per tile).
+so every weight vector feeds as many FMAs as the tile has positions, whatever the plane's
+shape. The weights one tile reads, a vector per step (295 KB for 512 channels 3x3), stay in
+L2 for the tiles after it: tasks run channel block by channel block. Wider tiles (2, 3 or 4
+vectors of channels x 12, 8 or 6 positions) read a wider panel for the same FMAs and
+measured slower or level at every shape tried (512 channels at 4x4, 8 images, one thread:
+103 GFLOP/s against 96, 93 and 78). Each position of a plane has a base address of its own,
+opaque to LLVM: positions a known distance apart read each other's taps, and LLVM merged
+those loads and spilled them. Padding costs no mask: the input is first copied into scratch
+with a zero border (a small pass: the input is small where these tiles apply; negative
+padding crops), where every tap of every position is a plain load. The epilogue stores each
+accumulator as the lanes channels of one position (a scatter along the channel axis, once
+per tile).
 
 One thread, 8 images, against the plane tiles: 512 -> 512 channels 3x3 at 4x4 64 -> 107
 GFLOP/s, at 7x7 72 -> 107, the stride-2 256 -> 512 from 8x8 44 -> 102, 256 channels at 8x8
-98 -> 105, 64 channels at 8x8 (32 images) level, hence the bounds of `prefer_lanes`.
+98 -> 105, 64 channels at 8x8 (32 images) level, hence the bounds of `prefer_lanes`. In a
+ResNet stage's training step: the weight gradient of the stride-2 convolution (a 3x3 plane,
+where row tiles filled 3 of 16 lanes) 13.5 -> 4.5 ms, that of the 1x1 stride-2 shortcut (a
+1x1 plane) 5.7 -> 0.44 ms.
 """
 
 from __future__ import annotations
@@ -71,7 +77,7 @@ from .llvm_ir import (
 VECTORS = 1         # vectors of output channels per tile (module note)
 MAX_POSITIONS = 28  # accumulators, with the weight vector and a broadcast in 32 registers
 MAX_PLANE = 64
-MIN_PLANE = 8
+MIN_POSITIONS = 8
 MAX_FILL = 0.5
 MIN_VECTORS = 4
 MIN_STEPS = 256
@@ -80,12 +86,19 @@ MIN_STEPS = 256
 @dataclass(frozen=True)
 class LanePlan:
     conv: ConvPlan      # operands, staging and the weights by channel (nv, ob unused)
-    mr: int             # output positions per tile
+    pc: int             # output positions per tile and image
+    m: int              # images per tile (whole planes of several images: small planes)
     nv: int             # vectors of output channels per tile
     o_blocks: int       # channel blocks per group
     p_blocks: int       # position blocks per image
+    n_blocks: int       # image blocks
     pad_offset: int     # scratch elements before the zero-bordered input copy
     padded: tuple[int, ...]  # the copy's spatial shape
+    slack: int          # zeroed elements past the copy, read by a last tile's missing images
+
+    @property
+    def mr(self) -> int:
+        return self.m * self.pc
 
     @property
     def ob(self) -> int:
@@ -101,7 +114,7 @@ def plan_lanes(k: ConvKernel, buffers: Mapping[str, Buffer], vector_bits: int
     rank = len(k.out_shape) - 2
     if dtype not in ("f32", "f64") or rank not in (1, 2) or vector_bits < 512:
         return None
-    if any(d != 1 for d in a["lhs_dilation"]) or any(p < 0 for p in a["padding"]):
+    if any(d != 1 for d in a["lhs_dilation"]):
         return None
     lanes = vector_bits // (32 if dtype == "f32" else 64)
     opg = k.out_shape[1] // a["groups"]
@@ -111,22 +124,41 @@ def plan_lanes(k: ConvKernel, buffers: Mapping[str, Buffer], vector_bits: int
         return None
     x, w, staged, scratch = operands
     shapes = {n: b.type.shape for n, b in buffers.items()}
-    if not prefer_lanes(plane, opg, math.prod(k.w.shape[1:]), lanes,
+    (pc, _), (m, _) = tile_positions(k.out_shape[0], plane)
+    if not prefer_lanes(plane, pc * m, opg, math.prod(k.w.shape[1:]), lanes,
                         blocked_fill(k, x, lanes, shapes)):
         return None
     w, persistent, by_channel, scratch = stage_weights_by_channel(k, w, buffers, staged,
                                                                   scratch, dtype, force=True)
     nv = VECTORS
     blocks = -(-opg // (nv * lanes))
-    mr = min(plane, MAX_POSITIONS)
-    mr = -(-plane // -(-plane // mr))  # balanced: 64 positions as 22 + 22 + 20, not 28 + 28 + 8
+    (pc, p_blocks), (m, n_blocks) = tile_positions(k.out_shape[0], plane)
     pads = a["padding"]
     padded = tuple(k.x.shape[2 + i] + pads[2 * i] + pads[2 * i + 1] for i in range(rank))
+    image = k.x.shape[1] * math.prod(padded)
+    slack = (m * n_blocks - k.out_shape[0]) * image
     pad_offset = scratch
-    scratch += -(-(k.x.shape[0] * k.x.shape[1] * math.prod(padded)) // 16) * 16
+    scratch += -(-(k.x.shape[0] * image + slack) // 16) * 16
     conv = ConvPlan(dtype, lanes, x, w, rank, nv, nv * lanes, blocks, 1, a, tuple(staged),
                     scratch, 0, persistent, by_channel)
-    return LanePlan(conv, mr, nv, blocks, -(-plane // mr), pad_offset, padded)
+    return LanePlan(conv, pc, m, nv, blocks, p_blocks, n_blocks, pad_offset, padded, slack)
+
+
+def _split(n: int, most: int) -> tuple[int, int]:
+    """n as parts of at most `most`, balanced: (part, parts); 64 as 22 + 22 + 20, not
+    28 + 28 + 8."""
+    parts = -(-n // most)
+    return -(-n // parts), parts
+
+
+def tile_positions(images: int, plane: int) -> tuple[tuple[int, int], tuple[int, int]]:
+    """A tile's positions: ((per image, blocks per plane), (images, image blocks)). A plane
+    of at most half of MAX_POSITIONS is taken whole for several images, so a 3x3 plane still
+    fills 27 accumulators and a 1x1 plane (a weight gradient's) 28."""
+    pc, p_blocks = _split(plane, MAX_POSITIONS)
+    if p_blocks > 1 or 2 * pc > MAX_POSITIONS:
+        return (pc, p_blocks), (1, images)
+    return (pc, 1), _split(images, MAX_POSITIONS // pc)
 
 
 def blocked_fill(k: ConvKernel, x, lanes: int, shapes) -> float:
@@ -137,24 +169,26 @@ def blocked_fill(k: ConvKernel, x, lanes: int, shapes) -> float:
     return min(1.0, (rows or 1) * k.out_shape[-1] / lanes)
 
 
-def prefer_lanes(plane: int, opg: int, steps: int, lanes: int, fill: float) -> bool:
-    """Channel lanes for planes of MIN_PLANE to MAX_PLANE positions and at least MIN_VECTORS
-    vectors of output channels per group, where the sum per output is long (MIN_STEPS
-    products: input channels of the group x kernel taps) or the row and plane tiles would fill
-    at most MAX_FILL of their lanes (a weight gradient's 3x3 plane, 256 -> 512 channels at 8x8
-    with stride 2, one thread: 13.5 -> 4.7 ms). Outside, the row and plane tiles measured level
-    or faster (one thread): 64 channels at 8x8 level, 128 at 16x16 106 against 101 GFLOP/s, 64
-    at 32x32 109 against 84, a 3-channel 7x7 stem (147 products) 64-88 against 46, 16 -> 64
-    channels at 8x8 106 against 116 us, 3 -> 64 at 16x16 75 against 161 us. Below MIN_PLANE
-    positions a tile's few accumulators wait on each other's FMAs."""
-    return (MIN_PLANE <= plane <= MAX_PLANE and opg >= MIN_VECTORS * lanes
+def prefer_lanes(plane: int, positions: int, opg: int, steps: int, lanes: int, fill: float
+                 ) -> bool:
+    """Channel lanes for planes of at most MAX_PLANE positions, tiles of at least MIN_POSITIONS
+    and at least MIN_VECTORS vectors of output channels per group, where the sum per output
+    is long (MIN_STEPS products: input channels of the group x kernel taps) or the row and
+    plane tiles would fill at most MAX_FILL of their lanes (a weight gradient's 3x3 plane,
+    256 -> 512 channels at 8x8 with stride 2, one thread: 13.5 -> 4.7 ms). Outside, the row
+    and plane tiles measured level or faster (one thread): 64 channels at 8x8 level, 128 at
+    16x16 106 against 101 GFLOP/s, 64 at 32x32 109 against 84, a 3-channel 7x7 stem (147
+    products) 64-88 against 46, 16 -> 64 channels at 8x8 106 against 116 us, 3 -> 64 at 16x16
+    75 against 161 us. A tile of fewer than MIN_POSITIONS positions has too few accumulators
+    to keep the FMAs busy."""
+    return (plane <= MAX_PLANE and positions >= MIN_POSITIONS and opg >= MIN_VECTORS * lanes
             and (steps >= MIN_STEPS or fill <= MAX_FILL))
 
 
 def lanes_code(k: ConvKernel, plan: LanePlan) -> KernelCode:
     out = k.out_shape
     groups = plan.conv.attrs["groups"]
-    tasks = out[0] * groups * plan.o_blocks * plan.p_blocks
+    tasks = plan.n_blocks * groups * plan.o_blocks * plan.p_blocks
     steps = math.prod(k.w.shape[1:])
     tile_work = 2 * plan.mr * plan.ob * steps
     work = 2 * math.prod(out) * steps
@@ -224,6 +258,9 @@ def _emit_padded_copy(k: ConvKernel, plan: LanePlan, env: KernelEnv) -> None:
             store_ok = b.icmp_signed("<", iota, splat(ity, wp - c0))
             masked_store(b, v, b.bitcast(out, vty.as_pointer()), store_ok,
                          align=4 if cp.dtype == "f32" else 8)
+    end = b.gep(dst, [_i64(math.prod(outer) * wp)])
+    with for_range(b, _i64(0), _i64(plan.slack), name="slack") as i:
+        b.store(ir.Constant(t, 0.0), b.gep(end, [i]))
 
 
 def emit_lane_tiles(k: ConvKernel, plan: LanePlan, env: KernelEnv) -> None:
@@ -233,7 +270,7 @@ def emit_lane_tiles(k: ConvKernel, plan: LanePlan, env: KernelEnv) -> None:
     opg = out[1] // groups
     # Consecutive tasks share a channel block: its weights (C·KH·KW x NV·lanes) are read by
     # every tile, the input image only by the tiles of its positions.
-    dims = [("g", groups), ("ob", plan.o_blocks), ("n", out[0]), ("pb", plan.p_blocks)]
+    dims = [("g", groups), ("ob", plan.o_blocks), ("n", plan.n_blocks), ("pb", plan.p_blocks)]
     rem = opg - (plan.o_blocks - 1) * plan.ob
     with for_range(b, env.lo, env.hi, name="tile") as t:
         idx, rest = {}, t
@@ -247,12 +284,13 @@ def emit_lane_tiles(k: ConvKernel, plan: LanePlan, env: KernelEnv) -> None:
             last = b.icmp_unsigned("==", idx["ob"], _i64(plan.o_blocks - 1))
             o_end = b.select(last, b.add(o0, _i64(rem)), o_end)
         c0 = b.mul(idx["g"], _i64(k.w.shape[1]))
-        p0 = b.mul(idx["pb"], _i64(plan.mr))
-        _LaneTile(k, plan, env, idx["n"], o0, o_end, c0, p0).emit()
+        p0 = b.mul(idx["pb"], _i64(plan.pc))
+        _LaneTile(k, plan, env, b.mul(idx["n"], _i64(plan.m)), o0, o_end, c0, p0).emit()
 
 
 class _LaneTile:
-    """One tile: MR positions from flat position p0 of image n, channels o0 .. o_end."""
+    """One tile: positions p0 .. p0 + pc of the planes of images n .. n + m, channels
+    o0 .. o_end."""
 
     def __init__(self, k: ConvKernel, plan: LanePlan, env: KernelEnv, n, o0, o_end, c0, p0):
         self.k, self.plan, self.env = k, plan, env
@@ -263,12 +301,12 @@ class _LaneTile:
         self.iota = ir.Constant(ir.VectorType(I64, cp.lanes), list(range(cp.lanes)))
 
     def _positions(self) -> list[tuple[ir.Value, list[ir.Value]]]:
-        """(valid, output coordinates) of each of the tile's positions; one past the plane
-        repeats the last position (computed, not stored)."""
+        """(valid, output coordinates) of each of the tile's positions in one plane; those
+        past the plane repeat its last position (computed, not stored)."""
         b, out = self.env.builder, self.k.out_shape
         plane = math.prod(out[2:])
         res = []
-        for p in range(self.plan.mr):
+        for p in range(self.plan.pc):
             flat = b.add(self.p0, _i64(p))
             valid = b.icmp_unsigned("<", flat, _i64(plane))
             flat = b.select(valid, flat, _i64(plane - 1))
@@ -292,12 +330,20 @@ class _LaneTile:
         # the padded copy's flat index of each position's first tap in channel c0
         x_img = b.add(_i64(plan.pad_offset),
                       b.mul(b.add(b.mul(self.n, _i64(xs[1])), self.c0), _i64(plane_in)))
+        # One base address per position of the plane, opaque to LLVM: positions a known
+        # distance apart read each other's taps, and LLVM, merging those loads, kept them live
+        # across taps and spilled them (7x7 plane, 28 positions: 29.7 ms against 17; a 3x3
+        # plane of 3 images 5.7 ms against 4.9). The tile's images lie a constant image apart
+        # (their taps never meet).
+        opaque = ir.InlineAsm(ir.FunctionType(I64, [I64]), "", "=r,0")
         bases = []
         for _, coords in positions:
             off = b.mul(coords[-1], _i64(strides[-1]))
             if rank == 2:
                 off = b.add(off, b.mul(b.mul(coords[0], _i64(strides[0])), _i64(row_len)))
-            bases.append(b.add(x_img, off))
+            bases.append(b.call(opaque, [b.add(x_img, off)]))
+        image = xs[1] * plane_in
+        addresses = [(base, i * image) for i in range(plan.m) for base in bases]
         scratch = b.bitcast(self.env.scratch, self.t.as_pointer())
         w_ref = operand_ref(cp.w, self.env, cp.dtype)
         wv = k.w.vars
@@ -321,8 +367,8 @@ class _LaneTile:
                     wvecs.append(masked_load(b, b.bitcast(ptr, self.vty.as_pointer()),
                                              o_mask[j], self.vty, align=align))
                 xk = b.add(xrow, _i64(kw * dil[-1]))
-                for p, base in enumerate(bases):
-                    xval = b.load(b.gep(scratch, [b.add(base, xk)]))
+                for p, (base, off) in enumerate(addresses):
+                    xval = b.load(b.gep(scratch, [b.add(base, b.add(xk, _i64(off)))]))
                     bx = vsplat(b, xval, cp.lanes)
                     for j in range(plan.nv):
                         i = p * plan.nv + j
@@ -352,10 +398,15 @@ class _LaneTile:
         b, plan, k = self.env.builder, self.plan, self.k
         lanes = plan.conv.lanes
         spatial = k.out_vars[2:]
-        for p, (valid, coords) in enumerate(positions):
+        out_n = self.k.out_shape[0]
+        for p, (i, (valid, coords)) in enumerate((i, pos) for i in range(plan.m)
+                                                 for pos in positions):
+            n = b.add(self.n, _i64(i))
+            if plan.m * plan.n_blocks != out_n:
+                valid = b.and_(valid, b.icmp_unsigned("<", n, _i64(out_n)))
             ok = vsplat(b, valid, lanes)
             for j in range(plan.nv):
-                env = {"n": self.n, **dict(zip(spatial, coords, strict=True))}
+                env = {"n": n, **dict(zip(spatial, coords, strict=True))}
                 env["o"] = b.add(self.o0, _i64(j * lanes))
                 ev = VectorEmitter(b, self.env.buffers, k.extents(), env, "o", lanes,
                                    b.and_(o_mask[j], ok))

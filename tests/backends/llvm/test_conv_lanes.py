@@ -31,8 +31,11 @@ LANE_CASES = [
     ("grouped", (2, 96, 4, 4), (192, 32, 3, 3), (1, 2), (1, 1, 1, 1), (1, 1), 3),
     ("wide_kernel", (2, 16, 6, 6), (64, 16, 5, 5), (1, 1), (2, 2, 2, 2), (1, 1), 1),
     ("unpadded", (2, 64, 6, 6), (70, 64, 3, 3), (1, 1), (0, 0, 0, 0), (1, 1), 1),
-    # a stride-2 convolution's weight gradient: a short sum (128 products) over a 3x3 plane
-    ("weight_gradient", (3, 8, 8, 8), (64, 8, 4, 4), (1, 1), (1, 0, 1, 0), (2, 2), 1),
+    # a stride-2 convolution's weight gradient: a short sum (128 products) over a 3x3 plane,
+    # three images per tile (the last tile's third image missing); a 1x1 stride-2
+    # convolution's: one position per image, the input cropped (negative padding)
+    ("weight_gradient", (5, 8, 8, 8), (64, 8, 4, 4), (1, 1), (1, 0, 1, 0), (2, 2), 1),
+    ("one_point", (31, 8, 8, 8), (64, 8, 4, 4), (1, 1), (0, -1, 0, -1), (2, 2), 1),
 ]
 
 
