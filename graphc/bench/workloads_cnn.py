@@ -1,19 +1,23 @@
-"""The last stage of a ResNet-18 at inference: few positions, many channels.
+"""The last stage of a ResNet-18: few positions, many channels.
 
 Two basic blocks on 8 images: 256 channels at 8x8 in, a stride-2 3x3 convolution to 512
 channels at 4x4 with a 1x1 stride-2 shortcut, then three 3x3 convolutions at 512 channels,
 each followed by its bias (batch norm folded in, as an exporter writes an inference model), a
 residual add where the block ends, and relu. About 2.15 GFLOP, in 9.4 MB of weights per 3x3
-convolution."""
+convolution. `resnet_stage_train` fine-tunes it under a new head (global average pool, a
+dense layer to 10 classes, softmax cross-entropy): one SGD step, forward and backward."""
 
 from __future__ import annotations
 
 import numpy as np
 
 from graphc.ir.builder import Builder
+from graphc.optim import SGD
+from graphc.train import train_step
 
 from .onnx_models import make_model, node
 from .workloads import Instance, NumpyImpl, OnnxImpl, TorchImpl, Workload, rand, torch_tensor
+from .workloads_models import LR, step_inputs, torch_params, torch_sgd_step
 
 # name: (input channels, output channels, kernel, stride)
 CONVS = {"c1": (256, 512, 3, 2), "down": (256, 512, 1, 2), "c2": (512, 512, 3, 1),
@@ -30,11 +34,10 @@ def _shape(name: str, div: int) -> tuple[int, int, int, int]:
     return cout // div, cin // div, k, k
 
 
-def make_resnet_stage(quick: bool) -> Instance:
-    n, div, side = stage_sizes(quick)
-    b = Builder("resnet_stage", seed=0)
-    rng = np.random.default_rng(8)
-    x = b.input("x", (n, 256 // div, side, side))
+CLASSES = 10
+
+
+def _stage(b: Builder, x, div: int, rng: np.random.Generator):
     w = {k: b.param(f"{k}.w", _shape(k, div), init="he") for k in CONVS}
     bias = {k: b.param(f"{k}.b", init=0.1 * rand(rng, CONVS[k][1] // div)) for k in CONVS}
 
@@ -44,15 +47,67 @@ def make_resnet_stage(quick: bool) -> Instance:
 
     h = conv("c1", x).relu()
     y1 = (conv("c2", h) + conv("down", x)).relu()
-    y = (conv("c4", conv("c3", y1).relu()) + y1).relu()
-    graph = b.build(outputs={"y": y})
+    return (conv("c4", conv("c3", y1).relu()) + y1).relu()
+
+
+def _stage_flops(n: int, div: int, side: int) -> float:
     out = (side // 2) ** 2
-    flops = sum(2.0 * n * out * co * ci * k * k for ci, co, k, _ in
-                ((ci // div, co // div, k, s) for ci, co, k, s in CONVS.values()))
+    return sum(2.0 * n * out * (co // div) * (ci // div) * k * k
+               for ci, co, k, _ in CONVS.values())
+
+
+def make_resnet_stage(quick: bool) -> Instance:
+    n, div, side = stage_sizes(quick)
+    b = Builder("resnet_stage", seed=0)
+    rng = np.random.default_rng(8)
+    x = b.input("x", (n, 256 // div, side, side))
+    graph = b.build(outputs={"y": _stage(b, x, div, rng)})
     return Instance("resnet_stage", graph, {"x": rand(rng, n, 256 // div, side, side)},
                     {"images": n, "channels": 512 // div, "plane": [side // 2] * 2},
-                    "compute", flops=flops, numpy=numpy_stage, torch=torch_stage,
-                    onnx=onnx_stage)
+                    "compute", flops=_stage_flops(n, div, side), numpy=numpy_stage,
+                    torch=torch_stage, onnx=onnx_stage)
+
+
+def make_resnet_stage_train(quick: bool) -> Instance:
+    n, div, side = stage_sizes(quick)
+    b = Builder("resnet_stage_train", seed=0)
+    rng = np.random.default_rng(9)
+    x = b.input("x", (n, 256 // div, side, side))
+    labels = b.input("labels", (n,), "i64")
+    y = _stage(b, x, div, rng)
+    w = b.param("head.w", (512 // div, CLASSES), init="glorot")
+    bias = b.param("head.b", (CLASSES,), init="zeros")
+    logits = b.dense(y.mean((2, 3)), w, bias)
+    forward = b.build(outputs={"loss": b.cross_entropy(logits, labels)})
+    graph = train_step(forward, "loss", SGD(lr=LR))
+    inputs = step_inputs({"x": rand(rng, n, 256 // div, side, side),
+                          "labels": rng.integers(0, CLASSES, n).astype(np.int64)})
+    # forward, the input gradients and the weight gradients: three times the forward's
+    return Instance("resnet_stage_train", graph, inputs,
+                    {"images": n, "channels": 512 // div, "plane": [side // 2] * 2},
+                    "compute", flops=3.0 * _stage_flops(n, div, side),
+                    torch=torch_stage_train)
+
+
+def torch_stage_train(inst: Instance) -> TorchImpl:
+    import torch.nn.functional as F
+
+    x = torch_tensor(inst.inputs["x"])
+    labels = torch_tensor(inst.inputs["labels"])
+    p = torch_params(inst)
+
+    def conv(name, v):
+        k, s = CONVS[name][2:]
+        return F.conv2d(v, p[f"{name}.w"], p[f"{name}.b"], stride=s, padding=k // 2)
+
+    def loss_fn():
+        h = conv("c1", x).relu()
+        y1 = (conv("c2", h) + conv("down", x)).relu()
+        y = (conv("c4", conv("c3", y1).relu()) + y1).relu()
+        logits = y.mean((2, 3)) @ p["head.w"] + p["head.b"]
+        return F.cross_entropy(logits, labels)
+
+    return torch_sgd_step(loss_fn, p, lambda: {f"new.{k}": v for k, v in p.items()})
 
 
 def numpy_stage(inst: Instance) -> NumpyImpl:
@@ -122,4 +177,6 @@ def onnx_stage(inst: Instance) -> OnnxImpl:
 WORKLOADS = [
     Workload("resnet_stage", "ResNet-18's last stage (2 basic blocks, 256@8x8 -> 512@4x4), "
              "8 images, inference", make_resnet_stage),
+    Workload("resnet_stage_train", "the same stage fine-tuned under a new 10-class head, "
+             "one SGD step, 8 images", make_resnet_stage_train),
 ]
