@@ -82,6 +82,7 @@ from .llvm_ir import (
 )
 from .lowering import cast_value
 from .parallel import ParallelBody, emit_parallel_for
+from .staging_transpose import emit_transposed, transpose_plan
 
 GEMM_MIN_FLOPS = 2 * 56 ** 3  # measured: below, the simple loops beat packing
 
@@ -464,6 +465,13 @@ def _emit_staging(st: Staged, dtype: str, env: KernelEnv, extents: dict[str, int
     1024 x 1024 bf16 weights added a quarter to a two-thread [256, 1024] x [1024, 1024]
     product."""
     shape = dict(zip(st.operand.vars, st.operand.shape, strict=True))
+    transposed = transpose_plan(st, env.buffers, shape, dtype) if lanes > 1 else None
+    if transposed is not None:  # whole vectors and register transposes (serial: fast enough)
+        t = llvm_type(dtype)
+        base = env.builder.gep(env.builder.bitcast(env.scratch, t.as_pointer()),
+                               [ir.Constant(I64, st.offset)])
+        emit_transposed(transposed, dtype, env.builder, base, env.buffers, lanes)
+        return
     points = math.prod(shape[v] for v in st.vars)
     if env.nthreads is None or not st.vars or points < STAGE_PARALLEL_POINTS:
         _stage_rows(st, dtype, env.builder, env.scratch, env.buffers, extents, shape, None,

@@ -262,8 +262,10 @@ class NativeProgram:
         `frozen_params`: every parameter array is read-only and owned by the caller's
         parameter store, so the same object means the same values. Then what the code derived
         from parameters on an earlier call (prepacked weights) stays valid until a parameter is
-        rebound: the epoch in status slot 3 changes only then. Otherwise it is 0 and the code
-        derives everything again."""
+        rebound: the epoch in status slot 3 changes only then. Otherwise the call gets an epoch
+        of its own: the code derives everything again, once, and the call sites that share a
+        derived copy (the steps of an unrolled LSTM) share it within this call (a training
+        loop passing each step's parameters, LSTM step: 55.4 -> 49.6 ms, one thread)."""
         ptrs = self._ptrs
         outs: dict[str, np.ndarray] = {}
         with self._lock:
@@ -286,8 +288,10 @@ class NativeProgram:
                     if len(pool) > OUTPUT_POOL:
                         del pool[0]  # the caller still holds it; it is theirs now
                 outs[name], ptrs[k] = entry
+            if not frozen_params:
+                self._epoch += 1
             self._status[0] = 0
-            self._status[3] = self._epoch if frozen_params else 0
+            self._status[3] = self._epoch
             self.function(ptrs, self._arena_ptr, self._status_ptr, self.threads)
             self.runs += 1
             if self._status[0]:

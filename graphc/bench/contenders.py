@@ -182,8 +182,30 @@ def graphc_contender(inst: Instance, name: str, target: str, fuse: bool, threads
     inputs = {k: inst.inputs[k] for k in exe.input_names}
     stats = graphc_stats(exe)
     config = f"target {target}, fuse={fuse}"
+    run = lambda: exe.run(inputs)  # noqa: E731
+    if any(name.startswith("new.") for name in exe.output_names):
+        run = training_loop(exe, inputs)
+        config += ", each step's new parameters fed to the next (as graphc.train.Trainer)"
     return Contender(name, "graphc", stats.get("threads", threads), config,
-                     run=lambda: exe.run(inputs), compile=times, stats=stats)
+                     run=run, compile=times, stats=stats)
+
+
+def training_loop(exe, inputs: dict[str, Any]):
+    """A training step run as a training loop runs it: every call gets the parameters the
+    previous call returned (`new.<param>`), as `graphc.train.Trainer` passes them, so whatever
+    the executable derives from parameters (prepacked weights) is derived again each step, as
+    the peers' steps update their weights each call. The first call starts from the workload's
+    parameters, whose results the correctness check compares."""
+    params = {k: np.asarray(v) for k, v in exe.params.items()}
+
+    def run() -> dict[str, Any]:
+        out = exe.run(inputs, params)
+        for name, value in out.items():
+            if name.startswith("new.") and name[4:] in params:
+                params[name[4:]] = value
+        return out
+
+    return run
 
 
 def graphc_contenders(inst: Instance, target: str, threads: int, cache_dir: str | None
