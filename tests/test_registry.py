@@ -13,7 +13,7 @@ REQUIRED_PRIMITIVES = {
     "add", "sub", "mul", "div",
     "pow", "maximum", "minimum",
     "eq", "ne", "lt", "le", "gt", "ge", "select", "cast", "reduce_sum", "reduce_max", "argmax",
-    "reshape", "transpose", "broadcast", "slice", "pad", "concat", "matmul", "conv",
+    "reshape", "transpose", "reverse", "broadcast", "slice", "pad", "concat", "matmul", "conv",
     "reduce_window", "select_scatter", "take", "scatter_add", "iota", "random_uniform",
     "constant",
 }

@@ -381,7 +381,7 @@ LOWERINGS: dict[str, Lowering] = {
     "argmax": Lowering("reduction", doc="loop-kernel argmax (first maximum; NaN wins)"),
     "reduce_window": Lowering("reduction", doc="loop kernel: window offsets are the reduce "
                                                "domain"),
-    "reshape": Lowering("index"), "transpose": Lowering("index"),
+    "reshape": Lowering("index"), "transpose": Lowering("index"), "reverse": Lowering("index"),
     "broadcast": Lowering("index"), "slice": Lowering("index"),
     "pad": Lowering("index", doc="masked loads + select of the fill value"),
     "concat": Lowering("index", doc="masked loads, one per piece"),

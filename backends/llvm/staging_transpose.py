@@ -39,6 +39,7 @@ class TransposePlan:
     offset: int                     # source position of the all-zero index
     outer: tuple[tuple[str, int, int, int], ...]  # (var, extent, source stride, staged stride)
     run: int                        # elements of the contiguous run
+    sign: int                       # 1, or -1 where the run is read backwards (a flipped kernel)
     run_offset_stride: int          # staged stride of one run element (the extent of v)
     v_extent: int
     v_stride: int                   # source stride of v
@@ -62,8 +63,12 @@ def transpose_plan(st: Staged, buffers: Mapping[str, BufferRef], shape: Mapping[
     v = st.vars[-1]
     if coef.get(v, 0) in (0, 1) or any(n not in st.vars for n in coef):
         return None
-    run, k = 1, len(st.vars) - 2
-    while k >= 0 and coef.get(st.vars[k], 0) == run:
+    k = len(st.vars) - 2
+    sign = coef.get(st.vars[k], 0)
+    if sign not in (1, -1):
+        return None
+    run = 1
+    while k >= 0 and coef.get(st.vars[k], 0) == sign * run:
         run *= shape[st.vars[k]]
         k -= 1
     if run < MIN_RUN:
@@ -72,7 +77,7 @@ def transpose_plan(st: Staged, buffers: Mapping[str, BufferRef], shape: Mapping[
     for var in reversed(st.vars[:k + 1]):
         outer.append((var, shape[var], coef.get(var, 0), staged_stride))
         staged_stride *= shape[var]
-    return TransposePlan(value.buffer, lin.const, tuple(reversed(outer)), run, shape[v],
+    return TransposePlan(value.buffer, lin.const, tuple(reversed(outer)), run, sign, shape[v],
                          shape[v], coef[v])
 
 
@@ -129,16 +134,23 @@ def emit_transposed(plan: TransposePlan, dtype: str, b: ir.IRBuilder, base: ir.V
 
     def block(src_at, dst_at, v0, v_ok, r0: ir.Value, rows_n: int) -> None:
         """One lanes x lanes block: `rows_n` run elements from r0, channels v0 ... ."""
-        r_ok = b.icmp_signed("<", iota, splat(ity, rows_n))
+        # run elements r0 .. r0 + rows_n - 1; read backwards, the vector ending at r0 is
+        # loaded (its top rows_n lanes) and its lanes reversed
+        backwards = plan.sign < 0
+        r_ok = (b.icmp_signed(">=", iota, splat(ity, lanes - rows_n)) if backwards
+                else b.icmp_signed("<", iota, splat(ity, rows_n)))
+        first = b.sub(ir.Constant(I64, 1 - lanes), r0) if backwards else r0
+        flip = ir.Constant(ir.VectorType(I32, lanes), list(range(lanes - 1, -1, -1)))
         rows = []
         for i in range(lanes):
             o = b.add(v0, ir.Constant(I64, i))
             here = b.icmp_signed("<", o, ir.Constant(I64, plan.v_extent))
             mask = b.and_(r_ok, vsplat(b, here, lanes))
-            pos = b.add(b.add(src_at, b.mul(o, ir.Constant(I64, plan.v_stride))), r0)
+            pos = b.add(b.add(src_at, b.mul(o, ir.Constant(I64, plan.v_stride))), first)
             ptr = element_ptr(b, src, pos, inbounds=False)
-            rows.append(masked_load(b, b.bitcast(ptr, vty.as_pointer()), mask, vty,
-                                    align=align))
+            row = masked_load(b, b.bitcast(ptr, vty.as_pointer()), mask, vty, align=align)
+            rows.append(b.shuffle_vector(row, ir.Constant(vty, None), flip) if backwards
+                        else row)
         for j, row in enumerate(transpose_rows(b, rows)[:rows_n]):
             at = b.add(b.mul(b.add(r0, ir.Constant(I64, j)),
                              ir.Constant(I64, plan.run_offset_stride)), b.add(dst_at, v0))

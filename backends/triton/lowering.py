@@ -51,7 +51,7 @@ LOWERING: dict[str, str] = {
     "reduce_max": "loop kernel reduction (max)",
     "argmax": "loop kernel reduction (argmax)",
     "reduce_window": "loop kernel reduction over the window",
-    "reshape": "index arithmetic", "transpose": "index arithmetic",
+    "reshape": "index arithmetic", "transpose": "index arithmetic", "reverse": "index arithmetic",
     "broadcast": "index arithmetic", "slice": "index arithmetic",
     "pad": "index arithmetic + masked load", "concat": "index arithmetic + select",
     "iota": "index value", "random_uniform": "Philox4x32-10 helper (_philox_uniform)",

@@ -61,7 +61,7 @@ OP_COST = {"div": 2, "reciprocal": 2, "sqrt": 2, "rsqrt": 2, "exp": 4, "log": 4,
 # Largest index (terms written out, `ix_size`) through which a kernel reads a reshaped value;
 # past it the reshape's input is stored and read back (reason "index cap").
 MAX_INDEX_SIZE = 64
-MOVEMENT_OPS = ("reshape", "transpose", "broadcast", "slice", "pad", "concat")
+MOVEMENT_OPS = ("reshape", "transpose", "reverse", "broadcast", "slice", "pad", "concat")
 REDUCE_KINDS = {"reduce_sum": "sum", "reduce_max": "max", "argmax": "argmax"}
 # Free inside a template operand: per-load index arithmetic, casts and iota. Other elementwise
 # ops in an operand run once per loaded tile element (a tiled GEMM loads each element once per
@@ -375,6 +375,10 @@ class Lowering:
             return self.pull(x, xi, mask)
         if op == "slice":
             xi = tuple(e * st + s for e, s, st in zip(idx, a["start"], a["step"], strict=True))
+            return self.pull(x, xi, mask)
+        if op == "reverse":
+            xi = tuple(e * -1 + (d - 1) if i in a["axes"] else e
+                       for i, (e, d) in enumerate(zip(idx, x.shape, strict=True)))
             return self.pull(x, xi, mask)
         if op == "pad":
             return self.pull_pad(n, idx, mask)

@@ -1,10 +1,11 @@
-"""Movement primitives: reshape, transpose, broadcast, slice, pad and concat. They move or copy
-elements without arithmetic, so every one works on every dtype, and in fused kernels they become
-index maps of loads (no copy at all).
+"""Movement primitives: reshape, transpose, reverse, broadcast, slice, pad and concat. They move
+or copy elements without arithmetic, so every one works on every dtype, and in fused kernels
+they become index maps of loads (no copy at all).
 
 Canonical attributes (what `normalize` stores in the node):
 - reshape: `shape` fully explicit (a single -1 is resolved);
 - transpose: `perm` with non-negative entries;
+- reverse: `axes` non-negative, sorted, without repeats (a convolution's flipped kernel);
 - slice: one (start, stop, step) per axis with 0 <= start <= stop <= dim and step >= 1, clamped
   like Python slicing (negative indices count from the end); output dim ceil((stop-start)/step);
 - pad: XLA semantics, `interior` filled in (zeros by default); negative low/high crop;
@@ -74,6 +75,32 @@ def vjp_reshape(b, ins, outs, cts, attrs):
     if not _grads_wanted(x, ct):
         return (None,)
     return (b.reshape(ct, x.shape),)
+
+
+# -- reverse ---------------------------------------------------------------------------------------
+
+
+def normalize_reverse(types, attrs):
+    (t,) = types
+    axes = tuple(norm_axis(a, t.rank) for a in attrs["axes"])
+    if len(set(axes)) != len(axes):
+        raise ShapeError(f"axes={attrs['axes']} repeats an axis of {t}")
+    return {**attrs, "axes": tuple(sorted(axes))}
+
+
+def infer_reverse(types, attrs):
+    return types[0]
+
+
+def ref_reverse(inputs, attrs):
+    return np.flip(inputs[0], attrs["axes"]).copy()
+
+
+def vjp_reverse(b, ins, outs, cts, attrs):
+    (x,), (ct,) = ins, cts
+    if not _grads_wanted(x, ct):
+        return (None,)
+    return (b.op("reverse", ct, axes=attrs["axes"]),)
 
 
 # -- transpose -------------------------------------------------------------------------------------
@@ -308,6 +335,9 @@ def register_ops() -> None:
         OpDef("transpose", "movement", 1, infer_transpose, ref_transpose,
               attrs={"perm": Attr("ints")}, vjp=vjp_transpose, normalize=normalize_transpose,
               doc="Permute axes: output axis i is input axis perm[i]."),
+        OpDef("reverse", "movement", 1, infer_reverse, ref_reverse,
+              attrs={"axes": Attr("ints")}, vjp=vjp_reverse, normalize=normalize_reverse,
+              doc="Reverse the order of the elements along each of `axes` (numpy flip)."),
         OpDef("broadcast", "movement", 1, infer_broadcast, ref_broadcast,
               attrs={"shape": Attr("ints")}, vjp=vjp_broadcast,
               doc="numpy broadcast_to: leading axes added, size-1 axes stretched."),

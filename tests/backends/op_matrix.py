@@ -308,6 +308,9 @@ MOVEMENT_CASES = [
             (0, 3, 4, 1, 5, 2)).reshape((2, 3, 6, 8)).tanh()})),
     Case("movement.reshape_transpose", _graph("rt", lambda b: {
         "y": (b.input("x", (4, 6)).reshape((2, 12)).transpose((1, 0)) * 2.0).exp()})),
+    Case("movement.reverse", _graph("rev", lambda b: {
+        "y": b.op("reverse", b.input("x", (3, 5, 4)), axes=(0, 2)).transpose((2, 0, 1))
+        * b.input("z", (1, 3, 5))})),
     Case("movement.slice_step", _graph("sl", lambda b: {
         "y": b.op("slice", b.input("x", (7, 9)), start=(1, 0), stop=(7, 9), step=(2, 3))
         .tanh()})),

@@ -66,6 +66,25 @@ def test_transpose_matches_torch(shape, perm, dtype, rng):
 
 
 @pytest.mark.parametrize("dtype", ALL_DTYPES)
+@pytest.mark.parametrize("shape,axes", [((2, 3, 4), (0,)), ((2, 3, 4), (-1, 1)),
+                                        ((3, 1, 5), (0, 1, 2)), ((5,), (0,)), ((), ()),
+                                        ((2, 3), ())])
+def test_reverse_matches_torch_flip(shape, axes, dtype, rng):
+    x = _data(rng, shape, dtype)
+    (got,) = run_op("reverse", [x], axes=axes)
+    _same(got, torch.flip(T(x), axes).numpy() if axes else x, dtype)
+
+
+def test_reverse_errors():
+    b = Builder("e")
+    x = b.input("x", (2, 3, 4))
+    with pytest.raises(ShapeError, match=r"reverse\(f32\[2, 3, 4\]\).*out of range"):
+        b.op("reverse", x, axes=(3,))
+    with pytest.raises(ShapeError, match=r"reverse\(f32\[2, 3, 4\]\).*repeats"):
+        b.op("reverse", x, axes=(1, -2))
+
+
+@pytest.mark.parametrize("dtype", ALL_DTYPES)
 @pytest.mark.parametrize("shape,target", [((3, 1), (3, 5)), ((1,), (2, 7)), ((), (2, 3)),
                                           ((2, 1, 3), (4, 2, 5, 3)), ((5,), (5,)),
                                           ((1, 1), (0, 4))])
@@ -186,6 +205,14 @@ def test_attributes_are_canonical_and_round_trip():
 # -- VJPs ------------------------------------------------------------------------------------------
 
 shapes = st.lists(st.integers(1, 4), min_size=1, max_size=3).map(tuple)
+
+
+@settings(max_examples=15, deadline=None)
+@given(shapes, st.data())
+def test_reverse_vjp_hypothesis(shape, data):
+    axes = data.draw(st.lists(st.integers(0, len(shape) - 1), unique=True))
+    x = np.random.default_rng(len(shape)).standard_normal(shape)
+    check_vjp("reverse", [x], {"axes": tuple(axes)})
 
 
 @settings(max_examples=15, deadline=None)

@@ -50,6 +50,7 @@ CASES: dict[str, tuple[list, dict, list | None]] = {
     "reduce_max": ([f(2, 3, 4)], {"axes": (1,)}, None),
     "reshape": ([f(2, 6)], {"shape": (3, 4)}, None),
     "transpose": ([f(2, 3, 4)], {"perm": (2, 0, 1)}, None),
+    "reverse": ([f(2, 3, 4)], {"axes": (0, 2)}, None),
     "broadcast": ([f(3, 1)], {"shape": (2, 3, 4)}, None),
     "slice": ([f(5, 6)], {"start": (1, 0), "stop": (5, 6), "step": (2, 3)}, None),
     "pad": ([f(3, 4)], {"low": (1, -1), "high": (2, 0), "interior": (1, 0)}, None),
