@@ -152,7 +152,7 @@ def plan_conv(k: ConvKernel, buffers: Mapping[str, Buffer], vector_bits: int
     opg = k.out_shape[1] // a["groups"]
     steps = math.prod(k.w.shape[1:])
     registers = 32 if vector_bits >= 512 else 16
-    rows = _plane_rows(k, x, lanes, shapes)
+    rows = plane_rows(k, x, lanes, shapes)
     if rows:  # the plane as one long row of rows·OW-lane vectors
         nv, ob = tile_shape(-(-k.out_shape[2] // rows) * lanes, opg, lanes, steps, registers)
         w_blocks = 1
@@ -237,7 +237,7 @@ def _weights_by_channel(k: ConvKernel, w: Affine, kept: bool) -> bool:
     return (points >= 128 and not compact) or (kept and points >= 2048)
 
 
-def _plane_rows(k: ConvKernel, x: Affine, lanes: int,
+def plane_rows(k: ConvKernel, x: Affine, lanes: int,
                 shapes: Mapping[str, tuple[int, ...]]) -> int:
     """Output rows per vector for plane tiles (module note), 0 where row tiles apply: 2-D
     output rows of at most half a vector, and an epilogue that reads the output plane only
@@ -595,7 +595,7 @@ class _Tile:
         for r in range(rows):
             for j in range(plan.nv):
                 col0 = b.add(self.ow0, _i64(j * self.step))
-                if plan.plane_rows:  # col0 runs on through the plane's rows (`_plane_rows`)
+                if plan.plane_rows:  # col0 runs on through the plane's rows (`plane_rows`)
                     flat = b.add(self._splat_i64(b.add(b.mul(self.oh, _i64(ow_n)), col0)),
                                  self.iota)
                     lane_ok = b.and_(

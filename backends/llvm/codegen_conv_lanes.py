@@ -53,9 +53,9 @@ from graphc.ir.kernel import Buffer, ConvKernel, kernel_reads, kernel_writes
 from .codegen import KernelCode, KernelEnv
 from .codegen_conv import (
     ConvPlan,
-    _plane_rows,
     conv_operands,
     operand_ref,
+    plane_rows,
     stage_weights_by_channel,
     staging_setup,
 )
@@ -124,7 +124,7 @@ def plan_lanes(k: ConvKernel, buffers: Mapping[str, Buffer], vector_bits: int
         return None
     x, w, staged, scratch = operands
     shapes = {n: b.type.shape for n, b in buffers.items()}
-    (pc, _), (m, _) = tile_positions(k.out_shape[0], plane)
+    (pc, p_blocks), (m, n_blocks) = tile_positions(k.out_shape[0], plane)
     if not prefer_lanes(plane, pc * m, opg, math.prod(k.w.shape[1:]), lanes,
                         blocked_fill(k, x, lanes, shapes)):
         return None
@@ -132,7 +132,6 @@ def plan_lanes(k: ConvKernel, buffers: Mapping[str, Buffer], vector_bits: int
                                                                   scratch, dtype, force=True)
     nv = VECTORS
     blocks = -(-opg // (nv * lanes))
-    (pc, p_blocks), (m, n_blocks) = tile_positions(k.out_shape[0], plane)
     pads = a["padding"]
     padded = tuple(k.x.shape[2 + i] + pads[2 * i] + pads[2 * i + 1] for i in range(rank))
     image = k.x.shape[1] * math.prod(padded)
@@ -165,7 +164,7 @@ def blocked_fill(k: ConvKernel, x, lanes: int, shapes) -> float:
     """The share of vector lanes a row or plane tile of `codegen_conv` fills: a plane tile's
     vector spans whole output rows, a row tile's one row (3 of 16 lanes for a weight gradient's
     3x3 plane)."""
-    rows = _plane_rows(k, x, lanes, shapes)
+    rows = plane_rows(k, x, lanes, shapes)
     return min(1.0, (rows or 1) * k.out_shape[-1] / lanes)
 
 
@@ -175,7 +174,7 @@ def prefer_lanes(plane: int, positions: int, opg: int, steps: int, lanes: int, f
     and at least MIN_VECTORS vectors of output channels per group, where the sum per output
     is long (MIN_STEPS products: input channels of the group x kernel taps) or the row and
     plane tiles would fill at most MAX_FILL of their lanes (a weight gradient's 3x3 plane,
-    256 -> 512 channels at 8x8 with stride 2, one thread: 13.5 -> 4.7 ms). Outside, the row
+    256 -> 512 channels at 8x8 with stride 2, one thread: 13.5 -> 4.5 ms). Outside, the row
     and plane tiles measured level or faster (one thread): 64 channels at 8x8 level, 128 at
     16x16 106 against 101 GFLOP/s, 64 at 32x32 109 against 84, a 3-channel 7x7 stem (147
     products) 64-88 against 46, 16 -> 64 channels at 8x8 106 against 116 us, 3 -> 64 at 16x16
