@@ -58,6 +58,21 @@ def test_every_parameter_change_is_seen(exe, rng):
     _close(exe.run({"x": x})["y"], _want(x, w1, w2))
 
 
+def test_an_override_changed_in_place_between_calls_is_seen(exe, rng):
+    """A call with its own parameters gets an epoch of its own: its weights are packed again
+    (once, for every call site that shares them: w1 is read at two, w2 at three), so the same
+    array changed in place between two such calls gives the new values."""
+    x = rng.standard_normal((70, 90)).astype(np.float32)
+    w1 = rng.standard_normal((90, 130)).astype(np.float32)
+    w2 = np.array(exe.params["w2"])
+    _close(exe.run({"x": x}, params={"w1": w1})["y"], _want(x, w1, w2))
+    w1 *= -0.5
+    _close(exe.run({"x": x}, params={"w1": w1, "w2": w2})["y"], _want(x, w1, w2))
+    w2 += 0.25
+    _close(exe.run({"x": x}, params={"w1": w1, "w2": w2})["y"], _want(x, w1, w2))
+    _close(exe.run({"x": x})["y"], _want(x, np.array(exe.params["w1"]), w2 - 0.25))
+
+
 def test_stored_parameters_are_read_only(exe):
     with pytest.raises(ValueError, match="read-only"):
         exe.params["w1"][0, 0] = 1.0
