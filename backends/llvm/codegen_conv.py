@@ -86,6 +86,7 @@ from .codegen_loop import CHUNK_WORK, PARALLEL_FLOPS
 from .llvm_ir import (
     I32,
     I64,
+    decode_row_major,
     emit_loop,
     for_range,
     if_update,
@@ -377,10 +378,7 @@ def emit_conv_tiles(k: ConvKernel, plan: ConvPlan, env: KernelEnv) -> None:
             ("wb", plan.w_blocks)]
     rem = opg - (plan.o_blocks - 1) * plan.ob
     with for_range(b, env.lo, env.hi, name="tile") as t:
-        idx, rest = {}, t
-        for name, n in reversed(dims):
-            idx[name] = b.urem(rest, _i64(n)) if name != "n" else rest
-            rest = b.udiv(rest, _i64(n)) if name != "n" else rest
+        idx = decode_row_major(b, t, dims)
         o0 = b.add(b.mul(idx["g"], _i64(opg)), b.mul(idx["ob"], _i64(plan.ob)))
         c0 = b.mul(idx["g"], _i64(k.w.shape[1]))
         ow0 = b.mul(idx["wb"], _i64(plan.block_width))

@@ -64,6 +64,7 @@ from .codegen_loop import CHUNK_WORK, PARALLEL_FLOPS
 from .llvm_ir import (
     I1,
     I64,
+    decode_row_major,
     emit_loop,
     for_range,
     intrinsic,
@@ -74,7 +75,6 @@ from .llvm_ir import (
     vsplat,
 )
 
-VECTORS = 1         # vectors of output channels per tile (module note)
 MAX_POSITIONS = 28  # accumulators, with the weight vector and a broadcast in 32 registers
 MAX_PLANE = 64
 MIN_POSITIONS = 8
@@ -85,10 +85,9 @@ MIN_STEPS = 256
 
 @dataclass(frozen=True)
 class LanePlan:
-    conv: ConvPlan      # operands, staging and the weights by channel (nv, ob unused)
+    conv: ConvPlan      # operands, staging and the weights by channel
     pc: int             # output positions per tile and image
     m: int              # images per tile (whole planes of several images: small planes)
-    nv: int             # vectors of output channels per tile
     o_blocks: int       # channel blocks per group
     p_blocks: int       # position blocks per image
     n_blocks: int       # image blocks
@@ -102,7 +101,8 @@ class LanePlan:
 
     @property
     def ob(self) -> int:
-        return self.nv * self.conv.lanes
+        """Output channels per tile: one vector (module note)."""
+        return self.conv.lanes
 
 
 def plan_lanes(k: ConvKernel, buffers: Mapping[str, Buffer], vector_bits: int
@@ -130,17 +130,16 @@ def plan_lanes(k: ConvKernel, buffers: Mapping[str, Buffer], vector_bits: int
         return None
     w, persistent, by_channel, scratch = stage_weights_by_channel(k, w, buffers, staged,
                                                                   scratch, dtype, force=True)
-    nv = VECTORS
-    blocks = -(-opg // (nv * lanes))
+    blocks = -(-opg // lanes)
     pads = a["padding"]
     padded = tuple(k.x.shape[2 + i] + pads[2 * i] + pads[2 * i + 1] for i in range(rank))
     image = k.x.shape[1] * math.prod(padded)
     slack = (m * n_blocks - k.out_shape[0]) * image
     pad_offset = scratch
     scratch += -(-(k.x.shape[0] * image + slack) // 16) * 16
-    conv = ConvPlan(dtype, lanes, x, w, rank, nv, nv * lanes, blocks, 1, a, tuple(staged),
+    conv = ConvPlan(dtype, lanes, x, w, rank, 1, lanes, blocks, 1, a, tuple(staged),
                     scratch, 0, persistent, by_channel)
-    return LanePlan(conv, pc, m, nv, blocks, p_blocks, n_blocks, pad_offset, padded, slack)
+    return LanePlan(conv, pc, m, blocks, p_blocks, n_blocks, pad_offset, padded, slack)
 
 
 def _split(n: int, most: int) -> tuple[int, int]:
@@ -232,11 +231,8 @@ def _emit_padded_copy(k: ConvKernel, plan: LanePlan, env: KernelEnv) -> None:
     wp, w_in, pw = plan.padded[-1], xs[-1], pads[2 * (rank - 1)]
     outer = [xs[0], xs[1]] + list(plan.padded[:-1])
     with for_range(b, _i64(0), _i64(math.prod(outer)), name="padrow") as row:
-        rest, idx = row, []
-        for n in reversed(outer):
-            idx.append(b.urem(rest, _i64(n)))
-            rest = b.udiv(rest, _i64(n))
-        idx.reverse()
+        at = decode_row_major(b, row, list(enumerate(outer)))
+        idx = [at[i] for i in range(len(outer))]
         pos = b.add(_i64(cp.x.offset), b.add(b.mul(idx[0], _i64(cp.x.stride(xv[0]))),
                                              b.mul(idx[1], _i64(cp.x.stride(xv[1])))))
         row_ok: ir.Value = ir.Constant(I1, 1)
@@ -267,15 +263,12 @@ def emit_lane_tiles(k: ConvKernel, plan: LanePlan, env: KernelEnv) -> None:
     out = k.out_shape
     groups = plan.conv.attrs["groups"]
     opg = out[1] // groups
-    # Consecutive tasks share a channel block: its weights (C·KH·KW x NV·lanes) are read by
+    # Consecutive tasks share a channel block: its weights (C·KH·KW x lanes) are read by
     # every tile, the input image only by the tiles of its positions.
     dims = [("g", groups), ("ob", plan.o_blocks), ("n", plan.n_blocks), ("pb", plan.p_blocks)]
     rem = opg - (plan.o_blocks - 1) * plan.ob
     with for_range(b, env.lo, env.hi, name="tile") as t:
-        idx, rest = {}, t
-        for name, n in reversed(dims):
-            idx[name] = b.urem(rest, _i64(n)) if name != "g" else rest
-            rest = b.udiv(rest, _i64(n)) if name != "g" else rest
+        idx = decode_row_major(b, t, dims)
         o_lo = b.mul(idx["g"], _i64(opg))
         o0 = b.add(o_lo, b.mul(idx["ob"], _i64(plan.ob)))
         o_end = b.add(o0, _i64(plan.ob))
@@ -348,9 +341,8 @@ class _LaneTile:
         wv = k.w.vars
         w_o = cp.w.stride(wv[0])
         assert w_o == 1, "weights are staged with the output channel innermost"
-        o_mask = [b.icmp_signed("<", b.add(vsplat(b, b.add(self.o0, _i64(j * cp.lanes)), cp.lanes),
-                                          self.iota), vsplat(b, self.o_end, cp.lanes))
-                  for j in range(plan.nv)]
+        o_mask = b.icmp_signed("<", b.add(vsplat(b, self.o0, cp.lanes), self.iota),
+                               vsplat(b, self.o_end, cp.lanes))
         fma = intrinsic(b.module, "llvm.fma", self.vty)
         zero = splat(self.vty, 0.0)
         kw_n = k.w.shape[-1]
@@ -360,18 +352,13 @@ class _LaneTile:
             accs = list(accs)
             for kw in range(kw_n):
                 wk = b.add(b.add(wrow, _i64(kw * cp.w.stride(wv[-1]))), self.o0)
-                wvecs = []
-                for j in range(plan.nv):
-                    ptr = element_ptr(b, w_ref, b.add(wk, _i64(j * cp.lanes)), inbounds=False)
-                    wvecs.append(masked_load(b, b.bitcast(ptr, self.vty.as_pointer()),
-                                             o_mask[j], self.vty, align=align))
+                ptr = element_ptr(b, w_ref, wk, inbounds=False)
+                wvec = masked_load(b, b.bitcast(ptr, self.vty.as_pointer()), o_mask, self.vty,
+                                   align=align)
                 xk = b.add(xrow, _i64(kw * dil[-1]))
                 for p, (base, off) in enumerate(addresses):
                     xval = b.load(b.gep(scratch, [b.add(base, b.add(xk, _i64(off)))]))
-                    bx = vsplat(b, xval, cp.lanes)
-                    for j in range(plan.nv):
-                        i = p * plan.nv + j
-                        accs[i] = b.call(fma, [bx, wvecs[j], accs[i]])
+                    accs[p] = b.call(fma, [vsplat(b, xval, cp.lanes), wvec, accs[p]])
             return accs
 
         def channel(bb: ir.IRBuilder, c: ir.Value, accs: list) -> list:
@@ -388,11 +375,11 @@ class _LaneTile:
             return emit_loop(b, _i64(0), _i64(k.w.shape[2]), krow, accs, name="kh")
 
         accs = emit_loop(b, _i64(0), _i64(k.w.shape[1]), channel,
-                         [zero] * (plan.mr * plan.nv), name="cin")
+                         [zero] * plan.mr, name="cin")
         self._epilogue(positions, o_mask, accs)
 
     def _epilogue(self, positions, o_mask, accs: list) -> None:
-        """Each accumulator as the channels o0 + j·lanes ... of its position: the epilogue in
+        """Each accumulator as the channels o0 ... o_end of its position: the epilogue in
         vector mode over the channel variable."""
         b, plan, k = self.env.builder, self.plan, self.k
         lanes = plan.conv.lanes
@@ -403,12 +390,9 @@ class _LaneTile:
             n = b.add(self.n, _i64(i))
             if plan.m * plan.n_blocks != out_n:
                 valid = b.and_(valid, b.icmp_unsigned("<", n, _i64(out_n)))
-            ok = vsplat(b, valid, lanes)
-            for j in range(plan.nv):
-                env = {"n": n, **dict(zip(spatial, coords, strict=True))}
-                env["o"] = b.add(self.o0, _i64(j * lanes))
-                ev = VectorEmitter(b, self.env.buffers, k.extents(), env, "o", lanes,
-                                   b.and_(o_mask[j], ok))
-                ev.acc = accs[p * plan.nv + j]
-                for st in k.stores:
-                    ev.vstore(st.buffer, st.index, ev(st.value))
+            env = {"n": n, "o": self.o0, **dict(zip(spatial, coords, strict=True))}
+            ev = VectorEmitter(b, self.env.buffers, k.extents(), env, "o", lanes,
+                               b.and_(o_mask, vsplat(b, valid, lanes)))
+            ev.acc = accs[p]
+            for st in k.stores:
+                ev.vstore(st.buffer, st.index, ev(st.value))

@@ -465,7 +465,11 @@ def _emit_staging(st: Staged, dtype: str, env: KernelEnv, extents: dict[str, int
     1024 x 1024 bf16 weights added a quarter to a two-thread [256, 1024] x [1024, 1024]
     product."""
     shape = dict(zip(st.operand.vars, st.operand.shape, strict=True))
-    transposed = transpose_plan(st, env.buffers, shape, dtype) if lanes > 1 else None
+    value = st.operand.value
+    plain = (lanes > 1 and isinstance(value, Load) and not value.mask and value.dtype == dtype
+             and value.buffer in env.buffers)
+    transposed = transpose_plan(st, affine_position(
+        value.buffer, value.index, env.buffers[value.buffer].shape) if plain else None, shape)
     if transposed is not None:  # whole vectors and register transposes (serial: fast enough)
         t = llvm_type(dtype)
         base = env.builder.gep(env.builder.bitcast(env.scratch, t.as_pointer()),

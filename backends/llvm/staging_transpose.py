@@ -23,13 +23,11 @@ from typing import TYPE_CHECKING
 
 from llvmlite import ir
 
-from graphc.ir.kernel import Load, Var, linearize
-
 from .codegen_expr import BufferRef, element_ptr
 from .llvm_ir import I32, I64, for_range, llvm_type, masked_load, masked_store, splat, vsplat
 
 if TYPE_CHECKING:
-    from .codegen_gemm import Staged
+    from .codegen_gemm import Affine, Staged
 
 MIN_RUN = 4  # a shorter contiguous run leaves most of each loaded vector unused
 
@@ -41,26 +39,18 @@ class TransposePlan:
     outer: tuple[tuple[str, int, int, int], ...]  # (var, extent, source stride, staged stride)
     run: int                        # elements of the contiguous run
     sign: int                       # 1, or -1 where the run is read backwards (a flipped kernel)
-    run_offset_stride: int          # staged stride of one run element (the extent of v)
-    v_extent: int
+    v_extent: int                   # also the staged stride of one run element
     v_stride: int                   # source stride of v
 
 
-def transpose_plan(st: Staged, buffers: Mapping[str, BufferRef], shape: Mapping[str, int],
-                   dtype: str) -> TransposePlan | None:
-    """A plan where the staged value is a plain load of the staging dtype at an affine
-    position, strided along the innermost staged variable, with a contiguous run of at
+def transpose_plan(st: Staged, source: Affine | None, shape: Mapping[str, int]
+                   ) -> TransposePlan | None:
+    """A plan where the staged value is a plain load at the affine position `source` (None:
+    it is not), strided along the innermost staged variable, with a contiguous run of at
     least MIN_RUN elements over the variables before it (module note); else None."""
-    value = st.operand.value
-    if not isinstance(value, Load) or value.mask or value.dtype != dtype \
-            or value.buffer not in buffers or len(st.vars) < 2:
+    if source is None or len(st.vars) < 2:
         return None
-    lin = linearize(value.index, buffers[value.buffer].shape)
-    coef: dict[str, int] = {}
-    for atom, c in lin.terms:
-        if not isinstance(atom, Var):
-            return None
-        coef[atom.name] = c
+    coef = source.coef
     v = st.vars[-1]
     if coef.get(v, 0) in (0, 1) or any(n not in st.vars for n in coef):
         return None
@@ -78,7 +68,7 @@ def transpose_plan(st: Staged, buffers: Mapping[str, BufferRef], shape: Mapping[
     for var in reversed(st.vars[:k + 1]):
         outer.append((var, shape[var], coef.get(var, 0), staged_stride))
         staged_stride *= shape[var]
-    return TransposePlan(value.buffer, lin.const, tuple(reversed(outer)), run, sign, shape[v],
+    return TransposePlan(source.buffer, source.offset, tuple(reversed(outer)), run, sign,
                          shape[v], coef[v])
 
 
@@ -154,7 +144,7 @@ def emit_transposed(plan: TransposePlan, dtype: str, b: ir.IRBuilder, base: ir.V
                         else row)
         for j, row in enumerate(transpose_rows(b, rows)[:rows_n]):
             at = b.add(b.mul(b.add(r0, ir.Constant(I64, j)),
-                             ir.Constant(I64, plan.run_offset_stride)), b.add(dst_at, v0))
+                             ir.Constant(I64, plan.v_extent)), b.add(dst_at, v0))
             masked_store(b, row, b.bitcast(b.gep(base, [at]), vty.as_pointer()), v_ok,
                          align=align)
 

@@ -182,10 +182,12 @@ def graphc_contender(inst: Instance, name: str, target: str, fuse: bool, threads
     inputs = {k: inst.inputs[k] for k in exe.input_names}
     stats = graphc_stats(exe)
     config = f"target {target}, fuse={fuse}"
-    run = lambda: exe.run(inputs)  # noqa: E731
     if any(name.startswith("new.") for name in exe.output_names):
-        run = training_loop(exe, inputs)
         config += ", each step's new parameters fed to the next (as graphc.train.Trainer)"
+        run = training_loop(exe, inputs)
+    else:
+        def run():
+            return exe.run(inputs)
     return Contender(name, "graphc", stats.get("threads", threads), config,
                      run=run, compile=times, stats=stats)
 

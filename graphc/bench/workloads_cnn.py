@@ -96,14 +96,8 @@ def torch_stage_train(inst: Instance) -> TorchImpl:
     labels = torch_tensor(inst.inputs["labels"])
     p = torch_params(inst)
 
-    def conv(name, v):
-        k, s = CONVS[name][2:]
-        return F.conv2d(v, p[f"{name}.w"], p[f"{name}.b"], stride=s, padding=k // 2)
-
     def loss_fn():
-        h = conv("c1", x).relu()
-        y1 = (conv("c2", h) + conv("down", x)).relu()
-        y = (conv("c4", conv("c3", y1).relu()) + y1).relu()
+        y = _torch_stage(x, p, lambda t: t.relu())
         logits = y.mean((2, 3)) @ p["head.w"] + p["head.b"]
         return F.cross_entropy(logits, labels)
 
@@ -138,21 +132,28 @@ def numpy_stage(inst: Instance) -> NumpyImpl:
 
 def torch_stage(inst: Instance) -> TorchImpl:
     import torch
-    import torch.nn.functional as F
 
     x = torch.from_numpy(inst.inputs["x"])
     p = {k: torch_tensor(v) for k, v in inst.params.items()}
+
+    def run():
+        return {"y": _torch_stage(x, p, lambda t: t.relu_())}
+
+    return TorchImpl(run, config="F.conv2d, in-place relu")
+
+
+def _torch_stage(x, p: dict, relu):
+    """The stage in PyTorch, `relu` applied after each block's convolutions (in place for
+    inference, out of place where autograd records it)."""
+    import torch.nn.functional as F
 
     def conv(name, v):
         k, s = CONVS[name][2:]
         return F.conv2d(v, p[f"{name}.w"], p[f"{name}.b"], stride=s, padding=k // 2)
 
-    def run():
-        h = conv("c1", x).relu_()
-        y1 = (conv("c2", h) + conv("down", x)).relu_()
-        return {"y": (conv("c4", conv("c3", y1).relu_()) + y1).relu_()}
-
-    return TorchImpl(run, config="F.conv2d, in-place relu")
+    h = relu(conv("c1", x))
+    y1 = relu(conv("c2", h) + conv("down", x))
+    return relu(conv("c4", relu(conv("c3", y1))) + y1)
 
 
 def onnx_stage(inst: Instance) -> OnnxImpl:
