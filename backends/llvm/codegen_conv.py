@@ -63,6 +63,7 @@ from graphc.ir.kernel import (
     ConvKernel,
     IndexValue,
     Load,
+    Operand,
     RandomUniform,
     ReduceRef,
     Var,
@@ -190,20 +191,26 @@ def stage_weights_by_channel(k: ConvKernel, w: Affine, buffers: Mapping[str, Buf
     return place, None, None, scratch + -(-size // 16) * 16
 
 
-def conv_operands(k: ConvKernel, buffers: Mapping[str, Buffer]
+def conv_operands(k: ConvKernel, buffers: Mapping[str, Buffer],
+                  forward: tuple[str, ...] = ("x",),
+                  operands: tuple[Operand, Operand] | None = None
                   ) -> tuple[Affine, Affine, list[Staged], int] | None:
-    """(x, w, staged, scratch elements): where the tiles read each operand. Plain loads with
-    affine positions are read in place; any other operand (a fused prologue: a recomputed
-    relu, a pad) is staged into scratch first. None where the tiles do not apply (x not
-    contiguous along its row, an f16 output, a prologue that reads a reduction)."""
+    """(x, w, staged, scratch elements): where the tiles read each operand (`operands`, else
+    the kernel's). Plain loads with affine positions are read in place; any other operand (a
+    fused prologue: a recomputed relu, a pad) is staged into scratch first, and so is an
+    operand named in `forward` that is read backwards along its last axis (a reversed map).
+    None where the tiles do not apply (x not contiguous along its row, an f16 output, a
+    prologue that reads a reduction)."""
     dtype = k.acc_dtype
     shapes = {n: b.type.shape for n, b in buffers.items()}
     ops, staged, scratch = [], [], 0
-    for name, opnd in (("x", k.x), ("w", k.w)):
+    for name, opnd in zip(("x", "w"), operands or (k.x, k.w), strict=True):
         v = opnd.value
         aff = None
         if isinstance(v, Load) and not v.mask and v.dtype == dtype:
             aff = affine_position(v.buffer, v.index, shapes[v.buffer])
+            if aff is not None and name in forward and aff.stride(opnd.vars[-1]) < 0:
+                aff = None
         if aff is None:
             if any(isinstance(e, (Acc, ReduceRef, RandomUniform)) for e in walk([v])):
                 return None

@@ -36,16 +36,31 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from llvmlite import ir
 
-from graphc.ir.kernel import Buffer, ConvKernel, kernel_reads, kernel_writes
+from graphc.ir.kernel import (
+    Buffer,
+    Const,
+    ConvKernel,
+    Expr,
+    FloorDiv,
+    Ix,
+    Load,
+    Mod,
+    Op,
+    Operand,
+    Var,
+    kernel_reads,
+    kernel_writes,
+    walk,
+)
 
 from .codegen import KernelCode, KernelEnv
 from .codegen_conv import MAX_KERNEL_WIDTH, conv_operands, operand_ref
 from .codegen_expr import BufferRef, ExprEmitter, element_ptr, store_element
-from .codegen_gemm import Affine, Staged, _emit_staging
+from .codegen_gemm import Affine, Staged, _emit_staging, affine_position
 from .codegen_loop import CHUNK_WORK, PARALLEL_FLOPS
 from .llvm_ir import (
     I1,
@@ -78,6 +93,15 @@ class TapPlan:
     looped: bool            # kernel rows in a loop (each row's vectors unrolled), not all
     staged: tuple[Staged, ...] = ()
     scratch_elements: int = 0
+    # Both operands read backwards along their spatial axes (`unreversed`): the tiles
+    # read them forwards, with the padding of each axis swapped, and store position (oh, ow) at
+    # (OH - 1 - oh, OW - 1 - ow).
+    mirror: bool = False
+
+    def padding(self, k: ConvKernel) -> tuple[int, int]:
+        """The low padding of the two spatial axes as the tiles read the input."""
+        pads = dict(k.attrs)["padding"]
+        return (pads[1], pads[3]) if self.mirror else (pads[0], pads[2])
 
 
 def plan_taps(k: ConvKernel, buffers: Mapping[str, Buffer], vector_bits: int
@@ -99,7 +123,10 @@ def plan_taps(k: ConvKernel, buffers: Mapping[str, Buffer], vector_bits: int
     rivals = kw <= MAX_KERNEL_WIDTH
     if positions > MAX_POSITIONS or (rivals and kh * kw < 2 * ow * -(-kh * kw // lanes)):
         return None
-    operands = conv_operands(k, buffers)
+    shapes = {n: b.type.shape for n, b in buffers.items()}
+    forwards = (unreversed(k.x, shapes), unreversed(k.w, shapes))
+    mirror = None not in forwards
+    operands = conv_operands(k, buffers, ("x", "w"), forwards if mirror else None)
     if operands is None:
         return None
     x, w, staged, scratch = operands
@@ -115,7 +142,50 @@ def plan_taps(k: ConvKernel, buffers: Mapping[str, Buffer], vector_bits: int
         return None
     blocks = -(-o // max(1, MAX_ACCUMULATORS // positions))
     return TapPlan(dtype, lanes, x, w, -(-o // blocks), blocks, vectors, flat, looped,
-                   tuple(staged), scratch)
+                   tuple(staged), scratch, mirror)
+
+
+def unreversed(opnd: Operand, shapes: Mapping[str, tuple[int, ...]]) -> Operand | None:
+    """The operand read forwards, where it is read backwards along every spatial axis longer
+    than 1 (the weight gradient of `ir.ops.linalg` reverses both of its operands' maps): an
+    elementwise function of plain loads, each at an affine position with negative strides
+    there, each spatial variable v replaced by n - 1 - v. Else None.
+
+    Why: a correlation of two reversed sequences is the reversed correlation of the sequences
+    with the padding swapped (the sum over t of x[L-1-(p+t-lo)] w[T-1-t] is the forward
+    correlation at P-1-p under padding (hi, lo)), so the tiles read both operands forwards
+    and mirror the output positions. Staged forwards instead, the reversed operands cost more
+    than the tiles for small maps (the demo CNN's weight gradients, 13 -> 26 us)."""
+    extent = {v: n for v, n in zip(opnd.vars[2:], opnd.shape[2:], strict=True) if n > 1}
+    nodes = list(walk([opnd.value]))
+    if not extent or not all(isinstance(e, (Load, Const, Op)) for e in nodes):
+        return None
+    for e in nodes:
+        if isinstance(e, Load):
+            aff = None if e.mask else affine_position(e.buffer, e.index, shapes[e.buffer])
+            if aff is None or any(aff.stride(v) >= 0 for v in extent):
+                return None
+
+    def flip(e: Ix) -> Ix:
+        terms, const = [], e.const
+        for atom, c in e.terms:
+            if isinstance(atom, Var) and atom.name in extent:
+                const += c * (extent[atom.name] - 1)
+                c = -c
+            terms.append((atom, c))
+        return Ix.of(terms, const)
+
+    def rebuild(e: Expr) -> Expr:
+        if isinstance(e, Load):
+            return replace(e, index=tuple(flip(i) for i in e.index))
+        if isinstance(e, Op):
+            return replace(e, args=tuple(rebuild(a) for a in e.args))
+        return e
+
+    if any(isinstance(a, (FloorDiv, Mod)) and a.arg.var_names() & extent.keys()
+           for e in nodes if isinstance(e, Load) for i in e.index for a, _ in i.terms):
+        return None
+    return Operand(opnd.vars, opnd.shape, rebuild(opnd.value))
 
 
 def tap_vectors(k: ConvKernel, plan: TapPlan) -> list[tuple[int, int, list]]:
@@ -215,8 +285,7 @@ class _Tile:
     def _positions(self) -> list[tuple[int, int, int, list[list[bool]]]]:
         """(oh, ow, input shift, lane masks per tap vector) of every output position."""
         k, plan = self.k, self.plan
-        a = dict(k.attrs)
-        ph, pw = a["padding"][0], a["padding"][2]
+        ph, pw = plan.padding(k)
         height, width = k.x.shape[2:]
         x_row = plan.x.stride(k.x.vars[2])
         out = []
@@ -238,7 +307,7 @@ class _Tile:
         fma = intrinsic(b.module, "llvm.fma", self.vty)
         zero = ir.Constant(self.vty, [0.0] * plan.lanes)
 
-        ph, height = dict(k.attrs)["padding"][0], k.x.shape[2]
+        ph, height = plan.padding(k)[0], k.x.shape[2]
 
         def taps(xc: ir.Value, wc: ir.Value, accs: list, kh: ir.Value | None) -> list:
             """Every tap vector (kh None) or those of kernel row kh (looped plans)."""
@@ -278,8 +347,11 @@ class _Tile:
 
         accs = emit_loop(b, _i64(0), _i64(k.w.shape[1]), channel,
                          [zero] * (rows * len(positions)), name="cin")
+        out_h, out_w = k.out_shape[2:]
         for r in range(rows):
             for p, (oh, ow, _, _) in enumerate(positions):
+                if plan.mirror:
+                    oh, ow = out_h - 1 - oh, out_w - 1 - ow
                 env = {"n": self.n, "o": b.add(self.o0, _i64(r)), "p0": _i64(oh),
                        k.out_vars[-1]: _i64(ow)}
                 ev = ExprEmitter(b, self.env.buffers, k.extents(), env)

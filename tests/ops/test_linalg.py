@@ -251,6 +251,13 @@ def test_conv_vjp_finite_differences(case, rng):
     ((2, 4, 7, 6), (4, 2, 2, 3), {"groups": 2, "rhs_dilation": (2, 1), "stride": (1, 2),
                                   "lhs_dilation": (2, 1), "padding": ((0, -1), (1, 1))}),
     ((1, 3, 5, 5), (2, 3, 3, 3), {"stride": 3, "padding": "same"}),
+    # unit strides, one group: the weight gradient as a correlation of the reversed maps
+    ((2, 3, 6, 5), (4, 3, 3, 2), {"padding": ((1, 0), (2, 1))}),
+    ((2, 3, 7), (4, 3, 3), {"padding": (-1, 2)}),
+    ((3, 2, 4, 4), (5, 2, 4, 4), {"padding": "valid"}),
+    ((2, 2, 5, 6), (3, 2, 1, 1), {}),
+    # over DIRECT_GRAD_POINTS products per weight: the transposed form
+    ((2, 2, 48, 48), (3, 2, 3, 3), {"padding": ((1, 0), (1, 2))}),
 ])
 def test_conv_vjp_matches_torch_autograd(xs, ws, attrs, rng):
     x, w = _conv_case(rng, xs, ws)

@@ -2,8 +2,9 @@
 the weight gradients of "same" and "valid" convolutions, against the reference backend: taps
 running across kernel rows (the kernel as wide as the input) or in vectors per kernel row, a
 partial last vector, kernels of many vectors in a loop over their rows, every padding side,
-channel blocks with a remainder, fused epilogues, f32 and f64, 1 and 2 threads, and the
-gradient through autodiff."""
+channel blocks with a remainder, fused epilogues, f32 and f64, 1 and 2 threads, operands
+reversed along their spatial axes (read forwards, output mirrored), and the gradient through
+autodiff with the optimizer's update as the tiles' epilogue."""
 
 from __future__ import annotations
 
@@ -62,6 +63,52 @@ def test_tap_tiles_match_the_reference(dtype, rng):
     assert _paths(exe).count("taps") == len(TAP_CASES) + 1, _paths(exe)
 
 
+def _reversed(b, t):
+    return b.op("reverse", t, axes=tuple(ax for ax in range(2, t.ndim) if t.shape[ax] > 1))
+
+
+def test_reversed_operands_take_mirrored_tap_tiles(rng):
+    """A correlation of two operands reversed along their spatial axes (as the weight gradient
+    builds it) is read forwards, padding swapped, output positions mirrored: every geometry,
+    uneven padding included, on the tap tiles; one operand a relu recomputed and staged, one
+    with a bias epilogue."""
+    b = Builder("mirrored")
+    ins = {}
+    for name, xs, ws, pad in TAP_CASES:
+        x, w = b.input(f"{name}.x", xs), b.input(f"{name}.w", ws)
+        ins[f"{name}.x"] = rng.standard_normal(xs).astype(np.float32)
+        ins[f"{name}.w"] = rng.standard_normal(ws).astype(np.float32)
+        b.output(name, b.op("conv", _reversed(b, x), _reversed(b, w), padding=pad))
+    x, w = b.input("r.x", (3, 4, 5, 5)), b.input("r.w", (6, 4, 5, 5))
+    bias = b.input("r.b", (6,))
+    y = b.op("conv", _reversed(b, x.relu()), _reversed(b, w), padding=(2, 0, 1, 1))
+    b.output("relu_bias", y + b.reshape(bias, (6, 1, 1)))
+    for k, shape in (("r.x", (3, 4, 5, 5)), ("r.w", (6, 4, 5, 5)), ("r.b", (6,))):
+        ins[k] = rng.standard_normal(shape).astype(np.float32)
+    exe = check_llvm(b.build(), ins, tol=dict(rtol=1e-4, atol=1e-4))
+    plans = [p for p in exe.info["kernel_plans"].values() if p["kind"] == "conv"]
+    assert [p["conv"] for p in plans] == ["taps"] * (len(TAP_CASES) + 1), plans
+    assert sum(p["staged"] == ["x"] for p in plans) == 1, plans  # only the relu is staged
+
+
+def test_optimizer_update_is_the_weight_gradients_epilogue(rng):
+    """A training step's SGD update of a 3x3 "same" convolution's weights rides on the tap
+    tiles of the weight gradient, which write the [O, C, 3, 3] layout themselves: no kernel
+    of its own reads the gradient back. Values against the reference."""
+    b = Builder("dw_update", seed=0)
+    w = b.param("w", (6, 4, 3, 3), init="normal")
+    x = b.input("x", (8, 4, 5, 5))
+    y = b.op("conv", x, w, padding=1).tanh()
+    step = graphc.train_step(b.build(outputs={"loss": (y * y).sum()}), "loss",
+                             graphc.SGD(lr=0.1, weight_decay=1e-3))
+    ins = {"x": rng.standard_normal((8, 4, 5, 5)).astype(np.float32),
+           "step": np.array(0, np.int64)}
+    exe = check_llvm(step, ins, tol=dict(rtol=1e-4, atol=1e-4))
+    updates = [k for k in exe.schedule.kernels if any(o.startswith("update.w") for o in k.origin)]
+    assert len(updates) == 1 and type(updates[0]).__name__ == "ConvKernel", updates
+    assert exe.info["kernel_plans"][updates[0].name]["conv"] == "taps"
+
+
 def test_tap_tiles_are_bitwise_the_same_on_two_threads(rng):
     b = Builder("taps_threads")
     x, w = b.input("x", (16, 32, 8, 8)), b.input("w", (12, 32, 8, 8))
@@ -92,10 +139,11 @@ def test_weight_gradient_of_a_same_convolution_takes_tap_tiles(rng):
 @given(n=st.integers(1, 3), c=st.integers(1, 5), o=st.integers(1, 9),
        h=st.integers(2, 7), w=st.integers(2, 24), kh_less=st.integers(0, 2),
        kw_less=st.sampled_from([0, 0, 1, 2, 3]), pads=st.tuples(*[st.integers(0, 2)] * 4),
-       seed=st.integers(0, 2 ** 16))
-def test_tap_tiles_on_random_geometries(n, c, o, h, w, kh_less, kw_less, pads, seed):
+       mirror=st.booleans(), seed=st.integers(0, 2 ** 16))
+def test_tap_tiles_on_random_geometries(n, c, o, h, w, kh_less, kw_less, pads, mirror, seed):
     """Kernels as wide as the input or a little narrower, any height up to it, padding on each
-    side: whatever path the compiler takes, the values match the reference."""
+    side, both operands reversed or not: whatever path the compiler takes, the values match
+    the reference."""
     kh, kw = max(1, h - kh_less), max(1, w - kw_less)
     ph0, ph1, pw0, pw1 = pads
     if h + ph0 + ph1 < kh or w + pw0 + pw1 < kw:
@@ -103,6 +151,8 @@ def test_tap_tiles_on_random_geometries(n, c, o, h, w, kh_less, kw_less, pads, s
     rng = np.random.default_rng(seed)
     b = Builder("taps_random")
     x, k = b.input("x", (n, c, h, w)), b.input("k", (o, c, kh, kw))
+    if mirror:
+        x, k = _reversed(b, x), _reversed(b, k)
     b.output("y", b.op("conv", x, k, padding=pads))
     check_llvm(b.build(), {"x": rng.standard_normal((n, c, h, w)).astype(np.float32),
                            "k": rng.standard_normal((o, c, kh, kw)).astype(np.float32)},
