@@ -613,18 +613,22 @@ class VectorEmitter(ExprEmitter):
 
 
     def _streaming_store(self, value: ir.Value, ptr: ir.Value, item: int) -> None:
-        """A non-temporal store (no read for ownership, no cache pollution) where the vector
-        is full and 64-byte aligned, else the masked store: an output far larger than the
-        caches is written at close to copy bandwidth."""
-        b = self.b
-        aligned = b.icmp_unsigned("==", b.and_(b.ptrtoint(ptr, I64), ir.Constant(I64, 63)),
-                                  ir.Constant(I64, 0))
-        with b.if_else(b.and_(self.full, aligned)) as (fast, slow):
-            with fast:
-                st = b.store(value, ptr, align=64)
-                st.set_metadata("nontemporal", b.module.add_metadata([ir.Constant(I32, 1)]))
-            with slow:
-                masked_store(b, value, ptr, self.lane_mask, align=item)
+        streaming_store(self.b, value, ptr, self.full, self.lane_mask, item)
+
+
+def streaming_store(b: ir.IRBuilder, value: ir.Value, ptr: ir.Value, full: ir.Value,
+                    lane_mask: ir.Value, item: int) -> None:
+    """A non-temporal store (no read for ownership, no cache pollution) where the vector is
+    `full` and 64-byte aligned, else the masked store: data far larger than the caches is
+    written at close to copy bandwidth."""
+    aligned = b.icmp_unsigned("==", b.and_(b.ptrtoint(ptr, I64), ir.Constant(I64, 63)),
+                              ir.Constant(I64, 0))
+    with b.if_else(b.and_(full, aligned)) as (fast, slow):
+        with fast:
+            st = b.store(value, ptr, align=64)
+            st.set_metadata("nontemporal", b.module.add_metadata([ir.Constant(I32, 1)]))
+        with slow:
+            masked_store(b, value, ptr, lane_mask, align=item)
 
 
 def sty_bytes(ty: ir.Type) -> int:

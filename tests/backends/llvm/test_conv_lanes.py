@@ -99,6 +99,28 @@ def test_replaced_weights_are_staged_again(rng):
     assert not np.allclose(got, first)
 
 
+@pytest.mark.parametrize("out_ch, in_ch", [(512, 512), (500, 520)])
+def test_large_weights_are_staged_by_streaming_stores(out_ch, in_ch, rng):
+    """Weights of 4 MiB and more, staged by channel on every call (passed with the call, as a
+    training loop does), are written by non-temporal stores, a partial last vector of
+    channels by masked stores: values against the reference on every call, with the weights
+    changed in between, on one and two threads."""
+    b = Builder("lanes_stream", seed=0)
+    w = b.param("w", (out_ch, in_ch, 3, 3), init="he")
+    x = b.input("x", (1, in_ch, 4, 4))
+    g = b.build(outputs={"y": b.op("conv", x, w, padding=1)})
+    ref = graphc.compile(g, target="reference")
+    ins = {"x": rng.standard_normal((1, in_ch, 4, 4)).astype(np.float32)}
+    for threads in (1, 2):
+        exe = graphc.compile(g, target="llvm", threads=threads, cache=False)
+        assert _paths(exe) == ["channel lanes"]
+        assert "!nontemporal" in exe.info["optimized_ir"]  # (kept by uncached compiles)
+        for _ in range(2):
+            params = {"w": rng.standard_normal((out_ch, in_ch, 3, 3)).astype(np.float32)}
+            want = ref.run(ins, params)["y"]
+            np.testing.assert_allclose(exe.run(ins, params)["y"], want, rtol=1e-4, atol=1e-3)
+
+
 def test_training_step_convolutions_match_the_reference(rng):
     """A small-plane block trained through autodiff: the forward convolutions and the input
     gradient's (a convolution of the output gradient with the flipped weights) take channel
