@@ -88,6 +88,46 @@ def lane_tree(b: ir.IRBuilder, v: ir.Value, combine) -> ir.Value:
     return b.extract_element(v, ir.Constant(I32, 0))
 
 
+def lane_sums(b: ir.IRBuilder, vectors: list[ir.Value]) -> list[ir.Value]:
+    """The sum of each vector's lanes, as scalars: vectors are paired and each pair's halves
+    of every block added across (two shuffles and one add give a vector holding both
+    partial sums), halving the block width each round, until every lane holds one whole sum;
+    an odd one out is paired with zeros. About 3 instructions per vector for 16 lanes, where
+    `lane_tree` takes 8 each. A fixed order: the same result on any thread count."""
+    n = len(vectors)
+    if n == 0:
+        return []
+    vty = vectors[0].type
+    lanes = vty.count
+    zero = ir.Constant(vty, [ir.Constant(vty.element, 0.0)] * lanes)
+    # each entry: (vector, owners) where owners[j] is the vector index whose partial sum
+    # lane j holds; a block of width w holds w partial sums of one vector
+    cur = [(v, [i] * lanes) for i, v in enumerate(vectors)]
+    width = lanes
+    while width > 1:
+        half = width // 2
+        nxt = []
+        for k in range(0, len(cur), 2):
+            a, oa = cur[k]
+            c, oc = cur[k + 1] if k + 1 < len(cur) else (zero, [-1] * lanes)
+            lo, hi, owners = [], [], []
+            for blk in range(0, lanes, width):
+                lo += [blk + j for j in range(half)] + [lanes + blk + j for j in range(half)]
+                hi += [blk + half + j for j in range(half)] + \
+                      [lanes + blk + half + j for j in range(half)]
+                owners += oa[blk:blk + half] + oc[blk:blk + half]
+            p = b.shuffle_vector(a, c, ir.Constant(ir.VectorType(I32, lanes), lo))
+            q = b.shuffle_vector(a, c, ir.Constant(ir.VectorType(I32, lanes), hi))
+            nxt.append((b.fadd(p, q), owners))
+        cur, width = nxt, half
+    out: list[ir.Value | None] = [None] * n
+    for v, owners in cur:
+        for j, i in enumerate(owners):
+            if i >= 0 and out[i] is None:
+                out[i] = b.extract_element(v, ir.Constant(I32, j))
+    return out
+
+
 def splat(ty: ir.Type, value) -> ir.Constant:
     """A constant of `ty` (scalar or vector) with every lane equal to `value`."""
     if isinstance(ty, ir.VectorType):
