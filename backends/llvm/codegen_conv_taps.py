@@ -178,6 +178,10 @@ def unreversed(opnd: Operand, shapes: Mapping[str, tuple[int, ...]]) -> Operand 
             aff = None if e.mask else affine_position(e.buffer, e.index, shapes[e.buffer])
             if aff is None or any(aff.stride(v) >= 0 for v in extent):
                 return None
+            # the spatial variables are substituted where they stand alone in the index
+            if any(isinstance(a, (FloorDiv, Mod)) and a.arg.var_names() & extent.keys()
+                   for i in e.index for a, _ in i.terms):
+                return None
 
     def flip(e: Ix) -> Ix:
         terms, const = [], e.const
@@ -195,9 +199,6 @@ def unreversed(opnd: Operand, shapes: Mapping[str, tuple[int, ...]]) -> Operand 
             return replace(e, args=tuple(rebuild(a) for a in e.args))
         return e
 
-    if any(isinstance(a, (FloorDiv, Mod)) and a.arg.var_names() & extent.keys()
-           for e in nodes if isinstance(e, Load) for i in e.index for a, _ in i.terms):
-        return None
     return Operand(opnd.vars, opnd.shape, rebuild(opnd.value))
 
 
