@@ -99,7 +99,7 @@ def lane_sums(b: ir.IRBuilder, vectors: list[ir.Value]) -> list[ir.Value]:
         return []
     vty = vectors[0].type
     lanes = vty.count
-    zero = ir.Constant(vty, [ir.Constant(vty.element, 0.0)] * lanes)
+    zero = splat(vty, 0.0)
     # each entry: (vector, owners) where owners[j] is the vector index whose partial sum
     # lane j holds; a block of width w holds w partial sums of one vector
     cur = [(v, [i] * lanes) for i, v in enumerate(vectors)]

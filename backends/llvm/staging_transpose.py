@@ -146,13 +146,13 @@ def emit_transposed(plan: TransposePlan, dtype: str, b: ir.IRBuilder, base: ir.V
             row = masked_load(b, b.bitcast(ptr, vty.as_pointer()), mask, vty, align=align)
             rows.append(b.shuffle_vector(row, ir.Constant(vty, None), flip) if backwards
                         else row)
+        full = b.icmp_signed("<=", b.add(v0, ir.Constant(I64, lanes)),
+                             ir.Constant(I64, plan.v_extent)) if stream else None
         for j, row in enumerate(transpose_rows(b, rows)[:rows_n]):
             at = b.add(b.mul(b.add(r0, ir.Constant(I64, j)),
                              ir.Constant(I64, plan.v_extent)), b.add(dst_at, v0))
             ptr = b.bitcast(b.gep(base, [at]), vty.as_pointer())
-            if stream:
-                full = b.icmp_signed("<=", b.add(v0, ir.Constant(I64, lanes)),
-                                     ir.Constant(I64, plan.v_extent))
+            if full is not None:
                 streaming_store(b, row, ptr, full, v_ok, align)
             else:
                 masked_store(b, row, ptr, v_ok, align=align)

@@ -40,16 +40,23 @@ TAP_CASES = [
 ]
 
 
-@pytest.mark.parametrize("dtype", ["f32", "f64"])
-def test_tap_tiles_match_the_reference(dtype, rng):
+def _tap_case_outputs(b, rng, dtype: str, operand=lambda b, t: t) -> dict[str, np.ndarray]:
+    """An output per TAP_CASES geometry, the conv of `operand` of each input; the inputs."""
     np_dt = np.float32 if dtype == "f32" else np.float64
-    b = Builder("taps")
     ins = {}
     for name, xs, ws, pad in TAP_CASES:
         x, w = b.input(f"{name}.x", xs, dtype), b.input(f"{name}.w", ws, dtype)
         ins[f"{name}.x"] = rng.standard_normal(xs).astype(np_dt)
         ins[f"{name}.w"] = rng.standard_normal(ws).astype(np_dt)
-        b.output(name, b.op("conv", x, w, padding=pad))
+        b.output(name, b.op("conv", operand(b, x), operand(b, w), padding=pad))
+    return ins
+
+
+@pytest.mark.parametrize("dtype", ["f32", "f64"])
+def test_tap_tiles_match_the_reference(dtype, rng):
+    np_dt = np.float32 if dtype == "f32" else np.float64
+    b = Builder("taps")
+    ins = _tap_case_outputs(b, rng, dtype)
     y = b.op("conv", b.input("e.x", (2, 4, 6, 6), dtype), b.input("e.w", (5, 4, 6, 6), dtype),
              padding=(1, 1, 1, 1))
     bias = b.input("e.b", (5,), dtype)
@@ -73,12 +80,7 @@ def test_reversed_operands_take_mirrored_tap_tiles(rng):
     uneven padding included, on the tap tiles; one operand a relu recomputed and staged, one
     with a bias epilogue."""
     b = Builder("mirrored")
-    ins = {}
-    for name, xs, ws, pad in TAP_CASES:
-        x, w = b.input(f"{name}.x", xs), b.input(f"{name}.w", ws)
-        ins[f"{name}.x"] = rng.standard_normal(xs).astype(np.float32)
-        ins[f"{name}.w"] = rng.standard_normal(ws).astype(np.float32)
-        b.output(name, b.op("conv", _reversed(b, x), _reversed(b, w), padding=pad))
+    ins = _tap_case_outputs(b, rng, "f32", _reversed)
     x, w = b.input("r.x", (3, 4, 5, 5)), b.input("r.w", (6, 4, 5, 5))
     bias = b.input("r.b", (6,))
     y = b.op("conv", _reversed(b, x.relu()), _reversed(b, w), padding=(2, 0, 1, 1))
