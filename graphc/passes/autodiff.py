@@ -39,6 +39,7 @@ from graphc.ir.types import FLOAT_DTYPES
 
 from .base import Pass, PassContext
 from .decompose import decompose
+from .grad_joins import join_matmul_products, join_padded_slices
 
 LossSpec = str | Mapping[str, float]
 _Key = tuple[int, int]
@@ -150,57 +151,14 @@ class _Cotangents:
         if not parts:
             return None
         label = f"grad.{_value_label(v)}.sum"
-        parts = join_padded_slices(self.b, parts, f"grad.{_value_label(v)}.join")
+        label_v = _value_label(v)
+        parts = join_padded_slices(self.b, parts, f"grad.{label_v}.join")
+        parts = join_matmul_products(self.b, parts, f"grad.{label_v}.joined")
         acc = parts[0]
         for p in parts[1:]:
             acc = self.b.op("add", acc, p, name=label)
         self.parts[_key(v)] = [acc]
         return acc
-
-
-def _slice_placement(t: Tensor) -> tuple[int, int, int] | None:
-    """(axis, offset, length) when `t` is a zero `pad` along one axis only, with no interior or
-    negative padding: a slice's cotangent put back in place."""
-    n = t.node
-    if n.op != "pad" or n.attrs.get("value", 0.0) != 0.0 or any(n.attrs.get("interior") or ()):
-        return None
-    low, high = n.attrs["low"], n.attrs["high"]
-    axes = [i for i, (lo, hi) in enumerate(zip(low, high, strict=True)) if lo or hi]
-    if len(axes) != 1 or low[axes[0]] < 0 or high[axes[0]] < 0:
-        return None
-    axis = axes[0]
-    return axis, low[axis], n.inputs[0].shape[axis]
-
-
-def join_padded_slices(b: Builder, parts: list[Tensor], label: str) -> list[Tensor]:
-    """Contributions that are zero pads of disjoint ranges along one axis (the cotangents of T
-    slices of one value, say) become one `concat` of the pieces and zero gaps: adding T pads of
-    the whole value costs T times its size, the concat costs it once."""
-    by_axis: dict[int, list[tuple[int, int, Tensor]]] = {}
-    for p in parts:
-        placed = _slice_placement(p)
-        if placed is not None:
-            by_axis.setdefault(placed[0], []).append((placed[1], placed[2], p))
-    joined: set[int] = set()
-    out: list[Tensor] = []
-    for axis, pieces in by_axis.items():
-        pieces.sort(key=lambda q: q[0])
-        disjoint = all(o + n <= pieces[i + 1][0] for i, (o, n, _) in enumerate(pieces[:-1]))
-        if len(pieces) < 2 or not disjoint:
-            continue
-        full = pieces[0][2].shape
-        seq, cursor = [], 0
-        for offset, length, p in pieces:
-            if offset > cursor:
-                seq.append(b.zeros(full[:axis] + (offset - cursor,) + full[axis + 1:], p.dtype))
-            seq.append(b.tensor(p.node.inputs[0]))
-            cursor = offset + length
-            joined.add(id(p))
-        if cursor < full[axis]:
-            seq.append(b.zeros(full[:axis] + (full[axis] - cursor,) + full[axis + 1:],
-                               pieces[0][2].dtype))
-        out.append(b.op("concat", *seq, axis=axis, name=label))
-    return out + [p for p in parts if id(p) not in joined]
 
 
 def _call_vjp(b: Builder, n: Node, cts: list[Tensor | None]) -> Sequence[Tensor | None]:

@@ -15,8 +15,9 @@ One sweep re-emits every node through a fresh Builder, trying in order:
 2. algebraic identities (`IDENTITIES`, one small function per op): x+0, 0+x, x-0, x*1, 1*x, x/1,
    x**1, x**2 -> x*x,
    neg(neg x), transpose of transpose, reshape of reshape, broadcast of broadcast, reshape /
-   broadcast / transpose / cast that change nothing, select with a constant condition or equal
-   branches, and x*0 for integer dtypes only (for floats it is not exact: inf*0 and nan*0 are
+   broadcast / transpose / cast / slice that change nothing, consecutive slices of one value
+   concatenated back in order (one slice), select with a constant condition or equal branches,
+   and x*0 for integer dtypes only (for floats it is not exact: inf*0 and nan*0 are
    nan);
 3. CSE: structurally equal nodes (same op, attributes and operands) are merged by the builder's
    structural hash;
@@ -249,11 +250,57 @@ def simplify_select(b: Builder, n: Node) -> Tensor | None:
     return _as_result(b, x if cond else y, n)
 
 
+def _axis_range(v: Value, axis: int) -> tuple[Value, int, int] | None:
+    """(source, start, stop) when `v` is a unit-step slice of its source along `axis` only."""
+    n = v.node
+    if n.op != "slice" or any(st != 1 for st in n.attrs["step"]):
+        return None
+    src = n.inputs[0]
+    for i, (lo, hi, d) in enumerate(zip(n.attrs["start"], n.attrs["stop"], src.shape,
+                                        strict=True)):
+        if i != axis and (lo, hi) != (0, d):
+            return None
+    return src, n.attrs["start"][axis], n.attrs["stop"][axis]
+
+
+def simplify_slice(b: Builder, n: Node) -> Tensor | None:
+    (x,) = n.inputs
+    return b.tensor(x) if n.outputs[0].shape == x.shape else None
+
+
+def simplify_concat(b: Builder, n: Node) -> Tensor | None:
+    """Consecutive slices of one value, concatenated back in order, are one slice of it. Along
+    axis 0 a piece may be a reshape of such a slice (an unrolled loop's step x_t, say): a
+    range of leading rows is a range of the flat data, and so is their concatenation; when
+    they cover the value, the concatenation is a reshape of it."""
+    axis = n.attrs["axis"]
+    ranges = []
+    for v in n.inputs:
+        reshaped = axis == 0 and v.node.op == "reshape"
+        r = _axis_range(v.node.inputs[0] if reshaped else v, axis)
+        if r is None or (ranges and (r[0] is not ranges[-1][0] or r[1] != ranges[-1][2])):
+            return None
+        ranges.append(r)
+    src, lo, hi = ranges[0][0], ranges[0][1], ranges[-1][2]
+    if len(ranges) < 2 and n.inputs[0].node.op != "slice":
+        return None
+    shape, rank = n.outputs[0].shape, len(src.shape)
+    if (lo, hi) == (0, src.shape[axis]):
+        return b.tensor(src) if src.shape == shape else b.op("reshape", b.tensor(src),
+                                                              shape=shape, name=n.name)
+    start = tuple(lo if i == axis else 0 for i in range(rank))
+    stop = tuple(hi if i == axis else d for i, d in enumerate(src.shape))
+    if tuple(hi - lo if i == axis else d for i, d in enumerate(src.shape)) != shape:
+        return None  # a slice and a reshape: the graph would grow where the pieces stay used
+    return b.op("slice", b.tensor(src), start=start, stop=stop, step=(1,) * rank, name=n.name)
+
+
 IDENTITIES: dict[str, Rewrite] = {
     "add": simplify_add, "sub": simplify_sub, "mul": simplify_mul, "div": simplify_div,
     "pow": simplify_pow,
     "neg": simplify_neg, "transpose": simplify_transpose, "reshape": simplify_reshape,
     "broadcast": simplify_broadcast, "cast": simplify_cast, "select": simplify_select,
+    "slice": simplify_slice, "concat": simplify_concat,
 }
 
 

@@ -109,6 +109,37 @@ def test_disjoint_slices_send_back_one_concat_not_a_sum_of_pads():
     want = d * (1.0 * (np.arange(9) < 4) + (np.arange(9) >= 3) + (np.arange(9) % 2 == 0))[:, None]
     np.testing.assert_allclose(run_graph(g, {"x": xs})["grad.x"], want, rtol=1e-14)
 
+def _shared_weight_loss(steps: int, batch: int, m: int, n: int):
+    """loss = sum_t sum(tanh(x_t @ W) * r_t): W shared by `steps` matmuls over `batch` rows."""
+    b = Builder("shared")
+    w = b.param("W", (m, n), dtype="f64")
+    xs = [b.input(f"x{t}", (batch, m), "f64") for t in range(steps)]
+    rs = [b.input(f"r{t}", (batch, n), "f64") for t in range(steps)]
+    loss = sum((b.tanh(b.matmul(x, w)) * r).sum() for x, r in zip(xs, rs, strict=True))
+    return b.build(outputs={"loss": loss.named("loss")})
+
+
+@pytest.mark.parametrize("steps, batch, joined", [(6, 2, True), (2, 40, False)])
+def test_products_of_a_shared_weight_join_into_one_matmul(steps, batch, joined):
+    """The cotangent of W is sum_t x_t^T (r_t * tanh'): over short inner axes one matmul of the
+    concatenated operands, over long ones (the concatenations would copy more than the
+    accumulation saves) one matmul per use, summed; the numbers agree with numpy either way."""
+    m, n = 5, 7
+    g = verify(autodiff(_shared_weight_loss(steps, batch, m, n), "loss"))
+    grad_matmuls = [nd for nd in g.nodes
+                    if nd.op == "matmul" and (nd.name or "").startswith("grad.")]
+    assert len(grad_matmuls) == (1 if joined else steps)
+    assert any(nd.name == "grad.W.sum" for nd in g.nodes) is not joined
+    rng = np.random.default_rng(3)
+    w = rng.normal(size=(m, n)) * 0.5
+    feed = {f"x{t}": rng.normal(size=(batch, m)) for t in range(steps)}
+    feed |= {f"r{t}": rng.normal(size=(batch, n)) for t in range(steps)}
+    want = sum(feed[f"x{t}"].T @ (feed[f"r{t}"] * (1 - np.tanh(feed[f"x{t}"] @ w) ** 2))
+               for t in range(steps))
+    got = run_graph(g, feed, params={"W": w})["grad.W"]
+    np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
+
+
 def _mlp(frozen: bool):
     b = Builder("mlp", seed=0)
     x = b.input("x", (5, 4))

@@ -144,6 +144,44 @@ graph g(%x: f32[2, 3], %v: f32[3]) {
   return sq=%sq, id=%x, up=%up, cube=%cube
 }
 """),
+    # rows: the unrolled steps x_t of xs, concatenated back, are xs itself (a reshape); tail:
+    # a slice and a reshape would outgrow the concat while its pieces stay used; gap: out of
+    # order; cols: one slice along axis 1; whole and all: m itself
+    "concat_of_consecutive_slices": ("""
+graph g(%xs: f32[3, 2, 3], %m: f32[6, 5]) {
+  %s0 = slice(%xs) {start=(0, 0, 0), stop=(1, 2, 3), step=(1, 1, 1)} : f32[1, 2, 3]
+  %x0 = reshape(%s0) {shape=(2, 3)} : f32[2, 3]
+  %s1 = slice(%xs) {start=(1, 0, 0), stop=(2, 2, 3), step=(1, 1, 1)} : f32[1, 2, 3]
+  %x1 = reshape(%s1) {shape=(2, 3)} : f32[2, 3]
+  %s2 = slice(%xs) {start=(2, 0, 0), stop=(3, 2, 3), step=(1, 1, 1)} : f32[1, 2, 3]
+  %x2 = reshape(%s2) {shape=(2, 3)} : f32[2, 3]
+  %rows = concat(%x0, %x1, %x2) {axis=0} : f32[6, 3]
+  %tail = concat(%x1, %x2) {axis=0} : f32[4, 3]
+  %gap = concat(%x2, %x0) {axis=0} : f32[4, 3]
+  %c0 = slice(%m) {start=(0, 1), stop=(6, 3), step=(1, 1)} : f32[6, 2]
+  %c1 = slice(%m) {start=(0, 3), stop=(6, 4), step=(1, 1)} : f32[6, 1]
+  %cols = concat(%c0, %c1) {axis=1} : f32[6, 3]
+  %r0 = slice(%m) {start=(0, 0), stop=(2, 5), step=(1, 1)} : f32[2, 5]
+  %r1 = slice(%m) {start=(2, 0), stop=(6, 5), step=(1, 1)} : f32[4, 5]
+  %whole = concat(%r0, %r1) {axis=0} : f32[6, 5]
+  %all = slice(%m) {start=(0, 0), stop=(6, 5), step=(1, 1)} : f32[6, 5]
+  return rows=%rows, tail=%tail, gap=%gap, cols=%cols, whole=%whole, all=%all
+}
+""", """
+graph g(%xs: f32[3, 2, 3], %m: f32[6, 5]) {
+  %s0 = slice(%xs) {start=(0, 0, 0), step=(1, 1, 1), stop=(1, 2, 3)} : f32[1, 2, 3]
+  %x0 = reshape(%s0) {shape=(2, 3)} : f32[2, 3]
+  %s1 = slice(%xs) {start=(1, 0, 0), step=(1, 1, 1), stop=(2, 2, 3)} : f32[1, 2, 3]
+  %x1 = reshape(%s1) {shape=(2, 3)} : f32[2, 3]
+  %s2 = slice(%xs) {start=(2, 0, 0), step=(1, 1, 1), stop=(3, 2, 3)} : f32[1, 2, 3]
+  %x2 = reshape(%s2) {shape=(2, 3)} : f32[2, 3]
+  %rows = reshape(%xs) {shape=(6, 3)} : f32[6, 3]
+  %tail = concat(%x1, %x2) {axis=0} : f32[4, 3]
+  %gap = concat(%x2, %x0) {axis=0} : f32[4, 3]
+  %cols = slice(%m) {start=(0, 1), step=(1, 1), stop=(6, 4)} : f32[6, 3]
+  return rows=%rows, tail=%tail, gap=%gap, cols=%cols, whole=%m, all=%m
+}
+"""),
     "fold_limit_keeps_big_constants": ("""
 graph g(%x: f32[100]) {
   %i = iota() {axis=0, dtype="f32", shape=(100,)} : f32[100]
