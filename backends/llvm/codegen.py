@@ -170,7 +170,8 @@ def kernel_code(k: Kernel, buffers: Mapping[str, Buffer], options: dict[str, Any
                                                        env.lo, env.hi),
                           notes={"schedule": "column" if plan.column else "row",
                                  "block": plan.block, "lanes": plan.lanes,
-                                 "streaming": sorted(plan.streaming), "work": plan.work})
+                                 "streaming": sorted(plan.streaming), "work": plan.work,
+                                 "segments": [[lo, hi] for lo, hi, _ in plan.segments or ()]})
     if isinstance(k, (MatmulKernel, ConvKernel)):
         from .codegen_template import template_code
 

@@ -64,6 +64,7 @@ from graphc.ir.kernel import (
     Op,
     RandomUniform,
     Reduction,
+    Store,
     Var,
     floordiv,
     kernel_reads,
@@ -72,6 +73,7 @@ from graphc.ir.kernel import (
     mod,
     walk,
 )
+from graphc.ir.kernel_segments import breakpoints, restrict, selects_on
 
 from .codegen_expr import BufferRef, ExprEmitter, store_element
 from .codegen_rows import (
@@ -94,6 +96,7 @@ from .llvm_ir import (
     emit_loop,
     for_range,
     intrinsic,
+    smax,
     smin,
 )
 from .lowering import cast_value, compute_type
@@ -129,6 +132,10 @@ STREAM_BYTES = 16 << 20
 # ... up to this cost of the stored value (sigmoid + tanh is 8; measured faster up to there
 # together with the prefetch below).
 STREAM_MAX_COST = 8
+
+
+# At most this many vector loops per split pointwise kernel (`split_segments`).
+MAX_SEGMENTS = 8
 
 
 # -- normalizing the iteration space --------------------------------------------------------------
@@ -276,6 +283,9 @@ class LoopPlan:
     lanes: int = 0        # explicit vector loops of this many lanes for store-only loops
     streaming: frozenset[str] = frozenset()  # outputs written with non-temporal stores
     prefetch: frozenset[str] = frozenset()   # inputs prefetched PREFETCH_AHEAD elements ahead
+    # pointwise vector loops split along the last outer loop: (start, end, stores restricted
+    # to that range), see `split_segments`
+    segments: list[tuple[int, int, list[Store]]] | None = None
 
     @property
     def parallel(self) -> bool:
@@ -325,7 +335,35 @@ def plan_loop(k: LoopKernel, shapes: dict[str, tuple[int, ...]],
                 if isinstance(e, Load) and not e.mask and _ITEM.get(dtypes[e.buffer], 4)
                 * math.prod(shapes[e.buffer]) >= STREAM_BYTES
                 and _unit_stride(e, plan.nest, shapes, nest_var))
+        if not k.sweeps and not plan.column:
+            plan.segments = split_segments(k, plan.nest)
     return plan
+
+
+def split_segments(k: LoopKernel, nest: Nest) -> list[tuple[int, int, list[Store]]] | None:
+    """Where the stored values pick pieces by bounds on the last outer loop (a concatenation
+    along the last axis: an LSTM step's four gate gradients), one vector loop per segment
+    between the bounds' ends, each storing the values restricted to its segment
+    (`ir.kernel_segments`): a vector's select evaluates both of its operands, so without the
+    split every element computes every piece."""
+    if not nest.outer:
+        return None
+    last_name, last = nest.outer[-1]
+    sources = [v for v, t in nest.var_map.items() if t == last_name]
+    roots = [st.value for st in k.stores]
+    if len(sources) != 1 or not selects_on(roots, sources[0]):
+        return None
+    var = sources[0]
+    ends = breakpoints(roots, var, last)
+    if len(ends) > MAX_SEGMENTS:
+        return None
+    segments, lo = [], 0
+    for hi in ends:
+        values = restrict(roots, var, lo, hi, k.extents())
+        segments.append((lo, hi, [Store(st.buffer, st.index, v)
+                                   for st, v in zip(k.stores, values, strict=True)]))
+        lo = hi
+    return segments
 
 
 def _unit_stride(e: Load, nest: Nest, shapes, var: str) -> bool:
@@ -404,7 +442,10 @@ def emit_loop_kernel(k: LoopKernel, plan: LoopPlan, b: ir.IRBuilder,
         if plan.column:
             _emit_column_block(k, task_ev, last_name, j0, j1, plan.block)
         elif plan.lanes and not k.sweeps:
-            vector_loop(task_ev, last_name, j0, j1, plan, k.stores, None)
+            for lo_s, hi_s, stores in plan.segments or [(0, last, k.stores)]:
+                seg_lo = smax(b, j0, _i64(lo_s)) if lo_s else j0
+                seg_hi = smax(b, seg_lo, smin(b, j1, _i64(hi_s))) if hi_s < last else j1
+                vector_loop(task_ev, last_name, seg_lo, seg_hi, plan, stores, None)
         else:
             with for_range(b, j0, j1, name="col") as j:
                 _emit_point(k, task_ev.child({last_name: j}), [last_name], plan)
