@@ -78,7 +78,10 @@ def join_matmul_products(b: Builder, parts: list[Tensor], label: str) -> list[Te
     concatenations copy sum K_t·(M + N) elements once. Over an LSTM's 64 steps of batch 32
     (M = 256, N = 1024) the concatenations move 15 % of that, and one GEMM over K = 2048 runs
     at the rate of a large one instead of 64 over K = 32."""
-    products = [(p, _transposed_product(p)) for p in parts]
+    # The reverse walk adds the last use's contribution first: concatenated in forward order
+    # instead, consecutive slices of one value (an unrolled loop's steps x_t) concatenate back
+    # into that value, which `simplify` then reads in place.
+    products = [(p, _transposed_product(p)) for p in reversed(parts)]
     products = [(p, ab) for p, ab in products if ab is not None]
     if len(products) < 2:
         return parts
