@@ -355,6 +355,10 @@ class ModuleBuilder:
             # GEMMs are declared, the precompiled runtime library defines them (`runtime_lib`)
             self.module.graphc_runtime = set()
         self.storage = plan_storage(schedule)
+        # parameters the graph replaces on every call (a training step's `new.<param>`): what
+        # a kernel derives from them is derived again every call, and nothing is kept
+        outputs = {name for name, _ in schedule.outputs}
+        self.updated = frozenset(p for p in schedule.params if f"new.{p}" in outputs)
         self.globals: dict[str, ir.GlobalVariable] = {}
         self.errors: list[dict[str, Any]] = []
         self.comments: dict[str, str] = {}
@@ -535,8 +539,8 @@ class ModuleBuilder:
         cbuffers = {canon.get(n, n): Buffer(canon.get(n, n), types[n], bufs[n].kind)
                     for n in names}
         key = "\n".join([print_kernel(ck, comment=False),
-                         repr([(str(types[n]), _is_bf16_bits(self.s, n), bufs[n].kind)
-                               for n in names]),
+                         repr([(str(types[n]), _is_bf16_bits(self.s, n), bufs[n].kind,
+                                n in self.updated) for n in names]),
                          repr(arg_of)])
         keys = [(key_, shift[g]) for key_, g in groups.items()]
         groups_of = {canon[n]: arg_of[movable.index(n)] for n in movable}
@@ -545,7 +549,9 @@ class ModuleBuilder:
             fn, code = got
             self.comments[fn.name] += f", {k.name}: " + ", ".join(f"%{o}" for o in k.origin)
             return fn, code, keys, groups_of
-        code = kernel_code(ck, cbuffers, {**self.options, "storage_groups": groups_of})
+        code = kernel_code(ck, cbuffers, {**self.options, "storage_groups": groups_of,
+                                          "updated": frozenset(canon.get(n, n) for n in names
+                                                               if n in self.updated)})
         wants_status = code.wants_status
         arg_types = ([PTR] * len(keys) + [I64, I64] + ([PTR] if wants_status else [])
                      + ([I32] if code.own_threads else []) + ([PTR] if code.scratch_bytes else [])

@@ -108,7 +108,7 @@ def template_code(k: MatmulKernel | ConvKernel, buffers: Mapping[str, Buffer],
         return taps_code(k, taps)
     from .codegen_conv_lanes import lanes_code, plan_lanes
 
-    lanes = plan_lanes(k, buffers, bits)
+    lanes = plan_lanes(k, buffers, bits, options.get("updated", frozenset()))
     if lanes is not None:
         return lanes_code(k, lanes)
     plan = plan_conv(k, buffers, bits)

@@ -95,9 +95,13 @@ def transpose_rows(b: ir.IRBuilder, rows: list[ir.Value]) -> list[ir.Value]:
 
 
 def emit_transposed(plan: TransposePlan, dtype: str, b: ir.IRBuilder, base: ir.Value,
-                    buffers: Mapping[str, BufferRef], lanes: int, stream: bool = False) -> None:
+                    buffers: Mapping[str, BufferRef], lanes: int, stream: bool = False,
+                    panel: ir.Value | None = None) -> None:
     """The staging loops of `plan` into `base` (the staged operand's first element); with
-    `stream`, full aligned vectors are written by non-temporal stores."""
+    `stream`, full aligned vectors are written by non-temporal stores. With `panel` (the
+    first of `lanes` consecutive values of the innermost variable), only that block is
+    staged, as a panel `lanes` wide: what one tile of output channels reads."""
+    width = plan.v_extent if panel is None else lanes  # staged stride of one run element
     t = llvm_type(dtype)
     vty = ir.VectorType(t, lanes)
     ity = ir.VectorType(I64, lanes)
@@ -108,24 +112,28 @@ def emit_transposed(plan: TransposePlan, dtype: str, b: ir.IRBuilder, base: ir.V
     def nest(j: int, src_at: ir.Value, dst_at: ir.Value) -> None:
         if j < len(plan.outer):
             var, extent, s_stride, d_stride = plan.outer[j]
+            d_stride = d_stride // plan.v_extent * width
             with for_range(b, ir.Constant(I64, 0), ir.Constant(I64, extent),
                            name=f"stage.t.{var}") as i:
                 nest(j + 1, b.add(src_at, b.mul(i, ir.Constant(I64, s_stride))),
                      b.add(dst_at, b.mul(i, ir.Constant(I64, d_stride))))
             return
+        if panel is not None:
+            runs(src_at, dst_at, panel)
+            return
         blocks = -(-plan.v_extent // lanes)
         with for_range(b, ir.Constant(I64, 0), ir.Constant(I64, blocks), name="stage.t.v") as vb:
-            v0 = b.mul(vb, ir.Constant(I64, lanes))
-            v_ok = b.icmp_signed("<", b.add(vsplat(b, v0, lanes), iota),
-                                 splat(ity, plan.v_extent))
-            full = plan.run // lanes
-            if full:
-                with for_range(b, ir.Constant(I64, 0), ir.Constant(I64, full),
-                               name="stage.t.run") as rc:
-                    block(src_at, dst_at, v0, v_ok, b.mul(rc, ir.Constant(I64, lanes)), lanes)
-            if plan.run % lanes:
-                block(src_at, dst_at, v0, v_ok, ir.Constant(I64, full * lanes),
-                      plan.run % lanes)
+            runs(src_at, dst_at, b.mul(vb, ir.Constant(I64, lanes)))
+
+    def runs(src_at: ir.Value, dst_at: ir.Value, v0: ir.Value) -> None:
+        v_ok = b.icmp_signed("<", b.add(vsplat(b, v0, lanes), iota), splat(ity, plan.v_extent))
+        full = plan.run // lanes
+        if full:
+            with for_range(b, ir.Constant(I64, 0), ir.Constant(I64, full),
+                           name="stage.t.run") as rc:
+                block(src_at, dst_at, v0, v_ok, b.mul(rc, ir.Constant(I64, lanes)), lanes)
+        if plan.run % lanes:
+            block(src_at, dst_at, v0, v_ok, ir.Constant(I64, full * lanes), plan.run % lanes)
 
     def block(src_at, dst_at, v0, v_ok, r0: ir.Value, rows_n: int) -> None:
         """One lanes x lanes block: `rows_n` run elements from r0, channels v0 ... ."""
@@ -149,8 +157,8 @@ def emit_transposed(plan: TransposePlan, dtype: str, b: ir.IRBuilder, base: ir.V
         full = b.icmp_signed("<=", b.add(v0, ir.Constant(I64, lanes)),
                              ir.Constant(I64, plan.v_extent)) if stream else None
         for j, row in enumerate(transpose_rows(b, rows)[:rows_n]):
-            at = b.add(b.mul(b.add(r0, ir.Constant(I64, j)),
-                             ir.Constant(I64, plan.v_extent)), b.add(dst_at, v0))
+            at = b.add(b.mul(b.add(r0, ir.Constant(I64, j)), ir.Constant(I64, width)),
+                       dst_at if panel is not None else b.add(dst_at, v0))
             ptr = b.bitcast(b.gep(base, [at]), vty.as_pointer())
             if full is not None:
                 streaming_store(b, row, ptr, full, v_ok, align)

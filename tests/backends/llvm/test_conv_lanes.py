@@ -135,3 +135,45 @@ def test_training_step_convolutions_match_the_reference(rng):
     exe = check_llvm(g, {"x": rng.standard_normal((4, 64, 4, 4)).astype(np.float32)},
                      tol=dict(rtol=1e-4, atol=1e-5))
     assert _paths(exe).count("channel lanes") >= 3, _paths(exe)
+
+
+def _training_block():
+    """Two lane convolutions (one grouped, 72 channels per group: four and a half vectors)
+    trained by SGD: every weight is replaced on every call (`new.<param>`)."""
+    b = Builder("lanes_sgd", seed=0)
+    w1 = b.param("w1", (216, 48, 3, 3), init="he")
+    w2 = b.param("w2", (64, 216, 3, 3), init="he")
+    x = b.input("x", (3, 144, 4, 4))
+    h = b.op("conv", x, w1, padding=1, groups=3).relu()
+    y = b.op("conv", h, w2, padding=(0, 2, 1, 1)).tanh()
+    return graphc.train_step(b.build(outputs={"loss": (y * y).mean()}), "loss",
+                             graphc.SGD(lr=0.5))
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_weights_replaced_every_call_are_staged_per_channel_block(threads, rng, monkeypatch):
+    """A training step's weights change on every call: each task that starts a channel block
+    stages that block's panel (forward convolutions, and the input gradient's flipped and
+    transposed view of the weights) instead of a copy kept across calls. Three steps, each
+    fed the weights the last returned, against the reference, and bit for bit the same as
+    with the weights staged whole before the tiles."""
+    import importlib
+
+    lanes = importlib.import_module("graphc.backends.llvm.codegen_conv_lanes")
+    g = _training_block()
+    x = rng.standard_normal((3, 144, 4, 4)).astype(np.float32)
+    exe = graphc.compile(g, target="llvm", threads=threads, cache=False)
+    panels = [p for p in exe.info["kernel_plans"].values() if p.get("weight_panels")]
+    assert len(panels) >= 3 and not any(p.get("weights_by_channel") for p in panels)
+    monkeypatch.setattr(lanes, "_panel_staging", lambda *a: None)
+    whole = graphc.compile(g, target="llvm", threads=threads, cache=False)
+    assert not any(p.get("weight_panels") for p in whole.info["kernel_plans"].values())
+    ref = graphc.compile(g, target="reference")
+    params = {k: np.asarray(v) for k, v in exe.params.items()}
+    for step in range(3):
+        ins = {"x": x, "step": np.array(step, np.int64)}
+        got, want, same = (e.run(ins, params) for e in (exe, ref, whole))
+        for name, w in want.items():
+            np.testing.assert_allclose(got[name], w, rtol=1e-4, atol=1e-5, err_msg=name)
+            np.testing.assert_array_equal(got[name], same[name], err_msg=name)
+        params = {k: got[f"new.{k}"] for k in params}
