@@ -134,8 +134,11 @@ STREAM_BYTES = 16 << 20
 STREAM_MAX_COST = 8
 
 
-# At most this many vector loops per split pointwise kernel (`split_segments`).
+# At most this many vector loops per split pointwise kernel (`split_segments`), and what a
+# vector costs besides its values (its mask, addresses, store and loop step), weighed as in
+# OP_WEIGHT.
 MAX_SEGMENTS = 8
+VECTOR_COST = 4
 
 
 # -- normalizing the iteration space --------------------------------------------------------------
@@ -336,16 +339,18 @@ def plan_loop(k: LoopKernel, shapes: dict[str, tuple[int, ...]],
                 * math.prod(shapes[e.buffer]) >= STREAM_BYTES
                 and _unit_stride(e, plan.nest, shapes, nest_var))
         if not k.sweeps and not plan.column:
-            plan.segments = split_segments(k, plan.nest)
+            plan.segments = split_segments(k, plan.nest, lanes)
     return plan
 
 
-def split_segments(k: LoopKernel, nest: Nest) -> list[tuple[int, int, list[Store]]] | None:
+def split_segments(k: LoopKernel, nest: Nest, lanes: int
+                   ) -> list[tuple[int, int, list[Store]]] | None:
     """Where the stored values pick pieces by bounds on the last outer loop (a concatenation
     along the last axis: an LSTM step's four gate gradients), one vector loop per segment
     between the bounds' ends, each storing the values restricted to its segment
     (`ir.kernel_segments`): a vector's select evaluates both of its operands, so without the
-    split every element computes every piece."""
+    split every element computes every piece. Only where the segments' vectors, weighed by
+    what each computes, cost less than the whole loop's."""
     if not nest.outer:
         return None
     last_name, last = nest.outer[-1]
@@ -363,7 +368,16 @@ def split_segments(k: LoopKernel, nest: Nest) -> list[tuple[int, int, list[Store
         segments.append((lo, hi, [Store(st.buffer, st.index, v)
                                    for st, v in zip(k.stores, values, strict=True)]))
         lo = hi
-    return segments
+    # Each segment ends in a partial vector: with short rows (a pad's one-element borders
+    # around 8 columns) the extra vectors cost more than the pieces they no longer compute.
+    split = sum(-(-(hi - lo) // lanes) * (_cost([st.value for st in stores]) + VECTOR_COST)
+                for lo, hi, stores in segments)
+    return segments if split < -(-last // lanes) * (_cost(roots) + VECTOR_COST) else None
+
+
+def _cost(roots) -> int:
+    """Vector instructions, roughly, to evaluate `roots` once (math functions weigh more)."""
+    return sum(OP_WEIGHT.get(e.op, 1) if isinstance(e, Op) else 1 for e in walk(roots))
 
 
 def _unit_stride(e: Load, nest: Nest, shapes, var: str) -> bool:
@@ -381,7 +395,7 @@ def _plan_tasks(k: LoopKernel, shapes: dict[str, tuple[int, ...]]) -> LoopPlan:
     row_work = max(1, q_points * max(1, len(k.sweeps)))
     exprs = list(walk(k.expr_roots()))
     nops = len(exprs)
-    cost = sum(OP_WEIGHT.get(e.op, 1) if isinstance(e, Op) else 1 for e in exprs)
+    cost = _cost(exprs)
     column = False
     if nest.inner and nest.outer and nest.outer[-1][1] > 1:
         o_last, q_last = nest.outer[-1][0], nest.inner[-1][0]

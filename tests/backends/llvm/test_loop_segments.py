@@ -68,6 +68,17 @@ def test_split_kernels_match_the_reference_and_the_unsplit_kernel(rows, widths, 
     np.testing.assert_array_equal(exe(feed)["y"], plain(feed)["y"])
 
 
+def test_short_rows_stay_one_loop():
+    """A pad's one-element borders around 8 columns: three loops would run three partial
+    vectors per row where one loop runs one."""
+    b = Builder("short")
+    x = b.input("x", (64, 8))
+    g = b.build(outputs={"y": b.pad(b.sigmoid(x), low=(0, 1), high=(0, 1))})
+    exe = check_llvm(g, {"x": np.linspace(-3, 3, 512, dtype=np.float32).reshape(64, 8)},
+                     cache=False)
+    assert not _segments(exe)
+
+
 def test_too_many_pieces_stay_one_loop():
     g, feed = _gates(3, (4,) * (codegen_loop.MAX_SEGMENTS + 1))
     exe = check_llvm(g, feed, cache=False)
