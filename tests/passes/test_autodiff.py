@@ -119,17 +119,24 @@ def _shared_weight_loss(steps: int, batch: int, m: int, n: int):
     return b.build(outputs={"loss": loss.named("loss")})
 
 
-@pytest.mark.parametrize("steps, batch, joined", [(6, 2, True), (2, 40, False)])
-def test_products_of_a_shared_weight_join_into_one_matmul(steps, batch, joined):
+@pytest.mark.parametrize("steps, batch, most, matmuls", [(6, 2, 64, 1), (7, 1, 3, 3),
+                                                          (2, 40, 64, 2)])
+def test_products_of_a_shared_weight_join_into_one_matmul(steps, batch, most, matmuls,
+                                                          monkeypatch):
     """The cotangent of W is sum_t x_t^T (r_t * tanh'): over short inner axes one matmul of the
-    concatenated operands, over long ones (the concatenations would copy more than the
-    accumulation saves) one matmul per use, summed; the numbers agree with numpy either way."""
+    concatenated operands (or one per chunk of at most MAX_JOINED products: 7 as 2 + 2 + 3),
+    over long ones (the concatenations would copy more than the accumulation saves) one
+    matmul per use, summed; the numbers agree with numpy either way."""
+    import importlib
+
+    monkeypatch.setattr(importlib.import_module("graphc.passes.grad_joins"), "MAX_JOINED",
+                        most)
     m, n = 5, 7
     g = verify(autodiff(_shared_weight_loss(steps, batch, m, n), "loss"))
     grad_matmuls = [nd for nd in g.nodes
                     if nd.op == "matmul" and (nd.name or "").startswith("grad.")]
-    assert len(grad_matmuls) == (1 if joined else steps)
-    assert any(nd.name == "grad.W.sum" for nd in g.nodes) is not joined
+    assert len(grad_matmuls) == matmuls
+    assert any(nd.name == "grad.W.sum" for nd in g.nodes) is (matmuls > 1)
     rng = np.random.default_rng(3)
     w = rng.normal(size=(m, n)) * 0.5
     feed = {f"x{t}": rng.normal(size=(batch, m)) for t in range(steps)}
