@@ -8,13 +8,18 @@ extents)` rebuilds the expressions for `var` in [lo, hi): decided bounds drop ou
 `InBounds`, a mask that never holds makes its load the constant 0, a `select` on a decided
 condition is its chosen operand. Undecided parts keep their very objects, so index expressions
 stay the ones a backend's rewrites are keyed by, and shared subexpressions stay shared.
+
+`load_pieces(value, var, extent, extents)` reads a concatenation of plain loads along `var`
+off its select tree (a descent per piece, not a restriction of the whole tree per segment):
+each piece's start and its load, the mask dropped, where every piece is the same load
+shifted along `var` (an unrolled loop's T steps), else None.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from .kernel import Bound, Const, Expr, InBounds, Load, Op, Var, make_bound, walk
+from .kernel import Bound, Const, Expr, InBounds, Ix, Load, Op, Var, make_bound, walk
 
 
 def _bounds(e: Expr) -> tuple[Bound, ...]:
@@ -100,3 +105,59 @@ def restrict(roots: Sequence[Expr], var: str, lo: int, hi: int,
     for e in walk(roots):
         go(e)
     return [go(r) for r in roots]
+
+
+def _coef(e: Ix, var: str) -> int | None:
+    """The coefficient of `var` in `e` when it appears only as a plain term (0 if absent)."""
+    c = 0
+    for atom, k in e.terms:
+        if isinstance(atom, Var):
+            if atom.name == var:
+                c = k
+        elif var in atom.arg.var_names():
+            return None
+    return c
+
+
+def load_pieces(value: Expr, var: str, extent: int, extents: Mapping[str, int]
+                ) -> list[tuple[int, Load]] | None:
+    """[(start, load)] of the pieces `value` picks along `var` in [0, extent), each load
+    without its mask, reading its piece at `var` − start (module docstring); None unless
+    every piece is such a load, the same index up to that shift."""
+    out: list[tuple[int, int, Load]] = []
+
+    def descend(e: Expr, lo: int, hi: int) -> bool:
+        if lo >= hi:
+            return True
+        if isinstance(e, Op) and e.op == "select" and isinstance(e.args[0], InBounds) \
+                and len(e.args[0].bounds) == 1:
+            span = _span_on(e.args[0].bounds[0], var)
+            if span is None:
+                return False
+            a, b = max(span[0], lo), min(span[1], hi)
+            if a >= b:
+                return descend(e.args[2], lo, hi)
+            return (descend(e.args[1], a, b) and descend(e.args[2], lo, a)
+                    and descend(e.args[2], b, hi))
+        if not isinstance(e, Load):
+            return False
+        ext = {**extents, var: range(lo, hi)}
+        if any(make_bound(bd.e, bd.lo, bd.hi, bd.step, ext) is not True for bd in e.mask):
+            return False
+        out.append((lo, hi, Load(e.buffer, e.index, (), e.dtype)))
+        return True
+
+    if not descend(value, 0, extent) or not out:
+        return None
+    out.sort(key=lambda p: p[0])
+    first = out[0][2]
+    coefs = [_coef(i, var) for i in first.index]
+    if any(c is None for c in coefs) or not any(coefs):
+        return None
+    for (lo, hi, load), nxt in zip(out, out[1:] + [(extent, extent, None)], strict=True):
+        shift = lo - out[0][0]
+        want = tuple(i - c * shift for i, c in zip(first.index, coefs, strict=True))
+        if hi != nxt[0] or load.index != want or load.dtype != first.dtype:
+            return None
+    return [(lo, load) for lo, _hi, load in out]
+

@@ -171,7 +171,9 @@ def kernel_code(k: Kernel, buffers: Mapping[str, Buffer], options: dict[str, Any
                           notes={"schedule": "column" if plan.column else "row",
                                  "block": plan.block, "lanes": plan.lanes,
                                  "streaming": sorted(plan.streaming), "work": plan.work,
-                                 "segments": [[lo, hi] for lo, hi, _ in plan.segments or ()]})
+                                 "segments": [[lo, hi] for lo, hi, _ in plan.segments or ()],
+                                 "gathered_pieces": len(plan.gather.starts) if plan.gather
+                                 else 0})
     if isinstance(k, (MatmulKernel, ConvKernel)):
         from .codegen_template import template_code
 

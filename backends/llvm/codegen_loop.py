@@ -75,6 +75,7 @@ from graphc.ir.kernel import (
 )
 from graphc.ir.kernel_segments import breakpoints, restrict, selects_on
 
+from .codegen_concat import GatherPlan, gather_row, gather_table, plan_gather
 from .codegen_expr import BufferRef, ExprEmitter, store_element
 from .codegen_rows import (
     StashUse,
@@ -289,6 +290,9 @@ class LoopPlan:
     # pointwise vector loops split along the last outer loop: (start, end, stores restricted
     # to that range), see `split_segments`
     segments: list[tuple[int, int, list[Store]]] | None = None
+    # a concatenation of many plain loads along an outer loop, read through a table of the
+    # pieces' pointers (`codegen_concat`)
+    gather: GatherPlan | None = None
 
     @property
     def parallel(self) -> bool:
@@ -340,6 +344,8 @@ def plan_loop(k: LoopKernel, shapes: dict[str, tuple[int, ...]],
                 and _unit_stride(e, plan.nest, shapes, nest_var))
         if not k.sweeps and not plan.column:
             plan.segments = split_segments(k, plan.nest, lanes)
+            if plan.segments is None:
+                plan.gather = plan_gather(k, plan.nest, shapes, dict(dtypes))
     return plan
 
 
@@ -447,6 +453,8 @@ def emit_loop_kernel(k: LoopKernel, plan: LoopPlan, b: ir.IRBuilder,
     # the SLP vectorizer makes row vectors and shuffles of the unrolled row instead (pooling
     # 16-20 % faster; softmax, batch norm and row sums unchanged). The column loop keeps it:
     # across rows of 4-20 elements its gathers beat the scalar sums by 10-25 %.
+    if plan.gather is not None:
+        table, starts = gather_table(plan.gather, b, buffers)
     with for_range(b, lo, hi, name="task", vectorize=not k.sweeps) as t:
         env = decode_row_major(b, b.udiv(t, _i64(nblk)) if nblk > 1 else t, nest.outer[:-1])
         blk = b.urem(t, _i64(nblk)) if nblk > 1 else _i64(0)
@@ -455,6 +463,9 @@ def emit_loop_kernel(k: LoopKernel, plan: LoopPlan, b: ir.IRBuilder,
         task_ev = ev.child(env)
         if plan.column:
             _emit_column_block(k, task_ev, last_name, j0, j1, plan.block)
+        elif plan.gather is not None:
+            row_ev, stores = gather_row(plan.gather, task_ev, table, starts)
+            vector_loop(row_ev, last_name, j0, j1, plan, stores, None)
         elif plan.lanes and not k.sweeps:
             for lo_s, hi_s, stores in plan.segments or [(0, last, k.stores)]:
                 seg_lo = smax(b, j0, _i64(lo_s)) if lo_s else j0

@@ -2,7 +2,8 @@
 it (`ir.kernel_segments`, `codegen_loop.split_segments`): concatenations of computed pieces and
 pads along the last axis, piece widths that are and are not multiples of the vector, one and
 two threads. Each result is compared with the reference and, bit for bit, with the same kernel
-compiled without the split."""
+compiled without the split. Concatenations of many plain loads along an outer axis, read
+through a table of piece pointers (`codegen_concat`), against the reference likewise."""
 
 from __future__ import annotations
 
@@ -14,11 +15,12 @@ import pytest
 import graphc
 from graphc.ir.builder import Builder
 from graphc.ir.kernel import Bound, Const, InBounds, Load, Op, ix
-from graphc.ir.kernel_segments import breakpoints, restrict, selects_on
+from graphc.ir.kernel_segments import breakpoints, load_pieces, restrict, selects_on
 
 from .conftest import check_llvm
 
 codegen_loop = importlib.import_module("graphc.backends.llvm.codegen_loop")
+codegen_concat = importlib.import_module("graphc.backends.llvm.codegen_concat")
 
 
 def _gates(rows: int, widths: tuple[int, ...], pad: tuple[int, int] = (0, 0)):
@@ -103,3 +105,58 @@ def test_restrict_decides_bounds_masks_and_selects():
     assert right == Const(0, "f32")                 # outside the mask: the load's 0
     (whole,) = restrict(roots, "i", 0, 16, ext)
     assert whole is value                           # nothing decided: the same object
+
+
+def _gathered(exe) -> list[int]:
+    return [p["gathered_pieces"] for p in exe.info["kernel_plans"].values()
+            if p.get("gathered_pieces")]
+
+
+@pytest.mark.parametrize("shape, axis, count, gathered", [
+    ((3, 37), 0, 20, True),          # rows of odd width: a masked tail per row
+    ((2, 1, 17), 1, 9, True),        # along an outer axis that is not the first
+    ((4, 16), 0, 5, False),          # too few pieces: the select tree stays
+])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_concatenations_of_many_loads_read_a_table_of_pieces(shape, axis, count, gathered,
+                                                             threads):
+    b = Builder("gather")
+    xs = [b.input(f"x{i}", shape) for i in range(count)]
+    cat = b.concat(*xs, axis=axis)
+    flat = cat.reshape(-1, shape[-1])
+    g = b.build(outputs={"y": b.matmul(b.transpose(flat, perm=(1, 0)), flat)})
+    rng = np.random.default_rng(count)
+    feed = {f"x{i}": rng.standard_normal(shape).astype(np.float32) for i in range(count)}
+    exe = check_llvm(g, feed, threads=threads, cache=False, tol=dict(rtol=1e-5, atol=1e-4))
+    assert _gathered(exe) == ([count] if gathered else [])
+
+
+def test_pieces_of_other_shapes_keep_the_select_tree(monkeypatch):
+    """Pieces of different lengths along the axis would read their rows at other strides:
+    not gathered, and the values still right."""
+    b = Builder("uneven")
+    xs = [b.input(f"x{i}", (1 + i % 3, 20)) for i in range(12)]
+    cat = b.concat(*xs, axis=0)
+    g = b.build(outputs={"y": b.matmul(b.transpose(cat, perm=(1, 0)), cat)})
+    rng = np.random.default_rng(5)
+    feed = {f"x{i}": rng.standard_normal((1 + i % 3, 20)).astype(np.float32) for i in range(12)}
+    exe = check_llvm(g, feed, cache=False, tol=dict(rtol=1e-5, atol=1e-4))
+    assert not _gathered(exe)
+
+
+def test_load_pieces_reads_the_select_tree():
+    i, j = ix("i"), ix("j")
+
+    def piece(name, lo, hi):
+        return Load(name, (i - lo, j), (Bound(i, lo, hi),), "f32")
+
+    def pick(lo, mid, left, right):
+        return Op("select", (InBounds((Bound(i, lo, mid),)), left, right), "f32")
+
+    tree = pick(0, 4, pick(0, 2, piece("a", 0, 2), piece("b", 2, 4)), piece("c", 4, 6))
+    got = load_pieces(tree, "i", 6, {"i": 6, "j": 5})
+    assert got == [(0, Load("a", (i, j), (), "f32")), (2, Load("b", (i - 2, j), (), "f32")),
+                   (4, Load("c", (i - 4, j), (), "f32"))]
+    assert load_pieces(tree, "j", 5, {"i": 6, "j": 5}) is None  # not picked along j
+    odd = pick(0, 2, piece("a", 0, 2), Load("b", (i - 2, j + 1), (Bound(i, 2, 4),), "f32"))
+    assert load_pieces(odd, "i", 4, {"i": 4, "j": 5}) is None   # another index
