@@ -40,6 +40,10 @@ prefetched `PREFETCH_AHEAD` elements ahead (the hardware prefetcher stops at eve
 with both, a compute-heavy chain overlaps its memory traffic (relu·sigmoid + tanh over 16M f32,
 one thread: 23.7 -> 17.8 ms; an exp chain 20.8 -> 15.3 ms; a cheap one unchanged).
 
+A store-only loop whose value picks pieces by bounds on its vector variable runs one vector
+loop per piece (`split_segments`); one that concatenates many plain loads along an outer
+variable reads them through a table of piece pointers (`codegen_concat`).
+
 Persistent reductions keep values that a later sweep recomputes (softmax's exp(x - max)) in a
 row-sized stack array, and one of their later sweeps prefetches the next row for the first
 sweep, which would otherwise start every row with a cold stream from memory (`codegen_rows`).
@@ -448,13 +452,13 @@ def emit_loop_kernel(k: LoopKernel, plan: LoopPlan, b: ir.IRBuilder,
         return
     last_name, last = nest.outer[-1]
     nblk = -(-last // plan.block)
+    if plan.gather is not None:
+        table, starts = gather_table(plan.gather, b, buffers)
     # A kernel with reduction sweeps keeps the loop vectorizer off its task loop: it widened
     # it across tasks (output rows of a 2x2 max-pool) with a gather per window element, where
     # the SLP vectorizer makes row vectors and shuffles of the unrolled row instead (pooling
     # 16-20 % faster; softmax, batch norm and row sums unchanged). The column loop keeps it:
     # across rows of 4-20 elements its gathers beat the scalar sums by 10-25 %.
-    if plan.gather is not None:
-        table, starts = gather_table(plan.gather, b, buffers)
     with for_range(b, lo, hi, name="task", vectorize=not k.sweeps) as t:
         env = decode_row_major(b, b.udiv(t, _i64(nblk)) if nblk > 1 else t, nest.outer[:-1])
         blk = b.urem(t, _i64(nblk)) if nblk > 1 else _i64(0)
