@@ -244,6 +244,18 @@ def ix(value: int | str | Ix) -> Ix:
 Extents = Mapping[str, int]
 
 
+def top_coefficient(e: Ix, var: str) -> int | None:
+    """c when `var` enters `e` only as a top-level term c·var (0: not at all), else None
+    (inside a division or remainder): 1 means contiguous accesses along `var`."""
+    c = 0
+    for atom, k in e.terms:
+        if isinstance(atom, Var):
+            c += k if atom.name == var else 0
+        elif var in atom.arg.var_names():
+            return None
+    return c
+
+
 def ix_size(e: Ix, memo: dict[int, int] | None = None) -> int:
     """Terms of `e` written out as a tree (what printing or emitting it costs). Subexpressions
     may be shared, so the tree can be exponentially larger than the objects: counted once per

@@ -19,7 +19,18 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from .kernel import Bound, Const, Expr, InBounds, Ix, Load, Op, Var, make_bound, walk
+from .kernel import (
+    Bound,
+    Const,
+    Expr,
+    InBounds,
+    Load,
+    Op,
+    Var,
+    make_bound,
+    top_coefficient,
+    walk,
+)
 
 
 def _bounds(e: Expr) -> tuple[Bound, ...]:
@@ -107,18 +118,6 @@ def restrict(roots: Sequence[Expr], var: str, lo: int, hi: int,
     return [go(r) for r in roots]
 
 
-def _coef(e: Ix, var: str) -> int | None:
-    """The coefficient of `var` in `e` when it appears only as a plain term (0 if absent)."""
-    c = 0
-    for atom, k in e.terms:
-        if isinstance(atom, Var):
-            if atom.name == var:
-                c = k
-        elif var in atom.arg.var_names():
-            return None
-    return c
-
-
 def load_pieces(value: Expr, var: str, extent: int, extents: Mapping[str, int]
                 ) -> list[tuple[int, Load]] | None:
     """[(start, load)] of the pieces `value` picks along `var` in [0, extent), each load
@@ -151,7 +150,7 @@ def load_pieces(value: Expr, var: str, extent: int, extents: Mapping[str, int]
         return None
     out.sort(key=lambda p: p[0])
     first = out[0][2]
-    coefs = [_coef(i, var) for i in first.index]
+    coefs = [top_coefficient(i, var) for i in first.index]
     if any(c is None for c in coefs) or not any(coefs):
         return None
     for (lo, hi, load), nxt in zip(out, out[1:] + [(extent, extent, None)], strict=True):

@@ -23,7 +23,7 @@ from typing import Any
 
 from llvmlite import ir
 
-from graphc.ir.kernel import Load, LoopKernel, Store, Var, linearize
+from graphc.ir.kernel import Load, LoopKernel, Store, linearize, top_coefficient
 from graphc.ir.kernel_segments import load_pieces
 
 from .codegen_expr import BufferRef, ExprEmitter
@@ -52,8 +52,7 @@ def plan_gather(k: LoopKernel, nest: Any, shapes: dict[str, tuple[int, ...]],
     vector_var = nest.outer[-1][0]
     for var, extent in zip(k.outer_vars, k.domain, strict=True):
         target = nest.var_map.get(var)
-        if target is None or target == vector_var \
-                or [v for v, t in nest.var_map.items() if t == target] != [var]:
+        if target is None or target == vector_var or nest.source(target) != var:
             continue
         pieces = load_pieces(st.value, var, extent, k.extents())
         if pieces is None or len(pieces) < GATHER_PIECES:
@@ -65,11 +64,10 @@ def plan_gather(k: LoopKernel, nest: Any, shapes: dict[str, tuple[int, ...]],
             return None
         lin = linearize(first.index, shapes[buffers[0]])
         lin = nest.rewrite.get(lin, lin)
-        steps = [c for atom, c in lin.terms if isinstance(atom, Var) and atom.name == target]
-        if len(steps) != 1 or any(not isinstance(atom, Var) and target in atom.arg.var_names()
-                                  for atom, _ in lin.terms):
+        step = top_coefficient(lin, target)
+        if not step:
             return None
-        return GatherPlan(target, tuple(lo for lo, _ in pieces), buffers, first, st, steps[0])
+        return GatherPlan(target, tuple(lo for lo, _ in pieces), buffers, first, st, step)
     return None
 
 

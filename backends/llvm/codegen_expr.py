@@ -45,6 +45,7 @@ from graphc.ir.kernel import (
     Var,
     ix_range,
     linearize,
+    top_coefficient,
 )
 from graphc.ir.ops.random import PHILOX_M0, PHILOX_M1, PHILOX_ROUNDS, PHILOX_W0, PHILOX_W1
 from graphc.ir.types import round_to_dtype
@@ -408,18 +409,6 @@ def emit_philox_uniform(b: ir.IRBuilder, seed: ir.Value, counter: ir.Value, stre
 
 
 # -- vector mode (template epilogues) ------------------------------------------------------------
-
-
-def top_coefficient(e: Ix, var: str) -> int | None:
-    """c when `var` enters `e` only as a top-level term c·var (0: not at all), else None: 1
-    means contiguous vector accesses along `var`."""
-    c = 0
-    for atom, k in e.terms:
-        if isinstance(atom, Var):
-            c += k if atom.name == var else 0
-        elif var in atom.arg.var_names():
-            return None
-    return c
 
 
 class VectorEmitter(ExprEmitter):

@@ -162,6 +162,11 @@ class Nest:
     def extents(self) -> dict[str, int]:
         return dict(self.outer + self.inner)
 
+    def source(self, name: str) -> str | None:
+        """The one kernel variable loop `name` stands for; None where it merged several."""
+        sources = [v for v, t in self.var_map.items() if t == name]
+        return sources[0] if len(sources) == 1 else None
+
 
 def kernel_indices(k: LoopKernel, shapes: dict[str, tuple[int, ...]]) -> list[Ix]:
     """Every index expression the kernel evaluates, loads and stores linearized."""
@@ -364,11 +369,10 @@ def split_segments(k: LoopKernel, nest: Nest, lanes: int
     if not nest.outer:
         return None
     last_name, last = nest.outer[-1]
-    sources = [v for v, t in nest.var_map.items() if t == last_name]
+    var = nest.source(last_name)
     roots = [st.value for st in k.stores]
-    if len(sources) != 1 or not selects_on(roots, sources[0]):
+    if var is None or not selects_on(roots, var):
         return None
-    var = sources[0]
     ends = breakpoints(roots, var, last)
     if len(ends) > MAX_SEGMENTS:
         return None

@@ -37,9 +37,18 @@ from typing import TYPE_CHECKING
 
 from llvmlite import ir
 
-from graphc.ir.kernel import Expr, Load, LoopKernel, Op, Reduction, linearize, walk
+from graphc.ir.kernel import (
+    Expr,
+    Load,
+    LoopKernel,
+    Op,
+    Reduction,
+    linearize,
+    top_coefficient,
+    walk,
+)
 
-from .codegen_expr import ExprEmitter, VectorEmitter, element_ptr, top_coefficient
+from .codegen_expr import ExprEmitter, VectorEmitter, element_ptr
 from .llvm_ir import (
     I1,
     I64,
