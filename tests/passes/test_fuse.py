@@ -207,6 +207,52 @@ def test_activation_between_two_matmuls_is_the_first_ones_epilogue(rng):
     assert "relu(add(acc, %" in text and "a[m, k] = relu" not in text
 
 
+@pytest.mark.parametrize("act", ["silu", "gelu_tanh", "gelu_erf", "relu"])
+@pytest.mark.parametrize("keep_z", [False, True])
+def test_activation_reading_its_input_twice_is_the_epilogue(act, keep_z, rng):
+    """dense -> SiLU/GELU -> dense: the activation reads the pre-activation z in several nodes
+    (z·σ(z)). Its whole cone joins the first matmul's epilogue, which stores the activation
+    (and z where z is also an output), and the second matmul reads it as a plain operand:
+    left to the second matmul's operand, the final product would make the epilogue store its
+    operands z and σ(z) instead. A relu of a z that is stored anyway stays on the second
+    matmul's operand: there it costs no store at all."""
+    def build(b):
+        x = b.input("x", (8, 6))
+        z = b.dense(x, b.param("w1", (6, 5)), b.param("b1", (5,), init="normal"))
+        h = {"silu": lambda: z * z.sigmoid(),
+             "gelu_tanh": lambda: b.gelu(z, approximate="tanh"),
+             "gelu_erf": lambda: b.gelu(z),
+             "relu": lambda: z.relu()}[act]()
+        y = b.dense(h, b.param("w2", (5, 3)), b.param("b2", (3,), init="normal"))
+        return {"y": y, "z": z} if keep_z else {"y": y}
+
+    _, _, fused = _fused(build, lambda r: {"x": r.standard_normal((8, 6)).astype(np.float32)},
+                         rng)
+    first, second = fused.kernels
+    assert isinstance(first, MatmulKernel) and isinstance(second, MatmulKernel)
+    stored = {st_.buffer for st_ in first.stores}
+    if act == "relu" and keep_z:
+        assert len(stored) == 1 and "a[m, k] = relu" in print_schedule(fused)
+        return
+    assert isinstance(second.a.value, Load)
+    assert second.a.value.buffer in stored and len(stored) == 1 + keep_z
+
+
+def test_activation_read_by_a_loop_kernel_stays_with_it(rng):
+    """dense -> SiLU -> mean: a loop kernel takes the activation as it is, in the same pass as
+    its reduction, so the matmul's epilogue stores z alone and the loop computes z·σ(z)."""
+    def build(b):
+        x = b.input("x", (8, 6))
+        z = b.dense(x, b.param("w1", (6, 5)), b.param("b1", (5,), init="normal"))
+        return {"y": (z * z.sigmoid()).mean((1,))}
+
+    _, _, fused = _fused(build, lambda r: {"x": r.standard_normal((8, 6)).astype(np.float32)},
+                         rng)
+    first, second = fused.kernels
+    assert isinstance(first, MatmulKernel) and isinstance(second, LoopKernel)
+    assert len(first.stores) == 1 and "sigmoid" not in print_schedule(fused).split("loop(")[0]
+
+
 def test_conv_batch_norm_inference_relu_is_one_conv_with_epilogue(rng):
     def build(b):
         x = b.input("x", (2, 3, 6, 6))

@@ -287,19 +287,19 @@ def test_staged_operand_keeps_the_layout_its_sources_are_read_in(rng):
 
 @pytest.mark.parametrize("width", [16, 19])
 def test_convolution_prologue_is_staged_in_vectors(width, rng):
-    """A depthwise convolution whose input is computed by a fused prologue (x * sigmoid(x))
-    stages it row by row in explicit vectors, the row's end masked: same results as the
-    reference and as one thread."""
+    """A depthwise convolution whose input is computed by a fused prologue (h * s, h stored
+    anyway) stages it row by row in explicit vectors, the row's end masked: same results as
+    the reference and as one thread."""
     import graphc
     from graphc.backends.llvm.program import generated_ir
 
     b = Builder("dw", seed=0)
     x = b.input("x", (3, 8, 6, width))
     h = b.conv2d(x, b.param("w0", (8, 1, 3, 3), init="he"), padding=1, groups=8)
-    act = h * b.sigmoid(h)
+    act = h * b.input("s", (3, 8, 6, width))
     y = b.conv2d(act, b.param("w", (8, 1, 3, 3), init="he"), padding=1, groups=8)
     g = b.build(outputs={"y": y, "h": h})
-    ins = {"x": rng.standard_normal((3, 8, 6, width)).astype(np.float32)}
+    ins = {n: rng.standard_normal((3, 8, 6, width)).astype(np.float32) for n in ("x", "s")}
     exe = check_llvm(g, ins, threads=2, tol=dict(rtol=1e-4, atol=1e-5))
     staged = [k for k, p in exe.info["kernel_plans"].items() if p.get("staged")]
     assert staged, "the prologue was not staged"
