@@ -62,6 +62,9 @@ class Contender:
     inner: int = 1
     samples: list[float] = field(default_factory=list)
     capped: bool = False           # stopped early by the per-contender time budget
+    shared_samples: list[float] = field(default_factory=list)  # taken on shared cores
+    core_checks: list[float] | str | None = None  # per round (`cores.py`), or why none
+    cores_shared: bool = False     # too few other samples: the shared ones are in `samples`
     verify: Callable[[Any], dict[str, Any]] | None = None  # its own check, instead of outputs
 
     @property

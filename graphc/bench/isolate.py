@@ -120,7 +120,8 @@ def isolated_anchors(threads: int, quick: bool) -> dict[str, Any]:
 
 # -- the worker's side ----------------------------------------------------------------------------
 
-SAMPLING_FIELDS = ("repeats", "warmup", "min_sample_s", "budget_s", "min_samples", "settle_s")
+SAMPLING_FIELDS = ("repeats", "warmup", "min_sample_s", "budget_s", "min_samples", "settle_s",
+                   "core_check")
 
 
 def worker_workload(job: dict[str, Any]) -> dict[str, Any]:

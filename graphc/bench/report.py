@@ -29,6 +29,10 @@ The JSON document (schema "graphc-bench/2", produced by `runner.run_bench`; docu
                     check{ran, passed, compared[], max_rel_err, rtol, errors{}, problems[]},
                     compile{cold_s, cached_s | session_s}, stats{}, first_call_s, inner,
                     samples_s[] (seconds per call), capped,
+                    core_checks (2, above one thread: per round, the per-thread FMA rate
+                    on all threads as a share of one thread's; or why not measured),
+                    shared_samples_s[] (2, rounds on shared cores, kept out of the median),
+                    cores_shared (2, too few other samples: the shared ones are in samples_s),
                     isolation (2){mode: in-process | process, group, pid},
                     median_s, min_s, max_s,
                     rate{gbps | gflops | us_per_call, of, pct, pct_peak (2, compute-bound)}
@@ -177,6 +181,10 @@ def contender_cells(r: dict[str, Any]) -> list[str]:
     n = len(r["samples_s"])
     check = f"ok (err {r['check']['max_rel_err']:.0e}), n={n}" + (" capped" if r["capped"]
                                                                   else "")
+    if r.get("cores_shared"):
+        check += ", cores shared"
+    elif r.get("shared_samples_s"):
+        check += f" (+{len(r['shared_samples_s'])} on shared cores, set apart)"
     return [r["name"], thr, fmt_time(r["median_s"]), span, fmt_rate(r.get("rate")), check]
 
 

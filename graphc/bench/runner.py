@@ -31,6 +31,9 @@
    spin for a while after a call returns, and would otherwise steal the cores of whichever
    contender runs next. A
    contender stops early once it has used its time budget (`budget_s`) and has `min_samples`.
+   Above one thread, each round first checks that the cores run in parallel (`cores.py`: on
+   a shared machine two vCPUs may share one core for seconds); the samples of a round on
+   shared cores are kept apart and the round is made up by another.
 7. Per contender: median, min and max seconds per call; speedups of graphc fused over each peer
    are ratios of medians. Compile times (cold, cached) are reported apart from run times.
 
@@ -96,6 +99,7 @@ class BenchConfig:
     budget_s: float | None = None     # per contender and workload, sampling only
     min_samples: int | None = None
     settle_s: float | None = None     # pause before each sample when threads > 1
+    core_check: bool = True           # rounds on shared cores set apart (`cores.py`)
     progress: bool = True
     openblas_kept_reason: str | None = None
     isolate: str = "auto"             # worker processes: auto (threads > 1) | always | never
@@ -117,7 +121,7 @@ class BenchConfig:
             budget_s=self.budget_s or (0.25 if q else 8.0),
             min_samples=self.min_samples or (1 if q else 3),
             settle_s=self.settle_s if self.settle_s is not None else 0.005,
-            progress=self.progress,
+            core_check=self.core_check, progress=self.progress,
             openblas_kept_reason=self.openblas_kept_reason, isolate=self.isolate)
 
 
@@ -264,26 +268,45 @@ def one_sample(c: Contender) -> float:
 
 def sample_round_robin(cs: list[Contender], cfg: BenchConfig, threads: int,
                        tick: Callable[[str], None]) -> None:
+    """Step 6: rounds until every contender has `repeats` samples or used its budget. Above
+    one thread, a round that finds the cores shared (`cores.CoreGuard`) keeps its samples
+    apart and is made up by another (at most `repeats` extra rounds); a contender left with
+    fewer than `min_samples` others takes them back, marked `cores_shared`."""
     spent = {id(c): 0.0 for c in cs}
     settle = cfg.settle_s if threads > 1 else 0.0
+    guard = core_guard(threads) if threads > 1 and cfg.core_check and cs else None
     gc.collect()
     gc.disable()
     try:
-        for r in range(cfg.repeats):
-            active = [c for c in cs if not c.capped]
+        for r in range(2 * cfg.repeats):
+            active = [c for c in cs if not c.capped and len(c.samples) < cfg.repeats]
             if not active:
                 break
+            shared = guard is not None and guard.round_shared()
             for c in random.Random(r).sample(active, len(active)):
                 if settle:
                     time.sleep(settle)
                 t = one_sample(c)
-                c.samples.append(t)
+                (c.shared_samples if shared else c.samples).append(t)
                 spent[id(c)] += t * c.inner
                 if spent[id(c)] >= cfg.budget_s and len(c.samples) >= cfg.min_samples:
                     c.capped = len(c.samples) < cfg.repeats
             tick(f"round {r + 1}/{cfg.repeats}")
     finally:
         gc.enable()
+    for c in cs:
+        if guard is not None:
+            c.core_checks = guard.shares or guard.unavailable
+        if len(c.samples) < cfg.min_samples and c.shared_samples:
+            c.samples += c.shared_samples
+            c.shared_samples = []
+            c.cores_shared = True
+
+
+def core_guard(threads: int):
+    from .cores import CoreGuard
+
+    return CoreGuard(threads)
 
 
 def anchor_share(result: dict[str, Any], seconds: float, anchors: dict[str, Any]
@@ -312,6 +335,9 @@ def contender_result(c: Contender, isolation: dict[str, Any]) -> dict[str, Any]:
         "check": c.check or {"ran": False}, "compile": c.compile, "stats": c.stats,
         "first_call_s": c.first_call_s, "inner": c.inner, "samples_s": c.samples,
         "capped": c.capped, "isolation": isolation}
+    if c.core_checks is not None:
+        out.update(core_checks=c.core_checks, shared_samples_s=c.shared_samples,
+                   cores_shared=c.cores_shared)
     if c.samples:
         med = statistics.median(c.samples)
         out.update(median_s=med, min_s=min(c.samples), max_s=max(c.samples))

@@ -390,3 +390,75 @@ def test_sampling_order_varies_who_runs_before_whom():
     assert sampled_order() == order  # the same order in every run
     before = {n: {p for p, c in zip(order, order[1:], strict=False) if c == n} for n in "abcde"}
     assert all(len(preds) >= 3 for preds in before.values()), before
+
+
+class _Guard:
+    """A core check that finds the cores shared in the given rounds."""
+
+    def __init__(self, shared_rounds) -> None:
+        self.shared_rounds, self.round, self.shares, self.unavailable = shared_rounds, 0, [], ""
+
+    def round_shared(self) -> bool:
+        shared = self.shared_rounds(self.round)
+        self.round += 1
+        self.shares.append(0.5 if shared else 1.0)
+        return shared
+
+
+def _sample_two_threads(monkeypatch, shared_rounds, repeats=6, min_samples=3):
+    from graphc.bench import runner
+    from graphc.bench.contenders import Contender
+
+    monkeypatch.setattr(runner, "core_guard", lambda threads: _Guard(shared_rounds))
+    cs = [Contender(n, "numpy", 2, "", run=lambda: None) for n in "ab"]
+    cfg = BenchConfig(repeats=repeats, warmup=0, min_sample_s=1e-9, budget_s=60.0,
+                      min_samples=min_samples, settle_s=0.0, progress=False).resolved()
+    runner.sample_round_robin(cs, cfg, 2, lambda _msg: None)
+    return cs, [runner.contender_result(c, {"mode": "process"}) for c in cs]
+
+
+def test_rounds_on_shared_cores_are_set_apart_and_made_up(monkeypatch):
+    """Above one thread, a round whose core check finds the cores shared keeps its samples out
+    of the median, and another round takes its place."""
+    cs, rows = _sample_two_threads(monkeypatch, lambda r: r in (1, 3))
+    for c, row in zip(cs, rows, strict=True):
+        assert len(c.samples) == 6 and len(c.shared_samples) == 2 and not c.cores_shared
+        assert row["core_checks"] == [1.0, 0.5, 1.0, 0.5, 1.0, 1.0, 1.0, 1.0]
+        assert len(row["shared_samples_s"]) == 2 and row["cores_shared"] is False
+
+
+def test_cores_shared_throughout_keeps_the_samples_and_says_so(monkeypatch):
+    """Shared cores in every round: after `repeats` extra rounds the contender keeps what it
+    measured, marked, rather than no result at all."""
+    from graphc.bench.report import contender_cells
+
+    cs, rows = _sample_two_threads(monkeypatch, lambda r: True)
+    for c, row in zip(cs, rows, strict=True):
+        assert len(c.samples) == 12 and not c.shared_samples and c.cores_shared
+        row.update(status="ok", check={"max_rel_err": 0.0}, median_s=1e-3, min_s=1e-3,
+                   max_s=1e-3)
+        assert contender_cells(row)[-1].endswith("cores shared")
+
+
+def test_one_thread_samples_without_a_core_check(monkeypatch):
+    from graphc.bench import runner
+    from graphc.bench.contenders import Contender
+
+    monkeypatch.setattr(runner, "core_guard", lambda threads: pytest.fail("checked"))
+    c = Contender("a", "numpy", 1, "", run=lambda: None)
+    cfg = BenchConfig(repeats=3, warmup=0, min_sample_s=1e-9, progress=False).resolved()
+    runner.sample_round_robin([c], cfg, 1, lambda _msg: None)
+    assert len(c.samples) == 3 and "core_checks" not in runner.contender_result(c, {})
+
+
+@pytest.mark.skipif(not HAS_LLVM, reason="the core check runs the LLVM FMA loop")
+def test_core_guard_measures_a_share_of_one_threads_rate():
+    """The real check: a positive share per round (about 1 on free cores; its value is not
+    asserted, this machine is shared) and no waiting without a budget."""
+    from graphc.bench.cores import CoreGuard
+
+    guard = CoreGuard(2, wait_budget_s=0.0)
+    assert guard.kernel is not None, guard.unavailable
+    shared = guard.round_shared()
+    (share,) = guard.shares
+    assert np.isfinite(share) and share > 0 and shared == (share < 0.7)
