@@ -297,14 +297,17 @@ def recurrent(imp, node, ins, attrs):
     graphc's, W_z likewise from R; an LSTM's or RNN's b = the two biases of B summed, a GRU keeps
     them apart (`<B>` the input one, `<B>.hidden` the recurrent one: its n-gate part is
     multiplied by the reset gate). The reverse direction runs the same op over the steps in
-    reverse order (a concatenation of the time slices), its outputs put back in time order."""
+    reverse order (a concatenation of the time slices), its outputs put back in time order.
+    With layout=1 (batch-major: X [B, T, D], states [B, dirs, H], Y [B, T, dirs, H]) the
+    inputs are transposed to the time-major form and the outputs back."""
     kind = node.op_type
     n_gates = {"LSTM": 4, "GRU": 3, "RNN": 1}[kind]
     direction = text(attrs, "direction", "forward")
     if direction not in ("forward", "reverse", "bidirectional"):
         raise imp.fail(node, f"direction {direction!r}")
-    if attrs.get("layout", 0) or attrs.get("input_forget", 0) or "clip" in attrs:
-        raise imp.fail(node, "layout=1, input_forget and clip are not supported")
+    if attrs.get("input_forget", 0) or "clip" in attrs:
+        raise imp.fail(node, "input_forget and clip are not supported")
+    batch_major = bool(attrs.get("layout", 0))
     acts = [a.decode().lower() if isinstance(a, bytes) else a.lower()
             for a in attrs.get("activations", [])]
     dirs = ["forward", "reverse"] if direction == "bidirectional" else [direction]
@@ -320,6 +323,8 @@ def recurrent(imp, node, ins, attrs):
     if kind == "LSTM" and len(ins) > 7 and ins[7] is not None:
         raise imp.fail(node, "peephole weights P are not supported")
     xs = imp.t(ins[0])
+    if batch_major:
+        xs = xs.transpose(1, 0, 2)
     t_steps, batch, _ = xs.shape
     consts = {}
     for k, what in ((1, "W"), (2, "R"), (3, "B")):
@@ -370,7 +375,9 @@ def recurrent(imp, node, ins, attrs):
             if v is None:
                 states.append(imp.b.zeros((batch, hidden), xs.dtype))
                 continue
-            both = imp.t(v).reshape(len(dirs), batch, hidden)
+            both = imp.t(v)
+            both = (both.transpose(1, 0, 2) if batch_major else both).reshape(
+                len(dirs), batch, hidden)
             states.append(imp.b.op("slice", both, start=(d, 0, 0),
                                    stop=(d + 1, batch, hidden)).reshape(batch, hidden))
         seq_in = reverse_time(xs) if name == "reverse" else xs
@@ -390,4 +397,7 @@ def recurrent(imp, node, ins, attrs):
     def stack(parts, axis):
         return parts[0] if len(parts) == 1 else imp.b.op("concat", *parts, axis=axis)
 
-    return [stack(ys, 1)] + [stack(parts, 0) for parts in finals]
+    y, lasts = stack(ys, 1), [stack(parts, 0) for parts in finals]
+    if batch_major:
+        return [y.transpose(2, 0, 1, 3)] + [v.transpose(1, 0, 2) for v in lasts]
+    return [y] + lasts

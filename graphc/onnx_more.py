@@ -101,14 +101,17 @@ def reduce(imp, node, ins, attrs):
 
 
 def arg_extreme(imp, node, ins, attrs):
-    """ArgMax and ArgMin (the first extreme, as ONNX's default select_last_index=0)."""
-    if attrs.get("select_last_index", 0):
-        raise imp.fail(node, "select_last_index=1 is not supported")
+    """ArgMax and ArgMin: the first extreme, or with select_last_index=1 the last one, which is
+    the first along the reversed axis counted back from its end."""
     x = _x(imp, ins)
     axis = int(attrs.get("axis", 0))
     axis = axis + x.ndim if axis < 0 else axis
     src = x if node.op_type == "ArgMax" else -x
-    idx = imp.b.op("argmax", src, axis=axis)
+    if attrs.get("select_last_index", 0):
+        first = imp.b.op("argmax", imp.b.op("reverse", src, axes=(axis,)), axis=axis)
+        idx = imp.b.const(x.shape[axis] - 1, dtype="i64") - first
+    else:
+        idx = imp.b.op("argmax", src, axis=axis)
     if attrs.get("keepdims", 1):
         idx = idx.reshape(*x.shape[:axis], 1, *x.shape[axis + 1:])
     return idx

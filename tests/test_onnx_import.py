@@ -248,7 +248,8 @@ def _recurrent_model(rng, op: str, direction: str, with_bias: bool, with_state: 
     t, batch, d, h = sizes
     gates, states = {"LSTM": (4, ("h0", "c0")), "GRU": (3, ("h0",)), "RNN": (1, ("h0",))}[op]
     nd = 2 if direction == "bidirectional" else 1
-    xs = _f32(rng, t, batch, d)
+    batch_major = attrs.get("layout", 0) == 1
+    xs = _f32(rng, batch, t, d) if batch_major else _f32(rng, t, batch, d)
     inits = {"W": _f32(rng, nd, gates * h, d) * 0.4, "R": _f32(rng, nd, gates * h, h) * 0.4,
              "B": _f32(rng, nd, 2 * gates * h) * 0.3}
     inputs = ["xs", "W", "R", "B"]
@@ -256,7 +257,8 @@ def _recurrent_model(rng, op: str, direction: str, with_bias: bool, with_state: 
         del inits["B"]
         inputs[3] = ""
     if with_state:
-        inits.update({s: _f32(rng, nd, batch, h) for s in states})
+        inits.update({s: _f32(rng, *((batch, nd) if batch_major else (nd, batch)), h)
+                      for s in states})
         inputs += ["", *states]
     outputs = ["y", "yh", "yc"][:2 + (op == "LSTM")]
     model = make_model(op.lower(), [node(op, inputs, outputs, hidden_size=h,
@@ -273,6 +275,36 @@ def test_lstm(rng, with_state, with_bias, direction):
     model, xs = _recurrent_model(rng, "LSTM", direction, with_bias, with_state)
     graph = _check(model, {"xs": xs}, rtol=1e-4, atol=1e-5)
     assert graph.param_values["W"].shape == (4, 4 * 6)  # graphc's layout: [D, 4H]
+
+
+@pytest.mark.parametrize("op", ["LSTM", "GRU", "RNN"])
+@pytest.mark.parametrize("direction", ["forward", "bidirectional"])
+def test_batch_major_layout(rng, op, direction):
+    """layout=1 (X [B, T, D], states [B, dirs, H], Y [B, T, dirs, H]): transposed in and out
+    around the time-major ops. ONNX Runtime refuses layout=1, so the oracle is ONNX Runtime on
+    the time-major twin of the same model (its states and input transposed, its outputs
+    transposed back)."""
+    import copy
+
+    from onnx import numpy_helper
+
+    model, xs = _recurrent_model(rng, op, direction, True, True, layout=1)
+    twin = copy.deepcopy(model)
+    (rnn,) = twin.graph.node
+    (layout,) = [a for a in rnn.attribute if a.name == "layout"]
+    layout.i = 0
+    dims = twin.graph.input[0].type.tensor_type.shape.dim
+    dims[0].dim_value, dims[1].dim_value = dims[1].dim_value, dims[0].dim_value
+    for out in twin.graph.output:
+        out.type.tensor_type.ClearField("shape")
+    for k, init in enumerate(twin.graph.initializer):
+        if init.name in ("h0", "c0"):
+            arr = numpy_helper.to_array(init).transpose(1, 0, 2)
+            twin.graph.initializer[k].CopyFrom(numpy_helper.from_array(arr.copy(), init.name))
+    got = _ort(twin, {"xs": xs.transpose(1, 0, 2).copy()})
+    want = {k: v.transpose(2, 0, 1, 3) if k == "y" else v.transpose(1, 0, 2)
+            for k, v in got.items()}
+    _check_outputs(graphc.from_onnx(model), {"xs": xs}, want, every_output=True)
 
 
 @pytest.mark.parametrize("direction, activation", [("forward", None), ("reverse", "Relu"),

@@ -57,11 +57,13 @@ def test_log_sum_exp_of_large_values_does_not_overflow(rng):
 
 @pytest.mark.parametrize("op", ["ArgMax", "ArgMin"])
 @pytest.mark.parametrize("axis, keepdims", [(0, 1), (-1, 0), (1, 1)])
-def test_arg_extremes(rng, op, axis, keepdims):
-    x = _f32(rng, 3, 5, 4)
-    x[1, 2] = x[1, 0]  # ties: the first index wins, as ONNX's default
-    model = make_model("arg", [node(op, ["x"], ["y"], axis=axis, keepdims=keepdims)],
-                       {"x": x}, [])
+@pytest.mark.parametrize("last", [0, 1])
+def test_arg_extremes(rng, op, axis, keepdims, last):
+    """Ties along every axis (three values only): the first index wins by default, the last
+    with select_last_index=1."""
+    x = np.round(_f32(rng, 3, 5, 4)).clip(-1, 1)
+    model = make_model("arg", [node(op, ["x"], ["y"], axis=axis, keepdims=keepdims,
+                                    select_last_index=last)], {"x": x}, [])
     model.graph.output.append(onnx.helper.make_tensor_value_info("y", onnx.TensorProto.INT64,
                                                                  None))
     _check(model, {"x": x})
