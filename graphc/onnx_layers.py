@@ -61,79 +61,112 @@ def conv(imp, node, ins, attrs):
 
 def pool(imp, node, ins, attrs, kind: str | None = None):
     """MaxPool and AveragePool: graphc's pooling composite where the pads are the same on both
-    sides and ceil_mode is off, else `reduce_window` with its own (begin, end) pads, ceil_mode's
-    last partial window padded on at the end (never one that would start in the end padding,
-    as ONNX and torch). An average divides by how many input elements (with count_include_pad,
-    also explicit pad elements) its window covers: a constant, computed here from the shapes."""
+    sides, ceil_mode is off and the window is not dilated, else `reduce_window` with its own
+    (begin, end) pads, ceil_mode's last partial window padded on at the end (never one that
+    would start in the end padding, as ONNX and torch); a dilated window as one strided slice
+    of the padded input per window offset, combined by max or sum (`_dilated_windows`). An
+    average divides by how many input elements (with count_include_pad, also explicit pad
+    elements) its window covers: a constant, computed here from the shapes."""
     x = imp.t(ins[0])
     rank = x.ndim - 2
     if rank < 1:
         raise imp.fail(node, f"input of shape {x.shape}: pooling needs [N, C, *spatial]")
-    if any(d != 1 for d in attrs.get("dilations", [1] * rank)):
-        raise imp.fail(node, "dilated pooling is not supported")
     kernel = [int(k) for k in attrs["kernel_shape"]]
     strides = [int(s) for s in attrs.get("strides", [1] * rank)]
+    dilation = [int(d) for d in attrs.get("dilations", [1] * rank)]
+    if len(dilation) != rank or min(dilation) < 1:
+        raise imp.fail(node, f"dilations {dilation} for {rank} spatial axes")
+    span_k = [(k - 1) * d + 1 for k, d in zip(kernel, dilation, strict=True)]
     pads = _pads(imp, node, attrs, x.shape[2:], kernel)
     spans = [n + pads[i] + pads[i + rank] for i, n in enumerate(x.shape[2:])]
     extra = [0] * rank
     if attrs.get("ceil_mode", 0):
         for i, n in enumerate(x.shape[2:]):
-            out = -(-(spans[i] - kernel[i]) // strides[i]) + 1
+            out = -(-(spans[i] - span_k[i]) // strides[i]) + 1
             if (out - 1) * strides[i] >= n + pads[i]:
                 out -= 1
-            extra[i] = max((out - 1) * strides[i] + kernel[i] - spans[i], 0)
+            extra[i] = max((out - 1) * strides[i] + span_k[i] - spans[i], 0)
     kind = kind or ("max" if node.op_type == "MaxPool" else "avg")
     include_pad = bool(attrs.get("count_include_pad", 0))
-    if pads[:rank] == pads[rank:] and not any(extra) and rank <= 2:
+    pad_end = [pads[i + rank] + extra[i] for i in range(rank)]
+    divide = kind == "avg"  # a sum of windows, divided by what each covers
+    if max(dilation) > 1:
+        out = _dilated_windows(imp, x, kind, kernel, strides, dilation, pads[:rank], pad_end)
+    elif pads[:rank] == pads[rank:] and not any(extra) and rank <= 2:
         kw = {"kernel": tuple(kernel), "stride": tuple(strides), "padding": tuple(pads[:rank])}
         if kind == "avg":
             kw["count_include_pad"] = include_pad
         out = imp.b.op(f"{kind}_pool{rank}d", x, **kw)
+        divide = False
     else:
         window = {"window": (1, 1) + tuple(kernel), "strides": (1, 1) + tuple(strides),
                   "padding": (0, 0, 0, 0) + tuple(q for i in range(rank)
-                                                   for q in (pads[i], pads[i + rank] + extra[i]))}
+                                                   for q in (pads[i], pad_end[i]))}
         out = imp.b.reduce_window(x, kind="max" if kind == "max" else "sum", **window)
-        if kind == "avg":
-            covered = np.zeros([s + e for s, e in zip(spans, extra, strict=True)])
-            inside = tuple(slice(0, s) if include_pad else slice(pads[i], pads[i] + n)
-                           for i, (s, n) in enumerate(zip(spans, x.shape[2:], strict=True)))
-            covered[inside] = 1.0
-            views = np.lib.stride_tricks.sliding_window_view(covered, kernel)
-            counts = views[tuple(slice(None, None, s) for s in strides)].sum(
-                axis=tuple(range(rank, 2 * rank)))
-            out = out / imp.b.const(counts.reshape((1, 1) + counts.shape).astype(np.float32))
-    if kind == "max" and len(node.output) > 1 and node.output[1]:
-        pad_end = [pads[i + rank] + extra[i] for i in range(rank)]
+    if divide:
+        covered = np.zeros([s + e for s, e in zip(spans, extra, strict=True)])
+        inside = tuple(slice(0, s) if include_pad else slice(pads[i], pads[i] + n)
+                       for i, (s, n) in enumerate(zip(spans, x.shape[2:], strict=True)))
+        covered[inside] = 1.0
+        views = np.lib.stride_tricks.sliding_window_view(covered, span_k)
+        views = views[tuple(slice(None, None, s) for s in strides)
+                      + tuple(slice(None, None, d) for d in dilation)]
+        counts = views.sum(axis=tuple(range(rank, 2 * rank)))
+        out = out / imp.b.const(counts.reshape((1, 1) + counts.shape).astype(np.float32))
+    if node.op_type == "MaxPool" and len(node.output) > 1 and node.output[1]:
         return [out, max_pool_indices(imp, x, kernel, strides, pads[:rank], pad_end,
-                                      int(attrs.get("storage_order", 0)))]
+                                      int(attrs.get("storage_order", 0)), dilation)]
     return [out] if len(node.output) == 1 else [out, None]
 
 
-def max_pool_indices(imp, x, kernel, strides, pad_begin, pad_end, storage_order: int):
+def _window_slices(imp, x, kernel, strides, dilation, pad_begin, pad_end, fill):
+    """(offset, slice) per window offset: the input padded with `fill`, sliced from the
+    offset's dilated start with the pooling's strides, one output point per window."""
+    import itertools
+
+    n, c, *dims = x.shape
+    xp = imp.b.op("pad", x, low=(0, 0, *pad_begin), high=(0, 0, *pad_end), value=fill)
+    out = [(d + lo + hi - (k - 1) * dl - 1) // st + 1 for d, lo, hi, k, st, dl
+           in zip(dims, pad_begin, pad_end, kernel, strides, dilation, strict=True)]
+    for offset in itertools.product(*(range(k) for k in kernel)):
+        start = [o * dl for o, dl in zip(offset, dilation, strict=True)]
+        stop = [a + (m - 1) * st + 1 for a, m, st in zip(start, out, strides, strict=True)]
+        yield offset, imp.b.op("slice", xp, start=(0, 0, *start), stop=(n, c, *stop),
+                               step=(1, 1, *strides))
+
+
+def _dilated_windows(imp, x, kind, kernel, strides, dilation, pad_begin, pad_end):
+    """The max (padding -inf) or sum (padding 0) of every dilated window: elementwise over
+    the window offsets' slices, which fusion makes one loop kernel."""
+    fill = -math.inf if kind == "max" else 0.0
+    acc = None
+    for _, cand in _window_slices(imp, x, kernel, strides, dilation, pad_begin, pad_end, fill):
+        acc = cand if acc is None else (imp.b.op("maximum", acc, cand) if kind == "max"
+                                        else acc + cand)
+    return acc
+
+
+def max_pool_indices(imp, x, kernel, strides, pad_begin, pad_end, storage_order: int,
+                     dilation=None):
     """MaxPool's Indices: where in x (flattened, N and C included; spatial axes row-major, or
     column-major with storage_order=1) each window's maximum is, the first one on ties. One
     strided slice of the -inf-padded input per kernel offset, kept where it is larger."""
-    import itertools
-
     rank = len(kernel)
+    dilation = dilation or [1] * rank
     n, c, *dims = x.shape
-    xp = imp.b.op("pad", x, low=(0, 0, *pad_begin), high=(0, 0, *pad_end), value=-math.inf)
-    out = [(d + lo + hi - k) // st + 1
-           for d, lo, hi, k, st in zip(dims, pad_begin, pad_end, kernel, strides, strict=True)]
+    out = [(d + lo + hi - (k - 1) * dl - 1) // st + 1 for d, lo, hi, k, st, dl
+           in zip(dims, pad_begin, pad_end, kernel, strides, dilation, strict=True)]
     shape = (n, c, *out)
     iota = lambda axis: imp.b.op("iota", shape=shape, axis=axis, dtype="i64")  # noqa: E731
     order = list(range(rank))[::-1] if storage_order else list(range(rank))
     base = (iota(0) * c + iota(1)) * int(np.prod(dims))
     best_v = best_i = None
-    for offset in itertools.product(*(range(k) for k in kernel)):
-        stop = [o + (m - 1) * st + 1 for o, m, st in zip(offset, out, strides, strict=True)]
-        cand = imp.b.op("slice", xp, start=(0, 0, *offset), stop=(n, c, *stop),
-                        step=(1, 1, *strides))
+    for offset, cand in _window_slices(imp, x, kernel, strides, dilation, pad_begin, pad_end,
+                                       -math.inf):
         flat = base
         stride = 1
         for a in reversed(order):  # the last axis in `order` varies fastest
-            coord = iota(2 + a) * strides[a] + (offset[a] - pad_begin[a])
+            coord = iota(2 + a) * strides[a] + (offset[a] * dilation[a] - pad_begin[a])
             flat = flat + coord * stride
             stride *= dims[a]
         if best_v is None:

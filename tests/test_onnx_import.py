@@ -522,6 +522,24 @@ def test_pool_ceil_mode_and_asymmetric_pads(rng, op, extra, kernel, stride, pads
     _check(model, {"x": x})
 
 
+@pytest.mark.parametrize("op, extra", [("MaxPool", {}), ("AveragePool", {}),
+                                       ("AveragePool", {"count_include_pad": 1})])
+@pytest.mark.parametrize("shape, kernel, stride, dilation, pads, ceil", [
+    ((2, 3, 9, 10), [3, 3], [1, 1], [2, 2], [0, 0, 0, 0], 0),
+    ((2, 3, 9, 10), [2, 3], [2, 1], [3, 2], [1, 2, 0, 1], 0),
+    ((1, 2, 11, 8), [3, 2], [2, 2], [2, 3], [1, 0, 1, 1], 1),
+    ((2, 3, 13), [3], [2], [3], [2, 1], 1),
+    ((1, 2, 5, 6, 7), [2, 2, 2], [1, 2, 1], [2, 1, 3], [0, 1, 0, 1, 0, 1], 0)])
+def test_dilated_pooling(rng, op, extra, shape, kernel, stride, dilation, pads, ceil):
+    """Dilated windows (MaxPool; AveragePool from opset 19) in 1-D to 3-D, with asymmetric pads
+    and ceil_mode: one strided slice per window offset, against ONNX Runtime."""
+    x = _f32(rng, *shape)
+    model = _opset(make_model("pool", [node(op, ["x"], ["y"], kernel_shape=kernel,
+                                            strides=stride, dilations=dilation, pads=pads,
+                                            ceil_mode=ceil, **extra)], {"x": x}, ["y"]), 19)
+    _check(model, {"x": x})
+
+
 def test_pool_1d_ceil_mode(rng):
     x = _f32(rng, 2, 3, 10)
     for op in ("MaxPool", "AveragePool"):
@@ -751,8 +769,8 @@ def test_file_import_and_gradients_of_imported_parameters(tmp_path, rng):
     (lambda x: make_model("u", [node("BitwiseNot", ["x"], ["y"])], {"x": x}, ["y"]),
      r"node 'y' \(BitwiseNot\): op not supported"),
     (lambda x: make_model("u", [node("MaxPool", ["x"], ["y"], kernel_shape=[2, 2],
-                                     dilations=[2, 2])], {"x": x}, ["y"]),
-     r"\(MaxPool\): dilated pooling is not supported"),
+                                     dilations=[2])], {"x": x}, ["y"]),
+     r"\(MaxPool\): dilations \[2\] for 2 spatial axes"),
     (lambda x: make_model("u", [node("Reshape", ["x", "x"], ["y"])], {"x": x}, ["y"]),
      r"\(Reshape\): shape must be a constant"),
     (lambda x: make_model("u", [node("MaxPool", ["x"], ["y"])], {"x": x}, ["y"]),

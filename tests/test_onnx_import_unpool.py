@@ -24,12 +24,14 @@ CASES = [
     ((1, 2, 6, 5), dict(kernel_shape=[2, 2], strides=[2, 2], storage_order=1), False),
     ((2, 3, 10), dict(kernel_shape=[3], strides=[2], pads=[1, 1]), True),
     ((1, 2, 4, 6, 6), dict(kernel_shape=[2, 2, 2], strides=[2, 2, 2]), True),
+    ((1, 2, 9, 8), dict(kernel_shape=[3, 2], strides=[2, 1], dilations=[2, 3], pads=[1, 0, 1, 1],
+                        ceil_mode=1), False),
 ]
 
 
 @pytest.mark.parametrize("shape,attrs,unpool", CASES,
                          ids=["2x2", "3x3-overlapping-padded", "ceil-mode", "column-major",
-                              "1d", "3d"])
+                              "1d", "3d", "dilated"])
 def test_max_pool_indices_and_unpooling(rng, shape, attrs, unpool):
     nodes = [helper.make_node("MaxPool", ["x"], ["y", "i"], **attrs)]
     outputs = [helper.make_tensor_value_info("y", F, None),
