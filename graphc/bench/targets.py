@@ -216,15 +216,20 @@ def attainable(t: Target, result: dict[str, Any], peak: float | None
             "fastest_gflops": flops / fastest / 1e9}
 
 
-def peak_note(t: Target, a: dict[str, Any]) -> str:
-    """The targets table's note on what is attainable at peak ("" when nothing to say)."""
+def peak_note(t: Target, a: dict[str, Any], met: bool | None = None) -> str:
+    """The targets table's note on what is attainable at peak: a missed bound says how much
+    of the peak it needs ("" when the bound is met)."""
     from .report import fmt_time
 
     if a["attainable"] is None:
         return (f"no verdict at peak: {a['fastest_gflops']:.0f} GFLOP/s measured here is above "
                 f"the peak anchor {a['peak_gflops']:.0f} GFLOP/s (anchor measured low)")
     if a["attainable"]:
-        return ""
+        if met is not False:
+            return ""
+        return (f"needs {a['needed_gflops']:.0f} GFLOP/s, "
+                f"{100 * a['needed_gflops'] / a['peak_gflops']:.0f} % of the measured peak "
+                f"{a['peak_gflops']:.0f} GFLOP/s")
     return (f"unattainable even at peak: {t.bound:g}x {t.peer} ({fmt_time(a['peer_s'])}) "
             f"needs {a['needed_gflops']:.0f} GFLOP/s, above the measured peak "
             f"{a['peak_gflops']:.0f} GFLOP/s (at most {a['max_speedup']:.2f}x)")
@@ -290,7 +295,7 @@ def evaluate_targets(doc: dict[str, Any]) -> list[dict[str, Any]]:
                 noisy = spread is not None and spread[0] <= t.bound <= spread[1]
                 note = "; ".join(n for n in (
                     note, "within this run's noise: the 90 % interval contains the bound"
-                    if noisy else "", peak_note(t, bound) if bound is not None else "",
+                    if noisy else "", peak_note(t, bound, met) if bound is not None else "",
                     floor_note(t, floor) if floor is not None else "") if n)
             rows.append({"id": t.id, "text": t.text, "workload": wl, "threads": t.threads,
                          "metric": t.metric, "bound": t.bound, "target": t.bound_text(),
