@@ -396,6 +396,15 @@ LINALG_CASES = [
     Case("conv1d.channel_lanes_strided", _graph("c13", lambda b: {
         "y": b.op("conv", b.input("x", (3, 128, 21)), b.input("w", (144, 64, 5)), stride=2,
                   rhs_dilation=2, padding=(3, 2), groups=2)}), rtol=1e-5, atol=1e-5),
+    # activations that read their input twice, whole in the epilogue before the next template
+    Case("matmul.gelu_between", _graph("mmg", lambda b: (lambda z: {
+        "y": b.gelu(z, approximate="tanh") @ b.input("v", (12, 5))})(
+        b.input("a", (6, 20)) @ b.input("w", (20, 12)) + b.input("c", (12,)))),
+        rtol=1e-5, atol=1e-5),
+    Case("conv2d.silu_depthwise", _graph("csd", lambda b: (lambda h: {
+        "y": b.conv2d(h * b.sigmoid(h), b.input("w2", (8, 1, 3, 3)), padding=1, groups=8)})(
+        b.conv2d(b.input("x", (2, 4, 5, 7)), b.input("w", (8, 4, 3, 3)), padding=1))),
+        rtol=1e-5, atol=1e-5),
 ]
 
 WINDOW_CASES = [

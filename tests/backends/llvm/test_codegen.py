@@ -285,6 +285,28 @@ def test_staged_operand_keeps_the_layout_its_sources_are_read_in(rng):
                                rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("act", ["silu", "gelu_tanh"])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_activation_reading_its_input_twice_rides_on_the_conv_epilogue(act, threads, rng):
+    """conv -> SiLU or GELU -> depthwise conv (an EfficientNet-style block): the activation's
+    whole cone is the first convolution's epilogue, which stores it once, and the depthwise
+    convolution reads it as a plain operand; results against the reference."""
+    from graphc.ir.kernel import ConvKernel, Load
+
+    b = Builder("mb", seed=0)
+    x = b.input("x", (2, 8, 9, 11))
+    h = b.conv2d(x, b.param("w0", (16, 8, 1, 1), init="he"), b.param("b0", (16,),
+                                                                         init="normal"))
+    a = h * b.sigmoid(h) if act == "silu" else b.gelu(h, approximate="tanh")
+    y = b.conv2d(a, b.param("w", (16, 1, 3, 3), init="he"), padding=1, groups=16)
+    g = b.build(outputs={"y": y})
+    ins = {"x": rng.standard_normal((2, 8, 9, 11)).astype(np.float32)}
+    exe = check_llvm(g, ins, threads=threads, tol=dict(rtol=1e-4, atol=1e-5))
+    first, second = exe.schedule.kernels
+    assert len(first.stores) == 1 and isinstance(second, ConvKernel)
+    assert isinstance(second.x.value, Load) and second.x.value.buffer == first.stores[0].buffer
+
+
 @pytest.mark.parametrize("width", [16, 19])
 def test_convolution_prologue_is_staged_in_vectors(width, rng):
     """A depthwise convolution whose input is computed by a fused prologue (h * s, h stored
