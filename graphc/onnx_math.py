@@ -107,6 +107,20 @@ def logic(imp, node, ins, attrs):
     return both(imp, a, c) if op == "And" else either(imp, a, c)
 
 
+_BITWISE = {"BitwiseAnd": "bitwise_and", "BitwiseOr": "bitwise_or", "BitwiseXor": "bitwise_xor",
+            "BitwiseNot": "bitwise_not"}
+
+
+def bitwise(imp, node, ins, attrs):
+    """BitwiseAnd/Or/Xor/Not on int32 and int64 tensors (graphc has no 8- or 16-bit or
+    unsigned integers, which ONNX also allows)."""
+    args = [imp.t(v) for v in ins]
+    for a in args:
+        if a.dtype not in ("i32", "i64"):
+            raise imp.fail(node, f"{a.dtype} operands (int32 and int64 only)")
+    return imp.b.op(_BITWISE[node.op_type], *args)
+
+
 def is_nan(imp, node, ins, attrs):
     x = _x(imp, ins)
     return x.ne(x)
@@ -326,6 +340,7 @@ HANDLERS = {
     "Asin": asin, "Acos": acos, "Tan": tan, "Sinh": sinh, "Cosh": cosh, "Asinh": asinh,
     "Acosh": acosh, "Atanh": atanh,
     "Not": logic, "And": logic, "Or": logic, "Xor": logic, "IsNaN": is_nan, "IsInf": is_inf,
+    **{op: bitwise for op in _BITWISE},
     "Mod": mod, "Swish": swish, "SwiGLU": swiglu, "CumProd": cumprod,
     "ReduceProd": reduce_prod, "Shrink": shrink,
     "RMSNormalization": rms_norm,

@@ -766,8 +766,11 @@ def test_file_import_and_gradients_of_imported_parameters(tmp_path, rng):
 
 
 @pytest.mark.parametrize("build, match", [
+    (lambda x: make_model("u", [node("BitShift", ["x", "x"], ["y"], direction="LEFT")],
+                          {"x": x}, ["y"]),
+     r"node 'y' \(BitShift\): op not supported"),
     (lambda x: make_model("u", [node("BitwiseNot", ["x"], ["y"])], {"x": x}, ["y"]),
-     r"node 'y' \(BitwiseNot\): op not supported"),
+     r"node 'y' \(BitwiseNot\): f32 operands \(int32 and int64 only\)"),
     (lambda x: make_model("u", [node("MaxPool", ["x"], ["y"], kernel_shape=[2, 2],
                                      dilations=[2])], {"x": x}, ["y"]),
      r"\(MaxPool\): dilations \[2\] for 2 spatial axes"),

@@ -1,4 +1,4 @@
-"""ONNX import of trigonometric/hyperbolic functions, logic and number tests, small
+"""ONNX import of trigonometric/hyperbolic functions, logic, bitwise and number tests, small
 normalizations and shape helpers (`graphc/onnx_math.py`), against ONNX Runtime through the
 reference and LLVM backends; Sin/Cos gradients against torch autograd."""
 
@@ -59,6 +59,24 @@ def test_logic_and_number_tests(rng):
           for v in ("n", "i", "ip", "in", "and", "or", "xor", "not")],
     ], {"x": x, "a": a}, [v + "_f" for v in ("n", "i", "ip", "in", "and", "or", "xor", "not")])
     _check(model, {"x": x, "a": a}, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("dtype", [np.int32, np.int64])
+def test_bitwise_ops_match_onnxruntime(rng, dtype):
+    """BitwiseAnd/Or/Xor (broadcasting) and BitwiseNot over the whole range of the type,
+    exactly."""
+    info = np.iinfo(dtype)
+    a = rng.integers(info.min, info.max, (3, 4, 7), dtype=dtype, endpoint=True)
+    c = rng.integers(info.min, info.max, (4, 1), dtype=dtype, endpoint=True)
+    a[0, 0, :3], c[:3, 0] = [info.min, info.max, -1], [0, -1, info.min]
+    model = _opset(make_model("bits", [
+        node("BitwiseAnd", ["a", "c"], ["and"]), node("BitwiseOr", ["a", "c"], ["or"]),
+        node("BitwiseXor", ["c", "a"], ["xor"]), node("BitwiseNot", ["a"], ["not"]),
+    ], {"a": a, "c": c}, []), 18)
+    elem = onnx.helper.np_dtype_to_tensor_dtype(np.dtype(dtype))
+    model.graph.output.extend(onnx.helper.make_tensor_value_info(v, elem, None)
+                              for v in ("and", "or", "xor", "not"))
+    _check(model, {"a": a, "c": c}, rtol=0, atol=0)
 
 
 @pytest.mark.parametrize("fmod", [0, 1])

@@ -153,6 +153,15 @@ def _arith(fop: str, iop: str) -> ScalarEmit:
     return emit
 
 
+def _bitwise(op: str) -> ScalarEmit:
+    method = {"and": "and_", "or": "or_", "xor": "xor", "not": "not_"}[op]
+
+    def emit(cx, args, attrs):
+        return getattr(cx.builder, method)(*args)
+    emit.__name__ = f"lower_bitwise_{op}"
+    return emit
+
+
 def lower_div(cx, args, attrs):
     a, d = args
     b = cx.builder
@@ -374,6 +383,8 @@ LOWERINGS: dict[str, Lowering] = {
     "maximum": Lowering("scalar", _minmax(True), "NaN propagates"),
     "minimum": Lowering("scalar", _minmax(False), "NaN propagates"),
     **{op: Lowering("scalar", _compare(op)) for op in _CMP},
+    **{f"bitwise_{op}": Lowering("scalar", _bitwise(op), "integer and/or/xor/not")
+       for op in ("and", "or", "xor", "not")},
     "select": Lowering("scalar", lower_select),
     "cast": Lowering("scalar", lower_cast),
     "reduce_sum": Lowering("reduction", doc="loop-kernel sum (reassociated, vectorized)"),

@@ -45,8 +45,10 @@ UNARY = ("neg", "abs", "exp", "log", "log1p", "sqrt", "rsqrt", "reciprocal", "si
          "relu", "softplus", "sign", "erf", "floor", "ceil", "round", "sin", "cos", "atan")
 BINARY = ("add", "sub", "mul", "div", "pow", "maximum", "minimum")
 COMPARE = {"eq": "==", "ne": "!=", "lt": "<", "le": "<=", "gt": ">", "ge": ">="}
+BITWISE = {"bitwise_and": "&", "bitwise_or": "|", "bitwise_xor": "^"}
 LOWERING: dict[str, str] = {
-    **{op: "elementwise" for op in UNARY + BINARY + tuple(COMPARE) + ("select", "cast")},
+    **{op: "elementwise" for op in UNARY + BINARY + tuple(COMPARE) + tuple(BITWISE)
+       + ("bitwise_not", "select", "cast")},
     "reduce_sum": "loop kernel reduction (sum)",
     "reduce_max": "loop kernel reduction (max)",
     "argmax": "loop kernel reduction (argmax)",
@@ -353,6 +355,10 @@ def emit_op(op: str, args: list[str], arg_dtypes: list[str], dtype: str,
     before f16/bf16 rounding, which the caller applies)."""
     if op in COMPARE:
         return f"({args[0]} {COMPARE[op]} {args[1]})"
+    if op in BITWISE:
+        return f"({args[0]} {BITWISE[op]} {args[1]})"
+    if op == "bitwise_not":
+        return f"(~{args[0]})"
     if op == "select":
         return f"tl.where({args[0]}, {args[1]}, {args[2]})"
     if op == "cast":

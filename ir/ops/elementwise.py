@@ -1,5 +1,6 @@
 """Elementwise primitives: unary math, binary arithmetic with numpy broadcasting, comparisons,
-select and cast. Each op's type rule, numpy reference and VJP sit together in one table row."""
+bitwise logic on integers, select and cast. Each op's type rule, numpy reference and VJP sit
+together in one table row."""
 
 from __future__ import annotations
 
@@ -33,6 +34,14 @@ def infer_binary(types, attrs):
     dt = same_dtype(types)
     if dt == "bool":
         raise DTypeError("arithmetic on bool operands; cast them first")
+    return TensorType(broadcast_shapes(*(t.shape for t in types)), dt)
+
+
+def infer_bitwise(types, attrs):
+    dt = same_dtype(types)
+    if dt not in ("i32", "i64"):
+        raise DTypeError(f"bitwise logic needs integer operands, got {dt} (bool: use select "
+                         f"or comparisons)")
     return TensorType(broadcast_shapes(*(t.shape for t in types)), dt)
 
 
@@ -92,6 +101,8 @@ BINARY_FNS = {
     "minimum": np.minimum, "pow": np.power,
     "div": lambda a, b: np.floor_divide(a, b) if a.dtype.kind in "iu" else np.divide(a, b),
 }
+BITWISE_FNS = {"bitwise_and": np.bitwise_and, "bitwise_or": np.bitwise_or,
+               "bitwise_xor": np.bitwise_xor, "bitwise_not": np.invert}
 COMPARE_FNS = {"eq": np.equal, "ne": np.not_equal, "lt": np.less, "le": np.less_equal,
                "gt": np.greater, "ge": np.greater_equal}
 
@@ -259,6 +270,12 @@ def register_ops() -> None:
     for name, fn in COMPARE_FNS.items():
         register(OpDef(name, "elementwise", 2, infer_compare, make_compare_ref(fn),
                        differentiable=False))
+    for name, fn in BITWISE_FNS.items():
+        arity = 1 if name == "bitwise_not" else 2
+        register(OpDef(name, "elementwise", arity, infer_bitwise,
+                       make_unary_ref(fn) if arity == 1 else make_binary_ref(fn),
+                       differentiable=False, doc=f"{name} of i32/i64 operands (two's complement)"
+                       + (", with broadcasting." if arity == 2 else ".")))
     register(
         OpDef("select", "elementwise", 3, infer_select, ref_select, vjp=vjp_select,
               doc="select(cond, a, b): a where cond else b, with broadcasting."),

@@ -245,6 +245,15 @@ ELEMENTWISE_MORE = [
         lambda r: {"a": r.integers(-9, 9, (3, 5)).astype(np.int32),
                    "b": r.choice([-3, -2, 2, 5], (3, 5)).astype(np.int32),
                    "c": r.integers(-9, 9, (3, 5)), "d": r.integers(-9, 9, (5,))}),
+    Case("int.bitwise", _graph("bits", lambda b: (lambda a, c, d: {
+        "y": b.op("bitwise_xor", b.op("bitwise_and", a, b.input("m", (37,), "i32")),
+                  b.op("bitwise_not", a)),
+        "z": b.op("bitwise_or", c, d) * 2 + b.op("bitwise_and", c, b.op("bitwise_not", d))})(
+        b.input("a", (3, 37), "i32"), b.input("c", (2, 3, 5), "i64"), b.input("d", (3, 1), "i64"))),
+        lambda r: {"a": r.integers(-2 ** 31, 2 ** 31 - 1, (3, 37)).astype(np.int32),
+                   "m": r.integers(-2 ** 31, 2 ** 31 - 1, (37,)).astype(np.int32),
+                   "c": r.integers(-2 ** 40, 2 ** 40, (2, 3, 5)),
+                   "d": r.integers(-2 ** 40, 2 ** 40, (3, 1))}),
     Case("f64.chain", _graph("f64", lambda b: (lambda x, z: {
         "y": (x.tanh() * z).sigmoid() + x.softplus() * 0.1 + x.log1p().abs()})(
         b.input("x", (3, 5), "f64"), b.input("z", (3, 5), "f64"))),
