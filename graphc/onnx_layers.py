@@ -320,6 +320,32 @@ def conv_transpose(imp, node, ins, attrs):
 
 # ONNX stacks an LSTM's gates i, o, f, c (graphc: i, f, g, o) and a GRU's z, r, h (r, z, n)
 _GATE_ORDER = {"LSTM": (0, 2, 3, 1), "GRU": (1, 0, 2), "RNN": (0,)}
+
+
+def _peephole_lstm(imp, xs, h, c, w_x, w_z, bias, peep):
+    """An LSTM with peepholes (ONNX's P = [p_i, p_o, p_f]: the input and forget gates also
+    see c_{t-1}, the output gate c_t), which graphc's `lstm` has not: unrolled here from the
+    same parameters (gate blocks i, f, g, o). Returns (hs [T, B, H], h_T, c_T)."""
+    b = imp.b
+    t_steps, batch, d = xs.shape
+    hidden = h.shape[1]
+    p_i, p_o, p_f = (b.op("slice", peep, start=(k * hidden,), stop=((k + 1) * hidden,))
+                     for k in range(3))
+    outs = []
+    for t in range(t_steps):
+        x_t = b.op("slice", xs, start=(t, 0, 0), stop=(t + 1, batch, d)).reshape(batch, d)
+        pre = x_t @ w_x + h @ w_z + bias
+
+        def block(k: int, pre=pre):
+            return b.op("slice", pre, start=(0, k * hidden), stop=(batch, (k + 1) * hidden))
+
+        i = b.sigmoid(block(0) + p_i * c)
+        f = b.sigmoid(block(1) + p_f * c)
+        c = f * c + i * b.tanh(block(2))
+        h = b.sigmoid(block(3) + p_o * c) * b.tanh(c)
+        outs.append(h.reshape(1, batch, hidden))
+    hs = b.op("concat", *outs, axis=0) if t_steps > 1 else outs[0]
+    return hs, h, c
 _DEFAULT_ACTIVATIONS = {"LSTM": ["sigmoid", "tanh", "tanh"], "GRU": ["sigmoid", "tanh"]}
 
 
@@ -353,8 +379,7 @@ def recurrent(imp, node, ins, attrs):
         if len(set(acts)) != 1 or acts[0] not in ("tanh", "relu", "sigmoid"):
             raise imp.fail(node, f"activations {acts} (one of Tanh, Relu, Sigmoid for all)")
         activation = acts[0]
-    if kind == "LSTM" and len(ins) > 7 and ins[7] is not None:
-        raise imp.fail(node, "peephole weights P are not supported")
+    peep = imp.t(ins[7]) if kind == "LSTM" and len(ins) > 7 and ins[7] is not None else None
     xs = imp.t(ins[0])
     if batch_major:
         xs = xs.transpose(1, 0, 2)
@@ -414,7 +439,10 @@ def recurrent(imp, node, ins, attrs):
             states.append(imp.b.op("slice", both, start=(d, 0, 0),
                                    stop=(d + 1, batch, hidden)).reshape(batch, hidden))
         seq_in = reverse_time(xs) if name == "reverse" else xs
-        if kind == "LSTM":
+        if kind == "LSTM" and peep is not None:
+            p_d = imp.b.op("slice", peep, start=(d, 0), stop=(d + 1, 3 * hidden))
+            hs, *last = _peephole_lstm(imp, seq_in, *states, *params, p_d.reshape(3 * hidden))
+        elif kind == "LSTM":
             hs, *last = imp.b.op("lstm", seq_in, *states, *params)
         elif kind == "GRU":
             hs, *last = imp.b.op("gru", seq_in, *states, *params, linear_before_reset=bool(

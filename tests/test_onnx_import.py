@@ -242,7 +242,7 @@ def test_conv_transpose(rng, attrs, groups):
 
 
 def _recurrent_model(rng, op: str, direction: str, with_bias: bool, with_state: bool,
-                     sizes=(5, 3, 4, 6), **attrs):
+                     sizes=(5, 3, 4, 6), peephole: bool = False, **attrs):
     """A one-node model of ONNX's LSTM, GRU or RNN (W [dirs, G*H, D], R [dirs, G*H, H],
     B = W_b ++ R_b), its initial states given or not; returns (model, xs)."""
     t, batch, d, h = sizes
@@ -260,6 +260,9 @@ def _recurrent_model(rng, op: str, direction: str, with_bias: bool, with_state: 
         inits.update({s: _f32(rng, *((batch, nd) if batch_major else (nd, batch)), h)
                       for s in states})
         inputs += ["", *states]
+    if peephole:
+        inits["P"] = _f32(rng, nd, 3 * h) * 0.5
+        inputs += [""] * (7 - len(inputs)) + ["P"]
     outputs = ["y", "yh", "yc"][:2 + (op == "LSTM")]
     model = make_model(op.lower(), [node(op, inputs, outputs, hidden_size=h,
                                          direction=direction, **attrs)],
@@ -305,6 +308,17 @@ def test_batch_major_layout(rng, op, direction):
     want = {k: v.transpose(2, 0, 1, 3) if k == "y" else v.transpose(1, 0, 2)
             for k, v in got.items()}
     _check_outputs(graphc.from_onnx(model), {"xs": xs}, want, every_output=True)
+
+
+@pytest.mark.parametrize("with_state, direction, layout", [
+    (True, "forward", 0), (False, "reverse", 0), (True, "bidirectional", 0),
+    (True, "bidirectional", 1)])
+def test_lstm_with_peepholes(rng, with_state, direction, layout):
+    """Peephole weights P (the input and forget gates see c_{t-1}, the output gate c_t): the
+    LSTM unrolled at import, against ONNX Runtime (time-major) or its time-major twin."""
+    model, xs = _recurrent_model(rng, "LSTM", direction, True, with_state, peephole=True)
+    _check(model, {"xs": xs}, rtol=1e-4, atol=1e-5)
+    assert "P" in graphc.from_onnx(model).param_values
 
 
 @pytest.mark.parametrize("direction, activation", [("forward", None), ("reverse", "Relu"),
