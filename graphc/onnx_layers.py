@@ -322,6 +322,44 @@ def conv_transpose(imp, node, ins, attrs):
 _GATE_ORDER = {"LSTM": (0, 2, 3, 1), "GRU": (1, 0, 2), "RNN": (0,)}
 
 
+def _unrolled_lstm(imp, xs, h, c, w_x, w_z, bias, peep=None, clip=None,
+                   input_forget=False):
+    """An LSTM with what graphc's `lstm` has not, unrolled here from the same parameters (gate
+    blocks i, f, g, o): peepholes (ONNX's P = [p_i, p_o, p_f]: the input and forget gates also
+    see c_{t-1}, the output gate c_t), `clip` (the gates' pre-activations clipped to
+    [-clip, clip]) and `input_forget` (f = 1 - i). Returns (hs [T, B, H], h_T, c_T)."""
+    b = imp.b
+    t_steps, batch, d = xs.shape
+    hidden = h.shape[1]
+    if peep is not None:
+        p_i, p_o, p_f = (b.op("slice", peep, start=(k * hidden,), stop=((k + 1) * hidden,))
+                         for k in range(3))
+
+    def gate(pre, k: int, peek=None, act=b.sigmoid):
+        z = b.op("slice", pre, start=(0, k * hidden), stop=(batch, (k + 1) * hidden))
+        z = z if peek is None else z + peek
+        if clip is not None:
+            z = b.op("minimum", b.op("maximum", z, b.const(-clip, dtype=z.dtype)),
+                     b.const(clip, dtype=z.dtype))
+        return act(z)
+
+    outs = []
+    for t in range(t_steps):
+        x_t = b.op("slice", xs, start=(t, 0, 0), stop=(t + 1, batch, d)).reshape(batch, d)
+        pre = x_t @ w_x + h @ w_z + bias
+        i = gate(pre, 0, None if peep is None else p_i * c)
+        f = 1.0 - i if input_forget else gate(pre, 1, None if peep is None else p_f * c)
+        c = f * c + i * gate(pre, 2, act=b.tanh)
+        h = gate(pre, 3, None if peep is None else p_o * c) * b.tanh(c)
+        outs.append(h.reshape(1, batch, hidden))
+    hs = b.op("concat", *outs, axis=0) if t_steps > 1 else outs[0]
+    return hs, h, c
+
+
+# ONNX stacks an LSTM's gates i, o, f, c (graphc: i, f, g, o) and a GRU's z, r, h (r, z, n)
+_GATE_ORDER = {"LSTM": (0, 2, 3, 1), "GRU": (1, 0, 2), "RNN": (0,)}
+
+
 def _peephole_lstm(imp, xs, h, c, w_x, w_z, bias, peep):
     """An LSTM with peepholes (ONNX's P = [p_i, p_o, p_f]: the input and forget gates also
     see c_{t-1}, the output gate c_t), which graphc's `lstm` has not: unrolled here from the
@@ -364,8 +402,11 @@ def recurrent(imp, node, ins, attrs):
     direction = text(attrs, "direction", "forward")
     if direction not in ("forward", "reverse", "bidirectional"):
         raise imp.fail(node, f"direction {direction!r}")
-    if attrs.get("input_forget", 0) or "clip" in attrs:
-        raise imp.fail(node, "input_forget and clip are not supported")
+    clip = float(attrs["clip"]) if "clip" in attrs else None
+    input_forget = bool(attrs.get("input_forget", 0))
+    if kind != "LSTM" and (clip is not None or input_forget):
+        raise imp.fail(node, f"clip is supported for LSTM only (an {kind} imports as "
+                             f"graphc's {kind.lower()})")
     batch_major = bool(attrs.get("layout", 0))
     acts = [a.decode().lower() if isinstance(a, bytes) else a.lower()
             for a in attrs.get("activations", [])]
@@ -439,9 +480,10 @@ def recurrent(imp, node, ins, attrs):
             states.append(imp.b.op("slice", both, start=(d, 0, 0),
                                    stop=(d + 1, batch, hidden)).reshape(batch, hidden))
         seq_in = reverse_time(xs) if name == "reverse" else xs
-        if kind == "LSTM" and peep is not None:
-            p_d = imp.b.op("slice", peep, start=(d, 0), stop=(d + 1, 3 * hidden))
-            hs, *last = _peephole_lstm(imp, seq_in, *states, *params, p_d.reshape(3 * hidden))
+        if kind == "LSTM" and (peep is not None or clip is not None or input_forget):
+            p_d = None if peep is None else imp.b.op(
+                "slice", peep, start=(d, 0), stop=(d + 1, 3 * hidden)).reshape(3 * hidden)
+            hs, *last = _unrolled_lstm(imp, seq_in, *states, *params, p_d, clip, input_forget)
         elif kind == "LSTM":
             hs, *last = imp.b.op("lstm", seq_in, *states, *params)
         elif kind == "GRU":

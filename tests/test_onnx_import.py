@@ -310,15 +310,21 @@ def test_batch_major_layout(rng, op, direction):
     _check_outputs(graphc.from_onnx(model), {"xs": xs}, want, every_output=True)
 
 
-@pytest.mark.parametrize("with_state, direction, layout", [
-    (True, "forward", 0), (False, "reverse", 0), (True, "bidirectional", 0),
-    (True, "bidirectional", 1)])
-def test_lstm_with_peepholes(rng, with_state, direction, layout):
-    """Peephole weights P (the input and forget gates see c_{t-1}, the output gate c_t): the
-    LSTM unrolled at import, against ONNX Runtime (time-major) or its time-major twin."""
-    model, xs = _recurrent_model(rng, "LSTM", direction, True, with_state, peephole=True)
+@pytest.mark.parametrize("with_state, direction, peephole, extra", [
+    (True, "forward", True, {}), (False, "reverse", True, {}),
+    (True, "bidirectional", True, {}), (True, "forward", False, {"clip": 0.7}),
+    (True, "bidirectional", True, {"clip": 1.5, "input_forget": 1}),
+    (False, "forward", False, {"input_forget": 1})])
+def test_lstm_with_peepholes_clip_and_coupled_gates(rng, with_state, direction, peephole,
+                                                    extra):
+    """Peephole weights P (the input and forget gates see c_{t-1}, the output gate c_t), cell
+    clipping and coupled input and forget gates: the LSTM unrolled at import, against ONNX
+    Runtime."""
+    model, xs = _recurrent_model(rng, "LSTM", direction, True, with_state, peephole=peephole,
+                                 **extra)
+    xs *= 3  # pre-activations well past the clip
     _check(model, {"xs": xs}, rtol=1e-4, atol=1e-5)
-    assert "P" in graphc.from_onnx(model).param_values
+    assert ("P" in graphc.from_onnx(model).param_values) == peephole
 
 
 @pytest.mark.parametrize("direction, activation", [("forward", None), ("reverse", "Relu"),
