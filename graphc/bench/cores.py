@@ -15,7 +15,9 @@ about 0.5 when two vCPUs share one core's FMA units, and 0.26 with another proce
 of two cores (measured here, a spinning process pinned to the second core). A round below
 `SHARED_SHARE` is checked again after a short pause, within a wait budget per sampling loop;
 if the cores are still shared, that round's samples are kept apart (`shared_samples`) and the
-round is made up by another, at most `repeats` extra rounds.
+round is made up by another, at most `repeats` extra rounds. The check runs on libgomp's
+threads, whatever runtime the worker measures; they spin briefly after it and then sleep,
+within the pause (`settle_s`) the sampler leaves before every sample.
 """
 
 from __future__ import annotations

@@ -304,6 +304,8 @@ def sample_round_robin(cs: list[Contender], cfg: BenchConfig, threads: int,
 
 
 def core_guard(threads: int):
+    """The core check of multi-threaded sampling, imported only here: its FMA loop is JIT
+    compiled with llvmlite, which single-threaded runs need not load."""
     from .cores import CoreGuard
 
     return CoreGuard(threads)
