@@ -205,16 +205,47 @@ def cubic_weights(t: float, a: float) -> np.ndarray:
     return np.array([far(t + 1), near(t), near(1 - t), far(2 - t)])
 
 
+def _antialias_weights(c: float, scale: float, mode: str, a: float
+                       ) -> tuple[np.ndarray, np.ndarray]:
+    """(source indices, weights) of an antialiased linear or cubic sample at c: the filter
+    stretched by 1/scale when downsampling (scale < 1), its taps normalized to sum to 1, over
+    the nearest integers to c (ties to the smaller), as ONNX's reference takes them."""
+    s = min(scale, 1.0)
+    frac = c - np.floor(c)
+    ratio = 1.0 if frac == 0 else frac  # in (0, 1]: the pixel left of c is taps' origin
+    if mode == "linear":
+        start = int(np.floor(-1 / s) + 1)
+        args = (np.arange(start, 2 - start) - ratio) * s
+        w = np.clip(1 - np.abs(args), 0, 1)
+    else:
+        start = int(np.floor(-2 / s) + 1)
+        d = np.abs(s * (np.arange(start, 2 - start) - ratio))
+        w = np.where(d <= 1, ((a + 2) * d - (a + 3)) * d * d + 1,
+                     np.where(d < 2, ((a * d - 5 * a) * d + 8 * a) * d - 4 * a, 0.0))
+    w = w / w.sum()
+    n = len(w)
+    near = sorted(sorted(range(-n, n + 1), key=lambda k: (abs(c - np.floor(c) - k), k))[:n])
+    return np.floor(c).astype(int) + np.asarray(near), w
+
+
 def resize_matrix(n_in: int, n_out: int, scale: float, mode: str, ctm: str,
                   nearest_mode: str, cubic_a: float = -0.75,
-                  exclude_outside: bool = False) -> np.ndarray:
+                  exclude_outside: bool = False, antialias: bool = False) -> np.ndarray:
     """[n_out, n_in] weights of one axis: output o = sum_i M[o, i] x[i] (ONNX's Resize for
     nearest, linear and cubic modes). Linear clamps the source coordinate to the input; cubic
     takes four pixels around it, those outside the input replaced by the edge pixel, or with
-    exclude_outside dropped and the remaining weights scaled to sum to 1."""
+    exclude_outside dropped and the remaining weights scaled to sum to 1. With `antialias`,
+    a downsampling linear or cubic filter widens by 1/scale (`_antialias_weights`)."""
     m = np.zeros((n_out, n_in))
     for o in range(n_out):
         c = _source_coord(o, n_in, n_out, scale, ctm)
+        if antialias and mode != "nearest":
+            idx, w = _antialias_weights(c, scale, mode, cubic_a)
+            if exclude_outside:
+                w = np.where((idx >= 0) & (idx < n_in), w, 0.0)
+                w = w / w.sum()
+            np.add.at(m[o], np.clip(idx, 0, n_in - 1), w)
+            continue
         if mode == "nearest":
             m[o, min(max(_nearest(c, nearest_mode), 0), n_in - 1)] = 1.0
             continue
@@ -273,9 +304,10 @@ def resize(imp, node, ins, attrs):
     if ctm not in ("half_pixel", "pytorch_half_pixel", "align_corners", "asymmetric",
                    "tf_half_pixel_for_nn"):
         raise imp.fail(node, f"coordinate_transformation_mode {ctm!r}")
-    if attrs.get("antialias", 0) or text(attrs, "keep_aspect_ratio_policy",
-                                          "stretch") != "stretch":
-        raise imp.fail(node, "antialias and keep_aspect_ratio_policy are not supported")
+    cubic["antialias"] = bool(attrs.get("antialias", 0))
+    policy = text(attrs, "keep_aspect_ratio_policy", "stretch")
+    if policy not in ("stretch", "not_larger", "not_smaller"):
+        raise imp.fail(node, f"keep_aspect_ratio_policy {policy!r}")
     if node.op_type == "Upsample":
         scales_in = ins[1] if len(ins) > 1 else np.asarray(attrs.get("scales"), np.float32)
         sizes_in = None
@@ -291,6 +323,10 @@ def resize(imp, node, ins, attrs):
     if sizes_in is not None and sizes_in.size:
         sizes = [int(s) for s in sizes_in.reshape(-1)]
         scales = [s / x.shape[a] for a, s in zip(axes, sizes, strict=True)]
+        if policy != "stretch":  # one scale for every axis, the sizes rounded half up
+            one = (min if policy == "not_larger" else max)(scales)
+            scales = [one] * len(axes)
+            sizes = [int(one * x.shape[a] + 0.5) for a in axes]
     elif scales_in is not None and scales_in.size:
         scales = [float(s) for s in scales_in.reshape(-1)]
         sizes = [int(np.floor(x.shape[a] * s)) for a, s in zip(axes, scales, strict=True)]

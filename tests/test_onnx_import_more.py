@@ -155,6 +155,35 @@ def test_cubic_resize(rng, ctm, scales, extra):
     _check(model, {"x": x})
 
 
+@pytest.mark.parametrize("mode", ["linear", "cubic"])
+@pytest.mark.parametrize("scales, extra", [
+    ([1, 1, 0.5, 0.5], {}), ([1, 1, 0.37, 0.6], {}), ([1, 1, 0.3, 1.4], {}),
+    ([1, 1, 0.45, 0.25], {"exclude_outside": 1}),
+    ([1, 1, 0.6, 0.5], {"coordinate_transformation_mode": "align_corners"}),
+    ([1, 1, 0.5, 0.7], {"coordinate_transformation_mode": "asymmetric"})])
+def test_antialiased_resize(rng, mode, scales, extra):
+    """antialias=1: downsampling widens the linear or cubic filter by 1/scale (upsampling
+    axes keep the plain one), against ONNX Runtime."""
+    x = _f32(rng, 2, 3, 17, 13)
+    model = _opset(make_model("resize", [
+        node("Resize", ["x", "", "s"], ["y"], mode=mode, antialias=1, **extra)], {"x": x},
+        ["y"], {"s": np.asarray(scales, np.float32)}), 18)
+    _check(model, {"x": x})
+
+
+@pytest.mark.parametrize("policy", ["not_larger", "not_smaller"])
+@pytest.mark.parametrize("mode", ["nearest", "linear"])
+def test_resize_keeping_the_aspect_ratio(rng, policy, mode):
+    """keep_aspect_ratio_policy: one scale for every resized axis (the smaller or the larger
+    of size / shape), the output sizes rounded half up, against ONNX Runtime."""
+    x = _f32(rng, 1, 2, 9, 14)
+    model = _opset(make_model("resize", [
+        node("Resize", ["x", "", "", "sz"], ["y"], mode=mode, axes=[2, 3],
+             keep_aspect_ratio_policy=policy)], {"x": x}, ["y"],
+        {"sz": np.asarray([5, 11], np.int64)}), 18)
+    _check(model, {"x": x})
+
+
 def test_bicubic_upsampling_exported_by_torch(rng, tmp_path):
     """nn.Upsample(mode="bicubic") as torch.onnx exports it (a = -0.75, the half-pixel
     transform of align_corners=False), against torch itself."""
@@ -168,13 +197,12 @@ def test_bicubic_upsampling_exported_by_torch(rng, tmp_path):
     np.testing.assert_allclose(got, up(x).numpy(), rtol=1e-4, atol=1e-5)
 
 
-def test_antialiased_resize_is_refused(rng):
+def test_unknown_aspect_ratio_policy_is_refused(rng):
     x = _f32(rng, 1, 1, 4, 4)
-    model = _opset(make_model("resize", [node("Resize", ["x", "", "s"], ["y"], mode="cubic",
-                                              antialias=1)],
-                              {"x": x}, ["y"], {"s": np.asarray([1, 1, 0.5, 0.5], np.float32)}),
-                   18)
-    with pytest.raises(OnnxImportError, match=r"\(Resize\): antialias"):
+    model = _opset(make_model("resize", [node("Resize", ["x", "", "", "sz"], ["y"],
+                                              keep_aspect_ratio_policy="fit")],
+                              {"x": x}, ["y"], {"sz": np.asarray([1, 1, 2, 2], np.int64)}), 18)
+    with pytest.raises(OnnxImportError, match=r"\(Resize\): keep_aspect_ratio_policy 'fit'"):
         graphc.from_onnx(model)
 
 
