@@ -119,6 +119,12 @@ def pool(imp, node, ins, attrs, kind: str | None = None):
     return [out] if len(node.output) == 1 else [out, None]
 
 
+def _pooled_sizes(dims, kernel, strides, dilation, pad_begin, pad_end) -> list[int]:
+    """Output points per spatial axis of windows spanning (k - 1)·dilation + 1 elements."""
+    return [(d + lo + hi - (k - 1) * dl - 1) // st + 1 for d, lo, hi, k, st, dl
+            in zip(dims, pad_begin, pad_end, kernel, strides, dilation, strict=True)]
+
+
 def _window_slices(imp, x, kernel, strides, dilation, pad_begin, pad_end, fill):
     """(offset, slice) per window offset: the input padded with `fill`, sliced from the
     offset's dilated start with the pooling's strides, one output point per window."""
@@ -126,8 +132,7 @@ def _window_slices(imp, x, kernel, strides, dilation, pad_begin, pad_end, fill):
 
     n, c, *dims = x.shape
     xp = imp.b.op("pad", x, low=(0, 0, *pad_begin), high=(0, 0, *pad_end), value=fill)
-    out = [(d + lo + hi - (k - 1) * dl - 1) // st + 1 for d, lo, hi, k, st, dl
-           in zip(dims, pad_begin, pad_end, kernel, strides, dilation, strict=True)]
+    out = _pooled_sizes(dims, kernel, strides, dilation, pad_begin, pad_end)
     for offset in itertools.product(*(range(k) for k in kernel)):
         start = [o * dl for o, dl in zip(offset, dilation, strict=True)]
         stop = [a + (m - 1) * st + 1 for a, m, st in zip(start, out, strides, strict=True)]
@@ -154,9 +159,7 @@ def max_pool_indices(imp, x, kernel, strides, pad_begin, pad_end, storage_order:
     rank = len(kernel)
     dilation = dilation or [1] * rank
     n, c, *dims = x.shape
-    out = [(d + lo + hi - (k - 1) * dl - 1) // st + 1 for d, lo, hi, k, st, dl
-           in zip(dims, pad_begin, pad_end, kernel, strides, dilation, strict=True)]
-    shape = (n, c, *out)
+    shape = (n, c, *_pooled_sizes(dims, kernel, strides, dilation, pad_begin, pad_end))
     iota = lambda axis: imp.b.op("iota", shape=shape, axis=axis, dtype="i64")  # noqa: E731
     order = list(range(rank))[::-1] if storage_order else list(range(rank))
     base = (iota(0) * c + iota(1)) * int(np.prod(dims))
