@@ -152,7 +152,32 @@ def machine_lines(doc: dict[str, Any]) -> list[str]:
             f"{n} thread(s) " + ("one worker process per runtime" if m == "process"
                                  else "all contenders in one process")
             for n, m in sorted(by.items())))
+    checked = core_check_summary(doc)
+    if checked:
+        lines.append(checked)
     return lines
+
+
+def core_check_summary(doc: dict[str, Any]) -> str:
+    """How many multi-threaded sampling rounds found the cores shared (`cores.py`), per thread
+    count, each worker's rounds counted once ("" when the run had no core check)."""
+    from .cores import SHARED_SHARE
+
+    parts = []
+    for n in sorted({r["threads"] for r in doc["results"] if r["threads"] > 1}):
+        rounds: dict[Any, list[float]] = {}
+        for r in doc["results"]:
+            for c in r["contenders"] if r["threads"] == n else ():
+                if isinstance(c.get("core_checks"), list):
+                    worker = (r["workload"], (c.get("isolation") or {}).get("pid"))
+                    rounds.setdefault(worker, c["core_checks"])
+        if rounds:
+            shares = [s for v in rounds.values() for s in v]
+            shared = sum(s < SHARED_SHARE for s in shares)
+            parts.append(f"{n} thread(s): {shared} of {len(shares)} sampling rounds on shared "
+                         f"cores, set apart (per-thread share of the solo FMA rate "
+                         f"{min(shares):.2f}-{max(shares):.2f})")
+    return "core check: " + "; ".join(parts) if parts else ""
 
 
 def anchor_line(a: dict[str, Any]) -> str:

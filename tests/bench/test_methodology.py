@@ -433,6 +433,22 @@ def test_rounds_on_shared_cores_are_set_apart_and_made_up(monkeypatch):
         assert len(row["shared_samples_s"]) == 2 and row["cores_shared"] is False
 
 
+def test_report_header_counts_the_rounds_on_shared_cores(monkeypatch):
+    """One line in the header: rounds on shared cores out of all, each worker's rounds counted
+    once (its contenders share them)."""
+    from graphc.bench.report import core_check_summary
+
+    _, rows = _sample_two_threads(monkeypatch, lambda r: r in (1, 3))
+    for row in rows:
+        row["isolation"] = {"mode": "process", "pid": 7}
+    doc = {"results": [{"workload": "w", "threads": 2, "contenders": rows},
+                       {"workload": "w", "threads": 1, "contenders": []}]}
+    assert core_check_summary(doc) == (
+        "core check: 2 thread(s): 2 of 8 sampling rounds on shared cores, set apart "
+        "(per-thread share of the solo FMA rate 0.50-1.00)")
+    assert core_check_summary({"results": doc["results"][1:]}) == ""
+
+
 def test_cores_shared_throughout_keeps_the_samples_and_says_so(monkeypatch):
     """Shared cores in every round: after `repeats` extra rounds the contender keeps what it
     measured, marked, rather than no result at all."""
