@@ -9,6 +9,8 @@ import math
 
 import numpy as np
 
+from graphc.ir.ops.composite_rnn import gate_block, preactivation, time_step
+
 
 def text(attrs, key: str, default: str) -> str:
     """A string attribute (onnx gives bytes)."""
@@ -327,19 +329,19 @@ _GATE_ORDER = {"LSTM": (0, 2, 3, 1), "GRU": (1, 0, 2), "RNN": (0,)}
 
 def _unrolled_lstm(imp, xs, h, c, w_x, w_z, bias, peep=None, clip=None,
                    input_forget=False):
-    """An LSTM with what graphc's `lstm` has not, unrolled here from the same parameters (gate
-    blocks i, f, g, o): peepholes (ONNX's P = [p_i, p_o, p_f]: the input and forget gates also
-    see c_{t-1}, the output gate c_t), `clip` (the gates' pre-activations clipped to
-    [-clip, clip]) and `input_forget` (f = 1 - i). Returns (hs [T, B, H], h_T, c_T)."""
+    """An LSTM with what graphc's `lstm` has not, unrolled here from the same parameters and
+    the cell's own pieces (`composite_rnn`: one pre-activation for all gates, blocks i, f, g,
+    o): peepholes (ONNX's P = [p_i, p_o, p_f]: the input and forget gates also see c_{t-1},
+    the output gate c_t), `clip` (the gates' pre-activations clipped to [-clip, clip]) and
+    `input_forget` (f = 1 - i). Returns (hs [T, B, H], h_T, c_T)."""
     b = imp.b
-    t_steps, batch, d = xs.shape
     hidden = h.shape[1]
     if peep is not None:
         p_i, p_o, p_f = (b.op("slice", peep, start=(k * hidden,), stop=((k + 1) * hidden,))
                          for k in range(3))
 
     def gate(pre, k: int, peek=None, act=b.sigmoid):
-        z = b.op("slice", pre, start=(0, k * hidden), stop=(batch, (k + 1) * hidden))
+        z = gate_block(b, pre, k, hidden)
         z = z if peek is None else z + peek
         if clip is not None:
             z = b.op("minimum", b.op("maximum", z, b.const(-clip, dtype=z.dtype)),
@@ -347,46 +349,17 @@ def _unrolled_lstm(imp, xs, h, c, w_x, w_z, bias, peep=None, clip=None,
         return act(z)
 
     outs = []
-    for t in range(t_steps):
-        x_t = b.op("slice", xs, start=(t, 0, 0), stop=(t + 1, batch, d)).reshape(batch, d)
-        pre = x_t @ w_x + h @ w_z + bias
+    for t in range(xs.shape[0]):
+        pre = preactivation(b, time_step(b, xs, t), h, w_x, w_z, [bias])
         i = gate(pre, 0, None if peep is None else p_i * c)
         f = 1.0 - i if input_forget else gate(pre, 1, None if peep is None else p_f * c)
         c = f * c + i * gate(pre, 2, act=b.tanh)
         h = gate(pre, 3, None if peep is None else p_o * c) * b.tanh(c)
-        outs.append(h.reshape(1, batch, hidden))
-    hs = b.op("concat", *outs, axis=0) if t_steps > 1 else outs[0]
+        outs.append(h.reshape(1, *h.shape))
+    hs = b.op("concat", *outs, axis=0) if len(outs) > 1 else outs[0]
     return hs, h, c
 
 
-# ONNX stacks an LSTM's gates i, o, f, c (graphc: i, f, g, o) and a GRU's z, r, h (r, z, n)
-_GATE_ORDER = {"LSTM": (0, 2, 3, 1), "GRU": (1, 0, 2), "RNN": (0,)}
-
-
-def _peephole_lstm(imp, xs, h, c, w_x, w_z, bias, peep):
-    """An LSTM with peepholes (ONNX's P = [p_i, p_o, p_f]: the input and forget gates also
-    see c_{t-1}, the output gate c_t), which graphc's `lstm` has not: unrolled here from the
-    same parameters (gate blocks i, f, g, o). Returns (hs [T, B, H], h_T, c_T)."""
-    b = imp.b
-    t_steps, batch, d = xs.shape
-    hidden = h.shape[1]
-    p_i, p_o, p_f = (b.op("slice", peep, start=(k * hidden,), stop=((k + 1) * hidden,))
-                     for k in range(3))
-    outs = []
-    for t in range(t_steps):
-        x_t = b.op("slice", xs, start=(t, 0, 0), stop=(t + 1, batch, d)).reshape(batch, d)
-        pre = x_t @ w_x + h @ w_z + bias
-
-        def block(k: int, pre=pre):
-            return b.op("slice", pre, start=(0, k * hidden), stop=(batch, (k + 1) * hidden))
-
-        i = b.sigmoid(block(0) + p_i * c)
-        f = b.sigmoid(block(1) + p_f * c)
-        c = f * c + i * b.tanh(block(2))
-        h = b.sigmoid(block(3) + p_o * c) * b.tanh(c)
-        outs.append(h.reshape(1, batch, hidden))
-    hs = b.op("concat", *outs, axis=0) if t_steps > 1 else outs[0]
-    return hs, h, c
 _DEFAULT_ACTIVATIONS = {"LSTM": ["sigmoid", "tanh", "tanh"], "GRU": ["sigmoid", "tanh"]}
 
 

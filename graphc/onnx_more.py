@@ -192,17 +192,18 @@ def _nearest(x: float, mode: str) -> int:
     return int(np.ceil(x - 0.5)) if half else int(np.round(x))  # round_prefer_floor
 
 
+def keys_cubic(d, a: float) -> np.ndarray:
+    """Keys' cubic convolution kernel at distances |d| (0 from 2 on) for the coefficient a
+    (ONNX's cubic_coeff_a, -0.75 by default as in OpenCV; -0.5 is the classic Catmull-Rom)."""
+    d = np.abs(np.asarray(d, np.float64))
+    near = ((a + 2) * d - (a + 3)) * d * d + 1  # |d| <= 1
+    far = ((a * d - 5 * a) * d + 8 * a) * d - 4 * a  # 1 < |d| < 2
+    return np.where(d <= 1, near, np.where(d < 2, far, 0.0))
+
+
 def cubic_weights(t: float, a: float) -> np.ndarray:
-    """Keys' cubic convolution weights of the pixels at -1, 0, 1, 2 from floor(c), for the
-    fraction t = c - floor(c) and the coefficient a (ONNX's cubic_coeff_a, -0.75 by default
-    as in OpenCV; -0.5 is the classic Catmull-Rom)."""
-    def near(d):  # |d| <= 1
-        return ((a + 2) * d - (a + 3)) * d * d + 1
-
-    def far(d):  # 1 < |d| < 2
-        return ((a * d - 5 * a) * d + 8 * a) * d - 4 * a
-
-    return np.array([far(t + 1), near(t), near(1 - t), far(2 - t)])
+    """Weights of the pixels at -1, 0, 1, 2 from floor(c), for the fraction t = c - floor(c)."""
+    return keys_cubic([t + 1, t, 1 - t, 2 - t], a)
 
 
 def _antialias_weights(c: float, scale: float, mode: str, a: float
@@ -213,19 +214,14 @@ def _antialias_weights(c: float, scale: float, mode: str, a: float
     s = min(scale, 1.0)
     frac = c - np.floor(c)
     ratio = 1.0 if frac == 0 else frac  # in (0, 1]: the pixel left of c is taps' origin
-    if mode == "linear":
-        start = int(np.floor(-1 / s) + 1)
-        args = (np.arange(start, 2 - start) - ratio) * s
-        w = np.clip(1 - np.abs(args), 0, 1)
-    else:
-        start = int(np.floor(-2 / s) + 1)
-        d = np.abs(s * (np.arange(start, 2 - start) - ratio))
-        w = np.where(d <= 1, ((a + 2) * d - (a + 3)) * d * d + 1,
-                     np.where(d < 2, ((a * d - 5 * a) * d + 8 * a) * d - 4 * a, 0.0))
+    reach = 1 if mode == "linear" else 2  # the filter's half-width before stretching
+    start = int(np.floor(-reach / s) + 1)
+    d = (np.arange(start, 2 - start) - ratio) * s
+    w = np.clip(1 - np.abs(d), 0, 1) if mode == "linear" else keys_cubic(d, a)
     w = w / w.sum()
     n = len(w)
-    near = sorted(sorted(range(-n, n + 1), key=lambda k: (abs(c - np.floor(c) - k), k))[:n])
-    return np.floor(c).astype(int) + np.asarray(near), w
+    taps = sorted(sorted(range(-n, n + 1), key=lambda k: (abs(frac - k), k))[:n])
+    return int(np.floor(c)) + np.asarray(taps), w
 
 
 def resize_matrix(n_in: int, n_out: int, scale: float, mode: str, ctm: str,

@@ -262,13 +262,13 @@ def ref_gru(inputs, attrs):
 # -- decompositions (b: Builder; operands are Tensors) --------------------------------------------
 
 
-def _preactivation(b, x, h, w_x, w_z, bias):
+def preactivation(b, x, h, w_x, w_z, bias):
     """x @ W_x + h @ W_z (+ b): one matmul per operand, covering every gate at once."""
     pre = b.matmul(x, w_x) + b.matmul(h, w_z)
     return pre + bias[0] if bias else pre
 
 
-def _gate_block(b, pre, k: int, hidden: int):
+def gate_block(b, pre, k: int, hidden: int):
     """Columns [k*H, (k+1)*H) of the stacked pre-activation [B, G*H]."""
     batch = pre.shape[0]
     return b.slice(pre, start=(0, k * hidden), stop=(batch, (k + 1) * hidden), step=(1, 1))
@@ -276,17 +276,17 @@ def _gate_block(b, pre, k: int, hidden: int):
 
 def decompose_rnn_cell(b, inputs, attrs):
     x, h, w_x, w_z, *bias = inputs
-    return b.op(attrs["activation"], _preactivation(b, x, h, w_x, w_z, bias))
+    return b.op(attrs["activation"], preactivation(b, x, h, w_x, w_z, bias))
 
 
 def decompose_lstm_cell(b, inputs, attrs):
     x, h, c, w_x, w_z, *bias = inputs
     hidden = h.shape[1]
-    pre = _preactivation(b, x, h, w_x, w_z, bias)
+    pre = preactivation(b, x, h, w_x, w_z, bias)
     gates = {}
     for k, gate in enumerate(LSTM_GATES):
         with b.scope(gate):
-            block = _gate_block(b, pre, k, hidden)
+            block = gate_block(b, pre, k, hidden)
             gates[gate] = b.tanh(block) if gate == "g" else b.sigmoid(block)
     with b.scope("c"):
         c_new = c * gates["f"] + gates["i"] * gates["g"]
@@ -314,21 +314,21 @@ def decompose_gru_cell(b, inputs, attrs):
     gates = {}
     for k, gate in enumerate(GRU_GATES[:2]):
         with b.scope(gate):
-            gates[gate] = b.sigmoid(_gate_block(b, px, k, hidden) + _gate_block(b, ph, k, hidden))
+            gates[gate] = b.sigmoid(gate_block(b, px, k, hidden) + gate_block(b, ph, k, hidden))
     with b.scope("n"):
         if attrs["linear_before_reset"]:
-            hn = gates["r"] * _gate_block(b, ph, 2, hidden)
+            hn = gates["r"] * gate_block(b, ph, 2, hidden)
         else:
             w_n = b.slice(w_z, start=(0, 2 * hidden), stop=(hidden, 3 * hidden), step=(1, 1))
             hn = b.matmul(gates["r"] * h, w_n)
             if b_z is not None:
                 hn = hn + b.slice(b_z, start=(2 * hidden,), stop=(3 * hidden,), step=(1,))
-        n = b.tanh(_gate_block(b, px, 2, hidden) + hn)
+        n = b.tanh(gate_block(b, px, 2, hidden) + hn)
     with b.scope("h"):
         return n + gates["z"] * (h - n)
 
 
-def _time_step(b, xs, t: int):
+def time_step(b, xs, t: int):
     """xs[t] as [B, D]: slice one step, then reshape the time axis away."""
     steps, batch, d = xs.shape
     x_t = b.slice(xs, start=(t, 0, 0), stop=(t + 1, batch, d), step=(1, 1, 1))
@@ -340,7 +340,7 @@ def _unroll(b, xs, states: tuple, cell: str, weights: tuple, attrs: dict) -> tup
     outs = []
     for t in range(xs.shape[0]):
         with b.scope(f"t{t}"):
-            res = b.op(cell, _time_step(b, xs, t), *states, *weights, **attrs)
+            res = b.op(cell, time_step(b, xs, t), *states, *weights, **attrs)
             states = res if isinstance(res, tuple) else (res,)
             outs.append(b.reshape(states[0], (1,) + states[0].shape))
     hs = b.concat(*outs, axis=0)
