@@ -11,6 +11,7 @@ rather than in its body; their values come from the caller and from the graph's 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping
 from types import MappingProxyType
 from typing import Any
@@ -34,6 +35,19 @@ def freeze_attr(value: Any) -> Any:
     if value is None or isinstance(value, (bool, int, float, str)):
         return value
     raise GraphError(f"attribute value {value!r} of type {type(value).__name__} is not plain data")
+
+
+def same_attr(a: Any, b: Any) -> bool:
+    """Attribute equality that tells -0.0 from 0.0 (x / -0.0 is -inf): constants that differ
+    only there must not be merged. NaN equals NaN."""
+    if isinstance(a, tuple) and isinstance(b, tuple):
+        return len(a) == len(b) and all(map(same_attr, a, b))
+    if isinstance(a, float) or isinstance(b, float):
+        if isinstance(a, (int, float)) and isinstance(b, (int, float)):
+            if a != a or b != b:  # NaN
+                return a != a and b != b
+            return a == b and math.copysign(1.0, a) == math.copysign(1.0, b)
+    return a == b
 
 
 class Value:
@@ -112,7 +126,9 @@ class Node:
     def structurally_equal(self, other: Node) -> bool:
         """Same op, attributes, types and identical input values (the CSE criterion)."""
         return (self.shash == other.shash and self.op == other.op
-                and dict(self._attrs) == dict(other._attrs) and self.types == other.types
+                and self._attrs.keys() == other._attrs.keys()
+                and all(same_attr(v, other._attrs[k]) for k, v in self._attrs.items())
+                and self.types == other.types
                 and len(self.inputs) == len(other.inputs)
                 and all(a.node is b.node and a.index == b.index
                         for a, b in zip(self.inputs, other.inputs, strict=True)))

@@ -448,6 +448,9 @@ class VectorEmitter(ExprEmitter):
         """`v` as a vector of `lanes` (a scalar is broadcast)."""
         if isinstance(v.type, ir.VectorType):
             return v
+        if isinstance(v, ir.Constant) and isinstance(v.constant, (int, float)):
+            # a constant vector, which lowerings can recognize (a division by a constant)
+            return splat(ir.VectorType(v.type, self.lanes), v.constant)
         b = self.b
         vty = ir.VectorType(v.type, self.lanes)
         one = b.insert_element(ir.Constant(vty, None), v, ir.Constant(I32, 0))

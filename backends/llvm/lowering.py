@@ -23,6 +23,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 from llvmlite import ir
 
 from graphc.ir.errors import GraphError
@@ -162,18 +163,36 @@ def _bitwise(op: str) -> ScalarEmit:
     return emit
 
 
+def _constant_reciprocal(d: ir.Value) -> float | None:
+    """1/d rounded to d's float type, when d is one constant (every lane) whose reciprocal is a
+    normal number: then x * (1/d) is within an ulp of x / d and equal to it for 0, inf and NaN
+    operands."""
+    if not isinstance(d, ir.Constant):
+        return None
+    lanes = d.constant if isinstance(d.type, ir.VectorType) else [d]
+    values = {float(c.constant) for c in lanes if isinstance(c, ir.Constant)}
+    if len(values) != 1 or len(lanes) != lanes_of(d.type):
+        return None
+    np_type = np.float32 if scalar_of(d.type) == F32 else np.float64
+    with np.errstate(all="ignore"):
+        r = np_type(1) / np_type(values.pop())
+    return float(r) if np.isfinite(r) and abs(r) >= np.finfo(np_type).tiny else None
+
+
 def lower_div(cx, args, attrs):
     a, d = args
     b = cx.builder
     if cx.is_float:
-        # arcp: a divisor invariant in a loop becomes one reciprocal and a multiply per
-        # element (LICM): within an ulp of the quotient (softmax's division by the row sum).
-        # Not by a square root: there arcp lets the x86 backend use a reciprocal square root
-        # estimate refined by one Newton step, which gives NaN for sqrt(0) and sqrt(inf).
-        callee = getattr(getattr(d, "callee", None), "name", "")
-        if callee.startswith("llvm.sqrt"):
-            return b.fdiv(a, d)
-        return b.fdiv(a, d, flags=("arcp",))
+        # A quotient must have the same bits wherever the kernel IR computes it: the gradient of
+        # a max compares a recomputed operand with the stored maximum, and LLVM applies `arcp`
+        # (x * (1/d)) at some sites and not at others (one where d divides two values, or is
+        # invariant in the loop), which made those comparisons fail and the gradient NaN. So:
+        # an exact division, except by a constant, which is always a multiplication by its
+        # reciprocal (what InstCombine did under `arcp`, independent of the context).
+        r = _constant_reciprocal(d)
+        if r is not None:
+            return b.fmul(a, splat(d.type, r))
+        return b.fdiv(a, d)
     # numpy floor_divide: floor toward -inf; x // 0 is 0 and MIN // -1 wraps (no CPU trap).
     zero, one, m1 = _const(a, 0), _const(a, 1), _const(a, -1)
     is0, ism1 = b.icmp_signed("==", d, zero), b.icmp_signed("==", d, m1)

@@ -166,7 +166,9 @@ def decompose_softmax(b, inputs, attrs):
     (x,) = inputs
     axes = (attrs["axis"],)
     e = b.exp(x - b.reduce_max(x, axes=axes, keepdims=True))
-    return e / b.reduce_sum(e, axes=axes, keepdims=True)
+    # One reciprocal per row and a product per element (a division per element costs a
+    # divider's throughput; within an ulp of the quotient).
+    return e * b.reciprocal(b.reduce_sum(e, axes=axes, keepdims=True))
 
 
 def decompose_log_softmax(b, inputs, attrs):

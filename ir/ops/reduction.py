@@ -111,7 +111,12 @@ def vjp_reduce_max(b, ins, outs, cts, attrs):
     # Every maximal element gets ct / (number of maximal elements in its reduction group).
     peak = _keepdims_ct(b, out, x.shape, attrs)
     mask = b.cast(x.eq(peak), dtype=x.dtype)
-    count = b.reduce_sum(mask, axes=attrs["axes"], keepdims=True)
+    # At least one element equals the maximum, unless a backend recomputed x a rounding apart
+    # from the x its maximum was taken of (fused code recomputes cheap operands): then no element
+    # is selected, and the floor of 1 keeps the row's gradient at 0 instead of ct / 0 = NaN
+    # spreading through everything (softmax's gradient runs through here and is ~0 anyway).
+    count = b.maximum(b.reduce_sum(mask, axes=attrs["axes"], keepdims=True),
+                      b.const(1, dtype=x.dtype))
     return (mask * (_keepdims_ct(b, ct, x.shape, attrs) / count),)
 
 

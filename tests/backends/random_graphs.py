@@ -3,7 +3,15 @@ of assorted shapes (odd sizes, size-1 axes, rows longer than a vector), then a r
 elementwise math, broadcasting binary ops against inputs or new parameters, reductions,
 transposes, reshapes, strided slices, matmuls, softmax, layer norm, concatenations and selects,
 several of the last values as outputs. Values stay finite by construction (exp of a tanh, log of
-|x| + 0.5, division by |x| + 0.5), so any mismatch is the backend's."""
+|x| + 0.5, division by |x| + 0.5), so any mismatch is the backend's.
+
+`random_conv_graph` does the same for image networks: 4-D activations through convolutions of
+random kernel, stride, padding, dilation and groups, max and average pooling, batch norm in both
+modes, padding (negative and interior too), channel concatenation and gathers, residual adds,
+softmax over channels or a row, and sometimes a classifier head. `with_gradients` appends a
+random weighting of the outputs as a loss and its gradients with respect to every input and
+parameter, so that the backward pass of each combination is compared as well. Failures the
+generators found stay as plain cases in the backends' tests."""
 
 from __future__ import annotations
 
@@ -105,3 +113,133 @@ def random_graph(seed: int) -> tuple[Graph, dict[str, np.ndarray]]:
     last = pool[-6:]
     outs = r.sample(last, min(r.randint(1, 3), len(last)))
     return b.build(outputs={f"y{i}": t for i, t in enumerate(outs)}), feeds
+
+
+# -- image networks --------------------------------------------------------------------------------
+
+
+IMAGE_UNARY = ("relu", "sigmoid", "tanh", "softplus", "neg", "abs", "erf", "atan")
+
+
+def _conv(b, r, t, k):
+    n, c, h, w = t.shape
+    kh, kw = r.choice([1, 2, 3]), r.choice([1, 3, 5])
+    groups = r.choice([g for g in (1, 1, 2, 3, c) if c % g == 0])
+    out = groups * r.choice([1, 2, 3, 5])
+    stride = (r.choice([1, 1, 2]), r.choice([1, 2, 3]))
+    dilation = (r.choice([1, 1, 2]), r.choice([1, 2]))
+    padding = r.choice([0, 1, 2, (0, 1, 2, 0), "same" if stride == (1, 1) else 1])
+    wgt = b.param(f"cw{k}", (out, c // groups, kh, kw), init="he")
+    args = [t, wgt] + ([b.param(f"cb{k}", (out,), init="normal")] if r.random() < 0.6 else [])
+    return b.conv2d(*args, stride=stride, padding=padding, dilation=dilation, groups=groups)
+
+
+def _pool(b, r, t):
+    kernel = (r.choice([1, 2, 3]), r.choice([2, 3]))
+    stride = (r.choice([1, 2]), r.choice([1, 2, 3]))
+    padding = tuple(r.randint(0, kk // 2) for kk in kernel)
+    if r.random() < 0.5:
+        return b.max_pool2d(t, kernel=kernel, stride=stride, padding=padding)
+    return b.avg_pool2d(t, kernel=kernel, stride=stride, padding=padding,
+                        count_include_pad=r.random() < 0.5)
+
+
+def _channel_param(b, r, t, name):
+    c = t.shape[1]
+    shape = r.choice([(1, c, 1, 1), (c, 1, 1), (1, 1, 1, t.shape[3]), (1,)])
+    return b.param(name, shape, init="normal")
+
+
+def _same_shape(r, pool, t):
+    return [u for u in pool if u.shape == t.shape and u is not t]
+
+
+def _image_step(b: Builder, r: random.Random, pool: list[Tensor], k: int) -> Tensor:
+    t = r.choice(pool)
+    kind = r.random()
+    if kind < 0.22:
+        return _conv(b, r, t, k)
+    if kind < 0.32:
+        return _pool(b, r, t)
+    if kind < 0.42:
+        return b.op(r.choice(IMAGE_UNARY), t)
+    if kind < 0.52:
+        op = r.choice(["add", "mul", "sub", "maximum"])
+        return b.op(op, t, _channel_param(b, r, t, f"p{k}"))
+    if kind < 0.6:
+        same = _same_shape(r, pool, t)
+        if not same:
+            return b.op("add", t, t * 0.5).relu()
+        return (t + r.choice(same)).relu()
+    if kind < 0.66:
+        c = t.shape[1]
+        ps = [b.param(f"g{k}", (c,), init="normal"), b.param(f"be{k}", (c,), init="normal"),
+              b.param(f"rm{k}", (c,), init="normal"), b.param(f"rv{k}", (c,), init="ones")]
+        training = r.random() < 0.5
+        out = b.batch_norm(t, *ps, training=training)
+        return out[0] if training else out
+    if kind < 0.72:
+        low = (0, 0, r.randint(-1, 2), r.randint(0, 2))
+        high = (0, 0, r.randint(0, 2), r.randint(-1, 1))
+        interior = (0, 0, r.choice([0, 0, 1]), 0)
+        return b.op("pad", t, low=low, high=high, interior=interior,
+                    value=r.choice([0.0, 0.0, -1.5]))
+    if kind < 0.78:
+        others = [u for u in pool if u.shape[0] == t.shape[0] and u.shape[2:] == t.shape[2:]]
+        return b.concat(t, r.choice(others), axis=1)
+    if kind < 0.82:
+        return b.op("reverse", t, axes=(r.choice([1, 2, 3]),))
+    if kind < 0.86:
+        return t.transpose(0, 1, 3, 2)
+    if kind < 0.9:
+        h, w = t.shape[2:]
+        lo = r.randint(0, h - 1)
+        return b.slice(t, start=(0, 0, lo, 0), stop=(t.shape[0], t.shape[1], h, w),
+                       step=(1, 1, r.choice([1, 2]), r.choice([1, 2])))
+    if kind < 0.95:
+        c = t.shape[1]
+        idx = np.array([r.randrange(c) for _ in range(r.randint(1, 2 * c))], np.int64)
+        return b.op("take", t, b.const(idx, dtype="i64"), axis=1)
+    return b.softmax(t, axis=r.choice([1, 3]))
+
+
+def random_conv_graph(seed: int) -> tuple[Graph, dict[str, np.ndarray]]:
+    """A random image network and inputs for it, the same for the same seed."""
+    r = random.Random(seed)
+    rng = np.random.default_rng(seed)
+    b = Builder(f"randconv{seed}", seed=seed)
+    shape = (r.choice([1, 2, 3]), r.choice([1, 2, 3, 4, 6]), r.choice([4, 5, 7, 9]),
+             r.choice([3, 6, 8, 11]))
+    pool = [b.input("x", shape)]
+    feeds = {"x": rng.standard_normal(shape).astype(np.float32)}
+    for k in range(r.randint(2, 9)):
+        try:
+            pool.append(_image_step(b, r, pool, k))
+        except GraphError:  # a window larger than the operand, or an op that does not apply
+            continue
+    last = pool[-4:]
+    outs = {f"y{i}": t for i, t in enumerate(r.sample(last, min(r.randint(1, 2), len(last))))}
+    if r.random() < 0.4:  # a classifier head
+        t = pool[-1]
+        feat = b.global_avg_pool(t).reshape(t.shape[0], t.shape[1])
+        outs["logits"] = b.dense(feat, b.param("hw", (t.shape[1], 5), init="he"),
+                                 b.param("hb", (5,), init="normal"))
+    return b.build(outputs=outs), feeds
+
+
+def with_gradients(graph: Graph, seed: int) -> Graph:
+    """`graph` with a loss (its float outputs weighted by fixed random tensors, summed) and the
+    loss's gradients with respect to every input and parameter (outputs `grad.<name>`)."""
+    from graphc.passes.autodiff import autodiff
+
+    b = Builder.from_graph(graph)
+    b.copy_body(graph)
+    rng = np.random.default_rng(seed)
+    outs = {k: b.tensor(v) for k, v in graph.outputs}
+    terms = [(t * b.const(rng.standard_normal(t.shape).astype(np.float32))).sum()
+             for t in outs.values() if t.dtype == "f32"]
+    loss = terms[0]
+    for t in terms[1:]:
+        loss = loss + t
+    full = b.build(outputs={**outs, "loss": loss})
+    return autodiff(full, "loss", [v.node.attrs["name"] for v in full.inputs + full.params])

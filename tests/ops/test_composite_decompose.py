@@ -165,8 +165,9 @@ graph g(%x: f32[2, 5]) {
   %softmax0.sub = sub(%x, %softmax0.reduce_max) : f32[2, 5]
   %softmax0.exp = exp(%softmax0.sub) : f32[2, 5]
   %softmax0.reduce_sum = reduce_sum(%softmax0.exp) {axes=(1,), keepdims=true} : f32[2, 1]
-  %softmax0.div = div(%softmax0.exp, %softmax0.reduce_sum) : f32[2, 5]
-  return y=%softmax0.div
+  %softmax0.reciprocal = reciprocal(%softmax0.reduce_sum) : f32[2, 1]
+  %softmax0.mul = mul(%softmax0.exp, %softmax0.reciprocal) : f32[2, 5]
+  return y=%softmax0.mul
 }
 """
 

@@ -212,6 +212,22 @@ def test_golden(case):
     assert print_graph(got) == after.lstrip()
 
 
+def test_constants_differing_in_the_sign_of_zero_stay_apart():
+    """0.0 == -0.0 in Python, but x / -0.0 is -inf: neither the builder's CSE nor simplify
+    merges the two constants."""
+    b = Builder("zeros")
+    x = b.input("x", (3,))
+    pos, neg = b.const(0.0), b.const(-0.0)
+    assert pos.value is not neg.value
+    g = b.build(outputs={"p": x / pos, "n": x / neg, "m": b.maximum(x * 0.0, neg)})
+    feed = {"x": np.array([1.0, -2.0, 0.5], np.float32)}
+    with np.errstate(divide="ignore"):
+        for graph in (g, simplify(g)):
+            got = run_graph(graph, feed)
+            np.testing.assert_array_equal(got["p"], [np.inf, -np.inf, np.inf])
+            np.testing.assert_array_equal(got["n"], [-np.inf, np.inf, -np.inf])
+
+
 def test_simplify_is_idempotent_on_golden_outputs():
     for _, after in GOLDEN.values():
         g = parse_graph(after.lstrip())

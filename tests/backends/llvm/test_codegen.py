@@ -161,6 +161,41 @@ def test_nan_and_infinity_semantics(fuse):
         check_llvm(b.build(), ins, fuse=fuse, tol=dict(rtol=2e-6, atol=0))
 
 
+@pytest.mark.parametrize("threads", [1, 2])
+def test_quotients_have_the_same_bits_in_every_context(threads):
+    """x / d is the IEEE quotient wherever a kernel computes it (vectorized, in a masked tail,
+    beside another quotient by the same d, with d invariant in the loop); a division by a
+    constant is a product with the constant's reciprocal rounded to f32, unless that reciprocal
+    is not a normal number (constants below 2^-126 or above 2^126 divide)."""
+    nan, inf = np.nan, np.inf
+    x = np.array([nan, inf, -inf, 0.0, -0.0, 1.0, -3.5, 1e-38, 3e38, 7.0, 0.1, 2.5, -1e-3,
+                  5.0, 6.0, 1.0 / 3.0, 12.0, -9.0, 4e-45], np.float32)
+    b = Builder("quotients")
+    xi, di = b.input("x", x.shape), b.input("d", x.shape)
+    row = b.input("r", (1,))
+    constants = (3.0, -7.0, 0.1, 0.0, -0.0, inf, 1e-39, 3e38, 1.5)
+    for k, c in enumerate(constants):
+        b.output(f"c{k}", xi / c)
+    b.output("q", xi / di)
+    b.output("q2", xi / di + (xi * 2.0) / di)  # d divides two values: still two divisions
+    b.output("qr", xi / row)  # a divisor invariant in the loop
+    d = np.array([2.0, 3.0, nan, -0.0, 0.0, 7.0, 3.0, 1e-3, 1e-3, 0.1, 3.0, 9.0, -7.0, 3.0,
+                  1.1, 3.0, 0.3, 11.0, 1e-3], np.float32)
+    r = np.array([3.0], np.float32)
+    exe = graphc.compile(b.build(), target="llvm", threads=threads)
+    got = exe({"x": x, "d": d, "r": r})
+    with np.errstate(all="ignore"):
+        for k, c in enumerate(constants):
+            c32 = np.float32(c)
+            recip = np.float32(1) / c32
+            normal = np.isfinite(recip) and abs(recip) >= np.finfo(np.float32).tiny
+            want = x * recip if normal else x / c32
+            np.testing.assert_array_equal(got[f"c{k}"], want, err_msg=f"x / {c}")
+        np.testing.assert_array_equal(got["q"], x / d)
+        np.testing.assert_array_equal(got["q2"], x / d + (x * np.float32(2)) / d)
+        np.testing.assert_array_equal(got["qr"], x / r)
+
+
 @pytest.mark.parametrize("fuse", FUSE)
 def test_movement_ops_fuse_as_index_maps(fuse, rng):
     b = Builder("movement")
