@@ -31,7 +31,12 @@ from graphc.ir.graph import Graph
 from graphc.ir.kernel import Schedule
 from graphc.ir.types import DTYPES, round_to_dtype
 
-from .random_graphs import random_conv_graph, random_graph, with_gradients
+from .random_graphs import (
+    random_conv_graph,
+    random_graph,
+    random_sequence_graph,
+    with_gradients,
+)
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
@@ -672,17 +677,21 @@ def _random_case(seed: int) -> Case:
                 lambda rng: random_graph(seed)[1], rtol=2e-4, atol=2e-5, tags=("fuzz",))
 
 
-def _random_gradient_case(seed: int, image: bool) -> Case:
-    """A random op chain or image network and its gradients (`with_gradients`)."""
-    make = random_conv_graph if image else random_graph
-    return Case(f"fuzz.{'image' if image else 'graph'}{seed}.grad",
-                lambda: with_gradients(make(seed)[0], seed), lambda rng: make(seed)[1],
-                rtol=1e-3, atol=1e-4, tags=("fuzz",))
+_GENERATORS = {"graph": random_graph, "image": random_conv_graph,
+               "sequence": random_sequence_graph}
+
+
+def _random_gradient_case(seed: int, kind: str) -> Case:
+    """A random op chain, image network or sequence model and its gradients."""
+    make = _GENERATORS[kind]
+    return Case(f"fuzz.{kind}{seed}.grad", lambda: with_gradients(make(seed)[0], seed),
+                lambda rng: make(seed)[1], rtol=1e-3, atol=1e-4, tags=("fuzz",))
 
 
 FUZZ_CASES = ([_random_case(seed) for seed in range(1000, 1012)]
-              + [_random_gradient_case(seed, False) for seed in range(1000, 1003)]
-              + [_random_gradient_case(seed, True) for seed in range(1000, 1006)])
+              + [_random_gradient_case(seed, "graph") for seed in range(1000, 1003)]
+              + [_random_gradient_case(seed, "image") for seed in range(1000, 1006)]
+              + [_random_gradient_case(seed, "sequence") for seed in range(1000, 1003)])
 
 OP_MATRIX: list[Case] = (UNARY_CASES + BINARY_CASES + COMPARE_CASES + ELEMENTWISE_MORE
                          + REDUCTION_CASES + MOVEMENT_CASES + LINALG_CASES + WINDOW_CASES

@@ -8,10 +8,12 @@ several of the last values as outputs. Values stay finite by construction (exp o
 `random_conv_graph` does the same for image networks: 4-D activations through convolutions of
 random kernel, stride, padding, dilation and groups, max and average pooling, batch norm in both
 modes, padding (negative and interior too), channel concatenation and gathers, residual adds,
-softmax over channels or a row, and sometimes a classifier head. `with_gradients` appends a
-random weighting of the outputs as a loss and its gradients with respect to every input and
-parameter, so that the backward pass of each combination is compared as well. Failures the
-generators found stay as plain cases in the backends' tests."""
+softmax over channels or a row, and sometimes a classifier head. `random_sequence_graph` builds
+sequence models over token ids: an embedding, RNN/GRU/LSTM layers, causal or plain
+self-attention, dense layers, layer norm, dropout and a cross-entropy head. `with_gradients`
+appends a random weighting of the outputs as a loss and its gradients with respect to every
+float input and parameter, so that the backward pass of each combination is compared as well.
+Failures the generators found stay as plain cases in the backends' tests."""
 
 from __future__ import annotations
 
@@ -227,6 +229,97 @@ def random_conv_graph(seed: int) -> tuple[Graph, dict[str, np.ndarray]]:
     return b.build(outputs=outs), feeds
 
 
+# -- sequence models ------------------------------------------------------------------------------
+
+_RECURRENT_GATES = {"rnn": 1, "gru": 3, "lstm": 4}
+
+
+def _recurrent(b: Builder, r: random.Random, xs: Tensor, k: int) -> Tensor:
+    steps, batch, width = xs.shape
+    kind = r.choice(sorted(_RECURRENT_GATES))
+    hidden, gates = r.choice([1, 3, 5, 8]), _RECURRENT_GATES[kind]
+    h0 = b.param(f"h{k}", (batch, hidden), init="normal")
+    w_x = b.param(f"wx{k}", (width, gates * hidden), init="normal")
+    w_z = b.param(f"wz{k}", (hidden, gates * hidden), init="normal")
+    bias = [b.param(f"rb{k}", (gates * hidden,), init="normal")] if r.random() < 0.7 else []
+    if kind == "lstm":
+        c0 = b.param(f"c{k}", (batch, hidden), init="normal")
+        return b.lstm(xs * 0.5, h0, c0, w_x, w_z, *bias)[0]
+    if kind == "gru":
+        return b.gru(xs * 0.5, h0, w_x, w_z, *bias, linear_before_reset=r.random() < 0.5)[0]
+    return b.rnn(xs * 0.5, h0, w_x, w_z, *bias, activation=r.choice(["tanh", "relu"]))[0]
+
+
+def _attention(b: Builder, r: random.Random, xs: Tensor, k: int) -> Tensor:
+    """Single-head self-attention over time, causal or not: [T, B, F] -> [T, B, F]."""
+    steps, _, width = xs.shape
+    seq = xs.transpose(1, 0, 2)  # [B, T, F]
+    q, kk, v = (b.matmul(seq, b.param(f"a{n}{k}", (width, width), init="normal") * 0.5)
+                for n in "qkv")
+    scores = b.matmul(q, kk.transpose(0, 2, 1)) / float(np.sqrt(width))
+    if r.random() < 0.5:
+        causal = np.tril(np.ones((steps, steps), bool))
+        scores = b.select(b.const(causal, dtype="bool"), scores, -1e9)
+    return b.matmul(b.softmax(scores, axis=2), v).transpose(1, 0, 2)
+
+
+def _sequence_step(b: Builder, r: random.Random, pool: list[Tensor], k: int,
+                   seed: Tensor) -> Tensor:
+    t = r.choice(pool)
+    kind = r.random()
+    if kind < 0.25:
+        return _recurrent(b, r, t, k)
+    if kind < 0.4:
+        return _attention(b, r, t, k)
+    if kind < 0.55:
+        out = r.choice([1, 4, 7])
+        return b.dense(t, b.param(f"dw{k}", (t.shape[2], out), init="he"),
+                       b.param(f"db{k}", (out,), init="normal"),
+                       activation=r.choice(["none", "relu", "tanh", "sigmoid"]))
+    if kind < 0.65:
+        width = t.shape[2]
+        return b.layer_norm(t, b.param(f"lg{k}", (width,), init="normal"),
+                            b.param(f"lb{k}", (width,), init="normal"))
+    if kind < 0.72:
+        return b.op("reverse", t, axes=(0,))
+    if kind < 0.8:
+        return b.concat(t, r.choice(pool), axis=2)
+    if kind < 0.88:
+        same = _same_shape(r, pool, t)
+        return (t + r.choice(same)) if same else b.gelu(t)
+    if kind < 0.94:
+        return b.dropout(t, seed, rate=r.choice([0.25, 0.5]), stream=k)
+    return b.op(r.choice(IMAGE_UNARY), t)
+
+
+def random_sequence_graph(seed: int) -> tuple[Graph, dict[str, np.ndarray]]:
+    """A random sequence model over token ids and inputs for it: an embedding, recurrent layers
+    (RNN, GRU, LSTM), self-attention, dense layers, layer norm, dropout, then a classifier over
+    the mean in time with a cross-entropy loss against integer labels."""
+    r = random.Random(seed)
+    rng = np.random.default_rng(seed)
+    b = Builder(f"randseq{seed}", seed=seed)
+    steps, batch, vocab, width = r.randint(1, 6), r.randint(1, 4), r.randint(3, 12), r.randint(2, 8)
+    classes = r.randint(2, 5)
+    tokens, labels = b.input("tokens", (steps, batch), "i64"), b.input("labels", (batch,), "i64")
+    drop_seed = b.input("seed", (), "i64")
+    emb = b.param("emb", (vocab, width), init="normal")
+    pool = [b.op("take", emb, tokens, axis=0)]
+    for k in range(r.randint(1, 5)):
+        try:
+            pool.append(_sequence_step(b, r, pool, k, drop_seed))
+        except GraphError:
+            continue
+    feat = pool[-1].mean((0,))
+    logits = b.dense(feat, b.param("cw", (feat.shape[1], classes), init="he"),
+                     b.param("cb", (classes,), init="normal"))
+    graph = b.build(outputs={"loss": b.cross_entropy(logits, labels), "h": pool[-1]})
+    feeds = {"tokens": rng.integers(0, vocab, (steps, batch)).astype(np.int64),
+             "labels": rng.integers(0, classes, (batch,)).astype(np.int64),
+             "seed": np.array(seed, np.int64)}
+    return graph, feeds
+
+
 def with_gradients(graph: Graph, seed: int) -> Graph:
     """`graph` with a loss (its float outputs weighted by fixed random tensors, summed) and the
     loss's gradients with respect to every input and parameter (outputs `grad.<name>`)."""
@@ -241,5 +334,6 @@ def with_gradients(graph: Graph, seed: int) -> Graph:
     loss = terms[0]
     for t in terms[1:]:
         loss = loss + t
-    full = b.build(outputs={**outs, "loss": loss})
-    return autodiff(full, "loss", [v.node.attrs["name"] for v in full.inputs + full.params])
+    full = b.build(outputs={**outs, "weighted": loss})
+    return autodiff(full, "weighted", [v.node.attrs["name"] for v in full.inputs + full.params
+                                   if v.type.dtype == "f32"])

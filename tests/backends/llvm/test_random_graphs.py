@@ -12,7 +12,12 @@ from graphc.backends.reference import run_graph
 from graphc.ir.builder import Builder
 from graphc.passes.autodiff import autodiff
 
-from ..random_graphs import random_conv_graph, random_graph, with_gradients
+from ..random_graphs import (
+    random_conv_graph,
+    random_graph,
+    random_sequence_graph,
+    with_gradients,
+)
 from .conftest import assert_outputs_match
 
 TOL = dict(rtol=2e-4, atol=2e-5)  # long chains of f32 math, reductions in another order
@@ -59,6 +64,16 @@ def test_random_image_network_and_its_gradients_match_the_reference(seed):
         got = graphc.compile(graph, target="llvm", threads=threads)(feeds)
         assert_outputs_match(got, want, GRAD_TOL)
 
+
+
+@pytest.mark.parametrize("seed", range(16))
+def test_random_sequence_model_and_its_gradients_match_the_reference(seed):
+    net, feeds = random_sequence_graph(seed)
+    graph = with_gradients(net, seed)
+    want = run_graph(graph, feeds)
+    for threads in (1, 2):
+        got = graphc.compile(graph, target="llvm", threads=threads)(feeds)
+        assert_outputs_match(got, want, GRAD_TOL)
 
 def test_a_quotient_recomputed_in_every_sweep_keeps_the_max_gradient(rng):
     """Found by the gradient fuzzing: the gradient of a row max compares the recomputed operand
