@@ -173,7 +173,9 @@ def _constant_reciprocal(d: ir.Value) -> float | None:
     values = {float(c.constant) for c in lanes if isinstance(c, ir.Constant)}
     if len(values) != 1 or len(lanes) != lanes_of(d.type):
         return None
-    np_type = np.float32 if scalar_of(d.type) == F32 else np.float64
+    np_type = {str(F32): np.float32, str(F64): np.float64}.get(str(scalar_of(d.type)))
+    if np_type is None:
+        return None
     with np.errstate(all="ignore"):
         r = np_type(1) / np_type(values.pop())
     return float(r) if np.isfinite(r) and abs(r) >= np.finfo(np_type).tiny else None
