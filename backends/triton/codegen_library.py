@@ -149,7 +149,13 @@ def _select_scatter(k: LibraryKernel, s: Schedule, opts: TritonOptions) -> Kerne
         body.append(f"o{j} = {_digit('xindex', stride_o, src_shape[j])}")
         body.append(f"w{j} = {_digit('widx', stride_w, w)}")
         body.append(f"pos{j} = {_affine(f'o{j}', st, f'w{j}', pad[2 * j])}")
-        inb.append(f"(pos{j} >= 0) & (pos{j} < {d})")
+        if src_shape[j] == 1 and w == 1:
+            # pos is the constant -pad: a Python bool in a mask chain breaks the interpreter
+            # (an int32 mask), so the bound is decided here
+            if not 0 <= -pad[2 * j] < d:
+                inb.append("(xindex < 0)")
+        else:
+            inb.append(f"(pos{j} >= 0) & (pos{j} < {d})")
         pos.append(f"pos{j}")
     lin = _linear(pos, xs)
     ctype = TL_DTYPE[COMPUTE_DTYPE.get(dtype, dtype)]

@@ -438,6 +438,12 @@ WINDOW_CASES = [
         lambda r: {"x": r.integers(0, 4, (2, 5, 5)).astype(np.float32),
                    "s": r.standard_normal((2, 3, 3)).astype(np.float32)},
         tags=("library", "atomic")),
+    # Axes of size 1 in the output and the window: constant positions, decided at code
+    # generation (the Triton interpreter rejected the mask they had made).
+    Case("select_scatter.unit_axes", _graph("ss1", lambda b: {
+        "y": b.op("select_scatter", b.input("x", (3, 1, 11, 7)), b.input("s", (3, 1, 6, 7)),
+                  window=(1, 1, 1, 3), strides=(1, 1, 2, 1), padding=(0, 0, 0, 0, 0, 0, 1, 1))}),
+        tags=("library", "atomic")),
 ]
 
 INDEXING_CASES = [
