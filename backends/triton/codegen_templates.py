@@ -142,7 +142,10 @@ def _matmul(k: MatmulKernel, em: Emitter, opts: TritonOptions, pid: str):
     em.bind("m", "m", 0, "mmask")
     em.bind("n", "n", 0, "nmask")
     if batch > 1:
-        em.line("bidx = tl.program_id(1)")
+        # Batch indices are [1, 1] blocks, not scalars: a mask that ANDs a tile's block mask
+        # with a comparison of a 0-d scalar comes out as int32 under Triton's interpreter,
+        # which then refuses it as a load mask (a concatenation along a batch axis does that).
+        em.line("bidx = tl.program_id(1) + tl.zeros([1, 1], tl.int32)")
         stride = batch
         for j, d in enumerate(k.batch):
             stride //= d

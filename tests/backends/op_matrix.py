@@ -346,6 +346,11 @@ MOVEMENT_CASES = [
 ]
 
 LINALG_CASES = [
+    # The A operand picks its batch pieces by a comparison of the batch index: a mask the
+    # Triton interpreter refused while batch indices were 0-d scalars.
+    Case("matmul.batch_concat_prologue", _graph("mbc", lambda b: {
+        "y": b.matmul(b.concat(b.input("x1", (1, 3, 5)), b.input("x2", (2, 3, 5)).relu(),
+                               axis=0), b.input("w", (5, 4))).relu()})),
     Case("matmul.bias_relu", _graph("mm", lambda b: {
         "y": (b.input("a", (5, 24)) @ b.input("w", (24, 7)) + b.input("c", (7,))).relu()})),
     Case("matmul.batch_broadcast", _graph("bmm", lambda b: {
