@@ -123,11 +123,13 @@ def random_graph(seed: int) -> tuple[Graph, dict[str, np.ndarray]]:
 IMAGE_UNARY = ("relu", "sigmoid", "tanh", "softplus", "neg", "abs", "erf", "atan")
 
 
-def _conv(b, r, t, k):
+def _conv(b, r, t, k, large):
     n, c, h, w = t.shape
     kh, kw = r.choice([1, 2, 3]), r.choice([1, 3, 5])
     groups = r.choice([g for g in (1, 1, 2, 3, c) if c % g == 0])
-    out = groups * r.choice([1, 2, 3, 5])
+    out = groups * r.choice([1, 2, 3, 5] if not large else [1, 3, 8, 16, 32])
+    if large and out > 256:
+        out = groups
     stride = (r.choice([1, 1, 2]), r.choice([1, 2, 3]))
     dilation = (r.choice([1, 1, 2]), r.choice([1, 2]))
     padding = r.choice([0, 1, 2, (0, 1, 2, 0), "same" if stride == (1, 1) else 1])
@@ -156,11 +158,12 @@ def _same_shape(r, pool, t):
     return [u for u in pool if u.shape == t.shape and u is not t]
 
 
-def _image_step(b: Builder, r: random.Random, pool: list[Tensor], k: int) -> Tensor:
+def _image_step(b: Builder, r: random.Random, pool: list[Tensor], k: int,
+                large: bool) -> Tensor:
     t = r.choice(pool)
     kind = r.random()
     if kind < 0.22:
-        return _conv(b, r, t, k)
+        return _conv(b, r, t, k, large)
     if kind < 0.32:
         return _pool(b, r, t)
     if kind < 0.42:
@@ -205,18 +208,23 @@ def _image_step(b: Builder, r: random.Random, pool: list[Tensor], k: int) -> Ten
     return b.softmax(t, axis=r.choice([1, 3]))
 
 
-def random_conv_graph(seed: int) -> tuple[Graph, dict[str, np.ndarray]]:
-    """A random image network and inputs for it, the same for the same seed."""
+def random_conv_graph(seed: int, large: bool = False) -> tuple[Graph, dict[str, np.ndarray]]:
+    """A random image network and inputs for it, the same for the same seed. `large` takes
+    sizes where the convolution and GEMM paths for real layers (tiles, packing, threads) run."""
     r = random.Random(seed)
     rng = np.random.default_rng(seed)
     b = Builder(f"randconv{seed}", seed=seed)
-    shape = (r.choice([1, 2, 3]), r.choice([1, 2, 3, 4, 6]), r.choice([4, 5, 7, 9]),
-             r.choice([3, 6, 8, 11]))
+    if large:
+        shape = (r.choice([1, 2, 4, 8]), r.choice([3, 8, 16, 32, 64]), r.choice([8, 13, 16, 28]),
+                 r.choice([8, 15, 16, 32]))
+    else:
+        shape = (r.choice([1, 2, 3]), r.choice([1, 2, 3, 4, 6]), r.choice([4, 5, 7, 9]),
+                 r.choice([3, 6, 8, 11]))
     pool = [b.input("x", shape)]
     feeds = {"x": rng.standard_normal(shape).astype(np.float32)}
     for k in range(r.randint(2, 9)):
         try:
-            pool.append(_image_step(b, r, pool, k))
+            pool.append(_image_step(b, r, pool, k, large))
         except GraphError:  # a window larger than the operand, or an op that does not apply
             continue
     last = pool[-4:]

@@ -66,6 +66,18 @@ def test_random_image_network_and_its_gradients_match_the_reference(seed):
 
 
 
+
+@pytest.mark.parametrize("seed", range(8))
+def test_random_layer_sized_image_network_and_its_gradients_match_the_reference(seed):
+    """Up to 64 channels, 8 images and 32 x 28 planes: the tiled convolution and GEMM paths,
+    split over two threads."""
+    net, feeds = random_conv_graph(seed, large=True)
+    graph = with_gradients(net, seed)
+    want = run_graph(graph, feeds)
+    for threads in (1, 2):
+        got = graphc.compile(graph, target="llvm", threads=threads)(feeds)
+        assert_outputs_match(got, want, GRAD_TOL)
+
 @pytest.mark.parametrize("seed", range(16))
 def test_random_sequence_model_and_its_gradients_match_the_reference(seed):
     net, feeds = random_sequence_graph(seed)
