@@ -124,7 +124,7 @@ IMAGE_UNARY = ("relu", "sigmoid", "tanh", "softplus", "neg", "abs", "erf", "atan
 
 
 def _conv(b, r, t, k, large):
-    n, c, h, w = t.shape
+    c = t.shape[1]
     kh, kw = r.choice([1, 2, 3]), r.choice([1, 3, 5])
     groups = r.choice([g for g in (1, 1, 2, 3, c) if c % g == 0])
     out = groups * r.choice([1, 2, 3, 5] if not large else [1, 3, 8, 16, 32])
@@ -243,7 +243,7 @@ _RECURRENT_GATES = {"rnn": 1, "gru": 3, "lstm": 4}
 
 
 def _recurrent(b: Builder, r: random.Random, xs: Tensor, k: int) -> Tensor:
-    steps, batch, width = xs.shape
+    _, batch, width = xs.shape
     kind = r.choice(sorted(_RECURRENT_GATES))
     hidden, gates = r.choice([1, 3, 5, 8]), _RECURRENT_GATES[kind]
     h0 = b.param(f"h{k}", (batch, hidden), init="normal")
