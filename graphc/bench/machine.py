@@ -119,13 +119,19 @@ def module_version(name: str) -> str | None:
         return getattr(mod, "__version__", None) if mod else None
 
 
-def git_commit() -> str | None:
-    root = Path(__file__).resolve().parents[2]
+# What runs when the bench runs: an edit here makes a run "+dirty". Results and documents (the
+# bench's own JSON, rewritten by every run, and the README) do not.
+CODE_PATHS = ("graphc", "ir", "backends", "pyproject.toml")
+
+
+def git_commit(root: Path | None = None) -> str | None:
+    """The checkout's short commit, with "+dirty" when tracked code differs from it."""
+    root = root or Path(__file__).resolve().parents[2]
     try:
         out = subprocess.run(["git", "-C", str(root), "rev-parse", "--short", "HEAD"],
                              capture_output=True, text=True, timeout=5)
-        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "-uno"],
-                               capture_output=True, text=True, timeout=5)
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "-uno", "--",
+                                *CODE_PATHS], capture_output=True, text=True, timeout=5)
     except (OSError, subprocess.SubprocessError):
         return None
     if out.returncode != 0:

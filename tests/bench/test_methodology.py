@@ -484,3 +484,28 @@ def test_core_guard_measures_a_share_of_one_threads_rate():
     shared = guard.round_shared()
     (share,) = guard.shares
     assert np.isfinite(share) and share > 0 and shared == (share < 0.7)
+
+
+def test_only_edited_code_marks_a_run_dirty(tmp_path):
+    """The bench rewrites its own JSON (and the README) in the checkout it measures: those
+    edits must not mark the next run "+dirty", an edit to the compiler's code must."""
+    import subprocess
+
+    from graphc.bench.machine import git_commit
+
+    def git(*args):
+        subprocess.run(["git", "-C", str(tmp_path), *args], check=True, capture_output=True)
+
+    for name in ("graphc/a.py", "benchmarks/bench-run.json", "README.md"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text("0\n")
+    git("init", "-q")
+    git("add", "-A")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "start")
+    clean = git_commit(tmp_path)
+    assert clean and not clean.endswith("+dirty")
+    (tmp_path / "benchmarks/bench-run.json").write_text("1\n")
+    (tmp_path / "README.md").write_text("1\n")
+    assert git_commit(tmp_path) == clean
+    (tmp_path / "graphc/a.py").write_text("1\n")
+    assert git_commit(tmp_path) == clean + "+dirty"
