@@ -170,11 +170,11 @@ def _constant_reciprocal(d: ir.Value) -> float | None:
     if not isinstance(d, ir.Constant):
         return None
     lanes = d.constant if isinstance(d.type, ir.VectorType) else [d]
-    values = {float(c.constant) for c in lanes if isinstance(c, ir.Constant)}
-    if len(values) != 1 or len(lanes) != lanes_of(d.type):
+    if not all(isinstance(c, ir.Constant) for c in lanes):
         return None
-    np_type = {str(F32): np.float32, str(F64): np.float64}.get(str(scalar_of(d.type)))
-    if np_type is None:
+    values = {float(c.constant) for c in lanes}
+    np_type = {F32: np.float32, F64: np.float64}.get(scalar_of(d.type))
+    if len(values) != 1 or np_type is None:
         return None
     with np.errstate(all="ignore"):
         r = np_type(1) / np_type(values.pop())

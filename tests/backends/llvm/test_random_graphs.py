@@ -24,13 +24,27 @@ TOL = dict(rtol=2e-4, atol=2e-5)  # long chains of f32 math, reductions in anoth
 GRAD_TOL = dict(rtol=1e-3, atol=1e-4)  # backward chains are longer still
 
 
-@pytest.mark.parametrize("seed", range(100))
-def test_random_graph_matches_the_reference(seed):
-    graph, feeds = random_graph(seed)
+def matches_on_one_and_two_threads(graph, feeds, tol) -> list[dict[str, np.ndarray]]:
+    """Compile `graph` for LLVM with one and with two threads and compare each run with the
+    reference; the two results, for further checks."""
     want = run_graph(graph, feeds)
+    runs = []
     for threads in (1, 2):
         got = graphc.compile(graph, target="llvm", threads=threads)(feeds)
-        assert_outputs_match(got, want, TOL)
+        assert_outputs_match(got, want, tol)
+        runs.append(got)
+    return runs
+
+
+def gradients_match(generated: tuple, seed: int) -> None:
+    """A generated network (graph, inputs) with its gradients (`with_gradients`)."""
+    net, feeds = generated
+    matches_on_one_and_two_threads(with_gradients(net, seed), feeds, GRAD_TOL)
+
+
+@pytest.mark.parametrize("seed", range(100))
+def test_random_graph_matches_the_reference(seed):
+    matches_on_one_and_two_threads(*random_graph(seed), TOL)
 
 
 def test_concatenation_along_rows_then_columns(rng):
@@ -47,45 +61,25 @@ def test_concatenation_along_rows_then_columns(rng):
 
 @pytest.mark.parametrize("seed", range(24))
 def test_random_graph_gradients_match_the_reference(seed):
-    net, feeds = random_graph(seed)
-    graph = with_gradients(net, seed)
-    want = run_graph(graph, feeds)
-    for threads in (1, 2):
-        got = graphc.compile(graph, target="llvm", threads=threads)(feeds)
-        assert_outputs_match(got, want, GRAD_TOL)
+    gradients_match(random_graph(seed), seed)
 
 
 @pytest.mark.parametrize("seed", range(32))
 def test_random_image_network_and_its_gradients_match_the_reference(seed):
-    net, feeds = random_conv_graph(seed)
-    graph = with_gradients(net, seed)
-    want = run_graph(graph, feeds)
-    for threads in (1, 2):
-        got = graphc.compile(graph, target="llvm", threads=threads)(feeds)
-        assert_outputs_match(got, want, GRAD_TOL)
-
-
+    gradients_match(random_conv_graph(seed), seed)
 
 
 @pytest.mark.parametrize("seed", range(8))
 def test_random_layer_sized_image_network_and_its_gradients_match_the_reference(seed):
     """Up to 64 channels, 8 images and 32 x 28 planes: the tiled convolution and GEMM paths,
     split over two threads."""
-    net, feeds = random_conv_graph(seed, large=True)
-    graph = with_gradients(net, seed)
-    want = run_graph(graph, feeds)
-    for threads in (1, 2):
-        got = graphc.compile(graph, target="llvm", threads=threads)(feeds)
-        assert_outputs_match(got, want, GRAD_TOL)
+    gradients_match(random_conv_graph(seed, large=True), seed)
+
 
 @pytest.mark.parametrize("seed", range(16))
 def test_random_sequence_model_and_its_gradients_match_the_reference(seed):
-    net, feeds = random_sequence_graph(seed)
-    graph = with_gradients(net, seed)
-    want = run_graph(graph, feeds)
-    for threads in (1, 2):
-        got = graphc.compile(graph, target="llvm", threads=threads)(feeds)
-        assert_outputs_match(got, want, GRAD_TOL)
+    gradients_match(random_sequence_graph(seed), seed)
+
 
 def test_a_quotient_recomputed_in_every_sweep_keeps_the_max_gradient(rng):
     """Found by the gradient fuzzing: the gradient of a row max compares the recomputed operand
@@ -99,8 +93,5 @@ def test_a_quotient_recomputed_in_every_sweep_keeps_the_max_gradient(rng):
     graph = autodiff(b.build(outputs={"y": y, "z": z, "loss": y.sum() + z.sum()}), "loss",
                      ["x"])
     feeds = {"x": rng.standard_normal((16, 16)).astype(np.float32)}
-    want = run_graph(graph, feeds)
-    for threads in (1, 2):
-        got = graphc.compile(graph, target="llvm", threads=threads)(feeds)
+    for got in matches_on_one_and_two_threads(graph, feeds, TOL):
         assert np.isfinite(got["grad.x"]).all()
-        assert_outputs_match(got, want, TOL)
