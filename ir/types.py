@@ -48,7 +48,8 @@ def round_to_dtype(a: np.ndarray, dtype: str) -> np.ndarray:
         return a.astype(DTYPES[dtype], copy=False)
     bits = np.ascontiguousarray(a, dtype=np.float32).view(np.uint32)
     rounded = bits + np.uint32(0x7FFF) + ((bits >> np.uint32(16)) & np.uint32(1))
-    out = (rounded & np.uint32(0xFFFF0000)).view(np.float32)
+    # ascontiguousarray makes a 0-d array 1-d: the result takes `a`'s shape back
+    out = (rounded & np.uint32(0xFFFF0000)).view(np.float32).reshape(a.shape)
     return np.where(np.isnan(a), np.float32(np.nan), out)
 
 
