@@ -56,6 +56,7 @@ from graphc.ir.types import TensorType
 from .base import Pass, PassContext
 from .fuse_dag import OrderedDag
 from .fuse_lower import Lowering, Reject, is_splat, node_class, op_cost
+from .simplify import fold_empty_values
 
 
 @dataclass(frozen=True)
@@ -82,7 +83,21 @@ class FuseOptions:
 def fuse(graph: Graph, fuse: bool = True, **options: Any) -> Schedule:
     """Partition the primitives of `graph` into kernels (see the module docstring)."""
     opts = FuseOptions(fuse=fuse, **options)
-    return _Fusion(graph, opts).run()
+    return _Fusion(_without_empty_reads(graph), opts).run()
+
+
+def _without_empty_reads(graph: Graph) -> Graph:
+    """`graph` with its empty values folded (`simplify.fold_empty`; also when the graph skipped
+    `simplify`), so that no kernel loops over an empty range. A node still reading an empty
+    value into a non-empty result can only be a gather from nothing, which no index can
+    satisfy."""
+    graph = fold_empty_values(graph)
+    for n in graph.nodes:
+        empty = [v for v in n.inputs if v.type.size == 0]
+        if empty and n.op not in ("input", "param") and n.outputs[0].type.size:
+            raise GraphError(f"node %{n.name} ({n.op}) reads the empty value "
+                             f"{empty[0].type} into a non-empty result {n.outputs[0].type}")
+    return graph
 
 
 @dataclass
@@ -516,13 +531,17 @@ class _Fusion:
     def schedule(self) -> Schedule:
         order = list(nx.lexicographical_topological_sort(self.full_dag(), key=self.first_pos))
         kernels: list[Kernel] = []
+        # a kernel writing only empty buffers (an empty constant, see `simplify.fold_empty`)
+        # has nothing to do and is left out
+        sizes = {self.buffer_of(n.out): n.out.type.size for n in self.nodes}
         for i, g in enumerate(order):
             try:
                 k = self.lower(f"k{i}", self.groups[g], self.view())
             except Reject as r:  # a bug in fusion: a group it accepted cannot be lowered
                 raise GraphError(f"fuse: group of %{self.name(self.groups[g][0])} cannot be "
                                  f"lowered: {r}") from None
-            kernels.append(k)
+            if any(sizes.get(b, 1) for b in kernel_writes(k)):
+                kernels.append(k)
         return self.assemble(kernels)
 
     def full_dag(self) -> nx.DiGraph:

@@ -8,6 +8,9 @@ name hints of the nodes it rewrites, and stops when a sweep changes nothing (or 
 `max_iterations` sweeps).
 
 One sweep re-emits every node through a fresh Builder, trying in order:
+0. empty values (`fold_empty`): a node whose result has no elements becomes a constant, and
+   one reading an empty operand into a non-empty result becomes what it computes from nothing
+   (a sum over no elements is 0); `fuse` runs this step alone on any graph it is given;
 1. constant folding: a node whose operands are all constants is evaluated with its numpy
    reference and becomes a `constant` when the result has at most `fold_limit` elements, or when
    every element is the same (a splat prints as one scalar whatever its shape); elementwise and
@@ -36,7 +39,7 @@ import numpy as np
 from graphc.ir.builder import Builder, Tensor
 from graphc.ir.graph import Graph, Node, Value
 from graphc.ir.registry import get_op
-from graphc.ir.types import FLOAT_DTYPES, INT_DTYPES, round_to_dtype
+from graphc.ir.types import DTYPES, FLOAT_DTYPES, INT_DTYPES, round_to_dtype
 
 from .base import Pass, PassContext
 
@@ -134,6 +137,69 @@ def fold_constants(b: Builder, n: Node, fold_limit: int) -> tuple[Tensor, ...] |
     name = n.name
     return tuple(emit_constant(b, a, o.dtype, name if len(arrays) == 1 else f"{name}.{i}")
                  for i, (a, o) in enumerate(zip(arrays, n.outputs, strict=True)))
+
+
+def _zeros(b: Builder, n: Node) -> Tensor:
+    out = n.outputs[0]
+    return emit_constant(b, np.zeros(out.shape, DTYPES[out.dtype]), out.dtype, n.name)
+
+
+def _pad_fill(b: Builder, n: Node) -> Tensor:
+    out = n.outputs[0]
+    return emit_constant(b, np.full(out.shape, n.attrs["value"]), out.dtype, n.name)
+
+
+def _window_fill(b: Builder, n: Node) -> Tensor | None:
+    """Windows over padding alone: the padding's value (-inf for max, 0 for sum)."""
+    out = n.outputs[0]
+    if n.attrs["kind"] == "sum":
+        return _zeros(b, n)
+    if out.dtype not in FLOAT_DTYPES:
+        return None
+    return emit_constant(b, np.full(out.shape, -np.inf), out.dtype, n.name)
+
+
+def _concat_nonempty(b: Builder, n: Node) -> Tensor:
+    pieces = [b.tensor(v) for v in n.inputs if v.type.size]
+    if len(pieces) == 1:
+        return pieces[0]
+    return b.op("concat", *pieces, axis=n.attrs["axis"], name=n.name)
+
+
+def _scatter_nothing(b: Builder, n: Node) -> Tensor | None:
+    x, _, upd = n.inputs
+    return b.tensor(x) if upd.type.size == 0 else None
+
+
+def _select_scatter_nothing(b: Builder, n: Node) -> Tensor | None:
+    return _zeros(b, n) if n.inputs[1].type.size == 0 else None
+
+
+# A node with an empty operand and a non-empty result: what it computes from nothing.
+FROM_EMPTY: dict[str, Rewrite] = {
+    "reduce_sum": _zeros, "matmul": _zeros, "conv": _zeros, "pad": _pad_fill,
+    "reduce_window": _window_fill, "concat": _concat_nonempty, "scatter_add": _scatter_nothing,
+    "select_scatter": _select_scatter_nothing,
+}
+
+
+def fold_empty(b: Builder, n: Node) -> tuple[Tensor, ...] | None:
+    """Zero-element values hold nothing to compute: a node whose results are all empty becomes
+    a constant of their shape, and one that reads an empty operand into a non-empty result
+    becomes what it computes from nothing (`FROM_EMPTY`: a sum of nothing is 0, padding
+    around nothing is the fill, a concatenation skips empty pieces). So no kernel has to
+    loop over an empty range, and an empty input only ever reaches the outputs."""
+    if n.op in UNFOLDABLE_OPS:
+        return None
+    if all(o.type.size == 0 for o in n.outputs):
+        return tuple(emit_constant(b, np.zeros(o.shape, DTYPES[o.dtype]), o.dtype,
+                                   n.name if len(n.outputs) == 1 else f"{n.name}.{i}")
+                     for i, o in enumerate(n.outputs))
+    rule = FROM_EMPTY.get(n.op)
+    if rule is None or len(n.outputs) != 1 or all(v.type.size for v in n.inputs):
+        return None
+    one = rule(b, n)
+    return None if one is None else (one,)
 
 
 # -- algebraic identities (each returns the replacement of the node's single output, or None) -----
@@ -307,8 +373,9 @@ IDENTITIES: dict[str, Rewrite] = {
 # -- the sweep -------------------------------------------------------------------------------------
 
 
-def _sweep(graph: Graph, fold_limit: int) -> tuple[Graph, bool]:
-    """One rewrite pass over the body, then DCE; reports whether anything changed."""
+def _sweep(graph: Graph, fold_limit: int | None) -> tuple[Graph, bool]:
+    """One rewrite pass over the body, then DCE; reports whether anything changed. With
+    `fold_limit` None it only folds empty values (`fold_empty`)."""
     b = Builder.from_graph(graph)
     vmap: dict[tuple[int, int], Value] = {}
     changed = False
@@ -320,8 +387,11 @@ def _sweep(graph: Graph, fold_limit: int) -> tuple[Graph, bool]:
         inputs = tuple(m(v) for v in n.inputs)
         same = all(a is c for a, c in zip(inputs, n.inputs, strict=True))
         node = n if same else n.with_inputs(inputs)
-        new = fold_constants(b, node, fold_limit)
-        if new is None and len(node.outputs) == 1 and node.op in IDENTITIES:
+        new = fold_empty(b, node)
+        if new is None and fold_limit is not None:
+            new = fold_constants(b, node, fold_limit)
+        if new is None and fold_limit is not None and len(node.outputs) == 1 and (
+                node.op in IDENTITIES):
             one = IDENTITIES[node.op](b, node)
             new = (one,) if one is not None else None
         if new is not None:
@@ -339,6 +409,14 @@ def _sweep(graph: Graph, fold_limit: int) -> tuple[Graph, bool]:
     changed = changed or len(live) != len(built.nodes)
     return Graph(graph.name, graph.inputs, graph.params, live, built.outputs,
                  graph.param_values), changed
+
+
+def fold_empty_values(graph: Graph) -> Graph:
+    """`graph` with every empty value folded (`fold_empty`) and dead nodes dropped: one sweep
+    does it, since whether a value is empty depends on its type alone."""
+    if not any(v.type.size == 0 for n in graph.nodes for v in n.inputs + n.outputs):
+        return graph
+    return _sweep(graph, None)[0]
 
 
 def simplify(graph: Graph, fold_limit: int = 64, max_iterations: int = 32) -> Graph:

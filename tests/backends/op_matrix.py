@@ -235,6 +235,10 @@ ELEMENTWISE_MORE = [
     Case("cast.bf16_chain", _graph("bf16c", lambda b: {
         "y": b.input("x", (4, 8), "bf16").tanh() + b.input("z", (4, 8), "bf16")}),
         rtol=1e-2, atol=1e-2, tags=("bf16",)),
+    Case("cast.bf16_scalars", _graph("bf16s", lambda b: {  # a 0-d bf16 constant and result
+        "y": b.op("weight_decay", b.input("x", (4, 8), "bf16"), b.input("z", (3,), "bf16"),
+                  lam=0.3) * b.const(1.7, dtype="bf16")}),
+        rtol=2e-2, atol=1e-2, tags=("bf16",)),
     Case("cast.f32_to_i32", _graph("toint", lambda b: {
         "y": (b.input("x", (3, 5)) * 4.0).astype("i32")})),
     Case("cast.i64_to_f32", _graph("tof", lambda b: {
@@ -663,6 +667,21 @@ _lstm_model = _model("lstm", {"steps": 3, "batch": 2, "features": 4, "hidden": 6
 _221 = _model("two_two_one", {"batch": 4}, {"batch": 4})
 _seed = _model("conv1d_seed", {}, {})
 
+def _empty_values(b: Builder) -> dict:
+    """Zero-element values: empty inputs, and ops whose result is empty (a slice past the end,
+    an elementwise op, a gather with no indices) or computed from nothing (a sum over an empty
+    axis, a product with no terms, padding around nothing, a concatenation with an empty
+    piece)."""
+    x, w = b.input("x", (3, 0)), b.input("w", (3, 4))
+    k, idx = b.input("k", (0, 5)), b.input("i", (0,), "i64")
+    nothing = b.op("slice", w, start=(0, 4), stop=(3, 4), step=(1, 1))  # [3, 0]
+    return {"e": (x * nothing).tanh(), "s": x.sum(1) + w.sum(1), "m": x @ k,
+            "c": b.op("concat", x, w.exp(), nothing, axis=1),
+            "p": b.op("pad", x, low=(0, 1), high=(1, 1), value=2.0) * w.sum(),
+            "x": x, "t": b.op("take", w, idx, axis=1),
+            "sse": b.op("mse", x, nothing, reduction="sum") + w.mean()}
+
+
 MODEL_CASES = [
     Case("model.cnn", _cnn[0], _cnn[1], rtol=1e-4, atol=1e-4, tags=("model",)),
     Case("model.cnn_eval", _cnn_eval[0], _cnn_eval[1], rtol=1e-4, atol=1e-4, tags=("model",)),
@@ -678,6 +697,8 @@ MODEL_CASES = [
     Case("grad.pointwise_conv", _pointwise_conv_grad, rtol=1e-4, atol=1e-4),
     Case("grad.strided_conv", _strided_conv_grad, rtol=1e-4, atol=1e-4),
     Case("grad.conv_weight", _conv_weight_grad, rtol=1e-4, atol=1e-4),
+    Case("empty.values", _graph("empty", _empty_values)),
+    Case("empty.values.grad", lambda: with_gradients(_graph("empty", _empty_values)(), 3)),
     Case("model.two_two_one", _221[0], _221[1], rtol=1e-5, atol=1e-6, tags=("model",)),
     Case("model.conv1d_seed", _seed[0], _seed[1], rtol=1e-5, atol=1e-6, tags=("model",)),
 ]

@@ -339,3 +339,38 @@ def test_training_step_graph_keeps_its_values():
     want, got = run_graph(step, feed), run_graph(s, feed)
     for k in want:
         np.testing.assert_allclose(got[k], want[k], rtol=1e-6, err_msg=k)
+
+
+def test_empty_values_fold_and_keep_their_values(rng):
+    """No node is left reading or computing an empty value, and every output (empty or
+    computed from nothing) keeps the reference's value and shape."""
+    b = Builder("empty")
+    x, w, k = b.input("x", (3, 0)), b.input("w", (3, 4)), b.input("k", (0, 2))
+    none = b.op("slice", w, start=(0, 4), stop=(3, 4), step=(1, 1))
+    g = b.build(outputs={
+        "e": (x + none).exp(), "s": x.sum(1), "m": x @ k, "x": x,
+        "c": b.op("concat", none, w, x, axis=1),
+        "p": b.op("pad", x, low=(1, 0), high=(0, 2), interior=(1, 0), value=-1.5),
+        "pool": b.op("reduce_window", x, kind="max", window=(1, 1), padding=(0, 0, 1, 1)),
+        "sc": b.op("scatter_add", w, b.input("i", (0,), "i64"), x, axis=1)})
+    out = simplify(g)
+    for n in out.nodes:
+        if n.op not in ("constant", "input", "param"):
+            assert all(v.type.size for v in n.inputs + n.outputs), n
+    feeds = {"x": np.zeros((3, 0), np.float32), "w": rng.standard_normal((3, 4), np.float32),
+             "k": np.zeros((0, 2), np.float32), "i": np.zeros((0,), np.int64)}
+    want, got = run_graph(g, feeds), run_graph(out, feeds)
+    for name, v in want.items():
+        assert got[name].shape == v.shape
+        np.testing.assert_array_equal(got[name], v, err_msg=name)
+
+
+def test_fuse_refuses_a_gather_from_nothing():
+    from graphc.ir.errors import GraphError
+    from graphc.passes.fuse import fuse
+
+    b = Builder("g")
+    t = b.op("take", b.input("x", (0, 3)), b.input("i", (2,), "i64"), axis=0)
+    with pytest.raises(GraphError, match=r"%\w+ \(take\) reads the empty value f32\[0, 3\] "
+                                         r"into a non-empty result f32\[2, 3\]"):
+        fuse(b.build(outputs={"t": t}))
