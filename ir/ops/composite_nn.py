@@ -207,6 +207,8 @@ def infer_convnd(types, attrs):
     pads = attrs["padding"]
     if any(p < 0 for p in pads):
         raise ShapeError(f"conv padding {pads} must be non-negative")
+    if any(k < 1 for k in w.shape[2:]):  # as the `conv` primitive says
+        raise ShapeError(f"conv weight {w} has an empty kernel window")
     dims = zip(x.shape[2:], w.shape[2:], attrs["stride"], attrs["dilation"], strict=True)
     out = tuple(conv_out_size(d, k, s, pads[2 * i], pads[2 * i + 1], dl)
                 for i, (d, k, s, dl) in enumerate(dims))

@@ -182,6 +182,8 @@ def decompose_log_softmax(b, inputs, attrs):
 
 
 def reduced_loss_type(per: TensorType, reduction: str) -> TensorType:
+    if reduction == "mean" and per.size == 0:  # as `mean` itself says
+        raise ShapeError(f"the mean loss over no elements ({per}) has no value")
     return per if reduction == "none" else per.with_shape(())
 
 
@@ -206,6 +208,8 @@ def infer_cross_entropy(types, attrs):
     require_float(logits, "cross_entropy logits")
     if logits.rank < 2:
         raise ShapeError(f"cross_entropy logits must be [N, K] or [N, K, ...], got {logits}")
+    if logits.shape[1] == 0:  # as its softmax says
+        raise ShapeError(f"cross_entropy logits {logits} have no classes")
     per = logits.with_shape(logits.shape[:1] + logits.shape[2:])
     if target.dtype in INT_DTYPES:
         if target.shape != per.shape:

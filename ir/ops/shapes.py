@@ -44,7 +44,8 @@ def norm_axes(axes: Sequence[int] | None, rank: int) -> tuple[int, ...]:
     out = sorted({norm_axis(a, rank) for a in axes})
     if len(out) != len(axes):
         raise ShapeError(f"repeated axis in {tuple(axes)}")
-    return tuple(out)
+    # `norm_axis` lets a scalar name its axis 0 (as torch does); there is nothing to reduce
+    return tuple(out) if rank else ()
 
 
 def unbroadcast(b, ct, shape: Sequence[int]):

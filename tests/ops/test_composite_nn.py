@@ -189,6 +189,8 @@ def test_conv_errors():
         op_graph("conv1d", [np.zeros((1, 4, 5, 5), f), np.zeros((6, 4, 3, 3), f)])
     with pytest.raises(ShapeError, match="empty output"):
         op_graph("conv1d", [np.zeros((1, 4, 2), f), np.zeros((6, 4, 3), f)])
+    with pytest.raises(ShapeError, match=r"weight f32\[6, 4, 0\] has an empty kernel window"):
+        op_graph("conv1d", [np.zeros((1, 4, 2), f), np.zeros((6, 4, 0), f)])
     with pytest.raises(GraphError, match="padding"):
         op_graph("conv1d", [np.zeros((1, 4, 9), f), np.zeros((6, 4, 3), f)],
                  {"padding": "full"})

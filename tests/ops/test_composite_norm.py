@@ -231,6 +231,13 @@ def test_cross_entropy_errors():
     with pytest.raises(AttributeSchemaError, match="reduction"):
         op_graph("cross_entropy", [np.zeros((4, 5), f), np.zeros((4,), np.int64)],
                  {"reduction": "avg"})
+    with pytest.raises(ShapeError, match=r"logits f32\[4, 0\] have no classes"):
+        op_graph("cross_entropy", [np.zeros((4, 0), f), np.zeros((4,), np.int64)])
+    with pytest.raises(ShapeError, match=r"the mean loss over no elements \(f32\[0\]\)"):
+        op_graph("cross_entropy", [np.zeros((0, 3), f), np.zeros((0,), np.int64)])
+    # a sum over no elements is 0
+    assert run_op("cross_entropy", [np.zeros((0, 3), f), np.zeros((0,), np.int64)],
+                  reduction="sum")[0] == 0.0
 
 
 # -- mse, weight_decay ---------------------------------------------------------------------------

@@ -21,7 +21,7 @@ NP_DTYPES = {"f32": np.float32, "f64": np.float64, "f16": np.float16, "i32": np.
              "i64": np.int64, "bool": np.bool_}
 SHAPES_AXES = [
     ((7,), (0,)), ((7,), (-1,)), ((3, 1, 5), (1,)), ((3, 1, 5), (0, 2)), ((3, 1, 5), (-1, -3)),
-    ((2, 3, 4), (1, -1)), ((2, 3, 4), None), ((2, 3, 4), ()), ((), None), ((), ()),
+    ((2, 3, 4), (1, -1)), ((2, 3, 4), None), ((2, 3, 4), ()), ((), None), ((), ()), ((), (0,)),
     ((1, 1), (0,)), ((5, 3), (0, 1)),
 ]
 
@@ -206,6 +206,9 @@ def test_axis_out_of_range(op):
         b.op(op, x, axes=(0, 2))
     with pytest.raises(ShapeError, match=rf"{op}\(f32\[2, 3\]\).*axis -3 is out of range"):
         b.op(op, x, axes=(-3,))
+    b, x = _x(())  # a scalar has its axis 0 (as in torch), no other
+    with pytest.raises(ShapeError, match=rf"{op}\(f32\[\]\).*axis 1 is out of range"):
+        b.op(op, x, axes=(1,))
 
 
 @pytest.mark.parametrize("op", ["reduce_sum", "reduce_max"])
