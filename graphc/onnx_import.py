@@ -58,6 +58,16 @@ _UNARY = {"Relu": "relu", "Sigmoid": "sigmoid", "Tanh": "tanh", "Exp": "exp", "L
 _BINARY = {"Add": "add", "Sub": "sub", "Mul": "mul", "Div": "div", "Pow": "pow",
            "Max": "maximum", "Min": "minimum", "Greater": "gt", "Less": "lt", "Equal": "eq",
            "GreaterOrEqual": "ge", "LessOrEqual": "le"}
+# Attributes the ONNX spec defines as 0 or 1. Other values are malformed, and runtimes read them
+# differently (keepdims=-1 drops the axis in ONNX Runtime, an `is_causal` of 2 is not causal),
+# so the importer refuses them rather than guess.
+_FLAGS = frozenset({
+    "allowzero", "antialias", "align_corners", "ceil_mode", "count_include_pad",
+    "detect_negative", "detect_positive", "exclude_outside", "exclusive", "fmod",
+    "input_forget", "interleaved", "inverse", "is_causal", "keepdims", "largest", "layout",
+    "linear_before_reset", "new_axis", "noop_with_empty_axes", "onesided", "periodic",
+    "reverse", "select_last_index", "sorted", "storage_order", "training_mode", "transA",
+    "transB", "upper"})
 _NUMPY_BINARY = {"Add": np.add, "Sub": np.subtract, "Mul": np.multiply, "Div": np.divide,
                  "Max": np.maximum, "Min": np.minimum}
 
@@ -327,6 +337,9 @@ class _Importer:
         from onnx import helper
 
         attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        for key in _FLAGS.intersection(attrs):
+            if attrs[key] not in (0, 1):
+                raise self.fail(node, f"attribute {key}={attrs[key]!r} must be 0 or 1")
         ins = [self.env.get(x) if x else None for x in node.input]
         for raw, v in zip(node.input, ins, strict=True):
             if raw in self.skipped:

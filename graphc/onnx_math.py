@@ -234,6 +234,8 @@ def mean_variance_norm(imp, node, ins, attrs):
 def global_lp_pool(imp, node, ins, attrs):
     x = _x(imp, ins)
     p = float(attrs.get("p", 2))
+    if p <= 0:  # the 1/p-th root of a sum of |x|^p
+        raise imp.fail(node, f"p={attrs['p']} must be positive")
     s = (abs(x) ** p).sum(tuple(range(2, x.ndim)), keepdims=True)
     return s.sqrt() if p == 2 else s ** (1.0 / p)
 

@@ -140,6 +140,8 @@ def lp_pool(imp, node, ins, attrs):
     times the window size."""
     x = imp.t(ins[0])
     p = float(attrs.get("p", 2))
+    if p <= 0:  # the 1/p-th root of a sum of |x|^p
+        raise imp.fail(node, f"p={attrs['p']} must be positive")
     powered = x * x if p == 2 else abs(x) ** p
     avg = pool(imp, node, [powered], {**attrs, "count_include_pad": 1}, kind="avg")
     avg = avg[0] if isinstance(avg, list) else avg

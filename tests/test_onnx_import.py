@@ -671,6 +671,17 @@ def test_file_import_and_gradients_of_imported_parameters(tmp_path, rng):
     (lambda x: make_model("u", [node("LayerNormalization", ["x", "s"], ["y", "m"])], {"x": x},
                           ["y", "m"], {"s": np.ones(4, np.float32)}),
      r"\(LayerNormalization\): output 1 \('m'\) is not supported"),
+    # 0/1 flags with other values: ONNX Runtime drops the axis for keepdims=-1 and keeps it
+    # for 1, so no reading of them is safe
+    (lambda x: make_model("u", [node("ReduceSum", ["x"], ["y"], keepdims=-1)], {"x": x},
+                          ["y"]),
+     r"node 'y' \(ReduceSum\): attribute keepdims=-1 must be 0 or 1"),
+    (lambda x: make_model("u", [node("MaxPool", ["x"], ["y"], kernel_shape=[2, 2],
+                                     ceil_mode=2)], {"x": x}, ["y"]),
+     r"\(MaxPool\): attribute ceil_mode=2 must be 0 or 1"),
+    (lambda x: make_model("u", [node("LpPool", ["x"], ["y"], kernel_shape=[2, 2], p=0)],
+                          {"x": x}, ["y"]),
+     r"\(LpPool\): p=0 must be positive"),
 ])
 def test_unsupported_input_is_a_clear_error(build, match, rng):
     with pytest.raises(OnnxImportError, match=match):
