@@ -5,11 +5,27 @@ from __future__ import annotations
 
 import argparse
 import sys
+import zipfile
 from pathlib import Path
 
 import numpy as np
 
+from graphc.cli_args import positive_int
 from graphc.ir.errors import GraphError
+
+
+def load_npz(name: str) -> dict[str, np.ndarray]:
+    """The arrays of an .npz file the user named; a missing or unreadable one is a GraphError
+    naming it."""
+    path = Path(name)
+    if not path.exists():
+        raise GraphError(f"inputs file {name!r} does not exist")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return {k: data[k] for k in data.files}
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile):
+        # numpy reads any file that is not a zip or .npy as a pickle, which it refuses
+        raise GraphError(f"inputs file {name!r} is not an .npz of arrays") from None
 
 
 def _load(args: argparse.Namespace):
@@ -117,11 +133,7 @@ def _inputs(args: argparse.Namespace, graph, seeded: bool) -> dict[str, np.ndarr
     """--inputs FILE.npz, else the model file's example_inputs(), else (with `seeded`) random
     ones: standard normal floats, zero integers, random booleans."""
     if args.inputs:
-        path = Path(args.inputs)
-        if not path.exists():
-            raise GraphError(f"inputs file {args.inputs!r} does not exist")
-        with np.load(path, allow_pickle=False) as data:
-            return {k: data[k] for k in data.files}
+        return load_npz(args.inputs)
     if not graph.inputs:
         return {}
     from graphc.io import load_example_inputs
@@ -241,10 +253,7 @@ def cmd_gradcheck(args: argparse.Namespace) -> int:
                              f"(outputs: {graph.output_names})")
     inputs = None
     if args.inputs:
-        if not Path(args.inputs).exists():
-            raise GraphError(f"inputs file {args.inputs!r} does not exist")
-        with np.load(args.inputs, allow_pickle=False) as data:
-            inputs = {k: data[k] for k in data.files}
+        inputs = load_npz(args.inputs)
     try:
         report = gradcheck(graph, loss, args.wrt, inputs=inputs, eps=args.eps, rtol=args.rtol,
                            max_coords=args.max_coords, seed=args.seed)
@@ -296,9 +305,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     d = sub.add_parser("demo", help="train the seed's CNN on 8x8 digits with a compiled step")
     d.add_argument("--target", default="llvm", choices=["llvm", "reference", "triton"])
-    d.add_argument("--epochs", type=int, default=12)
-    d.add_argument("--batch", type=int, default=32)
-    d.add_argument("--threads", type=int, default=None)
+    d.add_argument("--epochs", type=positive_int, default=12)
+    d.add_argument("--batch", type=positive_int, default=32)
+    d.add_argument("--threads", type=positive_int, default=None)
     d.add_argument("--seed", type=int, default=0)
     d.add_argument("--out", default="demo_out", help="folder for the AOT package and IR dump")
     d.add_argument("--min-accuracy", type=float, default=0.0,
@@ -313,7 +322,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "sm_80,sm_90")
     c.add_argument("--portable", action="store_true",
                    help="llvm: build for x86-64-v3 instead of this CPU")
-    c.add_argument("--threads", type=int, default=None)
+    c.add_argument("--threads", type=positive_int, default=None)
     c.add_argument("--no-fuse", action="store_true", help="one kernel per primitive")
     c.set_defaults(fn=cmd_compile)
 
@@ -330,10 +339,12 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--target", default="llvm", choices=["llvm", "reference"])
     pr.add_argument("--inputs", help=".npz with one array per graph input (default: the model "
                     "file's example_inputs(), else seeded random inputs)")
-    pr.add_argument("--runs", type=int, default=10, help="profiled calls after a warm-up call")
-    pr.add_argument("--threads", type=int, default=None)
+    pr.add_argument("--runs", type=positive_int, default=10,
+                    help="profiled calls after a warm-up call")
+    pr.add_argument("--threads", type=positive_int, default=None)
     pr.add_argument("--no-fuse", action="store_true", help="one kernel per primitive")
-    pr.add_argument("--top", type=int, default=None, help="show only the N slowest kernels")
+    pr.add_argument("--top", type=positive_int, default=None,
+                    help="show only the N slowest kernels")
     pr.add_argument("--json", help="also write the profile to this JSON file")
     pr.set_defaults(fn=cmd_profile)
     gc = sub.add_parser("gradcheck", help="compare autodiff with float64 finite differences")
@@ -343,7 +354,7 @@ def build_parser() -> argparse.ArgumentParser:
     gc.add_argument("--inputs", help=".npz with inputs (default: seeded random)")
     gc.add_argument("--eps", type=float, default=1e-6)
     gc.add_argument("--rtol", type=float, default=1e-5)
-    gc.add_argument("--max-coords", type=int, default=16, help="coordinates per parameter")
+    gc.add_argument("--max-coords", type=positive_int, default=16, help="coordinates per parameter")
     gc.add_argument("--seed", type=int, default=0)
     gc.set_defaults(fn=cmd_gradcheck)
 

@@ -5,7 +5,9 @@ bound)."""
 from __future__ import annotations
 
 import importlib.util
+import traceback
 from collections.abc import Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -27,12 +29,31 @@ def save_graph(graph: Graph, path: str | Path) -> None:
         np.savez(params_path(path), **graph.param_values)
 
 
+@contextmanager
+def _user_code(path: Path):
+    """Errors raised by a model file's own code become one GraphError naming the file and the
+    line in it where they arose (GraphErrors from graphc's builder pass through as they are:
+    they name the node at fault)."""
+    try:
+        yield
+    except GraphError:
+        raise
+    except Exception as e:
+        line = getattr(e, "lineno", None) if isinstance(e, SyntaxError) else None
+        for frame in traceback.extract_tb(e.__traceback__):
+            if Path(frame.filename).resolve() == path.resolve():
+                line = frame.lineno
+        where = f"{str(path)!r}" + (f", line {line}" if line else "")
+        raise GraphError(f"model file {where}: {type(e).__name__}: {e}") from e
+
+
 def _import_model(path: Path):
     spec = importlib.util.spec_from_file_location(f"graphc_model_{path.stem}", path)
     if spec is None or spec.loader is None:
         raise GraphError(f"cannot import model file {str(path)!r}")
     module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    with _user_code(path):
+        spec.loader.exec_module(module)
     return module
 
 
@@ -42,7 +63,10 @@ def load_example_inputs(path: str | Path) -> dict[str, np.ndarray] | None:
     if path.suffix != ".py":
         return None
     fn = getattr(_import_model(path), "example_inputs", None)
-    return dict(fn()) if fn is not None else None
+    if fn is None:
+        return None
+    with _user_code(path):
+        return dict(fn())
 
 
 def parse_bindings(dims: Sequence[str] | None, shapes: Sequence[str] | None
@@ -85,7 +109,8 @@ def load_graph(path: str | Path, **build_kwargs) -> Graph:
         build = getattr(module, "build", None)
         if build is None:
             raise GraphError(f"model file {str(path)!r} defines no build() function")
-        graph = build(**build_kwargs)
+        with _user_code(path):
+            graph = build(**build_kwargs)
         if not isinstance(graph, Graph):
             raise GraphError(f"{str(path)!r}: build() returned {type(graph).__name__}, "
                              "not a Graph")

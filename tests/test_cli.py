@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from graphc.cli import main
 
@@ -54,6 +55,29 @@ def test_errors_are_one_line_naming_the_culprit(tmp_path, capsys):
     np.savez(tmp_path / "in.npz", x=np.zeros(4, np.float32))
     assert main(["run", str(path), "--inputs", str(tmp_path / "in.npz")]) == 2
     assert "input 'x': expected shape (3,)" in capsys.readouterr().err
+    (tmp_path / "junk.npz").write_text("not an archive")
+    assert main(["run", str(path), "--inputs", str(tmp_path / "junk.npz")]) == 2
+    assert "junk.npz' is not an .npz of arrays" in capsys.readouterr().err
+
+
+def test_a_failing_model_file_is_one_line_naming_its_line(tmp_path, capsys):
+    boom = tmp_path / "boom.py"
+    boom.write_text("def build():\n    return helper()\n\n\ndef helper():\n    return 1 / 0\n")
+    assert main(["show", str(boom)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "boom.py', line 6: ZeroDivisionError" in err
+    (tmp_path / "syntax.py").write_text("x = 1\ndef build(:\n")
+    assert main(["show", str(tmp_path / "syntax.py")]) == 2
+    assert "syntax.py', line 2: SyntaxError" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv", [["profile", "m.gir", "--runs", "0"],
+                                  ["demo", "--epochs", "-1"], ["demo", "--threads", "two"],
+                                  ["bench", "--repeats", "0"], ["bench", "--warmup", "-1"]])
+def test_counts_must_be_positive(argv, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    assert e.value.code == 2 and "expected a" in capsys.readouterr().err
 
 
 def test_console_script_entry_point(tmp_path):

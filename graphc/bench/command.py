@@ -6,6 +6,7 @@ import argparse
 import sys
 from typing import Any
 
+from graphc.cli_args import non_negative_int, positive_int
 from graphc.ir.errors import GraphError
 
 DESCRIPTION = """\
@@ -55,9 +56,10 @@ def add_bench_parser(sub: Any) -> None:
     p.add_argument("--json", metavar="FILE", help="write every sample and result as JSON")
     p.add_argument("--plot", metavar="FILE.png", help="plot speedups per workload (matplotlib)")
     p.add_argument("--markdown", metavar="FILE", help="write the README performance section")
-    p.add_argument("--repeats", type=int, help="timed samples per contender (default 15, "
+    p.add_argument("--repeats", type=positive_int, help="timed samples per contender (default 15, "
                                                "quick 3)")
-    p.add_argument("--warmup", type=int, help="warm-up calls per contender (default 3, quick 1)")
+    p.add_argument("--warmup", type=non_negative_int,
+                   help="warm-up calls per contender (default 3, quick 1)")
     p.add_argument("--budget", type=float, metavar="SECONDS",
                    help="sampling time per contender and workload before it stops early")
     p.add_argument("--no-compile-peers", action="store_true",
