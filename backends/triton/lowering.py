@@ -188,7 +188,9 @@ def _softplus(x):
 def _pow(a, b):
     # numpy (C99) power for floats: |a|**b, negated for a < 0 or -0 and odd integer b, NaN
     # for finite a < 0 and fractional b (-inf to a fractional power is |a|**b), 1 for
-    # b == 0, for a == 1 and for a == -1 with b = ±inf
+    # b == 0, for a == 1 and for a == -1 with b = ±inf. One operand may be a scalar load:
+    # the interpreter cannot `&` its tests with the other's block, so both take one shape.
+    a, b = tl.broadcast(a, b)
     mag = tl.exp(b * tl.log(tl.abs(a)))
     whole = tl.floor(b) == b
     odd = whole & (tl.floor(b * 0.5) * 2.0 != b)

@@ -214,6 +214,14 @@ BINARY_CASES = [Case(f"binary.{op}", binary(op)) for op in
         b.input("a", (2, 8)))), lambda r: {"a": np.concatenate([
             np.array([[0.0, -0.0, np.inf, -np.inf, np.nan, -2.0, 1.5, -0.5]]),
             r.uniform(-3, 3, (1, 8))]).astype(np.float32)}, rtol=1e-5, atol=1e-6),
+    # a scalar operand fed at run time, against a block of the other (signed zeros included)
+    Case("binary.pow_scalar_operand", _graph("pows", lambda b: {
+        "y": b.op("pow", b.input("a", (2, 4)), b.input("e", ())),
+        "z": b.op("pow", b.input("s", ()), b.input("b", (2, 4)))}), lambda r: {
+        "a": np.array([[0.0, -0.0, -2.0, 1.5], [-0.5, 3.0, np.inf, -1.0]], np.float32),
+        "e": np.array(3.0, np.float32), "s": np.array(-0.0, np.float32),
+        "b": np.array([[3.0, 2.0, -1.0, 0.5], [1.0, 0.0, -3.0, 5.0]], np.float32)},
+        rtol=1e-5, atol=1e-6),
 ]
 COMPARE_CASES = [Case(f"compare.{op}", _graph(op, lambda b, op=op: {
     "y": b.op(op, b.input("a", (3, 5)), b.input("b", (5,)))}),
