@@ -331,16 +331,15 @@ class _Fusion:
         template = {id(n): n for n in self.nodes if node_class(n) == "template"}
         # cone member -> its template: the templates, their single-reader chains, candidates
         owner = {k: k for k in template} | {k: id(t) for k, t in found.items()}
+        # values computed from inputs, params and constants alone (a broadcast bias), in one
+        # sweep in topological order: a recursion would run out of stack on long chains
         sourced: dict[int, bool] = {}
+        for u in self.nodes:
+            sourced[id(u)] = u.op == "constant" or (node_class(u) == "pointwise" and all(
+                sourced.get(id(v.node), True) for v in u.inputs))
 
         def source_only(u: Node) -> bool:
-            """A value computed from inputs, params and constants alone (a broadcast bias)."""
-            if id(u) not in self.pos or u.op == "constant":
-                return True
-            if id(u) not in sourced:
-                sourced[id(u)] = node_class(u) == "pointwise" and all(
-                    source_only(v.node) for v in u.inputs)
-            return sourced[id(u)]
+            return sourced.get(id(u), True)  # inputs and params are sources
 
         cand: dict[int, int] = {}
         cone_inputs: dict[int, list[Node]] = {}

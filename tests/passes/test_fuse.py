@@ -454,3 +454,20 @@ def test_a_reduction_reads_only_small_cheap_concatenations(pieces, leaf, fused, 
     assert (reads == {f"x{t}" for t in range(pieces)}) == fused, reads
     why = "recompute cap" if leaf == "tanh" else "size cap"
     assert fused or any(r.reason == why for r in sched.rejections)
+
+
+def test_a_long_chain_beside_a_matmul_fuses(rng):
+    """A pointwise chain longer than Python's recursion limit (an unrolled cell state over
+    hundreds of steps) read beside a function of a matmul's result: fusion walks it without
+    recursing."""
+    b = Builder("long")
+    x, w = b.input("x", (4, 8)), b.input("w", (8, 8))
+    c = x
+    for _ in range(1500):
+        c = c * 0.999 + 0.001
+    z = x @ w
+    g = b.build(outputs={"y": z * z.sigmoid() * c})  # SiLU times the chain
+    feeds = {"x": rng.standard_normal((4, 8), np.float32),
+             "w": rng.standard_normal((8, 8), np.float32)}
+    got = run_schedule(plan_memory(fuse(g)), feeds)
+    np.testing.assert_allclose(got["y"], run_graph(g, feeds)["y"], rtol=1e-5, atol=1e-5)
