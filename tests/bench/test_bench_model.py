@@ -45,7 +45,10 @@ def test_an_onnx_model_against_onnx_runtime(tmp_path, rng):
         cs = _contenders(result)
         for name in ("graphc fused", "graphc unfused", "numpy", "onnxruntime"):
             assert cs[name]["status"] == "ok" and cs[name]["check"]["passed"], (name, cs[name])
-            assert len(cs[name]["samples_s"]) == 3
+            # a busy machine leaves two-thread rounds with shared cores: after the extra
+            # rounds too, the contender takes their samples back and says so
+            kept = len(cs[name]["samples_s"])
+            assert kept == 3 or (cs[name].get("cores_shared") and 3 <= kept <= 6), cs[name]
 
 
 def test_a_python_model_with_its_example_inputs(tmp_path):
