@@ -310,7 +310,7 @@ def _unary(op: str, x: str, dtype: str, use: Callable[[str], None]) -> str:
 
 
 def _binary(op: str, a: str, b: str, dtype: str, use: Callable[[str], None],
-            b_const: float | None) -> str:
+            b_const: float | None, a_const: float | None = None) -> str:
     fl = _is_float(dtype)
     if op in ("add", "sub", "mul"):
         return f"{a} {dict(add='+', sub='-', mul='*')[op]} {b}"
@@ -344,6 +344,11 @@ def _binary(op: str, a: str, b: str, dtype: str, use: Callable[[str], None],
                     return f"tl.where(_sign_bit({a}), -{mag}, {mag})"
                 return mag
         if fl:
+            # a constant operand still left here (Adam's beta ** step, an infinite exponent)
+            # is a bare Python float, on which `_pow`'s tests cannot run: a 0-d tensor instead
+            a, b = (f"tl.full([], {code}, tl.float32)" if const is not None and
+                    not code.startswith("tl.") else code for code, const in ((a, a_const),
+                                                                             (b, b_const)))
             use("_pow")
             return f"_pow({a}, {b})"
         use("_pow_int")
@@ -368,7 +373,7 @@ def emit_op(op: str, args: list[str], arg_dtypes: list[str], dtype: str,
     if op in UNARY:
         return _unary(op, args[0], dtype, use)
     if op in BINARY:
-        return _binary(op, args[0], args[1], dtype, use, consts[1])
+        return _binary(op, args[0], args[1], dtype, use, consts[1], consts[0])
     raise GraphError(f"triton: no lowering for elementwise op {op!r}")
 
 

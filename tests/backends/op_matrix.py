@@ -193,6 +193,13 @@ for _op in ("sin", "cos"):
     UNARY_CASES.append(Case(f"unary.{_op}", unary(_op, shape=(3, 18)), _trig_inputs(np.float32),
                             rtol=2e-6, atol=1e-7))
 
+def _pow_operands(b: Builder) -> dict:
+    a, bb = b.input("a", (2, 4)), b.input("b", (2, 4))
+    return {"y": b.op("pow", a, b.input("e", ())), "z": b.op("pow", b.input("s", ()), bb),
+            "w": b.op("pow", a, b.const(np.float32(np.inf))),
+            "v": b.op("pow", b.const(np.float32(-2.0)), bb)}
+
+
 BINARY_CASES = [Case(f"binary.{op}", binary(op)) for op in
                 ("add", "sub", "mul", "div", "maximum", "minimum")] + [
     Case("binary.pow", binary("pow", (3, 5), (3, 5)),
@@ -214,10 +221,9 @@ BINARY_CASES = [Case(f"binary.{op}", binary(op)) for op in
         b.input("a", (2, 8)))), lambda r: {"a": np.concatenate([
             np.array([[0.0, -0.0, np.inf, -np.inf, np.nan, -2.0, 1.5, -0.5]]),
             r.uniform(-3, 3, (1, 8))]).astype(np.float32)}, rtol=1e-5, atol=1e-6),
-    # a scalar operand fed at run time, against a block of the other (signed zeros included)
-    Case("binary.pow_scalar_operand", _graph("pows", lambda b: {
-        "y": b.op("pow", b.input("a", (2, 4)), b.input("e", ())),
-        "z": b.op("pow", b.input("s", ()), b.input("b", (2, 4)))}), lambda r: {
+    # a scalar operand fed at run time, against a block of the other (signed zeros included),
+    # and constant operands the backends cannot specialize
+    Case("binary.pow_scalar_operand", _graph("pows", _pow_operands), lambda r: {
         "a": np.array([[0.0, -0.0, -2.0, 1.5], [-0.5, 3.0, np.inf, -1.0]], np.float32),
         "e": np.array(3.0, np.float32), "s": np.array(-0.0, np.float32),
         "b": np.array([[3.0, 2.0, -1.0, 0.5], [1.0, 0.0, -3.0, 5.0]], np.float32)},
@@ -595,6 +601,29 @@ def _train_step(module: str, b_kw: dict):
     return build
 
 
+def _optimizer_step() -> Graph:
+    """A whole training step with optimizer updates: Adam on one layer (its bias correction
+    raises constants to the power of the `step` input), SGD with Nesterov momentum and
+    decoupled decay on the other."""
+    from graphc.optim import SGD, Adam
+    from graphc.train import train_step
+
+    b = Builder("opt", seed=0)
+    x, labels = b.input("x", (4, 5)), b.input("labels", (4,), "i64")
+    h = b.op("dense", x, b.param("w1", (5, 6)), b.param("b1", (6,), init="zeros"),
+             activation="tanh")
+    logits = b.op("dense", h, b.param("w2", (6, 3)), b.param("b2", (3,), init="zeros"))
+    g = b.build(outputs={"loss": b.op("cross_entropy", logits, labels)})
+    return train_step(g, "loss", {("w1", "b1"): Adam(lr=1e-2, eps=1e-4),
+                                  ("w2", "b2"): SGD(lr=0.1, momentum=0.9, nesterov=True,
+                                                    weight_decay=1e-3, decoupled=True)})
+
+
+def _optimizer_step_inputs(r: np.random.Generator) -> dict[str, np.ndarray]:
+    return {"x": r.standard_normal((4, 5)).astype(np.float32),
+            "labels": r.integers(0, 3, 4).astype(np.int64), "step": np.array(3, np.int64)}
+
+
 def _slice_join_grad() -> Graph:
     """Gradients of disjoint slices of one parameter, a gap left unread: autodiff joins them
     into one concat with zero pieces instead of a sum of pads."""
@@ -698,6 +727,8 @@ MODEL_CASES = [
     Case("model.lstm_train_step", _train_step("lstm", {"steps": 3, "batch": 2, "features": 4,
                                                        "hidden": 6}),
          _lstm_model[1], rtol=1e-4, atol=1e-5, tags=("model",)),
+    Case("model.optimizer_step", _optimizer_step, _optimizer_step_inputs, rtol=1e-4, atol=1e-5,
+         tags=("model",)),
     Case("model.lstm", _lstm_model[0], _lstm_model[1], rtol=1e-4, atol=1e-5, tags=("model",)),
     Case("grad.slice_join", _slice_join_grad),
     Case("grad.erf", _erf_grad),
