@@ -8,6 +8,7 @@ values (readable and replaceable), argument checks before any compiled code runs
 from __future__ import annotations
 
 import importlib
+import numbers
 import time
 from collections.abc import Callable, Iterator, Mapping, MutableMapping
 from dataclasses import dataclass, field
@@ -50,6 +51,19 @@ class CompileOptions:
     verify: bool = False
     profile: bool = False           # time each kernel (llvm, reference): Executable.profile()
     extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for name in ("fuse", "remat", "portable", "cache", "verify", "profile"):
+            value = getattr(self, name)
+            if not isinstance(value, (bool, np.bool_)):
+                raise GraphError(f"compile option {name}={value!r} must be a bool")
+            setattr(self, name, bool(value))
+        t = self.threads
+        if t is not None:
+            if not isinstance(t, numbers.Integral) or isinstance(t, (bool, np.bool_)):
+                raise GraphError(f"compile option threads={t!r} must be an integer (or None: "
+                                 f"$GRAPHC_NUM_THREADS, else every core)")
+            self.threads = int(t)
 
 
 def backend_module(target: str):

@@ -86,6 +86,20 @@ def test_unknown_target_and_reference_save_are_clear_errors(tmp_path):
     assert not (tmp_path / "x.gcpkg").exists()
 
 
+@pytest.mark.parametrize("options, match", [
+    ({"threads": "2"}, r"threads='2' must be an integer"),
+    ({"threads": True}, r"threads=True must be an integer"),
+    ({"fuse": "no"}, r"fuse='no' must be a bool"),
+    ({"cache": 0}, r"cache=0 must be a bool"),
+])
+def test_ill_typed_compile_options_are_clear_errors(options, match):
+    g = load_graph("examples/two_two_one.py")
+    with pytest.raises(GraphError, match=match):
+        graphc.compile(g, target="reference", **options)
+    # numpy's integers and bools are integers and bools
+    graphc.compile(g, target="reference", threads=np.int64(1), fuse=np.bool_(False))
+
+
 def test_stats_report_kernels_and_memory():
     g = load_graph("examples/cnn.py")
     fused = graphc.compile(g, target="reference").stats()
