@@ -126,8 +126,11 @@ def normalize_groups(graph: Graph, loss: LossSpec | None, optimizer: OptimizerSp
     elif isinstance(optimizer, Mapping):
         groups = [ParamGroup((k,) if isinstance(k, str) else tuple(k), opt)
                   for k, opt in optimizer.items()]
-    else:
+    elif isinstance(optimizer, Iterable) and not isinstance(optimizer, str):
         groups = list(optimizer)
+    else:
+        raise GradientError(f"optimizer {optimizer!r}: give an Optimizer (SGD, Adam, AdamW), a "
+                            f"mapping from parameter names to them, or ParamGroups")
     seen: dict[str, int] = {}
     out = []
     for i, grp in enumerate(groups):

@@ -24,7 +24,14 @@ import numpy as np
 from .errors import GraphError
 from .graph import Graph, Node, Value
 from .registry import OPS, check_node, get_op
-from .types import DTYPES, FLOAT_DTYPES, TensorType, dtype_of_array, round_to_dtype
+from .types import (
+    DTYPES,
+    FLOAT_DTYPES,
+    TensorType,
+    check_dtype,
+    dtype_of_array,
+    round_to_dtype,
+)
 
 
 class Tensor:
@@ -160,7 +167,7 @@ class Builder:
     # -- sources -------------------------------------------------------------------------------
     def input(self, name: str, shape: Sequence[int], dtype: str = "f32") -> Tensor:
         """A graph input, supplied by the caller at run time."""
-        node = Node("input", (), {"name": name}, (TensorType(tuple(shape), dtype),), name)
+        node = Node("input", (), {"name": name}, (TensorType(shape, dtype),), name)
         self._check_source_name(name)
         self._inputs.append(node.out)
         return Tensor(node.out, self)
@@ -176,18 +183,23 @@ class Builder:
         """
         if isinstance(init, (np.ndarray, list, tuple)) or np.isscalar(init) and not isinstance(
                 init, str):
-            value = np.asarray(init)
-            if shape is None:
-                shape = value.shape
-            value = np.broadcast_to(value, tuple(shape))
+            try:
+                value = np.asarray(init, dtype=DTYPES[check_dtype(dtype)])
+                ttype = TensorType(value.shape if shape is None else shape, dtype)
+                value = np.broadcast_to(value, ttype.shape)
+            except (ValueError, TypeError) as e:  # ragged, not numbers, or not broadcastable
+                raise GraphError(f"param {name!r}: initial value does not fit "
+                                 f"{dtype}{list(shape) if shape is not None else ''}: {e}"
+                                 ) from None
         else:
             if shape is None:
                 raise GraphError(f"param {name!r}: give a shape or an initial value")
-            value = self._initial_value(name, tuple(shape), init, fan_in, fan_out)
+            ttype = TensorType(shape, dtype)
+            value = self._initial_value(name, ttype.shape, init, fan_in, fan_out)
         # (ascontiguousarray alone would turn a 0-d value into shape (1,))
-        value = np.ascontiguousarray(round_to_dtype(value, dtype)).reshape(tuple(shape))
+        value = np.ascontiguousarray(round_to_dtype(value, dtype)).reshape(ttype.shape)
         attrs = {"name": name, "frozen": bool(frozen)}
-        node = Node("param", (), attrs, (TensorType(tuple(shape), dtype),), name)
+        node = Node("param", (), attrs, (ttype,), name)
         self._check_source_name(name)
         self._params.append(node.out)
         self._param_values[name] = value
@@ -227,7 +239,13 @@ class Builder:
     def const(self, value: Any, dtype: str | None = None, shape: Sequence[int] | None = None
               ) -> Tensor:
         """A constant: a scalar (splatted to `shape`) or an array literal."""
-        arr = np.asarray(value)
+        try:
+            arr = np.asarray(value)
+        except ValueError as e:  # a ragged nested list
+            raise GraphError(f"constant: {e}") from None
+        if arr.dtype.kind not in "biuf":
+            raise GraphError(f"constant {value!r}: numbers and bools only (numpy dtype "
+                             f"{arr.dtype})"[:300])
         if dtype is None:
             dtype = dtype_of_array(arr) if arr.dtype.kind in "biu" else "f32"
             if arr.dtype.kind in "iu":

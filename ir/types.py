@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import numbers
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import DTypeError
+from .errors import DTypeError, ShapeError
 
 # dtype name in the IR text -> numpy storage dtype. bfloat16 has no numpy dtype: the reference
 # stores it as float32 and rounds every result to bfloat16 precision (see `round_to_dtype`).
@@ -19,6 +21,7 @@ DTYPES: dict[str, np.dtype] = {
     "i64": np.dtype(np.int64),
     "bool": np.dtype(np.bool_),
 }
+MAX_ELEMENTS = 1 << 56  # byte offsets of any dtype stay far inside a signed 64-bit integer
 FLOAT_DTYPES = frozenset({"f32", "f64", "f16", "bf16"})
 INT_DTYPES = frozenset({"i32", "i64"})
 
@@ -61,10 +64,18 @@ class TensorType:
     dtype: str = "f32"
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "shape", tuple(int(d) for d in self.shape))
+        if isinstance(self.shape, (str, bytes)) or not isinstance(self.shape, Iterable):
+            raise ShapeError(f"a shape is a sequence of integers, got {self.shape!r}")
+        shape = tuple(self.shape)
+        bad = [d for d in shape if not isinstance(d, numbers.Integral) or isinstance(d, bool)]
+        if bad:  # int(2.5) would quietly make it 2
+            raise ShapeError(f"dimension {bad[0]!r} in shape {shape} is not an integer")
+        object.__setattr__(self, "shape", tuple(int(d) for d in shape))
         check_dtype(self.dtype)
         if any(d < 0 for d in self.shape):
-            raise DTypeError(f"negative dimension in shape {self.shape}")
+            raise ShapeError(f"negative dimension in shape {self.shape}")
+        if self.size > MAX_ELEMENTS:  # compiled code indexes with 64-bit integers
+            raise ShapeError(f"shape {self.shape} has {self.size} elements; at most 2**56")
 
     @property
     def rank(self) -> int:

@@ -27,7 +27,7 @@ cotangent of each is its weight, so the gradient is that of the weighted sum.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -83,8 +83,13 @@ def resolve_wrt(graph: Graph, wrt: Sequence[str] | None) -> list[Value]:
     """Source values to differentiate; GradientError for unknown, frozen or integer ones."""
     if isinstance(wrt, str):
         names = [wrt]
+    elif wrt is None:
+        names = default_wrt(graph)
+    elif isinstance(wrt, Iterable) and all(isinstance(n, str) for n in wrt):
+        names = list(wrt)
     else:
-        names = default_wrt(graph) if wrt is None else list(wrt)
+        raise GradientError(f"wrt={wrt!r}: give a name or a sequence of input and parameter "
+                            f"names")
     sources = {v.node.attrs["name"]: v for v in graph.inputs + graph.params}
     out: list[Value] = []
     for name in names:

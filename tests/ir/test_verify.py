@@ -63,6 +63,23 @@ def test_duplicate_names():
         Graph("g", [x.value], [], [], [("o", x.value), ("o", x.value)])
 
 
+@pytest.mark.parametrize("make, err, match", [
+    (lambda b: b.input("x", (2.5, 3)), ShapeError, r"dimension 2.5 in shape \(2.5, 3\)"),
+    (lambda b: b.input("x", 5), ShapeError, "a shape is a sequence of integers, got 5"),
+    (lambda b: b.input("x", (2, -1)), ShapeError, r"negative dimension in shape \(2, -1\)"),
+    (lambda b: b.input("x", (2 ** 40, 2 ** 40)), ShapeError, r"elements; at most 2\*\*56"),
+    (lambda b: b.param("w", (2,), init=np.ones(3)), GraphError,
+     r"param 'w': initial value does not fit f32\[2\]"),
+    (lambda b: b.param("w", init=[[1.0, 2.0], [3.0]]), GraphError,
+     "param 'w': initial value does not fit f32"),
+    (lambda b: b.const([[1, 2], [3]]), GraphError, "constant: setting an array element"),
+    (lambda b: b.const("abc"), GraphError, "constant 'abc': numbers and bools only"),
+])
+def test_bad_shapes_and_values_are_clear_errors(make, err, match):
+    with pytest.raises(err, match=match):
+        make(Builder("g"))
+
+
 def test_verifier_catches_dangling_value_from_another_graph():
     b, x, _ = small()
     other = Builder("other")

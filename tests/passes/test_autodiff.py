@@ -303,3 +303,5 @@ def test_errors_name_the_culprit():
         autodiff(g, "loss", wrt=["w", "f"])
     with pytest.raises(GradientError, match="only floating-point"):
         autodiff(g, "loss", wrt=["n"])
+    with pytest.raises(GradientError, match="wrt=3: give a name or a sequence"):
+        autodiff(g, "loss", wrt=3)

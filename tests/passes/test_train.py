@@ -294,6 +294,8 @@ def test_errors_name_the_culprit():
         train_step(g, "loss", {("w9",): SGD()})
     with pytest.raises(GradientError, match="has no loss"):
         train_step(g, None, SGD())
+    with pytest.raises(GradientError, match="optimizer 'adam': give an Optimizer"):
+        train_step(g, "loss", "adam")
     with pytest.raises(GradientError, match="'nope' is not an output"):
         train_step(g, None, [ParamGroup(("w1",), SGD(), "nope")])
     with pytest.raises(GradientError, match="no 'step' input"):
