@@ -67,6 +67,9 @@ def window_out_shape(shape: Sequence[int], attrs) -> tuple[int, ...]:
     for i, (d, w, s, (lo, hi)) in enumerate(zip(shape, attrs["window"], attrs["strides"],
                                                 _pairs(attrs["padding"]), strict=True)):
         span = d + lo + hi - w
+        if span < 0 and d == 0:  # an empty axis has no windows (a batch of no images)
+            out.append(0)
+            continue
         if span < 0:
             raise ShapeError(f"window {attrs['window']} does not fit x {tuple(shape)} padded by "
                              f"{attrs['padding']} (axis {i})")
@@ -96,6 +99,9 @@ def infer_reduce_window(types, attrs):
 
 def ref_reduce_window(inputs, attrs):
     (x,) = inputs
+    out_shape = window_out_shape(x.shape, attrs)
+    if 0 in out_shape:
+        return np.zeros(out_shape, x.dtype)
     axes = tuple(range(x.ndim))
     win_axes = tuple(range(x.ndim, 2 * x.ndim))
     if attrs["kind"] == "max":
@@ -134,6 +140,8 @@ def vjp_reduce_window(b, ins, outs, cts, attrs):
     ct = cts[0]
     if ct is None or x.dtype not in FLOAT_DTYPES:
         return (None,)
+    if x.type.size == 0:
+        return (b.zeros_like(x),)
     if attrs["kind"] == "sum":
         return (_sum_window_grad(b, ct, x.shape, attrs),)
     return (b.op("select_scatter", x, ct, window=attrs["window"], strides=attrs["strides"],
@@ -160,6 +168,8 @@ def infer_select_scatter(types, attrs):
 def ref_select_scatter(inputs, attrs):
     """Add each src element at its window's first (row-major) maximum; padding never wins."""
     x, src = inputs
+    if x.size == 0 or src.size == 0:
+        return np.zeros(x.shape, x.dtype)
     n = x.ndim
     axes = tuple(range(n))
     pairs = _pairs(attrs["padding"])
@@ -218,6 +228,8 @@ def vjp_select_scatter(b, ins, outs, cts, attrs):
     ct = cts[0]
     if ct is None or x.dtype not in FLOAT_DTYPES:
         return None, None
+    if x.type.size == 0 or src.type.size == 0:
+        return None, b.zeros_like(src)
     pairs = _pairs(attrs["padding"])
     ctp = b.op("pad", ct, low=tuple(p[0] for p in pairs), high=tuple(p[1] for p in pairs))
     total = None

@@ -719,6 +719,18 @@ def _empty_values(b: Builder) -> dict:
             "sse": b.op("mse", x, nothing, reduction="sum") + w.mean()}
 
 
+def _empty_windows(b: Builder) -> dict:
+    """Pooling a batch of no images or images of no channels, and a convolution of planes of
+    no columns whose padding alone makes its output."""
+    none, thin = b.input("none", (0, 2, 4, 4)), b.input("thin", (1, 2, 5, 0))
+    w = b.param("w", (3, 2, 1, 1))
+    return {"mp": b.op("max_pool2d", none, kernel=2),
+            "ap": b.op("avg_pool2d", none, kernel=2, padding=1),
+            "cv": b.op("conv2d", thin, w, padding=1) + w.sum(),
+            "s": b.op("max_pool2d", b.input("nochan", (2, 0, 4, 4)), kernel=2).sum()
+            + none.sum()}
+
+
 MODEL_CASES = [
     Case("model.cnn", _cnn[0], _cnn[1], rtol=1e-4, atol=1e-4, tags=("model",)),
     Case("model.cnn_eval", _cnn_eval[0], _cnn_eval[1], rtol=1e-4, atol=1e-4, tags=("model",)),
@@ -738,6 +750,7 @@ MODEL_CASES = [
     Case("grad.conv_weight", _conv_weight_grad, rtol=1e-4, atol=1e-4),
     Case("empty.values", _graph("empty", _empty_values)),
     Case("empty.values.grad", lambda: with_gradients(_graph("empty", _empty_values)(), 3)),
+    Case("empty.windows.grad", lambda: with_gradients(_graph("emptyw", _empty_windows)(), 4)),
     Case("model.two_two_one", _221[0], _221[1], rtol=1e-5, atol=1e-6, tags=("model",)),
     Case("model.conv1d_seed", _seed[0], _seed[1], rtol=1e-5, atol=1e-6, tags=("model",)),
 ]
