@@ -89,8 +89,8 @@ def fuse(graph: Graph, fuse: bool = True, **options: Any) -> Schedule:
 def _without_empty_reads(graph: Graph) -> Graph:
     """`graph` with its empty values folded (`simplify.fold_empty`; also when the graph skipped
     `simplify`), so that no kernel loops over an empty range. A node still reading an empty
-    value into a non-empty result can only be a gather from nothing, which no index can
-    satisfy."""
+    value into a non-empty result has nothing to compute it from (a gather from nothing, which
+    no index can satisfy) and is refused."""
     graph = fold_empty_values(graph)
     for n in graph.nodes:
         empty = [v for v in n.inputs if v.type.size == 0]
