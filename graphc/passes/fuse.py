@@ -46,9 +46,10 @@ from typing import Any, ClassVar
 import networkx as nx
 import numpy as np
 
-from graphc.ir.errors import GraphError
+from graphc.ir.errors import GraphError, describe_node
 from graphc.ir.graph import Graph, Node, Value
 from graphc.ir.kernel import Buffer, Kernel, Rejection, Schedule, kernel_reads, kernel_writes
+from graphc.ir.ops.indexing import check_index_range
 from graphc.ir.registry import get_op
 from graphc.ir.text import Namer
 from graphc.ir.types import TensorType
@@ -56,7 +57,7 @@ from graphc.ir.types import TensorType
 from .base import Pass, PassContext
 from .fuse_dag import OrderedDag
 from .fuse_lower import Lowering, Reject, is_splat, node_class, op_cost
-from .simplify import fold_empty_values
+from .simplify import const_array, fold_empty_values
 
 
 @dataclass(frozen=True)
@@ -83,20 +84,28 @@ class FuseOptions:
 def fuse(graph: Graph, fuse: bool = True, **options: Any) -> Schedule:
     """Partition the primitives of `graph` into kernels (see the module docstring)."""
     opts = FuseOptions(fuse=fuse, **options)
-    return _Fusion(_without_empty_reads(graph), opts).run()
+    return _Fusion(_runnable(graph), opts).run()
 
 
-def _without_empty_reads(graph: Graph) -> Graph:
+def _runnable(graph: Graph) -> Graph:
     """`graph` with its empty values folded (`simplify.fold_empty`; also when the graph skipped
-    `simplify`), so that no kernel loops over an empty range. A node still reading an empty
-    value into a non-empty result has nothing to compute it from (a gather from nothing, which
-    no index can satisfy) and is refused."""
+    `simplify`), so that no kernel loops over an empty range. Refused, naming the node: one
+    still reading an empty value into a non-empty result, which has nothing to compute it from
+    (a gather from nothing), and a gather or scatter at constant positions outside its axis,
+    which would otherwise fail only when the graph runs."""
     graph = fold_empty_values(graph)
-    for n in graph.nodes:
+    for n in graph.live_nodes():
         empty = [v for v in n.inputs if v.type.size == 0]
         if empty and n.op not in ("input", "param") and n.outputs[0].type.size:
-            raise GraphError(f"node %{n.name} ({n.op}) reads the empty value "
-                             f"{empty[0].type} into a non-empty result {n.outputs[0].type}")
+            raise GraphError(f"{describe_node(n)} reads the empty value {empty[0].type} into "
+                             f"a non-empty result {n.outputs[0].type}")
+        positions = const_array(n.inputs[1]) if n.op in ("take", "scatter_add") else None
+        if positions is not None:
+            x, axis = n.inputs[0], n.attrs["axis"]
+            try:
+                check_index_range(n.op, positions, x.shape[axis], axis, x.shape)
+            except GraphError as e:
+                raise GraphError(f"{describe_node(n)}: constant {e}") from None
     return graph
 
 

@@ -371,6 +371,24 @@ def test_fuse_refuses_a_gather_from_nothing():
 
     b = Builder("g")
     t = b.op("take", b.input("x", (0, 3)), b.input("i", (2,), "i64"), axis=0)
-    with pytest.raises(GraphError, match=r"%\w+ \(take\) reads the empty value f32\[0, 3\] "
-                                         r"into a non-empty result f32\[2, 3\]"):
+    with pytest.raises(GraphError, match=r"take\(f32\[0, 3\], i64\[2\]\) reads the empty "
+                                         r"value f32\[0, 3\] into a non-empty result f32\[2, 3\]"):
         fuse(b.build(outputs={"t": t}))
+
+
+def test_fuse_refuses_constant_positions_outside_the_axis():
+    from graphc.ir.errors import GraphError
+    from graphc.passes.fuse import fuse
+
+    b = Builder("g")
+    x = b.input("x", (3, 4))
+    inside = b.const(np.array([0, 3, -4]), dtype="i64")
+    fuse(b.build(outputs={"t": b.op("take", x, inside, axis=1)}))  # [-4, 4) is fine
+    outside = b.const(np.array([[0, 1], [5, -1]]), dtype="i64")
+    with pytest.raises(GraphError, match=r"take\(f32\[3, 4\], i64\[2, 2\]\): constant take: "
+                                         r"index 5 \(at index position \(1, 0\)\) is out of "
+                                         r"range \[-4, 4\) for axis 1"):
+        fuse(b.build(outputs={"t": b.op("take", x, outside, axis=1)}))
+    upd = b.input("u", (3, 2, 2))
+    with pytest.raises(GraphError, match=r"constant scatter_add: index 5"):
+        fuse(b.build(outputs={"s": b.op("scatter_add", x, outside, upd, axis=1)}))
