@@ -309,6 +309,15 @@ def _unary(op: str, x: str, dtype: str, use: Callable[[str], None]) -> str:
     return f"{helper}({x})"
 
 
+def _tensor_operand(code: str, const: float | None) -> str:
+    """A constant operand as a 0-d tensor: a bare Python float literal (Adam's beta in
+    beta ** step, an infinite exponent) cannot go through `_pow`'s tests. Constants already
+    written as tensors (f64 ones) stay as they are."""
+    if const is None or code.startswith("tl."):
+        return code
+    return f"tl.full([], {code}, tl.float32)"
+
+
 def _binary(op: str, a: str, b: str, dtype: str, use: Callable[[str], None],
             b_const: float | None, a_const: float | None = None) -> str:
     fl = _is_float(dtype)
@@ -344,13 +353,8 @@ def _binary(op: str, a: str, b: str, dtype: str, use: Callable[[str], None],
                     return f"tl.where(_sign_bit({a}), -{mag}, {mag})"
                 return mag
         if fl:
-            # a constant operand still left here (Adam's beta ** step, an infinite exponent)
-            # is a bare Python float, on which `_pow`'s tests cannot run: a 0-d tensor instead
-            a, b = (f"tl.full([], {code}, tl.float32)" if const is not None and
-                    not code.startswith("tl.") else code for code, const in ((a, a_const),
-                                                                             (b, b_const)))
             use("_pow")
-            return f"_pow({a}, {b})"
+            return f"_pow({_tensor_operand(a, a_const)}, {_tensor_operand(b, b_const)})"
         use("_pow_int")
         return f"_pow_int({a}, {b}, {32 if dtype == 'i32' else 64})"
     raise GraphError(f"triton: no lowering for elementwise op {op!r}")

@@ -56,8 +56,8 @@ def add_bench_parser(sub: Any) -> None:
     p.add_argument("--json", metavar="FILE", help="write every sample and result as JSON")
     p.add_argument("--plot", metavar="FILE.png", help="plot speedups per workload (matplotlib)")
     p.add_argument("--markdown", metavar="FILE", help="write the README performance section")
-    p.add_argument("--repeats", type=positive_int, help="timed samples per contender (default 15, "
-                                               "quick 3)")
+    p.add_argument("--repeats", type=positive_int,
+                   help="timed samples per contender (default 15, quick 3)")
     p.add_argument("--warmup", type=non_negative_int,
                    help="warm-up calls per contender (default 3, quick 1)")
     p.add_argument("--budget", type=float, metavar="SECONDS",

@@ -96,7 +96,7 @@ def _runnable(graph: Graph) -> Graph:
     graph = fold_empty_values(graph)
     for n in graph.live_nodes():
         empty = [v for v in n.inputs if v.type.size == 0]
-        if empty and n.op not in ("input", "param") and n.outputs[0].type.size:
+        if empty and n.outputs[0].type.size:
             raise GraphError(f"{describe_node(n)} reads the empty value {empty[0].type} into "
                              f"a non-empty result {n.outputs[0].type}")
         positions = const_array(n.inputs[1]) if n.op in ("take", "scatter_add") else None
@@ -219,8 +219,11 @@ class _Fusion:
 
     # -- the algorithm -------------------------------------------------------------------------
     def run(self) -> Schedule:
-        fill = [n for n in self.nodes if n.op == "constant" and is_splat(n) and (
-            id(n) in self.out_ids or any(node_class(u) == "library" for u in self.users[id(n)]))]
+        # an empty constant needs no kernel to fill it (`simplify.fold_empty` leaves one for
+        # every empty value): its buffer stays a constant with no data
+        fill = [n for n in self.nodes if n.op == "constant" and is_splat(n) and n.out.type.size
+                and (id(n) in self.out_ids
+                     or any(node_class(u) == "library" for u in self.users[id(n)]))]
         for n in self.nodes:
             if n.op != "constant":
                 self.new_group([n])
@@ -539,17 +542,13 @@ class _Fusion:
     def schedule(self) -> Schedule:
         order = list(nx.lexicographical_topological_sort(self.full_dag(), key=self.first_pos))
         kernels: list[Kernel] = []
-        # a kernel writing only empty buffers (an empty constant, see `simplify.fold_empty`)
-        # has nothing to do and is left out
-        sizes = {self.buffer_of(n.out): n.out.type.size for n in self.nodes}
         for i, g in enumerate(order):
             try:
                 k = self.lower(f"k{i}", self.groups[g], self.view())
             except Reject as r:  # a bug in fusion: a group it accepted cannot be lowered
                 raise GraphError(f"fuse: group of %{self.name(self.groups[g][0])} cannot be "
                                  f"lowered: {r}") from None
-            if any(sizes.get(b, 1) for b in kernel_writes(k)):
-                kernels.append(k)
+            kernels.append(k)
         return self.assemble(kernels)
 
     def full_dag(self) -> nx.DiGraph:
