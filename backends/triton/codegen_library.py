@@ -158,6 +158,11 @@ def _select_scatter(k: LibraryKernel, s: Schedule, opts: TritonOptions) -> Kerne
             inb.append(f"(pos{j} >= 0) & (pos{j} < {d})")
         pos.append(f"pos{j}")
     lin = _linear(pos, xs)
+    # with every axis of unit size and window, the positions are constants; Triton's compiler
+    # refuses a scalar pointer under a block mask, so they are spread over the tile
+    constant = all(n == 1 and w == 1 for n, w in zip(src_shape, window, strict=True))
+    if constant:
+        lin = f"{lin} + tl.zeros([XBLOCK, WBLOCK], tl.int32)"
     ctype = TL_DTYPE[COMPUTE_DTYPE.get(dtype, dtype)]
     low = 'float("-inf")' if dtype.startswith(("f", "b")) else f"tl.full([], -2**31, {ctype})"
     body += [f"valid = {' & '.join(inb)}",
@@ -174,7 +179,8 @@ def _select_scatter(k: LibraryKernel, s: Schedule, opts: TritonOptions) -> Kerne
         body.append(f"f{j} = {_affine(f'o{j}', st, _digit('first', stride_w, w), pad[2 * j])}")
         firsts.append(f"f{j}")
     body += [f"u = tl.load({ptrs[src]} + xindex, mask=xmask)",
-             f"tl.atomic_add({ptrs[k.output]} + ({_linear(firsts, xs)}), u, mask=found)"]
+             f"tl.atomic_add({ptrs[k.output]} + ({_linear(firsts, xs)})"
+             f"{' + tl.zeros([XBLOCK, 1], tl.int32)' if constant else ''}, u, mask=found)"]
     return _finish(k, ptrs, body, [("XBLOCK", xblock), ("WBLOCK", wblock)],
                    (cdiv(rows, xblock), 1, 1), (("zero", k.output),))
 

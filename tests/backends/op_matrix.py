@@ -467,6 +467,12 @@ WINDOW_CASES = [
         "y": b.op("select_scatter", b.input("x", (3, 1, 11, 7)), b.input("s", (3, 1, 6, 7)),
                   window=(1, 1, 1, 3), strides=(1, 1, 2, 1), padding=(0, 0, 0, 0, 0, 0, 1, 1))}),
         tags=("library", "atomic")),
+    # Every position constant: the load and the atomic add still take a block of pointers
+    # (Triton's compiler refuses a scalar pointer under a block mask; the interpreter allows it).
+    Case("select_scatter.one_window", _graph("ss2", lambda b: {
+        "y": b.op("select_scatter", b.input("x", (1, 1)), b.input("s", (1, 1)),
+                  window=(1, 1))}),
+        tags=("library", "atomic")),
 ]
 
 INDEXING_CASES = [
