@@ -69,7 +69,10 @@ class Stage:
 
 def gradient_loss(graph: Graph, train: bool) -> str | None:
     """The output to differentiate: `loss` if it is a float scalar; with `train`, else the only
-    float scalar output. None when the model has no loss and `train` is off."""
+    float scalar output. None when the model has no loss and `train` is off, or when it already
+    returns gradients (`grad.*` outputs: differentiating it again would clash with them)."""
+    if not train and any(n.startswith("grad.") for n, _ in graph.outputs):
+        return None
     scalars = [n for n, v in graph.outputs if v.shape == () and v.type.is_float]
     if "loss" in scalars:
         return "loss"

@@ -195,6 +195,17 @@ def test_train_needs_a_loss_it_can_find():
         "as built", "decomposed", "simplified"]
 
 
+def test_a_model_that_returns_its_gradients_is_shown_as_it_is():
+    """A model with a `loss` that already returns `grad.*` outputs (autodiff applied by its
+    author) is not differentiated again: that would clash with its own gradient outputs."""
+    b = Builder("has_grads")
+    w = b.param("w", (3,), init="ones")
+    g = autodiff(b.build(outputs={"loss": (w * w).sum()}), "loss")
+    stages = inspect.pipeline_stages(g, schedule=False)
+    assert [s.name for s in stages] == ["as built", "decomposed", "simplified"]
+    assert sorted(n for n, _ in stages[-1].graph.outputs) == ["grad.w", "loss"]
+
+
 def test_a_dilated_input_convolution_shows_its_phase_split():
     """A transposed convolution's stage list includes conv_phases, whose graph has four
     stride-1 convolutions over the undilated input in place of the dilated one."""
