@@ -63,9 +63,31 @@ def manifest_digest(manifest: dict[str, Any]) -> str:
                           .encode()).hexdigest()
 
 
+def _check_replaceable(path: Path) -> None:
+    """Saving replaces only what is safe to lose: nothing, an empty folder or an earlier
+    package. Anything else at `path` (a file, a folder of the user's) is refused, not deleted."""
+    if not path.exists() and not path.is_symlink():
+        return
+    if path.is_symlink() or not path.is_dir():
+        raise PackageError(f"cannot write a package to {str(path)!r}: it exists and is not a "
+                           "folder")
+    if any(path.iterdir()) and not _is_package(path):
+        raise PackageError(f"cannot write a package to {str(path)!r}: the folder is not empty "
+                           "and is not a graphc package (refusing to replace it)")
+
+
+def _is_package(path: Path) -> bool:
+    try:
+        return json.loads((path / MANIFEST).read_text()).get("format") == FORMAT
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
 def save_package(exe, path: str | os.PathLike) -> Path:
-    """Write `exe` (an Executable) as a package folder at `path`, atomically replaced."""
+    """Write `exe` (an Executable) as a package folder at `path`, replacing an earlier package
+    there (never any other folder or file) once the new one is complete."""
     path = Path(path)
+    _check_replaceable(path)
     parent = path.parent if str(path.parent) else Path(".")
     parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=parent))
@@ -89,9 +111,15 @@ def save_package(exe, path: str | os.PathLike) -> Path:
                                       "offsets": dict(plan.offsets)}
         manifest["digest"] = manifest_digest(manifest)
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1, sort_keys=True))
+        _check_replaceable(path)  # again: something may have been put there meanwhile
         if path.exists():
-            shutil.rmtree(path)
-        os.replace(tmp, path)
+            # two renames: `path` is never a half-deleted or half-written folder
+            old = Path(tempfile.mkdtemp(prefix=f".{path.name}.old.", dir=parent))
+            os.replace(path, old / "package")
+            os.replace(tmp, path)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, path)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

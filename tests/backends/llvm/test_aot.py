@@ -203,3 +203,33 @@ def test_package_of_a_jit_program(model, tmp_path, rng):
     exe.save(tmp_path / "jit.gcpkg")
     inputs = _inputs(rng)
     assert_outputs_match(graphc.load(tmp_path / "jit.gcpkg")(inputs), run_graph(model, inputs))
+
+
+def test_saving_replaces_only_an_earlier_package(model, tmp_path, rng):
+    """A package replaces an earlier one or an empty folder; a file or a folder of other things
+    at the path is refused and left as it was (saving must never delete the user's data)."""
+    exe = graphc.compile(model, target="llvm")
+    inputs = _inputs(rng)
+    path = tmp_path / "model.gcpkg"
+    exe.save(path)
+    (path / "stale.txt").write_text("from the earlier package")
+    exe.save(path)  # over an earlier package
+    assert not (path / "stale.txt").exists()
+    assert_outputs_match(graphc.load(path)(inputs), run_graph(model, inputs))
+    (tmp_path / "empty").mkdir()
+    exe.save(tmp_path / "empty")
+    assert_outputs_match(graphc.load(tmp_path / "empty")(inputs), run_graph(model, inputs))
+
+    mine = tmp_path / "notes"
+    mine.mkdir()
+    (mine / "thesis.tex").write_text("keep me")
+    with pytest.raises(PackageError, match="not empty and is not a graphc package"):
+        exe.save(mine)
+    assert [p.name for p in mine.iterdir()] == ["thesis.tex"]
+    a_file = tmp_path / "model.py"
+    a_file.write_text("keep me too")
+    with pytest.raises(PackageError, match="exists and is not a folder"):
+        exe.save(a_file)
+    assert a_file.read_text() == "keep me too"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "empty", "model.gcpkg", "model.py", "notes"]  # no temporary folder left behind
