@@ -120,7 +120,9 @@ def load_graph(path: str | Path, **build_kwargs) -> Graph:
 
         return from_onnx(path, **build_kwargs)
     if path.suffix != ".gir":
-        raise GraphError(f"model file {str(path)!r}: expected a .gir, .py or .onnx file")
+        hint = (" (it is a compiled package: `graphc run` runs it, the other commands need the "
+                "model it was compiled from)" if (path / "manifest.json").is_file() else "")
+        raise GraphError(f"model file {str(path)!r}: expected a .gir, .py or .onnx file{hint}")
     graph = parse_graph(path.read_text(), source=str(path))
     npz = params_path(path)
     if npz.exists():

@@ -111,3 +111,7 @@ def test_run_on_a_compiled_target_and_from_a_package(tmp_path, capsys):
     capsys.readouterr()
     assert main(["run", str(pkg)]) == 2
     assert "has inputs ['x']: give them with --inputs" in capsys.readouterr().err
+    assert main(["profile", str(pkg)]) == 2
+    assert "it is a compiled package: `graphc run` runs it" in capsys.readouterr().err
+    assert main(["compile", str(path), "-o", str(path)]) == 2
+    assert "exists and is not a folder" in capsys.readouterr().err
