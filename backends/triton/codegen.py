@@ -196,7 +196,8 @@ def gen_loop(k: LoopKernel, s: Schedule, opts: TritonOptions) -> KernelSource:
     ptrs = pointer_args(bufs)
     em = Emitter(types, ptrs, k.extents())
     pid = program_id(s, bufs)
-    if not k.reduce_domain:
+    # a reduction over a rank-0 window has an empty reduce domain, but still its one element
+    if not k.reduce_domain and not any(sw.reductions for sw in k.sweeps):
         return _gen_pointwise(k, em, bufs, ptrs, opts, pid)
     return _gen_reduction(k, em, bufs, ptrs, opts, pid)
 

@@ -170,6 +170,9 @@ def ref_select_scatter(inputs, attrs):
     x, src = inputs
     if x.size == 0 or src.size == 0:
         return np.zeros(x.shape, x.dtype)
+    if x.ndim == 0:  # one window of one element: as a vector of one
+        one = {"window": (1,), "strides": (1,), "padding": (0, 0)}
+        return ref_select_scatter((x.reshape(1), src.reshape(1)), one).reshape(())
     n = x.ndim
     axes = tuple(range(n))
     pairs = _pairs(attrs["padding"])

@@ -455,6 +455,11 @@ WINDOW_CASES = [
         "y": b.op("reduce_window", b.input("x", (2, 3, 5, 4, 6)), kind="max",
                   window=(1, 1, 2, 2, 3), strides=(1, 1, 2, 1, 2),
                   padding=(0, 0, 0, 0, 0, 1, 0, 0, 1, 1))})),
+    # a rank-0 window over a scalar: a reduction whose domain is empty yet holds one element
+    Case("reduce_window.scalar.grad", lambda: with_gradients(_graph("rw0", lambda b: (
+        lambda x: {"y": b.op("reduce_window", x * 2.0, kind="sum", window=(), strides=())
+                   + b.op("reduce_window", x, kind="max", window=(), strides=())})(
+        b.input("x", ())))(), 5)),
     Case("select_scatter.overlap", _graph("ss", lambda b: {
         "y": b.op("select_scatter", b.input("x", (2, 5, 5)), b.input("s", (2, 3, 3)),
                   window=(1, 3, 3), strides=(1, 2, 2), padding=(0, 0, 1, 1, 1, 1))}),
