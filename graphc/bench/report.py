@@ -313,11 +313,24 @@ def fmt_measured(t: dict[str, Any]) -> str:
     return fmt_time(v)
 
 
-def target_rows(doc: dict[str, Any], marks: tuple[str, str, str]) -> list[list[str]]:
+def target_rows(doc: dict[str, Any], marks: tuple[str, str, str], measured_only: bool = False
+                ) -> list[list[str]]:
     met, short, none = marks
     return [[t["text"], t["workload"], str(t["threads"]), t["target"], fmt_measured(t),
              met if t["met"] else (none if t["met"] is None else short), t["note"]]
-            for t in doc["targets"]]
+            for t in doc["targets"] if not measured_only or t["measured"] is not None]
+
+
+def terminal_targets(doc: dict[str, Any]) -> list[str]:
+    """The targets the run measured (a run of some workloads, or of the user's model, does not
+    list the rest one by one)."""
+    rows = target_rows(doc, ("met", "SHORT", "-"), measured_only=True)
+    left = len(doc["targets"]) - len(rows)
+    note = (f"({left} target rows left out: their workloads were not in this run)"
+            if left else "")
+    if not rows:
+        return ["Targets: none measured (their workloads were not in this run)", ""]
+    return ["Targets", table(TARGET_HEADERS, rows), *([note] if note else []), ""]
 
 
 TARGET_HEADERS = ["target", "workload", "thr", "goal", "measured", "status", "note"]
@@ -346,7 +359,7 @@ def terminal_report(doc: dict[str, Any]) -> str:
     if rows:
         out += ["Allocator effects: fresh outputs vs preallocated", table(h, rows), ""]
     out += ["Compile times (apart from run times)", table(*compile_rows(doc)), RUNTIME_NOTE, ""]
-    out += ["Targets", table(TARGET_HEADERS, target_rows(doc, ("met", "SHORT", "-"))), ""]
+    out += terminal_targets(doc)
     out.append(summary_line(doc))
     return "\n".join(out) + "\n"
 

@@ -113,6 +113,23 @@ def test_perf_table_script_renders_the_run(quick_run, tmp_path):
     assert markdown_report(doc, source="run.json") in text
 
 
+def test_terminal_report_lists_only_the_targets_it_measured(quick_run):
+    """A run of some workloads (or of the user's own model) does not print every other target
+    as "not in this run"; the markdown report (the README's table) still lists them all."""
+    from graphc.bench.targets import evaluate_targets
+
+    doc, _ = quick_run
+    part = {**doc, "results": [r for r in doc["results"] if r["workload"] == "softmax"]}
+    part["targets"] = evaluate_targets(part)
+    text = terminal_report(part)
+    assert "row softmax 4096^2 vs torch eager" in text and "sgemm 512/1024" not in text
+    assert f"({len(part['targets']) - 1} target rows left out" in text
+    assert "sgemm 512/1024" in markdown_report(part, source="run.json")
+    none = {**doc, "results": []}
+    none["targets"] = evaluate_targets(none)
+    assert "Targets: none measured" in terminal_report(none)
+
+
 def test_wrong_result_is_reported_and_not_timed(monkeypatch):
     real = runner.build_contenders
 
