@@ -48,7 +48,7 @@ parse = parse_graph
 
 
 def from_onnx(model, *, shapes=None, dims=None, name=None, frozen=()) -> Graph:
-    """A Graph from an ONNX model (a ModelProto or a `.onnx` path); `dims` binds symbolic
+    """A Graph from an ONNX model (a ModelProto, its bytes or a `.onnx` path); `dims` binds symbolic
     dimensions by name, `shapes` gives whole input shapes (see `graphc.onnx_import`)."""
     from .onnx_import import from_onnx as _from_onnx
 

@@ -79,7 +79,7 @@ class OnnxImportError(GraphError):
 def from_onnx(model: Any, *, shapes: Mapping[str, Sequence[int]] | None = None,
               dims: Mapping[str, int] | None = None, name: str | None = None,
               frozen: bool | Iterable[str] = ()) -> Any:
-    """A Graph from an ONNX ModelProto or the path of a `.onnx` file.
+    """A Graph from an ONNX ModelProto, its serialized bytes or the path of a `.onnx` file.
 
     Symbolic input dimensions (an exporter's dynamic batch axis) are fixed at import: `dims`
     binds them by name (`{"batch": 8}` for every input whose shape names "batch"), `shapes`
@@ -101,6 +101,15 @@ def from_onnx(model: Any, *, shapes: Mapping[str, Sequence[int]] | None = None,
         except Exception as e:  # noqa: BLE001 - protobuf raises many kinds
             raise OnnxImportError(f"{where!r} is not a readable ONNX model "
                                   f"({type(e).__name__}: {e})") from None
+    elif isinstance(model, (bytes, bytearray, memoryview)):
+        try:
+            model = onnx.load_model_from_string(bytes(model))
+        except Exception as e:  # noqa: BLE001 - protobuf raises many kinds
+            raise OnnxImportError(f"the bytes given are not a readable ONNX model "
+                                  f"({type(e).__name__}: {e})") from None
+    elif not isinstance(model, onnx.ModelProto):
+        raise OnnxImportError(f"from_onnx takes an ONNX ModelProto, its bytes or a file path, "
+                              f"not {type(model).__name__}")
     imp = _Importer(model, numpy_helper, dict(shapes or {}), where)
     imp.bind_dims(dict(dims or {}))
     if frozen is True:

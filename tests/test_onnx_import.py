@@ -705,3 +705,11 @@ def test_symbolic_shapes_need_shapes_and_bad_files_are_named(tmp_path, rng):
     bad.write_bytes(b"\x08\x07not a model at all")
     with pytest.raises(OnnxImportError, match="bad.onnx"):
         load_graph(bad)
+    # serialized bytes import as the model does; other objects are refused by name
+    np.testing.assert_array_equal(graphc.compile(graphc.from_onnx(
+        model.SerializeToString(), shapes={"x": (3, 4)}), target="reference")(x=x)["y"],
+        np.maximum(x, 0))
+    with pytest.raises(OnnxImportError, match="not a readable ONNX model"):
+        graphc.from_onnx(b"\x08\x07not a model at all")
+    with pytest.raises(OnnxImportError, match="not dict"):
+        graphc.from_onnx({"graph": None})
