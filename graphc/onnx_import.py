@@ -629,9 +629,10 @@ def _cast(imp, node, ins, attrs):
     return x if x.dtype == to else x.astype(to)
 
 
-def _slice_params(imp, node, ins, attrs, shape) -> tuple[list, list, list]:
+def _slice_params(imp, node, ins, attrs, shape) -> tuple[list, list, list, tuple]:
     """ONNX Slice's starts/ends/axes/steps (inputs from opset 10, attributes before) as
-    graphc's per-axis start, stop and step, clamped as ONNX clamps them."""
+    graphc's per-axis start, stop and step, clamped as ONNX clamps them, and the axes to reverse
+    first: a negative step walks the reversed axis forwards (torch exports flip so)."""
     if len(ins) > 1:
         starts = imp.ints(node, ins[1], "starts")
         ends = imp.ints(node, ins[2], "ends")
@@ -641,26 +642,37 @@ def _slice_params(imp, node, ins, attrs, shape) -> tuple[list, list, list]:
         starts, ends, axes, steps = attrs["starts"], attrs["ends"], attrs.get("axes"), None
     axes = list(range(len(starts))) if axes is None else [_axis(a, len(shape)) for a in axes]
     steps = [1] * len(starts) if steps is None else steps
+    if len(set(axes)) != len(axes):
+        raise imp.fail(node, f"axes {list(axes)} repeat an axis")
     start, stop, step = [0] * len(shape), list(shape), [1] * len(shape)
+    flip = []
     for a, b0, e0, st in zip(axes, starts, ends, steps, strict=True):
-        if st < 1:
-            raise imp.fail(node, f"step {st} (graphc slices forward only)")
+        if st == 0:
+            raise imp.fail(node, "step 0")
         d = shape[a]
         b0, e0 = (b0 + d if b0 < 0 else b0), (e0 + d if e0 < 0 else e0)
-        start[a], stop[a], step[a] = min(max(b0, 0), d), min(max(e0, 0), d), st
+        if st > 0:
+            start[a], stop[a], step[a] = min(max(b0, 0), d), min(max(e0, 0), d), st
+        else:  # from b0 down to e0 (exclusive): on the reversed axis, from d-1-b0 up to d-1-e0
+            b0, e0 = min(max(b0, 0), d - 1), min(max(e0, -1), d - 1)
+            start[a], stop[a], step[a] = d - 1 - b0, d - 1 - e0, -st
+            flip.append(a)
         stop[a] = max(stop[a], start[a])
-    return start, stop, step
+    return start, stop, step, tuple(sorted(flip))
 
 
 def _slice(imp, node, ins, attrs):
     x = imp.t(ins[0])
-    start, stop, step = _slice_params(imp, node, ins, attrs, x.shape)
+    start, stop, step, flip = _slice_params(imp, node, ins, attrs, x.shape)
+    if flip:
+        x = imp.b.op("reverse", x, axes=flip)
     return imp.b.op("slice", x, start=tuple(start), stop=tuple(stop), step=tuple(step))
 
 
 def _slice_const(imp, node, ins, attrs):
-    start, stop, step = _slice_params(imp, node, ins, attrs, ins[0].shape)
-    return ins[0][tuple(slice(a, b, c) for a, b, c in zip(start, stop, step, strict=True))]
+    start, stop, step, flip = _slice_params(imp, node, ins, attrs, ins[0].shape)
+    x = np.flip(ins[0], flip) if flip else ins[0]
+    return x[tuple(slice(a, b, c) for a, b, c in zip(start, stop, step, strict=True))]
 
 
 _CONST_OPS["Slice"] = _slice_const

@@ -224,6 +224,31 @@ def test_slicing_padding_selection_and_more_activations(rng):
     _check(model, {"x": x})
 
 
+BIG = 2 ** 63 - 1
+
+
+@pytest.mark.parametrize("starts, ends, axes, steps", [
+    ([-1], [-BIG], [1], [-1]),                  # torch.flip as exported: the whole axis reversed
+    ([-1, -1], [-BIG, -BIG], [0, 2], [-1, -1]),
+    ([8, 4], [1, -7], [1, 2], [-3, -2]),        # from inside, strides, an end before the start
+    ([100], [-100], [1], [-2]),                 # starts past the end clamp to the last element
+    ([2], [5], [1], [-1]),                      # an end above the start: empty
+    ([-2, 1], [0, 5], [1, 2], [-1, 2]),         # one axis backwards, one forwards
+])
+def test_slice_with_negative_steps(rng, starts, ends, axes, steps):
+    """A negative step walks the axis backwards (torch exports flip and some padding modes so):
+    the axis is reversed, then sliced forwards; also when the operand is a constant."""
+    x = _f32(rng, 3, 10, 6)
+    i64 = lambda v: np.asarray(v, np.int64)  # noqa: E731
+    model = make_model("neg_slice", [
+        node("Slice", ["x", "s", "e", "a", "st"], ["y"]),
+        node("Slice", ["c", "s", "e", "a", "st"], ["yc"]),
+    ], {"x": x}, ["y", "yc"],
+        {"s": i64(starts), "e": i64(ends), "a": i64(axes), "st": i64(steps),
+         "c": _f32(rng, 3, 10, 6)})
+    _check(model, {"x": x}, rtol=0, atol=0)
+
+
 @pytest.mark.parametrize("attrs, groups", [
     ({"strides": [2, 2]}, 1),
     ({"strides": [2, 1], "pads": [1, 0, 0, 2], "output_padding": [1, 0]}, 1),
