@@ -701,26 +701,6 @@ def _split(imp, node, ins, attrs):
     return outs
 
 
-def _pad(imp, node, ins, attrs):
-    x = imp.t(ins[0])
-    mode = attrs.get("mode", b"constant")
-    if mode not in (b"constant", "constant"):
-        raise imp.fail(node, f"mode {mode!r} (only constant padding)")
-    pads = imp.ints(node, ins[1], "pads") if len(ins) > 1 else list(attrs["pads"])
-    if len(ins) > 3 and ins[3] is not None:
-        raise imp.fail(node, "the axes input is not supported")
-    value = 0.0
-    if len(ins) > 2 and ins[2] is not None:
-        arr = ins[2] if isinstance(ins[2], np.ndarray) else imp.inits.get(node.input[2])
-        if arr is None:
-            raise imp.fail(node, "constant_value must be a constant or an initializer")
-        value = float(arr.reshape(-1)[0]) if arr.size else 0.0
-    rank = x.ndim
-    if min(pads) < 0:
-        raise imp.fail(node, f"negative pads {pads}")
-    return imp.b.op("pad", x, low=tuple(pads[:rank]), high=tuple(pads[rank:]), value=value)
-
-
 def _expand(imp, node, ins, attrs):
     x = imp.t(ins[0])
     shape = tuple(np.broadcast_shapes(x.shape, tuple(imp.ints(node, ins[1], "shape"))))
@@ -788,7 +768,7 @@ _HANDLERS: dict[str, Callable] = {
     "Constant": _constant,
     "Shape": _shape_of, "Cast": _cast, "LSTM": layers.recurrent, "RNN": layers.recurrent,
     "GRU": layers.recurrent,
-    "Slice": _slice, "Split": _split, "Pad": _pad, "Expand": _expand,
+    "Slice": _slice, "Split": _split, "Expand": _expand,
     "ConvTranspose": layers.conv_transpose, "Where": _where, "Clip": _clip,
     "HardSigmoid": _hard_sigmoid, "Elu": _elu, "Gelu": _gelu, "Gather": _gather,
     "Sum": _sum_mean, "Mean": _sum_mean, **onnx_more.HANDLERS, **onnx_tensor.HANDLERS,

@@ -1,5 +1,5 @@
 """ONNX import of tensor-algebra and layout ops (`graphc.onnx_import` registers these handlers):
-Einsum, CumSum, OneHot, Hardmax, LpNormalization, GlobalMaxPool, DepthToSpace, SpaceToDepth,
+Einsum, CumSum, OneHot, Hardmax, LpNormalization, GlobalMaxPool, DepthToSpace, SpaceToDepth, Pad,
 and ConstantOfShape and Range on constants. Each is written with graphc primitives (matmul,
 transpose, reshape, reductions, one_hot), so autodiff and every backend take them as they are.
 Handlers take the importer, the ONNX node, its inputs (graphc Tensors, or numpy arrays for
@@ -294,6 +294,56 @@ def constant_of_shape(imp, node, ins, attrs):
     return np.full(shape, value.reshape(-1)[0], dtype=value.dtype)
 
 
+# -- Pad ---------------------------------------------------------------------------------------
+_PAD_MODES = ("constant", "reflect", "edge", "wrap")
+
+
+def pad(imp, node, ins, attrs):
+    """Pad in every mode: `constant` is graphc's `pad` (negative pads crop); `reflect`, `edge`
+    and `wrap` crop first, then gather each padded axis at constant positions (numpy's pad of
+    the positions 0..n-1 in that mode), so the gradient is take's scatter-add."""
+    x = imp.t(ins[0])
+    mode = text(attrs, "mode", "constant")
+    if mode not in _PAD_MODES:
+        raise imp.fail(node, f"mode {mode!r} (one of {', '.join(_PAD_MODES)})")
+    pads = imp.ints(node, ins[1], "pads") if len(ins) > 1 else list(attrs["pads"])
+    rank = x.ndim
+    axes = list(range(rank))
+    if len(ins) > 3 and ins[3] is not None:
+        axes = [a + rank if a < 0 else a for a in imp.ints(node, ins[3], "axes")]
+        if any(not 0 <= a < rank for a in axes) or len(set(axes)) != len(axes):
+            raise imp.fail(node, f"axes {axes} for an input of rank {rank}")
+    if len(pads) != 2 * len(axes):
+        raise imp.fail(node, f"{len(pads)} pads for {len(axes)} axes (two per axis)")
+    low, high = [0] * rank, [0] * rank
+    for i, a in enumerate(axes):
+        low[a], high[a] = int(pads[i]), int(pads[i + len(axes)])
+    if any(n + lo + hi < 0 for n, lo, hi in zip(x.shape, low, high, strict=True)):
+        raise imp.fail(node, f"pads {pads} crop more than the input {x.shape} holds")
+    value = 0.0
+    if mode == "constant" and len(ins) > 2 and ins[2] is not None:
+        arr = ins[2] if isinstance(ins[2], np.ndarray) else imp.inits.get(node.input[2])
+        if arr is None:
+            raise imp.fail(node, "constant_value must be a constant or an initializer")
+        value = float(arr.reshape(-1)[0]) if arr.size else 0.0
+    crop = [min(p, 0) for p in low], [min(p, 0) for p in high]
+    if mode == "constant" or any(crop[0]) or any(crop[1]):
+        lo, hi = (low, high) if mode == "constant" else crop
+        if any(lo) or any(hi):
+            x = imp.b.op("pad", x, low=tuple(lo), high=tuple(hi), value=value)
+        if mode == "constant":
+            return x
+    for a in range(rank):
+        before, after = max(low[a], 0), max(high[a], 0)
+        if not before and not after:
+            continue
+        if x.shape[a] == 0:
+            raise imp.fail(node, f"{mode} padding of axis {a}, which is empty")
+        at = np.pad(np.arange(x.shape[a]), (before, after), mode=mode)
+        x = imp.b.op("take", x, imp.b.const(at.astype(np.int64), "i64"), axis=a)
+    return x
+
+
 def range_(imp, node, ins, attrs):
     start, limit, delta = (imp.numbers(v) for v in ins)
     if start is None or limit is None or delta is None:
@@ -307,7 +357,7 @@ HANDLERS = {
     "Einsum": einsum, "CumSum": cumsum, "OneHot": one_hot, "Hardmax": hardmax,
     "LpNormalization": lp_normalization, "GlobalMaxPool": global_max_pool,
     "DepthToSpace": depth_to_space, "SpaceToDepth": space_to_depth,
-    "ConstantOfShape": constant_of_shape, "Range": range_,
+    "ConstantOfShape": constant_of_shape, "Range": range_, "Pad": pad,
 }
 # Handlers for nodes whose inputs are all constants (evaluated with numpy at import)
 CONST_HANDLERS = {"ConstantOfShape": constant_of_shape, "Range": range_, "CumSum": cumsum_const}

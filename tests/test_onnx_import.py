@@ -249,6 +249,68 @@ def test_slice_with_negative_steps(rng, starts, ends, axes, steps):
     _check(model, {"x": x}, rtol=0, atol=0)
 
 
+@pytest.mark.parametrize("mode", ["constant", "reflect", "edge", "wrap"])
+@pytest.mark.parametrize("shape, pads, axes", [
+    ((2, 3, 5, 6), [0, 0, 1, 2, 0, 0, 2, 1], None),      # a conv's reflection padding
+    ((2, 3, 5, 6), [3, 0, 4, 5], [-1, 2]),               # opset 18's axes input, wrapping twice
+    ((4, 7), [-1, 2, 1, -3], None),                       # negative pads crop first
+    ((6,), [5, 0], None),
+])
+def test_pad_modes(rng, mode, shape, pads, axes):
+    """ONNX Pad in every mode against ONNX Runtime, forward and, through the gradient of a
+    weighted sum, backward against torch."""
+    if mode == "reflect" and any(p >= 5 for p in pads):
+        pytest.skip("ONNX Runtime reflects at most n - 1 elements")
+    x = _f32(rng, *shape)
+    extra = {"pads": np.asarray(pads, np.int64), "v": np.asarray(0.5, np.float32)}
+    ins = ["x", "pads", "v" if mode == "constant" else ""]
+    if axes is not None:
+        extra["axes"] = np.asarray(axes, np.int64)
+        ins.append("axes")
+    model = make_model("pad", [node("Pad", ins, ["y"], mode=mode)], {"x": x}, ["y"], extra)
+    model.opset_import[0].version = 19
+    graph = _check(model, {"x": x}, rtol=0, atol=0)
+    torch = pytest.importorskip("torch")
+    b = graphc.Builder.from_graph(graph)
+    b.copy_body(graph)
+    y = b.tensor(dict(graph.outputs)["y"])
+    w = rng.standard_normal(y.shape).astype(np.float32)
+    g = graphc.autodiff(b.build(outputs={"loss": (y * b.const(w)).sum()}), "loss", wrt=["x"])
+    # torch's padding (positions from numpy's pad) is ONNX Runtime's, so its gradient is due
+    np.testing.assert_array_equal(_torch_pad(torch, torch.from_numpy(x), pads, axes, mode,
+                                             shape).numpy(), _ort(model, {"x": x})["y"])
+    want = torch.func.grad(lambda t: (_torch_pad(torch, t, pads, axes, mode, shape)
+                                      * torch.from_numpy(w)).sum())(torch.from_numpy(x))
+    for target in ("reference", "llvm"):
+        np.testing.assert_allclose(graphc.compile(g, target=target)(x=x)["grad.x"],
+                                   want.numpy(), rtol=1e-5, atol=1e-5, err_msg=target)
+
+
+def _torch_pad(torch, t, pads, axes, mode, shape):
+    """ONNX's pads (all the begins, then all the ends) through numpy's positions, in torch."""
+    rank = len(shape)
+    axes = [a % rank for a in (axes if axes is not None else range(rank))]
+    for i, a in enumerate(axes):
+        lo, hi = pads[i], pads[i + len(axes)]
+        n = t.shape[a]
+        t = t.narrow(a, max(-lo, 0), n - max(-lo, 0) - max(-hi, 0))
+        lo, hi = max(lo, 0), max(hi, 0)
+        if mode == "constant":
+            size = list(t.shape)
+            parts = []
+            for k in (lo, None, hi):
+                if k is None:
+                    parts.append(t)
+                elif k:
+                    size[a] = k
+                    parts.append(torch.full(size, 0.5))
+            t = torch.cat(parts, a)
+        else:
+            at = np.pad(np.arange(t.shape[a]), (lo, hi), mode=mode)
+            t = t.index_select(a, torch.from_numpy(at))
+    return t
+
+
 @pytest.mark.parametrize("attrs, groups", [
     ({"strides": [2, 2]}, 1),
     ({"strides": [2, 1], "pads": [1, 0, 0, 2], "output_padding": [1, 0]}, 1),
