@@ -708,9 +708,10 @@ def _expand(imp, node, ins, attrs):
 
 
 def _where(imp, node, ins, attrs):
-    cond, a, c = ins
-    a, c = imp.t(a), imp.t(c)
-    return imp.b.op("select", imp.t(cond), a, c)
+    # constants keep their element type (a condition folded from a shape calculation is bool)
+    cond, a, c = (imp.b.const(v) if isinstance(v, np.ndarray) and v.dtype.kind in "biu"
+                  else imp.t(v) for v in ins)
+    return imp.b.op("select", cond, a, c)
 
 
 def _clip(imp, node, ins, attrs):

@@ -144,14 +144,25 @@ def test_shape_arithmetic_through_graph_ops_folds_at_import(rng):
         node("Reshape", ["x", "target"], ["r"]),
         node("Mod", ["seven", "four"], ["end"]),
         node("Slice", ["x", "one", "end", "one"], ["sl"]),
-    ], {"x": x}, ["r", "sl"],
+        # torch's expand(2, *shape) at opset 20: -1 entries of the shape replaced by a Where
+        # whose bool condition is folded from constants
+        node("ConstantOfShape", ["four"], ["ones"],
+             value=onnx.numpy_helper.from_array(np.asarray([1], np.int64))),
+        node("Mul", ["ones", "minus1"], ["neg"]),
+        node("Equal", ["eshape", "neg"], ["is_neg"]),
+        node("Where", ["is_neg", "ones", "eshape"], ["wshape"]),
+        node("Unsqueeze", ["x", "zero"], ["x1"]),
+        node("Expand", ["x1", "wshape"], ["ex"]),
+    ], {"x": x}, ["r", "sl", "ex"],
         {"zero": np.asarray([0], np.int64), "one": np.asarray([1], np.int64),
          "two": np.asarray([2], np.int64), "minus1": np.asarray([-1], np.int64),
-         "seven": np.asarray([7], np.int64), "four": np.asarray([4], np.int64)})
+         "seven": np.asarray([7], np.int64), "four": np.asarray([4], np.int64),
+         "eshape": np.asarray([3, -1, 12, 5], np.int64)})
     model.opset_import[0].version = 17
     graph = _check(model, {"x": x})
     assert dict(graph.outputs)["r"].shape == (2, 2, 6, 5)
     assert dict(graph.outputs)["sl"].shape == (2, 2, 5)
+    assert dict(graph.outputs)["ex"].shape == (3, 2, 12, 5)
 
 
 def test_elementwise_ops_and_constants(rng):
