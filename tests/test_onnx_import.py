@@ -297,6 +297,18 @@ def test_pad_modes(rng, mode, shape, pads, axes):
                                    want.numpy(), rtol=1e-5, atol=1e-5, err_msg=target)
 
 
+def test_pad_value_from_a_constant_node(rng):
+    """torch's ZeroPad2d at opset 18 gives the pad value as a float Constant node (a graph
+    constant to the importer, not an initializer)."""
+    x = _f32(rng, 2, 3, 4)
+    value = onnx.numpy_helper.from_array(np.asarray(-1.25, np.float32))
+    model = make_model("pad_const", [
+        node("Constant", [], ["v"], value=value),
+        node("Pad", ["x", "pads", "v"], ["y"]),
+    ], {"x": x}, ["y"], {"pads": np.asarray([0, 1, 2, 0, 0, 1], np.int64)})
+    _check(model, {"x": x}, rtol=0, atol=0)
+
+
 def _torch_pad(torch, t, pads, axes, mode, shape):
     """ONNX's pads (all the begins, then all the ends) through numpy's positions, in torch."""
     rank = len(shape)
