@@ -322,7 +322,9 @@ def pad(imp, node, ins, attrs):
         raise imp.fail(node, f"pads {pads} crop more than the input {x.shape} holds")
     value = 0.0
     if mode == "constant" and len(ins) > 2 and ins[2] is not None:
-        arr = imp.numbers(ins[2])  # an initializer, or computed from constants (a Constant)
+        # an initializer (imported as a parameter), or computed from constants (a Constant)
+        arr = imp.inits.get(node.input[2])
+        arr = imp.numbers(ins[2]) if arr is None else arr
         if arr is None:
             raise imp.fail(node, "constant_value must be a constant (it depends on an input)")
         value = float(arr.reshape(-1)[0]) if arr.size else 0.0
