@@ -286,14 +286,25 @@ def layer_norm(imp, node, ins, attrs):
     return [y] + [None] * (len(node.output) - 1)
 
 
+def fixed_weight(imp, node, v, what: str, verb: str) -> tuple[np.ndarray, bool]:
+    """A weight the importer re-lays out: its values, and whether it is trainable (an
+    initializer, imported as a parameter) or a constant (Constant nodes: an exporter's frozen
+    weights). One that depends on a graph input is refused."""
+    if isinstance(v, np.ndarray):
+        return v, True
+    values = imp.numbers(v)
+    if values is None:
+        raise imp.fail(node, f"{what} must be an initializer or a constant (graphc {verb} it "
+                             "at import)")
+    return values, False
+
+
 def conv_transpose(imp, node, ins, attrs):
     """ConvTranspose as the `conv` primitive: the input dilated by the stride, the kernel
     flipped with its channel axes swapped per group (an initializer, re-laid out at import
     into a parameter named after it), padding d*(k-1) - pads (plus output_padding at the end)."""
     x = imp.t(ins[0])
-    w = ins[1]
-    if not isinstance(w, np.ndarray):
-        raise imp.fail(node, "the weight must be an initializer (graphc flips it at import)")
+    w, trainable = fixed_weight(imp, node, ins[1], "the weight", "flips")
     rank = x.ndim - 2
     if rank < 1 or w.ndim != rank + 2:
         raise imp.fail(node, f"input {x.shape} and weight {w.shape} do not make a transposed "
@@ -312,8 +323,9 @@ def conv_transpose(imp, node, ins, attrs):
     wg = w.reshape(groups, c_in // groups, c_out_g, *kernel)
     wg = np.swapaxes(wg, 1, 2).reshape(groups * c_out_g, c_in // groups, *kernel)
     wg = np.ascontiguousarray(wg[(slice(None), slice(None)) + (slice(None, None, -1),) * rank])
-    weight = imp.b.param(imp.fresh(node.input[1]), init=wg.astype(np.float32),
-                         frozen=node.input[1] in imp.frozen)
+    weight = (imp.b.param(imp.fresh(node.input[1]), init=wg.astype(np.float32),
+                          frozen=node.input[1] in imp.frozen) if trainable
+              else imp.b.const(wg.astype(np.float32)))
     padding = tuple((dil[i] * (kernel[i] - 1) - pads[i],
                      dil[i] * (kernel[i] - 1) - pads[i + rank] + out_pad[i]) for i in range(rank))
     y = imp.b.op("conv", x, weight, stride=(1,) * rank, padding=padding,
@@ -401,11 +413,12 @@ def recurrent(imp, node, ins, attrs):
     if batch_major:
         xs = xs.transpose(1, 0, 2)
     t_steps, batch, _ = xs.shape
-    consts = {}
+    consts, trainable = {}, True
     for k, what in ((1, "W"), (2, "R"), (3, "B")):
         v = ins[k] if len(ins) > k else None
-        if v is not None and not isinstance(v, np.ndarray):
-            raise imp.fail(node, f"{what} must be an initializer (graphc re-lays it out)")
+        if v is not None:
+            v, init = fixed_weight(imp, node, v, what, "re-lays")
+            trainable &= init
         consts[what] = v
     hidden = int(attrs.get("hidden_size", consts["R"].shape[-1]))
     seq = ins[4] if len(ins) > 4 else None
@@ -442,7 +455,8 @@ def recurrent(imp, node, ins, attrs):
         values = (gates(consts["W"][d]).T, gates(consts["R"][d]).T, *biases(d))
         suffix = "" if d == 0 else ".reverse"
         params = [imp.b.param(imp.fresh(r + suffix), init=v.astype(np.float32),
-                              frozen=r in imp.frozen)
+                              frozen=r in imp.frozen) if trainable
+                  else imp.b.const(np.ascontiguousarray(v, np.float32))
                   for r, v in zip(raw, values, strict=True)]
         states = []
         for k in state_inputs:

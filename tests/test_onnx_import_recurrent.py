@@ -156,3 +156,34 @@ def test_gru_with_other_activations_is_refused(rng):
     with pytest.raises(OnnxImportError, match=r"GRU.*activations \['relu', 'tanh'\] "
                                               r"\(an GRU imports with Sigmoid, Tanh\)"):
         graphc.from_onnx(model)
+
+
+def _weights_as_constant_nodes(model, names):
+    """The model with some initializers moved into Constant nodes (how torch.onnx exports the
+    weights of modules it does not see as parameters)."""
+    inits = {t.name: t for t in model.graph.initializer}
+    consts = [onnx.helper.make_node("Constant", [], [n], value=inits[n]) for n in names]
+    kept = [t for t in model.graph.initializer if t.name not in names]
+    del model.graph.initializer[:]
+    model.graph.initializer.extend(kept)
+    nodes = consts + list(model.graph.node)
+    del model.graph.node[:]
+    model.graph.node.extend(nodes)
+    return model
+
+
+@pytest.mark.parametrize("op", ["LSTM", "GRU", "RNN"])
+def test_weights_given_by_constant_nodes(rng, op):
+    """W, R and B from Constant nodes import as constants (not parameters: ONNX fixed them)."""
+    model, xs = _recurrent_model(rng, op, "bidirectional", True, True)
+    graph = _check(_weights_as_constant_nodes(model, ["W", "R", "B"]), {"xs": xs})
+    assert {v.node.attrs["name"] for v in graph.params} == {"h0", "c0"} & set(
+        graph.param_values)  # the initial states stay initializers
+
+
+def test_conv_transpose_weight_given_by_a_constant_node(rng):
+    x, w = _f32(rng, 2, 3, 4, 5), _f32(rng, 3, 2, 3, 3)
+    model = make_model("ct", [node("ConvTranspose", ["x", "w"], ["y"], strides=[2, 1])],
+                       {"x": x}, ["y"], {"w": w})
+    graph = _check(_weights_as_constant_nodes(model, ["w"]), {"x": x})
+    assert not graph.params
