@@ -9,6 +9,7 @@ import math
 
 import numpy as np
 
+from graphc.ir.builder import Tensor
 from graphc.ir.ops.composite_rnn import gate_block, preactivation, time_step
 
 
@@ -384,7 +385,9 @@ def recurrent(imp, node, ins, attrs):
     multiplied by the reset gate). The reverse direction runs the same op over the steps in
     reverse order (a concatenation of the time slices), its outputs put back in time order.
     With layout=1 (batch-major: X [B, T, D], states [B, dirs, H], Y [B, T, dirs, H]) the
-    inputs are transposed to the time-major form and the outputs back."""
+    inputs are transposed to the time-major form and the outputs back. Weights from Constant
+    nodes become constants; weights computed at run time (from parameters, in an export without
+    constant folding) are re-laid out by graph ops, so their gradients reach the parameters."""
     kind = node.op_type
     n_gates = {"LSTM": 4, "GRU": 3, "RNN": 1}[kind]
     direction = text(attrs, "direction", "forward")
@@ -413,36 +416,61 @@ def recurrent(imp, node, ins, attrs):
     if batch_major:
         xs = xs.transpose(1, 0, 2)
     t_steps, batch, _ = xs.shape
-    consts, trainable = {}, True
+    raw = [node.input[k] if len(node.input) > k and node.input[k] else
+           f"{node.output[0] or 'rnn'}_{what}" for k, what in ((1, "W"), (2, "R"), (3, "B"))]
+    consts, trainable, computed = {}, True, False
     for k, what in ((1, "W"), (2, "R"), (3, "B")):
         v = ins[k] if len(ins) > k else None
-        if v is not None:
+        if isinstance(v, Tensor) and imp.numbers(v) is None:
+            computed = True  # from parameters at run time (an export without constant folding)
+        elif v is not None:
             v, init = fixed_weight(imp, node, v, what, "re-lays")
             trainable &= init
         consts[what] = v
+    if computed:  # every weight a graph tensor, re-laid out by graph ops (gradients flow back)
+        for k, what in enumerate(("W", "R", "B")):
+            v = consts[what]
+            if isinstance(v, np.ndarray):
+                consts[what] = (imp.b.param(imp.fresh(raw[k]), init=v.astype(np.float32),
+                                            frozen=raw[k] in imp.frozen)
+                                if isinstance(ins[k + 1], np.ndarray)
+                                else imp.b.const(v.astype(np.float32)))
     hidden = int(attrs.get("hidden_size", consts["R"].shape[-1]))
     seq = ins[4] if len(ins) > 4 else None
     if seq is not None and not (isinstance(seq, np.ndarray) and np.all(seq == t_steps)):
         raise imp.fail(node, "sequence_lens must be absent or all equal to the sequence length")
     if consts["W"].shape[0] != len(dirs) or consts["R"].shape[0] != len(dirs):
         raise imp.fail(node, f"W and R need {len(dirs)} direction(s) for {direction!r}")
-
-    def gates(w: np.ndarray) -> np.ndarray:  # [G*H, ...] in ONNX order -> graphc order
-        return np.concatenate([w[g * hidden:(g + 1) * hidden] for g in _GATE_ORDER[kind]])
-
-    raw = [node.input[k] if len(node.input) > k and node.input[k] else
-           f"{node.output[0] or 'rnn'}_{what}" for k, what in ((1, "W"), (2, "R"), (3, "B"))]
     width = n_gates * hidden
     if kind == "GRU":
         raw.append(raw[2] + ".hidden")
 
-    def biases(d: int) -> list[np.ndarray]:
+    def rows(v, lo: int, hi: int):  # v[lo:hi], for numbers and graph tensors alike
+        if isinstance(v, np.ndarray):
+            return v[lo:hi]
+        return imp.b.op("slice", v, start=(lo,) + (0,) * (v.ndim - 1),
+                        stop=(hi,) + tuple(v.shape[1:]))
+
+    def gates(w):  # [G*H, ...] in ONNX order -> graphc order
+        parts = [rows(w, g * hidden, (g + 1) * hidden) for g in _GATE_ORDER[kind]]
+        if isinstance(w, np.ndarray):
+            return np.concatenate(parts)
+        return imp.b.op("concat", *parts, axis=0) if len(parts) > 1 else parts[0]
+
+    def direction_of(v, d: int):
+        return v[d] if isinstance(v, np.ndarray) else rows(v, d, d + 1).reshape(*v.shape[1:])
+
+    def transposed(v):
+        return v.T if isinstance(v, np.ndarray) else v.transpose(1, 0)
+
+    def biases(d: int) -> list:
         bias = consts["B"]
         if bias is None:
             bias = np.zeros((len(dirs), 2 * width), np.float32)
+        bias = direction_of(bias, d)
         if kind == "GRU":
-            return [gates(bias[d][:width]), gates(bias[d][width:])]
-        return [gates(bias[d][:width] + bias[d][width:])]
+            return [gates(rows(bias, 0, width)), gates(rows(bias, width, 2 * width))]
+        return [gates(rows(bias, 0, width)) + gates(rows(bias, width, 2 * width))]
 
     def reverse_time(t):
         steps = [imp.b.op("slice", t, start=(s, 0, 0), stop=(s + 1,) + t.shape[1:])
@@ -452,11 +480,14 @@ def recurrent(imp, node, ins, attrs):
     ys, finals = [], [[] for _ in range(2 if kind == "LSTM" else 1)]
     state_inputs = (5, 6) if kind == "LSTM" else (5,)
     for d, name in enumerate(dirs):
-        values = (gates(consts["W"][d]).T, gates(consts["R"][d]).T, *biases(d))
+        values = (transposed(gates(direction_of(consts["W"], d))),
+                  transposed(gates(direction_of(consts["R"], d))), *biases(d))
         suffix = "" if d == 0 else ".reverse"
-        params = [imp.b.param(imp.fresh(r + suffix), init=v.astype(np.float32),
-                              frozen=r in imp.frozen) if trainable
-                  else imp.b.const(np.ascontiguousarray(v, np.float32))
+        params = [v if isinstance(v, Tensor)
+                  else imp.b.const(np.ascontiguousarray(v, np.float32)) if computed
+                  or not trainable
+                  else imp.b.param(imp.fresh(r + suffix), init=v.astype(np.float32),
+                                   frozen=r in imp.frozen)
                   for r, v in zip(raw, values, strict=True)]
         states = []
         for k in state_inputs:

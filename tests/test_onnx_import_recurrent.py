@@ -147,6 +147,36 @@ def test_gru_exported_by_torch(rng, tmp_path):
         np.testing.assert_allclose(got["h"], want_h.detach().numpy(), rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize("cls", ["LSTM", "GRU", "RNN"])
+def test_weights_computed_from_parameters_train(rng, cls):
+    """Exported without constant folding, torch's recurrent layers compute W, R and B from
+    their parameters with graph ops: the importer re-lays them out with graph ops too, so the
+    outputs match torch and the gradients reach torch's own parameters."""
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(1)
+    net = getattr(torch.nn, cls)(3, 5, num_layers=2, bidirectional=True).eval()
+    x = torch.from_numpy(_f32(rng, 4, 2, 3))
+    buf = __import__("io").BytesIO()
+    torch.onnx.export(net, (x,), buf, dynamo=False, input_names=["x"], output_names=["y"],
+                      do_constant_folding=False)
+    graph = graphc.from_onnx(buf.getvalue())
+    y = net(x)[0]
+    w = _f32(rng, *y.shape)
+    (y * torch.from_numpy(w)).sum().backward()
+    b = graphc.Builder.from_graph(graph)
+    b.copy_body(graph)
+    loss = (b.tensor(dict(graph.outputs)["y"]) * b.const(w)).sum()
+    grads = graphc.compile(graphc.autodiff(b.build(outputs={"y": b.tensor(dict(
+        graph.outputs)["y"]), "loss": loss}), "loss"), target="llvm")(x=x.numpy())
+    np.testing.assert_allclose(grads["y"], y.detach().numpy(), rtol=1e-4, atol=1e-5)
+    names = {v.node.attrs["name"] for v in graph.params}
+    checked = [n for n, _ in net.named_parameters() if n in names]
+    assert len(checked) == len(list(net.parameters())), (names, checked)
+    for n, p in net.named_parameters():
+        np.testing.assert_allclose(grads[f"grad.{n}"], p.grad.numpy(), rtol=1e-4, atol=1e-5,
+                                   err_msg=n)
+
+
 def test_gru_with_other_activations_is_refused(rng):
     h = 3
     inits = {"W": _f32(rng, 1, 3 * h, 2), "R": _f32(rng, 1, 3 * h, h)}
