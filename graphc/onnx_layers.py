@@ -303,9 +303,14 @@ def fixed_weight(imp, node, v, what: str, verb: str) -> tuple[np.ndarray, bool]:
 def conv_transpose(imp, node, ins, attrs):
     """ConvTranspose as the `conv` primitive: the input dilated by the stride, the kernel
     flipped with its channel axes swapped per group (an initializer, re-laid out at import
-    into a parameter named after it), padding d*(k-1) - pads (plus output_padding at the end)."""
+    into a parameter named after it; a weight computed at run time, by graph ops), padding
+    d*(k-1) - pads (plus output_padding at the end)."""
     x = imp.t(ins[0])
-    w, trainable = fixed_weight(imp, node, ins[1], "the weight", "flips")
+    w = ins[1]
+    computed = isinstance(w, Tensor) and imp.numbers(w) is None  # e.g. weight normalization
+    trainable = False
+    if not computed:
+        w, trainable = fixed_weight(imp, node, w, "the weight", "flips")
     rank = x.ndim - 2
     if rank < 1 or w.ndim != rank + 2:
         raise imp.fail(node, f"input {x.shape} and weight {w.shape} do not make a transposed "
@@ -322,11 +327,17 @@ def conv_transpose(imp, node, ins, attrs):
     out_pad = list(attrs.get("output_padding", [0] * rank))
     # [C_in, C_out/g, *k] -> per group [C_out/g, C_in/g, *k] -> [C_out, C_in/g, *k], flipped
     wg = w.reshape(groups, c_in // groups, c_out_g, *kernel)
-    wg = np.swapaxes(wg, 1, 2).reshape(groups * c_out_g, c_in // groups, *kernel)
-    wg = np.ascontiguousarray(wg[(slice(None), slice(None)) + (slice(None, None, -1),) * rank])
-    weight = (imp.b.param(imp.fresh(node.input[1]), init=wg.astype(np.float32),
-                          frozen=node.input[1] in imp.frozen) if trainable
-              else imp.b.const(wg.astype(np.float32)))
+    if computed:  # the same re-layout as graph ops, every call
+        perm = (0, 2, 1, *range(3, rank + 3))
+        wg = wg.transpose(*perm).reshape(groups * c_out_g, c_in // groups, *kernel)
+        weight = imp.b.op("reverse", wg, axes=tuple(range(2, rank + 2)))
+    else:
+        wg = np.swapaxes(wg, 1, 2).reshape(groups * c_out_g, c_in // groups, *kernel)
+        wg = np.ascontiguousarray(wg[(slice(None), slice(None))
+                                     + (slice(None, None, -1),) * rank])
+        weight = (imp.b.param(imp.fresh(node.input[1]), init=wg.astype(np.float32),
+                              frozen=node.input[1] in imp.frozen) if trainable
+                  else imp.b.const(wg.astype(np.float32)))
     padding = tuple((dil[i] * (kernel[i] - 1) - pads[i],
                      dil[i] * (kernel[i] - 1) - pads[i + rank] + out_pad[i]) for i in range(rank))
     y = imp.b.op("conv", x, weight, stride=(1,) * rank, padding=padding,

@@ -217,3 +217,33 @@ def test_conv_transpose_weight_given_by_a_constant_node(rng):
                        {"x": x}, ["y"], {"w": w})
     graph = _check(_weights_as_constant_nodes(model, ["w"]), {"x": x})
     assert not graph.params
+
+
+@pytest.mark.parametrize("groups", [1, 2])
+def test_conv_transpose_with_a_computed_weight(rng, groups):
+    """A weight-normalized transposed convolution (its weight computed from parameters at run
+    time): re-laid out by graph ops, outputs and parameter gradients against torch."""
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(2)
+    net = torch.nn.utils.parametrizations.weight_norm(
+        torch.nn.ConvTranspose2d(4, 6, 3, stride=2, padding=1, output_padding=1,
+                                 groups=groups)).eval()
+    x = torch.from_numpy(_f32(rng, 2, 4, 5, 3))
+    buf = __import__("io").BytesIO()
+    torch.onnx.export(net, (x,), buf, dynamo=False, input_names=["x"], output_names=["y"],
+                      do_constant_folding=False)
+    graph = graphc.from_onnx(buf.getvalue())
+    y = net(x)
+    w = _f32(rng, *y.shape)
+    (y * torch.from_numpy(w)).sum().backward()
+    b = graphc.Builder.from_graph(graph)
+    b.copy_body(graph)
+    out = b.tensor(dict(graph.outputs)["y"])
+    got = graphc.compile(graphc.autodiff(b.build(outputs={"y": out, "loss": (
+        out * b.const(w)).sum()}), "loss"), target="llvm")(x=x.numpy())
+    np.testing.assert_allclose(got["y"], y.detach().numpy(), rtol=1e-4, atol=1e-5)
+    grads = {n: p.grad.numpy() for n, p in net.named_parameters()}
+    matched = [k for k in got if k.startswith("grad.") and k[5:] in grads]
+    assert len(matched) == len(grads), (sorted(got), sorted(grads))
+    for k in matched:
+        np.testing.assert_allclose(got[k], grads[k[5:]], rtol=1e-4, atol=1e-5, err_msg=k)
