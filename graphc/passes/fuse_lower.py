@@ -422,7 +422,14 @@ class Lowering:
             size = v.shape[axis]
             b = make_bound(idx[axis], offset, offset + size, 1, self.ranges)
             if b is not False:
-                sub = idx[:axis] + (idx[axis] - offset,) + idx[axis + 1:]
+                # a piece one wide is read at 0 along the axis wherever it is chosen: the index
+                # no longer carries the selecting expression (an interleave's i % 2), so the
+                # divisions of reshapes around it fold (a transposed convolution's phases). A
+                # plain loop variable stays: the loop is split at the piece's bounds instead,
+                # and its accesses stay contiguous.
+                plain = len(idx[axis].terms) == 1 and isinstance(idx[axis].terms[0][0], Var)
+                at = ix(0) if size == 1 and not plain else idx[axis] - offset
+                sub = idx[:axis] + (at,) + idx[axis + 1:]
                 extra = () if b is True else (b,)
                 pieces.append((offset, offset + size, self.pull(v, sub, mask + extra)))
             offset += size

@@ -69,6 +69,26 @@ def test_transposed_convolution_with_kernel_equal_to_stride_is_four_matmuls():
     assert kinds.count("matmul") == 4 and "conv" not in kinds, kinds
 
 
+@pytest.mark.parametrize("kernel, pad", [(2, 1), (3, 1), (4, 2)])
+def test_interleaving_the_phases_reads_each_at_half_the_index(kernel, pad):
+    """The fused kernel that interleaves the phases (and adds the bias) reads phase (r0, r1)
+    at [n, c, i // 2, j // 2]: the concatenations' one-wide slots read at 0, the reshapes'
+    divisions fold. Before, each element carried divisions by the phases' plane sizes (the
+    fused interleave ran 5x slower than unfused)."""
+    from graphc.ir.kernel import FloorDiv, Load, LoopKernel, walk
+
+    b = Builder("ct")
+    x, w = b.input("x", (2, 8, 16, 16)), b.input("w", (3, 8, kernel, kernel))
+    y = b.op("conv", x, w, stride=(1, 1), padding=((kernel - 1 - pad,) * 2,) * 2,
+             lhs_dilation=(2, 2)) + b.input("bias", (3,)).reshape(1, 3, 1, 1)
+    schedule = run_pipeline(b.build(outputs={"y": y})).schedule
+    loops = [k for k in schedule.kernels if isinstance(k, LoopKernel)]
+    assert loops, [k.kind for k in schedule.kernels]
+    divisors = {a.d for k in loops for e in walk(k.expr_roots()) if isinstance(e, Load)
+                for i in e.index for a, _ in i.terms if isinstance(a, FloorDiv)}
+    assert divisors <= {2}, divisors
+
+
 def test_strided_convolution_gradient_has_no_dilated_input():
     """The input gradient of a stride-2 convolution is a convolution over the output gradient
     dilated by 2; after the pipeline's graph passes it is in phase form."""
