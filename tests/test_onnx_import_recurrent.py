@@ -5,6 +5,8 @@ time-major twin) and torch, through the reference and LLVM backends."""
 
 from __future__ import annotations
 
+import io
+
 import numpy as np
 import pytest
 
@@ -156,7 +158,7 @@ def test_weights_computed_from_parameters_train(rng, cls):
     torch.manual_seed(1)
     net = getattr(torch.nn, cls)(3, 5, num_layers=2, bidirectional=True).eval()
     x = torch.from_numpy(_f32(rng, 4, 2, 3))
-    buf = __import__("io").BytesIO()
+    buf = io.BytesIO()
     torch.onnx.export(net, (x,), buf, dynamo=False, input_names=["x"], output_names=["y"],
                       do_constant_folding=False)
     graph = graphc.from_onnx(buf.getvalue())
@@ -229,7 +231,7 @@ def test_conv_transpose_with_a_computed_weight(rng, groups):
         torch.nn.ConvTranspose2d(4, 6, 3, stride=2, padding=1, output_padding=1,
                                  groups=groups)).eval()
     x = torch.from_numpy(_f32(rng, 2, 4, 5, 3))
-    buf = __import__("io").BytesIO()
+    buf = io.BytesIO()
     torch.onnx.export(net, (x,), buf, dynamo=False, input_names=["x"], output_names=["y"],
                       do_constant_folding=False)
     graph = graphc.from_onnx(buf.getvalue())

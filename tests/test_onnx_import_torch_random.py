@@ -14,7 +14,7 @@ import pytest
 import graphc
 
 torch = pytest.importorskip("torch")
-pytest.importorskip("onnx")
+onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
 
 from .test_onnx_import import _ort  # noqa: E402
@@ -41,8 +41,7 @@ def test_random_torch_export_imports_and_differentiates(seed):
     opset = OPSETS[seed % len(OPSETS)]
     data = _export(model, x, opset)
     graph = graphc.from_onnx(data)
-    model_proto = __import__("onnx").load_model_from_string(data)
-    want = _ort(model_proto, {"x": x.numpy()})["y"]
+    want = _ort(onnx.load_model_from_string(data), {"x": x.numpy()})["y"]
     for target in ("reference", "llvm"):
         _close(graphc.compile(graph, target=target)(x=x.numpy())["y"], want,
                f"{target}, opset {opset}, {model}")
