@@ -94,10 +94,20 @@ def reduce(imp, node, ins, attrs):
     if op == "ReduceSumSquare":
         return (x * x).sum(axes, keepdims=keep)
     if op == "ReduceL2":
-        return imp.b.sqrt((x * x).sum(axes, keepdims=keep))
+        return _norm_of_squares(imp, (x * x).sum(axes, keepdims=keep))
     m = x.max(axes, keepdims=True)
     out = imp.b.log(imp.b.exp(x - m).sum(axes, keepdims=True)) + m
     return out if keep else out.reshape(*[d for i, d in enumerate(x.shape) if i not in axes])
+
+
+def _norm_of_squares(imp, s):
+    """sqrt(s), whose gradient at s = 0 is 0 rather than 0 · inf = NaN: the norm of a zero
+    vector (F.normalize of a padding embedding) has the subgradient 0, as torch gives it. The
+    square root only ever sees positive values; the zeros are chosen around it."""
+    zero = imp.b.const(0.0, dtype=s.dtype)
+    positive = imp.b.op("gt", s, zero)
+    safe = imp.b.op("select", positive, s, imp.b.const(1.0, dtype=s.dtype))
+    return imp.b.op("select", positive, imp.b.sqrt(safe), zero)
 
 
 def arg_extreme(imp, node, ins, attrs):

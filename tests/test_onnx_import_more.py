@@ -257,3 +257,30 @@ def test_mobilenet_style_net_exported_by_torch(rng, tmp_path):
         got = graphc.compile(graph, target=target)({"x": x.numpy()})
         for name, w in zip(("logits", "features"), want, strict=True):
             np.testing.assert_allclose(got[name], w, rtol=1e-4, atol=1e-5, err_msg=target)
+
+
+def test_normalizing_a_zero_vector_has_finite_gradients(rng):
+    """F.normalize (ReduceL2, Clip at eps, Div) of rows one of which is all zeros (a padding
+    embedding): the norm's gradient at the zero row is 0, as torch's, not 0 · inf = NaN."""
+    torch = pytest.importorskip("torch")
+    import io
+
+    x = _f32(rng, 4, 6)
+    x[1] = 0.0
+    net = type("Normalize", (torch.nn.Module,), {
+        "forward": lambda self, t: torch.nn.functional.normalize(t, dim=-1) * 3.0})()
+    buf = io.BytesIO()
+    torch.onnx.export(net, (torch.from_numpy(x),), buf, dynamo=False, input_names=["x"],
+                      output_names=["y"])
+    graph = graphc.from_onnx(buf.getvalue())
+    xt = torch.from_numpy(x).requires_grad_(True)
+    w = _f32(rng, 4, 6)
+    (net(xt) * torch.from_numpy(w)).sum().backward()
+    b = graphc.Builder.from_graph(graph)
+    b.copy_body(graph)
+    loss = (b.tensor(dict(graph.outputs)["y"]) * b.const(w)).sum()
+    grads = graphc.autodiff(b.build(outputs={"loss": loss}), "loss", wrt=["x"])
+    for target in ("reference", "llvm"):
+        got = graphc.compile(grads, target=target)(x=x)["grad.x"]
+        assert np.isfinite(got).all(), target
+        np.testing.assert_allclose(got, xt.grad.numpy(), rtol=1e-4, atol=1e-4, err_msg=target)
