@@ -287,17 +287,15 @@ def layer_norm(imp, node, ins, attrs):
     return [y] + [None] * (len(node.output) - 1)
 
 
-def fixed_weight(imp, node, v, what: str, verb: str) -> tuple[np.ndarray, bool]:
-    """A weight the importer re-lays out: its values, and whether it is trainable (an
-    initializer, imported as a parameter) or a constant (Constant nodes: an exporter's frozen
-    weights). One that depends on a graph input is refused."""
+def weight_values(imp, v) -> tuple[np.ndarray | Tensor, bool]:
+    """A weight the importer re-lays out, and whether it is trainable. An initializer gives its
+    values (imported as a parameter), a Constant node's subgraph its folded values (an
+    exporter's frozen weights: a constant); a weight computed at run time (from parameters,
+    weight normalization) stays the graph tensor, to be re-laid out by graph ops."""
     if isinstance(v, np.ndarray):
         return v, True
     values = imp.numbers(v)
-    if values is None:
-        raise imp.fail(node, f"{what} must be an initializer or a constant (graphc {verb} it "
-                             "at import)")
-    return values, False
+    return (v if values is None else values), False
 
 
 def conv_transpose(imp, node, ins, attrs):
@@ -306,11 +304,8 @@ def conv_transpose(imp, node, ins, attrs):
     into a parameter named after it; a weight computed at run time, by graph ops), padding
     d*(k-1) - pads (plus output_padding at the end)."""
     x = imp.t(ins[0])
-    w = ins[1]
-    computed = isinstance(w, Tensor) and imp.numbers(w) is None  # e.g. weight normalization
-    trainable = False
-    if not computed:
-        w, trainable = fixed_weight(imp, node, w, "the weight", "flips")
+    w, trainable = weight_values(imp, ins[1])
+    computed = isinstance(w, Tensor)  # e.g. weight normalization
     rank = x.ndim - 2
     if rank < 1 or w.ndim != rank + 2:
         raise imp.fail(node, f"input {x.shape} and weight {w.shape} do not make a transposed "
@@ -432,11 +427,10 @@ def recurrent(imp, node, ins, attrs):
     consts, trainable, computed = {}, True, False
     for k, what in ((1, "W"), (2, "R"), (3, "B")):
         v = ins[k] if len(ins) > k else None
-        if isinstance(v, Tensor) and imp.numbers(v) is None:
-            computed = True  # from parameters at run time (an export without constant folding)
-        elif v is not None:
-            v, init = fixed_weight(imp, node, v, what, "re-lays")
+        if v is not None:
+            v, init = weight_values(imp, v)
             trainable &= init
+            computed |= isinstance(v, Tensor)  # an export without constant folding
         consts[what] = v
     if computed:  # every weight a graph tensor, re-laid out by graph ops (gradients flow back)
         for k, what in enumerate(("W", "R", "B")):

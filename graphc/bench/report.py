@@ -325,12 +325,11 @@ def terminal_targets(doc: dict[str, Any]) -> list[str]:
     """The targets the run measured (a run of some workloads, or of the user's model, does not
     list the rest one by one)."""
     rows = target_rows(doc, ("met", "SHORT", "-"), measured_only=True)
-    left = len(doc["targets"]) - len(rows)
-    note = (f"({left} target rows left out: their workloads were not in this run)"
-            if left else "")
     if not rows:
         return ["Targets: none measured (their workloads were not in this run)", ""]
-    return ["Targets", table(TARGET_HEADERS, rows), *([note] if note else []), ""]
+    left = len(doc["targets"]) - len(rows)
+    note = [f"({left} target rows left out: their workloads were not in this run)"] if left else []
+    return ["Targets", table(TARGET_HEADERS, rows), *note, ""]
 
 
 TARGET_HEADERS = ["target", "workload", "thr", "goal", "measured", "status", "note"]
